@@ -1,0 +1,31 @@
+"""keras-classreg: Class Regularization for video action recognition (Keras 3).
+
+The library part: the `ClassRegularization` layer, the 3D model zoo
+(`keras_classreg.models`), FLOPs counting, model surgery and explanations.
+It does no file I/O and has no command line; `training` and `serving` build
+on it.
+"""
+
+import os as _os
+
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_classreg.layers import ClassRegularization  # noqa: E402
+from keras_classreg.model import (  # noqa: E402
+    ClassRegModel,
+    class_regularization_blocks,
+    wire_classifiers,
+)
+from keras_classreg import models  # noqa: E402
+from keras_classreg.flops import flops  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassRegularization",
+    "ClassRegModel",
+    "class_regularization_blocks",
+    "flops",
+    "models",
+    "wire_classifiers",
+]

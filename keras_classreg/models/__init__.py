@@ -1,0 +1,53 @@
+"""The 3D model zoo: builders and a registry of names.
+
+>>> from keras_classreg import models
+>>> "resnet50_3d" in models.names()
+True
+>>> model = models.get("resnet18_3d", num_classes=3, input_shape=(4, 32, 32, 3))
+"""
+
+import functools
+
+from keras_classreg.models.i3d import I3D_AFFECTION_RATES, i3d
+from keras_classreg.models.resnet3d import (
+    RESNET_AFFECTION_RATES,
+    resnet3d,
+    resnext101_3d,
+    wide_resnet50_3d,
+)
+
+_REGISTRY = {
+    **{
+        f"resnet{depth}_3d": functools.partial(resnet3d, depth)
+        for depth in (18, 34, 50, 101, 152)
+    },
+    "wide_resnet50_3d": wide_resnet50_3d,
+    "resnext101_3d": resnext101_3d,
+    "i3d": i3d,
+}
+
+
+def names():
+    """The registered model names, e.g. `resnet50_3d`, `i3d`."""
+    return sorted(_REGISTRY)
+
+
+def get(name, **kwargs):
+    """Builds the registered model `name` with the builder's keyword arguments."""
+    if name not in _REGISTRY:
+        raise ValueError(
+            f"Unknown model name {name!r}. Expected one of: {', '.join(names())}."
+        )
+    return _REGISTRY[name](**kwargs)
+
+
+__all__ = [
+    "I3D_AFFECTION_RATES",
+    "RESNET_AFFECTION_RATES",
+    "get",
+    "i3d",
+    "names",
+    "resnet3d",
+    "resnext101_3d",
+    "wide_resnet50_3d",
+]

@@ -1,0 +1,30 @@
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, fixtures."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices, so MirroredStrategy has two replicas on CPU. This
+# must happen before TensorFlow initialises its devices.
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0],
+        [tf.config.LogicalDeviceConfiguration()] * 2,
+    )
+except RuntimeError:  # devices already initialised by an earlier import
+    pass
+
+REAL_CLIPS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-clips"
+
+
+@pytest.fixture(scope="session")
+def real_clips_dir():
+    """The shared real clips (HMDB-51/UCF-101/Kinetics); skip when absent."""
+    if not (REAL_CLIPS / "labels.csv").is_file():
+        pytest.skip(f"real clips not found at {REAL_CLIPS}")
+    return REAL_CLIPS
