@@ -108,8 +108,9 @@ def explanation_model(model):
                 "a functional model in which every block is called exactly "
                 "once."
             ) from error
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(
-        model.inputs, activations + [model.output],
+        inputs, activations + [model.output],
         name=f"{model.name}_explanation",
     )
 
