@@ -413,3 +413,29 @@ def test_error_custom_layer_without_config_suggests_share_layers():
                                       share_layers=True)
     clips = _clips((2, 8, 8, 3))
     np.testing.assert_array_equal(shared(clips).numpy(), model(clips).numpy())
+
+
+def test_multi_input_model_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        rgb = keras.Input((2, 8, 8, 3), name="rgb")
+        flow = keras.Input((2, 8, 8, 2), name="flow")
+        a = keras.layers.Conv3D(4, 3, padding="same", name="rgb_conv")(rgb)
+        b = keras.layers.Conv3D(4, 3, padding="same", name="flow_conv")(flow)
+        x = keras.layers.Concatenate(name="fuse")([a, b])
+        x = keras.layers.GlobalAveragePooling3D()(x)
+        head = keras.layers.Dense(3, activation="softmax", dtype="float32", name="head")
+        base = keras.Model({"rgb": rgb, "flow": flow}, head(x))
+        zero = add_class_regularization(base, ["rgb_conv", "fuse"], affection_rates=0.0)
+        active = add_class_regularization(base, ["rgb_conv", "fuse"], affection_rates=0.5)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    rng = np.random.default_rng(0)
+    data = {"rgb": rng.normal(size=(2, 2, 8, 8, 3)).astype("float32"),
+            "flow": rng.normal(size=(2, 2, 8, 8, 2)).astype("float32")}
+    assert zero.get_layer("rgb_conv").output.dtype == "float16"
+    np.testing.assert_array_equal(zero(data).numpy(), base(data).numpy())
+    _randomize_projections(active)
+    out = active(data).numpy()
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert not np.allclose(out, base(data).numpy(), atol=1e-3)
