@@ -11,6 +11,7 @@ did.
 """
 
 import difflib
+import numbers
 
 import keras
 from keras.src.models.functional import Functional
@@ -351,6 +352,12 @@ def _resolve_targets(graph, entries, after):
 
 
 def _unknown_layer_message(graph, entries, item):
+    if item in [tensor._keras_history.operation.name for tensor in graph.inputs]:
+        return (
+            f"Invalid value for argument `after`: {item!r} is an input of "
+            f"model '{graph.name}'; a Class Regularization block follows a "
+            "layer's activations. Name a layer instead."
+        )
     reachable = {id(layer) for layer, _ in entries}
     hidden = [
         (layer, owner)
@@ -382,14 +389,21 @@ def _default_rates(count):
     return tuple(round(0.1 + step * i, 10) for i in range(count))
 
 
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def _resolve_rates(affection_rates, targets):
     if affection_rates is None:
         return _default_rates(len(targets))
-    if isinstance(affection_rates, (int, float)) and not isinstance(
-        affection_rates, bool
-    ):
-        return (affection_rates,) * len(targets)
-    rates = tuple(affection_rates) if isinstance(affection_rates, (list, tuple)) else None
+    if _is_number(affection_rates):
+        return (float(affection_rates),) * len(targets)
+    try:
+        # numbers (NumPy ones too) as floats; anything else is left for the
+        # layer to reject with its own message
+        rates = tuple(float(r) if _is_number(r) else r for r in affection_rates)
+    except TypeError:
+        rates = None
     if rates is None or len(rates) != len(targets):
         names = ", ".join(repr(layer.name) for layer in targets)
         raise ValueError(

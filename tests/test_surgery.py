@@ -316,7 +316,7 @@ def test_default_rates():
 # errors
 # ----------------------------------------------------------------------
 def _tiny(head=True):
-    inputs = keras.Input((2, 8, 8, 3))
+    inputs = keras.Input((2, 8, 8, 3), name="clips")
     x = keras.layers.Conv3D(4, 3, padding="same", name="conv")(inputs)
     x = keras.layers.GlobalAveragePooling3D(name="pool")(x)
     if head:
@@ -439,3 +439,14 @@ def test_multi_input_model_under_mixed_precision():
     out = active(data).numpy()
     assert out.dtype == np.float32 and np.isfinite(out).all()
     assert not np.allclose(out, base(data).numpy(), atol=1e-3)
+
+
+def test_rates_accept_numpy_and_reject_non_numbers():
+    model = add_class_regularization(_tiny(), ["conv"], affection_rates=np.float32(0.25))
+    assert model.get_layer("conv_classreg").affection_rate == 0.25
+    model = add_class_regularization(_tiny(), ["conv"], affection_rates=np.array([0.5]))
+    assert model.get_layer("conv_classreg").affection_rate == 0.5
+    with pytest.raises(ValueError, match="Expected a float between 0 and 1"):
+        add_class_regularization(_tiny(), ["conv"], affection_rates=["0.3"])
+    with pytest.raises(ValueError, match="'clips' is an input of model"):
+        add_class_regularization(_tiny(), ["clips"])
