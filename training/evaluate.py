@@ -1,0 +1,348 @@
+"""Evaluate a trained model: clip- and video-level top-1/top-5, per class.
+
+Every test video is cut into `num_clips` uniformly spaced clips x
+`num_crops` spatial crops ("views", built by `training.data.clip_dataset`
+in test mode). Clip-level accuracy scores every view on its own; the
+video-level score of a video is the mean of its views' softmax
+probabilities. Per-class accuracy and the confusion matrix are video-level.
+
+    python -m training.evaluate --model runs/r18/best.keras --data prepared \\
+        --num-clips 10 --num-crops 3 --out runs/r18/eval
+
+writes `report.json` and `confusion_matrix.png` to `--out`. Clip length,
+stride, crop size, normalisation and class names come from the
+`config.json` beside the model (a training run directory) unless given.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+import keras_classreg  # noqa: E402,F401  (registers the layer and model)
+from training import data as video_data  # noqa: E402
+
+
+# ---------------------------------------------------------------------------
+# Scores → report (pure NumPy)
+# ---------------------------------------------------------------------------
+def _top_k_hits(probabilities, labels, k):
+    k = min(k, probabilities.shape[1])
+    # a label is in the top k when fewer than k classes score strictly higher
+    label_scores = probabilities[np.arange(len(labels)), labels]
+    higher = (probabilities > label_scores[:, None]).sum(axis=1)
+    return higher < k
+
+
+def compute_report(view_probabilities, view_labels, view_videos, class_names):
+    """The accuracy report from per-view probabilities.
+
+    Args:
+        view_probabilities: float `[V, K]`, one softmax row per view.
+        view_labels: int `[V]`, the true class of each view's video.
+        view_videos: int `[V]`, which video each view belongs to.
+        class_names: the `K` class names (index = label).
+
+    Returns:
+        a JSON-ready dict: `clip` and `video` `{top1, top5, count}`,
+        `per_class` (video-level accuracy and count per class),
+        `mean_class_accuracy`, `confusion_matrix` (rows: true class,
+        columns: predicted, video counts) and `videos` (per video: label,
+        prediction, its score and the number of views).
+    """
+    probabilities = np.asarray(view_probabilities, dtype=np.float64)
+    labels = np.asarray(view_labels, dtype=np.int64)
+    videos = np.asarray(view_videos, dtype=np.int64)
+    num_classes = len(class_names)
+    if probabilities.ndim != 2 or probabilities.shape[1] != num_classes:
+        raise ValueError(
+            f"Expected view probabilities of shape [views, {num_classes}] "
+            f"({num_classes} class names). Received: {probabilities.shape}"
+        )
+    if not (len(labels) == len(videos) == len(probabilities)) or not len(labels):
+        raise ValueError(
+            "Expected as many labels and video ids as views (at least one). "
+            f"Received: {len(probabilities)} views, {len(labels)} labels, "
+            f"{len(videos)} video ids."
+        )
+    video_ids, inverse = np.unique(videos, return_inverse=True)
+    views_per_video = np.bincount(inverse)
+    video_scores = np.zeros((len(video_ids), num_classes))
+    np.add.at(video_scores, inverse, probabilities)
+    video_scores /= views_per_video[:, None]
+    video_labels = np.zeros(len(video_ids), dtype=np.int64)
+    video_labels[inverse] = labels
+    if np.any(video_labels[inverse] != labels):
+        raise ValueError("Views of one video carry different labels.")
+
+    predicted = video_scores.argmax(axis=1)
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (video_labels, predicted), 1)
+    per_class = []
+    for index, name in enumerate(class_names):
+        count = int(confusion[index].sum())
+        per_class.append({
+            "class": name,
+            "videos": count,
+            "top1": float(confusion[index, index] / count) if count else None,
+        })
+    present = [row["top1"] for row in per_class if row["top1"] is not None]
+    return {
+        "class_names": list(class_names),
+        "clip": {
+            "top1": float(np.mean(probabilities.argmax(axis=1) == labels)),
+            "top5": float(np.mean(_top_k_hits(probabilities, labels, 5))),
+            "count": int(len(labels)),
+        },
+        "video": {
+            "top1": float(np.mean(predicted == video_labels)),
+            "top5": float(np.mean(_top_k_hits(video_scores, video_labels, 5))),
+            "count": int(len(video_ids)),
+        },
+        "top5_k": int(min(5, num_classes)),
+        "chance_top1": 1.0 / num_classes,
+        "per_class": per_class,
+        "mean_class_accuracy": float(np.mean(present)) if present else None,
+        "confusion_matrix": confusion.tolist(),
+        "videos": [
+            {
+                "video": int(video_ids[i]),
+                "label": int(video_labels[i]),
+                "predicted": int(predicted[i]),
+                "score": float(video_scores[i, predicted[i]]),
+                "views": int(views_per_video[i]),
+            }
+            for i in range(len(video_ids))
+        ],
+    }
+
+
+# ---------------------------------------------------------------------------
+# Model + data → report
+# ---------------------------------------------------------------------------
+def load_run_config(model_path):
+    """The `config.json` beside a `.keras` file, or `{}` when there is none."""
+    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as file:
+        try:
+            return json.load(file)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"Invalid JSON in {path} line {error.lineno}: {error.msg}"
+            ) from None
+
+
+def load_model(model_path):
+    if not os.path.isfile(model_path):
+        raise FileNotFoundError(f"Model file not found: {model_path}")
+    return keras.saving.load_model(model_path, compile=False)
+
+
+def evaluate(
+    model,
+    data,
+    subset="test",
+    num_clips=10,
+    num_crops=1,
+    clip_length=None,
+    stride=None,
+    crop_size=None,
+    mean=None,
+    std=None,
+    class_names=None,
+    batch_size=8,
+    progress=True,
+):
+    """Evaluates `model` on a prepared dataset's `subset`.
+
+    Args:
+        model: a Keras model, or the path of a `.keras` file (the
+            `config.json` beside it, if any, gives the defaults below).
+        data: the prepared dataset folder (or its manifest.json).
+        subset: which subset of the manifest.
+        num_clips, num_crops: views per video (uniform clips x 1 or 3 crops).
+        clip_length, stride, crop_size, mean, std: the clip format the model
+            was trained on; default: the run's config.json, else the model's
+            input shape, stride 2 and `training.data` defaults.
+        class_names: default: the run's config, else the manifest's.
+        batch_size: views per forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        the report of `compute_report` plus the evaluation settings.
+
+    Example:
+
+        report = evaluate("runs/r18/best.keras", "prepared", num_clips=4)
+        print(report["video"]["top1"])
+    """
+    run_config = {}
+    model_path = None
+    if isinstance(model, (str, os.PathLike)):
+        model_path = os.fspath(model)
+        run_config = load_run_config(model_path)
+        model = load_model(model_path)
+    input_shape = model.input_shape
+    clip_length = clip_length or run_config.get("clip_length") or input_shape[1]
+    crop_size = crop_size or run_config.get("crop_size") or input_shape[2]
+    stride = stride or run_config.get("stride") or 2
+    mean = list(mean or run_config.get("mean") or video_data.DEFAULT_MEAN)
+    std = list(std or run_config.get("std") or video_data.DEFAULT_STD)
+    manifest = video_data.load_manifest(data)
+    class_names = list(class_names or run_config.get("class_names")
+                       or manifest["class_names"])
+    if len(class_names) != model.output_shape[-1]:
+        raise ValueError(
+            f"The model predicts {model.output_shape[-1]} classes but "
+            f"{len(class_names)} class names were given."
+        )
+    if list(manifest["class_names"]) != class_names:
+        raise ValueError(
+            f"The dataset's classes ({manifest['class_names']}) differ from the "
+            f"model's ({class_names}); labels would not line up."
+        )
+    views = num_clips * num_crops
+    dataset = video_data.clip_dataset(
+        data, subset=subset, mode="test", clip_length=clip_length,
+        stride=stride, crop_size=crop_size, batch_size=batch_size,
+        num_clips=num_clips, num_crops=num_crops, mean=mean, std=std,
+    )
+    subset_videos = int(manifest["subsets"][subset]["videos"])
+    probabilities, labels, videos = _predict_views(
+        model, dataset, total=-(-subset_videos * views // batch_size),
+        progress=progress,
+    )
+    report = compute_report(probabilities, labels, videos, class_names)
+    report["settings"] = {
+        "model": os.path.abspath(model_path) if model_path else model.name,
+        "data": os.path.abspath(os.fspath(data)),
+        "subset": subset,
+        "num_clips": num_clips,
+        "num_crops": num_crops,
+        "clip_length": int(clip_length),
+        "stride": int(stride),
+        "crop_size": int(crop_size),
+        "mean": mean,
+        "std": std,
+    }
+    return report
+
+
+def _predict_views(model, dataset, total, progress):
+    raise NotImplementedError  # replaced once the data pipeline lands
+
+
+def plot_confusion_matrix(report, path):
+    """Writes the report's (video-level) confusion matrix as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(report["confusion_matrix"], dtype=np.float64)
+    names = report["class_names"]
+    rows = matrix.sum(axis=1, keepdims=True)
+    normalised = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    size = min(4 + 0.35 * len(names), 30)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04,
+                    label="fraction of the true class's videos")
+    if len(names) <= 40:
+        axes.set_xticks(range(len(names)), names, rotation=90)
+        axes.set_yticks(range(len(names)), names)
+    if len(names) <= 25:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if matrix[i, j]:
+                    axes.text(j, i, int(matrix[i, j]), ha="center", va="center",
+                              color="white" if normalised[i, j] > 0.5 else "black",
+                              fontsize=8)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    video = report["video"]
+    axes.set_title(f"video-level confusion: top-1 {video['top1']:.1%} "
+                   f"({video['count']} videos)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_report(report, out_dir):
+    """Writes `report.json` and `confusion_matrix.png` into `out_dir`."""
+    os.makedirs(out_dir, exist_ok=True)
+    png = plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
+    report = dict(report, confusion_matrix_png=os.path.abspath(png))
+    path = os.path.join(out_dir, "report.json")
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+        file.write("\n")
+    return path, png
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description=(
+            "Clip- and video-level (multi-view) top-1/top-5, per-class "
+            "accuracy and confusion matrix of a trained model, written as "
+            "report.json + confusion_matrix.png."
+        ),
+        epilog="Example: python -m training.evaluate --model runs/r18/best.keras "
+        "--data prepared --num-clips 10 --num-crops 3 --out runs/r18/eval",
+    )
+    parser.add_argument("--model", required=True,
+                        help="A .keras file (e.g. RUN_DIR/best.keras); the "
+                        "config.json beside it supplies the clip format.")
+    parser.add_argument("--data", required=True,
+                        help="Prepared dataset folder (or its manifest.json).")
+    parser.add_argument("--subset", default="test", help="Subset to evaluate (default: test).")
+    parser.add_argument("--num-clips", type=int, default=10,
+                        help="Uniformly spaced clips per video (default: 10).")
+    parser.add_argument("--num-crops", type=int, default=1, choices=(1, 3),
+                        help="Spatial crops per clip: 1 (centre) or 3 (default: 1).")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="Views per forward pass (default: 8).")
+    parser.add_argument("--clip-length", type=int, help="Frames per clip (default: the run's).")
+    parser.add_argument("--stride", type=int, help="Frame stride (default: the run's).")
+    parser.add_argument("--crop-size", type=int, help="Crop size (default: the run's).")
+    parser.add_argument("--out", help="Output folder (default: eval/ beside the model).")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    for name in ("num_clips", "batch_size"):
+        if getattr(args, name) < 1:
+            print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
+    report = evaluate(
+        args.model, args.data, subset=args.subset, num_clips=args.num_clips,
+        num_crops=args.num_crops, clip_length=args.clip_length,
+        stride=args.stride, crop_size=args.crop_size, batch_size=args.batch_size,
+    )
+    path, png = write_report(report, out)
+    clip, video = report["clip"], report["video"]
+    print(f"clip-level  top-1 {clip['top1']:.4f}  top-{report['top5_k']} "
+          f"{clip['top5']:.4f}  ({clip['count']} views)")
+    print(f"video-level top-1 {video['top1']:.4f}  top-{report['top5_k']} "
+          f"{video['top5']:.4f}  ({video['count']} videos; chance "
+          f"{report['chance_top1']:.4f})")
+    print(f"report: {path}\nconfusion matrix: {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

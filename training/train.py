@@ -1,0 +1,484 @@
+"""Train a video classifier with (or without) Class Regularization.
+
+The library entry point is `train(config) -> run_dir`; the command line
+
+    python -m training.train --data prepared/ --run-dir runs/r18 \\
+        --model resnet18_3d --epochs 30 --batch-size 16
+
+is a thin wrapper around it (`--config FILE.yaml` reads the same fields from
+a file; flags override it). Re-running the same command on the same
+`--run-dir` resumes an interrupted run (`BackupAndRestore`); re-running a
+finished run does nothing.
+
+The run directory (an interface: export, explain and the reproduction
+harness read it):
+
+    config.json        the resolved config (every field of TrainConfig plus
+                       num_classes, class_names, input_shape, mean, std, ...)
+    best.keras         the model of the epoch with the best val top-1
+    final.keras        the model after the last epoch
+    summary.json       best epoch and score, last epoch's metrics, timings
+    checkpoints/       epoch_NNN.keras after each epoch (newest kept)
+    backup/            BackupAndRestore's state while a run is unfinished
+    history.csv        one row per epoch (1-based `epoch`)
+    tensorboard/       TensorBoard logs
+    workers/           under TF_CONFIG: the non-chief workers' final.keras
+                       and backup/
+"""
+
+import argparse
+import dataclasses
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_classreg  # noqa: E402,F401  (registers the layer and model)
+from keras_classreg import models as zoo  # noqa: E402
+from training import callbacks as run_callbacks  # noqa: E402
+from training import data as video_data  # noqa: E402
+from training.config import (  # noqa: E402
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+)
+from training.distribute import make_strategy, num_workers, worker_role  # noqa: E402
+from training.optimization import make_optimizer  # noqa: E402
+
+# Fields that may differ when an interrupted run is resumed.
+RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir")
+
+
+# ---------------------------------------------------------------------------
+# Model
+# ---------------------------------------------------------------------------
+def resolve_model_builder(spec):
+    """A model builder from a zoo name, `'package.module:fn'` or `'file.py:fn'`.
+
+    The builder takes the zoo's keyword arguments (`num_classes`,
+    `input_shape`, `class_regularization`, `affection_rates`, `dropout`,
+    `class_regularization_options`) and returns a Keras model whose last
+    layer is the softmax `Dense` classifier.
+    """
+    if spec in zoo.names():
+        return lambda **kwargs: zoo.get(spec, **kwargs)
+    if ":" not in spec:
+        raise ValueError(
+            f"Unknown model {spec!r}. Expected one of: {', '.join(zoo.names())}; "
+            "or 'package.module:builder' / 'path/file.py:builder'."
+        )
+    module_name, _, attribute = spec.rpartition(":")
+    if module_name.endswith(".py"):
+        if not os.path.isfile(module_name):
+            raise FileNotFoundError(f"Model builder file not found: {module_name} (model={spec!r})")
+        module_spec = importlib.util.spec_from_file_location(
+            os.path.splitext(os.path.basename(module_name))[0], module_name
+        )
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(module_name)
+    builder = getattr(module, attribute, None)
+    if not callable(builder):
+        raise ValueError(f"Model builder {attribute!r} not found in {module_name} (model={spec!r}).")
+    return builder
+
+
+def build_model(config, num_classes):
+    """The model of `config` (call inside the strategy's scope)."""
+    kwargs = dict(
+        num_classes=num_classes,
+        input_shape=(config.clip_length, config.crop_size, config.crop_size, 3),
+        class_regularization=config.class_regularization,
+        affection_rates=config.affection_rates,
+        dropout=config.dropout,
+    )
+    if config.class_regularization_options:
+        kwargs["class_regularization_options"] = config.class_regularization_options
+    return resolve_model_builder(config.model)(**kwargs)
+
+
+def init_from_path(path):
+    """The `.keras` file meant by `--init-from` (a file or a run directory)."""
+    if os.path.isdir(path):
+        for name in ("best.keras", "final.keras"):
+            if os.path.isfile(os.path.join(path, name)):
+                return os.path.join(path, name)
+        raise FileNotFoundError(
+            f"--init-from {path}: the directory holds neither best.keras nor final.keras."
+        )
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--init-from {path}: no such file.")
+    if not path.endswith(".keras"):
+        raise ValueError(f"--init-from {path}: expected a .keras file or a run directory.")
+    return path
+
+
+def transfer_weights(source, target):
+    """Copies weights from `source` into `target` layer by layer, by name.
+
+    Layers of `target` without a same-named layer in `source` (e.g. the Class
+    Regularization blocks' projections when `source` is the base model) keep
+    their fresh initial weights; same-named layers whose weight shapes differ
+    (e.g. a classifier for another number of classes) are left fresh too and
+    reported.
+
+    Returns:
+        dict with lists of layer names: `transferred`, `new` (no source layer
+        of that name, and holding weights), `mismatched` (shape differs) and
+        `unused` (source layers with weights that `target` lacks).
+    """
+    source_layers = {
+        layer.name: layer for layer in source._flatten_layers(include_self=False)
+    }
+    report = {"transferred": [], "new": [], "mismatched": [], "unused": []}
+    seen = set()
+    for layer in target._flatten_layers(include_self=False):
+        if not layer.weights:
+            continue
+        origin = source_layers.get(layer.name)
+        if origin is None or not origin.weights:
+            report["new"].append(layer.name)
+            continue
+        seen.add(layer.name)
+        values = origin.get_weights()
+        shapes = [tuple(v.shape) for v in values]
+        if shapes != [tuple(w.shape) for w in layer.weights]:
+            report["mismatched"].append(layer.name)
+            continue
+        layer.set_weights(values)
+        report["transferred"].append(layer.name)
+    report["unused"] = [
+        name for name, layer in source_layers.items()
+        if layer.weights and name not in seen
+    ]
+    if not report["transferred"]:
+        raise ValueError(
+            f"Weight transfer from model '{source.name}' into '{target.name}': "
+            "no layer name in common with matching shapes (is this the right "
+            "architecture?)."
+        )
+    return report
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+def _one_hot(num_classes):
+    def convert(clips, labels):
+        return clips, tf.one_hot(labels, num_classes)
+
+    return convert
+
+
+def make_datasets(config, manifest, num_classes):
+    """`(train, validation or None, steps_per_epoch, validation_steps)`."""
+    mean, std = _normalisation(config)
+    options = tf.data.Options()
+    # Shard by element so that any number of shard files works with any
+    # number of workers.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+    )
+    train = video_data.clip_dataset(
+        config.data,
+        subset="train",
+        mode="train",
+        clip_length=config.clip_length,
+        stride=config.stride,
+        crop_size=config.crop_size,
+        batch_size=config.batch_size,
+        mean=mean,
+        std=std,
+        deterministic=config.deterministic,
+        seed=config.seed,
+        shuffle=True,
+        repeat=True,
+    )
+    train = train.map(_one_hot(num_classes)).with_options(options)
+    train_videos = manifest_videos(manifest, "train")
+    steps = config.steps_per_epoch or max(1, train_videos // config.batch_size)
+    if not config.validation:
+        return train, None, steps, None
+    val_videos = manifest_videos(manifest, config.val_subset)
+    if val_videos == 0:
+        raise ValueError(
+            f"Validation subset {config.val_subset!r} of {config.data} has no "
+            "videos; pass --val-subset or --no-validation."
+        )
+    val = video_data.clip_dataset(
+        config.data,
+        subset=config.val_subset,
+        mode="test",
+        clip_length=config.clip_length,
+        stride=config.stride,
+        crop_size=config.crop_size,
+        batch_size=config.batch_size,
+        num_clips=config.val_num_clips,
+        num_crops=1,
+        mean=mean,
+        std=std,
+    )
+    val = val.map(_views_to_pairs(num_classes)).with_options(options)
+    return train, val, steps, None
+
+
+def _views_to_pairs(num_classes):
+    raise NotImplementedError  # replaced once the data pipeline lands
+
+
+def manifest_videos(manifest, subset):
+    subsets = manifest.get("subsets", {})
+    if subset not in subsets:
+        raise ValueError(
+            f"Subset {subset!r} is not in the dataset manifest (subsets: "
+            f"{', '.join(subsets) or 'none'})."
+        )
+    return int(subsets[subset].get("videos", 0))
+
+
+def _normalisation(config):
+    mean = list(config.mean) if config.mean is not None else list(video_data.DEFAULT_MEAN)
+    std = list(config.std) if config.std is not None else list(video_data.DEFAULT_STD)
+    return [float(v) for v in mean], [float(v) for v in std]
+
+
+# ---------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------
+def resolved_config(config, manifest, strategy, steps_per_epoch):
+    """The config as saved in `config.json`: fields plus derived values."""
+    mean, std = _normalisation(config)
+    values = config.to_dict()
+    values.update(
+        data=os.path.abspath(config.data),
+        run_dir=os.path.abspath(config.run_dir),
+        num_classes=len(manifest["class_names"]),
+        class_names=list(manifest["class_names"]),
+        input_shape=[config.clip_length, config.crop_size, config.crop_size, 3],
+        mean=mean,
+        std=std,
+        steps_per_epoch_resolved=steps_per_epoch,
+        train_videos=manifest_videos(manifest, "train"),
+        num_replicas=strategy.num_replicas_in_sync,
+        num_workers=num_workers(strategy),
+        versions={"tensorflow": tf.__version__, "keras": keras.__version__,
+                  "keras_classreg": keras_classreg.__version__},
+    )
+    return values
+
+
+def _check_resume(path, values):
+    """Refuses to resume a run whose saved config differs from this one."""
+    with open(path, encoding="utf-8") as file:
+        saved = json.load(file)
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    derived = ("num_classes", "class_names", "input_shape", "mean", "std",
+               "steps_per_epoch_resolved")
+    differing = [
+        name for name in fields + list(derived)
+        if name not in RESUMABLE_CHANGES and saved.get(name) != values.get(name)
+    ]
+    if differing:
+        details = "; ".join(
+            f"{name}: saved {saved.get(name)!r}, now {values.get(name)!r}"
+            for name in differing
+        )
+        raise ValueError(
+            f"{os.path.dirname(path)} holds a run with a different config "
+            f"({details}). Resume it with the same settings, or choose a new "
+            "--run-dir."
+        )
+
+
+def _write_json(path, values):
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8") as file:
+        json.dump(values, file, indent=2)
+        file.write("\n")
+    os.replace(partial, path)
+
+
+def train(config, model_builder=None):
+    """Trains a model as `config` says and returns its run directory.
+
+    Args:
+        config: a `TrainConfig` or a dict of its fields.
+        model_builder: optional callable replacing `config.model`'s builder
+            (same keyword arguments as the zoo builders), e.g. a custom
+            architecture; `config.model` is then only recorded.
+
+    Returns:
+        the absolute run directory (see the module docstring for its files).
+
+    Example (a few seconds on CPU, with data from `python -m training.prepare`):
+
+        run_dir = train({"data": "prepared", "run_dir": "runs/tiny",
+                         "model": "resnet18_3d", "clip_length": 4,
+                         "crop_size": 32, "epochs": 1})
+    """
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(dict(config))
+    config.validate()
+    strategy = make_strategy(config.devices)
+    task_type, task_index, is_chief = worker_role()
+    run_dir = os.path.abspath(config.run_dir)
+    work_dir = run_dir if is_chief else os.path.join(
+        run_dir, "workers", f"{task_type}-{task_index}"
+    )
+    os.makedirs(work_dir, exist_ok=True)
+
+    manifest = video_data.load_manifest(config.data)
+    num_classes = len(manifest["class_names"])
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
+
+    values = resolved_config(config, manifest, strategy, steps)
+    config_path = os.path.join(work_dir, "config.json")
+    final_path = os.path.join(work_dir, "final.keras")
+    if os.path.isfile(config_path):
+        _check_resume(config_path, values)
+        if os.path.isfile(final_path):
+            _log(config, f"{work_dir} is a finished run (final.keras exists); nothing to do.")
+            return run_dir
+    _write_json(config_path, values)
+
+    previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = build_model(config, num_classes)
+            if config.init_from:
+                source_path = init_from_path(config.init_from)
+                source = keras.saving.load_model(source_path, compile=False)
+                report = transfer_weights(source, model)
+                del source
+                values["init_from_report"] = report
+                _write_json(config_path, values)
+                _log(config, (
+                    f"init-from {source_path}: {len(report['transferred'])} layers "
+                    f"transferred, {len(report['new'])} new "
+                    f"({', '.join(report['new']) or '-'}), "
+                    f"{len(report['mismatched'])} shape-mismatched "
+                    f"({', '.join(report['mismatched']) or '-'})"
+                ))
+            model.compile(
+                optimizer=make_optimizer(config, steps),
+                loss=keras.losses.CategoricalCrossentropy(
+                    label_smoothing=config.label_smoothing
+                ),
+                metrics=[
+                    keras.metrics.CategoricalAccuracy(name="top1"),
+                    keras.metrics.TopKCategoricalAccuracy(
+                        k=min(5, num_classes), name="top5"
+                    ),
+                ],
+                jit_compile=config.xla,
+            )
+        history_path = os.path.join(work_dir, "history.csv")
+        callbacks = [
+            keras.callbacks.BackupAndRestore(
+                os.path.join(work_dir, "backup"), double_checkpoint=True
+            )
+        ]
+        if is_chief:
+            callbacks += [
+                run_callbacks.HistoryCSV(history_path),
+                run_callbacks.BestModel(
+                    os.path.join(work_dir, "best.keras"),
+                    monitor="val_top1" if val_data is not None else "top1",
+                    history_path=history_path,
+                ),
+                run_callbacks.EpochCheckpoints(
+                    os.path.join(work_dir, "checkpoints"), keep=config.keep_checkpoints
+                ),
+                keras.callbacks.TensorBoard(
+                    os.path.join(work_dir, "tensorboard"), write_graph=False
+                ),
+            ]
+        started = time.perf_counter()
+        history = model.fit(
+            train_data,
+            epochs=config.epochs,
+            steps_per_epoch=steps,
+            validation_data=val_data,
+            validation_steps=val_steps,
+            callbacks=callbacks,
+            verbose=config.verbose if is_chief else 0,
+        )
+        run_callbacks.save_model_atomically(model, final_path)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+    if is_chief:
+        best = callbacks[2]
+        last = {k: float(v[-1]) for k, v in history.history.items() if v}
+        _write_json(os.path.join(work_dir, "summary.json"), {
+            "best_epoch": best.best_epoch,
+            "best_" + best.monitor: best.best,
+            "last_epoch_metrics": last,
+            "epochs_run_in_this_process": len(history.epoch),
+            "seconds_in_this_process": round(time.perf_counter() - started, 1),
+        })
+        _log(config, f"run finished: {run_dir} (best epoch {best.best_epoch}, "
+                     f"{best.monitor} {best.best:.4f})")
+    return run_dir
+
+
+def _log(config, message):
+    if config.verbose:
+        print(f"[train] {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=(
+            "Train a 3D CNN with (or without) Class Regularization on a "
+            "dataset prepared by `python -m training.prepare`. Uses "
+            "MirroredStrategy over all local GPUs (CPU when none), or "
+            "MultiWorkerMirroredStrategy when TF_CONFIG is set. Re-run the "
+            "same command to resume an interrupted run."
+        ),
+        epilog=(
+            "Example: python -m training.train --data prepared --run-dir "
+            "runs/r18 --model resnet18_3d --clip-length 8 --crop-size 64 "
+            "--epochs 10 --batch-size 8.  Paper protocol: train with "
+            "--no-class-regularization, then train again with "
+            "--init-from runs/base."
+        ),
+    )
+    parser.add_argument(
+        "--config",
+        help="YAML or JSON file with any of the fields below (flags override it).",
+    )
+    add_config_arguments(parser)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    train(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
