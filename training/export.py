@@ -15,6 +15,8 @@ the graph and the class names travel inside it as an asset
 - `predict_normalized` (predict): `clips` float32 `[N, T, H, W, 3]`, already
   at the model's size and normalised (the model's own input); same outputs.
   Its input shape in `GetModelMetadata` tells clients the model's `T, H, W`.
+- `class_names` (predict): `class_index` int32 `[N]` → `class_name` string
+  `[N]`, the names of any classes (e.g. of a video-level top-k).
 - `classify` (method `tensorflow/serving/classify`, so TF Serving's
   `Classify` RPC works): `inputs` string `[N]`, serialized `tf.train.Example`s
   whose bytes feature `image/encoded` holds the clip's frames in order (JPEG
@@ -73,6 +75,7 @@ except ImportError:  # data pipeline not installed: Kinetics RGB statistics
 
 SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
+CLASS_NAMES_SIGNATURE = "class_names"
 CLASSIFY_SIGNATURE = "classify"
 EXPLAIN_SIGNATURE = "explain"
 EXPLAIN_CLASS_SIGNATURE = "explain_class"
@@ -141,7 +144,7 @@ def preprocess_clips(clips, input_shape, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     check = tf.debugging.assert_positive(
         shape[1:4],
         message="`clips` must hold at least one frame of at least 1x1 "
-        "pixels per clip (shape [N, T, H, W, 3]); got shape",
+        "pixels per clip (shape [N, T, H, W, 3]); received (T, H, W)",
     )
     with tf.control_dependencies([check]):
         clips = tf.identity(clips)
@@ -198,9 +201,26 @@ def prediction_signatures(context):
     def predict_normalized(clips):
         return outputs(clips)
 
+    num_classes = len(context.class_names)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.int32, name="class_index")
+    ], autograph=False)
+    def class_names(class_index):
+        check = tf.debugging.assert_equal(
+            tf.logical_and(tf.reduce_all(class_index >= 0),
+                           tf.reduce_all(class_index < num_classes)),
+            True,
+            message=f"`class_index` must hold class indices in "
+            f"[0, {num_classes})",
+        )
+        with tf.control_dependencies([check]):
+            return {"class_name": context.class_name_lookup(class_index)}
+
     return {
         SERVING_SIGNATURE: Signature(serving_default),
         NORMALIZED_SIGNATURE: Signature(predict_normalized),
+        CLASS_NAMES_SIGNATURE: Signature(class_names),
     }
 
 
@@ -747,7 +767,7 @@ def build_parser():
             "EXPORT_BASE/NAME/VERSION/, ready for TensorFlow Serving or "
             "`python -m serving.server`. Signatures: serving_default (uint8 "
             "clips of any size -> probabilities and top-k class names), "
-            "predict_normalized, classify (tf.Examples of JPEG frames) and, "
+            "predict_normalized, class_names, classify (tf.Examples of JPEG frames) and, "
             "for Class Regularization models, explain / explain_class. The "
             "class names, the resizing and the normalisation live inside "
             "the SavedModel: copying the version folder is enough."

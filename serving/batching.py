@@ -1,0 +1,281 @@
+"""Server-side batching: concurrent requests to one signature run as one call.
+
+The same knobs as TF Serving's batching (`--enable_batching
+--batching_parameters_file`): `max_batch_size`, `batch_timeout_micros`,
+`max_enqueued_batches`, `num_batch_threads`. A worker takes the oldest queued
+request and adds every queued request with the same per-example input
+shapes and dtypes until `max_batch_size` rows, waiting at most
+`batch_timeout_micros` for more (`0`: take what is queued now, so a lone
+request never waits, and requests that arrive while a batch runs form the
+next one). Outputs are split back by rows. If a batch fails because one
+request's content is bad (INVALID_ARGUMENT and the like), its requests are
+re-run one by one so only the bad one fails.
+
+Example:
+
+>>> import numpy as np
+>>> batcher = Batcher(lambda x: {"y": x["x"] * 2}, BatchingOptions(4))
+>>> batcher.run({"x": np.ones((1, 3))})["y"].tolist()
+[[2.0, 2.0, 2.0]]
+>>> batcher.close()
+"""
+
+import collections
+import dataclasses
+import logging
+import re
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from serving.errors import ServingError
+
+_LOG = logging.getLogger(__name__)
+
+# Errors caused by one request's content: retry the batch's requests alone.
+_PER_REQUEST_CODES = (
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+)
+QUEUE_FULL_MESSAGE = (
+    "The batch scheduling queue to which this task was submitted is full"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchingOptions:
+    """Batching settings (TF Serving's `BatchingParameters` names).
+
+    Args:
+        max_batch_size: most rows (examples) in one batched call; requests
+            with more rows run alone, unbatched.
+        batch_timeout_micros: how long a batch waits to fill (0: no wait).
+        max_enqueued_batches: queue bound, in batches of `max_batch_size`
+            rows; beyond it requests fail with UNAVAILABLE.
+        num_batch_threads: batches run in parallel per signature.
+    """
+
+    max_batch_size: int
+    batch_timeout_micros: int = 0
+    max_enqueued_batches: int = 100
+    num_batch_threads: int = 2
+
+    def __post_init__(self):
+        for field, minimum in (("max_batch_size", 1),
+                               ("batch_timeout_micros", 0),
+                               ("max_enqueued_batches", 1),
+                               ("num_batch_threads", 1)):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or value < minimum:
+                raise ValueError(
+                    f"Invalid value for argument `{field}`. Expected an int "
+                    f">= {minimum}. Received: {field}={value!r}"
+                )
+
+    @classmethod
+    def from_text(cls, text, path="batching parameters", **overrides):
+        """Parses TF Serving's `batching_parameters.txt` text format, e.g.
+        `max_batch_size { value: 32 }` (one field per line); `overrides`
+        (not None) win over the file."""
+        values = {}
+        known = {field.name for field in dataclasses.fields(cls)}
+        ignored = {"thread_pool_name", "allowed_batch_sizes",
+                   "pad_variable_length_inputs", "enable_large_batch_splitting",
+                   "max_execution_batch_size"}
+        for number, line in enumerate(text.splitlines(), start=1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            match = re.fullmatch(
+                r"(\w+)\s*\{\s*value\s*:\s*(\"?[\w.-]*\"?)\s*\}", line)
+            if not match:
+                raise ValueError(
+                    f"{path}, line {number}: expected `name {{ value: N }}` "
+                    f"(TF Serving's BatchingParameters text format). "
+                    f"Received: {line!r}"
+                )
+            name, value = match.groups()
+            if name in ignored:
+                _LOG.warning("%s, line %d: %s is not used by this server",
+                             path, number, name)
+                continue
+            if name not in known:
+                raise ValueError(
+                    f"{path}, line {number}: unknown batching parameter "
+                    f"{name!r}. Expected one of: {', '.join(sorted(known))}."
+                )
+            try:
+                values[name] = int(value)
+            except ValueError:
+                raise ValueError(
+                    f"{path}, line {number}: {name} must be an integer. "
+                    f"Received: {value!r}"
+                ) from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        if "max_batch_size" not in values:
+            raise ValueError(f"{path}: max_batch_size is required.")
+        return cls(**values)
+
+
+class _Task:
+    __slots__ = ("inputs", "rows", "key", "done", "outputs", "error")
+
+    def __init__(self, inputs, rows, key):
+        self.inputs, self.rows, self.key = inputs, rows, key
+        self.done = threading.Event()
+        self.outputs = None
+        self.error = None
+
+
+class Batcher:
+    """Batches calls of `run(inputs) -> outputs` (dicts of NumPy arrays
+    whose first axis is the batch) across threads."""
+
+    def __init__(self, run, options, name="batcher"):
+        self._run = run
+        self._options = options
+        self._capacity = options.max_enqueued_batches * options.max_batch_size
+        self._cond = threading.Condition()
+        self._queue = collections.deque()
+        self._queued_rows = 0
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)
+            for i in range(options.num_batch_threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def run(self, inputs):
+        """Runs `inputs` (possibly batched with other callers); blocks."""
+        rows = {len(value) for value in inputs.values()}
+        if len(rows) != 1 or not inputs:
+            return self._run(inputs)  # the model reports the mismatch
+        rows = rows.pop()
+        if rows == 0 or rows > self._options.max_batch_size:
+            return self._run(inputs)
+        key = tuple(sorted(
+            (name, value.dtype.str, value.shape[1:])
+            for name, value in inputs.items()
+        ))
+        task = _Task(inputs, rows, key)
+        with self._cond:
+            if self._closed:
+                task = None
+            elif self._queued_rows + rows > self._capacity:
+                raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                                   QUEUE_FULL_MESSAGE)
+            else:
+                self._queue.append(task)
+                self._queued_rows += rows
+                self._cond.notify()
+        if task is None:  # closed (its version is being unloaded): run alone
+            return self._run(inputs)
+        task.done.wait()
+        if task.error is not None:
+            raise task.error
+        return task.outputs
+
+    def close(self):
+        """Stops the workers once the queued requests are done."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def join(self, timeout=None):
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # ------------------------------------------------------------------
+    def _work(self):
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch = self._collect()
+            self._execute(batch)
+
+    def _collect(self):
+        first = self._queue.popleft()
+        batch, rows = [first], first.rows
+        deadline = time.monotonic() + self._options.batch_timeout_micros / 1e6
+        limit = self._options.max_batch_size
+        while True:
+            kept = collections.deque()
+            while self._queue:
+                task = self._queue.popleft()
+                if task.key == first.key and rows + task.rows <= limit:
+                    batch.append(task)
+                    rows += task.rows
+                else:
+                    kept.append(task)
+            self._queue = kept
+            remaining = deadline - time.monotonic()
+            if rows >= limit or remaining <= 0 or self._closed:
+                break
+            self._cond.wait(remaining)
+        self._queued_rows -= rows
+        return batch
+
+    def _execute(self, batch):
+        if len(batch) == 1:
+            self._run_alone(batch[0])
+            return
+        names = list(batch[0].inputs)
+        inputs = {name: np.concatenate([t.inputs[name] for t in batch])
+                  for name in names}
+        try:
+            outputs = self._run(inputs)
+        except ServingError as error:
+            if error.code in _PER_REQUEST_CODES:
+                for task in batch:
+                    self._run_alone(task)
+                return
+            self._fail(batch, error)
+            return
+        except Exception as error:  # noqa: BLE001 (reported to every caller)
+            _LOG.exception("batched call failed")
+            self._fail(batch, ServingError(grpc.StatusCode.INTERNAL,
+                                           f"batched call failed: {error}"))
+            return
+        total = sum(task.rows for task in batch)
+        bad = [name for name, value in outputs.items()
+               if np.ndim(value) == 0 or len(value) != total]
+        if bad:
+            self._fail(batch, ServingError(
+                grpc.StatusCode.INTERNAL,
+                f"outputs {bad} are not batch-major ({total} rows expected); "
+                "this signature cannot be batched"))
+            return
+        start = 0
+        for task in batch:
+            stop = start + task.rows
+            task.outputs = {name: value[start:stop]
+                            for name, value in outputs.items()}
+            start = stop
+            task.done.set()
+
+    def _run_alone(self, task):
+        try:
+            task.outputs = self._run(task.inputs)
+        except ServingError as error:
+            task.error = error
+        except Exception as error:  # noqa: BLE001 (reported to the caller)
+            _LOG.exception("call failed")
+            task.error = ServingError(grpc.StatusCode.INTERNAL, str(error))
+        task.done.set()
+
+    @staticmethod
+    def _fail(batch, error):
+        for task in batch:
+            task.error = error
+            task.done.set()
+
+
+__all__ = ["Batcher", "BatchingOptions", "QUEUE_FULL_MESSAGE"]

@@ -1,0 +1,418 @@
+"""Client of a TF-Serving-API model server: library and command line.
+
+`ServingClient` wraps TF Serving's own gRPC stubs with timeouts and retries
+(exponential backoff with jitter on UNAVAILABLE, e.g. a server still
+starting or a full batching queue). It works the same against
+`python -m serving.server` and the official `tensorflow/serving` container.
+`classify_video` decodes a video with PyAV, samples the test-time views
+(`num_clips` uniform clips x `num_crops` crops, as evaluation does), sends
+them in one Predict call and averages the class probabilities over the
+views (the video-level score).
+
+Command line:
+
+    python -m serving.client --server 127.0.0.1:8500 --model classreg a.mp4 b.avi
+    python -m serving.client --model classreg --json a.mp4
+
+Library:
+
+>>> client = ServingClient("127.0.0.1:8500", timeout=10)      # doctest: +SKIP
+>>> client.wait_until_available("classreg")                    # doctest: +SKIP
+1
+>>> result = classify_video(client, "classreg", "a.mp4")       # doctest: +SKIP
+>>> result.top_k[0]                                            # doctest: +SKIP
+('cartwheel', 0.83)
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+DEFAULT_SERVER = "127.0.0.1:8500"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
+# What `python -m training.export` writes.
+SERVING_SIGNATURE = "serving_default"
+NORMALIZED_SIGNATURE = "predict_normalized"
+CLASS_NAMES_SIGNATURE = "class_names"
+CLASSIFY_SIGNATURE = "classify"
+# Test-time sampling defaults (the training defaults).
+DEFAULT_STRIDE = 2
+DEFAULT_NUM_CLIPS = 4
+DEFAULT_NUM_CROPS = 1
+
+
+class ServingClient:
+    """TF Serving's Predict / Classify / GetModelMetadata / GetModelStatus
+    with a per-call timeout and retries.
+
+    Args:
+        server: `host:port` of the gRPC endpoint.
+        timeout: seconds per attempt (gRPC deadline).
+        retries: extra attempts on `retry_codes` (default UNAVAILABLE).
+        backoff: first retry delay in seconds; doubled every retry, with
+            up to 50 % random jitter.
+        max_message_bytes: largest request/response this client accepts.
+    """
+
+    def __init__(self, server=DEFAULT_SERVER, timeout=30.0, retries=3,
+                 backoff=0.5, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+                 retry_codes=RETRY_CODES):
+        if not isinstance(server, str) or ":" not in server:
+            raise ValueError(
+                "Invalid value for argument `server`. Expected 'host:port'. "
+                f"Received: server={server!r}")
+        if timeout is not None and not timeout > 0:
+            raise ValueError("Invalid value for argument `timeout`. Expected "
+                             f"a positive number. Received: timeout={timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError("Invalid value for argument `retries`. Expected "
+                             f"an int >= 0. Received: retries={retries!r}")
+        self.server, self.timeout = server, timeout
+        self.retries, self.backoff = retries, float(backoff)
+        self.retry_codes = tuple(retry_codes)
+        self._channel = grpc.insecure_channel(server, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+        ])
+        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(
+            self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+        self._class_names = {}
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- raw calls -----------------------------------------------------
+    def call(self, method, request, timeout=None):
+        """Calls a stub method (e.g. `"Predict"`) with retries; returns the
+        response or raises the last `grpc.RpcError`."""
+        stub = (self._models if method in ("GetModelStatus",
+                                           "HandleReloadConfigRequest")
+                else self._predictions)
+        function = getattr(stub, method)
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                return function(request, timeout=timeout or self.timeout)
+            except grpc.RpcError as error:
+                if error.code() not in self.retry_codes or attempt == self.retries:
+                    raise
+            time.sleep(delay * (1 + 0.5 * random.random()))
+            delay *= 2
+
+    # -- TF Serving API ------------------------------------------------
+    def predict(self, model, inputs, signature=None, version=None,
+                output_filter=()):
+        """Predict: `inputs` is an array (sent as `clips`) or a dict of
+        arrays; returns a dict of NumPy arrays."""
+        request = predict_pb2.PredictRequest()
+        _model_spec(request.model_spec, model, version, signature)
+        if not isinstance(inputs, dict):
+            inputs = {"clips": inputs}
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+        request.output_filter.extend(output_filter)
+        response = self.call("Predict", request)
+        return {name: tf.make_ndarray(proto)
+                for name, proto in response.outputs.items()}
+
+    def predict_response(self, request):
+        """Predict with a ready `PredictRequest` (returns the response)."""
+        return self.call("Predict", request)
+
+    def classify(self, model, examples, signature=CLASSIFY_SIGNATURE,
+                 version=None):
+        """Classify `tf.train.Example`s; returns, per example, a list of
+        `(label, score)`."""
+        request = classification_pb2.ClassificationRequest()
+        _model_spec(request.model_spec, model, version, signature)
+        request.input.example_list.examples.extend(examples)
+        response = self.call("Classify", request)
+        return [[(c.label, c.score) for c in result.classes]
+                for result in response.result.classifications]
+
+    def metadata(self, model, version=None):
+        """GetModelMetadata: `(version, {signature name: SignatureDef})`."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest()
+        _model_spec(request.model_spec, model, version)
+        request.metadata_field.append("signature_def")
+        response = self.call("GetModelMetadata", request)
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signatures)
+        return response.model_spec.version.value, dict(signatures.signature_def)
+
+    def status(self, model, version=None):
+        """GetModelStatus: list of `(version, state, error code, message)`
+        with state and code as names (`"AVAILABLE"`, `"OK"`)."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        _model_spec(request.model_spec, model, version)
+        response = self.call("GetModelStatus", request)
+        states = get_model_status_pb2.ModelVersionStatus.State
+        return [(s.version, states.Name(s.state),
+                 _STATUS_BY_NUMBER.get(s.status.error_code,
+                                       grpc.StatusCode.UNKNOWN).name,
+                 s.status.error_message)
+                for s in response.model_version_status]
+
+    def wait_until_available(self, model, timeout=60.0, version=None):
+        """Waits until a version of `model` is AVAILABLE; returns its number."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            try:
+                for number, state, _, _ in self.status(model, version):
+                    if state == "AVAILABLE":
+                        return number
+                last = "no AVAILABLE version yet"
+            except grpc.RpcError as error:
+                last = f"{error.code().name}: {error.details()}"
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Model {model!r} on {self.server} is not available after "
+                    f"{timeout:.0f} s ({last}).")
+            time.sleep(0.2)
+
+    # -- helpers for this project's exports ----------------------------
+    def model_input_shape(self, model, version=None):
+        """The model's `(T, H, W)`, read from the `predict_normalized`
+        signature's input shape; `None` if the export has no such signature."""
+        _, signatures = self.metadata(model, version)
+        signature = signatures.get(NORMALIZED_SIGNATURE)
+        if signature is None or "clips" not in signature.inputs:
+            return None
+        dims = [d.size for d in signature.inputs["clips"].tensor_shape.dim]
+        if len(dims) != 5 or min(dims[1:4]) < 1:
+            return None
+        return tuple(dims[1:4])
+
+    def class_names(self, model, indices, version=None):
+        """Names of class `indices` (the export's `class_names` signature),
+        cached per model."""
+        cache = self._class_names.setdefault((model, version), {})
+        missing = sorted({int(i) for i in indices} - set(cache))
+        if missing:
+            names = self.predict(
+                model, {"class_index": np.array(missing, np.int32)},
+                signature=CLASS_NAMES_SIGNATURE, version=version)["class_name"]
+            cache.update({i: n.decode() for i, n in zip(missing, names)})
+        return [cache[int(i)] for i in indices]
+
+
+def _model_spec(spec, model, version=None, signature=None):
+    spec.name = model
+    if version is not None:
+        spec.version.value = int(version)
+    if signature:
+        spec.signature_name = signature
+
+
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+# ----------------------------------------------------------------------
+# Videos
+# ----------------------------------------------------------------------
+@dataclasses.dataclass
+class VideoPrediction:
+    """What `classify_video` returns for one video."""
+
+    path: str
+    top_k: list            # [(class name, mean probability)], best first
+    probabilities: np.ndarray  # float32 [K], mean over the views
+    num_views: int
+    num_frames: int
+    fps: float
+    model_version: int
+
+    def to_json(self):
+        return {
+            "path": self.path,
+            "top_k": [{"class": name, "score": round(float(score), 6)}
+                      for name, score in self.top_k],
+            "num_views": self.num_views,
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+            "model_version": self.model_version,
+        }
+
+
+def video_views(path, clip_length, crop_size, stride=DEFAULT_STRIDE,
+                num_clips=DEFAULT_NUM_CLIPS, num_crops=DEFAULT_NUM_CROPS,
+                short_side=None):
+    """Decodes `path` (PyAV) and samples the test-time views, as
+    evaluation does: uint8 `[num_clips * num_crops, T, S, S, 3]`, and the
+    decoded frame count and fps."""
+    from training.data.decode import decode_video
+    from training.data.sampling import test_views
+
+    if short_side is None:  # the prepare step's ratio: 128 px for 112 crops
+        short_side = int(round(crop_size * 128 / 112))
+    frames, fps = decode_video(path, short_side=short_side)
+    views = np.asarray(test_views(frames, clip_length, stride, crop_size,
+                                  num_clips, num_crops), np.uint8)
+    return views, len(frames), float(fps)
+
+
+def classify_video(client, model, path, top_k=5, clip_length=None,
+                   crop_size=None, stride=DEFAULT_STRIDE,
+                   num_clips=DEFAULT_NUM_CLIPS, num_crops=DEFAULT_NUM_CROPS,
+                   short_side=None, version=None):
+    """Classifies one video file through the server.
+
+    `clip_length` and `crop_size` default to the model's own `T` and `H`
+    (read from the export's metadata). The views go in one Predict call
+    (`serving_default`, which resizes them to the model's size if needed);
+    the video-level score is the mean of the views' probabilities.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such video file.")
+    if clip_length is None or crop_size is None:
+        shape = client.model_input_shape(model, version)
+        if shape is None:
+            raise ValueError(
+                f"Model {model!r} does not expose its input size (no "
+                f"'{NORMALIZED_SIGNATURE}' signature): pass clip_length and "
+                "crop_size (--clip-length, --crop-size).")
+        clip_length = clip_length or shape[0]
+        crop_size = crop_size or shape[1]
+    views, num_frames, fps = video_views(path, clip_length, crop_size, stride,
+                                         num_clips, num_crops, short_side)
+    request = predict_pb2.PredictRequest()
+    _model_spec(request.model_spec, model, version, SERVING_SIGNATURE)
+    request.inputs["clips"].CopyFrom(tf.make_tensor_proto(views))
+    request.output_filter.append("probabilities")
+    response = client.predict_response(request)
+    probabilities = tf.make_ndarray(response.outputs["probabilities"])
+    mean = probabilities.mean(axis=0)
+    best = np.argsort(-mean, kind="stable")[:top_k]
+    served = response.model_spec.version.value
+    names = client.class_names(model, best, version=served or version)
+    return VideoPrediction(
+        path=path,
+        top_k=[(name, float(mean[i])) for name, i in zip(names, best)],
+        probabilities=mean.astype(np.float32),
+        num_views=len(views),
+        num_frames=num_frames,
+        fps=fps,
+        model_version=served,
+    )
+
+
+# ----------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m serving.client",
+        description=(
+            "Classify video files with a model served over TF Serving's "
+            "gRPC API (python -m serving.server or the tensorflow/serving "
+            "container). Each video is decoded, sampled into test-time "
+            "views (uniform clips x crops), sent in one Predict request, and "
+            "the view probabilities are averaged."
+        ),
+        epilog="Example: python -m serving.client --server 127.0.0.1:8500 "
+        "--model classreg video1.mp4 video2.avi --json",
+    )
+    parser.add_argument("videos", nargs="+", help="Video files (anything "
+                        "FFmpeg decodes: mp4, avi, mkv, webm, ...).")
+    parser.add_argument("--server", default=DEFAULT_SERVER,
+                        help=f"host:port of the gRPC server. Default: "
+                        f"{DEFAULT_SERVER}.")
+    parser.add_argument("--model", required=True,
+                        help="Model name on the server (MODEL_NAME).")
+    parser.add_argument("--version", type=int, default=None,
+                        help="Model version (default: the latest served).")
+    parser.add_argument("--top-k", type=int, default=5,
+                        help="Classes to print per video. Default: 5.")
+    parser.add_argument("--clip-length", type=int, default=None,
+                        help="Frames per clip. Default: the model's T.")
+    parser.add_argument("--crop-size", type=int, default=None,
+                        help="Crop size in pixels. Default: the model's H.")
+    parser.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
+                        help="Temporal stride between sampled frames. "
+                        f"Default: {DEFAULT_STRIDE} (the training default).")
+    parser.add_argument("--num-clips", type=int, default=DEFAULT_NUM_CLIPS,
+                        help="Uniformly spaced clips per video. Default: "
+                        f"{DEFAULT_NUM_CLIPS}.")
+    parser.add_argument("--num-crops", type=int, default=DEFAULT_NUM_CROPS,
+                        choices=(1, 3), help="Spatial crops per clip (1: "
+                        "centre; 3: along the long side). Default: 1.")
+    parser.add_argument("--short-side", type=int, default=None,
+                        help="Resize frames to this short side before "
+                        "cropping. Default: crop size x 128/112.")
+    parser.add_argument("--timeout", type=float, default=30.0,
+                        help="Seconds per request attempt. Default: 30.")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="Retries on UNAVAILABLE, with exponential "
+                        "backoff. Default: 3.")
+    parser.add_argument("--json", action="store_true",
+                        help="Print one JSON document (a list, one object "
+                        "per video) instead of text.")
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    results, failures = [], 0
+    with ServingClient(args.server, timeout=args.timeout,
+                       retries=args.retries) as client:
+        for path in args.videos:
+            try:
+                result = classify_video(
+                    client, args.model, path, top_k=args.top_k,
+                    clip_length=args.clip_length, crop_size=args.crop_size,
+                    stride=args.stride, num_clips=args.num_clips,
+                    num_crops=args.num_crops, short_side=args.short_side,
+                    version=args.version)
+            except grpc.RpcError as error:
+                failures += 1
+                message = f"{error.code().name}: {error.details()}"
+                results.append({"path": path, "error": message})
+                if not args.json:
+                    print(f"{path}: error: {message}", file=sys.stderr)
+                continue
+            except (OSError, ValueError) as error:
+                failures += 1
+                results.append({"path": path, "error": str(error)})
+                if not args.json:
+                    print(f"{path}: error: {error}", file=sys.stderr)
+                continue
+            results.append(result.to_json())
+            if not args.json:
+                print(f"{path} (model version {result.model_version}, "
+                      f"{result.num_views} views):")
+                for name, score in result.top_k:
+                    print(f"  {score:7.4f}  {name}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
