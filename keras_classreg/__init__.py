@@ -26,7 +26,9 @@ __version__ = "0.1.0"
 __all__ = [
     "ClassRegularization",
     "ClassRegModel",
+    "add_class_regularization",
     "class_regularization_blocks",
+    "explain",
     "flops",
     "models",
     "wire_classifiers",

@@ -1,0 +1,111 @@
+"""Cost of Class Regularization: FLOPs (TensorFlow profiler) and CPU latency.
+
+For each model and input size, builds the model with and without Class
+Regularization (same seed), counts FLOPs for one clip, and times batch-1
+inference: warm-up, then `--runs` timed calls alternating between the two
+models (so both see the same machine load); reports medians and ratios.
+
+    python benchmarks/overhead.py                 # the issue's table
+    python benchmarks/overhead.py --paper-table   # FLOPs vs the paper's Table 1
+
+Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import keras  # noqa: E402
+
+import keras_classreg  # noqa: E402
+
+# (model, T, H, W) -> GFLOPs in Table 1 of Stergiou et al. (base models)
+PAPER_TABLE1 = {
+    ("resnet50_3d", 16, 224, 224): 80.32,
+    ("resnet101_3d", 16, 224, 224): 110.98,
+    ("wide_resnet50_3d", 16, 224, 224): 72.32,
+    ("i3d", 16, 224, 224): 55.79,
+}
+DEFAULT_CASES = ("resnet50_3d:16x112x112", "i3d:16x112x112", "i3d:16x224x224")
+
+
+def parse_case(text):
+    name, _, size = text.partition(":")
+    t, h, w = (int(v) for v in size.split("x"))
+    return name, (t, h, w, 3)
+
+
+def build(name, shape, class_regularization, num_classes):
+    keras.utils.set_random_seed(0)
+    return keras_classreg.models.get(
+        name, num_classes=num_classes, input_shape=shape,
+        class_regularization=class_regularization,
+    )
+
+
+def latencies(models, shape, runs, warmup):
+    x = tf.constant(np.random.default_rng(0).normal(size=(1, *shape)).astype("float32"))
+    calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
+    for call in calls:
+        for _ in range(warmup):
+            call(x).numpy()
+    times = [[] for _ in calls]
+    for _ in range(runs):
+        for call, bucket in zip(calls, times):
+            start = time.perf_counter()
+            call(x).numpy()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cases", nargs="*", default=list(DEFAULT_CASES),
+                        help="MODEL:TxHxW, default: %(default)s")
+    parser.add_argument("--num-classes", type=int, default=400,
+                        help="classes K (default 400, Kinetics-400)")
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per model (>= 10)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--no-latency", action="store_true", help="FLOPs only")
+    parser.add_argument("--paper-table", action="store_true",
+                        help="FLOPs of the base models at 16x224x224 vs the paper's Table 1")
+    args = parser.parse_args(argv)
+
+    if args.paper_table:
+        print("| model | input | measured GFLOPs | GMACs | paper GFLOPs | measured / paper |")
+        print("|---|---|---|---|---|---|")
+        for (name, t, h, w), paper in PAPER_TABLE1.items():
+            gflops = keras_classreg.flops(build(name, (t, h, w, 3), False, args.num_classes)) / 1e9
+            print(f"| {name} | {t}x{h}x{w} | {gflops:.2f} | {gflops / 2:.2f} | {paper:.2f} "
+                  f"| {gflops / paper:.3f} |", flush=True)
+            keras.backend.clear_session()
+        return
+
+    print(f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
+          f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, median of {args.runs} runs")
+    print("| model | input | GFLOPs base | GFLOPs ClassReg | FLOPs ratio "
+          "| ms base | ms ClassReg | latency ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for case in args.cases:
+        name, shape = parse_case(case)
+        base = build(name, shape, False, args.num_classes)
+        with_cr = build(name, shape, True, args.num_classes)
+        f_base, f_cr = keras_classreg.flops(base), keras_classreg.flops(with_cr)
+        if args.no_latency:
+            t_base = t_cr = float("nan")
+        else:
+            t_base, t_cr = latencies([base, with_cr], shape, args.runs, args.warmup)
+        size = "x".join(str(v) for v in shape[:3])
+        print(f"| {name} | {size} | {f_base / 1e9:.3f} | {f_cr / 1e9:.3f} | {f_cr / f_base:.4f} "
+              f"| {t_base * 1e3:.1f} | {t_cr * 1e3:.1f} | {t_cr / t_base:.3f} |", flush=True)
+        keras.backend.clear_session()
+
+
+if __name__ == "__main__":
+    main()
