@@ -49,7 +49,8 @@ def load_settings(model, model_path, class_names=None, stride=None,
                   short_side=None, mean=None, std=None):
     """Clip settings for `model`: flags, else `config.json` beside the model
     file, else the model's input shape and the data defaults."""
-    from training import data
+    from training.config import TrainConfig
+    from training.data.sampling import DEFAULT_MEAN, DEFAULT_STD
 
     config_path = pathlib.Path(model_path).parent / "config.json"
     config = {}
@@ -80,13 +81,14 @@ def load_settings(model, model_path, class_names=None, stride=None,
             f"{source}: {len(names)} class names for a model with "
             f"{num_classes} classes."
         )
-    stride = stride if stride is not None else config.get("stride", 1)
+    if stride is None:  # the training default when there is no config
+        stride = config.get("stride", TrainConfig.stride)
     return ClipSettings(
         clip_length=int(t),
         crop_size=int(h),
         stride=int(stride),
-        mean=tuple(mean or config.get("mean") or data.DEFAULT_MEAN),
-        std=tuple(std or config.get("std") or data.DEFAULT_STD),
+        mean=tuple(mean or config.get("mean") or DEFAULT_MEAN),
+        std=tuple(std or config.get("std") or DEFAULT_STD),
         class_names=list(names),
         short_side=int(short_side or round(h * 8 / 7)),
     )
@@ -134,16 +136,15 @@ def explain_video(model_path, video, out_dir, class_name=None, block=None,
     """Explains one clip of `video` and writes the PNG grid, GIF and JSON.
 
     Returns:
-        the `describe` summary plus `"files"` (the written paths) and
-        `"clip"` (which frames of the video were used).
+        the `write_explanation` summary (predictions, per-block guesses,
+        written files) plus `"clip"` (which test clip of the video).
     """
     import keras
     import numpy as np
 
-    from keras_classreg.explain import FOCUS_THRESHOLD, explain
-    from training import viz
+    from keras_classreg.explain import block_names, explain
     from training.data.decode import decode_video
-    from training.data.sampling import test_views
+    from training.data.sampling import normalize, test_views
 
     model_path, video = pathlib.Path(model_path), pathlib.Path(video)
     if not model_path.exists():
@@ -160,16 +161,59 @@ def explain_video(model_path, video, out_dir, class_name=None, block=None,
                              short_side, mean, std)
     target = (None if class_name is None
               else class_index_of(class_name, settings.class_names))
+    if block is not None and block not in block_names(model):
+        raise ValueError(
+            f"Unknown block {block!r}. The model's blocks: "
+            f"{', '.join(block_names(model))}."
+        )
     frames, fps = decode_video(video, short_side=settings.short_side)
     views = np.asarray(test_views(
         frames, settings.clip_length, settings.stride, settings.crop_size,
         num_clips, 1,
     ))
     clip_frames = views[clip].astype("uint8")
-    inputs = ((clip_frames.astype("float32") / 255.0 - settings.mean)
-              / settings.std).astype("float32")
+    inputs = normalize(clip_frames, settings.mean, settings.std)
     explanation = explain(model, inputs[None], target)
-    summary = describe(explanation, settings.class_names)
+    summary = write_explanation(
+        explanation, clip_frames, settings.class_names, out_dir, str(video),
+        block=block, num_frames=num_frames, focus=focus, threshold=threshold,
+        scale=scale, fps=fps / settings.stride, requested=target is not None,
+    )
+    summary["clip"] = {"index": clip, "of": num_clips,
+                       "clip_length": settings.clip_length,
+                       "stride": settings.stride,
+                       "crop_size": settings.crop_size}
+    _write_json(summary)
+    return summary
+
+
+def write_explanation(explanation, frames, class_names, out_dir, video_name,
+                      sample=0, block=None, num_frames=8, focus=False,
+                      threshold=None, scale=None, fps=8.0, requested=False):
+    """Renders one clip's explanation: `<stem>_explain.png` (grid),
+    `<stem>_<block>.gif` (one block's overlay) and `<stem>_explain.json`.
+
+    Args:
+        explanation: a `keras_classreg.explain.Explanation`.
+        frames: uint8 `[T, H, W, 3]`, the clip exactly as the model saw it
+            (before normalisation).
+        class_names: the `K` class names.
+        out_dir: output folder (created).
+        video_name: the video's path or name, for titles and file names.
+        sample: which clip of the explanation's batch.
+        block: the block of the GIF (default: the deepest).
+        num_frames, scale: grid columns and integer up-scaling (default:
+            tiles of at least 160 px).
+        focus, threshold: the focus view (threshold default 0.2).
+        fps: frame rate of the GIF.
+        requested: whether the maps' class was requested (for the title).
+
+    Returns:
+        the `describe` summary with `"video"` and `"files"` added.
+    """
+    from keras_classreg.explain import FOCUS_THRESHOLD
+    from training import viz
+
     names = explanation.block_names
     block = names[-1] if block is None else block
     if block not in names:
@@ -179,40 +223,42 @@ def explain_video(model_path, video, out_dir, class_name=None, block=None,
     if focus and threshold is None:
         threshold = FOCUS_THRESHOLD
     if scale is None:  # tiles of at least 160 px
-        scale = max(1, -(-160 // settings.crop_size))
-
+        scale = max(1, -(-160 // min(frames.shape[1:3])))
+    summary = describe(explanation, class_names, sample)
     top = " | ".join(f"{c['class']} {c['probability']:.2f}"
                      for c in summary["top_classes"])
-    requested = "requested" if target is not None else "predicted"
-    title = [f"{video.name}: model top classes: {top}",
-             f"maps for class: {summary['maps_for_class']} ({requested})"]
+    title = [f"{pathlib.Path(video_name).name}: model top classes: {top}",
+             f"maps for class: {summary['maps_for_class']} "
+             f"({'requested' if requested else 'predicted'})"]
     rows = [
-        (b["block"], explanation.maps[b["block"]][0],
+        (b["block"], explanation.maps[b["block"]][sample],
          f"guess: {b['guess']}\nconfidence: {b['confidence']:.2f}")
         for b in summary["blocks"]
     ]
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    png = out_dir / f"{video.stem}_explain.png"
-    gif = out_dir / f"{video.stem}_{block}.gif"
-    report = out_dir / f"{video.stem}_explain.json"
-    viz.save_png(viz.render_grid(clip_frames, rows, title, num_frames, scale,
+    stem = pathlib.Path(video_name).stem
+    png = out_dir / f"{stem}_explain.png"
+    gif = out_dir / f"{stem}_{block}.gif"
+    report = out_dir / f"{stem}_explain.json"
+    viz.save_png(viz.render_grid(frames, rows, title, num_frames, scale,
                                  threshold=threshold), png)
     guess = summary["blocks"][names.index(block)]
     viz.save_gif(viz.render_animation(
-        clip_frames, explanation.maps[block][0],
+        frames, explanation.maps[block][sample],
         caption=[f"{block}: {guess['guess']} {guess['confidence']:.2f}",
                  f"for: {summary['maps_for_class']}"],
         scale=scale, threshold=threshold,
-    ), gif, fps=max(1.0, fps / settings.stride))
+    ), gif, fps=max(1.0, fps))
+    summary["video"] = str(video_name)
     summary["files"] = {"png": str(png), "gif": str(gif), "json": str(report)}
-    summary["video"] = str(video)
-    summary["clip"] = {"index": clip, "of": num_clips,
-                       "clip_length": settings.clip_length,
-                       "stride": settings.stride,
-                       "crop_size": settings.crop_size}
-    report.write_text(json.dumps(summary, indent=2) + "\n")
+    _write_json(summary)
     return summary
+
+
+def _write_json(summary):
+    pathlib.Path(summary["files"]["json"]).write_text(
+        json.dumps(summary, indent=2) + "\n")
 
 
 def format_summary(summary):
@@ -292,7 +338,7 @@ def build_parser():
                              "per line (default: config.json's, else class_<i>).")
     parser.add_argument("--stride", type=int, default=None,
                         help="Temporal stride between clip frames (default: "
-                             "config.json's, else 1).")
+                             "config.json's, else the training default 2).")
     parser.add_argument("--short-side", type=int, default=None,
                         help="Resize the video's short side to this before "
                              "the centre crop (default: crop size x 8/7, "

@@ -171,7 +171,7 @@ def render_animation(frames, maps, caption=(), scale=2, alpha=0.5,
         frames: uint8 `[T, H, W, 3]`.
         maps: float `[T, H, W]` in `[0, 1]` (one block's evidence).
         caption: up to `GIF_CAPTION_LINES` lines drawn above every frame;
-            the frame number is appended to the last one.
+            the frame number starts the last one.
         scale, alpha, threshold: as in `render_grid`.
 
     Returns:
@@ -195,7 +195,7 @@ def render_animation(frames, maps, caption=(), scale=2, alpha=0.5,
         image = Image.new("RGB", animation_size(h, w, scale), _BACKGROUND)
         draw = ImageDraw.Draw(image)
         lines = caption[:-1] + [
-            f"{caption[-1]}  frame {index + 1}/{t}".strip()
+            f"frame {index + 1}/{t}  {caption[-1]}".strip()
         ]
         for i, line in enumerate(lines):
             draw.text((2, 2 + i * LINE_HEIGHT),

@@ -1,0 +1,126 @@
+"""End to end: `python -m training.explain` on a planted model and a real
+video file (encoded with PyAV, decoded by the project's decoder)."""
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import av  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from keras_classreg import ClassRegModel, ClassRegularization  # noqa: E402
+from training import explain as cli  # noqa: E402
+from training import viz  # noqa: E402
+
+T, S = 4, 32
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """A model whose only block reads the clip's RGB channels with class
+    weights red / green / blue, saved as a run directory (best.keras +
+    config.json), and a video with a big red square top-left and a small
+    green one bottom-right."""
+    root = tmp_path_factory.mktemp("explain_cli")
+    classifier = keras.layers.Dense(3, activation="softmax", name="classifier")
+    classifier.build((None, 3))
+    classifier.set_weights([np.eye(3, dtype="float32"), np.zeros(3, "float32")])
+    inputs = keras.Input((T, S, S, 3), name="clips")
+    x = ClassRegularization(0.0, classifier, projection_initializer="identity",
+                            name="rgb_classreg")(inputs)
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    model = ClassRegModel(inputs, classifier(x))
+    run = root / "run"
+    run.mkdir()
+    model.save(run / "best.keras")
+    (run / "config.json").write_text(json.dumps({
+        "class_names": ["red", "green", "blue"], "stride": 1,
+        "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}))
+
+    video = root / "squares.mp4"
+    with av.open(str(video), "w") as container:
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width = stream.height = 48
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"qscale": "2"}
+        for _ in range(12):
+            frame = np.zeros((48, 48, 3), "uint8")
+            frame[4:22, 4:22] = (255, 0, 0)
+            frame[30:42, 30:42] = (0, 255, 0)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, "rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return run / "best.keras", video
+
+
+def _last_gif_frame(path):
+    with Image.open(path) as gif:
+        gif.seek(gif.n_frames - 1)
+        return np.asarray(gif.convert("RGB")).astype(int), gif.n_frames, gif.size
+
+
+def test_cli_writes_pictures_and_prints_block_guesses(planted, tmp_path, capsys):
+    model_path, video = planted
+    out = tmp_path / "out"
+    code = cli.main(["--model", str(model_path), "--video", str(video),
+                     "--out", str(out), "--frames", "3", "--scale", "2"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "rgb_classreg" in printed and "maps for class: red" in printed
+    summary = json.loads((out / "squares_explain.json").read_text())
+    assert summary["predicted_class"] == "red"
+    assert summary["maps_for_class"] == "red"
+    assert [b["block"] for b in summary["blocks"]] == ["rgb_classreg"]
+    assert summary["blocks"][0]["guess"] == "red"
+    assert 1 / 3 < summary["blocks"][0]["confidence"] < 1
+    with Image.open(out / "squares_explain.png") as png:
+        assert png.format == "PNG"
+        assert png.size == viz.grid_size(S, S, num_blocks=1, num_frames=3,
+                                         scale=2, title_lines=2)
+    frame, count, size = _last_gif_frame(out / "squares_rgb_classreg.gif")
+    assert count == T and size == viz.animation_size(S, S, 2)
+    top = viz.GIF_CAPTION_LINES * viz.LINE_HEIGHT + 4
+    tile = frame[top:top + 2 * S, :2 * S]
+    # The red square's corner of the crop is hot (JET red), the empty
+    # middle-left is cold (JET blue).
+    hot, cold = tile[10:20, 10:20].mean((0, 1)), tile[10:20, 40:50].mean((0, 1))
+    assert hot[0] > hot[2] + 60 and cold[2] > cold[0] + 60
+
+
+def test_cli_requested_class_moves_the_evidence(planted, tmp_path, capsys):
+    model_path, video = planted
+    out = tmp_path / "out"
+    assert cli.main(["--model", str(model_path), "--video", str(video),
+                     "--out", str(out), "--class", "green", "--scale", "2",
+                     "--focus"]) == 0
+    assert "maps for class: green" in capsys.readouterr().out
+    summary = json.loads((out / "squares_explain.json").read_text())
+    assert summary["predicted_class"] == "red"
+    assert summary["maps_for_class"] == "green"
+    frame, _, _ = _last_gif_frame(out / "squares_rgb_classreg.gif")
+    top = viz.GIF_CAPTION_LINES * viz.LINE_HEIGHT + 4
+    tile = frame[top:top + 2 * S, :2 * S]
+    # The green square (bottom-right of the 32 px centre crop) is hot now.
+    hot = tile[46:56, 46:56].mean((0, 1))
+    assert hot[0] > hot[2] + 60
+
+
+def test_cli_reports_bad_arguments(planted, tmp_path, capsys):
+    model_path, video = planted
+    base = ["--model", str(model_path), "--video", str(video),
+            "--out", str(tmp_path)]
+    assert cli.main(base + ["--class", "purple"]) == 2
+    assert "Unknown class 'purple'. Expected one of: red, green, blue" in (
+        capsys.readouterr().err)
+    assert cli.main(base + ["--block", "stage9"]) == 2
+    assert "The model's blocks: rgb_classreg" in capsys.readouterr().err
+    assert cli.main(["--model", str(tmp_path / "none.keras"), "--video",
+                     str(video), "--out", str(tmp_path)]) == 2
+    assert "no such model file" in capsys.readouterr().err
+    assert cli.main(base + ["--class-names", "a,b"]) == 2
+    assert "2 class names for a model with 3 classes" in capsys.readouterr().err
