@@ -41,6 +41,9 @@ from keras_classreg.model import class_regularization_blocks
 #: Saliency Tubes' "focus" threshold: normalised evidence below it is hidden.
 FOCUS_THRESHOLD = 0.2
 
+_OUTPUT_KEYS = ("maps", "class_index", "predicted_class", "probabilities",
+                "block_classes", "block_confidences")
+
 
 @dataclasses.dataclass(frozen=True)
 class Explanation:
@@ -67,6 +70,34 @@ class Explanation:
     probabilities: np.ndarray
     block_classes: np.ndarray
     block_confidences: np.ndarray
+
+    @classmethod
+    def from_outputs(cls, outputs, block_names):
+        """Builds an `Explanation` from the dict `evidence_maps` returns
+        (tensors or arrays, e.g. the outputs of an exported `explain`
+        signature); other keys are ignored."""
+        missing = [key for key in _OUTPUT_KEYS if key not in outputs]
+        if missing:
+            raise ValueError(
+                f"Missing explanation outputs: {', '.join(missing)}. Expected "
+                f"the outputs of `evidence_maps`: {', '.join(_OUTPUT_KEYS)}."
+            )
+        arrays = {key: np.asarray(outputs[key]) for key in _OUTPUT_KEYS}
+        names = tuple(
+            name.decode() if isinstance(name, bytes) else str(name)
+            for name in block_names
+        )
+        if arrays["maps"].ndim != 5 or arrays["maps"].shape[1] != len(names):
+            raise ValueError(
+                f"Expected `maps` of shape [N, {len(names)}, T, H, W] for the "
+                f"{len(names)} blocks {names}. "
+                f"Received: maps.shape={arrays['maps'].shape}"
+            )
+        return cls(
+            block_names=names,
+            maps={name: arrays["maps"][:, i] for i, name in enumerate(names)},
+            **{key: arrays[key] for key in _OUTPUT_KEYS if key != "maps"},
+        )
 
     def focus(self, threshold=FOCUS_THRESHOLD):
         """The maps with values below `threshold` set to zero (the "focus"
@@ -230,15 +261,8 @@ def explain(model, clips, class_index=None):
     result = evidence_maps(model)(
         clips, None if target is None else tf.constant(target, tf.int32)
     )
-    result = {key: value.numpy() for key, value in result.items()}
-    return Explanation(
-        block_names=names,
-        maps={name: result["maps"][:, i] for i, name in enumerate(names)},
-        class_index=result["class_index"],
-        predicted_class=result["predicted_class"],
-        probabilities=result["probabilities"],
-        block_classes=result["block_classes"],
-        block_confidences=result["block_confidences"],
+    return Explanation.from_outputs(
+        {key: value.numpy() for key, value in result.items()}, names
     )
 
 

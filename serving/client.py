@@ -13,6 +13,7 @@ Command line:
 
     python -m serving.client --server 127.0.0.1:8500 --model classreg a.mp4 b.avi
     python -m serving.client --model classreg --json a.mp4
+    python -m serving.client --model classreg --explain explain_out a.mp4
 
 Library:
 
@@ -54,6 +55,7 @@ SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
 CLASS_NAMES_SIGNATURE = "class_names"
 CLASSIFY_SIGNATURE = "classify"
+EXPLAIN_SIGNATURE = "explain"
 # Test-time sampling defaults (the training defaults).
 DEFAULT_STRIDE = 2
 DEFAULT_NUM_CLIPS = 4
@@ -291,15 +293,8 @@ def classify_video(client, model, path, top_k=5, clip_length=None,
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such video file.")
-    if clip_length is None or crop_size is None:
-        shape = client.model_input_shape(model, version)
-        if shape is None:
-            raise ValueError(
-                f"Model {model!r} does not expose its input size (no "
-                f"'{NORMALIZED_SIGNATURE}' signature): pass clip_length and "
-                "crop_size (--clip-length, --crop-size).")
-        clip_length = clip_length or shape[0]
-        crop_size = crop_size or shape[1]
+    clip_length, crop_size = _clip_size(client, model, clip_length, crop_size,
+                                        version)
     views, num_frames, fps = video_views(path, clip_length, crop_size, stride,
                                          num_clips, num_crops, short_side)
     request = predict_pb2.PredictRequest()
@@ -321,6 +316,54 @@ def classify_video(client, model, path, top_k=5, clip_length=None,
         fps=fps,
         model_version=served,
     )
+
+
+def _clip_size(client, model, clip_length, crop_size, version):
+    """`clip_length` and `crop_size`, by default the model's `T` and `H`."""
+    if clip_length is None or crop_size is None:
+        shape = client.model_input_shape(model, version)
+        if shape is None:
+            raise ValueError(
+                f"Model {model!r} does not expose its input size (no "
+                f"'{NORMALIZED_SIGNATURE}' signature): pass clip_length and "
+                "crop_size (--clip-length, --crop-size).")
+        clip_length = clip_length or shape[0]
+        crop_size = crop_size or shape[1]
+    return clip_length, crop_size
+
+
+def explain_video(client, model, path, out_dir, clip_length=None,
+                  crop_size=None, stride=DEFAULT_STRIDE, short_side=None,
+                  version=None):
+    """Asks the export's `explain` signature for the per-block class-evidence
+    maps of the video's centre clip (for the model's top class) and writes
+    `<stem>_explain.png`, `<stem>_<block>.gif` and `<stem>_explain.json` to
+    `out_dir` (as `python -m training.explain` does). Returns the summary
+    (per-block guesses, written files)."""
+    from keras_classreg.explain import Explanation
+    from training.explain import write_explanation
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such video file.")
+    clip_length, crop_size = _clip_size(client, model, clip_length, crop_size,
+                                        version)
+    views, _, fps = video_views(path, clip_length, crop_size, stride, 1, 1,
+                                short_side)
+    request = predict_pb2.PredictRequest()
+    _model_spec(request.model_spec, model, version, EXPLAIN_SIGNATURE)
+    request.inputs["clips"].CopyFrom(tf.make_tensor_proto(views))
+    response = client.predict_response(request)
+    outputs = {name: tf.make_ndarray(proto)
+               for name, proto in response.outputs.items()}
+    if "block_names" not in outputs:
+        raise ValueError(f"Model {model!r}: the '{EXPLAIN_SIGNATURE}' "
+                         "signature returned no `block_names`.")
+    served = response.model_spec.version.value or version
+    num_classes = outputs["probabilities"].shape[-1]
+    names = client.class_names(model, range(num_classes), version=served)
+    explanation = Explanation.from_outputs(outputs, outputs["block_names"][0])
+    return write_explanation(explanation, views[0], names, out_dir, path,
+                             fps=fps / stride)
 
 
 # ----------------------------------------------------------------------
@@ -371,6 +414,10 @@ def build_parser():
     parser.add_argument("--retries", type=int, default=3,
                         help="Retries on UNAVAILABLE, with exponential "
                         "backoff. Default: 3.")
+    parser.add_argument("--explain", metavar="DIR", default=None,
+                        help="Also request the 'explain' signature for each "
+                        "video's centre clip and save its per-block class-"
+                        "evidence pictures (PNG grid, GIF, JSON) in DIR.")
     parser.add_argument("--json", action="store_true",
                         help="Print one JSON document (a list, one object "
                         "per video) instead of text.")
@@ -390,6 +437,11 @@ def main(argv=None):
                     stride=args.stride, num_clips=args.num_clips,
                     num_crops=args.num_crops, short_side=args.short_side,
                     version=args.version)
+                explanation = None if args.explain is None else explain_video(
+                    client, args.model, path, args.explain,
+                    clip_length=args.clip_length, crop_size=args.crop_size,
+                    stride=args.stride, short_side=args.short_side,
+                    version=result.model_version)
             except grpc.RpcError as error:
                 failures += 1
                 message = f"{error.code().name}: {error.details()}"
@@ -404,11 +456,19 @@ def main(argv=None):
                     print(f"{path}: error: {error}", file=sys.stderr)
                 continue
             results.append(result.to_json())
+            if explanation is not None:
+                results[-1]["explanation"] = explanation
             if not args.json:
                 print(f"{path} (model version {result.model_version}, "
                       f"{result.num_views} views):")
                 for name, score in result.top_k:
                     print(f"  {score:7.4f}  {name}")
+                if explanation is not None:
+                    for block in explanation["blocks"]:
+                        print(f"  {block['block']}: guess {block['guess']} "
+                              f"({block['confidence']:.2f})")
+                    print("  explanation: " + ", ".join(
+                        explanation["files"].values()))
     if args.json:
         print(json.dumps(results, indent=2))
     return 1 if failures else 0

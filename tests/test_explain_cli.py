@@ -124,3 +124,53 @@ def test_cli_reports_bad_arguments(planted, tmp_path, capsys):
     assert "no such model file" in capsys.readouterr().err
     assert cli.main(base + ["--class-names", "a,b"]) == 2
     assert "2 class names for a model with 3 classes" in capsys.readouterr().err
+
+
+def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
+                                                        capsys):
+    """Export the planted model, serve it in-process (TF Serving API), and
+    run `python -m serving.client --explain DIR`: the served maps are the
+    library's maps of the same clip, and the pictures are written."""
+    from keras_classreg.explain import explain
+    from serving import client as client_cli
+    from serving.models import ModelManager, single_model_config
+    from serving.server import create_server
+    from training.data.sampling import normalize
+    from training.export import DEFAULT_MEAN, DEFAULT_STD, export_version
+
+    model_path, video = planted
+    model = keras.saving.load_model(model_path)
+    export_version(model, tmp_path / "models", "rgb", ["red", "green", "blue"],
+                   warmup=False)
+    manager = ModelManager(
+        single_model_config("rgb", tmp_path / "models" / "rgb"),
+        poll_wait_seconds=0, warmup=False).start()
+    server, port = create_server(manager, port=0, workers=2)
+    try:
+        out = tmp_path / "served"
+        code = client_cli.main([
+            "--server", f"127.0.0.1:{port}", "--model", "rgb", "--num-clips",
+            "1", "--stride", "1", "--explain", str(out), str(video)])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        assert "rgb_classreg: guess red" in printed
+        summary = json.loads((out / "squares_explain.json").read_text())
+        assert summary["maps_for_class"] == "red"
+        assert summary["blocks"][0]["guess"] == "red"
+        for name in ("squares_explain.png", "squares_rgb_classreg.gif"):
+            assert (out / name).stat().st_size > 0
+        with Image.open(out / "squares_explain.png") as png:
+            assert png.size[0] == viz.LABEL_WIDTH + 4 * S * 5  # 160 px tiles
+
+        views, _, _ = client_cli.video_views(str(video), T, S, stride=1,
+                                             num_clips=1)
+        with client_cli.ServingClient(f"127.0.0.1:{port}") as client:
+            served = client.predict("rgb", views, signature="explain")
+        local = explain(model, normalize(views, DEFAULT_MEAN, DEFAULT_STD))
+        np.testing.assert_allclose(served["maps"][:, 0],
+                                   local.maps["rgb_classreg"], atol=1e-5)
+        assert served["block_names"].tolist() == [[b"rgb_classreg"]]
+        assert served["class_name"].tolist() == [b"red"]
+    finally:
+        server.stop(0)
+        manager.stop()
