@@ -245,6 +245,7 @@ class Batcher:
                                            f"batched call failed: {error}"))
             return
         total = sum(task.rows for task in batch)
+        _LOG.debug("ran a batch of %d requests (%d rows)", len(batch), total)
         bad = [name for name, value in outputs.items()
                if np.ndim(value) == 0 or len(value) != total]
         if bad:

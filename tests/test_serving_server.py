@@ -1,0 +1,252 @@
+"""serving.server specifics: models.config, version policy and labels,
+batching, failed versions, config reload, the video client, SIGTERM."""
+
+import json
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
+from tensorflow_serving.config import model_server_config_pb2
+
+from serving import client as client_cli
+from serving import server as server_cli
+from serving import testing
+from serving.client import ServingClient
+from serving.launch import LocalServer
+from serving.loadtest import predict_request
+
+SHAPE = (4, 16, 16, 3)
+AVAILABLE = "AVAILABLE"
+
+MODELS_CONFIG = """
+# Two models; paths relative to this file.
+model_config_list {
+  config {
+    name: "alpha"
+    base_path: "alpha"
+    model_platform: "tensorflow"
+  }
+  config {
+    name: "beta"
+    base_path: "beta"
+    model_platform: "tensorflow"
+    model_version_policy { specific { versions: 1 } }
+    version_labels { key: "stable" value: 1 }
+  }
+}
+"""
+
+BATCHING = """
+max_batch_size { value: 8 }
+batch_timeout_micros { value: 50000 }
+max_enqueued_batches { value: 10 }
+num_batch_threads { value: 1 }
+"""
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    root = tmp_path_factory.mktemp("farm")
+    models = {
+        ("alpha", 1): testing.export_tiny(root, "alpha", seed=21)[0],
+        ("beta", 1): testing.export_tiny(root, "beta", seed=22)[0],
+        ("beta", 2): testing.export_tiny(root, "beta", seed=23)[0],
+    }
+    (root / "models.config").write_text(MODELS_CONFIG)
+    (root / "batching_parameters.txt").write_text(BATCHING)
+    server = LocalServer([
+        "--model-config-file", root / "models.config",
+        "--batching-parameters-file", root / "batching_parameters.txt",
+        "--file-system-poll-wait-seconds", 0.3, "--log-level", "DEBUG"])
+    server.start()
+    client = ServingClient(server.address, timeout=60, retries=0)
+    try:
+        yield root, server, client, models
+    finally:
+        client.close()
+        server.stop()
+
+
+def _code(call):
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code(), caught.value.details()
+
+
+def test_models_config_policy_and_labels(farm):
+    _, _, client, models = farm
+    clips = testing.random_clips(2, SHAPE, seed=1)
+    for name in ("alpha", "beta"):
+        out = client.predict(name, clips)
+        np.testing.assert_allclose(
+            out["probabilities"],
+            testing.reference_probabilities(models[(name, 1)], clips),
+            atol=1e-5)
+    # beta/2 exists on disk but the policy serves only version 1.
+    assert [s[:2] for s in client.status("beta")] == [(1, AVAILABLE)]
+    code, _ = _code(lambda: client.predict("beta", clips, version=2))
+    assert code == grpc.StatusCode.NOT_FOUND
+    request = predict_request("beta", clips)
+    request.model_spec.version_label = "stable"
+    response = client.predict_response(request)
+    assert response.model_spec.version.value == 1
+    request.model_spec.version_label = "canary"
+    code, details = _code(lambda: client.predict_response(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "canary" in details
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_answer(farm):
+    _, server, client, models = farm
+    clips = testing.random_clips(8, SHAPE, seed=2)
+    expected = testing.reference_probabilities(models[("alpha", 1)], clips)
+    results, barrier = [None] * 8, threading.Barrier(8)
+
+    def ask(index):
+        barrier.wait()
+        results[index] = client.predict("alpha", clips[index:index + 1])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index, out in enumerate(results):
+        np.testing.assert_allclose(out["probabilities"][0], expected[index],
+                                   atol=1e-5)
+        assert out["probabilities"].shape == (1, 7)
+    sizes = [int(line.split("a batch of ")[1].split()[0])
+             for line in server.log().splitlines() if "a batch of " in line]
+    assert sizes and max(sizes) >= 2, "no request was batched with another"
+
+
+def test_failed_and_partial_versions_leave_the_old_one_serving(farm):
+    root, _, client, models = farm
+    broken = root / "alpha" / "2"
+    broken.mkdir()
+    (broken / "saved_model.pb").write_bytes(b"this is not a SavedModel")
+    (root / "alpha" / "3").mkdir()  # being copied: no saved_model.pb yet
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        states = {s[0]: s for s in client.status("alpha")}
+        if 2 in states and states[2][1] == "END":
+            break
+        time.sleep(0.2)
+    assert states[2][1] == "END" and states[2][2] != "OK" and states[2][3]
+    assert 3 not in states
+    assert states[1][1] == AVAILABLE
+    clips = testing.random_clips(1, SHAPE, seed=3)
+    response = client.predict_response(predict_request("alpha", clips))
+    assert response.model_spec.version.value == 1
+
+
+def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
+    from training.data.decode import decode_video
+    from training.data.sampling import test_views
+    from training.data.synth import write_video
+
+    _, server, _, models = farm
+    frames = testing.random_clips(1, (12, 20, 24, 3), seed=4)[0]
+    video = tmp_path / "clip.mp4"
+    write_video(video, frames)
+    assert client_cli.main(["--server", server.address, "--model", "alpha",
+                            "--num-clips", "2", "--json", str(video)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    # The same decoding and views, computed here, through the model.
+    decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
+    views = test_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
+    mean = testing.reference_probabilities(models[("alpha", 1)], views).mean(0)
+    best = np.argsort(-mean)[:5]
+    names = testing.class_names(7)
+    assert report[0]["num_views"] == 2
+    assert [c["class"] for c in report[0]["top_k"]] == [names[i] for i in best]
+    np.testing.assert_allclose([c["score"] for c in report[0]["top_k"]],
+                               mean[best], atol=1e-4)
+    # Text output, and a bad file among good ones: exit 1, the rest printed.
+    assert client_cli.main(["--server", server.address, "--model", "alpha",
+                            "--top-k", "2", str(video),
+                            str(tmp_path / "missing.mp4")]) == 1
+    captured = capsys.readouterr()
+    assert names[best[0]] in captured.out
+    assert "missing.mp4: error" in captured.err
+
+
+def test_reload_config_removes_a_model(farm):
+    root, _, client, _ = farm
+    config = model_server_config_pb2.ModelServerConfig()
+    entry = config.model_config_list.config.add()
+    entry.name, entry.base_path = "alpha", str(root / "alpha")
+    entry.model_platform = "tensorflow"
+    request = model_management_pb2.ReloadConfigRequest(config=config)
+    client.call("HandleReloadConfigRequest", request)
+    clips = testing.random_clips(1, SHAPE, seed=5)
+    code, _ = _code(lambda: client.predict("beta", clips))
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert client.predict("alpha", clips)["probabilities"].shape == (1, 7)
+    bad = model_server_config_pb2.ModelServerConfig()
+    bad.model_config_list.config.add(name="x")  # no base_path
+    code, details = _code(lambda: client.call(
+        "HandleReloadConfigRequest",
+        model_management_pb2.ReloadConfigRequest(config=bad)))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "base_path" in details
+
+
+def test_sigterm_finishes_in_flight_requests_and_exits_zero(farm):
+    root, server, client, _ = farm
+    big = testing.random_clips(64, (16, 64, 64, 3), seed=6)  # resized in graph
+    outcome = {}
+
+    def ask():
+        try:
+            outcome["out"] = client.predict("alpha", big)
+        except grpc.RpcError as error:
+            outcome["error"] = error.code()
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    time.sleep(0.05)
+    assert server.stop() == 0
+    thread.join()
+    assert "error" not in outcome, outcome
+    assert outcome["out"]["probabilities"].shape == (64, 7)
+    assert "Server stopped" in server.log()
+
+
+# ----------------------------------------------------------------------
+# Command-line errors (no server started)
+# ----------------------------------------------------------------------
+def test_cli_rejects_bad_arguments_and_files(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        server_cli.main(["--model-base-path", str(tmp_path),
+                         "--model-config-file", str(tmp_path / "x")])
+    assert caught.value.code == 2
+    config = tmp_path / "models.config"
+    config.write_text("model_config_list {\n  config { name: 'a'\n  bogus: 1 }\n}\n")
+    assert server_cli.main(["--model-config-file", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "models.config:3" in err and "bogus" in err
+    batching = tmp_path / "batching.txt"
+    batching.write_text("max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }\n")
+    assert server_cli.main(["--model-base-path", str(tmp_path),
+                            "--batching-parameters-file", str(batching)]) == 2
+    err = capsys.readouterr().err
+    assert "line 2" in err and "max_batch_sise" in err
+
+
+def test_status_of_a_model_without_versions(tmp_path):
+    # The manager alone: an empty base path has no versions (NOT_FOUND).
+    from serving.models import ModelManager, single_model_config
+    from serving.errors import ServingError
+
+    manager = ModelManager(single_model_config("empty", tmp_path),
+                           poll_wait_seconds=0).start()
+    spec = get_model_status_pb2.GetModelStatusRequest().model_spec
+    spec.name = "empty"
+    with pytest.raises(ServingError) as caught:
+        manager.status(spec)
+    assert caught.value.code == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(ServingError, match=r"Latest\(empty\)"):
+        manager.resolve(spec)
+    manager.stop()

@@ -1,0 +1,238 @@
+"""serving units without a model: batching, models.config, client retries."""
+
+import threading
+import time
+from concurrent import futures
+
+import grpc
+import numpy as np
+import pytest
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from serving.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
+from serving.client import ServingClient
+from serving.errors import ServingError
+from serving.models import read_model_config_file
+
+
+# ----------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------
+class Recorder:
+    """A fake model: y = 2 x (+ the row's sum), failing on negative rows."""
+
+    def __init__(self, delay=0.0):
+        self.calls, self.delay, self.lock = [], delay, threading.Lock()
+
+    def __call__(self, inputs):
+        x = inputs["x"]
+        with self.lock:
+            self.calls.append(len(x))
+        time.sleep(self.delay)
+        if (x < 0).any():
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "negative")
+        return {"y": 2 * x, "total": x.reshape(len(x), -1).sum(axis=1)}
+
+
+def _run_together(batcher, inputs):
+    results, barrier = [None] * len(inputs), threading.Barrier(len(inputs))
+
+    def one(index):
+        barrier.wait()
+        try:
+            results[index] = batcher.run(inputs[index])
+        except ServingError as error:
+            results[index] = error
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_concurrent_calls_share_batches_and_get_their_own_rows():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=200_000,
+                                             num_batch_threads=1))
+    inputs = [{"x": np.full((1 + i % 2, 3), float(i))} for i in range(6)]
+    results = _run_together(batcher, inputs)
+    batcher.close()
+    for i, out in enumerate(results):
+        np.testing.assert_array_equal(out["y"], 2 * inputs[i]["x"])
+        np.testing.assert_array_equal(out["total"], [3.0 * i] * (1 + i % 2))
+    assert sum(model.calls) == 9 and len(model.calls) < 6
+    assert max(model.calls) <= 8
+
+
+def test_shapes_are_never_mixed_and_big_requests_run_alone():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(4, batch_timeout_micros=100_000,
+                                             num_batch_threads=1))
+    inputs = [{"x": np.ones((1, 3))}, {"x": np.ones((1, 5))},
+              {"x": np.ones((1, 3))}, {"x": np.ones((6, 3))}]
+    results = _run_together(batcher, inputs)
+    batcher.close()
+    for i, out in enumerate(results):
+        assert out["y"].shape == inputs[i]["x"].shape
+    assert 6 in model.calls  # over max_batch_size: unbatched
+    assert sum(model.calls) == 9
+
+
+def test_a_bad_request_fails_alone():
+    model = Recorder()
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=200_000,
+                                             num_batch_threads=1))
+    inputs = [{"x": np.full((1, 2), -1.0 if i == 2 else 1.0)} for i in range(4)]
+    results = _run_together(batcher, inputs)
+    batcher.close()
+    assert isinstance(results[2], ServingError)
+    assert results[2].code == grpc.StatusCode.INVALID_ARGUMENT
+    for i in (0, 1, 3):
+        np.testing.assert_array_equal(results[i]["y"], [[2.0, 2.0]])
+
+
+def test_full_queue_is_unavailable():
+    model = Recorder(delay=0.5)
+    batcher = Batcher(model, BatchingOptions(1, max_enqueued_batches=1,
+                                             num_batch_threads=1))
+    pool = futures.ThreadPoolExecutor(2)
+    first = pool.submit(batcher.run, {"x": np.ones((1, 1))})  # running
+    time.sleep(0.1)
+    second = pool.submit(batcher.run, {"x": np.ones((1, 1))})  # queued
+    time.sleep(0.1)
+    with pytest.raises(ServingError, match=QUEUE_FULL_MESSAGE) as caught:
+        batcher.run({"x": np.ones((1, 1))})
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    assert first.result()["y"].tolist() == [[2.0]]
+    assert second.result()["y"].tolist() == [[2.0]]
+    batcher.close()
+    pool.shutdown()
+
+
+def test_batching_parameters_text_format():
+    options = BatchingOptions.from_text(
+        "max_batch_size { value: 16 }  # clips\n"
+        "batch_timeout_micros { value: 2000 }\n\n"
+        "num_batch_threads { value: 4 }\n", num_batch_threads=2)
+    assert options == BatchingOptions(16, 2000, 100, 2)
+    with pytest.raises(ValueError, match="line 1: expected"):
+        BatchingOptions.from_text("max_batch_size: 16")
+    with pytest.raises(ValueError, match="max_batch_size is required"):
+        BatchingOptions.from_text("num_batch_threads { value: 4 }")
+    with pytest.raises(ValueError, match="`max_batch_size`"):
+        BatchingOptions(0)
+
+
+# ----------------------------------------------------------------------
+# models.config
+# ----------------------------------------------------------------------
+@pytest.mark.parametrize("text, words", [
+    ("model_config_list { config { name: 'a' } }", "has no base_path"),
+    ("model_config_list { config { base_path: '/m' } }", "has no name"),
+    ("model_config_list { config { name: 'a' base_path: '/m' } "
+     "config { name: 'a' base_path: '/n' } }", "repeats"),
+    ("model_config_list { config { name: 'a' base_path: '/m' "
+     "model_platform: 'pytorch' } }", "pytorch"),
+    ("model_config_list { }", "no models"),
+    ("model_config_list { config { name: 'a' base_path: '/m' } ", ":1:"),
+])
+def test_bad_model_configs_are_explained(tmp_path, text, words):
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=words):
+        read_model_config_file(str(path))
+
+
+def test_model_config_relative_paths(tmp_path):
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list { config { name: 'a' base_path: 'm/a' "
+                    "model_version_policy { latest { num_versions: 2 } } } }")
+    config = read_model_config_file(str(path))
+    entry = config.model_config_list.config[0]
+    assert entry.base_path == str(tmp_path / "m" / "a")
+    assert entry.model_version_policy.latest.num_versions == 2
+
+
+# ----------------------------------------------------------------------
+# Client retries and timeouts, against a scripted in-process server
+# ----------------------------------------------------------------------
+class Scripted(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, codes, delay=0.0):
+        self.codes, self.delay, self.calls = list(codes), delay, 0
+
+    def Predict(self, request, context):
+        self.calls += 1
+        time.sleep(self.delay)
+        code = self.codes.pop(0) if self.codes else grpc.StatusCode.OK
+        if code != grpc.StatusCode.OK:
+            context.abort(code, f"scripted {code.name}")
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        return response
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def start(codes, delay=0.0):
+        servicer = Scripted(codes, delay)
+        server = grpc.server(futures.ThreadPoolExecutor(2))
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            servicer, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        return servicer, f"127.0.0.1:{port}"
+
+    yield start
+    for server in servers:
+        server.stop(0)
+
+
+def _request():
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "m"
+    return request
+
+
+def test_client_retries_unavailable_with_backoff(scripted):
+    servicer, address = scripted([grpc.StatusCode.UNAVAILABLE] * 2)
+    client = ServingClient(address, retries=3, backoff=0.05)
+    began = time.monotonic()
+    assert client.call("Predict", _request()).model_spec.name == "m"
+    assert servicer.calls == 3
+    assert time.monotonic() - began >= 0.05 + 0.1  # 0.05 then 0.1 (+ jitter)
+    client.close()
+
+
+def test_client_gives_up_and_does_not_retry_other_codes(scripted):
+    servicer, address = scripted([grpc.StatusCode.UNAVAILABLE] * 5)
+    with ServingClient(address, retries=1, backoff=0.01) as client:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.call("Predict", _request())
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert servicer.calls == 2
+    servicer, address = scripted([grpc.StatusCode.INVALID_ARGUMENT])
+    with ServingClient(address, retries=3, backoff=0.01) as client:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.call("Predict", _request())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert servicer.calls == 1
+
+
+def test_client_timeout(scripted):
+    _, address = scripted([], delay=1.0)
+    with ServingClient(address, timeout=0.2, retries=0) as client:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.call("Predict", _request())
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_client_argument_checks():
+    with pytest.raises(ValueError, match="host:port"):
+        ServingClient("localhost")
+    with pytest.raises(ValueError, match="`retries`"):
+        ServingClient("127.0.0.1:1", retries=-1)
