@@ -623,13 +623,20 @@ def build_parser():
 
 
 def prepare_raw(args):
-    from training.data import prepare as preparing
+    """Prepares `--layout/--root/--annotations` as `python -m training.prepare` would."""
+    from training.data import prepare_dataset
+    from training.prepare import load_dataset
 
     prepared = args.prepared or os.path.join(args.out, "prepared")
-    preparing.prepare_dataset(
-        layout=args.layout, root=args.root, annotations=args.annotations,
-        split=args.split, out_dir=prepared, short_side=args.short_side,
-    )
+    dataset = load_dataset(argparse.Namespace(
+        layout=args.layout, root=args.root,
+        annotations=[args.annotations] if args.annotations else None,
+        split=args.split, missing="skip", test_fraction=0.2, seed=0,
+    ))
+    manifest = prepare_dataset(dataset, prepared, short_side=args.short_side)
+    if manifest["skipped"]:
+        print(f"prepare: skipped {len(manifest['skipped'])} unreadable or missing "
+              f"video(s); listed in {prepared}/manifest.json", file=sys.stderr)
     return prepared
 
 
@@ -658,7 +665,11 @@ def main(argv=None):
     )
     if args.affection_rates:
         common["affection_rates"] = args.affection_rates
-    data = args.data or prepare_raw(args)
+    try:
+        data = args.data or prepare_raw(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     command = "python benchmarks/reproduce.py " + " ".join(
         a if a and all(c.isalnum() or c in "-_./=:" for c in a) else repr(a)
         for a in (argv if argv is not None else sys.argv[1:]))
