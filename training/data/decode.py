@@ -198,3 +198,54 @@ def decode_video(path, short_side=None, max_frames=None):
 def _ffmpeg_message(error):
     text = getattr(error, "strerror", None) or str(error)
     return text.strip() or type(error).__name__
+
+
+def decode_to_jpeg(path, short_side=None, jpeg_quality=90, max_frames=None):
+    """Decodes a video and JPEG-encodes its frames (what `prepare` stores).
+
+    Returns:
+        a dict: `jpegs` (list of bytes), `fps`, `height`, `width`, `frames`,
+        `decode_seconds` (PyAV decode + resize), `encode_seconds` (JPEG).
+
+    Raises:
+        VideoDecodeError: as `decode_video`.
+    """
+    import io
+    import time
+
+    from PIL import Image
+
+    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer)) \
+            or not 1 <= jpeg_quality <= 100:
+        raise ValueError(
+            "Invalid value for argument `jpeg_quality`. Expected an int between "
+            f"1 and 100. Received: jpeg_quality={jpeg_quality!r}"
+        )
+    start = time.perf_counter()
+    frames, fps = decode_video(path, short_side=short_side, max_frames=max_frames)
+    decoded = time.perf_counter()
+    jpegs = []
+    for frame in frames:
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=int(jpeg_quality))
+        jpegs.append(buffer.getvalue())
+    return {
+        "jpegs": jpegs, "fps": fps, "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]), "frames": int(frames.shape[0]),
+        "decode_seconds": decoded - start,
+        "encode_seconds": time.perf_counter() - decoded,
+    }
+
+
+def try_decode_to_jpeg(path, short_side=None, jpeg_quality=90, max_frames=None):
+    """`decode_to_jpeg` that never raises: failures come back as
+    `{"error": reason}` (a worker-process entry point for `prepare`)."""
+    try:
+        return decode_to_jpeg(path, short_side, jpeg_quality, max_frames)
+    except VideoDecodeError as error:
+        return {"error": error.reason}
+    except MemoryError:
+        return {"error": "out of memory while decoding (limit the frames with "
+                         "max_frames / --max-frames)"}
+    except Exception as error:  # noqa: BLE001 — one bad file must not stop a run
+        return {"error": f"unexpected {type(error).__name__} while decoding: {error}"}

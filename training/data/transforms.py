@@ -44,11 +44,12 @@ def test_starts(num_frames, clip_length, stride, num_clips):
 
 def test_indices(num_frames, clip_length, stride, num_clips, short_video="loop"):
     """Graph version of `sampling.test_clip_indices` (`[num_clips, clip_length]`)."""
+    num_frames = tf.cast(num_frames, tf.int32)
     starts = test_starts(num_frames, clip_length, stride, num_clips)
-    return tf.map_fn(
-        lambda s: clip_indices(num_frames, clip_length, stride, s, short_video),
-        starts, fn_output_signature=tf.int32,
-    )
+    indices = starts[:, None] + tf.range(clip_length, dtype=tf.int32)[None, :] * stride
+    if short_video == "loop":
+        return tf.math.floormod(indices, num_frames)
+    return tf.minimum(indices, num_frames - 1)
 
 
 def short_side_shape(height, width, short_side):

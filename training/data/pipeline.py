@@ -1,0 +1,309 @@
+"""The `tf.data` clip pipeline over prepared shards.
+
+`clip_dataset` reads the shards that `prepare` wrote and yields normalised
+clips:
+
+- **train mode**: per video one clip of `clip_length` frames every `stride`
+  frames from a random start; only those frames' JPEGs are decoded, and only
+  the crop window (`tf.io.decode_and_crop_jpeg`); random scale jitter or
+  random resized crop (one window for the whole clip), resize to
+  `crop_size`, random horizontal flip, `(x / 255 - mean) / std`. Yields
+  `(clips float32 [B, T, S, S, 3], labels int32 [B])`.
+- **test mode**: per video `num_clips` uniform clips × `num_crops` crops
+  (exactly `sampling.test_views`, then normalised). Yields
+  `(clips float32 [B, T, S, S, 3], labels int32 [B], video_ids int32 [B])`;
+  the views of a video are consecutive and share its `video_id`.
+  `video_level_scores` averages per-view scores into per-video scores.
+
+Short videos (fewer than `(clip_length - 1) * stride + 1` frames) loop
+(`short_video="loop"`) or repeat their last frame (`"pad"`).
+
+Randomness: every random choice is a stateless op seeded from a
+`tf.data.Dataset.random` stream zipped to the videos, so `seed=…` with
+`deterministic=True` gives the same clips, crops and order on every run
+(and different ones each epoch), while `deterministic=False` lets parallel
+stages return out of order for speed.
+
+The dataset is `tf.distribute`-ready: batches are global batches; pass it to
+`model.fit` under a strategy, or to `strategy.experimental_distribute_dataset`.
+
+Example:
+
+>>> from training.data import clip_dataset, video_level_scores
+>>> train = clip_dataset("prepared/", "train", clip_length=16, crop_size=112,
+...                      batch_size=8, repeat=True)
+>>> test = clip_dataset("prepared/", "test", mode="test", num_clips=10,
+...                     num_crops=3)
+>>> for clips, labels, video_ids in test.take(1):
+...     print(clips.shape)          # (8, 16, 112, 112, 3)
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from training.data import records, transforms
+from training.data.manifest import load_manifest, shard_paths
+from training.data.sampling import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
+
+AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
+DEFAULT_TEST_CLIPS = 10
+DEFAULT_SHUFFLE_BUFFER = 128
+
+
+def _fail(name, value, expected):
+    raise ValueError(
+        f"Invalid value for argument `{name}`. Expected {expected}. "
+        f"Received: {name}={value!r}"
+    )
+
+
+def _int(name, value, low=1):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        _fail(name, value, f"an int >= {low}")
+    return int(value)
+
+
+def _triple(name, value, positive):
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or (positive and min(values) <= 0):
+        _fail(name, value, "3 per-channel floats" + (" > 0" if positive else ""))
+    return values
+
+
+def _pair(name, value, low, high):
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        a = b = None
+    if a is None or not low < a <= b <= high:
+        _fail(name, value, f"a pair (min, max) with {low} < min <= max <= {high}")
+    return a, b
+
+
+def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
+                 stride=2, crop_size=112, batch_size=8, num_clips=None, num_crops=1,
+                 mean=DEFAULT_MEAN, std=DEFAULT_STD, deterministic=False, seed=None,
+                 shuffle=None, repeat=False, augmentation="scale_jitter", flip=True,
+                 short_video="loop", shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+                 drop_remainder=None, jitter_scale=(1.0, 1.43), crop_area=(0.25, 1.0),
+                 aspect_ratio=(3 / 4, 4 / 3)):
+    """A `tf.data.Dataset` of normalised clips from prepared shards.
+
+    Args:
+        manifest_or_dir: the prepared folder, its `manifest.json` or a dict
+            from `load_manifest`.
+        subset: which subset's shards to read (`"train"`, `"test"`, …).
+        mode: `"train"` (one random augmented clip per video) or `"test"`
+            (`num_clips` × `num_crops` fixed views per video).
+        clip_length: frames per clip (T).
+        stride: step between the clip's frames in the video.
+        crop_size: side S of the square output frames.
+        batch_size: global batch size.
+        num_clips: test mode: uniform temporal clips per video (default 10).
+        num_crops: test mode: 1 (centre) or 3 (along the long side).
+        mean, std: per-channel normalisation of [0, 1] pixels.
+        deterministic: fixed order and seeds (default seed 0); slower.
+        seed: int seed of shuffling and augmentation (None: random unless
+            deterministic).
+        shuffle: shuffle files and videos (default: True in train mode).
+        repeat: repeat forever (for `steps_per_epoch` training).
+        augmentation: train mode: `"scale_jitter"` (short side resized to
+            `U(jitter_scale) * crop_size`, random square crop),
+            `"random_resized_crop"` (area `crop_area`, aspect `aspect_ratio`)
+            or `"center"` (largest centre square; no spatial randomness).
+        flip: train mode: random horizontal flips.
+        short_video: `"loop"` or `"pad"` for videos shorter than a clip.
+        shuffle_buffer: videos held for shuffling (each holds its JPEGs).
+        drop_remainder: drop a last partial batch (default: True in train
+            mode, so batches have a static size; False in test mode).
+        jitter_scale, crop_area, aspect_ratio: see `augmentation`.
+
+    Returns:
+        train mode: `(clips [B,T,S,S,3] float32, labels [B] int32)`;
+        test mode: `(clips, labels, video_ids [B] int32)`.
+    """
+    if mode not in ("train", "test"):
+        _fail("mode", mode, "'train' or 'test'")
+    clip_length = _int("clip_length", clip_length)
+    stride = _int("stride", stride)
+    crop_size = _int("crop_size", crop_size, 8)
+    batch_size = _int("batch_size", batch_size)
+    mean = _triple("mean", mean, positive=False)
+    std = _triple("std", std, positive=True)
+    if short_video not in SHORT_VIDEO_MODES:
+        _fail("short_video", short_video, "'loop' or 'pad'")
+    if augmentation not in AUGMENTATIONS:
+        _fail("augmentation", augmentation, f"one of {', '.join(AUGMENTATIONS)}")
+    if mode == "test":
+        num_clips = _int("num_clips", DEFAULT_TEST_CLIPS if num_clips is None else num_clips)
+        if isinstance(num_crops, bool) or num_crops not in (1, 3):
+            _fail("num_crops", num_crops, "1 or 3")
+    jitter_scale = _pair("jitter_scale", jitter_scale, 0.0, 10.0)
+    crop_area = _pair("crop_area", crop_area, 0.0, 1.0)
+    aspect_ratio = _pair("aspect_ratio", aspect_ratio, 0.0, 10.0)
+    shuffle = (mode == "train") if shuffle is None else bool(shuffle)
+    shuffle_buffer = _int("shuffle_buffer", shuffle_buffer)
+    drop_remainder = (mode == "train") if drop_remainder is None else bool(drop_remainder)
+    if seed is None and deterministic:
+        seed = 0
+    if seed is not None:
+        seed = _int("seed", seed, 0)
+
+    manifest = load_manifest(manifest_or_dir)
+    files = shard_paths(manifest, subset)
+    if manifest["subsets"][subset].get("videos", 1) == 0:
+        raise ValueError(f"Subset {subset!r} of {manifest['root']} has no videos "
+                         "(all were skipped; see the manifest's 'skipped').")
+    options = tf.data.Options()
+    options.deterministic = bool(deterministic) or mode == "test"
+    ordered = options.deterministic
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered,
+    )
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    normalise = _normaliser(mean, std)
+    if mode == "train":
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds))
+        train_clip = _train_clip_fn(clip_length, stride, crop_size, augmentation, flip,
+                                    short_video, jitter_scale, crop_area, aspect_ratio,
+                                    normalise)
+        dataset = dataset.map(train_clip, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=ordered)
+    else:
+        views = _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops,
+                               short_video, normalise)
+        dataset = dataset.map(views, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).unbatch()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
+                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _normaliser(mean, std):
+    scale = tf.constant([1.0 / (255.0 * s) for s in std], tf.float32)
+    offset = tf.constant([m / s for m, s in zip(mean, std)], tf.float32)
+    # (x / 255 - mean) / std  ==  x * scale - offset
+    return lambda pixels: tf.cast(pixels, tf.float32) * scale - offset
+
+
+def _decode(jpegs, window=None):
+    if window is None:
+        decode = lambda j: tf.io.decode_jpeg(j, channels=3)  # noqa: E731
+    else:
+        decode = lambda j: tf.io.decode_and_crop_jpeg(j, window, channels=3)  # noqa: E731
+    return tf.map_fn(decode, jpegs, fn_output_signature=tf.uint8,
+                     parallel_iterations=16)
+
+
+def _train_clip_fn(clip_length, stride, crop_size, augmentation, flip, short_video,
+                   jitter_scale, crop_area, aspect_ratio, normalise):
+    def train_clip(serialized, seed):
+        video = records.parse(serialized)
+        seeds = tf.random.experimental.stateless_split(seed, 3)
+        num_frames = video["num_frames"]
+        last = transforms.max_start(num_frames, clip_length, stride)
+        start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
+        indices = transforms.clip_indices(num_frames, clip_length, stride, start,
+                                          short_video)
+        window = transforms.crop_window(
+            video["height"], video["width"], seeds[1], augmentation,
+            jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
+        )
+        frames = _decode(tf.gather(video["frames"], indices), window)
+        clip = transforms.resize(frames, crop_size, crop_size)
+        if flip:
+            mirror = tf.random.stateless_uniform([], seeds[2]) < 0.5
+            clip = tf.cond(mirror, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
+        clip = tf.ensure_shape(normalise(clip), [clip_length, crop_size, crop_size, 3])
+        return clip, video["label"]
+
+    return train_clip
+
+
+def _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops, short_video,
+                   normalise):
+    count = num_clips * num_crops
+
+    def views(serialized):
+        video = records.parse(serialized)
+        indices = transforms.test_indices(video["num_frames"], clip_length, stride,
+                                          num_clips, short_video)
+        unique, positions = tf.unique(tf.reshape(indices, [-1]))
+        pool = _decode(tf.gather(video["frames"], unique))
+        clips = transforms.views_from_pool(
+            pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
+        )
+        clips = tf.ensure_shape(normalise(clips),
+                                [count, clip_length, crop_size, crop_size, 3])
+        return (clips, tf.fill([count], video["label"]),
+                tf.fill([count], video["video_id"]))
+
+    return views
+
+
+def video_level_scores(view_scores, video_ids):
+    """Averages per-view scores into per-video scores.
+
+    Args:
+        view_scores: `[N, K]` scores (e.g. probabilities) of N views.
+        video_ids: `[N]` ints, the video of each view (test-mode
+            `clip_dataset`'s third element).
+
+    Returns:
+        `(ids [M], scores [M, K])`: the distinct video ids in ascending order
+        and the mean score of each video's views.
+
+    >>> ids, scores = video_level_scores([[1., 0.], [0., 1.], [1., 1.]], [4, 4, 2])
+    >>> ids.tolist(), scores.tolist()
+    ([2, 4], [[1.0, 1.0], [0.5, 0.5]])
+    """
+    scores = np.asarray(view_scores, np.float64)
+    ids = np.asarray(video_ids).reshape(-1)
+    if scores.ndim != 2 or len(scores) != len(ids):
+        raise ValueError(
+            f"Expected view_scores [N, K] and video_ids [N]; received shapes "
+            f"{scores.shape} and {ids.shape}."
+        )
+    unique, inverse = np.unique(ids, return_inverse=True)
+    sums = np.zeros((len(unique), scores.shape[1]))
+    np.add.at(sums, inverse, scores)
+    counts = np.bincount(inverse, minlength=len(unique))
+    return unique, (sums / counts[:, None]).astype(np.float32)
+
+
+def predict_video_scores(model, dataset):
+    """Runs `model` on a test-mode `clip_dataset` and averages per video.
+
+    Returns:
+        a dict with `video_ids [M]`, `labels [M]`, `scores [M, K]` (mean of
+        the views' outputs) and `views` (views per video).
+    """
+    outputs, labels, ids = [], [], []
+    for element in dataset:
+        if len(element) != 3:
+            raise ValueError("predict_video_scores needs a test-mode clip_dataset "
+                             "(clips, labels, video_ids).")
+        clips, label, video_id = element
+        outputs.append(np.asarray(model(clips, training=False)))
+        labels.append(label.numpy())
+        ids.append(video_id.numpy())
+    if not outputs:
+        raise ValueError("The dataset is empty.")
+    ids = np.concatenate(ids)
+    labels = np.concatenate(labels)
+    video_ids, scores = video_level_scores(np.concatenate(outputs), ids)
+    first = {v: labels[i] for i, v in reversed(list(enumerate(ids)))}
+    return {"video_ids": video_ids, "labels": np.array([first[v] for v in video_ids]),
+            "scores": scores, "views": np.bincount(np.searchsorted(video_ids, ids))}
