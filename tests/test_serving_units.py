@@ -1,5 +1,7 @@
-"""serving units without a model: batching, models.config, client retries."""
+"""serving units without a model: batching, models.config, client retries,
+the docker/ files."""
 
+import os
 import threading
 import time
 from concurrent import futures
@@ -236,3 +238,45 @@ def test_client_argument_checks():
         ServingClient("localhost")
     with pytest.raises(ValueError, match="`retries`"):
         ServingClient("127.0.0.1:1", retries=-1)
+
+
+# ----------------------------------------------------------------------
+# docker/: the container files agree with the official image's interface
+# and parse with the local server's readers (they cannot be built here:
+# no Docker engine)
+# ----------------------------------------------------------------------
+DOCKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "docker")
+
+
+def test_docker_config_files_parse():
+    config = read_model_config_file(os.path.join(DOCKER, "models.config"))
+    names = [c.name for c in config.model_config_list.config]
+    assert names == ["classreg"]
+    assert config.model_config_list.config[0].base_path == "/models/classreg"
+    with open(os.path.join(DOCKER, "batching_parameters.txt")) as handle:
+        options = BatchingOptions.from_text(handle.read())
+    assert options.max_batch_size >= 1
+
+
+def test_docker_files_use_the_official_images():
+    import yaml
+
+    with open(os.path.join(DOCKER, "Dockerfile.serving")) as handle:
+        serving = handle.read()
+    assert "FROM tensorflow/serving:${TF_SERVING_VERSION}" in serving
+    assert "/config/batching_parameters.txt" in serving
+    for flag in ("--enable_batching", "--batching_parameters_file",
+                 "--grpc_channel_arguments", "--file_system_poll_wait_seconds"):
+        assert f'"{flag}' in serving
+    assert "EXPOSE 8500 8501" in serving
+    with open(os.path.join(DOCKER, "Dockerfile.train")) as handle:
+        train = handle.read()
+    assert "FROM tensorflow/tensorflow:${TF_VERSION}-gpu" in train
+    with open(os.path.join(DOCKER, "compose.yaml")) as handle:
+        compose = yaml.safe_load(handle)
+    serving_service = compose["services"]["serving"]
+    assert "127.0.0.1:8500:8500" in serving_service["ports"]
+    assert serving_service["build"]["dockerfile"] == "../docker/Dockerfile.serving"
+    assert compose["services"]["train"]["build"]["dockerfile"] == \
+        "docker/Dockerfile.train"
