@@ -60,6 +60,7 @@ EXPLAIN_SIGNATURE = "explain"
 DEFAULT_STRIDE = 2
 DEFAULT_NUM_CLIPS = 4
 DEFAULT_NUM_CROPS = 1
+DEFAULT_VIEWS_PER_REQUEST = 8
 
 
 class ServingClient:
@@ -283,30 +284,41 @@ def video_views(path, clip_length, crop_size, stride=DEFAULT_STRIDE,
 def classify_video(client, model, path, top_k=5, clip_length=None,
                    crop_size=None, stride=DEFAULT_STRIDE,
                    num_clips=DEFAULT_NUM_CLIPS, num_crops=DEFAULT_NUM_CROPS,
-                   short_side=None, version=None):
+                   short_side=None, version=None,
+                   views_per_request=DEFAULT_VIEWS_PER_REQUEST):
     """Classifies one video file through the server.
 
     `clip_length` and `crop_size` default to the model's own `T` and `H`
-    (read from the export's metadata). The views go in one Predict call
-    (`serving_default`, which resizes them to the model's size if needed);
-    the video-level score is the mean of the views' probabilities.
+    (read from the export's metadata). The views go in Predict calls of up
+    to `views_per_request` clips (`serving_default`, which resizes them to
+    the model's size if needed; after the first call the version it
+    answered with is requested, so a version swap mid-video cannot mix
+    models); the video-level score is the mean of the views' probabilities.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such video file.")
+    if isinstance(views_per_request, bool) or not isinstance(
+            views_per_request, int) or views_per_request < 1:
+        raise ValueError(
+            "Invalid value for argument `views_per_request`. Expected a "
+            f"positive int. Received: views_per_request={views_per_request!r}")
     clip_length, crop_size = _clip_size(client, model, clip_length, crop_size,
                                         version)
     views, num_frames, fps = video_views(path, clip_length, crop_size, stride,
                                          num_clips, num_crops, short_side)
-    request = predict_pb2.PredictRequest()
-    _model_spec(request.model_spec, model, version, SERVING_SIGNATURE)
-    request.inputs["clips"].CopyFrom(tf.make_tensor_proto(views))
-    request.output_filter.append("probabilities")
-    response = client.predict_response(request)
-    probabilities = tf.make_ndarray(response.outputs["probabilities"])
-    mean = probabilities.mean(axis=0)
+    chunks, served = [], version
+    for start in range(0, len(views), views_per_request):
+        request = predict_pb2.PredictRequest()
+        _model_spec(request.model_spec, model, served, SERVING_SIGNATURE)
+        request.inputs["clips"].CopyFrom(
+            tf.make_tensor_proto(views[start:start + views_per_request]))
+        request.output_filter.append("probabilities")
+        response = client.predict_response(request)
+        chunks.append(tf.make_ndarray(response.outputs["probabilities"]))
+        served = response.model_spec.version.value or served
+    mean = np.concatenate(chunks).mean(axis=0)
     best = np.argsort(-mean, kind="stable")[:top_k]
-    served = response.model_spec.version.value
-    names = client.class_names(model, best, version=served or version)
+    names = client.class_names(model, best, version=served)
     return VideoPrediction(
         path=path,
         top_k=[(name, float(mean[i])) for name, i in zip(names, best)],
@@ -409,6 +421,11 @@ def build_parser():
     parser.add_argument("--short-side", type=int, default=None,
                         help="Resize frames to this short side before "
                         "cropping. Default: crop size x 128/112.")
+    parser.add_argument("--views-per-request", type=int,
+                        default=DEFAULT_VIEWS_PER_REQUEST,
+                        help="Clips per Predict request (keeps requests "
+                        "under the message size limit). Default: "
+                        f"{DEFAULT_VIEWS_PER_REQUEST}.")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="Seconds per request attempt. Default: 30.")
     parser.add_argument("--retries", type=int, default=3,
@@ -436,7 +453,8 @@ def main(argv=None):
                     clip_length=args.clip_length, crop_size=args.crop_size,
                     stride=args.stride, num_clips=args.num_clips,
                     num_crops=args.num_crops, short_side=args.short_side,
-                    version=args.version)
+                    version=args.version,
+                    views_per_request=args.views_per_request)
                 explanation = None if args.explain is None else explain_video(
                     client, args.model, path, args.explain,
                     clip_length=args.clip_length, crop_size=args.crop_size,

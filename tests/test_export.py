@@ -126,9 +126,13 @@ def test_small_frames_are_resized(exported):
 
 def test_empty_clip_is_rejected_with_a_clear_message(exported):
     _, _, loaded = exported
-    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one frame"):
-        _run(loaded, "serving_default",
-             clips=np.zeros((1, 0, 16, 16, 3), np.uint8))
+    for empty in ((1, 0, 16, 16, 3), (0, 4, 16, 16, 3), (1, 4, 0, 16, 3)):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match="at least one clip of at least one frame"):
+            _run(loaded, "serving_default", clips=np.zeros(empty, np.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least one clip"):
+        _run(loaded, "predict_normalized",
+             clips=np.zeros((0, *SHAPE), np.float32))
 
 
 def test_predict_normalized_and_class_names(exported):

@@ -152,7 +152,8 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     write_video(video, frames)
     assert client_cli.main(["--server", server.address, "--model", "alpha",
-                            "--num-clips", "2", "--json", str(video)]) == 0
+                            "--num-clips", "2", "--views-per-request", "1",
+                            "--json", str(video)]) == 0
     report = json.loads(capsys.readouterr().out)
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))

@@ -141,13 +141,7 @@ def preprocess_clips(clips, input_shape, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     length, height, width = (int(d) for d in input_shape[:3])
     clips = tf.convert_to_tensor(clips)
     shape = tf.shape(clips)
-    check = tf.debugging.assert_positive(
-        shape[1:4],
-        message="`clips` must hold at least one frame of at least 1x1 "
-        "pixels per clip (shape [N, T, H, W, 3]); received (T, H, W)",
-    )
-    with tf.control_dependencies([check]):
-        clips = tf.identity(clips)
+    clips = _check_not_empty(clips)
     # Time.
     frames = shape[1]
     start = tf.maximum((frames - length) // 2, 0)
@@ -172,6 +166,16 @@ def preprocess_clips(clips, input_shape, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     mean = tf.constant(_three_floats(mean, "mean"), tf.float32)
     std = tf.constant(_three_floats(std, "std", positive=True), tf.float32)
     return (x / 255.0 - mean) / std
+
+
+def _check_not_empty(clips):
+    check = tf.debugging.assert_positive(
+        tf.shape(clips)[:4],
+        message="`clips` must hold at least one clip of at least one frame "
+        "of at least 1x1 pixels (shape [N, T, H, W, 3]); received (N, T, H, W)",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(clips)
 
 
 def prediction_signatures(context):
@@ -199,7 +203,7 @@ def prediction_signatures(context):
                       name=CLIPS_INPUT)
     ], autograph=False)
     def predict_normalized(clips):
-        return outputs(clips)
+        return outputs(_check_not_empty(clips))
 
     num_classes = len(context.class_names)
 
