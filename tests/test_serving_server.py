@@ -174,6 +174,30 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert "missing.mp4: error" in captured.err
 
 
+def test_client_on_real_videos(farm, real_clips_dir):
+    """Every shared real clip (mp4/avi/mkv, MPEG-4/H.264/...) through the
+    client library: the server's video-level scores equal the in-process
+    model's on the same views."""
+    from training.data.decode import decode_video
+    from training.data.sampling import test_views
+
+    _, server, _, models = farm
+    videos = sorted(p for p in real_clips_dir.iterdir()
+                    if p.suffix in (".mp4", ".avi", ".mkv", ".webm"))
+    assert videos
+    with ServingClient(server.address, timeout=60) as client:
+        for video in videos:
+            result = client_cli.classify_video(client, "alpha", str(video),
+                                               num_clips=3, num_crops=3)
+            decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
+            views = test_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
+            mean = testing.reference_probabilities(
+                models[("alpha", 1)], views).mean(0)
+            assert result.num_views == 9
+            np.testing.assert_allclose(result.probabilities, mean, atol=1e-4,
+                                       err_msg=video.name)
+
+
 def test_reload_config_removes_a_model(farm):
     root, _, client, _ = farm
     config = model_server_config_pb2.ModelServerConfig()
