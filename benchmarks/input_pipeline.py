@@ -1,0 +1,188 @@
+"""Input-pipeline throughput: clips/s of `clip_dataset` vs raw JPEG decoding.
+
+    python benchmarks/input_pipeline.py                       # synthetic videos
+    python benchmarks/input_pipeline.py --videos /path/to/videos --repeat 8
+    python benchmarks/input_pipeline.py --short-side 256
+
+1. Writes (or takes) videos and runs `prepare_dataset` on them (short side
+   128 unless --short-side): reports PyAV decode frames/s (per process) and videos/s.
+2. Times `clip_dataset(mode="train")` (16x112x112 clips, stride 2, batch 8,
+   scale jitter + flip + normalisation) in clips/s.
+3. Times plain `tf.io.decode_jpeg` on the same shards' JPEGs, in a parallel
+   `tf.data` map with AUTOTUNE, for the same number of frames
+   (clips x 16), and reports it as clips/s.
+
+Rounds 2 and 3 alternate `--rounds` times (so load from other processes hits
+both alike); the medians and their ratio (target >= 0.8) are printed and
+written as JSON with `--json`, both per second of wall time and per second of
+this process's CPU time (the latter is steadier on a machine shared with
+other jobs). The pipeline decodes only each clip's crop
+window (`decode_and_crop_jpeg`), which is why it can beat the full-frame
+decode rate.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+import tensorflow as tf  # noqa: E402
+
+from training import data  # noqa: E402
+from training.data import records  # noqa: E402
+from training.data.decode import VIDEO_EXTENSIONS  # noqa: E402
+from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
+
+
+def flat_videos(folder, repeat):
+    """Every video file under `folder` as one class, listed `repeat` times."""
+    paths = sorted(str(p) for p in pathlib.Path(folder).rglob("*")
+                   if p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not paths:
+        raise SystemExit(f"error: no video files under {folder}")
+    # Listing each file several times makes a bigger dataset (same frames).
+    items = [VideoItem(p, 0, "video", "train") for _ in range(repeat) for p in paths]
+    return VideoDataset(items, ["video"], [], {"layout": "flat", "root": str(folder)})
+
+
+def _rates(count, wall, cpu, per=1):
+    """(items/s of wall time, items/s of this process's CPU time)."""
+    return count / wall / per, count / cpu / per
+
+
+def time_pipeline(dataset, batches):
+    iterator = iter(dataset)
+    for _ in range(3):  # warm-up: graph tracing, autotuning, file cache
+        next(iterator)
+    start, cpu = time.perf_counter(), time.process_time()
+    count = 0
+    for _ in range(batches):
+        clips, _ = next(iterator)
+        count += int(clips.shape[0])
+    return _rates(count, time.perf_counter() - start, time.process_time() - cpu)
+
+
+def raw_decode_dataset(files):
+    jpegs = (tf.data.TFRecordDataset(files).map(records.parse)
+             .map(lambda v: v["frames"]).unbatch().cache())
+    return jpegs.repeat()
+
+
+def time_raw_decode(jpegs, frames, clip_length, chunk=128):
+    # Frames of different videos differ in size: keep only their shapes.
+    decoded = (jpegs.map(lambda j: tf.shape(tf.io.decode_jpeg(j, channels=3)),
+                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+               .batch(chunk).prefetch(tf.data.AUTOTUNE))
+    iterator = iter(decoded)
+    for _ in range(2):
+        next(iterator)
+    start, cpu = time.perf_counter(), time.process_time()
+    done = 0
+    while done < frames:
+        done += int(next(iterator).shape[0])
+    return _rates(done, time.perf_counter() - start, time.process_time() - cpu,
+                  clip_length)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--videos", help="Folder of videos to use (default: write "
+                                         "synthetic 128x128, 64-frame videos).")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="List each video this many times (bigger dataset).")
+    parser.add_argument("--synthetic", type=int, default=48,
+                        help="Synthetic videos to write when --videos is not given.")
+    parser.add_argument("--work", help="Working folder (default: a temporary one).")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="prepare's decoding processes.")
+    parser.add_argument("--batches", type=int, default=30,
+                        help="Batches of 8 clips timed per round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds.")
+    parser.add_argument("--short-side", type=int, default=128,
+                        help="prepare's stored frame short side (default 128).")
+    parser.add_argument("--augmentation", default="scale_jitter",
+                        choices=("scale_jitter", "random_resized_crop", "center"))
+    parser.add_argument("--json", help="Write the figures to this JSON file.")
+    args = parser.parse_args(argv)
+
+    clip_length, stride, crop, batch = 16, 2, 112, 8
+    work = pathlib.Path(args.work or tempfile.mkdtemp(prefix="input_pipeline_"))
+    if args.videos:
+        dataset = flat_videos(args.videos, args.repeat)
+    else:
+        per_class = max(1, args.synthetic // 6)
+        print(f"writing {6 * per_class} synthetic videos (64 frames, 128x128) ...")
+        synthetic = data.write_synthetic_dataset(
+            work / "videos", classes=6, per_class=per_class, frames=64, size=128,
+            preset="medium", test_fraction=0.0,
+        )
+        dataset = synthetic
+    manifest = data.prepare_dataset(dataset, work / "prepared", short_side=args.short_side,
+                                    workers=args.workers, progress=True)
+    decode = manifest["decode"]
+    run = decode["this_run"]
+    print(f"prepare: {decode['videos']} videos, {decode['frames']} frames; PyAV decode "
+          f"{decode['decode_fps']} frames/s per process (decode + resize, no JPEG)")
+    if run["videos_processed"]:
+        print(f"prepare: {run['videos_per_second']} videos/s with {run['workers']} "
+              "workers (decode + JPEG encode + write)")
+    else:
+        print("prepare: all shards reused from an earlier run of the same --work")
+
+    pipeline = data.clip_dataset(work / "prepared", "train", clip_length=clip_length,
+                                 stride=stride, crop_size=crop, batch_size=batch,
+                                 repeat=True, augmentation=args.augmentation)
+    jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(work / "prepared"),
+                                                "train"))
+    pipe_rates, raw_rates = [], []
+    for round_index in range(args.rounds):
+        pipe_rates.append(time_pipeline(pipeline, args.batches))
+        raw_rates.append(time_raw_decode(jpegs, args.batches * batch * clip_length,
+                                         clip_length))
+        print(f"round {round_index + 1}: pipeline {pipe_rates[-1][0]:.1f} clips/s "
+              f"({pipe_rates[-1][1]:.1f} per CPU-second), raw decode_jpeg "
+              f"{raw_rates[-1][0]:.1f} clips/s ({raw_rates[-1][1]:.1f} per CPU-second)")
+    pipe = statistics.median(r[0] for r in pipe_rates)
+    raw = statistics.median(r[0] for r in raw_rates)
+    pipe_cpu = statistics.median(r[1] for r in pipe_rates)
+    raw_cpu = statistics.median(r[1] for r in raw_rates)
+    result = {
+        "clip": [clip_length, crop, crop, 3], "stride": stride, "batch_size": batch,
+        "augmentation": args.augmentation, "cpus": os.cpu_count(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
+        "pipeline_clips_per_second": round(pipe, 1),
+        "raw_decode_clips_per_second": round(raw, 1),
+        "raw_decode_frames_per_second": round(raw * clip_length, 1),
+        "ratio": round(pipe / raw, 3),
+        "pipeline_clips_per_cpu_second": round(pipe_cpu, 1),
+        "raw_decode_clips_per_cpu_second": round(raw_cpu, 1),
+        "cpu_ratio": round(pipe_cpu / raw_cpu, 3),
+        "pyav_decode_fps_per_process": decode["decode_fps"],
+        "prepare_videos_per_second": decode["this_run"]["videos_per_second"],
+        "prepare_workers": decode["this_run"]["workers"],
+        "frame_size": [int(v) for v in _frame_size(work / "prepared")],
+    }
+    print(f"median: pipeline {pipe:.1f} clips/s vs raw decode {raw:.1f} clips/s -> "
+          f"ratio {pipe / raw:.2f} (target >= 0.8); per CPU-second "
+          f"{pipe_cpu:.1f} vs {raw_cpu:.1f} -> {pipe_cpu / raw_cpu:.2f}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _frame_size(prepared):
+    files = data.shard_paths(data.load_manifest(prepared), "train")
+    video = next(iter(tf.data.TFRecordDataset(files[:1]).map(records.parse)))
+    return video["height"].numpy(), video["width"].numpy()
+
+
+if __name__ == "__main__":
+    main()
