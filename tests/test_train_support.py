@@ -29,16 +29,17 @@ def tiny_c3d(
     classifier_activation="softmax",
     synchronized_batchnorm=None,
     class_regularization_options=None,
+    widths=(16, 32),
 ):
-    """Two conv-BN-ReLU stages (8 and 16 channels), a Class Regularization
+    """Two conv-BN-ReLU stages (`widths` channels), a Class Regularization
     block after each, global pooling and the softmax `classifier`."""
     check_input_shape(input_shape, "tiny_c3d")
     rates = resolve_affection_rates(affection_rates, TINY_AFFECTION_RATES, "tiny_c3d")
     sync = use_synchronized_bn(synchronized_batchnorm)
-    classifier = make_classifier(num_classes, 16, classifier_activation)
+    classifier = make_classifier(num_classes, widths[1], classifier_activation)
     inputs = keras.Input(shape=tuple(input_shape), name="clips")
     x = inputs
-    for stage, (filters, strides) in enumerate(((8, (1, 2, 2)), (16, 2)), start=1):
+    for stage, (filters, strides) in enumerate(zip(widths, ((1, 2, 2), 2)), start=1):
         x = conv_bn(x, filters, 3, strides, f"stage{stage}", sync)
         if class_regularization:
             x = class_regularization_block(x, classifier, rates[stage - 1],

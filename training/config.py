@@ -20,6 +20,7 @@ import json
 import os
 
 LR_SCHEDULES = ("cosine", "step")
+AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
 
 
 def json_object(text):
@@ -91,6 +92,17 @@ class TrainConfig:
     clip_length: int = _field(16, "Frames per clip (T).")
     stride: int = _field(2, "Temporal stride between sampled frames.")
     crop_size: int = _field(112, "Spatial crop size (H = W) of the clips.")
+    augmentation: str = _field(
+        "scale_jitter",
+        "Spatial augmentation of training clips: 'scale_jitter', "
+        "'random_resized_crop' or 'center' (none).",
+        choices=AUGMENTATIONS,
+    )
+    flip: bool = _field(
+        True,
+        "Random horizontal flips of training clips. Turn off when the classes "
+        "depend on left/right direction (the synthetic motion dataset).",
+    )
     mean: list = _field(
         None,
         "Per-channel mean of [0, 1] pixels; default training.data.DEFAULT_MEAN.",
@@ -249,6 +261,8 @@ class TrainConfig:
             fail("weight_decay", "a float >= 0")
         if not is_number(self.warmup_epochs) or self.warmup_epochs < 0:
             fail("warmup_epochs", "a number of epochs >= 0")
+        if self.augmentation not in AUGMENTATIONS:
+            fail("augmentation", f"one of {AUGMENTATIONS}")
         if self.lr_schedule not in LR_SCHEDULES:
             fail("lr_schedule", f"one of {LR_SCHEDULES}")
         if self.step_epochs is not None and (
@@ -283,7 +297,7 @@ class TrainConfig:
         ):
             fail("devices", "a list of device names such as /gpu:0")
         for name in ("class_regularization", "nesterov", "mixed_precision",
-                     "xla", "deterministic", "validation"):
+                     "xla", "deterministic", "validation", "flip"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "true or false")
         if not isinstance(self.val_subset, str):

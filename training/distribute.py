@@ -13,6 +13,7 @@ in `strategy.scope()`.
 import json
 import os
 
+import keras
 import tensorflow as tf
 
 
@@ -88,3 +89,61 @@ def num_workers(strategy):
         return 1
     spec = resolver.cluster_spec().as_dict()
     return max(1, sum(len(spec.get(kind, [])) for kind in ("chief", "worker")))
+
+
+def patch_multi_worker_build(model, strategy, element_spec):
+    """Works around two Keras 3 bugs that stop `fit` under
+    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), for `model` only.
+
+    Keras 3.15's TensorFlow trainer (1) builds the model symbolically from
+    one batch obtained with `strategy.reduce("MEAN", batch)` over the whole
+    `(clips, labels)` structure, which `MultiWorkerMirroredStrategy` cannot
+    reduce ("Attempt to convert a value (PerReplica...) to a Tensor"), and
+    (2) reduces each step's scalar logs across workers with
+    `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). Fixes:
+    (1) build from the dataset's `element_spec` (the batch only supplies
+    shapes and dtypes; no data is read, so no cross-worker step is
+    involved), (2) hand the logs over as shape `[1]`, whose mean over axis 0
+    across all replicas is the intended scalar. A no-op for other strategies.
+
+    Args:
+        model: the compiled model.
+        strategy: the strategy it was built under.
+        element_spec: `(clips, labels)` `tf.TensorSpec`s of the training data.
+    """
+    if num_workers(strategy) < 2:
+        return model
+
+    def build(iterator=None, data_batch=None):
+        del iterator, data_batch  # shapes come from element_spec
+        with strategy.scope():
+            model._symbolic_build(data_batch=element_spec)
+
+    def vector_logs(step):
+        def wrapped(data):
+            return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+        return wrapped
+
+    model._maybe_symbolic_build = build
+    model.train_step = vector_logs(model.train_step)
+    model.test_step = vector_logs(model.test_step)
+    return model
+
+
+def barrier(strategy):
+    """Blocks until every worker of `strategy` reaches this call (a no-op
+    with one worker): a cross-worker sum of ones, which also checks that
+    all workers still agree on how many of them there are."""
+    workers = num_workers(strategy)
+    if workers < 2:
+        return
+    total = strategy.reduce(
+        "SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None
+    )
+    expected = float(strategy.num_replicas_in_sync)
+    if float(total) != expected:
+        raise RuntimeError(
+            f"Worker barrier counted {float(total)} replicas, expected {expected}."
+        )

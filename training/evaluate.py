@@ -236,7 +236,19 @@ def evaluate(
 
 
 def _predict_views(model, dataset, total, progress):
-    raise NotImplementedError  # replaced once the data pipeline lands
+    """Per-view probabilities, labels and video ids of a test-mode dataset."""
+    from tqdm import tqdm
+
+    probabilities, labels, videos = [], [], []
+    for clips, label, video in tqdm(dataset, total=total, unit="batch",
+                                    desc="evaluating", disable=not progress):
+        probabilities.append(np.asarray(model.predict_on_batch(clips)))
+        labels.append(label.numpy())
+        videos.append(video.numpy())
+    if not probabilities:
+        raise ValueError("The evaluation dataset is empty.")
+    return (np.concatenate(probabilities), np.concatenate(labels),
+            np.concatenate(videos))
 
 
 def plot_confusion_matrix(report, path):

@@ -49,7 +49,13 @@ from training.config import (  # noqa: E402
     add_config_arguments,
     config_from_args,
 )
-from training.distribute import make_strategy, num_workers, worker_role  # noqa: E402
+from training.distribute import (  # noqa: E402
+    make_strategy,
+    barrier,
+    num_workers,
+    patch_multi_worker_build,
+    worker_role,
+)  # noqa: E402
 from training.optimization import make_optimizer  # noqa: E402
 
 # Fields that may differ when an interrupted run is resumed.
@@ -91,8 +97,9 @@ def resolve_model_builder(spec):
     return builder
 
 
-def build_model(config, num_classes):
-    """The model of `config` (call inside the strategy's scope)."""
+def build_model(config, num_classes, model_builder=None):
+    """The model of `config` (call inside the strategy's scope); a given
+    `model_builder` replaces the one `config.model` names."""
     kwargs = dict(
         num_classes=num_classes,
         input_shape=(config.clip_length, config.crop_size, config.crop_size, 3),
@@ -102,7 +109,8 @@ def build_model(config, num_classes):
     )
     if config.class_regularization_options:
         kwargs["class_regularization_options"] = config.class_regularization_options
-    return resolve_model_builder(config.model)(**kwargs)
+    builder = model_builder or resolve_model_builder(config.model)
+    return builder(**kwargs)
 
 
 def init_from_path(path):
@@ -201,6 +209,8 @@ def make_datasets(config, manifest, num_classes):
         seed=config.seed,
         shuffle=True,
         repeat=True,
+        augmentation=config.augmentation,
+        flip=config.flip,
     )
     train = train.map(_one_hot(num_classes)).with_options(options)
     train_videos = manifest_videos(manifest, "train")
@@ -226,12 +236,22 @@ def make_datasets(config, manifest, num_classes):
         mean=mean,
         std=std,
     )
-    val = val.map(_views_to_pairs(num_classes)).with_options(options)
-    return train, val, steps, None
+    # Repeated, with the exact number of (partial last) batches per epoch:
+    # Keras keeps one validation iterator across epochs when validation_steps
+    # is given, so a finite dataset would run out in epoch 2.
+    val = val.repeat().map(_views_to_pairs(num_classes)).with_options(options)
+    val_steps = -(-val_videos * config.val_num_clips // config.batch_size)
+    return train, val, steps, val_steps
 
 
 def _views_to_pairs(num_classes):
-    raise NotImplementedError  # replaced once the data pipeline lands
+    """Test-mode `(clips, labels, video_ids)` → `(clips, one-hot labels)`."""
+
+    def convert(clips, labels, video_ids):
+        del video_ids  # validation scores views (clips) one by one
+        return clips, tf.one_hot(labels, num_classes)
+
+    return convert
 
 
 def manifest_videos(manifest, subset):
@@ -357,7 +377,7 @@ def train(config, model_builder=None):
         keras.config.set_dtype_policy("mixed_float16")
     try:
         with strategy.scope():
-            model = build_model(config, num_classes)
+            model = build_model(config, num_classes, model_builder)
             if config.init_from:
                 source_path = init_from_path(config.init_from)
                 source = keras.saving.load_model(source_path, compile=False)
@@ -385,6 +405,7 @@ def train(config, model_builder=None):
                 ],
                 jit_compile=config.xla,
             )
+        patch_multi_worker_build(model, strategy, train_data.element_spec)
         history_path = os.path.join(work_dir, "history.csv")
         callbacks = [
             keras.callbacks.BackupAndRestore(
@@ -414,9 +435,11 @@ def train(config, model_builder=None):
             validation_data=val_data,
             validation_steps=val_steps,
             callbacks=callbacks,
+            shuffle=False,  # the dataset shuffles itself
             verbose=config.verbose if is_chief else 0,
         )
         run_callbacks.save_model_atomically(model, final_path)
+        barrier(strategy)  # every worker has saved before any exits
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
