@@ -4,8 +4,9 @@ Each video shows one shape (circle, square, triangle or diamond) moving in a
 way that names its class: `left`, `right`, `up`, `down`, `clockwise`,
 `counterclockwise`, `zoom_in`, `zoom_out`, the four diagonals and two
 back-and-forth shakes (`MOTIONS`, in that order; `classes=N` takes the first
-N). Start position, phase, shape, colour, size and speed are random, so a
-single frame cannot tell the class: a model has to use time. The videos are
+N). Start position, phase, shape, colour, size and speed are random, and
+straight motions wrap around the frame edges, so any single frame (the first
+included) is distributed alike for all classes: a model has to use time. The videos are
 real H.264 `.mp4` files written with PyAV in the folder layout
 `out_dir/<class>/<class>_<i:04d>.mp4`, so the real decode path is exercised.
 
@@ -59,7 +60,9 @@ _DIRECTIONS = {
     "up_left": (-1, -1), "up_right": (1, -1),
     "down_left": (-1, 1), "down_right": (1, 1),
 }
-_ZOOM = (0.55, 1.45)
+# Zooms start at a size factor in _ZOOM and grow (shrink) by _ZOOM_GROWTH.
+_ZOOM = (0.6, 1.4)
+_ZOOM_GROWTH = 1.8
 
 
 def _check_range(name, value, low, high):
@@ -127,17 +130,20 @@ def difficulty_settings(preset="easy", **overrides):
 # Trajectories: centre (x, y) in [0, 1] frame units and a size factor
 # --------------------------------------------------------------------------
 def _trajectory(motion, t, rng, radius, speed):
-    """`(x, y, scale)` arrays over times `t` in [0, 1] for the target shape."""
+    """`(x, y, scale)` arrays over times `t` in [0, 1] for the target shape.
+
+    Linear motions wrap around the frame edges (the frame is a torus) and
+    start anywhere, circles start at a random phase and zooms at a random
+    size, so that the first frame (or any one frame) is distributed the same
+    way for every class: only the change over time tells the class.
+    """
     ones = np.ones_like(t)
-    margin = radius * (_ZOOM[1] if motion.startswith("zoom") else 1.0) + 0.02
-    room = 1.0 - 2 * margin
     if motion in _DIRECTIONS:
         dx, dy = np.array(_DIRECTIONS[motion], float) / np.hypot(*_DIRECTIONS[motion])
-        length = min(speed, room / max(abs(dx), abs(dy)) if max(abs(dx), abs(dy)) else room)
-        # Start anywhere the whole path stays inside the margins.
-        x0 = rng.uniform(margin + max(-dx * length, 0), 1 - margin - max(dx * length, 0))
-        y0 = rng.uniform(margin + max(-dy * length, 0), 1 - margin - max(dy * length, 0))
-        return x0 + dx * length * t, y0 + dy * length * t, ones
+        x0, y0 = rng.uniform(0.0, 1.0, size=2)
+        return (x0 + dx * speed * t) % 1.0, (y0 + dy * speed * t) % 1.0, ones
+    margin = radius + 0.02
+    room = 1.0 - 2 * margin
     if motion in ("clockwise", "counterclockwise"):
         r = min(rng.uniform(0.14, 0.22), room / 2)
         sweep = float(np.clip(speed / r, np.pi, 1.9 * np.pi))
@@ -148,9 +154,12 @@ def _trajectory(motion, t, rng, radius, speed):
         angle = phase + (sweep if motion == "clockwise" else -sweep) * t
         return cx + r * np.cos(angle), cy + r * np.sin(angle), ones
     if motion in ("zoom_in", "zoom_out"):
-        x0, y0 = rng.uniform(margin, 1 - margin, size=2)
-        grow = _ZOOM[0] + (_ZOOM[1] - _ZOOM[0]) * t
-        return x0 * ones, y0 * ones, grow if motion == "zoom_in" else grow[::-1]
+        start = np.exp(rng.uniform(np.log(_ZOOM[0]), np.log(_ZOOM[1])))
+        growth = _ZOOM_GROWTH if motion == "zoom_in" else 1.0 / _ZOOM_GROWTH
+        scale = start * growth ** t
+        big = radius * float(scale.max()) + 0.02
+        x0, y0 = rng.uniform(min(big, 0.5), max(1 - big, 0.5), size=2)
+        return x0 * ones, y0 * ones, scale
     if motion in ("shake_horizontal", "shake_vertical"):
         amplitude = min(speed / 2, room / 2)
         cycles = rng.uniform(1.5, 2.5)
@@ -220,9 +229,16 @@ def render_video(motion, rng, frames=32, size=64, settings=None):
     for f in range(frames):
         image = np.broadcast_to(background, (size, size, 3)).astype(np.float32)
         for shape, d, rgb, (x, y, scale) in objects:
-            alpha = _coverage(shape, xx, yy, x[f] * size + shake[f, 0],
-                              y[f] * size + shake[f, 1], d * size / 2 * scale[f])
-            image = image * (1 - alpha[..., None]) + rgb * alpha[..., None]
+            half = d * size / 2 * scale[f]
+            cx, cy = x[f] * size + shake[f, 0], y[f] * size + shake[f, 1]
+            # Copies one frame away draw the part of a wrapping shape that
+            # re-enters on the other side.
+            for ox in (-size, 0, size):
+                for oy in (-size, 0, size):
+                    if (-2 * half <= cx + ox <= size + 2 * half
+                            and -2 * half <= cy + oy <= size + 2 * half):
+                        alpha = _coverage(shape, xx, yy, cx + ox, cy + oy, half)
+                        image = image * (1 - alpha[..., None]) + rgb * alpha[..., None]
         video[f] = image
     if settings["noise"] > 0:
         video += rng.normal(0.0, settings["noise"], size=video.shape)

@@ -155,3 +155,9 @@ def crop_window(height, width, seed, augmentation="scale_jitter",
     y = tf.random.stateless_uniform([], seeds[1], 0, height - side + 1, dtype=tf.int32)
     x = tf.random.stateless_uniform([], seeds[2], 0, width - side + 1, dtype=tf.int32)
     return tf.stack([y, x, side, side])
+
+
+# Library functions, not tests (see sampling.py).
+for _function in (test_starts, test_indices, test_views_from_frames):
+    _function.__test__ = False
+del _function
