@@ -14,7 +14,8 @@ clips:
 - **test mode**: per video `num_clips` uniform clips × `num_crops` crops
   (exactly `sampling.test_views`, then normalised). Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B], video_ids int32 [B])`;
-  the views of a video are consecutive and share its `video_id`.
+  the views of a video are consecutive and share its `video_id`, and videos
+  come in `video_id` order (the order of the subset's list).
   `video_level_scores` averages per-view scores into per-video scores.
 
 Short videos (fewer than `(clip_length - 1) * stride + 1` frames) loop
@@ -166,8 +167,10 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # Test mode reads the shards one after the other: videos come in
+    # video_id order.
     dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8) if mode == "train" else 1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered,
     )
     if shuffle:
@@ -303,17 +306,28 @@ def video_level_scores(view_scores, video_ids):
 def predict_video_scores(model, dataset):
     """Runs `model` on a test-mode `clip_dataset` and averages per video.
 
+    Args:
+        model: a Keras model (called with `training=False`) or any callable
+            mapping a batch of clips to scores `[B, K]`.
+        dataset: `clip_dataset(..., mode="test")`.
+
     Returns:
         a dict with `video_ids [M]`, `labels [M]`, `scores [M, K]` (mean of
         the views' outputs) and `views` (views per video).
     """
+    import keras
+
+    if isinstance(model, keras.layers.Layer):
+        call = lambda clips: model(clips, training=False)  # noqa: E731
+    else:
+        call = model
     outputs, labels, ids = [], [], []
     for element in dataset:
         if len(element) != 3:
             raise ValueError("predict_video_scores needs a test-mode clip_dataset "
                              "(clips, labels, video_ids).")
         clips, label, video_id = element
-        outputs.append(np.asarray(model(clips, training=False)))
+        outputs.append(np.asarray(call(clips)))
         labels.append(label.numpy())
         ids.append(video_id.numpy())
     if not outputs:
