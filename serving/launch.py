@@ -1,6 +1,7 @@
 """Start `python -m serving.server` as a child process (tests, benchmarks).
 
->>> with LocalServer(["--model-name", "tiny", "--model-base-path", "exports/tiny"]) as server:  # doctest: +SKIP
+>>> args = ["--model-name", "tiny", "--model-base-path", "exports/tiny"]
+>>> with LocalServer(args) as server:                 # doctest: +SKIP
 ...     client = ServingClient(server.address)
 """
 
