@@ -13,9 +13,10 @@ the same suite against another server, e.g. the official container:
     CLASSREG_SERVING_MAX_MESSAGE_BYTES=4194304 \\
         python -m pytest tests/test_serving_conformance.py
 
-`CLASSREG_SERVING_MODEL_BASE` is the folder the server watches for the
-model (`CLASSREG_SERVING_MODEL`, default `conformance`): the suite exports
-its versions there and waits until the server has loaded them.
+`CLASSREG_SERVING_MODEL_BASE` is the model's base path as seen from here
+(the folder of version folders the server watches for the model
+`CLASSREG_SERVING_MODEL`, default `conformance`): the suite exports its
+versions into it (1/, 2/, ...) and waits until the server has loaded them.
 `CLASSREG_SERVING_MAX_MESSAGE_BYTES` (the server's receive limit) enables
 the over-size check.
 """
@@ -51,8 +52,8 @@ OK = grpc.StatusCode.OK
 class Served:
     """The server under test and what each of its versions should answer."""
 
-    def __init__(self, base, limit):
-        self.base, self.limit = base, limit
+    def __init__(self, model_dir, limit):
+        self.model_dir, self.limit = os.fspath(model_dir), limit
         self.models = {}  # version -> Keras model
 
     def connect(self, address):
@@ -65,7 +66,9 @@ class Served:
         self.model_service = model_service_pb2_grpc.ModelServiceStub(channel)
 
     def export(self, seed):
-        model, path = testing.export_tiny(self.base, MODEL, seed=seed,
+        model, path = testing.export_tiny(os.path.dirname(self.model_dir),
+                                          os.path.basename(self.model_dir),
+                                          seed=seed,
                                           num_classes=NUM_CLASSES,
                                           input_shape=SHAPE)
         version = int(os.path.basename(path))
@@ -107,7 +110,7 @@ def served(tmp_path_factory):
     from serving.launch import LocalServer
 
     base = tmp_path_factory.mktemp("conformance") / MODEL
-    served = Served(base.parent, LOCAL_LIMIT)
+    served = Served(base, LOCAL_LIMIT)
     first = served.export(seed=11)
     server = LocalServer(["--model-name", MODEL, "--model-base-path", base,
                           "--max-message-bytes", LOCAL_LIMIT,
