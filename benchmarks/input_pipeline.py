@@ -16,7 +16,8 @@ Rounds 2 and 3 alternate `--rounds` times (so load from other processes hits
 both alike); the medians and their ratio (target >= 0.8) are printed and
 written as JSON with `--json`, both per second of wall time and per second of
 this process's CPU time (the latter is steadier on a machine shared with
-other jobs). The pipeline decodes only each clip's crop
+other jobs). Last, the CPU cost per clip of the pipeline cut after each
+stage shows where the time goes. The pipeline decodes only each clip's crop
 window (`decode_and_crop_jpeg`), which is why it can beat the full-frame
 decode rate.
 """
@@ -89,6 +90,53 @@ def time_raw_decode(jpegs, frames, clip_length, chunk=128):
         done += int(next(iterator).shape[0])
     return _rates(done, time.perf_counter() - start, time.process_time() - cpu,
                   clip_length)
+
+
+def stage_costs(files, clip_length, stride, crop, batch, clips=320):
+    """CPU milliseconds per clip of the train pipeline cut after each stage."""
+    from training.data import transforms
+    from training.data.pipeline import _decode, _normaliser
+
+    normalise = _normaliser(data.DEFAULT_MEAN, data.DEFAULT_STD)
+
+    def cut(stage):
+        def clip(serialized, seed):
+            video = records.parse(serialized)
+            seeds = tf.random.experimental.stateless_split(seed, 3)
+            last = transforms.max_start(video["num_frames"], clip_length, stride)
+            start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
+            jpegs = tf.gather(video["frames"], transforms.clip_indices(
+                video["num_frames"], clip_length, stride, start))
+            if stage == "read + parse + select":
+                return tf.reduce_sum(tf.strings.length(jpegs))
+            window = transforms.crop_window(video["height"], video["width"], seeds[1])
+            frames = _decode(jpegs, window)
+            if stage == "+ decode_and_crop_jpeg":
+                return tf.reduce_sum(tf.shape(frames))
+            out = transforms.resize(frames, crop, crop, antialias=False)
+            out = normalise(tf.ensure_shape(out, [clip_length, crop, crop, 3]), True)
+            if stage == "+ resize + flip + normalise":
+                return tf.reduce_sum(out[:, 0, 0, 0])
+            return out
+        return clip
+
+    costs = {}
+    records_ds = tf.data.TFRecordDataset(files).repeat()
+    seeds = tf.data.Dataset.random(seed=0).batch(2)
+    for stage in ("read + parse + select", "+ decode_and_crop_jpeg",
+                  "+ resize + flip + normalise", "+ batch (= the pipeline)"):
+        pipeline = (tf.data.Dataset.zip((records_ds, seeds))
+                    .map(cut(stage), num_parallel_calls=tf.data.AUTOTUNE,
+                         deterministic=False)
+                    .batch(batch).prefetch(tf.data.AUTOTUNE))
+        iterator = iter(pipeline)
+        for _ in range(3):
+            next(iterator)
+        cpu = time.process_time()
+        for _ in range(clips // batch):
+            next(iterator)
+        costs[stage] = round(1000 * (time.process_time() - cpu) / clips, 2)
+    return costs
 
 
 def main(argv=None):
@@ -173,6 +221,14 @@ def main(argv=None):
     print(f"median: pipeline {pipe:.1f} clips/s vs raw decode {raw:.1f} clips/s -> "
           f"ratio {pipe / raw:.2f} (target >= 0.8); per CPU-second "
           f"{pipe_cpu:.1f} vs {raw_cpu:.1f} -> {pipe_cpu / raw_cpu:.2f}")
+    costs = stage_costs(data.shard_paths(data.load_manifest(work / "prepared"), "train"),
+                        clip_length, stride, crop, batch)
+    raw_ms = round(1000 / raw_cpu, 2)
+    print(f"CPU ms per clip, pipeline cut after each stage: "
+          + "; ".join(f"{k} {v}" for k, v in costs.items())
+          + f"; raw decode_jpeg of {clip_length} full frames {raw_ms}")
+    result["cpu_ms_per_clip_by_stage"] = costs
+    result["raw_decode_cpu_ms_per_clip"] = raw_ms
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -192,8 +192,8 @@ def test_train_flip_and_crop_are_per_clip(prepared):
     """With one video and many draws: every clip is that video's (possibly
     mirrored) crop; both orientations and several crop sizes occur."""
     data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                        batch_size=1, shuffle=False, repeat=True, seed=3, deterministic=True,
-                        augmentation="center")
+                        batch_size=1, shuffle=False, repeat=True, seed=3,
+                        deterministic=True, augmentation="center")
     videos = shard_frames(prepared, "train")
     first_id = min(videos)
     frames = videos[first_id][0]

@@ -200,6 +200,12 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     assert (run["shards_written"], run["shards_reused"], run["videos_processed"]) == (2, 1, 4)
     assert shard.stat().st_mtime_ns == stamp
     assert again["subsets"] == first["subsets"]
+    # A video that changed on disk redoes its shard only.
+    os.utime(good[0], ns=(1, 1))
+    touched = prepare_dataset(dataset, out, short_side=24, workers=0,
+                              videos_per_shard=2, progress=False)
+    assert touched["decode"]["this_run"]["shards_written"] == 1
+    assert touched["decode"]["this_run"]["videos_processed"] == 2
     # Other settings: every shard is redone; a different shard count removes
     # the old files.
     changed = prepare_dataset(dataset, out, short_side=24, workers=0,

@@ -217,11 +217,15 @@ def _normaliser(mean, std):
     return normalise
 
 
-def _decode(jpegs, window=None):
+def _decode(jpegs, window=None, length=None):
+    """Decodes a vector of JPEGs (only `window` of each, if given) to uint8
+    `[N, h, w, 3]`; with a static `length` the loop is unrolled."""
     if window is None:
         decode = lambda j: tf.io.decode_jpeg(j, channels=3)  # noqa: E731
     else:
         decode = lambda j: tf.io.decode_and_crop_jpeg(j, window, channels=3)  # noqa: E731
+    if length is not None:
+        return tf.stack([decode(jpegs[i]) for i in range(length)])
     return tf.map_fn(decode, jpegs, fn_output_signature=tf.uint8,
                      parallel_iterations=16)
 
@@ -240,7 +244,7 @@ def _train_clip_fn(clip_length, stride, crop_size, augmentation, flip, short_vid
             video["height"], video["width"], seeds[1], augmentation,
             jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
         )
-        frames = _decode(tf.gather(video["frames"], indices), window)
+        frames = _decode(tf.gather(video["frames"], indices), window, clip_length)
         clip = transforms.resize(frames, crop_size, crop_size, antialias=False)
         clip = tf.ensure_shape(clip, [clip_length, crop_size, crop_size, 3])
         mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else False

@@ -5,8 +5,9 @@ it to a short side, JPEG-encodes the frames and writes one
 `tf.train.Example` per video (`training.data.records`) into shards named
 `<subset>-<i>-of-<n>.tfrecord`. Each finished shard gets a sidecar
 `<shard>.json` (its videos, skips and timings, and a signature of its input
-list and settings); a rerun reuses every shard whose sidecar matches and
-writes only the rest, so an interrupted run resumes. Files that cannot be
+list — paths, labels, file sizes and modification times — and settings); a
+rerun reuses every shard whose sidecar matches and writes only the rest, so
+an interrupted run resumes and a changed video is decoded again. Files that cannot be
 used are skipped and listed with the reason in `manifest.json`; they never
 stop the run.
 
@@ -143,17 +144,27 @@ def _plan(dataset, settings, videos_per_shard):
                 "digits, '_' or '.'."
             )
         items = list(enumerate(dataset.subset(subset)))
+        stamps = {item.path: _stamp(item.path) for _, item in items}
         chunks = [items[i:i + videos_per_shard]
                   for i in range(0, len(items), videos_per_shard)]
         for index, chunk in enumerate(chunks):
             content = json.dumps({
                 "settings": settings, "format": records.FORMAT_VERSION,
-                "videos": [[item.path, item.label, item.class_name, vid]
-                           for vid, item in chunk],
+                "videos": [[item.path, item.label, item.class_name, vid,
+                            stamps[item.path]] for vid, item in chunk],
             }, sort_keys=True)
             signature = hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
             plan.append((subset, _shard_name(subset, index, len(chunks)), chunk, signature))
     return plan
+
+
+def _stamp(path):
+    """Size and modification time, so that a changed video redoes its shard."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return [info.st_size, info.st_mtime_ns]
 
 
 def _finished(out_dir, name, signature):
