@@ -141,6 +141,14 @@ def study_plan(common, seeds, finetune_epochs, finetune_lr, ablation, ablation_s
 # ---------------------------------------------------------------------------
 # Running one arm
 # ---------------------------------------------------------------------------
+def _model_config(fields, **overrides):
+    """A `TrainConfig` for building a model outside a run."""
+    values = dict(fields, **overrides)
+    values.update(data=values.get("data") or "-", run_dir=values.get("run_dir") or "-",
+                  init_from=None)
+    return TrainConfig.from_dict(values)
+
+
 def write_initial_weights(config, num_classes, path):
     """Saves the untrained base model of `config.seed` (the arms' start)."""
     if os.path.isfile(path):
@@ -148,10 +156,8 @@ def write_initial_weights(config, num_classes, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     keras.backend.clear_session()
     keras.utils.set_random_seed(config["seed"])
-    model = trainer.build_model(
-        TrainConfig.from_dict(dict(config, class_regularization=False, init_from=None)),
-        num_classes,
-    )
+    model = trainer.build_model(_model_config(config, class_regularization=False),
+                                num_classes)
     partial = path + ".partial.keras"
     model.save(partial)
     os.replace(partial, path)
@@ -236,7 +242,7 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
     """
     keras.backend.clear_session()
     rng = np.random.default_rng(0)
-    config = TrainConfig.from_dict(dict(common, init_from=None))
+    config = _model_config(common)
     shape = (config.batch_size, config.clip_length, config.crop_size, config.crop_size, 3)
     x = tf.constant(rng.standard_normal(shape).astype("float32"))
     y = tf.constant(np.eye(num_classes, dtype="float32")[
@@ -245,10 +251,7 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
     for name, class_regularization in (("base", False), ("classreg", True)):
         keras.utils.set_random_seed(0)
         model = trainer.build_model(
-            TrainConfig.from_dict(dict(common, init_from=None,
-                                       class_regularization=class_regularization)),
-            num_classes,
-        )
+            _model_config(common, class_regularization=class_regularization), num_classes)
         model.compile(optimizer=make_optimizer(config, steps + warmup),
                       loss=keras.losses.CategoricalCrossentropy(),
                       jit_compile=config.xla)
@@ -273,10 +276,8 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
 
 def count_blocks(common, num_classes):
     keras.backend.clear_session()
-    model = trainer.build_model(
-        TrainConfig.from_dict(dict(common, init_from=None, class_regularization=True)),
-        num_classes,
-    )
+    model = trainer.build_model(_model_config(common, class_regularization=True),
+                                num_classes)
     count = len(class_regularization_blocks(model))
     keras.backend.clear_session()
     if not count:
