@@ -174,3 +174,22 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
     finally:
         server.stop(0)
         manager.stop()
+
+
+def test_cli_on_every_shared_real_clip(planted, real_clips_dir, tmp_path,
+                                       capsys):
+    """Real codecs (MPEG-4, DivX/Xvid AVI, H.264 MP4/MKV): one picture each."""
+    model_path, _ = planted
+    videos = sorted(p for p in real_clips_dir.iterdir()
+                    if p.suffix in (".mp4", ".avi", ".mkv"))
+    assert len(videos) >= 7
+    for video in videos:
+        out = tmp_path / video.stem
+        code = cli.main(["--model", str(model_path), "--video", str(video),
+                         "--out", str(out), "--scale", "1"])
+        assert code == 0, capsys.readouterr().err
+        with Image.open(out / f"{video.stem}_explain.png") as png:
+            assert png.size == viz.grid_size(S, S, 1, T, 1, 2)
+        with Image.open(out / f"{video.stem}_rgb_classreg.gif") as gif:
+            assert gif.size == viz.animation_size(S, S, 1)
+    capsys.readouterr()
