@@ -46,3 +46,80 @@ def tiny_c3d(
                                            f"stage{stage}_classreg",
                                            class_regularization_options)
     return head(x, classifier, dropout, inputs, "tiny_c3d")
+
+
+# --- shared fixtures (import them into a test module to use them) ----------
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SPEC = os.path.join(REPO, "tests", "test_train_support.py") + ":tiny_c3d"
+CLASSES = 4
+PER_CLASS = 32  # 24 train + 8 test videos per class
+
+
+@pytest.fixture(scope="session")
+def prepared_data(tmp_path_factory):
+    """A prepared synthetic motion dataset: 4 classes (down, left, right,
+    up), 96 train / 32 test videos of 16 frames at 32x32."""
+    from training.data import prepare_dataset, write_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("motion")
+    dataset = write_synthetic_dataset(root / "videos", classes=CLASSES,
+                                      per_class=PER_CLASS, frames=16, size=32,
+                                      seed=0, test_fraction=0.25)
+    prepare_dataset(dataset, root / "prepared", short_side=32, workers=0,
+                    progress=False)
+    return str(root / "prepared")
+
+
+def tiny_config(data, run_dir, **overrides):
+    """A `TrainConfig` dict for the tiny model on `prepared_data`."""
+    config = dict(data=data, run_dir=str(run_dir), model=TINY_SPEC,
+                  clip_length=8, stride=2, crop_size=32, batch_size=8,
+                  epochs=2, learning_rate=0.1, flip=False, augmentation="center",
+                  verbose=0)
+    config.update(overrides)
+    return config
+
+
+def cli_args(config):
+    """`python -m training.train` flags for a config dict."""
+    args = []
+    for key, value in config.items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def train_command(config):
+    return [sys.executable, "-m", "training.train", *cli_args(config)]
+
+
+def subprocess_env(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO,
+               PYTHONDONTWRITEBYTECODE="1")
+    env.update(extra)
+    return env
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def run(command, **kwargs):
+    return subprocess.run(command, cwd=REPO, env=subprocess_env(),
+                          capture_output=True, text=True, **kwargs)

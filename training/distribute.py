@@ -65,21 +65,41 @@ def worker_role():
     return task_type, index, is_chief
 
 
+# One strategy per device set and process: two MirroredStrategy objects over
+# the same devices allocate the same collective keys, and a second model
+# trained in the same process then fails with "Shape mismatch in the
+# collective instance".
+_STRATEGIES = {}
+
+
 def make_strategy(devices=None):
     """The strategy for this process (see the module docstring).
+
+    Calls with the same devices return the same strategy object.
 
     Args:
         devices: device names for `MirroredStrategy` (ignored under
             `TF_CONFIG`); `None` for all local GPUs, else all logical CPUs.
     """
     if tf_config() is not None:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if devices:
-        return tf.distribute.MirroredStrategy(list(devices))
-    if tf.config.list_logical_devices("GPU"):
-        return tf.distribute.MirroredStrategy()
-    cpus = [device.name for device in tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(cpus)
+        key = ("multi_worker",)
+    elif devices:
+        key = ("mirrored",) + tuple(devices)
+    elif tf.config.list_logical_devices("GPU"):
+        key = ("mirrored", "all-gpus")
+    else:
+        key = ("mirrored",) + tuple(
+            device.name for device in tf.config.list_logical_devices("CPU")
+        )
+    if key not in _STRATEGIES:
+        if key[0] == "multi_worker":
+            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        elif key[1:] == ("all-gpus",):
+            strategy = tf.distribute.MirroredStrategy()
+        else:
+            strategy = tf.distribute.MirroredStrategy(list(key[1:]))
+        _STRATEGIES[key] = strategy
+    return _STRATEGIES[key]
 
 
 def num_workers(strategy):
