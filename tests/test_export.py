@@ -279,13 +279,27 @@ def test_bad_arguments_are_explained(tmp_path):
         export.export_model(logits, tmp_path / "f", ["a", "b", "c"])
 
 
+def test_a_zoo_model_exports(tmp_path):
+    model = models.get("resnet18_3d", num_classes=3,
+                       input_shape=(4, 32, 32, 3))
+    path = export.export_version(model, tmp_path, "r18", ["a", "b", "c"],
+                                 warmup=False)
+    clips = testing.random_clips(2, (6, 40, 32, 3), seed=10)
+    out = _run(tf.saved_model.load(path), "serving_default", clips=clips)
+    np.testing.assert_allclose(
+        out["probabilities"],
+        testing.reference_probabilities(model, clips[:, 1:5, 4:36]),
+        atol=1e-5)
+
+
 def test_cli_exports_a_run(tmp_path, capsys):
-    model = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE)
+    model = testing.tiny_model(3, SHAPE, seed=3)
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "best.keras")
     model.save_weights(run / "best.weights.h5")
-    config = {"model": "resnet18_3d", "input_shape": list(SHAPE),
+    # A custom builder ('module:function'), as training.train accepts.
+    config = {"model": "serving.testing:tiny_model", "input_shape": list(SHAPE),
               "class_names": ["run", "jump", "swim"],
               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     (run / "config.json").write_text(json.dumps(config))
@@ -304,6 +318,23 @@ def test_cli_exports_a_run(tmp_path, capsys):
         out = _run(loaded, "serving_default", clips=clips)
         np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
         assert out["top_k_classes"].shape == (1, 3)  # k = min(5, K)
+    # A checkpoint in RUN_DIR/checkpoints/ finds the run's config above it;
+    # a run directory means its best.keras.
+    (run / "checkpoints").mkdir()
+    model.save(run / "checkpoints" / "epoch_001.keras")
+    assert export.main(["--model", str(run / "checkpoints" / "epoch_001.keras"),
+                        "--export-base", str(base), "--name", "r18",
+                        "--no-warmup"]) == 0
+    assert export.main(["--model", str(run), "--export-base", str(base),
+                        "--name", "r18", "--version", "9", "--no-warmup"]) == 0
+    capsys.readouterr()
+    for version in ("3", "9"):
+        loaded = tf.saved_model.load(str(base / "r18" / version))
+        np.testing.assert_allclose(
+            _run(loaded, "serving_default", clips=clips)["probabilities"],
+            expected, atol=1e-5)
+        assert _run(loaded, "class_names", class_index=np.array(
+            [2], np.int32))["class_name"].tolist() == [b"swim"]
     # Errors name the problem and exit with 2.
     (run / "config.json").write_text(json.dumps({"model": "resnet18_3d"}))
     assert export.main(["--model", str(run / "best.keras"), "--export-base",

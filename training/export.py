@@ -524,22 +524,29 @@ def export_from_files(model_path, export_base, name, config_path=None,
     """Loads a training run's model (and its `config.json`) and exports it.
 
     Args:
-        model_path: a `.keras` file, or a `.weights.h5` file (then the
-            config's `model`, `input_shape` and class names rebuild the
-            network).
-        config_path: the run's `config.json`; default: `config.json` beside
-            the model, when present. Read: `class_names`, `mean`, `std`,
-            `model`, `input_shape` (and the model options it records).
+        model_path: a `.keras` file (e.g. `RUN_DIR/best.keras` or
+            `RUN_DIR/checkpoints/epoch_005.keras`), a `.weights.h5` file
+            (then the config's `model`, `input_shape` and class names
+            rebuild the network), or a run directory (its `best.keras`, else
+            `final.keras`).
+        config_path: the run's `config.json`; default: the one beside the
+            model or in the folder above it (a run directory), when present.
+            Read: `class_names`, `mean`, `std`, `model`, `input_shape` (and
+            the model options it records).
         class_names_path: class names file (one per line, or a JSON list);
             overrides the config's.
 
     Returns:
         the version folder written.
     """
+    model_path = os.fspath(model_path)
+    if os.path.isdir(model_path):
+        model_path = _run_model(model_path)
     if config_path is None:
-        beside = os.path.join(os.path.dirname(os.path.abspath(model_path)),
-                              "config.json")
-        config_path = beside if os.path.isfile(beside) else None
+        folder = os.path.dirname(os.path.abspath(model_path))
+        candidates = [os.path.join(folder, "config.json"),
+                      os.path.join(os.path.dirname(folder), "config.json")]
+        config_path = next((c for c in candidates if os.path.isfile(c)), None)
     config = _read_config(config_path) if config_path else {}
     if class_names_path is not None:
         class_names = read_class_names(class_names_path)
@@ -550,7 +557,7 @@ def export_from_files(model_path, export_base, name, config_path=None,
             "No class names: pass --class-names FILE (one name per line) or "
             "--config with a `class_names` list"
             + (f" ({config_path} has none)." if config_path else
-               f" (no config.json beside {model_path}).")
+               f" (no config.json beside {model_path} or above it).")
         )
     model = _load_model(model_path, config, config_path, len(class_names))
     return export_version(
@@ -731,6 +738,14 @@ def _read_config(path):
     return config
 
 
+def _run_model(run_dir):
+    for name in ("best.keras", "final.keras"):
+        if os.path.isfile(os.path.join(run_dir, name)):
+            return os.path.join(run_dir, name)
+    raise ValueError(f"{run_dir} is a folder without best.keras or "
+                     "final.keras; pass the model file with --model.")
+
+
 def _load_model(model_path, config, config_path, num_classes):
     if not os.path.isfile(model_path):
         raise ValueError(f"Model file not found: {model_path}")
@@ -749,12 +764,14 @@ def _load_model(model_path, config, config_path, num_classes):
                 f"rebuild the network; {config_path or 'no config.json'} lacks "
                 f"{', '.join(repr(m) for m in missing)}."
             )
+        from training.train import resolve_model_builder
+
         options = {key: config[key] for key in (
             "class_regularization", "affection_rates", "dropout",
             "class_regularization_options") if config.get(key) is not None}
-        model = keras_classreg.models.get(
-            config["model"], num_classes=num_classes,
-            input_shape=tuple(config["input_shape"]), **options)
+        builder = resolve_model_builder(config["model"])  # zoo or 'mod:fn'
+        model = builder(num_classes=num_classes,
+                        input_shape=tuple(config["input_shape"]), **options)
         model.load_weights(model_path)
         return model
     raise ValueError(
@@ -783,12 +800,14 @@ def build_parser():
     )
     parser.add_argument("--model", required=True,
                         help="The trained model: a .keras file (e.g. "
-                        "RUN_DIR/best.keras) or a .weights.h5 checkpoint "
-                        "(needs the run's config.json).")
+                        "RUN_DIR/best.keras, RUN_DIR/checkpoints/"
+                        "epoch_005.keras), a .weights.h5 checkpoint (needs "
+                        "the run's config.json), or a run directory (its "
+                        "best.keras, else final.keras).")
     parser.add_argument("--config", default=None,
                         help="The run's config.json (class_names, mean, std, "
                         "model, input_shape). Default: config.json beside "
-                        "--model, if present.")
+                        "--model or in the folder above it, if present.")
     parser.add_argument("--class-names", default=None,
                         help="Class names file, one per line in class-index "
                         "order (or a JSON list); overrides the config's.")
