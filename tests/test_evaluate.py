@@ -1,0 +1,106 @@
+"""`training.evaluate`: the report's fields and numbers against an independent
+computation, the confusion-matrix PNG, the CLI and its errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import keras
+from PIL import Image
+
+from training.data import clip_dataset, load_manifest, video_level_scores
+from training.evaluate import evaluate, main
+
+from test_train_support import prepared_data, tiny_c3d  # noqa: F401
+
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, prepared_data):  # noqa: F811
+    """An untrained tiny model in a run directory with its config.json."""
+    run_dir = tmp_path_factory.mktemp("eval_run")
+    keras.utils.set_random_seed(7)
+    model = tiny_c3d(4, input_shape=(6, 24, 24, 3))
+    path = run_dir / "best.keras"
+    model.save(path)
+    names = load_manifest(prepared_data)["class_names"]
+    (run_dir / "config.json").write_text(json.dumps({
+        "model": "tiny_c3d", "input_shape": [6, 24, 24, 3], "clip_length": 6,
+        "stride": 2, "crop_size": 24, "mean": MEAN, "std": STD,
+        "class_names": names}))
+    return str(path), model
+
+
+def test_report_matches_an_independent_computation(saved_model, prepared_data):  # noqa: F811
+    path, model = saved_model
+    report = evaluate(path, prepared_data, num_clips=2, num_crops=3,
+                      batch_size=5, progress=False)
+    # settings come from the run's config.json
+    settings = report["settings"]
+    assert (settings["clip_length"], settings["stride"], settings["crop_size"]) == (6, 2, 24)
+    assert settings["mean"] == MEAN and settings["std"] == STD
+    assert settings["num_clips"] == 2 and settings["num_crops"] == 3
+    # independently: the same views, the model, the data package's averaging
+    views = clip_dataset(prepared_data, "test", mode="test", clip_length=6,
+                         stride=2, crop_size=24, batch_size=16, num_clips=2,
+                         num_crops=3, mean=MEAN, std=STD)
+    scores, labels, ids = [], [], []
+    for clips, label, video in views:
+        scores.append(model(clips, training=False).numpy())
+        labels.append(label.numpy())
+        ids.append(video.numpy())
+    scores, labels, ids = map(np.concatenate, (scores, labels, ids))
+    video_ids, video_scores = video_level_scores(scores, ids)
+    video_labels = np.array([labels[ids == v][0] for v in video_ids])
+
+    assert report["clip"]["count"] == len(scores) == 32 * 6
+    assert report["clip"]["top1"] == pytest.approx(np.mean(scores.argmax(1) == labels))
+    top5_k = min(5, scores.shape[1])
+    assert report["top5_k"] == top5_k == 4 and report["clip"]["top5"] == 1.0
+    assert report["video"]["count"] == len(video_ids) == 32
+    predicted = video_scores.argmax(1)
+    assert report["video"]["top1"] == pytest.approx(np.mean(predicted == video_labels))
+    by_video = {v["video"]: v for v in report["videos"]}
+    for vid, pred, score in zip(video_ids, predicted, video_scores.max(1)):
+        assert by_video[vid]["predicted"] == pred
+        assert by_video[vid]["score"] == pytest.approx(score, rel=1e-5)
+        assert by_video[vid]["views"] == 6
+    confusion = np.zeros((4, 4), int)
+    np.add.at(confusion, (video_labels, predicted), 1)
+    assert report["confusion_matrix"] == confusion.tolist()
+    per_class = [c["top1"] for c in report["per_class"]]
+    assert per_class == pytest.approx((np.diag(confusion) / confusion.sum(1)).tolist())
+    assert [c["videos"] for c in report["per_class"]] == [8, 8, 8, 8]
+    assert report["mean_class_accuracy"] == pytest.approx(np.mean(per_class))
+    assert report["chance_top1"] == 0.25
+
+
+def test_cli_writes_json_and_png(saved_model, prepared_data, tmp_path, capsys):  # noqa: F811
+    path, _ = saved_model
+    out = tmp_path / "eval"
+    assert main(["--model", path, "--data", prepared_data, "--num-clips", "1",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "video-level top-1" in printed and str(out / "report.json") in printed
+    report = json.load(open(out / "report.json"))
+    for key in ("clip", "video", "per_class", "mean_class_accuracy",
+                "confusion_matrix", "class_names", "settings", "videos",
+                "confusion_matrix_png"):
+        assert key in report
+    assert report["class_names"] == ["down", "left", "right", "up"]
+    with Image.open(out / "confusion_matrix.png") as image:
+        assert image.format == "PNG" and min(image.size) > 200
+
+
+def test_errors_name_the_problem(saved_model, prepared_data, tmp_path):  # noqa: F811
+    path, _ = saved_model
+    with pytest.raises(ValueError, match=r"predicts 4 classes but 3 class names"):
+        evaluate(path, prepared_data, class_names=["a", "b", "c"], progress=False)
+    with pytest.raises(ValueError, match=r"dataset's classes .* differ from the model's"):
+        evaluate(path, prepared_data, class_names=["a", "b", "c", "d"], progress=False)
+    with pytest.raises(FileNotFoundError, match="Model file not found"):
+        evaluate(str(tmp_path / "missing.keras"), prepared_data)
+    with pytest.raises(ValueError, match="Subset 'val' is not in the manifest"):
+        evaluate(path, prepared_data, subset="val", progress=False)
