@@ -99,6 +99,17 @@ def test_test_views_resize_matches_tf_image_resize():
     np.testing.assert_array_equal(views[0], expected)
 
 
+def test_short_side_shape_rules_agree():
+    from training.data.decode import resized_shape
+
+    for h, w, side in [(240, 320, 128), (320, 240, 128), (256, 340, 112), (3, 5, 2),
+                       (100, 150, 20), (7, 7, 3), (480, 854, 128)]:
+        got = tuple(int(v) for v in transforms.short_side_shape(h, w, side))
+        assert got == resized_shape(h, w, side), (h, w, side)
+    assert resized_shape(3, 5, 2) == (2, 3)   # 5 * 2 / 3 = 3.33 -> 3
+    assert resized_shape(4, 6, 3) == (3, 5)   # 6 * 3 / 4 = 4.5 -> 5 (halves up)
+
+
 def test_video_level_scores_hand_computed():
     ids, scores = video_level_scores(
         [[0.2, 0.8], [0.4, 0.6], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7]], [7, 7, 3, 3, 7])

@@ -50,16 +50,23 @@ class VideoDecodeError(Exception):
 def resized_shape(height, width, short_side):
     """`(height, width)` after scaling the short side to `short_side`.
 
-    The aspect ratio is kept; the long side is rounded to the nearest pixel.
+    The aspect ratio is kept; the long side is rounded to the nearest pixel,
+    halves up (integer arithmetic, the same in `transforms.short_side_shape`).
 
     >>> resized_shape(240, 320, 128)
     (128, 171)
     """
     if short_side is None:
         return int(height), int(width)
+    height, width, short_side = int(height), int(width), int(short_side)
+    short = min(height, width)
+
+    def scaled(side):
+        return max(1, (2 * side * short_side + short) // (2 * short))
+
     if height <= width:
-        return int(short_side), max(1, int(round(width * short_side / height)))
-    return max(1, int(round(height * short_side / width))), int(short_side)
+        return short_side, scaled(width)
+    return scaled(height), short_side
 
 
 def _check_file(path):

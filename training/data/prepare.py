@@ -186,7 +186,8 @@ def _remove_stale(out_dir, plan):
     pattern = re.compile(r"^.+-\d{5}-of-\d{5}\.tfrecord(\.json|\.tmp)?$")
     removed = []
     for path in out_dir.iterdir():
-        if pattern.match(path.name) and path.name.split(".tfrecord")[0] + ".tfrecord" not in planned:
+        shard = path.name.split(".tfrecord")[0] + ".tfrecord"
+        if pattern.match(path.name) and shard not in planned:
             path.unlink()
             removed.append(path.name)
     return removed

@@ -58,7 +58,10 @@ def short_side_shape(height, width, short_side):
     height = tf.cast(height, tf.int32)
     width = tf.cast(width, tf.int32)
     short = tf.minimum(height, width)
-    scaled = lambda side: tf.maximum((2 * side * short_side + short) // (2 * short), 1)  # noqa: E731
+
+    def scaled(side):
+        return tf.maximum((2 * side * short_side + short) // (2 * short), 1)
+
     return (tf.where(height <= width, short_side, scaled(height)),
             tf.where(height <= width, scaled(width), short_side))
 
