@@ -211,6 +211,9 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         max_frames: keep at most this many frames from each video's start.
         progress: show a tqdm progress bar.
 
+    Worker processes are started with `spawn`: in a script, call this under
+    `if __name__ == "__main__":` (the usual `multiprocessing` rule).
+
     Returns:
         the manifest dict, also written to `out_dir/manifest.json`:
         `class_names`; `subsets` (`shards`, `videos`, `frames`, `per_class`
@@ -247,10 +250,10 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="video", desc="prepare", dynamic_ncols=True)
+    jobs = ((item.path, short_side, jpeg_quality, max_frames)
+            for _, _, chunk, _ in pending for _, item in chunk)
+    results = _Runner(workers, try_decode_to_jpeg).map(jobs)
     try:
-        jobs = ((item.path, short_side, jpeg_quality, max_frames)
-                for _, _, chunk, _ in pending for _, item in chunk)
-        results = _Runner(workers, try_decode_to_jpeg).map(jobs)
         skipped_so_far = 0
         for subset, name, chunk, signature in pending:
             info = _write_shard(out_dir, subset, name, chunk, signature, settings,
@@ -258,6 +261,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
             skipped_so_far += len(info["skipped"])
             infos[name] = info
     finally:
+        results.close()  # stops the worker processes, also on errors
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - started
