@@ -78,6 +78,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._manager = manager
 
     def Predict(self, request, context):
+        _LOG.debug("Predict request received (model %r)", request.model_spec.name)
         return _answer(context, lambda: self._manager.resolve(
             request.model_spec).predict(request))
 

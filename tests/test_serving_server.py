@@ -229,9 +229,13 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(farm):
         except grpc.RpcError as error:
             outcome["error"] = error.code()
 
+    received = server.log().count("Predict request received")
     thread = threading.Thread(target=ask)
     thread.start()
-    time.sleep(0.05)
+    deadline = time.monotonic() + 60  # SIGTERM once the server has it
+    while server.log().count("Predict request received") == received:
+        assert time.monotonic() < deadline, "the request never arrived"
+        time.sleep(0.01)
     assert server.stop() == 0
     thread.join()
     assert "error" not in outcome, outcome
