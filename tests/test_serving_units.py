@@ -96,19 +96,26 @@ def test_a_bad_request_fails_alone():
 
 
 def test_full_queue_is_unavailable():
-    model = Recorder(delay=0.5)
+    model = Recorder(delay=1.5)
     batcher = Batcher(model, BatchingOptions(1, max_enqueued_batches=1,
                                              num_batch_threads=1))
-    pool = futures.ThreadPoolExecutor(2)
-    first = pool.submit(batcher.run, {"x": np.ones((1, 1))})  # running
-    time.sleep(0.1)
-    second = pool.submit(batcher.run, {"x": np.ones((1, 1))})  # queued
-    time.sleep(0.1)
-    with pytest.raises(ServingError, match=QUEUE_FULL_MESSAGE) as caught:
-        batcher.run({"x": np.ones((1, 1))})
-    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+    pool = futures.ThreadPoolExecutor(3)
+    first = pool.submit(batcher.run, {"x": np.ones((1, 1))})
+    while not model.calls:  # the first one is running
+        time.sleep(0.01)
+    # Room for one more row in the queue: of the next two, one waits and
+    # one is refused.
+    others = [pool.submit(batcher.run, {"x": np.ones((1, 1))}) for _ in range(2)]
     assert first.result()["y"].tolist() == [[2.0]]
-    assert second.result()["y"].tolist() == [[2.0]]
+    outcomes = []
+    for future in others:
+        try:
+            outcomes.append(future.result()["y"].tolist())
+        except ServingError as error:
+            assert error.code == grpc.StatusCode.UNAVAILABLE
+            assert error.message == QUEUE_FULL_MESSAGE
+            outcomes.append("refused")
+    assert sorted(map(str, outcomes)) == ["[[2.0]]", "refused"]
     batcher.close()
     pool.shutdown()
 
