@@ -56,7 +56,7 @@ def _run_together(batcher, inputs):
 
 def test_concurrent_calls_share_batches_and_get_their_own_rows():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=200_000,
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000,
                                              num_batch_threads=1))
     inputs = [{"x": np.full((1 + i % 2, 3), float(i))} for i in range(6)]
     results = _run_together(batcher, inputs)
@@ -84,7 +84,7 @@ def test_shapes_are_never_mixed_and_big_requests_run_alone():
 
 def test_a_bad_request_fails_alone():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=200_000,
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000,
                                              num_batch_threads=1))
     inputs = [{"x": np.full((1, 2), -1.0 if i == 2 else 1.0)} for i in range(4)]
     results = _run_together(batcher, inputs)
