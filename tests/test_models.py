@@ -79,11 +79,12 @@ def test_builder_argument_errors(kwargs, message):
 
 
 def test_flops_of_the_blocks_are_per_sample_vector_products():
-    base = models.get("resnet50_3d", num_classes=400, input_shape=(4, 64, 64, 3),
+    shape = (2, 32, 32, 3)
+    base = models.get("resnet50_3d", num_classes=400, input_shape=shape,
                       class_regularization=False)
-    with_cr = models.get("resnet50_3d", num_classes=400, input_shape=(4, 64, 64, 3))
+    with_cr = models.get("resnet50_3d", num_classes=400, input_shape=shape)
     base_flops, cr_flops = keras_classreg.flops(base), keras_classreg.flops(with_cr)
-    assert base_flops > 1e9
+    assert base_flops > 1e8
     # Per block: a P^T and W[:, k]^T P (2 x 2 C_f C_l) plus (a P^T) W
     # (2 C_f K), plus pooling / normalisation / scaling (small). Projecting
     # all K classes (2 K C_f C_l = 6.3 GFLOPs here) must not happen.
@@ -93,4 +94,4 @@ def test_flops_of_the_blocks_are_per_sample_vector_products():
     assert matmuls <= extra < 1.3 * matmuls, (extra, matmuls)
     # the stem alone, from the profiler, equals 2 x multiply-adds by hand
     stem = keras.Model(base.inputs, base.get_layer("stem_conv").output)
-    assert keras_classreg.flops(stem) == 2 * (4 * 32 * 32 * 64) * (7 * 7 * 7 * 3)
+    assert keras_classreg.flops(stem) == 2 * (2 * 16 * 16 * 64) * (7 * 7 * 7 * 3)
