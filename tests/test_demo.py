@@ -1,0 +1,46 @@
+"""`python -m training.demo` runs the whole chain (small settings and the
+tiny test model, so that it takes well under a minute) and lists every
+artefact it made."""
+
+import json
+import os
+
+from PIL import Image
+
+from training import demo as demo_module
+
+from test_train_support import TINY_SPEC
+
+
+def test_demo_chain_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo_out"
+    code = demo_module.main([
+        "--out", str(out), "--classes", "4", "--per-class", "32",
+        "--frames", "16", "--size", "32", "--model", TINY_SPEC,
+        "--clip-length", "8", "--crop-size", "32", "--epochs", "10",
+        "--learning-rate", "0.1", "--seed", "3", "--num-clips", "2",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    index = json.load(open(out / "artefacts.json"))
+    artefacts = index["artefacts"]
+    for name in ("videos", "shards", "run", "model", "report",
+                 "confusion_matrix", "savedmodel", "grpc_prediction",
+                 "server_log", "explanation_png", "explanation_gif"):
+        assert name in artefacts, name
+        path = artefacts[name]["path"]
+        assert os.path.exists(path), path
+        assert path in printed  # every artefact's location is printed
+    assert [step for step in index["seconds"]] == [
+        step.__name__ for step in demo_module.STEPS]
+
+    report = json.load(open(artefacts["report"]["path"]))
+    assert report["video"]["top1"] >= 2 * report["chance_top1"]
+    prediction = json.load(open(artefacts["grpc_prediction"]["path"]))
+    assert prediction["true_class"] in report["class_names"]
+    assert [p["class"] in report["class_names"] for p in prediction["top_k"]] == [True] * 3
+    assert abs(sum(p["score"] for p in prediction["top_k"])) <= 1.0 + 1e-5
+    assert os.path.isfile(os.path.join(artefacts["savedmodel"]["path"], "saved_model.pb"))
+    with Image.open(artefacts["explanation_png"]["path"]) as image:
+        assert image.format == "PNG"
+    assert "video-level top-1" in printed and "gRPC Predict" in printed
