@@ -351,7 +351,9 @@ def _pct(value, std=None):
     return f"{100 * value:.1f} ± {100 * std:.1f}"
 
 
-def _signed(value, std):
+def _signed(value, std, runs):
+    if runs < 2:
+        return f"{100 * value:+.1f}"
     return f"{100 * value:+.1f} ± {100 * std:.1f}"
 
 
@@ -365,23 +367,27 @@ def markdown(study):
         f"{s['num_classes']} classes, {s['train_videos']} training / "
         f"{s['test_videos']} test videos; clips {s['clip_length']}x{s['crop_size']}x"
         f"{s['crop_size']} (stride {s['stride']}), batch {s['batch_size']}, "
-        f"E={s['epochs']} epochs (lr {s['learning_rate']}), F={s['finetune_epochs']} "
-        f"fine-tuning epochs (lr {s['finetune_lr']}), seeds {s['seeds']}. "
+        f"E={s['epochs']} epochs (lr {s['learning_rate']:g}), F={s['finetune_epochs']} "
+        f"fine-tuning epochs (lr {s['finetune_lr']:g}), seeds {s['seeds']}. "
         f"Video-level accuracy of the last epoch, {s['eval_clips']} clips x "
         f"{s['eval_crops']} crop(s) per test video; mean ± std over seeds "
-        "(sample std).",
+        "(sample std). Wall times include per-epoch validation and depend on "
+        "the machine's load.",
         "",
         f"| arm | what | runs | video top-1 % | video top-{study['top5_k']} % | "
         "top-1 per seed % | wall time / run (s) | median epoch (s) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in study["arms"].items():
+        def spread(std, runs=row["runs"]):
+            return std if runs > 1 else None  # one run: no spread to show
+
         text = ARM_TEXT.get(arm, f"ClassReg, α={arm.split('=')[1]} in every block, E epochs"
                             if arm.startswith("alpha=") else arm)
         per_seed = ", ".join(f"{100 * v:.1f}" for v in row["top1_per_seed"].values())
         lines.append(
-            f"| {arm} | {text} | {row['runs']} | {_pct(row['top1_mean'], row['top1_std'])} "
-            f"| {_pct(row['top5_mean'], row['top5_std'])} | {per_seed} | "
+            f"| {arm} | {text} | {row['runs']} | {_pct(row['top1_mean'], spread(row['top1_std']))} "
+            f"| {_pct(row['top5_mean'], spread(row['top5_std']))} | {per_seed} | "
             f"{row['wall_seconds_mean']} | {row['epoch_seconds_median']} |"
         )
     if study["paired"]:
@@ -392,7 +398,7 @@ def markdown(study):
         for p in study["paired"]:
             per_seed = ", ".join(f"{100 * v:+.1f}" for v in p["top1_diff_per_seed"].values())
             lines.append(f"| {p['arm']} − {p['reference']} | "
-                         f"{_signed(p['top1_diff_mean'], p['top1_diff_std'])} | "
+                         f"{_signed(p['top1_diff_mean'], p['top1_diff_std'], len(p['top1_diff_per_seed']))} | "
                          f"{per_seed} | {p['wins']} / {p['ties']} / {p['losses']} |")
     o = study.get("overhead")
     if o:

@@ -87,11 +87,14 @@ def test_tiny_study_end_to_end(tmp_path):
     prepare_dataset(dataset, tmp_path / "prepared", short_side=24, workers=0,
                     progress=False)
     out = tmp_path / "study"
+    config = tmp_path / "train.json"  # one replica: faster than the 2 test CPU devices
+    config.write_text(json.dumps({"devices": ["/cpu:0"]}))
     code = reproduce.main([
         "--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1",
+        "--model", str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
         "--epochs", "1", "--finetune-epochs", "1", "--ablation", "0",
         "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
-        "--eval-clips", "2", "--no-overhead",
+        "--eval-clips", "2", "--no-overhead", "--config", str(config),
     ])
     assert code == 0
     study = json.loads((out / "results.json").read_text())
@@ -106,8 +109,9 @@ def test_tiny_study_end_to_end(tmp_path):
     runs_before = {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")}
     assert reproduce.main([
         "--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1",
+        "--model", str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
         "--epochs", "1", "--finetune-epochs", "1", "--ablation", "0",
         "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
-        "--eval-clips", "2", "--no-overhead",
+        "--eval-clips", "2", "--no-overhead", "--config", str(config),
     ]) == 0
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")} == runs_before
