@@ -193,3 +193,37 @@ def test_cli_on_every_shared_real_clip(planted, real_clips_dir, tmp_path,
         with Image.open(out / f"{video.stem}_rgb_classreg.gif") as gif:
             assert gif.size == viz.animation_size(S, S, 1)
     capsys.readouterr()
+
+
+def test_cli_several_videos_reports_failures_and_block_agreement(
+        planted, tmp_path, capsys):
+    model_path, video = planted
+    copy = tmp_path / "copy.mp4"
+    copy.write_bytes(video.read_bytes())
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    out = tmp_path / "out"
+    code = cli.main(["--model", str(model_path), "--out", str(out),
+                     "--video", str(video), str(broken), str(copy)])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.mp4" in captured.err and "1 of 3 videos failed" in captured.err
+    assert (out / "squares_explain.png").is_file()
+    assert (out / "copy_explain.png").is_file()
+    assert not (out / "broken_explain.png").exists()
+    assert "over 2 clips: rgb_classreg 100%" in captured.out
+
+
+def test_block_agreement_counts_guesses_equal_to_the_prediction():
+    def summary(predicted, guesses):
+        return {"predicted_class": predicted,
+                "blocks": [{"block": f"b{i}", "guess": g}
+                           for i, g in enumerate(guesses)]}
+
+    summaries = [summary("run", ["jump", "run"]),
+                 summary("jump", ["jump", "run"]),
+                 summary("run", ["run", "run"]),
+                 summary("sit", ["run", "sit"])]
+    # b0: jump!=run, jump==jump, run==run, run!=sit; b1: 3 of 4 equal.
+    assert cli.block_agreement(summaries) == {"b0": 0.5, "b1": 0.75}
+    assert cli.block_agreement([]) == {}

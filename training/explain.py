@@ -14,7 +14,8 @@ runs the model once, and writes
   deepest by default);
 - `<stem>_explain.json`: the predictions and per-block guesses;
 
-and prints the per-block guesses. With `--class NAME` the maps show the
+and prints the per-block guesses (with several `--video` files, also how
+often each block's guess is the model's top class). With `--class NAME` the maps show the
 evidence for that class instead of the predicted one.
 
 The model's `config.json` (written by `training.train` beside `best.keras`)
@@ -129,28 +130,32 @@ def describe(explanation, class_names, sample=0, top_k=3):
     }
 
 
-def explain_video(model_path, video, out_dir, class_name=None, block=None,
-                  num_frames=8, focus=False, threshold=None, scale=None,
-                  class_names=None, stride=None, short_side=None,
-                  num_clips=1, clip=0, mean=None, std=None):
-    """Explains one clip of `video` and writes the PNG grid, GIF and JSON.
+def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
+                   num_frames=8, focus=False, threshold=None, scale=None,
+                   class_names=None, stride=None, short_side=None,
+                   num_clips=1, clip=0, mean=None, std=None, on_error=None):
+    """Explains one clip of each video and writes its PNG grid, GIF and JSON.
+
+    The model is loaded once. Args as the command line's flags; `on_error`
+    (optional) is called with `(video, error)` for a video that cannot be
+    decoded or explained, and the others go on (without it, the error is
+    raised).
 
     Returns:
-        the `write_explanation` summary (predictions, per-block guesses,
-        written files) plus `"clip"` (which test clip of the video).
+        the `write_explanation` summaries (predictions, per-block guesses,
+        written files, plus `"clip"`: which test clip of the video), one per
+        video explained.
     """
     import keras
     import numpy as np
 
     from keras_classreg.explain import block_names, explain
-    from training.data.decode import decode_video
+    from training.data.decode import VideoDecodeError, decode_video
     from training.data.sampling import normalize, test_views
 
-    model_path, video = pathlib.Path(model_path), pathlib.Path(video)
+    model_path = pathlib.Path(model_path)
     if not model_path.exists():
         raise FileNotFoundError(f"{model_path}: no such model file.")
-    if not video.is_file():
-        raise FileNotFoundError(f"{video}: no such video file.")
     if not 0 <= clip < num_clips:
         raise ValueError(
             f"Invalid value for --clip. Expected an int in [0, {num_clips}). "
@@ -166,25 +171,55 @@ def explain_video(model_path, video, out_dir, class_name=None, block=None,
             f"Unknown block {block!r}. The model's blocks: "
             f"{', '.join(block_names(model))}."
         )
-    frames, fps = decode_video(video, short_side=settings.short_side)
-    views = np.asarray(test_views(
-        frames, settings.clip_length, settings.stride, settings.crop_size,
-        num_clips, 1,
-    ))
-    clip_frames = views[clip].astype("uint8")
-    inputs = normalize(clip_frames, settings.mean, settings.std)
-    explanation = explain(model, inputs[None], target)
-    summary = write_explanation(
-        explanation, clip_frames, settings.class_names, out_dir, str(video),
-        block=block, num_frames=num_frames, focus=focus, threshold=threshold,
-        scale=scale, fps=fps / settings.stride, requested=target is not None,
-    )
-    summary["clip"] = {"index": clip, "of": num_clips,
-                       "clip_length": settings.clip_length,
-                       "stride": settings.stride,
-                       "crop_size": settings.crop_size}
-    _write_json(summary)
-    return summary
+    summaries = []
+    for video in map(pathlib.Path, videos):
+        try:
+            if not video.is_file():
+                raise FileNotFoundError(f"{video}: no such video file.")
+            frames, fps = decode_video(video, short_side=settings.short_side)
+            views = np.asarray(test_views(
+                frames, settings.clip_length, settings.stride,
+                settings.crop_size, num_clips, 1,
+            ))
+            clip_frames = views[clip].astype("uint8")
+            inputs = normalize(clip_frames, settings.mean, settings.std)
+            explanation = explain(model, inputs[None], target)
+            summary = write_explanation(
+                explanation, clip_frames, settings.class_names, out_dir,
+                str(video), block=block, num_frames=num_frames, focus=focus,
+                threshold=threshold, scale=scale,
+                fps=fps / settings.stride, requested=target is not None,
+            )
+        except (FileNotFoundError, VideoDecodeError, ValueError) as error:
+            if on_error is None:
+                raise
+            on_error(video, error)
+            continue
+        summary["clip"] = {"index": clip, "of": num_clips,
+                           "clip_length": settings.clip_length,
+                           "stride": settings.stride,
+                           "crop_size": settings.crop_size}
+        _write_json(summary)
+        summaries.append(summary)
+    return summaries
+
+
+def explain_video(model_path, video, out_dir, **options):
+    """`explain_videos` for one video; returns its summary."""
+    return explain_videos(model_path, [video], out_dir, **options)[0]
+
+
+def block_agreement(summaries):
+    """Per block, the fraction of clips whose block guess is the model's
+    top class: how early in depth the network settles on its answer."""
+    if not summaries:
+        return {}
+    names = [b["block"] for b in summaries[0]["blocks"]]
+    return {
+        name: sum(s["blocks"][i]["guess"] == s["predicted_class"]
+                  for s in summaries) / len(summaries)
+        for i, name in enumerate(names)
+    }
 
 
 def write_explanation(explanation, frames, class_names, out_dir, video_name,
@@ -309,8 +344,11 @@ def build_parser():
                         help="Trained model (.keras), e.g. runs/demo/best.keras; "
                              "its config.json, if beside it, gives the clip "
                              "settings and class names.")
-    parser.add_argument("--video", required=True,
-                        help="Video file to explain (anything FFmpeg decodes).")
+    parser.add_argument("--video", required=True, nargs="+",
+                        help="Video file(s) to explain (anything FFmpeg "
+                             "decodes). With several, the model is loaded "
+                             "once and the share of clips where each block's "
+                             "guess is the model's top class is printed.")
     parser.add_argument("--out", required=True,
                         help="Output folder for <video>_explain.png, "
                              "<video>_<block>.gif and <video>_explain.json.")
@@ -357,19 +395,34 @@ def main(argv=None):
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         build_parser().error(
             f"--threshold: expected a value in [0, 1], got {args.threshold}")
+    failures = []
+
+    def report(video, error):
+        failures.append(video)
+        print(f"error: {error}", file=sys.stderr)
+
     try:
-        summary = explain_video(
+        summaries = explain_videos(
             args.model, args.video, args.out, class_name=args.class_name,
             block=args.block, num_frames=args.frames, focus=args.focus,
             threshold=args.threshold, scale=args.scale,
             class_names=args.class_names, stride=args.stride,
             short_side=args.short_side, num_clips=args.num_clips,
-            clip=args.clip,
+            clip=args.clip, on_error=report,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(format_summary(summary))
+    print("\n\n".join(format_summary(s) for s in summaries))
+    if len(summaries) > 1:
+        agreement = block_agreement(summaries)
+        print(f"\nblock guess = model's top class, over {len(summaries)} "
+              "clips: " + ", ".join(f"{name} {share:.0%}"
+                                   for name, share in agreement.items()))
+    if failures:
+        print(f"{len(failures)} of {len(args.video)} videos failed.",
+              file=sys.stderr)
+        return 1
     return 0
 
 
