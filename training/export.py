@@ -67,11 +67,8 @@ import keras_classreg  # noqa: E402,F401  (registers the custom classes)
 from keras_classreg import explain as explain_lib  # noqa: E402
 from keras_classreg.model import class_regularization_blocks  # noqa: E402
 
-try:  # the data pipeline's normalisation, the single source of truth
-    from training.data import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
-except ImportError:  # data pipeline not installed: Kinetics RGB statistics
-    DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
-    DEFAULT_STD = (0.22803, 0.22145, 0.216989)
+# the data pipeline's normalisation is the single source of truth
+from training.data import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
 
 SERVING_SIGNATURE = "serving_default"
 NORMALIZED_SIGNATURE = "predict_normalized"
