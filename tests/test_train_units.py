@@ -267,3 +267,10 @@ def test_compute_report_top5_among_many_classes():
     assert report["clip"]["top5"] == 0.5 and report["clip"]["top1"] == 0.0
     with pytest.raises(ValueError, match=r"\[views, 8\]"):
         compute_report(np.ones((2, 3)), [0, 1], [0, 1], list("abcdefgh"))
+
+
+def test_cli_reports_config_errors_without_a_traceback(capsys):
+    from training.train import main
+
+    assert main(["--data", "prepared"]) == 2
+    assert "`run_dir`" in capsys.readouterr().err

@@ -370,7 +370,8 @@ def add_config_arguments(parser, cls=TrainConfig):
             for key in ("nargs", "choices"):
                 if key in meta:
                     kwargs[key] = meta[key]
-            kwargs["metavar"] = field.name.upper()
+            if "choices" not in meta:
+                kwargs["metavar"] = field.name.upper()
         parser.add_argument(flag, **kwargs)
     return parser
 

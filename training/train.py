@@ -34,6 +34,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -373,6 +374,13 @@ def train(config, model_builder=None):
     _write_json(config_path, values)
 
     previous_policy = keras.config.dtype_policy()
+    if config.mixed_precision and not tf.config.list_logical_devices("GPU") \
+            and not config.xla:
+        warnings.warn(
+            "--mixed-precision without a GPU: TensorFlow has no float16 CPU "
+            "kernels for some 3D ops (e.g. MaxPool3D); add --xla or train in "
+            "float32 on CPU."
+        )
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
