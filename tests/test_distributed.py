@@ -7,6 +7,7 @@ import keras
 
 import keras_classreg
 from keras_classreg import models
+from training.distribute import make_strategy
 
 SHAPE = (4, 16, 16, 3)
 
@@ -14,7 +15,10 @@ SHAPE = (4, 16, 16, 3)
 def test_fit_two_epochs_under_mirrored_strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "conftest configures two logical CPU devices"
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    # One strategy per device set and process: collective instance keys of
+    # two MirroredStrategy objects collide in synchronized BatchNorm when
+    # other tests in this worker process train under their own strategy.
+    strategy = make_strategy(devices[:2])
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE)
