@@ -21,6 +21,7 @@ from training.data import records, sampling, transforms
 from training.data.layouts import VideoDataset, VideoItem
 from training.data.prepare import prepare_dataset
 from training.data.synth import write_video
+from training.distribute import make_strategy
 
 T, STRIDE, S = 4, 2, 24
 
@@ -265,7 +266,9 @@ def test_test_mode_views_grouping_and_scores(prepared):
 def test_keras_model_and_distribution(prepared):
     data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
                         batch_size=4, repeat=True, seed=0)
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    # the process's shared strategy: two MirroredStrategy objects in one
+    # process reuse collective instance keys and abort each other's all-reduce
+    strategy = make_strategy()
     assert strategy.num_replicas_in_sync == 2
     distributed = strategy.experimental_distribute_dataset(data)
     clips, labels = next(iter(distributed))
