@@ -16,19 +16,7 @@ Use it as `--model benchmarks/small_resnet3d.py:small_resnet3d` with
 (None, 5)
 """
 
-import keras
-
-from keras_classreg.models import RESNET_AFFECTION_RATES
-from keras_classreg.models._common import (
-    check_input_shape,
-    class_regularization_block,
-    conv_bn,
-    head,
-    make_classifier,
-    resolve_affection_rates,
-    use_synchronized_bn,
-)
-from keras_classreg.models.resnet3d import _basic_block
+from keras_classreg.models.resnet3d import _basic_block, _resnet
 
 WIDTHS = (16, 32, 64, 128)
 
@@ -41,17 +29,10 @@ def small_resnet3d(num_classes, input_shape=(8, 32, 32, 3), class_regularization
     Args: as the zoo's `resnet3d` (`affection_rates`: 4 floats, default
     `(0.1, 0.2, 0.3, 0.4)`).
     """
-    name = "small_resnet3d"
-    check_input_shape(input_shape, name)
-    rates = resolve_affection_rates(affection_rates, RESNET_AFFECTION_RATES, name)
-    sync = use_synchronized_bn(synchronized_batchnorm)
-    classifier = make_classifier(num_classes, WIDTHS[-1], "softmax")
-    inputs = keras.Input(shape=tuple(input_shape), name="clips")
-    x = conv_bn(inputs, WIDTHS[0], 3, (1, 2, 2), "stem", sync)
-    for stage, planes in enumerate(WIDTHS, start=1):
-        x = _basic_block(x, planes, 1 if stage == 1 else 2, f"stage{stage}_block1", sync)
-        if class_regularization:
-            x = class_regularization_block(x, classifier, rates[stage - 1],
-                                           f"stage{stage}_classreg",
-                                           class_regularization_options)
-    return head(x, classifier, dropout, inputs, name)
+    return _resnet(
+        "small_resnet3d", _basic_block, (1, 1, 1, 1), WIDTHS, num_classes,
+        input_shape, class_regularization, affection_rates, WIDTHS[-1],
+        dropout=dropout, synchronized_batchnorm=synchronized_batchnorm,
+        class_regularization_options=class_regularization_options,
+        stem_filters=WIDTHS[0], stem_kernel_size=3, stem_pool=False,
+    )

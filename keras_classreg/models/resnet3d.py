@@ -73,6 +73,9 @@ def _resnet(
     classifier_activation="softmax",
     synchronized_batchnorm=None,
     class_regularization_options=None,
+    stem_filters=64,
+    stem_kernel_size=7,
+    stem_pool=True,
 ):
     check_input_shape(input_shape, model_name)
     rates = resolve_affection_rates(affection_rates, RESNET_AFFECTION_RATES,
@@ -82,9 +85,10 @@ def _resnet(
                                  classifier_activation)
 
     inputs = keras.Input(shape=tuple(input_shape), name="clips")
-    x = conv_bn(inputs, 64, 7, (1, 2, 2), "stem", sync)
-    x = keras.layers.MaxPooling3D(3, strides=2, padding="same",
-                                  name="stem_pool")(x)
+    x = conv_bn(inputs, stem_filters, stem_kernel_size, (1, 2, 2), "stem", sync)
+    if stem_pool:
+        x = keras.layers.MaxPooling3D(3, strides=2, padding="same",
+                                      name="stem_pool")(x)
     for stage, (num_blocks, stage_planes) in enumerate(
         zip(blocks_per_stage, planes), start=1
     ):
