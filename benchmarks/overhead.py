@@ -2,13 +2,18 @@
 
 For each model and input size, builds the model with and without Class
 Regularization (same seed), counts FLOPs for one clip, and times batch-1
-inference: warm-up, then `--runs` timed calls alternating between the two
-models (so both see the same machine load); reports medians and ratios.
+inference of three models: the base model, the ClassReg model as trained
+(each block streams its projection `P` through memory twice per call), and
+its inference copy from `keras_classreg.fold_class_regularization` (each
+block holds `W_l = W^T P`; this is what `training.export` writes and the
+server runs). Warm-up, then `--runs` rounds, each timing one call of every
+model back to back (so all see the same machine load); reports the median
+time of each and the median of the per-round ratios to the base model.
 
     python benchmarks/overhead.py                 # the issue's table
     python benchmarks/overhead.py --paper-table   # FLOPs vs the paper's Table 1
 
-Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03.
+Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (inference: the folded copy).
 """
 
 import argparse
@@ -49,18 +54,26 @@ def build(name, shape, class_regularization, num_classes):
 
 
 def latencies(models, shape, runs, warmup):
+    """Median seconds per call of each model, and the median per-round
+    ratio of each model's time to the first model's."""
     x = tf.constant(np.random.default_rng(0).normal(size=(1, *shape)).astype("float32"))
     calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
     for call in calls:
         for _ in range(warmup):
             call(x).numpy()
     times = [[] for _ in calls]
-    for _ in range(runs):
-        for call, bucket in zip(calls, times):
+    for round_index in range(runs):
+        # Rotate which model goes first, so no model always runs right
+        # after another one (cache state, frequency scaling).
+        for offset in range(len(calls)):
+            index = (round_index + offset) % len(calls)
             start = time.perf_counter()
-            call(x).numpy()
-            bucket.append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
+            calls[index](x).numpy()
+            times[index].append(time.perf_counter() - start)
+    ratios = [
+        statistics.median(t / b for t, b in zip(bucket, times[0])) for bucket in times
+    ]
+    return [statistics.median(t) for t in times], ratios
 
 
 def main(argv=None):
@@ -90,20 +103,23 @@ def main(argv=None):
     print(f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
           f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, median of {args.runs} runs")
     print("| model | input | GFLOPs base | GFLOPs ClassReg | FLOPs ratio "
-          "| ms base | ms ClassReg | latency ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| ms base | ms ClassReg (trainable) | ratio | ms ClassReg (folded) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in args.cases:
         name, shape = parse_case(case)
         base = build(name, shape, False, args.num_classes)
         with_cr = build(name, shape, True, args.num_classes)
         f_base, f_cr = keras_classreg.flops(base), keras_classreg.flops(with_cr)
         if args.no_latency:
-            t_base = t_cr = float("nan")
+            (t_base, t_cr, t_fold), (_, r_cr, r_fold) = [[float("nan")] * 3] * 2
         else:
-            t_base, t_cr = latencies([base, with_cr], shape, args.runs, args.warmup)
+            folded = keras_classreg.fold_class_regularization(with_cr)
+            (t_base, t_cr, t_fold), (_, r_cr, r_fold) = latencies(
+                [base, with_cr, folded], shape, args.runs, args.warmup)
         size = "x".join(str(v) for v in shape[:3])
         print(f"| {name} | {size} | {f_base / 1e9:.3f} | {f_cr / 1e9:.3f} | {f_cr / f_base:.4f} "
-              f"| {t_base * 1e3:.1f} | {t_cr * 1e3:.1f} | {t_cr / t_base:.3f} |", flush=True)
+              f"| {t_base * 1e3:.1f} | {t_cr * 1e3:.1f} | {r_cr:.3f} "
+              f"| {t_fold * 1e3:.1f} | {r_fold:.3f} |", flush=True)
         keras.backend.clear_session()
 
 

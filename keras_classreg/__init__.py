@@ -18,6 +18,7 @@ from keras_classreg.model import (  # noqa: E402
 )
 from keras_classreg import models  # noqa: E402
 from keras_classreg.flops import flops  # noqa: E402
+from keras_classreg.folding import fold_class_regularization  # noqa: E402
 from keras_classreg.surgery import add_class_regularization  # noqa: E402
 from keras_classreg import explain  # noqa: E402
 
@@ -30,6 +31,7 @@ __all__ = [
     "class_regularization_blocks",
     "explain",
     "flops",
+    "fold_class_regularization",
     "models",
     "wire_classifiers",
 ]

@@ -353,3 +353,22 @@ def test_cli_help_runs_as_a_module():
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0
     assert "--export-base" in result.stdout and "serving_default" in result.stdout
+
+
+def _variable_names(loaded):
+    return {v.name.split(":")[0].rsplit("/", 1)[-1] for v in loaded.variables}
+
+
+def test_blocks_are_exported_folded_unless_asked_not_to(exported, tmp_path):
+    model, _, loaded = exported
+    names = _variable_names(loaded)
+    assert "folded_class_weights" in names and "projection_kernel" not in names
+    _, path = testing.export_tiny(tmp_path, "unfolded", seed=1, warmup=False,
+                                  fold=False)
+    unfolded = tf.saved_model.load(path)
+    names = _variable_names(unfolded)
+    assert "projection_kernel" in names and "folded_class_weights" not in names
+    clips = testing.random_clips(2, SHAPE, seed=5)
+    np.testing.assert_allclose(
+        _run(loaded, "serving_default", clips=clips)["probabilities"],
+        _run(unfolded, "serving_default", clips=clips)["probabilities"], atol=1e-5)

@@ -53,6 +53,13 @@ class ClassRegularization(keras.layers.Layer):
         normalization_range: `"symmetric"` (`[1 - a, 1 + a]`, default) or
             `"amplify"` (`[1, 1 + a]`).
         projection_initializer: initializer of `projection_kernel`.
+        folded_classes: `None` (default) for a trainable block. An int `K`
+            makes an inference-only *folded* block: it holds `W_l`
+            (`[K, C_l]`) as the non-trainable weight `folded_class_weights`
+            instead of a projection, and reads neither `P` nor the
+            classifier kernel in `call`. Made by
+            `keras_classreg.fold_class_regularization(model)`; same outputs,
+            less memory traffic at small batches.
         **kwargs: base `Layer` arguments (`name`, `dtype`, `trainable`).
 
     Call arguments:
@@ -82,6 +89,7 @@ class ClassRegularization(keras.layers.Layer):
         normalization_range="symmetric",
         projection_initializer="glorot_uniform",
         classifier_features=None,
+        folded_classes=None,
         **kwargs,
     ):
         # Dtypes are handled by hand: the maths runs in float32 and the
@@ -119,6 +127,16 @@ class ClassRegularization(keras.layers.Layer):
                 f"positive int. Received: classifier_features={classifier_features!r}"
             )
         self.classifier_features = classifier_features
+        if folded_classes is not None and (
+            isinstance(folded_classes, bool)
+            or not isinstance(folded_classes, int)
+            or folded_classes < 1
+        ):
+            raise ValueError(
+                "Invalid value for argument `folded_classes`. Expected None or "
+                f"a positive int. Received: folded_classes={folded_classes!r}"
+            )
+        self.folded_classes = folded_classes
         self._classifier_ref = _Reference(None)
         self.classifier_name = None
         if isinstance(classifier, str):
@@ -154,6 +172,12 @@ class ClassRegularization(keras.layers.Layer):
             )
         if classifier.built:
             self._check_feature_dim(classifier)
+        if self.folded_classes is not None and classifier.units != self.folded_classes:
+            raise ValueError(
+                f"ClassRegularization layer '{self.name}' holds folded class "
+                f"weights for {self.folded_classes} classes, but classifier "
+                f"'{classifier.name}' has {classifier.units} units."
+            )
         self._classifier_ref = _Reference(classifier)
         self.classifier_name = classifier.name
         if classifier.built:
@@ -186,6 +210,8 @@ class ClassRegularization(keras.layers.Layer):
         return classifier
 
     def _check_feature_dim(self, classifier):
+        if self.folded_classes is not None:
+            return  # a folded block no longer reads the classifier kernel
         if self.built:
             expected = self.projection_kernel.shape[0]
         else:
@@ -214,6 +240,17 @@ class ClassRegularization(keras.layers.Layer):
                 f"ClassRegularization layer '{self.name}' needs a known channel "
                 f"dimension. Received: input_shape={tuple(input_shape)}"
             )
+        self.projection_bias = None
+        if self.folded_classes is not None:
+            self.projection_kernel = None
+            self.folded_class_weights = self.add_weight(
+                name="folded_class_weights",
+                shape=(self.folded_classes, channels),
+                initializer="zeros",
+                dtype="float32",
+                trainable=False,
+            )
+            return
         features = self.classifier_features
         if features is None:
             features = self._require_classifier().kernel.shape[0]
@@ -223,7 +260,6 @@ class ClassRegularization(keras.layers.Layer):
             initializer=self.projection_initializer,
             dtype="float32",
         )
-        self.projection_bias = None
         if self.use_bias:
             self.projection_bias = self.add_weight(
                 name="projection_bias",
@@ -239,7 +275,12 @@ class ClassRegularization(keras.layers.Layer):
         return kernel
 
     def class_weights(self):
-        """`W_l = W^T P (+ b)`: class weights in this stage's space, `[K, C_l]`."""
+        """`W_l = W^T P (+ b)`: class weights in this stage's space, `[K, C_l]`.
+
+        A folded block (`folded_classes` set) returns its stored copy.
+        """
+        if self.folded_classes is not None:
+            return ops.convert_to_tensor(self.folded_class_weights)
         weights = ops.matmul(
             ops.transpose(self._classifier_kernel()), self.projection_kernel
         )
@@ -247,18 +288,28 @@ class ClassRegularization(keras.layers.Layer):
             weights = weights + self.projection_bias
         return weights
 
+    def _num_classes(self):
+        if self.folded_classes is not None:
+            return self.folded_classes
+        return int(self._classifier_kernel().shape[-1])
+
     def _pooled(self, inputs):
         x = ops.cast(inputs, "float32")
         return ops.mean(x, axis=tuple(range(1, len(inputs.shape) - 1)))
 
-    def _logits(self, pooled, kernel):
+    def _logits(self, pooled):
+        if self.folded_classes is not None:
+            return ops.matmul(pooled, ops.transpose(self.folded_class_weights))
         # z = a W_l^T = (a P^T) W (+ a.b): associativity gives the same
         # numbers as projecting all K classes first, at O(C_f (C_l + K)) per
         # sample instead of O(K C_f C_l) per call (6.3 GFLOPs for
         # ResNet-50-3D with K = 400, more than the network's own stages at
-        # 16x112x112).
+        # 16x112x112). A transposed matmul operand is folded into the
+        # MatMul by TensorFlow's graph optimiser (no copy per call); the
+        # FLOPs profiler counts MatMul, not Einsum, hence no `einsum` here.
         logits = ops.matmul(
-            ops.matmul(pooled, ops.transpose(self.projection_kernel)), kernel
+            ops.matmul(pooled, ops.transpose(self.projection_kernel)),
+            self._classifier_kernel(),
         )
         if self.projection_bias is not None:
             logits = logits + ops.sum(
@@ -266,27 +317,25 @@ class ClassRegularization(keras.layers.Layer):
             )
         return logits
 
-    def _selected_class_weights(self, kernel, class_index):
+    def _selected_class_weights(self, class_index):
         # W_l[k] = W[:, k]^T P (+ b), for the one class of each sample.
-        selected = ops.matmul(
-            ops.take(ops.transpose(kernel), class_index, axis=0),
-            self.projection_kernel,
-        )
+        if self.folded_classes is not None:
+            return ops.take(self.folded_class_weights, class_index, axis=0)
+        # gather the columns (not rows of a transposed copy of the kernel)
+        columns = ops.take(self._classifier_kernel(), class_index, axis=1)
+        selected = ops.matmul(ops.transpose(columns), self.projection_kernel)
         if self.projection_bias is not None:
             selected = selected + self.projection_bias
         return selected
 
     def class_logits(self, inputs):
         """The block's own class scores `z`, `[N, K]` (float32)."""
-        return self._logits(self._pooled(inputs), self._classifier_kernel())
+        return self._logits(self._pooled(inputs))
 
     def channel_scales(self, inputs):
         """Per-sample channel scales `[N, C_l]` (float32) the block applies."""
-        kernel = self._classifier_kernel()
-        logits = self._logits(self._pooled(inputs), kernel)
-        selected = self._selected_class_weights(
-            kernel, ops.argmax(logits, axis=-1)
-        )
+        logits = self._logits(self._pooled(inputs))
+        selected = self._selected_class_weights(ops.argmax(logits, axis=-1))
         return self._normalize(selected)
 
     def _normalize(self, w):
@@ -322,20 +371,19 @@ class ClassRegularization(keras.layers.Layer):
         Returns:
             float32 maps `[N, T, H, W]` (or `[N, H, W]`), not normalised.
         """
-        kernel = self._classifier_kernel()
         x = ops.cast(inputs, "float32")
         if class_index is None:
-            logits = self._logits(self._pooled(inputs), kernel)
+            logits = self._logits(self._pooled(inputs))
             class_index = ops.argmax(logits, axis=-1)
         elif isinstance(class_index, int):
-            num_classes = kernel.shape[-1]
+            num_classes = self._num_classes()
             if not 0 <= class_index < num_classes:
                 raise ValueError(
                     f"Invalid value for argument `class_index`. Expected an "
                     f"int in [0, {num_classes}). Received: class_index={class_index}"
                 )
             class_index = ops.full((ops.shape(x)[0],), class_index, "int32")
-        selected = self._selected_class_weights(kernel, class_index)  # [N, C_l]
+        selected = self._selected_class_weights(class_index)  # [N, C_l]
         for _ in range(len(inputs.shape) - 2):
             selected = ops.expand_dims(selected, axis=1)
         return ops.sum(x * selected, axis=-1)
@@ -358,6 +406,7 @@ class ClassRegularization(keras.layers.Layer):
                 # stored by name and the owning model re-wires it on load.
                 "classifier": self.classifier_name,
                 "classifier_features": self.classifier_features,
+                "folded_classes": self.folded_classes,
             }
         )
         config.pop("autocast", None)
