@@ -115,3 +115,64 @@ def test_tiny_study_end_to_end(tmp_path):
         "--eval-clips", "2", "--no-overhead", "--config", str(config),
     ]) == 0
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")} == runs_before
+
+
+def _official_layouts(tmp_path):
+    """The same synthetic videos arranged as UCF-101 and as HMDB-51 (official
+    file names, CRLF split files, `.avi` names; PyAV reads by content)."""
+    import shutil
+
+    from training.data import write_synthetic_dataset
+
+    videos = write_synthetic_dataset(tmp_path / "videos", classes=2, per_class=6,
+                                     frames=12, size=32, test_fraction=0.0)
+    by_class = {}
+    for item in videos.items:
+        by_class.setdefault(videos.class_names[item.label], []).append(item.path)
+    ucf, ucf_notes = tmp_path / "UCF-101", tmp_path / "ucfTrainTestlist"
+    hmdb, hmdb_splits = tmp_path / "hmdb51", tmp_path / "testTrainMulti_7030_splits"
+    ucf_notes.mkdir()
+    hmdb_splits.mkdir()
+    class_index, train, test = [], [], []
+    for number, (name, paths) in enumerate(sorted(by_class.items()), start=1):
+        camel = name.capitalize()
+        class_index.append(f"{number} {camel}")
+        split_lines = []
+        for group, path in enumerate(paths, start=1):
+            ucf_name = f"{camel}/v_{camel}_g{group:02d}_c01.avi"
+            (ucf / ucf_name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, ucf / ucf_name)
+            (train if group > 2 else test).append(
+                f"{ucf_name} {number}" if group > 2 else ucf_name)
+            hmdb_name = f"{name}_clip_{group}.avi"
+            (hmdb / name).mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, hmdb / name / hmdb_name)
+            split_lines.append(f"{hmdb_name} {1 if group > 2 else 2} ")
+        (hmdb_splits / f"{name}_test_split1.txt").write_text("\n".join(split_lines) + "\n")
+    (ucf_notes / "classInd.txt").write_text("\r\n".join(class_index) + "\r\n")
+    (ucf_notes / "trainlist01.txt").write_text("\r\n".join(train) + "\r\n")
+    (ucf_notes / "testlist01.txt").write_text("\r\n".join(test) + "\r\n")
+    return {"ucf101": (ucf, ucf_notes), "hmdb51": (hmdb, hmdb_splits)}
+
+
+@pytest.mark.parametrize("layout", ["ucf101", "hmdb51"])
+def test_study_straight_from_an_official_layout(tmp_path, layout):
+    root, annotations = _official_layouts(tmp_path)[layout]
+    out, prepared = tmp_path / "study", tmp_path / "prepared"
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"devices": ["/cpu:0"]}))
+    code = reproduce.main([
+        "--layout", layout, "--root", str(root), "--annotations", str(annotations),
+        "--prepared", str(prepared), "--short-side", "24", "--out", str(out),
+        "--seeds", "1", "--epochs", "1", "--model",
+        str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
+        "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
+        "--eval-clips", "1", "--no-overhead", "--config", str(config),
+    ])
+    assert code == 0
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["skipped"] == []
+    assert {k: v["videos"] for k, v in manifest["subsets"].items()} == {"train": 8, "test": 4}
+    study = json.loads((out / "results.json").read_text())
+    assert set(study["arms"]) == {"base", "classreg"}
+    assert all(row["runs"] == 1 for row in study["arms"].values())
