@@ -9,6 +9,11 @@ block holds `W_l = W^T P`; this is what `training.export` writes and the
 server runs). Warm-up, then `--runs` rounds, each timing one call of every
 model back to back (so all see the same machine load); reports the median
 time of each and the median of the per-round ratios to the base model.
+A second table times the blocks alone (each model's blocks on their own
+inputs, one tf.function, same rotation): on a machine whose latency
+wanders by +-10 % between calls it is the steadier estimate of what the
+blocks add (`1 + blocks / base`; it includes one function call's overhead,
+so it errs high).
 
     python benchmarks/overhead.py                 # the issue's table
     python benchmarks/overhead.py --paper-table   # FLOPs vs the paper's Table 1
@@ -76,6 +81,31 @@ def latencies(models, shape, runs, warmup):
     return [statistics.median(t) for t in times], ratios
 
 
+def block_times(models, shape, runs, warmup):
+    """Median seconds of running only the Class Regularization blocks of each
+    model on their own inputs (one clip): the blocks' share of a forward
+    pass, measured without the rest of the network's run-to-run noise."""
+    x = np.random.default_rng(0).normal(size=(1, *shape)).astype("float32")
+    calls, inputs = [], []
+    for model in models:
+        blocks = keras_classreg.class_regularization_blocks(model)
+        probe = keras.Model(model.inputs, [block.input for block in blocks])
+        inputs.append([tf.constant(a) for a in probe(x, training=False)])
+        calls.append(tf.function(
+            lambda *acts, blocks=blocks: [b(a) for b, a in zip(blocks, acts)]))
+    for call, acts in zip(calls, inputs):
+        for _ in range(warmup):
+            [t.numpy() for t in call(*acts)]
+    times = [[] for _ in calls]
+    for round_index in range(runs):
+        for offset in range(len(calls)):
+            index = (round_index + offset) % len(calls)
+            start = time.perf_counter()
+            [t.numpy() for t in calls[index](*inputs[index])]
+            times[index].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +135,7 @@ def main(argv=None):
     print("| model | input | GFLOPs base | GFLOPs ClassReg | FLOPs ratio "
           "| ms base | ms ClassReg (trainable) | ratio | ms ClassReg (folded) | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    blocks_rows = []
     for case in args.cases:
         name, shape = parse_case(case)
         base = build(name, shape, False, args.num_classes)
@@ -116,11 +147,24 @@ def main(argv=None):
             folded = keras_classreg.fold_class_regularization(with_cr)
             (t_base, t_cr, t_fold), (_, r_cr, r_fold) = latencies(
                 [base, with_cr, folded], shape, args.runs, args.warmup)
+            b_cr, b_fold = block_times([with_cr, folded], shape, args.runs, args.warmup)
+            blocks_rows.append((name, shape, t_base, b_cr, b_fold))
         size = "x".join(str(v) for v in shape[:3])
         print(f"| {name} | {size} | {f_base / 1e9:.3f} | {f_cr / 1e9:.3f} | {f_cr / f_base:.4f} "
               f"| {t_base * 1e3:.1f} | {t_cr * 1e3:.1f} | {r_cr:.3f} "
               f"| {t_fold * 1e3:.1f} | {r_fold:.3f} |", flush=True)
         keras.backend.clear_session()
+    if blocks_rows:
+        print("\nThe blocks alone (all blocks of one model run on their own inputs, one "
+              "clip; estimated ratio = 1 + blocks / base):")
+        print("| model | input | ms base | ms blocks (trainable) | estimated ratio "
+              "| ms blocks (folded) | estimated ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for name, shape, t_base, b_cr, b_fold in blocks_rows:
+            size = "x".join(str(v) for v in shape[:3])
+            print(f"| {name} | {size} | {t_base * 1e3:.1f} | {b_cr * 1e3:.2f} "
+                  f"| {1 + b_cr / t_base:.3f} | {b_fold * 1e3:.2f} "
+                  f"| {1 + b_fold / t_base:.3f} |", flush=True)
 
 
 if __name__ == "__main__":
