@@ -120,7 +120,8 @@ def main(argv=None):
                         help="MODEL:TxHxW, default: %(default)s")
     parser.add_argument("--num-classes", type=int, default=400,
                         help="classes K (default 400, Kinetics-400)")
-    parser.add_argument("--runs", type=int, default=15, help="timed runs per model (>= 10)")
+    parser.add_argument("--runs", type=int, default=60,
+                        help="timed rounds (>= 10; default 60: single calls on a shared VM wander by +-10 %%)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-latency", action="store_true", help="FLOPs only")
     parser.add_argument("--paper-table", action="store_true",
