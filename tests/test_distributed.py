@@ -49,6 +49,13 @@ def test_fit_two_epochs_under_mirrored_strategy():
 
 
 def test_mixed_precision_model_forward_and_step():
+    # Keras turns `jit_compile` off while op determinism is on, and an earlier
+    # deterministic training run in this process (training.train) may have
+    # turned it on: switch it off here, restore it after.
+    from tensorflow.python.framework import config as tf_config
+
+    deterministic = tf_config.is_op_determinism_enabled()
+    tf_config.disable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
         model = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE)
@@ -68,3 +75,5 @@ def test_mixed_precision_model_forward_and_step():
         assert np.isfinite(loss)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
