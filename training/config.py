@@ -159,7 +159,8 @@ class TrainConfig:
     mixed_precision: bool = _field(
         False, "Train with the mixed_float16 policy (on GPUs)."
     )
-    xla: bool = _field(False, "Compile the training step with XLA.")
+    xla: bool = _field(False, "Compile the training step with XLA (Keras ignores it "
+                       "while --deterministic is on).")
     seed: int = _field(0, "Random seed of weights, data order and augmentation.")
     deterministic: bool = _field(
         False,

@@ -381,6 +381,11 @@ def train(config, model_builder=None):
             "kernels for some 3D ops (e.g. MaxPool3D); add --xla or train in "
             "float32 on CPU."
         )
+    if config.xla and config.deterministic:
+        warnings.warn(
+            "--xla with --deterministic: Keras compiles without XLA while "
+            "TensorFlow op determinism is on, so --xla has no effect here."
+        )
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
