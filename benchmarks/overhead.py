@@ -57,23 +57,29 @@ def build(name, shape, class_regularization, num_classes):
     )
 
 
+def timed_rounds(calls, runs, warmup):
+    """Per-call seconds of each zero-argument callable: warm-up, then `runs`
+    rounds timing one call of each, rotating which goes first (so no call
+    always runs right after another one: cache state, frequency scaling)."""
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times = [[] for _ in calls]
+    for round_index in range(runs):
+        for offset in range(len(calls)):
+            index = (round_index + offset) % len(calls)
+            start = time.perf_counter()
+            calls[index]()
+            times[index].append(time.perf_counter() - start)
+    return times
+
+
 def latencies(models, shape, runs, warmup):
     """Median seconds per call of each model, and the median per-round
     ratio of each model's time to the first model's."""
     x = tf.constant(np.random.default_rng(0).normal(size=(1, *shape)).astype("float32"))
-    calls = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
-    for call in calls:
-        for _ in range(warmup):
-            call(x).numpy()
-    times = [[] for _ in calls]
-    for round_index in range(runs):
-        # Rotate which model goes first, so no model always runs right
-        # after another one (cache state, frequency scaling).
-        for offset in range(len(calls)):
-            index = (round_index + offset) % len(calls)
-            start = time.perf_counter()
-            calls[index](x).numpy()
-            times[index].append(time.perf_counter() - start)
+    functions = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
+    times = timed_rounds([lambda f=f: f(x).numpy() for f in functions], runs, warmup)
     ratios = [
         statistics.median(t / b for t, b in zip(bucket, times[0])) for bucket in times
     ]
@@ -90,25 +96,19 @@ def block_times(models, shape, runs, warmup):
     timed in the same rounds and subtracted (call overhead)."""
     x = np.random.default_rng(0).normal(size=(1, *shape)).astype("float32")
     last = lambda tensor: tf.reshape(tensor, [-1])[-1]  # noqa: E731
-    calls, inputs = [], []
+    calls = []
+
+    def timed(function, activations):
+        calls.append(lambda: [t.numpy() for t in function(*activations)])
+
     for model in models:
         blocks = keras_classreg.class_regularization_blocks(model)
         probe = keras.Model(model.inputs, [block.input for block in blocks])
-        inputs.append([tf.constant(a) for a in probe(x, training=False)])
-        calls.append(tf.function(
-            lambda *acts, blocks=blocks: [last(b(a)) for b, a in zip(blocks, acts)]))
-    calls.append(tf.function(lambda *acts: [last(a) for a in acts]))
-    inputs.append(inputs[0])
-    for call, acts in zip(calls, inputs):
-        for _ in range(warmup):
-            [t.numpy() for t in call(*acts)]
-    times = [[] for _ in calls]
-    for round_index in range(runs):
-        for offset in range(len(calls)):
-            index = (round_index + offset) % len(calls)
-            start = time.perf_counter()
-            [t.numpy() for t in calls[index](*inputs[index])]
-            times[index].append(time.perf_counter() - start)
+        activations = [tf.constant(a) for a in probe(x, training=False)]
+        timed(tf.function(lambda *acts, blocks=blocks: [
+            last(b(a)) for b, a in zip(blocks, acts)]), activations)
+    timed(tf.function(lambda *acts: [last(a) for a in acts]), activations)
+    times = timed_rounds(calls, runs, warmup)
     control = statistics.median(times[-1])
     return [max(statistics.median(t) - control, 0.0) for t in times[:-1]]
 

@@ -170,14 +170,7 @@ class ClassRegularization(keras.layers.Layer):
                 "`keras.layers.Dense` layer (the model's final classifier). "
                 f"Received: classifier={classifier!r}"
             )
-        if classifier.built:
-            self._check_feature_dim(classifier)
-        if self.folded_classes is not None and classifier.units != self.folded_classes:
-            raise ValueError(
-                f"ClassRegularization layer '{self.name}' holds folded class "
-                f"weights for {self.folded_classes} classes, but classifier "
-                f"'{classifier.name}' has {classifier.units} units."
-            )
+        self._check_compatible(classifier)
         self._classifier_ref = _Reference(classifier)
         self.classifier_name = classifier.name
         if classifier.built:
@@ -209,9 +202,18 @@ class ClassRegularization(keras.layers.Layer):
             )
         return classifier
 
-    def _check_feature_dim(self, classifier):
+    def _check_compatible(self, classifier):
         if self.folded_classes is not None:
-            return  # a folded block no longer reads the classifier kernel
+            # A folded block reads no classifier kernel, only its classes.
+            if classifier.units != self.folded_classes:
+                raise ValueError(
+                    f"ClassRegularization layer '{self.name}' holds folded class "
+                    f"weights for {self.folded_classes} classes, but classifier "
+                    f"'{classifier.name}' has {classifier.units} units."
+                )
+            return
+        if not classifier.built:
+            return
         if self.built:
             expected = self.projection_kernel.shape[0]
         else:
@@ -291,7 +293,7 @@ class ClassRegularization(keras.layers.Layer):
     def _num_classes(self):
         if self.folded_classes is not None:
             return self.folded_classes
-        return int(self._classifier_kernel().shape[-1])
+        return self._require_classifier().units
 
     def _pooled(self, inputs):
         x = ops.cast(inputs, "float32")
