@@ -7,17 +7,21 @@
 1. Writes (or takes) videos and runs `prepare_dataset` on them (short side
    128 unless --short-side): reports PyAV decode frames/s (per process) and videos/s.
 2. Times `clip_dataset(mode="train")` (16x112x112 clips, stride 2, batch 8,
-   scale jitter + flip + normalisation) in clips/s.
+   scale jitter + flip + normalisation) in clips/s, in both placements of
+   the augmentation: `augment_on="host"` (the CPU yields float clips) and
+   `augment_on="device"` (the CPU yields uint8 frames + window + flip; the
+   resize/flip/normalise runs in the model on the accelerator).
 3. Times plain `tf.io.decode_jpeg` on the same shards' JPEGs, in a parallel
    `tf.data` map with AUTOTUNE, for the same number of frames
    (clips x 16), and reports it as clips/s.
 
-Rounds 2 and 3 alternate `--rounds` times (so load from other processes hits
-both alike); the medians and their ratio (target >= 0.8) are printed and
-written as JSON with `--json`, both per second of wall time and per second of
-this process's CPU time (the latter is steadier on a machine shared with
-other jobs). Last, the CPU cost per clip of the pipeline cut after each
-stage shows where the time goes.
+Rounds of 2 and 3 alternate `--rounds` times (so load from other processes
+hits all alike); the medians and the ratios to raw decoding (target >= 0.8)
+are printed and written as JSON with `--json`, both per second of wall time
+and per second of this process's CPU time (the latter is steadier on a
+machine shared with other jobs). Last, the CPU cost per clip of the host
+pipeline cut after each stage shows where the time goes, and the CPU cost of
+`ClipAugmentation` per clip (what the device does instead, here on CPU).
 """
 
 import argparse
@@ -63,8 +67,8 @@ def time_pipeline(dataset, batches):
     start, cpu = time.perf_counter(), time.process_time()
     count = 0
     for _ in range(batches):
-        clips, _ = next(iterator)
-        count += int(clips.shape[0])
+        _, labels = next(iterator)
+        count += int(labels.shape[0])
     return _rates(count, time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -90,27 +94,29 @@ def time_raw_decode(jpegs, frames, clip_length, chunk=128):
                   clip_length)
 
 
-def stage_costs(files, clip_length, stride, crop, batch, clips=320):
-    """CPU milliseconds per clip of the train pipeline cut after each stage."""
-    from training.data import transforms
+def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
+    """CPU milliseconds per clip of the host pipeline cut after each stage."""
+    from training.data import frame_index, transforms
     from training.data.pipeline import _decode, _normaliser
 
+    files = data.shard_paths(data.load_manifest(prepared), "train")
+    table, frame_tables = frame_index.video_table(files)
+    reader = frame_index.FrameReader(files, frame_tables)
     normalise = _normaliser(data.DEFAULT_MEAN, data.DEFAULT_STD)
 
     def cut(stage):
-        def clip(serialized, seed):
-            if stage == "read only":  # the record bytes, nothing parsed
-                return tf.strings.length(serialized)
-            video = records.parse(serialized)
+        def clip(video, seed):
             seeds = tf.random.experimental.stateless_split(seed, 3)
             last = transforms.max_start(video["num_frames"], clip_length, stride)
             start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
-            jpegs = tf.gather(video["frames"], transforms.clip_indices(
-                video["num_frames"], clip_length, stride, start))
-            if stage == "read + parse + select":
+            indices = transforms.clip_indices(video["num_frames"], clip_length, stride,
+                                              start)
+            jpegs = tf.numpy_function(reader.read, [video["shard"], video["first"],
+                                                    indices], tf.string, stateful=False)
+            if stage == "read (index + pread)":
                 return tf.reduce_sum(tf.strings.length(jpegs))
             window = transforms.crop_window(video["height"], video["width"], seeds[1])
-            frames = _decode(jpegs, clip_length)
+            frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
             if stage == "+ decode_jpeg":
                 return tf.reduce_sum(tf.shape(frames))
             frames = frames[:, window[0]:window[0] + window[2],
@@ -125,22 +131,41 @@ def stage_costs(files, clip_length, stride, crop, batch, clips=320):
         return clip
 
     costs = {}
-    records_ds = tf.data.TFRecordDataset(files).repeat()
+    videos = tf.data.Dataset.from_tensor_slices(table).repeat()
     seeds = tf.data.Dataset.random(seed=0).batch(2)
-    for stage in ("read only", "read + parse + select", "+ decode_jpeg", "+ crop",
-                  "+ resize + flip + normalise", "+ batch (= the pipeline)"):
-        pipeline = (tf.data.Dataset.zip((records_ds, seeds))
+    for stage in ("read (index + pread)", "+ decode_jpeg", "+ crop",
+                  "+ resize + flip + normalise", "+ batch (= the host pipeline)"):
+        pipeline = (tf.data.Dataset.zip((videos, seeds))
                     .map(cut(stage), num_parallel_calls=tf.data.AUTOTUNE,
                          deterministic=False)
                     .batch(batch).prefetch(tf.data.AUTOTUNE))
-        iterator = iter(pipeline)
-        for _ in range(3):
-            next(iterator)
-        cpu = time.process_time()
-        for _ in range(clips // batch):
-            next(iterator)
-        costs[stage] = round(1000 * (time.process_time() - cpu) / clips, 2)
+        costs[stage] = _cpu_ms_per_clip(iter(pipeline), clips // batch, batch)
     return costs
+
+
+def _cpu_ms_per_clip(iterator, batches, batch):
+    for _ in range(3):
+        next(iterator)
+    cpu = time.process_time()
+    for _ in range(batches):
+        next(iterator)
+    return round(1000 * (time.process_time() - cpu) / (batches * batch), 2)
+
+
+def device_layer_cost(pipeline, batches=10):
+    """CPU milliseconds per clip of `ClipAugmentation` on device-mode batches
+    (on this CPU; an accelerator does it instead of the host)."""
+    from keras_classreg import ClipAugmentation
+
+    layer = ClipAugmentation(112, data.DEFAULT_MEAN, data.DEFAULT_STD)
+    apply = tf.function(lambda inputs: layer(inputs), jit_compile=False)
+    inputs = [element[0] for element in pipeline.take(batches)]
+    apply(inputs[0])
+    cpu = time.process_time()
+    for element in inputs:
+        apply(element).numpy()
+    clips = sum(int(e["window"].shape[0]) for e in inputs)
+    return round(1000 * (time.process_time() - cpu) / clips, 2)
 
 
 def main(argv=None):
@@ -189,50 +214,59 @@ def main(argv=None):
     else:
         print("prepare: all shards reused from an earlier run of the same --work")
 
-    pipeline = data.clip_dataset(work / "prepared", "train", clip_length=clip_length,
-                                 stride=stride, crop_size=crop, batch_size=batch,
-                                 repeat=True, augmentation=args.augmentation)
-    jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(work / "prepared"),
-                                                "train"))
-    pipe_rates, raw_rates = [], []
+    prepared = work / "prepared"
+    pipelines = {
+        place: data.clip_dataset(prepared, "train", clip_length=clip_length, stride=stride,
+                                 crop_size=crop, batch_size=batch, repeat=True,
+                                 augmentation=args.augmentation, augment_on=place)
+        for place in ("host", "device")
+    }
+    jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(prepared), "train"))
+    rates = {"host": [], "device": [], "raw": []}
     for round_index in range(args.rounds):
-        pipe_rates.append(time_pipeline(pipeline, args.batches))
-        raw_rates.append(time_raw_decode(jpegs, args.batches * batch * clip_length,
-                                         clip_length))
-        print(f"round {round_index + 1}: pipeline {pipe_rates[-1][0]:.1f} clips/s "
-              f"({pipe_rates[-1][1]:.1f} per CPU-second), raw decode_jpeg "
-              f"{raw_rates[-1][0]:.1f} clips/s ({raw_rates[-1][1]:.1f} per CPU-second)")
-    pipe = statistics.median(r[0] for r in pipe_rates)
-    raw = statistics.median(r[0] for r in raw_rates)
-    pipe_cpu = statistics.median(r[1] for r in pipe_rates)
-    raw_cpu = statistics.median(r[1] for r in raw_rates)
+        for place, pipeline in pipelines.items():
+            rates[place].append(time_pipeline(pipeline, args.batches))
+        rates["raw"].append(time_raw_decode(jpegs, args.batches * batch * clip_length,
+                                            clip_length))
+        print(f"round {round_index + 1}: " + "; ".join(
+            f"{name} {r[-1][0]:.1f} clips/s ({r[-1][1]:.1f} per CPU-second)"
+            for name, r in rates.items()))
+    wall = {name: statistics.median(r[0] for r in values) for name, values in rates.items()}
+    cpu = {name: statistics.median(r[1] for r in values) for name, values in rates.items()}
     result = {
         "clip": [clip_length, crop, crop, 3], "stride": stride, "batch_size": batch,
         "augmentation": args.augmentation, "cpus": os.cpu_count(),
+        "rounds": args.rounds, "clips_per_round": args.batches * batch,
         "load_average": [round(v, 2) for v in os.getloadavg()],
-        "pipeline_clips_per_second": round(pipe, 1),
-        "raw_decode_clips_per_second": round(raw, 1),
-        "raw_decode_frames_per_second": round(raw * clip_length, 1),
-        "ratio": round(pipe / raw, 3),
-        "pipeline_clips_per_cpu_second": round(pipe_cpu, 1),
-        "raw_decode_clips_per_cpu_second": round(raw_cpu, 1),
-        "cpu_ratio": round(pipe_cpu / raw_cpu, 3),
+        "raw_decode_clips_per_second": round(wall["raw"], 1),
+        "raw_decode_frames_per_second": round(wall["raw"] * clip_length, 1),
+        "raw_decode_clips_per_cpu_second": round(cpu["raw"], 1),
         "pyav_decode_fps_per_process": decode["decode_fps"],
         "prepare_videos_per_second": decode["this_run"]["videos_per_second"],
         "prepare_workers": decode["this_run"]["workers"],
-        "frame_size": [int(v) for v in _frame_size(work / "prepared")],
+        "frame_size": [int(v) for v in _frame_size(prepared)],
     }
-    print(f"median: pipeline {pipe:.1f} clips/s vs raw decode {raw:.1f} clips/s -> "
-          f"ratio {pipe / raw:.2f} (target >= 0.8); per CPU-second "
-          f"{pipe_cpu:.1f} vs {raw_cpu:.1f} -> {pipe_cpu / raw_cpu:.2f}")
-    costs = stage_costs(data.shard_paths(data.load_manifest(work / "prepared"), "train"),
-                        clip_length, stride, crop, batch)
-    raw_ms = round(1000 / raw_cpu, 2)
-    print(f"CPU ms per clip, pipeline cut after each stage: "
+    for place in ("host", "device"):
+        result[f"{place}_pipeline_clips_per_second"] = round(wall[place], 1)
+        result[f"{place}_ratio"] = round(wall[place] / wall["raw"], 3)
+        result[f"{place}_pipeline_clips_per_cpu_second"] = round(cpu[place], 1)
+        result[f"{place}_cpu_ratio"] = round(cpu[place] / cpu["raw"], 3)
+        print(f"median, augment_on={place!r}: {wall[place]:.1f} clips/s vs raw decode "
+              f"{wall['raw']:.1f} -> ratio {wall[place] / wall['raw']:.2f} "
+              f"(target >= 0.8); per CPU-second {cpu[place]:.1f} vs {cpu['raw']:.1f} "
+              f"-> {cpu[place] / cpu['raw']:.2f}")
+    costs = stage_costs(prepared, clip_length, stride, crop, batch)
+    costs["device-augment pipeline (decode + square + batch)"] = _cpu_ms_per_clip(
+        iter(pipelines["device"]), 40, batch)
+    raw_ms = round(1000 / cpu["raw"], 2)
+    layer_ms = device_layer_cost(pipelines["device"])
+    print("CPU ms per clip, host pipeline cut after each stage: "
           + "; ".join(f"{k} {v}" for k, v in costs.items())
-          + f"; raw decode_jpeg of {clip_length} full frames {raw_ms}")
+          + f"; raw decode_jpeg of {clip_length} full frames {raw_ms}; "
+          f"ClipAugmentation on this CPU {layer_ms}")
     result["cpu_ms_per_clip_by_stage"] = costs
     result["raw_decode_cpu_ms_per_clip"] = raw_ms
+    result["clip_augmentation_layer_cpu_ms_per_clip"] = layer_ms
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -10,7 +10,7 @@ import os as _os
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_classreg.layers import ClassRegularization  # noqa: E402
+from keras_classreg.layers import ClassRegularization, ClipAugmentation  # noqa: E402
 from keras_classreg.model import (  # noqa: E402
     ClassRegModel,
     class_regularization_blocks,
@@ -26,6 +26,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ClassRegularization",
+    "ClipAugmentation",
     "ClassRegModel",
     "add_class_regularization",
     "class_regularization_blocks",

@@ -1,6 +1,7 @@
 """Clip sampling rules, the tf.data clip pipeline and test-time views."""
 
 import itertools
+import pathlib
 
 import keras
 import numpy as np
@@ -304,3 +305,88 @@ def test_clip_dataset_argument_errors(prepared, tmp_path):
     (tmp_path / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         clip_dataset(tmp_path)
+
+
+# --------------------------------------------------------------------------
+# Random access through the frame index; device-side augmentation
+# --------------------------------------------------------------------------
+def test_frame_index_reads_the_records_frames(prepared):
+    from training.data import frame_index
+
+    for path in shard_paths(load_manifest(prepared), "train"):
+        assert (prepared / f"{pathlib.Path(path).name}.index.npz").is_file()  # by prepare
+        index = frame_index.load_index(path)
+        reader = frame_index.FrameReader([path])
+        for row, raw in enumerate(tf.data.TFRecordDataset(path)):
+            video = records.parse(raw)
+            for name in ("video_id", "label", "num_frames", "height", "width"):
+                assert index[name][row] == int(video[name])
+            n = int(video["num_frames"])
+            got = reader.read(0, index["first"][row], np.arange(n)[::-1])
+            assert list(got) == [bytes(j) for j in video["frames"].numpy()[::-1]]
+
+
+def test_frame_index_rebuilt_when_missing_or_stale(prepared, tmp_path):
+    import shutil
+
+    from training.data import frame_index
+
+    shard = shard_paths(load_manifest(prepared), "train")[0]
+    copy = tmp_path / pathlib.Path(shard).name
+    shutil.copy(shard, copy)
+    assert not (tmp_path / f"{copy.name}.index.npz").exists()
+    built = frame_index.load_index(copy)  # built and written
+    assert (tmp_path / f"{copy.name}.index.npz").is_file()
+    stored = frame_index.load_index(shard)
+    np.testing.assert_array_equal(built["frames"], stored["frames"])
+    # A stale index (its shard changed size) is rebuilt.
+    with open(copy, "ab") as handle:
+        handle.write(b"")
+    stale = dict(built, shard_bytes=np.asarray(1, np.int64))
+    frame_index.write_index(copy, stale)
+    assert int(frame_index.load_index(copy)["shard_bytes"]) == copy.stat().st_size
+
+
+def test_frame_index_names_a_bad_shard(tmp_path):
+    from training.data import frame_index
+
+    text = tmp_path / "train-00000-of-00001.tfrecord"
+    text.write_text("not a TFRecord file at all\n")
+    with pytest.raises(ValueError, match="train-00000-of-00001.tfrecord: not a readable"):
+        frame_index.build_index(text)
+    other = tmp_path / "other.tfrecord"
+    with tf.io.TFRecordWriter(str(other)) as writer:
+        writer.write(b"\x01\x02 not an Example")
+    with pytest.raises(ValueError, match="other.tfrecord: record 0 is not a prepared video"):
+        frame_index.build_index(other)
+
+
+@pytest.mark.parametrize("augmentation", ["scale_jitter", "center"])
+def test_device_augmentation_equals_host_augmentation(prepared, augmentation):
+    from keras_classreg import ClipAugmentation
+
+    common = dict(clip_length=T, stride=STRIDE, crop_size=S, batch_size=2,
+                  augmentation=augmentation, deterministic=True, seed=5)
+    host = collect(clip_dataset(prepared, "train", **common))
+    device = list(clip_dataset(prepared, "train", augment_on="device", **common))
+    layer = ClipAugmentation(S, DEFAULT_MEAN, DEFAULT_STD)
+    inputs = device[0][0]
+    assert inputs["frames"].dtype == tf.uint8 and inputs["frames"].shape == (2, T, 32, 32, 3)
+    assert inputs["window"].dtype == tf.int32 and inputs["window"].shape == (2, 4)
+    assert inputs["mirror"].dtype == tf.int32 and inputs["mirror"].shape == (2,)
+    clips = np.concatenate([layer(x).numpy() for x, _ in device])
+    labels = np.concatenate([y.numpy() for _, y in device])
+    np.testing.assert_array_equal(labels, host[1])
+    np.testing.assert_allclose(clips, host[0], atol=1e-4)
+
+
+def test_device_augmentation_argument_errors(prepared, tmp_path):
+    with pytest.raises(ValueError,
+                       match="Expected 'host' or 'device'. Received: augment_on='gpu'"):
+        clip_dataset(prepared, augment_on="gpu")
+    with pytest.raises(ValueError, match="'scale_jitter' or 'center' with augment_on='device'"):
+        clip_dataset(prepared, augment_on="device", augmentation="random_resized_crop")
+    manifest = load_manifest(prepared)
+    unsized = dict(manifest, short_side=None)
+    with pytest.raises(ValueError, match="augment_on='device' needs frames whose short side"):
+        clip_dataset(unsized, augment_on="device")

@@ -1,16 +1,26 @@
 """The `tf.data` clip pipeline over prepared shards.
 
-`clip_dataset` reads the shards that `prepare` wrote and yields normalised
-clips:
+`clip_dataset` reads the shards that `prepare` wrote and yields clips:
 
 - **train mode**: per video one clip of `clip_length` frames every `stride`
-  frames from a random start; only those frames' JPEGs are decoded; random
-  scale jitter or
-  random resized crop (one window for the whole clip), random horizontal
-  flip, bilinear resize to `crop_size` (not antialiased: the window is at
-  most a few times the crop, and antialiasing costs 3-4x more),
-  `(x / 255 - mean) / std` (flip and normalisation fused by XLA). Yields
+  frames from a random start. Only those frames' JPEGs are read (at the
+  byte offsets of the shard's frame index, `training.data.frame_index`) and
+  decoded; then one random window for the whole clip (scale jitter, random
+  resized crop or centre), random horizontal flip, bilinear resize to
+  `crop_size` (not antialiased: the window is at most a few times the crop,
+  and antialiasing costs 3-4x more), `(x / 255 - mean) / std` (flip and
+  normalisation fused by XLA). Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B])`.
+- **train mode, `augment_on="device"`**: the host stops after decoding and
+  yields uint8 frames plus the window and flip it drew; the accelerator
+  does the resize, flip and normalisation in the model
+  (`keras_classreg.layers.ClipAugmentation`, same results within float
+  rounding). Use it when the model trains on a GPU/TPU and the CPU is the
+  bottleneck: the host's work per clip drops by about half (see
+  `benchmarks/input_pipeline.py`). Yields `({"frames": uint8 [B, T, C, C, 3],
+  "window": int32 [B, 4], "mirror": int32 [B]}, labels)`, where `C` is the
+  prepared short side and `window` is `(y, x, height, width)` inside the
+  `C x C` square of each clip.
 - **test mode**: per video `num_clips` uniform clips × `num_crops` crops
   (exactly `sampling.test_views`, then normalised). Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B], video_ids int32 [B])`;
@@ -25,7 +35,8 @@ Randomness: every random choice is a stateless op seeded from a
 `tf.data.Dataset.random` stream zipped to the videos, so `seed=…` with
 `deterministic=True` gives the same clips, crops and order on every run
 (and different ones each epoch), while `deterministic=False` lets parallel
-stages return out of order for speed.
+stages return out of order for speed. Train mode shuffles the whole list of
+videos each epoch.
 
 The dataset is `tf.distribute`-ready: batches are global batches; pass it to
 `model.fit` under a strategy, or to `strategy.experimental_distribute_dataset`.
@@ -44,11 +55,12 @@ Example:
 import numpy as np
 import tensorflow as tf
 
-from training.data import records, transforms
+from training.data import frame_index, records, transforms
 from training.data.manifest import load_manifest, shard_paths
 from training.data.sampling import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
 
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
+AUGMENT_ON = ("host", "device")
 DEFAULT_TEST_CLIPS = 10
 DEFAULT_SHUFFLE_BUFFER = 128
 
@@ -92,7 +104,7 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
                  shuffle=None, repeat=False, augmentation="scale_jitter", flip=True,
                  short_video="loop", shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
                  drop_remainder=None, jitter_scale=(1.0, 1.43), crop_area=(0.25, 1.0),
-                 aspect_ratio=(3 / 4, 4 / 3)):
+                 aspect_ratio=(3 / 4, 4 / 3), augment_on="host"):
     """A `tf.data.Dataset` of normalised clips from prepared shards.
 
     Args:
@@ -119,13 +131,20 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
             or `"center"` (largest centre square; no spatial randomness).
         flip: train mode: random horizontal flips.
         short_video: `"loop"` or `"pad"` for videos shorter than a clip.
-        shuffle_buffer: videos held for shuffling (each holds its JPEGs).
+        shuffle_buffer: test mode with `shuffle=True`: videos held for
+            shuffling (each holds its JPEGs); train mode shuffles the whole
+            video list.
         drop_remainder: drop a last partial batch (default: True in train
             mode, so batches have a static size; False in test mode).
         jitter_scale, crop_area, aspect_ratio: see `augmentation`.
+        augment_on: train mode: `"host"` (the CPU resizes, flips and
+            normalises) or `"device"` (the host yields uint8 frames, window
+            and flip for `keras_classreg.layers.ClipAugmentation`; needs
+            square windows: `scale_jitter` or `center`).
 
     Returns:
-        train mode: `(clips [B,T,S,S,3] float32, labels [B] int32)`;
+        train mode: `(clips [B,T,S,S,3] float32, labels [B] int32)`, or with
+        `augment_on="device"` `({"frames", "window", "mirror"}, labels)`;
         test mode: `(clips, labels, video_ids [B] int32)`.
     """
     if mode not in ("train", "test"):
@@ -140,6 +159,11 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
         _fail("short_video", short_video, "'loop' or 'pad'")
     if augmentation not in AUGMENTATIONS:
         _fail("augmentation", augmentation, f"one of {', '.join(AUGMENTATIONS)}")
+    if augment_on not in AUGMENT_ON:
+        _fail("augment_on", augment_on, "'host' or 'device'")
+    if augment_on == "device" and mode == "train" and augmentation == "random_resized_crop":
+        _fail("augmentation", augmentation, "'scale_jitter' or 'center' with "
+              "augment_on='device' (its windows are squares within the short side)")
     if mode == "test":
         num_clips = _int("num_clips", DEFAULT_TEST_CLIPS if num_clips is None else num_clips)
         if isinstance(num_crops, bool) or num_crops not in (1, 3):
@@ -163,30 +187,37 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     options = tf.data.Options()
     options.deterministic = bool(deterministic) or mode == "test"
     ordered = options.deterministic
-
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # Test mode reads the shards one after the other: videos come in
-    # video_id order.
-    dataset = dataset.interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), 8) if mode == "train" else 1,
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered,
-    )
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        dataset = dataset.repeat()
     normalise = _normaliser(mean, std)
     if mode == "train":
+        table, frame_tables = frame_index.video_table(files)
+        canvas = _canvas_side(manifest, table) if augment_on == "device" else None
+        reader = frame_index.FrameReader(files, frame_tables)
+        dataset = tf.data.Dataset.from_tensor_slices(table)
+        if shuffle:
+            dataset = dataset.shuffle(len(table["video_id"]), seed=seed,
+                                      reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
-        train_clip = _train_clip_fn(clip_length, stride, crop_size, augmentation, flip,
-                                    short_video, jitter_scale, crop_area, aspect_ratio,
-                                    normalise)
+        train_clip = _train_clip_fn(reader, clip_length, stride, crop_size, augmentation,
+                                    flip, short_video, jitter_scale, crop_area,
+                                    aspect_ratio, normalise, canvas)
         dataset = dataset.map(train_clip, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=ordered)
     else:
+        dataset = tf.data.Dataset.from_tensor_slices(files)
+        if shuffle:
+            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        # Shards one after the other: videos come in video_id order.
+        dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=1,
+                                     num_parallel_calls=tf.data.AUTOTUNE,
+                                     deterministic=True)
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                      reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
         views = _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops,
                                short_video, normalise)
         dataset = dataset.map(views, num_parallel_calls=tf.data.AUTOTUNE,
@@ -196,6 +227,19 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def _canvas_side(manifest, table):
+    """The side of the square that device-augmented clips carry: the
+    prepared short side, which every frame must have."""
+    side = manifest.get("short_side")
+    short = np.minimum(table["height"], table["width"])
+    if side is None or np.any(short != side):
+        raise ValueError(
+            f"augment_on='device' needs frames whose short side is the prepared "
+            f"short side; {manifest['root']} has short_side={side!r} and frames "
+            f"with short sides {sorted(set(short.tolist()))[:5]}. Prepare with "
+            "--short-side N, or use augment_on='host'."
+        )
+    return int(side)
 def _normaliser(mean, std):
     """`(pixels, mirror=False) -> (x / 255 - mean) / std`, flipped if `mirror`.
 
@@ -233,10 +277,12 @@ def _decode(jpegs, length=None):
                      parallel_iterations=16)
 
 
-def _train_clip_fn(clip_length, stride, crop_size, augmentation, flip, short_video,
-                   jitter_scale, crop_area, aspect_ratio, normalise):
-    def train_clip(serialized, seed):
-        video = records.parse(serialized)
+def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
+                   short_video, jitter_scale, crop_area, aspect_ratio, normalise,
+                   canvas=None):
+    """The train-mode map function over rows of the video table; with a
+    `canvas` side it returns device-augmentation inputs instead of clips."""
+    def train_clip(video, seed):
         seeds = tf.random.experimental.stateless_split(seed, 3)
         num_frames = video["num_frames"]
         last = transforms.max_start(num_frames, clip_length, stride)
@@ -247,11 +293,19 @@ def _train_clip_fn(clip_length, stride, crop_size, augmentation, flip, short_vid
             video["height"], video["width"], seeds[1], augmentation,
             jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
         )
-        frames = _decode(tf.gather(video["frames"], indices), clip_length)
+        jpegs = tf.numpy_function(reader.read, [video["shard"], video["first"], indices],
+                                  tf.string, stateful=False)
+        frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
+        mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else \
+            tf.constant(False)
+        if canvas is not None:
+            frames, window = transforms.canvas_square(frames, window, canvas)
+            inputs = {"frames": tf.ensure_shape(frames, [clip_length, canvas, canvas, 3]),
+                      "window": window, "mirror": tf.cast(mirror, tf.int32)}
+            return inputs, video["label"]
         frames = frames[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
         clip = transforms.resize(frames, crop_size, crop_size, antialias=False)
         clip = tf.ensure_shape(clip, [clip_length, crop_size, crop_size, 3])
-        mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else False
         clip = tf.ensure_shape(normalise(clip, mirror),
                                [clip_length, crop_size, crop_size, 3])
         return clip, video["label"]

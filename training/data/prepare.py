@@ -3,7 +3,9 @@
 `prepare_dataset` decodes each video with PyAV in worker processes, resizes
 it to a short side, JPEG-encodes the frames and writes one
 `tf.train.Example` per video (`training.data.records`) into shards named
-`<subset>-<i>-of-<n>.tfrecord`. Each finished shard gets a sidecar
+`<subset>-<i>-of-<n>.tfrecord`, each with a frame index
+(`<shard>.index.npz`, `training.data.frame_index`: where every JPEG lies in
+the file, so that training reads only a clip's frames). Each finished shard gets a sidecar
 `<shard>.json` (its videos, skips and timings, and a signature of its input
 list — paths, labels, file sizes and modification times — and settings); a
 rerun reuses every shard whose sidecar matches and writes only the rest, so
@@ -30,7 +32,7 @@ import pathlib
 import re
 import time
 
-from training.data import records
+from training.data import frame_index, records
 from training.data.decode import try_decode_to_jpeg
 from training.data.manifest import MANIFEST_NAME
 
@@ -183,7 +185,9 @@ def _finished(out_dir, name, signature):
 def _remove_stale(out_dir, plan):
     """Deletes shards (and sidecars) of an earlier, different plan."""
     planned = {name for _, name, _, _ in plan}
-    pattern = re.compile(r"^.+-\d{5}-of-\d{5}\.tfrecord(\.json|\.tmp)?$")
+    pattern = re.compile(
+        r"^.+-\d{5}-of-\d{5}\.tfrecord(\.json|\.tmp|\.index\.npz(\.tmp\.npz)?)?$"
+    )
     removed = []
     for path in out_dir.iterdir():
         shard = path.name.split(".tfrecord")[0] + ".tfrecord"
@@ -240,6 +244,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         if info is None:
             pending.append((subset, name, chunk, signature))
         else:
+            frame_index.load_index(out_dir / name)  # written if absent or stale
             infos[name] = info
     reused = len(infos)
     started = time.perf_counter()
@@ -302,6 +307,7 @@ def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar
                 if skipped:
                     bar.set_postfix(skipped=skipped_before + len(skipped))
     os.replace(tmp, out_dir / name)
+    frame_index.write_index(out_dir / name)
     info = {"signature": signature, "subset": subset, "settings": settings,
             "bytes": (out_dir / name).stat().st_size, "videos": written,
             "skipped": skipped, **stats}

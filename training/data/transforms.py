@@ -160,6 +160,17 @@ def crop_window(height, width, seed, augmentation="scale_jitter",
     return tf.stack([y, x, side, side])
 
 
+def canvas_square(frames, window, side):
+    """The `side x side` square of `frames` `[T, h, w, 3]` (short side
+    `side`) that holds the square crop `window` `[y, x, h, w]`, and the
+    window's position inside that square (for device-side augmentation)."""
+    shape = tf.shape(frames)
+    y = tf.minimum(window[0], shape[1] - side)
+    x = tf.minimum(window[1], shape[2] - side)
+    square = tf.slice(frames, tf.stack([0, y, x, 0]), tf.stack([-1, side, side, -1]))
+    return square, tf.stack([window[0] - y, window[1] - x, window[2], window[3]])
+
+
 # Library functions, not tests (see sampling.py).
 for _function in (test_starts, test_indices, test_views_from_frames):
     _function.__test__ = False
