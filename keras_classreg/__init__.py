@@ -1,6 +1,7 @@
 """keras-classreg: Class Regularization for video action recognition (Keras 3).
 
-The library part: the `ClassRegularization` layer, the 3D model zoo
+The library part: the `ClassRegularization` layer, `ClipAugmentation`
+(device-side crop/resize/flip/normalise of clips), the 3D model zoo
 (`keras_classreg.models`), FLOPs counting, model surgery and explanations.
 It does no file I/O and has no command line; `training` and `serving` build
 on it.

@@ -119,3 +119,31 @@ def test_init_from_base_model_transfers_weights_by_name(prepared_data, tmp_path)
         kernel = block.projection_kernel.numpy()
         limit = np.sqrt(6.0 / sum(kernel.shape))
         assert np.abs(kernel).max() <= limit and kernel.std() > limit / 4
+
+
+def test_device_augmentation_trains_on_the_same_clips(prepared_data, tmp_path):  # noqa: F811
+    """`augment_on="device"` feeds the training step the same clips as the
+    host pipeline (resized in the step instead): with a learning rate too
+    small to move the weights, the batch-norm statistics gathered over an
+    epoch agree. (Real training diverges from float rounding alone: a
+    Class Regularization block's argmax can flip on a near-tie.) The saved
+    model is the plain float-clip model."""
+    runs = {}
+    for place in ("host", "device"):
+        run_dir = tmp_path / place
+        train(tiny_config(prepared_data, run_dir, epochs=1, validation=False,
+                          deterministic=True, seed=4, augmentation="scale_jitter",
+                          flip=True, augment_on=place, learning_rate=1e-12,
+                          weight_decay=0.0))
+        runs[place] = keras.saving.load_model(run_dir / "final.keras", compile=False)
+        assert json.load(open(run_dir / "config.json"))["augment_on"] == place
+    host, device = runs["host"], runs["device"]
+    assert device.input_shape == host.input_shape == (None, 8, 32, 32, 3)
+    assert not any(isinstance(layer, keras_classreg.ClipAugmentation)
+                   for layer in device.layers)
+    statistics = [w for w in host.weights if "moving_" in w.path]
+    assert len(statistics) == 4
+    for a, b in zip(host.weights, device.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.path)
+    # the statistics did move during the epoch (from 0 / 1)
+    assert all(np.abs(w.numpy() - ("variance" in w.path)).max() > 1e-3 for w in statistics)

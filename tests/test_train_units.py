@@ -59,6 +59,11 @@ def test_config_errors_name_file_field_and_line(tmp_path):
                                "step_epochs": [8, 4]})
     with pytest.raises(ValueError, match=r"`data`.*required"):
         TrainConfig.from_dict({"run_dir": "r"})
+    with pytest.raises(ValueError, match=r"`augment_on`.*one of \('host', 'device'\)"):
+        TrainConfig.from_dict({"data": "d", "run_dir": "r", "augment_on": "gpu"})
+    with pytest.raises(ValueError, match=r"'scale_jitter' or 'center' with augment_on"):
+        TrainConfig.from_dict({"data": "d", "run_dir": "r", "augment_on": "device",
+                               "augmentation": "random_resized_crop"})
 
 
 def test_help_lists_every_field():
@@ -66,7 +71,7 @@ def test_help_lists_every_field():
     for flag in ("--class-regularization", "--no-class-regularization",
                  "--affection-rates", "--mixed-precision", "--xla", "--seed",
                  "--label-smoothing", "--weight-decay", "--init-from",
-                 "--warmup-epochs", "--lr-schedule", "--config"):
+                 "--warmup-epochs", "--lr-schedule", "--config", "--augment-on"):
         assert flag in text
 
 
@@ -274,3 +279,16 @@ def test_cli_reports_config_errors_without_a_traceback(capsys):
 
     assert main(["--data", "prepared"]) == 2
     assert "`run_dir`" in capsys.readouterr().err
+
+
+def test_resume_check_takes_a_field_added_later_as_its_default(tmp_path):
+    from training.train import _check_resume
+
+    values = TrainConfig.from_dict({"data": "d", "run_dir": "r"}).to_dict()
+    saved = dict(values)
+    del saved["augment_on"]  # a run started before the field existed
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(saved))
+    _check_resume(str(path), values)  # the default: resumable
+    with pytest.raises(ValueError, match="augment_on: saved None, now 'device'"):
+        _check_resume(str(path), dict(values, augment_on="device"))

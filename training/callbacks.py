@@ -17,7 +17,12 @@ import keras
 
 
 def save_model_atomically(model, path):
-    """`model.save(path)` through a temporary file and an atomic rename."""
+    """`model.save(path)` through a temporary file and an atomic rename.
+
+    A training wrapper with an `inference_model` (`DeviceAugmentedModel`)
+    saves the model it wraps, without the optimizer.
+    """
+    model = getattr(model, "inference_model", model)
     directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     partial = os.path.join(directory, f".partial-{os.getpid()}-{name}")

@@ -21,6 +21,7 @@ import os
 
 LR_SCHEDULES = ("cosine", "step")
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
+AUGMENT_ON = ("host", "device")
 
 
 def json_object(text):
@@ -97,6 +98,16 @@ class TrainConfig:
         "Spatial augmentation of training clips: 'scale_jitter', "
         "'random_resized_crop' or 'center' (none).",
         choices=AUGMENTATIONS,
+    )
+    augment_on: str = _field(
+        "host",
+        "Where training clips are resized, flipped and normalised: 'host' "
+        "(the tf.data pipeline, on the CPU) or 'device' (the pipeline only "
+        "reads and decodes; the model's training step does the rest on the "
+        "GPU/TPU, for when the CPU cannot feed the accelerator; slow on a "
+        "CPU-only machine). 'device' needs --augmentation scale_jitter or "
+        "center. Saved models take float clips either way.",
+        choices=AUGMENT_ON,
     )
     flip: bool = _field(
         True,
@@ -264,6 +275,10 @@ class TrainConfig:
             fail("warmup_epochs", "a number of epochs >= 0")
         if self.augmentation not in AUGMENTATIONS:
             fail("augmentation", f"one of {AUGMENTATIONS}")
+        if self.augment_on not in AUGMENT_ON:
+            fail("augment_on", f"one of {AUGMENT_ON}")
+        if self.augment_on == "device" and self.augmentation == "random_resized_crop":
+            fail("augmentation", "'scale_jitter' or 'center' with augment_on 'device'")
         if self.lr_schedule not in LR_SCHEDULES:
             fail("lr_schedule", f"one of {LR_SCHEDULES}")
         if self.step_epochs is not None and (

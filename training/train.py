@@ -43,6 +43,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_classreg  # noqa: E402,F401  (registers the layer and model)
 from keras_classreg import models as zoo  # noqa: E402
+from keras_classreg import ClipAugmentation  # noqa: E402
 from training import callbacks as run_callbacks  # noqa: E402
 from training import data as video_data  # noqa: E402
 from training.config import (  # noqa: E402
@@ -50,6 +51,7 @@ from training.config import (  # noqa: E402
     add_config_arguments,
     config_from_args,
 )
+from training.device_augmentation import DeviceAugmentedModel  # noqa: E402
 from training.distribute import (  # noqa: E402
     make_strategy,
     barrier,
@@ -212,6 +214,7 @@ def make_datasets(config, manifest, num_classes):
         repeat=True,
         augmentation=config.augmentation,
         flip=config.flip,
+        augment_on=config.augment_on,
     )
     train = train.map(_one_hot(num_classes)).with_options(options)
     train_videos = manifest_videos(manifest, "train")
@@ -301,11 +304,14 @@ def _check_resume(path, values):
     with open(path, encoding="utf-8") as file:
         saved = json.load(file)
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    # A field added after the run started counts as having its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     derived = ("num_classes", "class_names", "input_shape", "mean", "std",
                "steps_per_epoch_resolved")
     differing = [
         name for name in fields + list(derived)
-        if name not in RESUMABLE_CHANGES and saved.get(name) != values.get(name)
+        if name not in RESUMABLE_CHANGES
+        and saved.get(name, defaults.get(name)) != values.get(name)
     ]
     if differing:
         details = "; ".join(
@@ -405,6 +411,11 @@ def train(config, model_builder=None):
                     f"{len(report['mismatched'])} shape-mismatched "
                     f"({', '.join(report['mismatched']) or '-'})"
                 ))
+            if config.augment_on == "device":
+                mean, std = _normalisation(config)
+                model = DeviceAugmentedModel(
+                    model, ClipAugmentation(config.crop_size, mean, std)
+                )
             model.compile(
                 optimizer=make_optimizer(config, steps),
                 loss=keras.losses.CategoricalCrossentropy(

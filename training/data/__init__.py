@@ -4,6 +4,7 @@
 - `decode`: `decode_video(path, short_side, max_frames)` with PyAV.
 - `prepare`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
   `manifest.json`.
+- `frame_index`: where each frame's JPEG lies in a shard (random access).
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`.
 - `sampling`: clip/view rules shared with the serving client.
 - `synth`: `write_synthetic_dataset(out_dir, …)`, moving-shape videos.
