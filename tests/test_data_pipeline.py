@@ -390,3 +390,24 @@ def test_device_augmentation_argument_errors(prepared, tmp_path):
     unsized = dict(manifest, short_side=None)
     with pytest.raises(ValueError, match="augment_on='device' needs frames whose short side"):
         clip_dataset(unsized, augment_on="device")
+
+
+def test_process_with_a_live_train_iterator_exits(prepared):
+    """tf.data threads call Python (the frame reader): an iterator alive at
+    interpreter shutdown used to hang the process in its destructor."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
+        "from training.data import clip_dataset\n"
+        f"it = iter(clip_dataset({str(prepared)!r}, clip_length=4, crop_size=16, "
+        "batch_size=2, repeat=True))\n"
+        "print(next(it)[0].shape)\n"
+    )
+    root = pathlib.Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=60,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(2, 4, 16, 16, 3)" in done.stdout

@@ -32,6 +32,8 @@ Example:
 [8410, 8402]
 """
 
+import atexit
+import gc
 import os
 
 import numpy as np
@@ -160,16 +162,42 @@ def video_table(shards, write=True):
             for name, values in table.items()}, frame_tables
 
 
+def _release_iterators():
+    """Destroys the live `tf.data` iterators while Python can still run.
+
+    The train pipeline calls Python (`FrameReader.read`) from tf.data's
+    threads. An iterator still referenced when the interpreter shuts down
+    (e.g. `it = iter(dataset)` at module level) is otherwise destroyed
+    during finalization, when those threads can no longer take the GIL,
+    and its destructor waits for them forever: the process hangs at exit.
+    Registered with `atexit` by the first `FrameReader`.
+    """
+    from tensorflow.python.data.ops import iterator_ops
+
+    for obj in gc.get_objects():
+        if isinstance(obj, iterator_ops.OwnedIterator):
+            obj._iterator_resource = None  # the iterator's only handle
+    gc.collect()
+
+
+_EXIT_HOOK = []
+
+
 class FrameReader:
     """Reads frames' JPEG bytes straight from shard files (`os.pread`).
 
     `read(shard, first, indices)` → object array of `bytes`, the JPEGs of
     frames `indices` of the video whose first frame is row `first` of shard
     number `shard`'s frame table. Thread-safe; used through
-    `tf.numpy_function` by the train pipeline.
+    `tf.numpy_function` by the train pipeline (the first reader registers an
+    exit hook that releases live tf.data iterators, see
+    `_release_iterators`).
     """
 
     def __init__(self, shards, frame_tables=None):
+        if not _EXIT_HOOK:
+            atexit.register(_release_iterators)
+            _EXIT_HOOK.append(True)
         self.shards = [os.fspath(s) for s in shards]
         if frame_tables is None:
             frame_tables = [load_index(s)["frames"] for s in self.shards]
