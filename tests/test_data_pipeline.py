@@ -411,3 +411,21 @@ def test_process_with_a_live_train_iterator_exits(prepared):
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(2, 4, 16, 16, 3)" in done.stdout
+
+
+def test_frame_reader_names_a_stale_index(prepared, tmp_path):
+    import shutil
+
+    from training.data import frame_index
+
+    shard = shard_paths(load_manifest(prepared), "train")[0]
+    copy = tmp_path / "train-00000-of-00001.tfrecord"
+    shutil.copy(shard, copy)
+    index = frame_index.load_index(copy)
+    shifted = dict(index, frames=index["frames"] + [[3, 0]])  # offsets now wrong
+    reader = frame_index.FrameReader([copy], [shifted["frames"]])
+    with pytest.raises(OSError, match=r"no JPEG at byte \d+: the shard changed after "
+                                      r".*index.npz was built"):
+        reader.read(0, 0, [0])
+    (tmp_path / f"{copy.name}.index.npz").write_bytes(b"not a zip")  # corrupt: rebuilt
+    np.testing.assert_array_equal(frame_index.load_index(copy)["frames"], index["frames"])

@@ -35,6 +35,7 @@ Example:
 import atexit
 import gc
 import os
+import zipfile
 
 import numpy as np
 
@@ -135,7 +136,7 @@ def load_index(shard, write=True):
                 and int(index["shard_bytes"]) == os.path.getsize(shard)
                 and all(name in index for name in VIDEO_FIELDS + ("frames",))):
             return index
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         pass  # absent, unreadable or stale: rebuild below
     index = build_index(shard)
     if write:
@@ -210,9 +211,13 @@ class FrameReader:
         try:
             for i, (offset, length) in enumerate(rows):
                 out[i] = os.pread(descriptor, int(length), int(offset))
-                if len(out[i]) != length:
-                    raise OSError(f"{self.shards[int(shard)]}: short read at byte "
-                                  f"{offset} (the shard changed after indexing?)")
+                if len(out[i]) != length or not out[i].startswith(b"\xff\xd8"):
+                    shard_path = self.shards[int(shard)]
+                    raise OSError(
+                        f"{shard_path}: no JPEG at byte {offset}: the shard changed "
+                        f"after {index_path(shard_path)} was built; delete that "
+                        "file (it is rebuilt on the next run) or re-run prepare."
+                    )
         finally:
             os.close(descriptor)
         return out
