@@ -34,10 +34,11 @@ def _backed_up_epoch(run_dir):
         return 0
 
 
-def test_sigkill_then_same_command_resumes(prepared_data, tmp_path):  # noqa: F811
+@pytest.mark.parametrize("augment_on", ["host", "device"])
+def test_sigkill_then_same_command_resumes(prepared_data, tmp_path, augment_on):  # noqa: F811
     run_dir = str(tmp_path / "run")
     config = tiny_config(prepared_data, run_dir, epochs=EPOCHS, verbose=2,
-                         warmup_epochs=1.0)
+                         warmup_epochs=1.0, augment_on=augment_on)
     command = train_command(config)
     first = subprocess.Popen(command, cwd=REPO, env=subprocess_env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
