@@ -303,9 +303,9 @@ def _check_resume(path, values):
     """Refuses to resume a run whose saved config differs from this one."""
     with open(path, encoding="utf-8") as file:
         saved = json.load(file)
-    fields = [f.name for f in dataclasses.fields(TrainConfig)]
     # A field added after the run started counts as having its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    fields = list(defaults)
     derived = ("num_classes", "class_names", "input_shape", "mean", "std",
                "steps_per_epoch_resolved")
     differing = [

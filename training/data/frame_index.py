@@ -181,7 +181,7 @@ def _release_iterators():
     gc.collect()
 
 
-_EXIT_HOOK = []
+_exit_hook_registered = False
 
 
 class FrameReader:
@@ -196,9 +196,10 @@ class FrameReader:
     """
 
     def __init__(self, shards, frame_tables=None):
-        if not _EXIT_HOOK:
+        global _exit_hook_registered
+        if not _exit_hook_registered:
             atexit.register(_release_iterators)
-            _EXIT_HOOK.append(True)
+            _exit_hook_registered = True
         self.shards = [os.fspath(s) for s in shards]
         if frame_tables is None:
             frame_tables = [load_index(s)["frames"] for s in self.shards]
@@ -221,5 +222,3 @@ class FrameReader:
         finally:
             os.close(descriptor)
         return out
-
-    __call__ = read
