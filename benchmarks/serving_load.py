@@ -14,8 +14,8 @@ serving.server` on it (server-side batching on), then:
 
 It stops by itself (a fixed number of requests). Example:
 
-    python benchmarks/serving_load.py --clients 8 --requests 100
-    python benchmarks/serving_load.py --model resnet18_3d --input-shape 8 112 112 --json
+    python -m benchmarks.serving_load --clients 8 --requests 100
+    python -m benchmarks.serving_load --model resnet18_3d --input-shape 8 112 112 --json
 """
 
 import argparse
@@ -26,7 +26,6 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

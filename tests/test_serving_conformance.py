@@ -38,7 +38,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import testing
+import tiny_exports as testing
 from training import export
 
 ADDRESS = os.environ.get("CLASSREG_SERVING_ADDRESS")

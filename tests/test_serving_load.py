@@ -4,7 +4,8 @@ local server with batching on; every answer is checked."""
 import numpy as np
 import pytest
 
-from serving import loadtest, testing
+from serving import loadtest
+import tiny_exports as testing
 from serving.client import ServingClient
 from serving.launch import LocalServer
 

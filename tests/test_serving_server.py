@@ -13,7 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import client as client_cli
 from serving import server as server_cli
-from serving import testing
+import tiny_exports as testing
 from serving.client import ServingClient
 from serving.launch import LocalServer
 from serving.loadtest import predict_request
@@ -143,9 +143,9 @@ def test_failed_and_partial_versions_leave_the_old_one_serving(farm):
 
 
 def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
-    from training.data.decode import decode_video
-    from training.data.sampling import test_views
-    from training.data.synth import write_video
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
+    from training.data.synthetic import write_video
 
     _, server, _, models = farm
     frames = testing.random_clips(1, (12, 20, 24, 3), seed=4)[0]
@@ -157,7 +157,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
-    views = test_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
+    views = eval_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
     mean = testing.reference_probabilities(models[("alpha", 1)], views).mean(0)
     best = np.argsort(-mean)[:5]
     names = testing.class_names(7)
@@ -178,8 +178,8 @@ def test_client_on_real_videos(farm, real_clips_dir):
     """Every shared real clip (mp4/avi/mkv, MPEG-4/H.264/...) through the
     client library: the server's video-level scores equal the in-process
     model's on the same views."""
-    from training.data.decode import decode_video
-    from training.data.sampling import test_views
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
 
     _, server, _, models = farm
     videos = sorted(p for p in real_clips_dir.iterdir()
@@ -190,7 +190,7 @@ def test_client_on_real_videos(farm, real_clips_dir):
             result = client_cli.classify_video(client, "alpha", str(video),
                                                num_clips=3, num_crops=3)
             decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
-            views = test_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
+            views = eval_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
             mean = testing.reference_probabilities(
                 models[("alpha", 1)], views).mean(0)
             assert result.num_views == 9

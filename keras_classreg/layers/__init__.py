@@ -1,6 +1,13 @@
 """Keras layers of keras_classreg."""
 
 from keras_classreg.layers.class_regularization import ClassRegularization
+from keras_classreg.layers.class_regularization_base import ClassRegularizationBase
 from keras_classreg.layers.clip_augmentation import ClipAugmentation
+from keras_classreg.layers.folded_class_regularization import FoldedClassRegularization
 
-__all__ = ["ClassRegularization", "ClipAugmentation"]
+__all__ = [
+    "ClassRegularization",
+    "ClassRegularizationBase",
+    "ClipAugmentation",
+    "FoldedClassRegularization",
+]
