@@ -396,9 +396,13 @@ def build_parser():
     )
     parser.add_argument("videos", nargs="+", help="Video files (anything "
                         "FFmpeg decodes: mp4, avi, mkv, webm, ...).")
-    parser.add_argument("--server", default=DEFAULT_SERVER,
-                        help=f"host:port of the gRPC server. Default: "
-                        f"{DEFAULT_SERVER}.")
+    parser.add_argument("--server", default=None,
+                        help=f"host:port of the gRPC server (with --rest: of "
+                        f"the REST API). Default: {DEFAULT_SERVER} (with "
+                        "--rest: 127.0.0.1:8501).")
+    parser.add_argument("--rest", action="store_true",
+                        help="Talk to TF Serving's REST API instead of gRPC "
+                        "(serving.rest_client).")
     parser.add_argument("--model", required=True,
                         help="Model name on the server (MODEL_NAME).")
     parser.add_argument("--version", type=int, default=None,
@@ -444,8 +448,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results, failures = [], 0
-    with ServingClient(args.server, timeout=args.timeout,
-                       retries=args.retries) as client:
+    if args.rest:
+        from serving.rest_client import DEFAULT_REST_SERVER, RestClient, RestError
+
+        make, errors = RestClient, (grpc.RpcError, RestError)
+        server = args.server or DEFAULT_REST_SERVER
+    else:
+        make, errors = ServingClient, (grpc.RpcError,)
+        server = args.server or DEFAULT_SERVER
+    with make(server, timeout=args.timeout, retries=args.retries) as client:
         for path in args.videos:
             try:
                 result = classify_video(
@@ -460,9 +471,10 @@ def main(argv=None):
                     clip_length=args.clip_length, crop_size=args.crop_size,
                     stride=args.stride, short_side=args.short_side,
                     version=result.model_version)
-            except grpc.RpcError as error:
+            except errors as error:
                 failures += 1
-                message = f"{error.code().name}: {error.details()}"
+                message = f"{error.code().name}: {error.details()}" \
+                    if isinstance(error, grpc.RpcError) else str(error)
                 results.append({"path": path, "error": message})
                 if not args.json:
                     print(f"{path}: error: {message}", file=sys.stderr)

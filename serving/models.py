@@ -62,6 +62,7 @@ CLASSIFY_CLASSES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES
 CLASSIFY_SCORES = tf.saved_model.CLASSIFY_OUTPUT_SCORES
 REGRESS_INPUTS = tf.saved_model.REGRESS_INPUTS
 REGRESS_OUTPUTS = tf.saved_model.REGRESS_OUTPUTS
+INIT_OP_SIGNATURE = "__saved_model_init_op"  # TF2 exports list it, as TF Serving
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
@@ -234,9 +235,11 @@ class ServableVersion:
                              in self._saved_model.signatures.items()}
         self.signatures = {}
         for key, definition in self.signature_defs.items():
-            if key not in functions:  # e.g. a signature TF could not restore
-                _LOG.warning("%s version %d: signature %r has no function; "
-                             "requests for it will fail", name, version, key)
+            if key not in functions:  # TF2's __saved_model_init_op
+                if key != INIT_OP_SIGNATURE:
+                        _LOG.warning("%s version %d: signature %r has no "
+                                 "function; requests for it will fail", name,
+                                 version, key)
                 continue
             signature = _Signature(key, definition, functions[key])
             if batching is not None and _batch_major(definition):

@@ -342,8 +342,9 @@ _DEFAULT_ONLY = {
     "skip_initialize_tpu": (False, "TPUs are not supported"),
     "xla_cpu_compilation_enabled": (False, "not implemented"),
     "xla_gpu_compilation_enabled": (False, "not implemented"),
-    "enable_profiler": (True, "the profiler service is not served; give "
-                        "--enable_profiler=false"),
+    # TF Serving's default is true; here there is no profiler service, so
+    # only false (or leaving the flag out) is accepted.
+    "enable_profiler": (False, "the profiler service is not served"),
     "enable_grpc_healthcheck_service": (False, "not implemented yet"),
     "num_load_threads": (0, "versions load one at a time"),
     "num_unload_threads": (0, "versions unload one at a time"),

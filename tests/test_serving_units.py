@@ -125,11 +125,12 @@ def test_batching_parameters_text_format():
         "max_batch_size { value: 16 }  # clips\n"
         "batch_timeout_micros { value: 2000 }\n\n"
         "num_batch_threads { value: 4 }\n", num_batch_threads=2)
-    assert options == BatchingOptions(16, 2000, 100, 2)
+    assert options == BatchingOptions(16, 2000, 10, 2)
     with pytest.raises(ValueError, match="line 1: expected"):
         BatchingOptions.from_text("max_batch_size: 16")
-    with pytest.raises(ValueError, match="max_batch_size is required"):
-        BatchingOptions.from_text("num_batch_threads { value: 4 }")
+    # Fields left out take TF Serving's defaults.
+    assert BatchingOptions.from_text("num_batch_threads { value: 4 }") == \
+        BatchingOptions(1000, 0, 10, 4)
     with pytest.raises(ValueError, match="`max_batch_size`"):
         BatchingOptions(0)
 
