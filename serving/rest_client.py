@@ -4,8 +4,9 @@ the methods of `serving.client.ServingClient` that the video client uses,
 so `python -m serving.client --rest` works the same over HTTP.
 
 Tensors travel as TF Serving's columnar JSON (`{"inputs": {...}}` ->
-`{"outputs": {...}}`); failures raise `RestError` with TF Serving's
-`{"error": ...}` message and the HTTP status.
+`{"outputs": {...}}`); JSON has no dtypes, so numbers come back as float32
+or int32 (int64 when too large) and strings as bytes. Failures raise
+`RestError` with TF Serving's `{"error": ...}` message and the HTTP status.
 
 >>> client = RestClient("127.0.0.1:8501")                       # doctest: +SKIP
 >>> client.predict("half_plus_two", {"x": [[1.0], [2.0]]})["y"]  # doctest: +SKIP
@@ -57,6 +58,7 @@ class RestClient:
         self.server, self.timeout = server, timeout
         self.retries, self.backoff = retries, float(backoff)
         self._class_names = {}
+        self._outputs = {}  # (model, version, signature) -> output names
 
     def close(self):
         pass
@@ -173,13 +175,24 @@ class RestClient:
         response.model_spec.version.value = version
         response.model_spec.signature_name = spec.signature_name or "serving_default"
         if not isinstance(outputs, dict):  # one output: TF Serving unwraps it
-            outputs = {"": outputs}
+            outputs = {self._only_output(spec, version): outputs}
         wanted = list(request.output_filter) or list(outputs)
         for name in wanted:
             if name not in outputs:
                 raise RestError(400, f"output {name!r} not in the answer")
             response.outputs[name].CopyFrom(to_proto(_from_json(outputs[name])))
         return response
+
+    def _only_output(self, spec, version):
+        key = (spec.name, version, spec.signature_name or "serving_default")
+        if key not in self._outputs:
+            _, signatures = self.metadata(spec.name, version)
+            self._outputs[key] = list(signatures[key[2]].outputs)
+        names = self._outputs[key]
+        if len(names) != 1:
+            raise RestError(500, f"one unnamed output for signature {key[2]!r} "
+                            f"of {len(names)} outputs")
+        return names[0]
 
     # The export helpers of ServingClient work unchanged on top of these.
     from serving.client import ServingClient as _grpc  # noqa: E402

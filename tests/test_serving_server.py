@@ -60,7 +60,8 @@ def farm(tmp_path_factory):
     server = LocalServer([
         f"--model_config_file={root / 'models.config'}", "--enable_batching",
         f"--batching_parameters_file={root / 'batching_parameters.txt'}",
-        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG"])
+        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG"],
+        rest=True)
     server.start()
     client = ServingClient(server.address, timeout=60, retries=0)
     try:
@@ -165,6 +166,15 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert [c["class"] for c in report[0]["top_k"]] == [names[i] for i in best]
     np.testing.assert_allclose([c["score"] for c in report[0]["top_k"]],
                                mean[best], atol=1e-4)
+    # The same over TF Serving's REST API.
+    assert client_cli.main(["--rest", "--server", f"127.0.0.1:{server.rest_port}",
+                            "--model", "alpha", "--num-clips", "2", "--json",
+                            str(video)]) == 0
+    over_rest = json.loads(capsys.readouterr().out)
+    assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
+    np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]],
+                               mean[best], atol=1e-4)
+    assert over_rest[0]["model_version"] == 1
     # Text output, and a bad file among good ones: exit 1, the rest printed.
     assert client_cli.main(["--server", server.address, "--model", "alpha",
                             "--top-k", "2", str(video),
