@@ -322,7 +322,7 @@ def test_cli_unknown_flags_are_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--no_such_flag=1" in err and "tensorflow_model_server flag" in err
     with pytest.raises(SystemExit):  # no abbreviations: TF Serving has none
-        server_cli.main([f"--model_base=/x"])
+        server_cli.main(["--model_base=/x"])
 
 
 def test_cli_takes_tf_servings_flags():
