@@ -177,7 +177,8 @@ def step_serve_and_classify(demo):
 
     log = demo.path("server.log")
     video = demo.facts["test_video"]
-    args = ["--model-name", MODEL_NAME, "--model-base-path", demo.facts["export_base"]]
+    args = [f"--model_name={MODEL_NAME}",
+            f"--model_base_path={demo.facts['export_base']}"]
     with LocalServer(args, log_path=log) as server:
         _say(f"serving {demo.facts['export_base']} over gRPC at {server.address} "
              f"(python -m serving.server, pid {server.pid})")

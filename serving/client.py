@@ -237,13 +237,18 @@ class ServingClient:
                 clip_format = ClipFormat.from_json(
                     text.decode("utf-8") if isinstance(text, bytes) else text,
                     f"model {model!r} clip_format signature")
-            except grpc.RpcError as error:
-                if error.code() not in (grpc.StatusCode.FAILED_PRECONDITION,
-                                        grpc.StatusCode.INVALID_ARGUMENT):
+            except Exception as error:  # noqa: BLE001 (re-raised unless it says no such signature)
+                if not self._is_missing_signature(error):
                     raise
                 clip_format = self._legacy_clip_format(model, version)
             self._clip_formats[key] = clip_format
         return self._clip_formats[key]
+
+    @staticmethod
+    def _is_missing_signature(error):
+        # TF Serving: FAILED_PRECONDITION 'Serving signature key "..." not found'
+        return isinstance(error, grpc.RpcError) and error.code() in (
+            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
 
     def _legacy_clip_format(self, model, version):
         _, signatures = self.metadata(model, version)
@@ -425,9 +430,13 @@ def build_parser():
     )
     parser.add_argument("videos", nargs="+", help="Video files (anything "
                         "FFmpeg decodes: mp4, avi, mkv, webm, ...).")
-    parser.add_argument("--server", default=DEFAULT_SERVER,
-                        help=f"host:port of the gRPC server. Default: "
-                        f"{DEFAULT_SERVER}.")
+    parser.add_argument("--server", default=None,
+                        help=f"host:port of the gRPC server (with --rest: of "
+                        f"the REST API). Default: {DEFAULT_SERVER} (with "
+                        "--rest: 127.0.0.1:8501).")
+    parser.add_argument("--rest", action="store_true",
+                        help="Talk to TF Serving's REST API instead of gRPC "
+                        "(serving.rest_client).")
     parser.add_argument("--model", required=True,
                         help="Model name on the server (MODEL_NAME).")
     parser.add_argument("--version", type=int, default=None,
@@ -475,8 +484,15 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results, failures = [], 0
-    with ServingClient(args.server, timeout=args.timeout,
-                       retries=args.retries) as client:
+    if args.rest:
+        from serving.rest_client import DEFAULT_REST_SERVER, RestClient, RestError
+
+        make, errors = RestClient, (grpc.RpcError, RestError)
+        server = args.server or DEFAULT_REST_SERVER
+    else:
+        make, errors = ServingClient, (grpc.RpcError,)
+        server = args.server or DEFAULT_SERVER
+    with make(server, timeout=args.timeout, retries=args.retries) as client:
         for path in args.videos:
             overrides = dict(clip_length=args.clip_length, crop_size=args.crop_size,
                              stride=args.stride, short_side=args.short_side)
@@ -488,9 +504,10 @@ def main(argv=None):
                 explanation = None if args.explain is None else request_explanation(
                     client, args.model, path, args.explain,
                     version=result.model_version, **overrides)
-            except grpc.RpcError as error:
+            except errors as error:
                 failures += 1
-                message = f"{error.code().name}: {error.details()}"
+                message = f"{error.code().name}: {error.details()}" \
+                    if isinstance(error, grpc.RpcError) else str(error)
                 results.append({"path": path, "error": message})
                 if not args.json:
                     print(f"{path}: error: {message}", file=sys.stderr)
