@@ -324,6 +324,11 @@ def train(config, model_builder=None):
             )
         patch_multi_worker_build(model, strategy, train_data.element_spec)
         history_path = os.path.join(work_dir, "history.csv")
+        best = run_callbacks.BestModel(
+            os.path.join(work_dir, "best.keras"),
+            monitor="val_top1" if val_data is not None else "top1",
+            history_path=history_path,
+        )
         callbacks = [
             keras.callbacks.BackupAndRestore(
                 os.path.join(work_dir, "backup"), double_checkpoint=True
@@ -332,11 +337,7 @@ def train(config, model_builder=None):
         if is_chief:
             callbacks += [
                 run_callbacks.HistoryCSV(history_path),
-                run_callbacks.BestModel(
-                    os.path.join(work_dir, "best.keras"),
-                    monitor="val_top1" if val_data is not None else "top1",
-                    history_path=history_path,
-                ),
+                best,
                 run_callbacks.EpochCheckpoints(
                     os.path.join(work_dir, "checkpoints"), keep=config.keep_checkpoints
                 ),
@@ -361,7 +362,6 @@ def train(config, model_builder=None):
         keras.config.set_dtype_policy(previous_policy)
 
     if is_chief:
-        best = callbacks[2]
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
         run.write_summary({
             "best_epoch": best.best_epoch,
