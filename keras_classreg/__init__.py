@@ -2,9 +2,10 @@
 
 The library part: the `ClassRegularization` layer, `ClipAugmentation`
 (device-side crop/resize/flip/normalise of clips), the 3D model zoo
-(`keras_classreg.models`), FLOPs counting, model surgery and explanations.
-It does no file I/O and has no command line; `training` and `serving` build
-on it.
+(`keras_classreg.models`), FLOPs counting, model surgery, explanations and
+the loaders of published Kinetics weights (`keras_classreg.pretrained`, its
+only file I/O). It has no command line; `training` and `serving` build on
+it.
 """
 
 import os as _os
@@ -22,6 +23,7 @@ from keras_classreg.flops import flops  # noqa: E402
 from keras_classreg.folding import fold_class_regularization  # noqa: E402
 from keras_classreg.surgery import add_class_regularization  # noqa: E402
 from keras_classreg import explain  # noqa: E402
+from keras_classreg import pretrained  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -35,5 +37,6 @@ __all__ = [
     "flops",
     "fold_class_regularization",
     "models",
+    "pretrained",
     "wire_classifiers",
 ]
