@@ -91,7 +91,7 @@ def load_settings(model, model_path, class_names=None, stride=None,
         mean=tuple(mean or config.get("mean") or DEFAULT_MEAN),
         std=tuple(std or config.get("std") or DEFAULT_STD),
         class_names=list(names),
-        short_side=int(short_side or round(h * 8 / 7)),
+        short_side=int(short_side or config.get("short_side") or round(h * 8 / 7)),
     )
 
 
@@ -379,8 +379,8 @@ def build_parser():
                              "config.json's, else the training default 2).")
     parser.add_argument("--short-side", type=int, default=None,
                         help="Resize the video's short side to this before "
-                             "the centre crop (default: crop size x 8/7, "
-                             "e.g. 128 for 112).")
+                             "the centre crop (default: config.json's "
+                             "short_side, else crop size x 8/7, e.g. 128 for 112).")
     parser.add_argument("--num-clips", type=int, default=1,
                         help="Cut the video into this many uniformly spaced "
                              "test clips ... (default: 1, the centre clip)")

@@ -777,6 +777,7 @@ def _load_model(model_path, config, config_path, num_classes):
         options = {key: config[key] for key in (
             "class_regularization", "affection_rates", "dropout",
             "class_regularization_options") if config.get(key) is not None}
+        options.update(config.get("model_options") or {})  # the architecture
         builder = resolve_model_builder(config["model"])  # zoo or 'mod:fn'
         model = builder(num_classes=num_classes,
                         input_shape=tuple(config["input_shape"]), **options)

@@ -32,6 +32,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -43,10 +44,11 @@ import tensorflow as tf  # noqa: E402
 
 import keras_classreg  # noqa: E402,F401  (registers the layer and model)
 from keras_classreg import models as zoo  # noqa: E402
-from keras_classreg import ClipAugmentation  # noqa: E402
+from keras_classreg import ClassRegularization, ClipAugmentation  # noqa: E402
 from training import callbacks as run_callbacks  # noqa: E402
 from training import data as video_data  # noqa: E402
 from training.config import (  # noqa: E402
+    DEFAULT_MODEL,
     TrainConfig,
     add_config_arguments,
     config_from_args,
@@ -112,8 +114,54 @@ def build_model(config, num_classes, model_builder=None):
     )
     if config.class_regularization_options:
         kwargs["class_regularization_options"] = config.class_regularization_options
-    builder = model_builder or resolve_model_builder(config.model)
+    kwargs.update(config.model_options or {})
+    builder = model_builder or resolve_model_builder(config.model or DEFAULT_MODEL)
     return builder(**kwargs)
+
+
+def init_source_config(path):
+    """The `config.json` of the run that `--init-from` points at: in the run
+    directory, beside the `.keras` file, or one folder up (a checkpoint in
+    `RUN/checkpoints/`); `{}` when there is none."""
+    path = os.path.abspath(path)
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    candidates = [os.path.join(folder, "config.json")]
+    if not os.path.isdir(path):
+        candidates.append(os.path.join(os.path.dirname(folder), "config.json"))
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as file:
+                try:
+                    values = json.load(file)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"--init-from: invalid JSON in {candidate} line "
+                        f"{error.lineno}: {error.msg}"
+                    ) from None
+            return values if isinstance(values, dict) else {}
+    return {}
+
+
+def inherit_from_init_source(config, source):
+    """`config` with `model`, `model_options`, `mean` and `std` taken from the
+    `--init-from` run's config where `config` leaves them unset: the weights
+    expect the architecture and the input normalisation they were trained
+    (or published) with.
+
+    Returns:
+        `(config, inherited)`: the new config and the fields taken.
+    """
+    inherited = {}
+    if config.model is None and source.get("model"):
+        inherited["model"] = source["model"]
+    model = inherited.get("model", config.model or DEFAULT_MODEL)
+    if (config.model_options is None and source.get("model_options")
+            and source.get("model") == model):
+        inherited["model_options"] = dict(source["model_options"])
+    for name in ("mean", "std"):
+        if getattr(config, name) is None and source.get(name) is not None:
+            inherited[name] = [float(v) for v in source[name]]
+    return dataclasses.replace(config, **inherited), inherited
 
 
 def init_from_path(path):
@@ -132,14 +180,14 @@ def init_from_path(path):
     return path
 
 
-def transfer_weights(source, target):
+def transfer_weights(source, target, skip=()):
     """Copies weights from `source` into `target` layer by layer, by name.
 
     Layers of `target` without a same-named layer in `source` (e.g. the Class
     Regularization blocks' projections when `source` is the base model) keep
     their fresh initial weights; same-named layers whose weight shapes differ
     (e.g. a classifier for another number of classes) are left fresh too and
-    reported.
+    reported. Layers named in `skip` stay fresh (reported as new).
 
     Returns:
         dict with lists of layer names: `transferred`, `new` (no source layer
@@ -154,7 +202,7 @@ def transfer_weights(source, target):
     for layer in target._flatten_layers(include_self=False):
         if not layer.weights:
             continue
-        origin = source_layers.get(layer.name)
+        origin = None if layer.name in skip else source_layers.get(layer.name)
         if origin is None or not origin.weights:
             report["new"].append(layer.name)
             continue
@@ -177,6 +225,57 @@ def transfer_weights(source, target):
             "architecture?)."
         )
     return report
+
+
+_STAGE = re.compile(r"^(.*?)(?:_block\d+|_Branch_\d|_conv|_bn|_classreg|_pad)(?:_.*)?$")
+
+
+def _stage_of(name):
+    match = _STAGE.match(name)
+    return match.group(1) if match else name
+
+
+def freeze_layers(model, backbone=False, until=None):
+    """Makes layers of `model` not trainable for fine-tuning.
+
+    Args:
+        backbone: freeze every layer but the classifier (the model's last
+            layer) and the Class Regularization blocks.
+        until: freeze the layers before the first one whose name starts
+            with `until` (a stage: `stage4`, `Mixed_5b`, ...); the
+            classifier and the blocks stay trainable.
+
+    A frozen `BatchNormalization` also keeps its statistics (Keras runs it
+    in inference mode).
+
+    Returns:
+        the names of the layers frozen.
+    """
+    layers = [layer for layer in model.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+    if until is not None:
+        index = next((i for i, layer in enumerate(layers)
+                      if layer.name.startswith(until)), None)
+        if index is None:
+            stages = list(dict.fromkeys(
+                _stage_of(layer.name) for layer in layers if layer.weights))
+            raise ValueError(
+                f"--freeze-until {until!r}: no layer of model '{model.name}' has a "
+                f"name starting with it. Stages of this model: {', '.join(stages)}."
+            )
+        candidates = layers[:index]
+    elif backbone:
+        candidates = layers
+    else:
+        return []
+    classifier = layers[-1]
+    frozen = []
+    for layer in candidates:
+        if layer is classifier or isinstance(layer, ClassRegularization) or not layer.weights:
+            continue
+        layer.trainable = False
+        frozen.append(layer.name)
+    return frozen
 
 
 # ---------------------------------------------------------------------------
@@ -354,6 +453,12 @@ def train(config, model_builder=None):
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(dict(config))
     config.validate()
+    inherited, init_source = {}, {}
+    if config.init_from:
+        init_source = init_source_config(init_from_path(config.init_from))
+        config, inherited = inherit_from_init_source(config, init_source)
+    config = dataclasses.replace(config, model=config.model or DEFAULT_MODEL)
+    config.validate()
     strategy = make_strategy(config.devices)
     task_type, task_index, is_chief = worker_role()
     run_dir = os.path.abspath(config.run_dir)
@@ -370,6 +475,8 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
 
     values = resolved_config(config, manifest, strategy, steps)
+    if inherited:
+        values["init_from_inherited"] = sorted(inherited)
     config_path = os.path.join(work_dir, "config.json")
     final_path = os.path.join(work_dir, "final.keras")
     if os.path.isfile(config_path):
@@ -400,7 +507,12 @@ def train(config, model_builder=None):
             if config.init_from:
                 source_path = init_from_path(config.init_from)
                 source = keras.saving.load_model(source_path, compile=False)
-                report = transfer_weights(source, model)
+                # a classifier of other classes is no start, even of the same size
+                source_classes = init_source.get("class_names")
+                skip = (model.layers[-1].name,) if (
+                    source_classes is not None
+                    and list(source_classes) != values["class_names"]) else ()
+                report = transfer_weights(source, model, skip=skip)
                 del source
                 values["init_from_report"] = report
                 _write_json(config_path, values)
@@ -410,7 +522,15 @@ def train(config, model_builder=None):
                     f"({', '.join(report['new']) or '-'}), "
                     f"{len(report['mismatched'])} shape-mismatched "
                     f"({', '.join(report['mismatched']) or '-'})"
+                    + (f"; from its config: {', '.join(sorted(inherited))}"
+                       if inherited else "")
                 ))
+                _warn_clip_format(config, init_source)
+            frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
+            if frozen:
+                values["frozen_layers"] = len(frozen)
+                _write_json(config_path, values)
+                _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
             if config.augment_on == "device":
                 mean, std = _normalisation(config)
                 model = DeviceAugmentedModel(
@@ -480,6 +600,18 @@ def train(config, model_builder=None):
         _log(config, f"run finished: {run_dir} (best epoch {best.best_epoch}, "
                      f"{best.monitor} {best.best:.4f})")
     return run_dir
+
+
+def _warn_clip_format(config, source):
+    """Says when the clips differ from those the --init-from weights saw."""
+    differing = [
+        f"{name} {getattr(config, name)} (the weights': {source[name]})"
+        for name in ("clip_length", "stride", "crop_size")
+        if source.get(name) is not None and source[name] != getattr(config, name)
+    ]
+    if differing and source.get("pretrained"):
+        _log(config, "note: clips differ from the published weights' format: "
+                     + ", ".join(differing))
 
 
 def _log(config, message):
