@@ -89,6 +89,7 @@ def test_convert_errors(checkpoint, tmp_path, capsys):
     assert "No such file" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noqa: F811
     from training.evaluate import evaluate
     from training.export import export_from_files
@@ -112,6 +113,7 @@ def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noq
     assert names["class_name"].numpy()[0].decode() == config["class_names"][0]
 
 
+@pytest.mark.slow
 def test_fine_tune_from_converted_run(converted, prepared_data, tmp_path):  # noqa: F811
     """The paper's protocol in one call: the converted backbone, a Class
     Regularization block after each stage, stages 1-3 frozen."""
@@ -141,6 +143,7 @@ def test_fine_tune_from_converted_run(converted, prepared_data, tmp_path):  # no
     assert all(changed)
 
 
+@pytest.mark.slow
 def test_fine_tune_with_other_classes_gets_a_new_classifier(checkpoint, prepared_data,  # noqa: F811
                                                              tmp_path):
     names = tmp_path / "other.txt"
@@ -157,6 +160,7 @@ def test_fine_tune_with_other_classes_gets_a_new_classifier(checkpoint, prepared
     assert "classifier" in report["new"] and "classifier" not in report["transferred"]
 
 
+@pytest.mark.slow
 def test_explain_the_fine_tuned_model(converted, prepared_data, tmp_path):  # noqa: F811
     from training.data.synth import write_video
     from training.explain import explain_videos

@@ -61,6 +61,7 @@ ARCHITECTURES = {
     "resnext101_B": ("resnext", 101, (32, 64, 128, 256), 8, "B", 8),
 }
 SLOW = {"resnet101_B", "resnet152_B", "resnet200_B", "resnext101_B"}
+SLOW_AGAINST_TORCH = SLOW | {"resnet34_B", "resnet50_A", "wideresnet50_B"}
 
 
 def _spec(key, num_classes=10, stem_t=7):
@@ -69,8 +70,8 @@ def _spec(key, num_classes=10, stem_t=7):
                      cardinality=cardinality, num_classes=num_classes, stem_t=stem_t)
 
 
-def _params(keys):
-    return [pytest.param(k, marks=pytest.mark.slow) if k in SLOW else k for k in keys]
+def _params(keys, slow=SLOW):
+    return [pytest.param(k, marks=pytest.mark.slow) if k in slow else k for k in keys]
 
 
 def _checkpoint(state_dict, release, arch):
@@ -502,7 +503,7 @@ def _torch_reference(spec, conv1_t_stride=1, no_max_pool=False):
 
 
 @needs_torch
-@pytest.mark.parametrize("key", _params(ARCHITECTURES))
+@pytest.mark.parametrize("key", _params(ARCHITECTURES, SLOW_AGAINST_TORCH))
 def test_3d_resnets_match_pytorch(tmp_path, key):
     spec = _spec(key)
     reference = _torch_reference(spec)
@@ -684,6 +685,7 @@ def test_i3d_every_published_variable_used_once(tmp_path, name, scope, classes, 
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_i3d_matches_reference(tmp_path):
     shapes = _published_i3d_variables("rgb_imagenet", tmp_path)
     prefix = tmp_path / "rgb_imagenet" / "model.ckpt"
@@ -697,6 +699,7 @@ def test_i3d_matches_reference(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_i3d_errors(tmp_path):
     flow = _published_i3d_variables("flow_imagenet", tmp_path)
     stem = "Flow/inception_i3d/Conv3d_1a_7x7/conv_3d/w"
