@@ -21,10 +21,10 @@ test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
 demo: install
-	$(PY) -m training.demo --out $(DEMO_DIR)
+	$(PY) -m demo --out $(DEMO_DIR)
 
 bench: install
-	$(PY) benchmarks/overhead.py
+	$(PY) -m benchmarks.overhead
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

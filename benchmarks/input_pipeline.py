@@ -1,8 +1,8 @@
 """Input-pipeline throughput: clips/s of `clip_dataset` vs raw JPEG decoding.
 
-    python benchmarks/input_pipeline.py                       # synthetic videos
-    python benchmarks/input_pipeline.py --videos /path/to/videos --repeat 8
-    python benchmarks/input_pipeline.py --short-side 256
+    python -m benchmarks.input_pipeline                       # synthetic videos
+    python -m benchmarks.input_pipeline --videos /path/to/videos --repeat 8
+    python -m benchmarks.input_pipeline --short-side 256
 
 1. Writes (or takes) videos and runs `prepare_dataset` on them (short side
    128 unless --short-side): reports PyAV decode frames/s (per process) and videos/s.
@@ -29,18 +29,17 @@ import json
 import os
 import pathlib
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import tensorflow as tf  # noqa: E402
 
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
 from training import data  # noqa: E402
 from training.data import records  # noqa: E402
-from training.data.decode import VIDEO_EXTENSIONS  # noqa: E402
+from clipspec.decode import VIDEO_EXTENSIONS  # noqa: E402
 from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
 
 
@@ -96,20 +95,21 @@ def time_raw_decode(jpegs, frames, clip_length, chunk=128):
 
 def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
     """CPU milliseconds per clip of the host pipeline cut after each stage."""
+    from clipspec import views
     from training.data import frame_index, transforms
     from training.data.pipeline import _decode, _normaliser
 
     files = data.shard_paths(data.load_manifest(prepared), "train")
     table, frame_tables = frame_index.video_table(files)
     reader = frame_index.FrameReader(files, frame_tables)
-    normalise = _normaliser(data.DEFAULT_MEAN, data.DEFAULT_STD)
+    normalise = _normaliser(DEFAULT_MEAN, DEFAULT_STD)
 
     def cut(stage):
         def clip(video, seed):
             seeds = tf.random.experimental.stateless_split(seed, 3)
-            last = transforms.max_start(video["num_frames"], clip_length, stride)
+            last = views.max_start(video["num_frames"], clip_length, stride)
             start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
-            indices = transforms.clip_indices(video["num_frames"], clip_length, stride,
+            indices = views.clip_indices(video["num_frames"], clip_length, stride,
                                               start)
             jpegs = tf.numpy_function(reader.read, [video["shard"], video["first"],
                                                     indices], tf.string, stateful=False)
@@ -123,7 +123,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
                             window[1]:window[1] + window[3]]
             if stage == "+ crop":
                 return tf.reduce_sum(tf.shape(frames))
-            out = transforms.resize(frames, crop, crop, antialias=False)
+            out = views.resize(frames, crop, crop, antialias=False)
             out = normalise(tf.ensure_shape(out, [clip_length, crop, crop, 3]), True)
             if stage == "+ resize + flip + normalise":
                 return tf.reduce_sum(out[:, 0, 0, 0])
@@ -157,7 +157,7 @@ def device_layer_cost(pipeline, batches=10):
     (on this CPU; an accelerator does it instead of the host)."""
     from keras_classreg import ClipAugmentation
 
-    layer = ClipAugmentation(112, data.DEFAULT_MEAN, data.DEFAULT_STD)
+    layer = ClipAugmentation(112, DEFAULT_MEAN, DEFAULT_STD)
     apply = tf.function(lambda inputs: layer(inputs), jit_compile=False)
     inputs = [element[0] for element in pipeline.take(batches)]
     apply(inputs[0])

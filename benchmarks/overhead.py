@@ -14,8 +14,8 @@ inputs in one tf.function, minus a control call, same rotation): on a
 machine whose latency wanders by +-10 % between calls it is the steadier
 estimate of what the blocks add (`1 + blocks / base`).
 
-    python benchmarks/overhead.py                 # the issue's table
-    python benchmarks/overhead.py --paper-table   # FLOPs vs the paper's Table 1
+    python -m benchmarks.overhead                 # the issue's table
+    python -m benchmarks.overhead --paper-table   # FLOPs vs the paper's Table 1
 
 Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (inference: the folded copy).
 """

@@ -1,32 +1,41 @@
-"""Load benchmark of the local TF-Serving-API server.
+"""Load benchmark of the local TF-Serving-API server (gRPC and REST).
 
 Exports a model (random weights) of the zoo, starts `python -m
-serving.server` on it (server-side batching on), then:
+serving.server` on it (server-side batching on, REST on), then:
 
-1. N concurrent clients x M Predict requests each, a share of them
-   malformed (wrong dtype/rank, missing input, unknown model/version/
-   signature); every answer is checked (probabilities against an in-process
-   reference; malformed ones against TF Serving's status code). Prints
-   throughput, p50/p99 latency, errors by code, wrong answers, unexpected
-   errors and the server's RSS before/after.
-2. Served Predict p50 vs an in-process call of the same SavedModel, both at
-   batch 1 and interleaved (target ratio <= 1.15).
+1. Throughput: the in-process SavedModel's clips/s at each batch size
+   (best taken), and the server's clips/s with `--clients` concurrent gRPC
+   clients sending one clip per request (target: served >= 0.85 x the
+   in-process best, same model, same run).
+2. REST vs gRPC: batch-1 Predict p50 over REST (`{"instances": ...}`) and
+   over gRPC, calls interleaved (target: REST <= 1.3 x gRPC).
+3. Correctness under load: the clients again with a share of malformed
+   requests (wrong dtype/rank, missing input, unknown model/version/
+   signature); every answer checked (probabilities against the in-process
+   model, malformed ones against TF Serving's status code), server RSS
+   before/after.
+4. Served vs in-process batch-1 p50 (interleaved).
 
-It stops by itself (a fixed number of requests). Example:
+It stops by itself (fixed request counts). `--docs FILE` writes the figures
+with the command and the CPU model as Markdown. Example:
 
-    python benchmarks/serving_load.py --clients 8 --requests 100
-    python benchmarks/serving_load.py --model resnet18_3d --input-shape 8 112 112 --json
+    python -m benchmarks.serving_load --clients 16 --requests 100
+    python -m benchmarks.serving_load --clients 16 --docs docs/serving_benchmark.md
 """
 
 import argparse
 import json
 import os
 import pathlib
+import platform
+import shlex
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -35,19 +44,102 @@ from keras_classreg import models  # noqa: E402
 from serving import loadtest  # noqa: E402
 from serving.client import ServingClient  # noqa: E402
 from serving.launch import LocalServer  # noqa: E402
+from clipspec.format import ClipFormat  # noqa: E402
 from training.export import export_version  # noqa: E402
+
+BATCH_SIZES = (1, 2, 4, 8, 16)
+
+
+def in_process_throughput(version_dir, clip, batch_sizes=BATCH_SIZES,
+                          seconds=3.0):
+    """clips/s of the SavedModel's serving_default called in this process,
+    per batch size (each timed for about `seconds`)."""
+    function = tf.saved_model.load(version_dir).signatures["serving_default"]
+    result = {}
+    for batch in batch_sizes:
+        clips = tf.constant(np.repeat(clip, batch, axis=0))
+        function(clips=clips)  # trace/warm
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < seconds:
+            function(clips=clips)["probabilities"].numpy()
+            count += 1
+        result[batch] = count * batch / (time.perf_counter() - began)
+    return result
+
+
+def served_throughput(address, model, clip, clients, requests):
+    """clips/s through the server: `clients` gRPC clients (own channels)
+    sending one clip per Predict, `requests` each."""
+    request = loadtest.predict_request(model, clip)
+    barrier = threading.Barrier(clients + 1)
+    failures = []
+
+    def worker():
+        client = ServingClient(address, timeout=120, retries=0)
+        barrier.wait()
+        for _ in range(requests):
+            try:
+                client.call("Predict", request)
+            except Exception as error:  # noqa: BLE001 (counted, reported)
+                failures.append(str(error))
+        client.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    duration = time.perf_counter() - began
+    return (clients * requests - len(failures)) / duration, failures
+
+
+def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
+    """Batch-1 Predict p50 over REST and over gRPC, interleaved; returns
+    `(rest_p50_ms, grpc_p50_ms)`."""
+    body = json.dumps({"instances": clip.tolist()}).encode()
+    url = f"{rest_url}/v1/models/{model}:predict"
+    request = loadtest.predict_request(model, clip)
+    rest, grpc_ = [], []
+    with ServingClient(address, retries=0) as client:
+        for index in range(warmup + repeats):
+            began = time.perf_counter()
+            with urllib.request.urlopen(urllib.request.Request(
+                    url, data=body), timeout=120) as answer:
+                json.loads(answer.read())["predictions"]
+            middle = time.perf_counter()
+            response = client.call("Predict", request)
+            tf.make_ndarray(response.outputs["probabilities"])
+            end = time.perf_counter()
+            if index >= warmup:
+                rest.append(middle - began)
+                grpc_.append(end - middle)
+    return float(np.median(rest) * 1000), float(np.median(grpc_) * 1000)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
-              clients=8, requests=100, malformed=0.05, max_batch_size=8,
+              clients=16, requests=100, malformed=0.05, max_batch_size=16,
               batch_timeout_micros=0, num_batch_threads=2, overhead_repeats=50,
-              pool=8, seed=0, work_dir=None):
+              throughput_seconds=3.0, pool=8, seed=0, work_dir=None):
     """Runs the whole benchmark; returns a JSON-able dict."""
     shape = (*input_shape, 3)
     work = pathlib.Path(work_dir or tempfile.mkdtemp(prefix="serving-load-"))
     model = models.get(model_name, num_classes=num_classes, input_shape=shape)
-    names = [f"class_{i}" for i in range(num_classes)]
-    version_dir = export_version(model, work, "bench", names)
+    clip_format = ClipFormat(clip_length=shape[0], crop_size=shape[1],
+                             class_names=[f"class_{i}" for i in range(num_classes)])
+    version_dir = export_version(model, work, "bench", clip_format)
     rng = np.random.default_rng(seed)
     clips = [rng.integers(0, 256, (1, *shape), dtype=np.uint8)
              for _ in range(pool)]
@@ -55,37 +147,76 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
     expected = [loaded.signatures["serving_default"](
         clips=tf.constant(clip))["probabilities"].numpy() for clip in clips]
     del loaded
-    args = ["--model-name", "bench", "--model-base-path", work / "bench",
-            "--grpc-workers", max(16, clients * 2)]
+    local = in_process_throughput(version_dir, clips[0],
+                                  seconds=throughput_seconds)
+    args = ["--model_name=bench", f"--model_base_path={work / 'bench'}",
+            f"--grpc_max_threads={max(16, clients * 2)}",
+            f"--rest_api_num_threads={max(8, clients)}"]
     if max_batch_size:
-        args += ["--max-batch-size", max_batch_size, "--batch-timeout-micros",
-                 batch_timeout_micros, "--num-batch-threads", num_batch_threads]
-    with LocalServer(args, log_path=work / "server.log") as server:
+        batching = work / "batching_parameters.txt"
+        batching.write_text(
+            f"max_batch_size {{ value: {max_batch_size} }}\n"
+            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
+            f"max_enqueued_batches {{ value: 100 }}\n"
+            f"num_batch_threads {{ value: {num_batch_threads} }}\n")
+        args += ["--enable_batching", f"--batching_parameters_file={batching}"]
+    with LocalServer(args, log_path=work / "server.log", rest=True) as server:
         with ServingClient(server.address) as client:
             client.wait_until_available("bench")
+        served, failures = served_throughput(server.address, "bench", clips[0],
+                                             clients, requests)
+        rest_ms, grpc_ms = rest_vs_grpc(server.address, server.rest_url,
+                                        "bench", clips[0], overhead_repeats)
         rss_before = loadtest.process_rss_mb(server.pid)
         report = loadtest.run_load(server.address, "bench", clips, expected,
                                    clients=clients, requests=requests,
                                    malformed_share=malformed, seed=seed)
         rss_after = loadtest.process_rss_mb(server.pid)
-        served, local, ratio = loadtest.latency_overhead(
+        served_p50, local_p50, ratio = loadtest.latency_overhead(
             server.address, "bench", version_dir, clips[0],
             repeats=overhead_repeats)
         exit_code = server.stop()
+    best_batch = max(local, key=local.get)
     return {
         "model": model_name, "input_shape": list(shape),
         "num_classes": num_classes, "max_batch_size": max_batch_size,
+        "cpu": cpu_model(), "cpus": os.cpu_count(),
+        "throughput": {
+            "in_process_clips_per_s": {str(b): round(v, 2)
+                                       for b, v in local.items()},
+            "in_process_best": {"batch": best_batch,
+                                "clips_per_s": round(local[best_batch], 2)},
+            "served_clips_per_s": round(served, 2),
+            "clients": clients, "failures": len(failures),
+            "ratio": round(served / local[best_batch], 3),
+            "target": ">= 0.85"},
+        "rest_vs_grpc_batch1": {"rest_p50_ms": round(rest_ms, 3),
+                                "grpc_p50_ms": round(grpc_ms, 3),
+                                "ratio": round(rest_ms / grpc_ms, 3),
+                                "target": "<= 1.3"},
         "load": report.as_dict(),
         "server_rss_mb": {"before": round(rss_before, 1),
                           "after": round(rss_after, 1)},
-        "batch1_latency": {"served_p50_ms": round(served, 3),
-                           "in_process_p50_ms": round(local, 3),
+        "batch1_latency": {"served_p50_ms": round(served_p50, 3),
+                           "in_process_p50_ms": round(local_p50, 3),
                            "ratio": round(ratio, 3)},
         "server_exit_code": exit_code,
     }
 
 
 def print_report(result):
+    throughput, rest = result["throughput"], result["rest_vs_grpc_batch1"]
+    best = throughput["in_process_best"]
+    print(f"CPU: {result['cpu']} ({result['cpus']} logical CPUs)")
+    print("in-process clips/s by batch size: " + ", ".join(
+        f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items()))
+    print(f"served clips/s ({throughput['clients']} gRPC clients, 1 clip per "
+          f"request): {throughput['served_clips_per_s']} vs in-process best "
+          f"{best['clips_per_s']} (batch {best['batch']}): ratio "
+          f"{throughput['ratio']:.3f} (target >= 0.85)")
+    print(f"batch 1 p50: REST {rest['rest_p50_ms']:.2f} ms vs gRPC "
+          f"{rest['grpc_p50_ms']:.2f} ms: ratio {rest['ratio']:.3f} "
+          "(target <= 1.3)")
     load = result["load"]
     print(f"model {result['model']} input {result['input_shape']} "
           f"K={result['num_classes']} max_batch_size={result['max_batch_size']}")
@@ -104,7 +235,37 @@ def print_report(result):
     latency = result["batch1_latency"]
     print(f"batch 1: served p50 {latency['served_p50_ms']:.2f} ms vs "
           f"in-process p50 {latency['in_process_p50_ms']:.2f} ms: ratio "
-          f"{latency['ratio']:.3f} (target <= 1.15)")
+          f"{latency['ratio']:.3f}")
+
+
+def write_docs(result, path, command):
+    """The figures as Markdown, with the command and the CPU."""
+    throughput, rest = result["throughput"], result["rest_vs_grpc_batch1"]
+    best = throughput["in_process_best"]
+    load = result["load"]
+    lines = [
+        "# Serving benchmark (`benchmarks/serving_load.py`)", "",
+        f"Command: `{command}`  ",
+        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); model "
+        f"{result['model']} {result['input_shape']}, server batching "
+        f"max_batch_size={result['max_batch_size']}.", "",
+        "| figure | value | target |", "| --- | --- | --- |",
+        "| in-process clips/s by batch size | " + ", ".join(
+            f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items())
+        + " | |",
+        f"| served clips/s, {throughput['clients']} gRPC clients, 1 clip each "
+        f"| {throughput['served_clips_per_s']} | |",
+        f"| served / in-process best (batch {best['batch']}) | "
+        f"{throughput['ratio']:.3f} | >= 0.85 |",
+        f"| batch-1 p50 REST / gRPC | {rest['rest_p50_ms']:.2f} / "
+        f"{rest['grpc_p50_ms']:.2f} ms = {rest['ratio']:.3f} | <= 1.3 |",
+        f"| load: requests, malformed, wrong answers, unexpected errors | "
+        f"{load['requests']}, {load['malformed']}, {load['wrong_answers']}, "
+        f"{len(load['unexpected_errors'])} | 0 wrong, 0 unexpected |",
+        f"| server RSS before / after the load | "
+        f"{result['server_rss_mb']['before']} / "
+        f"{result['server_rss_mb']['after']} MiB | |", ""]
+    pathlib.Path(path).write_text("\n".join(lines))
 
 
 def main(argv=None):
@@ -118,31 +279,40 @@ def main(argv=None):
                         metavar=("T", "H", "W"),
                         help="Clip size. Default: 8 64 64.")
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--clients", type=int, default=8,
-                        help="Concurrent clients. Default: 8.")
+    parser.add_argument("--clients", type=int, default=16,
+                        help="Concurrent clients. Default: 16.")
     parser.add_argument("--requests", type=int, default=100,
                         help="Requests per client. Default: 100.")
     parser.add_argument("--malformed", type=float, default=0.05,
                         help="Share of malformed requests. Default: 0.05.")
-    parser.add_argument("--max-batch-size", type=int, default=8,
-                        help="Server-side batching (0: off). Default: 8.")
+    parser.add_argument("--max-batch-size", type=int, default=16,
+                        help="Server-side batching (0: off). Default: 16.")
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
     parser.add_argument("--num-batch-threads", type=int, default=2)
     parser.add_argument("--overhead-repeats", type=int, default=50,
                         help="Interleaved batch-1 calls for the latency "
                         "ratio. Default: 50.")
+    parser.add_argument("--throughput-seconds", type=float, default=3.0,
+                        help="Seconds per in-process batch size. Default: 3.")
     parser.add_argument("--json", action="store_true",
                         help="Print the result as JSON.")
+    parser.add_argument("--docs", metavar="FILE", default=None,
+                        help="Also write the figures, the command and the "
+                        "CPU model as Markdown to FILE.")
     args = parser.parse_args(argv)
     result = benchmark(
         args.model, tuple(args.input_shape), args.num_classes, args.clients,
         args.requests, args.malformed, args.max_batch_size,
         args.batch_timeout_micros, args.num_batch_threads,
-        args.overhead_repeats)
+        args.overhead_repeats, args.throughput_seconds)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_report(result)
+    if args.docs:
+        command = "python benchmarks/serving_load.py " + " ".join(
+            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+        write_docs(result, args.docs, command)
     load = result["load"]
     return 0 if not load["wrong_answers"] and not load["unexpected_errors"] else 1
 

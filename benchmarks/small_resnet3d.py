@@ -9,7 +9,7 @@ stage, global pooling and the softmax `Dense` classifier — with a 3x3x3
 (16, 32, 64, 128) ("ResNet-10-3D, width 1/4").
 
 Use it as `--model benchmarks/small_resnet3d.py:small_resnet3d` with
-`python -m training.train` or `benchmarks/reproduce.py`.
+`python -m training.train` or `python -m benchmarks.reproduce`.
 
 >>> model = small_resnet3d(num_classes=5, input_shape=(8, 32, 32, 3))
 >>> model.output_shape

@@ -7,8 +7,8 @@ momentum 0.9 + weight decay, cross-entropy, top-1/top-5 metrics), then times
 two models step by step so that both see the same machine load. Reports the
 median step time of each and their ratio (target <= 1.05).
 
-    python benchmarks/train_step.py                       # ResNet-50-3D, CPU
-    python benchmarks/train_step.py --clip 16x112x112 --batch-size 8 \\
+    python -m benchmarks.train_step                       # ResNet-50-3D, CPU
+    python -m benchmarks.train_step --clip 16x112x112 --batch-size 8 \\
         --mixed-precision --xla                           # on a GPU
 
 Prints a JSON line with every figure at the end.
@@ -23,7 +23,6 @@ import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -68,7 +67,7 @@ def compiled_model(args, class_regularization):
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Example: python benchmarks/train_step.py --model resnet50_3d "
+        epilog="Example: python -m benchmarks.train_step --model resnet50_3d "
         "--clip 8x112x112 --batch-size 2 --steps 10",
     )
     parser.add_argument("--model", default="resnet50_3d",

@@ -11,15 +11,16 @@ copy of the model can hold it instead: same outputs, a fifth of the bytes.
 import keras
 
 from keras_classreg.layers.class_regularization import ClassRegularization
-from keras_classreg.model import class_regularization_blocks, wire_classifiers
+from keras_classreg.layers.folded_class_regularization import FoldedClassRegularization
+from keras_classreg.classreg_model import class_regularization_blocks, wire_classifiers
 
 
 def fold_class_regularization(model):
     """An inference copy of `model` whose blocks hold `W_l = W^T P (+ b)`.
 
-    Every `ClassRegularization` block of the copy is a folded block
-    (`folded_classes=K`): it stores its class weights as a fixed weight
-    and reads neither its projection nor the classifier kernel. All other
+    Every `ClassRegularization` block of the copy is a
+    `FoldedClassRegularization` block: it stores its class weights as a
+    fixed weight and reads neither its projection nor the classifier kernel. All other
     layers are re-created from their configs and get copies of their
     weights, so training `model` afterwards does not change the copy (fold
     again after training). The copy's outputs equal `model`'s up to float32
@@ -57,21 +58,23 @@ def fold_class_regularization(model):
         )
     weights = {}  # id(original block) -> its W_l as a NumPy array
     for block in blocks:
-        if block.folded_classes is None:
+        if isinstance(block, ClassRegularization):
             block._require_classifier()  # a clear error if not wired
         weights[id(block)] = keras.ops.convert_to_numpy(block.class_weights())
 
     pairs = []  # (original, copy)
 
     def clone(layer):
-        config = layer.get_config()
-        if isinstance(layer, ClassRegularization) and layer.folded_classes is None:
-            config.update(
+        if isinstance(layer, ClassRegularization):
+            copy = FoldedClassRegularization(
+                num_classes=int(weights[id(layer)].shape[0]),
+                affection_rate=layer.affection_rate,
                 classifier=layer.classifier_name,
-                folded_classes=int(weights[id(layer)].shape[0]),
-                use_bias=False,
+                normalization_range=layer.normalization_range,
+                name=layer.name, dtype=layer.dtype_policy, trainable=False,
             )
-        copy = layer.__class__.from_config(config)
+        else:
+            copy = layer.__class__.from_config(layer.get_config())
         pairs.append((layer, copy))
         return copy
 
@@ -86,7 +89,7 @@ def fold_class_regularization(model):
     for original, copy in pairs:
         if isinstance(copy, keras.Model):
             continue  # nested models: their layers are copied one by one
-        if isinstance(original, ClassRegularization):
+        if isinstance(copy, FoldedClassRegularization):
             copy.folded_class_weights.assign(weights[id(original)])
         else:
             copy.set_weights(original.get_weights())

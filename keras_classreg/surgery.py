@@ -17,7 +17,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from keras_classreg.layers.class_regularization import ClassRegularization
-from keras_classreg.model import ClassRegModel, wire_classifiers
+from keras_classreg.classreg_model import ClassRegModel, wire_classifiers
 
 # Layers that may sit between the classifier and a model output: they do not
 # change which layer holds the class weights.

@@ -40,6 +40,13 @@ _PER_REQUEST_CODES = (
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.OUT_OF_RANGE,
 )
+def _cpus():
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+
+
 QUEUE_FULL_MESSAGE = (
     "The batch scheduling queue to which this task was submitted is full"
 )
@@ -77,10 +84,18 @@ class BatchingOptions:
                 )
 
     @classmethod
+    def tf_serving_defaults(cls):
+        """TF Serving's batching when `--enable_batching` has no parameters
+        file (its batch scheduler's defaults)."""
+        return cls(max_batch_size=1000, batch_timeout_micros=0,
+                   max_enqueued_batches=10, num_batch_threads=_cpus())
+
+    @classmethod
     def from_text(cls, text, path="batching parameters", **overrides):
         """Parses TF Serving's `batching_parameters.txt` text format, e.g.
         `max_batch_size { value: 32 }` (one field per line); `overrides`
-        (not None) win over the file."""
+        (not None) win over the file; fields the file leaves out take TF
+        Serving's defaults (`tf_serving_defaults`)."""
         values = {}
         known = {field.name for field in dataclasses.fields(cls)}
         ignored = {"thread_pool_name", "allowed_batch_sizes",
@@ -116,9 +131,8 @@ class BatchingOptions:
                     f"Received: {value!r}"
                 ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if "max_batch_size" not in values:
-            raise ValueError(f"{path}: max_batch_size is required.")
-        return cls(**values)
+        defaults = dataclasses.asdict(cls.tf_serving_defaults())
+        return cls(**{**defaults, **values})
 
 
 class _Task:
@@ -152,8 +166,10 @@ class Batcher:
 
     def run(self, inputs):
         """Runs `inputs` (possibly batched with other callers); blocks."""
+        if not inputs or any(np.ndim(value) == 0 for value in inputs.values()):
+            return self._run(inputs)
         rows = {len(value) for value in inputs.values()}
-        if len(rows) != 1 or not inputs:
+        if len(rows) != 1:
             return self._run(inputs)  # the model reports the mismatch
         rows = rows.pop()
         if rows == 0 or rows > self._options.max_batch_size:

@@ -1,13 +1,14 @@
 """Client of a TF-Serving-API model server: library and command line.
 
 `ServingClient` wraps TF Serving's own gRPC stubs with timeouts and retries
-(exponential backoff with jitter on UNAVAILABLE, e.g. a server still
-starting or a full batching queue). It works the same against
-`python -m serving.server` and the official `tensorflow/serving` container.
-`classify_video` decodes a video with PyAV, samples the test-time views
-(`num_clips` uniform clips x `num_crops` crops, as evaluation does), sends
-them in one Predict call and averages the class probabilities over the
-views (the video-level score).
+(gRPC's own retry policy from the channel's service config: exponential
+backoff on UNAVAILABLE, e.g. a server still starting or a full batching
+queue). It works the same against `python -m serving.server` and the
+official `tensorflow/serving` container. `classify_video` reads the model's
+`ClipFormat` from its `clip_format` signature (clip length, stride, crop,
+short side, views, normalisation), decodes the video with PyAV, samples the
+test-time views exactly as evaluation does, sends them in Predict calls and
+averages the class probabilities over the views (the video-level score).
 
 Command line:
 
@@ -29,7 +30,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import sys
 import time
 
@@ -47,32 +47,49 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
+from clipspec import signatures as names  # noqa: E402
+from clipspec.format import ClipFormat  # noqa: E402
+
 DEFAULT_SERVER = "127.0.0.1:8500"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
-# What `python -m training.export` writes.
-SERVING_SIGNATURE = "serving_default"
-NORMALIZED_SIGNATURE = "predict_normalized"
-CLASS_NAMES_SIGNATURE = "class_names"
-CLASSIFY_SIGNATURE = "classify"
-EXPLAIN_SIGNATURE = "explain"
-# Test-time sampling defaults (the training defaults).
-DEFAULT_STRIDE = 2
-DEFAULT_NUM_CLIPS = 4
-DEFAULT_NUM_CROPS = 1
+MAX_RETRIES = 4  # gRPC caps a retry policy at 5 attempts
 DEFAULT_VIEWS_PER_REQUEST = 8
+
+
+def retry_service_config(retries, backoff, retry_codes=RETRY_CODES):
+    """The gRPC service config (JSON) of a channel that retries every method
+    on `retry_codes`: `retries` extra attempts, exponential backoff from
+    `backoff` seconds (gRPC draws each delay at random below the current
+    backoff, which doubles every attempt, capped at 10 s)."""
+    if not retries:
+        return None
+    return json.dumps({"methodConfig": [{
+        "name": [{}],  # every service and method of the channel
+        "retryPolicy": {
+            "maxAttempts": retries + 1,
+            "initialBackoff": f"{backoff:.3f}s",
+            "maxBackoff": "10s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": [code.name for code in retry_codes],
+        },
+    }]})
 
 
 class ServingClient:
     """TF Serving's Predict / Classify / GetModelMetadata / GetModelStatus
-    with a per-call timeout and retries.
+    with a deadline per call and retries.
+
+    Retries are gRPC's own (the channel's service-config retry policy), so
+    they also cover calls made through the stubs directly.
 
     Args:
         server: `host:port` of the gRPC endpoint.
-        timeout: seconds per attempt (gRPC deadline).
-        retries: extra attempts on `retry_codes` (default UNAVAILABLE).
-        backoff: first retry delay in seconds; doubled every retry, with
-            up to 50 % random jitter.
+        timeout: seconds per call, retries included (gRPC deadline).
+        retries: extra attempts on `retry_codes` (default UNAVAILABLE),
+            at most 4 (gRPC's limit is 5 attempts).
+        backoff: the first retry's maximum delay in seconds; doubled every
+            retry (gRPC picks each delay at random below it).
         max_message_bytes: largest request/response this client accepts.
     """
 
@@ -86,20 +103,30 @@ class ServingClient:
         if timeout is not None and not timeout > 0:
             raise ValueError("Invalid value for argument `timeout`. Expected "
                              f"a positive number. Received: timeout={timeout!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if isinstance(retries, bool) or not isinstance(retries, int) \
+                or not 0 <= retries <= MAX_RETRIES:
             raise ValueError("Invalid value for argument `retries`. Expected "
-                             f"an int >= 0. Received: retries={retries!r}")
+                             f"an int from 0 to {MAX_RETRIES}. Received: "
+                             f"retries={retries!r}")
+        if not backoff > 0:
+            raise ValueError("Invalid value for argument `backoff`. Expected "
+                             f"a positive number. Received: backoff={backoff!r}")
         self.server, self.timeout = server, timeout
         self.retries, self.backoff = retries, float(backoff)
-        self.retry_codes = tuple(retry_codes)
-        self._channel = grpc.insecure_channel(server, options=[
+        options = [
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
-        ])
+            ("grpc.enable_retries", 1 if retries else 0),
+        ]
+        config = retry_service_config(retries, self.backoff, tuple(retry_codes))
+        if config is not None:
+            options.append(("grpc.service_config", config))
+        self._channel = grpc.insecure_channel(server, options=options)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._class_names = {}
+        self._clip_formats = {}
 
     def close(self):
         self._channel.close()
@@ -112,21 +139,12 @@ class ServingClient:
 
     # -- raw calls -----------------------------------------------------
     def call(self, method, request, timeout=None):
-        """Calls a stub method (e.g. `"Predict"`) with retries; returns the
-        response or raises the last `grpc.RpcError`."""
+        """Calls a stub method (e.g. `"Predict"`); returns the response or
+        raises the `grpc.RpcError` of the last attempt."""
         stub = (self._models if method in ("GetModelStatus",
                                            "HandleReloadConfigRequest")
                 else self._predictions)
-        function = getattr(stub, method)
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            try:
-                return function(request, timeout=timeout or self.timeout)
-            except grpc.RpcError as error:
-                if error.code() not in self.retry_codes or attempt == self.retries:
-                    raise
-            time.sleep(delay * (1 + 0.5 * random.random()))
-            delay *= 2
+        return getattr(stub, method)(request, timeout=timeout or self.timeout)
 
     # -- TF Serving API ------------------------------------------------
     def predict(self, model, inputs, signature=None, version=None,
@@ -136,7 +154,7 @@ class ServingClient:
         request = predict_pb2.PredictRequest()
         _model_spec(request.model_spec, model, version, signature)
         if not isinstance(inputs, dict):
-            inputs = {"clips": inputs}
+            inputs = {names.CLIPS_INPUT: inputs}
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
         request.output_filter.extend(output_filter)
@@ -148,7 +166,7 @@ class ServingClient:
         """Predict with a ready `PredictRequest` (returns the response)."""
         return self.call("Predict", request)
 
-    def classify(self, model, examples, signature=CLASSIFY_SIGNATURE,
+    def classify(self, model, examples, signature=names.CLASSIFY,
                  version=None):
         """Classify `tf.train.Example`s; returns, per example, a list of
         `(label, score)`."""
@@ -201,17 +219,50 @@ class ServingClient:
             time.sleep(0.2)
 
     # -- helpers for this project's exports ----------------------------
-    def model_input_shape(self, model, version=None):
-        """The model's `(T, H, W)`, read from the `predict_normalized`
-        signature's input shape; `None` if the export has no such signature."""
+    def clip_format(self, model, version=None):
+        """The model's `ClipFormat`, from its `clip_format` signature
+        (cached per model and version).
+
+        Exports made before that signature existed give a format built from
+        the `predict_normalized` input shape with the defaults (stride 2,
+        Kinetics mean/std, 10 clips x 1 crop), class names left empty.
+        """
+        key = (model, version)
+        if key not in self._clip_formats:
+            try:
+                outputs = self.predict(model, {}, signature=names.CLIP_FORMAT,
+                                       version=version)
+                text = outputs["clip_format"]
+                text = text.item() if hasattr(text, "item") else text
+                clip_format = ClipFormat.from_json(
+                    text.decode("utf-8") if isinstance(text, bytes) else text,
+                    f"model {model!r} clip_format signature")
+            except Exception as error:  # noqa: BLE001 (re-raised unless it says no such signature)
+                if not self._is_missing_signature(error):
+                    raise
+                clip_format = self._legacy_clip_format(model, version)
+            self._clip_formats[key] = clip_format
+        return self._clip_formats[key]
+
+    @staticmethod
+    def _is_missing_signature(error):
+        # TF Serving: FAILED_PRECONDITION 'Serving signature key "..." not found'
+        return isinstance(error, grpc.RpcError) and error.code() in (
+            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT)
+
+    def _legacy_clip_format(self, model, version):
         _, signatures = self.metadata(model, version)
-        signature = signatures.get(NORMALIZED_SIGNATURE)
-        if signature is None or "clips" not in signature.inputs:
-            return None
-        dims = [d.size for d in signature.inputs["clips"].tensor_shape.dim]
-        if len(dims) != 5 or min(dims[1:4]) < 1:
-            return None
-        return tuple(dims[1:4])
+        signature = signatures.get(names.PREDICT_NORMALIZED)
+        dims = ([d.size for d in signature.inputs[names.CLIPS_INPUT].tensor_shape.dim]
+                if signature is not None and names.CLIPS_INPUT in signature.inputs
+                else [])
+        if len(dims) != 5 or min(dims[1:4]) < 1 or dims[2] != dims[3]:
+            raise ValueError(
+                f"Model {model!r} exposes neither its clip format (no "
+                f"'{names.CLIP_FORMAT}' signature) nor its input size (no "
+                f"'{names.PREDICT_NORMALIZED}' signature): it was not exported "
+                "by `python -m training.export`.")
+        return ClipFormat(clip_length=dims[1], crop_size=dims[2])
 
     def class_names(self, model, indices, version=None):
         """Names of class `indices` (the export's `class_names` signature),
@@ -219,10 +270,10 @@ class ServingClient:
         cache = self._class_names.setdefault((model, version), {})
         missing = sorted({int(i) for i in indices} - set(cache))
         if missing:
-            names = self.predict(
-                model, {"class_index": np.array(missing, np.int32)},
-                signature=CLASS_NAMES_SIGNATURE, version=version)["class_name"]
-            cache.update({i: n.decode() for i, n in zip(missing, names)})
+            found = self.predict(
+                model, {names.CLASS_INDEX_INPUT: np.array(missing, np.int32)},
+                signature=names.CLASS_NAMES, version=version)["class_name"]
+            cache.update({i: n.decode() for i, n in zip(missing, found)})
         return [cache[int(i)] for i in indices]
 
 
@@ -264,36 +315,38 @@ class VideoPrediction:
         }
 
 
-def video_views(path, clip_length, crop_size, stride=DEFAULT_STRIDE,
-                num_clips=DEFAULT_NUM_CLIPS, num_crops=DEFAULT_NUM_CROPS,
-                short_side=None):
-    """Decodes `path` (PyAV) and samples the test-time views, as
-    evaluation does: uint8 `[num_clips * num_crops, T, S, S, 3]`, and the
-    decoded frame count and fps."""
-    from training.data.decode import decode_video
-    from training.data.sampling import test_views
+def video_views(path, clip_format):
+    """Decodes `path` (PyAV, at the format's short side) and samples the
+    test-time views exactly as evaluation does: uint8
+    `[num_clips * num_crops, T, S, S, 3]`, the decoded frame count and fps."""
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
 
-    if short_side is None:  # the prepare step's ratio: 128 px for 112 crops
-        short_side = int(round(crop_size * 128 / 112))
-    frames, fps = decode_video(path, short_side=short_side)
-    views = np.asarray(test_views(frames, clip_length, stride, crop_size,
-                                  num_clips, num_crops), np.uint8)
+    frames, fps = decode_video(path, short_side=clip_format.short_side)
+    views = np.asarray(eval_views(frames, clip_format.clip_length,
+                                  clip_format.stride, clip_format.crop_size,
+                                  clip_format.num_clips, clip_format.num_crops,
+                                  clip_format.short_video), np.uint8)
     return views, len(frames), float(fps)
 
 
-def classify_video(client, model, path, top_k=5, clip_length=None,
-                   crop_size=None, stride=DEFAULT_STRIDE,
-                   num_clips=DEFAULT_NUM_CLIPS, num_crops=DEFAULT_NUM_CROPS,
-                   short_side=None, version=None,
-                   views_per_request=DEFAULT_VIEWS_PER_REQUEST):
+def model_clip_format(client, model, version=None, **overrides):
+    """The model's `ClipFormat` (from the server) with `overrides`
+    (`clip_length`, `crop_size`, `stride`, `num_clips`, `num_crops`,
+    `short_side`; `None` values are ignored)."""
+    return client.clip_format(model, version).replace(**overrides)
+
+
+def classify_video(client, model, path, top_k=5, version=None,
+                   views_per_request=DEFAULT_VIEWS_PER_REQUEST, **overrides):
     """Classifies one video file through the server.
 
-    `clip_length` and `crop_size` default to the model's own `T` and `H`
-    (read from the export's metadata). The views go in Predict calls of up
-    to `views_per_request` clips (`serving_default`, which resizes them to
-    the model's size if needed; after the first call the version it
-    answered with is requested, so a version swap mid-video cannot mix
-    models); the video-level score is the mean of the views' probabilities.
+    The clips are cut as the model's `ClipFormat` says (read from the
+    server; `overrides` change fields, see `model_clip_format`). The views
+    go in Predict calls of up to `views_per_request` clips
+    (`serving_default`; after the first call the version it answered with is
+    requested, so a version swap mid-video cannot mix models); the
+    video-level score is the mean of the views' probabilities.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such video file.")
@@ -302,15 +355,13 @@ def classify_video(client, model, path, top_k=5, clip_length=None,
         raise ValueError(
             "Invalid value for argument `views_per_request`. Expected a "
             f"positive int. Received: views_per_request={views_per_request!r}")
-    clip_length, crop_size = _clip_size(client, model, clip_length, crop_size,
-                                        version)
-    views, num_frames, fps = video_views(path, clip_length, crop_size, stride,
-                                         num_clips, num_crops, short_side)
+    clip_format = model_clip_format(client, model, version, **overrides)
+    views, num_frames, fps = video_views(path, clip_format)
     chunks, served = [], version
     for start in range(0, len(views), views_per_request):
         request = predict_pb2.PredictRequest()
-        _model_spec(request.model_spec, model, served, SERVING_SIGNATURE)
-        request.inputs["clips"].CopyFrom(
+        _model_spec(request.model_spec, model, served, names.SERVING)
+        request.inputs[names.CLIPS_INPUT].CopyFrom(
             tf.make_tensor_proto(views[start:start + views_per_request]))
         request.output_filter.append("probabilities")
         response = client.predict_response(request)
@@ -318,10 +369,10 @@ def classify_video(client, model, path, top_k=5, clip_length=None,
         served = response.model_spec.version.value or served
     mean = np.concatenate(chunks).mean(axis=0)
     best = np.argsort(-mean, kind="stable")[:top_k]
-    names = client.class_names(model, best, version=served)
+    class_names = client.class_names(model, best, version=served)
     return VideoPrediction(
         path=path,
-        top_k=[(name, float(mean[i])) for name, i in zip(names, best)],
+        top_k=[(name, float(mean[i])) for name, i in zip(class_names, best)],
         probabilities=mean.astype(np.float32),
         num_views=len(views),
         num_frames=num_frames,
@@ -330,52 +381,35 @@ def classify_video(client, model, path, top_k=5, clip_length=None,
     )
 
 
-def _clip_size(client, model, clip_length, crop_size, version):
-    """`clip_length` and `crop_size`, by default the model's `T` and `H`."""
-    if clip_length is None or crop_size is None:
-        shape = client.model_input_shape(model, version)
-        if shape is None:
-            raise ValueError(
-                f"Model {model!r} does not expose its input size (no "
-                f"'{NORMALIZED_SIGNATURE}' signature): pass clip_length and "
-                "crop_size (--clip-length, --crop-size).")
-        clip_length = clip_length or shape[0]
-        crop_size = crop_size or shape[1]
-    return clip_length, crop_size
-
-
-def explain_video(client, model, path, out_dir, clip_length=None,
-                  crop_size=None, stride=DEFAULT_STRIDE, short_side=None,
-                  version=None):
+def request_explanation(client, model, path, out_dir, version=None, **overrides):
     """Asks the export's `explain` signature for the per-block class-evidence
     maps of the video's centre clip (for the model's top class) and writes
     `<stem>_explain.png`, `<stem>_<block>.gif` and `<stem>_explain.json` to
     `out_dir` (as `python -m training.explain` does). Returns the summary
     (per-block guesses, written files)."""
-    from keras_classreg.explain import Explanation
-    from training.explain import write_explanation
+    from clipspec.explanation_files import write_explanation
+    from keras_classreg.explanations import Explanation
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such video file.")
-    clip_length, crop_size = _clip_size(client, model, clip_length, crop_size,
-                                        version)
-    views, _, fps = video_views(path, clip_length, crop_size, stride, 1, 1,
-                                short_side)
+    overrides.update(num_clips=1, num_crops=1)
+    clip_format = model_clip_format(client, model, version, **overrides)
+    views, _, fps = video_views(path, clip_format)
     request = predict_pb2.PredictRequest()
-    _model_spec(request.model_spec, model, version, EXPLAIN_SIGNATURE)
-    request.inputs["clips"].CopyFrom(tf.make_tensor_proto(views))
+    _model_spec(request.model_spec, model, version, names.EXPLAIN)
+    request.inputs[names.CLIPS_INPUT].CopyFrom(tf.make_tensor_proto(views))
     response = client.predict_response(request)
     outputs = {name: tf.make_ndarray(proto)
                for name, proto in response.outputs.items()}
     if "block_names" not in outputs:
-        raise ValueError(f"Model {model!r}: the '{EXPLAIN_SIGNATURE}' "
+        raise ValueError(f"Model {model!r}: the '{names.EXPLAIN}' "
                          "signature returned no `block_names`.")
     served = response.model_spec.version.value or version
     num_classes = outputs["probabilities"].shape[-1]
-    names = client.class_names(model, range(num_classes), version=served)
+    class_names = client.class_names(model, range(num_classes), version=served)
     explanation = Explanation.from_outputs(outputs, outputs["block_names"][0])
-    return write_explanation(explanation, views[0], names, out_dir, path,
-                             fps=fps / stride)
+    return write_explanation(explanation, views[0], class_names, out_dir, path,
+                             fps=fps / clip_format.stride)
 
 
 # ----------------------------------------------------------------------
@@ -396,41 +430,47 @@ def build_parser():
     )
     parser.add_argument("videos", nargs="+", help="Video files (anything "
                         "FFmpeg decodes: mp4, avi, mkv, webm, ...).")
-    parser.add_argument("--server", default=DEFAULT_SERVER,
-                        help=f"host:port of the gRPC server. Default: "
-                        f"{DEFAULT_SERVER}.")
+    parser.add_argument("--server", default=None,
+                        help=f"host:port of the gRPC server (with --rest: of "
+                        f"the REST API). Default: {DEFAULT_SERVER} (with "
+                        "--rest: 127.0.0.1:8501).")
+    parser.add_argument("--rest", action="store_true",
+                        help="Talk to TF Serving's REST API instead of gRPC "
+                        "(serving.rest_client).")
     parser.add_argument("--model", required=True,
                         help="Model name on the server (MODEL_NAME).")
     parser.add_argument("--version", type=int, default=None,
                         help="Model version (default: the latest served).")
     parser.add_argument("--top-k", type=int, default=5,
                         help="Classes to print per video. Default: 5.")
-    parser.add_argument("--clip-length", type=int, default=None,
-                        help="Frames per clip. Default: the model's T.")
-    parser.add_argument("--crop-size", type=int, default=None,
-                        help="Crop size in pixels. Default: the model's H.")
-    parser.add_argument("--stride", type=int, default=DEFAULT_STRIDE,
-                        help="Temporal stride between sampled frames. "
-                        f"Default: {DEFAULT_STRIDE} (the training default).")
-    parser.add_argument("--num-clips", type=int, default=DEFAULT_NUM_CLIPS,
-                        help="Uniformly spaced clips per video. Default: "
-                        f"{DEFAULT_NUM_CLIPS}.")
-    parser.add_argument("--num-crops", type=int, default=DEFAULT_NUM_CROPS,
-                        choices=(1, 3), help="Spatial crops per clip (1: "
-                        "centre; 3: along the long side). Default: 1.")
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="Resize frames to this short side before "
-                        "cropping. Default: crop size x 128/112.")
+    fmt = parser.add_argument_group(
+        "clip format (default: the model's own, read from its clip_format "
+        "signature; these override it)")
+    fmt.add_argument("--clip-length", type=int, default=None,
+                     help="Frames per clip.")
+    fmt.add_argument("--crop-size", type=int, default=None,
+                     help="Crop size in pixels.")
+    fmt.add_argument("--stride", type=int, default=None,
+                     help="Temporal stride between sampled frames.")
+    fmt.add_argument("--num-clips", type=int, default=None,
+                     help="Uniformly spaced clips per video.")
+    fmt.add_argument("--num-crops", type=int, default=None, choices=(1, 3),
+                     help="Spatial crops per clip (1: centre; 3: along the "
+                     "long side).")
+    fmt.add_argument("--short-side", type=int, default=None,
+                     help="Decode frames at this short side before cropping.")
     parser.add_argument("--views-per-request", type=int,
                         default=DEFAULT_VIEWS_PER_REQUEST,
                         help="Clips per Predict request (keeps requests "
                         "under the message size limit). Default: "
                         f"{DEFAULT_VIEWS_PER_REQUEST}.")
     parser.add_argument("--timeout", type=float, default=30.0,
-                        help="Seconds per request attempt. Default: 30.")
+                        help="Seconds per request, retries included. "
+                        "Default: 30.")
     parser.add_argument("--retries", type=int, default=3,
+                        choices=range(MAX_RETRIES + 1), metavar="0-4",
                         help="Retries on UNAVAILABLE, with exponential "
-                        "backoff. Default: 3.")
+                        "backoff (gRPC's retry policy). Default: 3.")
     parser.add_argument("--explain", metavar="DIR", default=None,
                         help="Also request the 'explain' signature for each "
                         "video's centre clip and save its per-block class-"
@@ -444,25 +484,30 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results, failures = [], 0
-    with ServingClient(args.server, timeout=args.timeout,
-                       retries=args.retries) as client:
+    if args.rest:
+        from serving.rest_client import DEFAULT_REST_SERVER, RestClient, RestError
+
+        make, errors = RestClient, (grpc.RpcError, RestError)
+        server = args.server or DEFAULT_REST_SERVER
+    else:
+        make, errors = ServingClient, (grpc.RpcError,)
+        server = args.server or DEFAULT_SERVER
+    with make(server, timeout=args.timeout, retries=args.retries) as client:
         for path in args.videos:
+            overrides = dict(clip_length=args.clip_length, crop_size=args.crop_size,
+                             stride=args.stride, short_side=args.short_side)
             try:
                 result = classify_video(
                     client, args.model, path, top_k=args.top_k,
-                    clip_length=args.clip_length, crop_size=args.crop_size,
-                    stride=args.stride, num_clips=args.num_clips,
-                    num_crops=args.num_crops, short_side=args.short_side,
-                    version=args.version,
-                    views_per_request=args.views_per_request)
-                explanation = None if args.explain is None else explain_video(
+                    version=args.version, views_per_request=args.views_per_request,
+                    num_clips=args.num_clips, num_crops=args.num_crops, **overrides)
+                explanation = None if args.explain is None else request_explanation(
                     client, args.model, path, args.explain,
-                    clip_length=args.clip_length, crop_size=args.crop_size,
-                    stride=args.stride, short_side=args.short_side,
-                    version=result.model_version)
-            except grpc.RpcError as error:
+                    version=result.model_version, **overrides)
+            except errors as error:
                 failures += 1
-                message = f"{error.code().name}: {error.details()}"
+                message = f"{error.code().name}: {error.details()}" \
+                    if isinstance(error, grpc.RpcError) else str(error)
                 results.append({"path": path, "error": message})
                 if not args.json:
                     print(f"{path}: error: {message}", file=sys.stderr)

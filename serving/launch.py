@@ -1,35 +1,40 @@
 """Start `python -m serving.server` as a child process (tests, benchmarks).
 
->>> args = ["--model-name", "tiny", "--model-base-path", "exports/tiny"]
->>> with LocalServer(args) as server:                 # doctest: +SKIP
+>>> args = ["--model_name=tiny", "--model_base_path=exports/tiny"]
+>>> with LocalServer(args, rest=True) as server:      # doctest: +SKIP
 ...     client = ServingClient(server.address)
+...     url = server.rest_url                        # http://127.0.0.1:PORT
 """
 
 import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-from serving.server import READY_LINE
+from serving.server import READY_LINE, REST_READY_LINE
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 class LocalServer:
-    """A `serving.server` child process on a free port of 127.0.0.1.
+    """A `serving.server` child process on free ports of 127.0.0.1.
 
     Args:
-        args: server arguments (without `--port`/`--host`).
+        args: server arguments (TF Serving's flags, without `--port`,
+            `--rest_api_port` and `--host`).
         ready_timeout: seconds to wait for the initial model load.
         log_path: where the server's output goes (default: a temp file;
             `log()` reads it).
+        rest: also serve the REST API (`rest_url`).
     """
 
-    def __init__(self, args, ready_timeout=180.0, log_path=None, env=None):
+    def __init__(self, args, ready_timeout=180.0, log_path=None, env=None,
+                 rest=False):
         self.args = [str(a) for a in args]
         self.ready_timeout = ready_timeout
         if log_path is None:
@@ -42,30 +47,43 @@ class LocalServer:
             os.pathsep) if p]
         self.env["PYTHONPATH"] = os.pathsep.join(paths)
         self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.rest = rest
         self.process = None
         self.port = None
+        self.rest_port = None
 
     @property
     def address(self):
         return f"127.0.0.1:{self.port}"
 
     @property
+    def rest_url(self):
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
     def pid(self):
         return self.process.pid
 
     def start(self):
+        ports = [f"--port={free_port()}"]
+        if self.rest:
+            ports.append(f"--rest_api_port={free_port()}")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serving.server", "--host", "127.0.0.1",
-                 "--port", "0", *self.args],
+                 *ports, *self.args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env,
                 cwd=str(_REPO))
         deadline = time.monotonic() + self.ready_timeout
-        pattern = re.compile(re.escape(READY_LINE) + r" \S+:(\d+)")
+        grpc_line = re.compile(re.escape(READY_LINE) + r" \S+:(\d+)")
+        rest_line = re.compile(re.escape(REST_READY_LINE) + r" \S+:(\d+)")
         while time.monotonic() < deadline:
-            match = pattern.search(self.log())
-            if match:
+            log = self.log()
+            match = grpc_line.search(log)
+            rest = rest_line.search(log)
+            if match and (rest or not self.rest):
                 self.port = int(match.group(1))
+                self.rest_port = int(rest.group(1)) if rest else None
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(
@@ -99,4 +117,11 @@ class LocalServer:
         self.stop()
 
 
-__all__ = ["LocalServer"]
+def free_port():
+    """A TCP port of 127.0.0.1 free now (the OS's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+__all__ = ["LocalServer", "free_port"]

@@ -10,8 +10,10 @@ requests never see a gap, and a version that fails to load leaves the old
 one serving). Folders that hold no `saved_model.pb` yet are ignored until
 they do; a version that failed to load is retried when its files change.
 
-`ServableVersion.predict` / `.classify` / `.metadata` answer TF Serving's
-request protos with TF Serving's status codes and messages.
+`ServableVersion.predict` / `.classify` / `.regress` / `.multi_inference` /
+`.metadata` answer TF Serving's request protos for any SavedModel (TF1 or
+TF2) with TF Serving's semantics, status codes and messages; version labels
+are resolved as TF Serving does (a label may only name a loaded version).
 
 Example:
 
@@ -31,25 +33,37 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     predict_pb2,
     prediction_log_pb2,
+    regression_pb2,
 )
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import Batcher
 from serving.errors import ServingError, invalid_argument, not_found
+from serving.tensors import dtype_enum, to_array, to_proto
 
 _LOG = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+# TensorFlow's own names for signatures and their methods and tensors.
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
+CLASSIFY_METHOD = tf.saved_model.CLASSIFY_METHOD_NAME
+REGRESS_METHOD = tf.saved_model.REGRESS_METHOD_NAME
+CLASSIFY_INPUTS = tf.saved_model.CLASSIFY_INPUTS
+CLASSIFY_CLASSES = tf.saved_model.CLASSIFY_OUTPUT_CLASSES
+CLASSIFY_SCORES = tf.saved_model.CLASSIFY_OUTPUT_SCORES
+REGRESS_INPUTS = tf.saved_model.REGRESS_INPUTS
+REGRESS_OUTPUTS = tf.saved_model.REGRESS_OUTPUTS
+INIT_OP_SIGNATURE = "__saved_model_init_op"  # TF2 exports list it, as TF Serving
+SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadataImpl::kSignatureDef
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 State = get_model_status_pb2.ModelVersionStatus.State
@@ -84,6 +98,7 @@ def read_model_config_file(path):
         text_format.Parse(text, config)
     except text_format.ParseError as error:
         raise ValueError(
+            "Error parsing text-format tensorflow.serving.ModelServerConfig: "
             f"{path}:{error} (expected TF Serving's ModelServerConfig text "
             "format: model_config_list { config { name: '...' base_path: "
             "'...' model_platform: 'tensorflow' } })"
@@ -139,38 +154,95 @@ def _aspired_versions(model_config, found):
 
 
 # ----------------------------------------------------------------------
+# Server-wide request semantics
+# ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ServingOptions:
+    """Switches of TF Serving's command line that change how requests are
+    answered.
+
+    Args:
+        method_name_check: `--enable_signature_method_name_check`: Classify
+            and Regress demand a signature whose `method_name` is
+            classify/regress, Predict one of predict/classify/regress. Off by
+            default, as in TF Serving (TF2 SavedModels mark every signature
+            predict).
+        tensor_content: `--enable_serialization_as_tensor_content`: Predict
+            answers pack numeric outputs into `tensor_content` instead of the
+            typed repeated fields (`float_val`, `int_val`, ...).
+        saved_model_tags: the MetaGraph to load (`--saved_model_tags`).
+    """
+
+    method_name_check: bool = False
+    tensor_content: bool = False
+    saved_model_tags: tuple = (tf.saved_model.SERVING,)
+
+
+# ----------------------------------------------------------------------
 # One loaded version
 # ----------------------------------------------------------------------
 @dataclasses.dataclass
 class _Signature:
     name: str
-    method_name: str
-    function: object
-    inputs: dict          # name -> tf.TensorSpec
-    outputs: tuple        # output names
+    definition: object   # the SignatureDef
+    function: object     # the loaded concrete function
     batcher: object = None
+
+    @property
+    def method_name(self):
+        return self.definition.method_name
+
+    @property
+    def inputs(self):
+        return self.definition.inputs
+
+    @property
+    def outputs(self):
+        return self.definition.outputs
 
 
 class ServableVersion:
-    """One loaded SavedModel version and the request handlers on it."""
+    """One loaded SavedModel version and TF Serving's request handlers on it
+    (`predict`, `classify`, `regress`, `multi_inference`, `metadata`).
 
-    def __init__(self, name, version, path, batching=None):
+    Any SavedModel works (TF1 graphs written with `SavedModelBuilder` or TF2
+    `tf.saved_model.save` / Keras exports): requests are checked against
+    the `SignatureDef`s of `saved_model.pb` exactly as TF Serving checks
+    them, and the tensors go to the graph as they are (the graph, not the
+    server, rejects a shape it cannot take).
+    """
+
+    def __init__(self, name, version, path, batching=None, options=None):
         self.name, self.version, self.path = name, int(version), path
-        self._saved_model = tf.saved_model.load(path, tags=["serve"])
-        self.signature_defs = _read_signature_defs(path)
+        self.options = options or ServingOptions()
+        tags = list(self.options.saved_model_tags)
+        meta_graph = _read_meta_graph(path, tags)
+        self.signature_defs = {
+            key: meta_graph_pb2.SignatureDef.FromString(value.SerializeToString())
+            for key, value in meta_graph.signature_def.items()}
+        self.tf1 = not meta_graph.HasField("object_graph_def")
+        with _quiet_tf_logger():
+            if self.tf1:  # a TF1 graph: run it in a Session, as TF Serving
+                graph = tf.Graph()
+                self._session = tf.compat.v1.Session(graph=graph)
+                with graph.as_default():
+                    tf.compat.v1.saved_model.loader.load(self._session, tags, path)
+                functions = {key: _SessionFunction(self._session, definition)
+                             for key, definition in self.signature_defs.items()}
+            else:
+                self._saved_model = tf.saved_model.load(path, tags=tags)
+                functions = {key: _EagerFunction(function) for key, function
+                             in self._saved_model.signatures.items()}
         self.signatures = {}
-        for key, function in self._saved_model.signatures.items():
-            _, inputs = function.structured_input_signature
-            outputs = function.structured_outputs
-            signature = _Signature(
-                name=key,
-                method_name=self.signature_defs[key].method_name
-                if key in self.signature_defs else PREDICT_METHOD,
-                function=function,
-                inputs=dict(inputs),
-                outputs=tuple(outputs),
-            )
-            if batching is not None and _batch_major(inputs, outputs):
+        for key, definition in self.signature_defs.items():
+            if key not in functions:  # TF2's __saved_model_init_op
+                if key != INIT_OP_SIGNATURE:
+                        _LOG.warning("%s version %d: signature %r has no "
+                                 "function; requests for it will fail", name,
+                                 version, key)
+                continue
+            signature = _Signature(key, definition, functions[key])
+            if batching is not None and _batch_major(definition):
                 signature.batcher = Batcher(
                     lambda values, s=signature: self._call(s, values),
                     batching, name=f"batch-{name}-{version}-{key}")
@@ -182,138 +254,202 @@ class ServableVersion:
             if signature.batcher is not None:
                 signature.batcher.close()
 
-    # -- requests ------------------------------------------------------
-    def predict(self, request):
-        """`PredictRequest` → `PredictResponse` (TF Serving's checks)."""
+    # -- Predict -------------------------------------------------------
+    def predict(self, request, context=None):
+        """`PredictRequest` -> `PredictResponse` (TF Serving's predict_util)."""
         key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = self.signatures.get(key)
-        if signature is None:
+        if key not in self.signature_defs:
             raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                f'Serving signature key "{key}" not found.')
-        _check_input_names(signature, request.inputs)
-        names = list(request.output_filter) or list(signature.outputs)
-        seen = set()
-        for alias in request.output_filter:
-            if alias not in signature.outputs:
-                raise invalid_argument(
-                    f"output tensor alias not found in signature: {alias} "
-                    "Outputs expected to be in the set "
-                    f"{{{','.join(sorted(signature.outputs))}}}.")
-            if alias in seen:
-                raise invalid_argument(f"duplicate output tensor alias: {alias}")
-            seen.add(alias)
-        values = {alias: _to_array(signature, alias, proto)
-                  for alias, proto in request.inputs.items()}
-        outputs = self.run(signature, values)
+        signature = self._signature(key)
+        if self.options.method_name_check and signature.method_name not in (
+                PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+            raise ServingError(
+                grpc.StatusCode.INTERNAL,
+                "Expected prediction signature method_name to be one of "
+                f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
+                f"Was: {signature.method_name}")
+        values = _input_values(signature, request.inputs)
+        aliases = _output_aliases(signature, request.output_filter)
+        outputs = self.run(signature, values, context, outputs=aliases)
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, key)
-        for alias in names:
-            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias]))
+        for alias in aliases:
+            response.outputs[alias].CopyFrom(to_proto(
+                outputs[alias], as_content=self.options.tensor_content))
         return response
 
-    def classify(self, request):
-        """`ClassificationRequest` → `ClassificationResponse`."""
+    # -- Classify / Regress / MultiInference ---------------------------
+    def classify(self, request, context=None):
+        """`ClassificationRequest` -> `ClassificationResponse`."""
         key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = self._method_signature(key, CLASSIFY_METHOD, "classification")
-        if set(signature.inputs) != {"inputs"} or not (
-                set(signature.outputs) & {"classes", "scores"}):
-            raise ServingError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"Classification signature {key!r} must take one input "
-                "'inputs' and output 'classes' and/or 'scores'.")
+        signature = self._example_signature(key, CLASSIFY_METHOD,
+                                            "classification", _check_classify)
         examples = serialized_examples(request.input)
-        outputs = self.run(signature, {"inputs": examples})
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for label, value in (("classes", classes), ("scores", scores)):
-            if value is not None and (value.ndim != 2 or len(value) != len(examples)):
-                raise invalid_argument(
-                    f"Expected Tensor shape: [batch_size num_classes] but got "
-                    f"{list(value.shape)} for {label}")
+        outputs = self.run(signature, {CLASSIFY_INPUTS: examples}, context,
+                           batchable=False)
         response = classification_pb2.ClassificationResponse()
         self._fill_spec(response.model_spec, key)
-        width = (classes if classes is not None else scores).shape[1]
-        for row in range(len(examples)):
-            result = response.result.classifications.add()
-            for column in range(width):
-                item = result.classes.add()
-                if classes is not None:
-                    item.label = _text(classes[row, column])
-                if scores is not None:
-                    item.score = float(scores[row, column])
+        _classification_result(signature.definition, len(examples), outputs,
+                               response.result)
         return response
 
-    def regress(self, request):
-        """Regress: this server's exports have no regression signature, so
-        this answers exactly as TF Serving does for a non-regress one."""
+    def regress(self, request, context=None):
+        """`RegressionRequest` -> `RegressionResponse`."""
         key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        self._method_signature(key, REGRESS_METHOD, "regression")
-        raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                           "Regress is not implemented by this server.")
+        signature = self._example_signature(key, REGRESS_METHOD, "regression",
+                                            _check_regress)
+        examples = serialized_examples(request.input)
+        outputs = self.run(signature, {REGRESS_INPUTS: examples}, context,
+                           batchable=False)
+        response = regression_pb2.RegressionResponse()
+        self._fill_spec(response.model_spec, key)
+        _regression_result(signature.definition, len(examples), outputs,
+                           response.result)
+        return response
 
-    def metadata(self, request):
-        """`GetModelMetadataRequest` → response with the `signature_def` map."""
-        if not request.metadata_field:
-            raise invalid_argument(
-                "GetModelMetadataRequest must specify at least one metadata_field")
-        for field in request.metadata_field:
-            if field != "signature_def":
-                raise invalid_argument(f"Metadata field {field} is not supported")
+    def multi_inference(self, request, context=None):
+        """`MultiInferenceRequest` -> `MultiInferenceResponse`: every task
+        (classify or regress, one model) on the same examples."""
+        model_name, seen, plan = "", set(), []
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise invalid_argument("Found ModelSpec with an empty model name.")
+            if not model_name:
+                model_name = task.model_spec.name
+            elif model_name != task.model_spec.name:
+                raise invalid_argument(
+                    "All ModelSpecs in a MultiInferenceRequest must access the "
+                    "same model name.")
+            key = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if key in seen:
+                raise invalid_argument(f"Duplicate evaluation of signature: {key}")
+            seen.add(key)
+            if key not in self.signature_defs:
+                raise invalid_argument(
+                    f"Requested signature not found in model graph: {key}")
+            signature = self._signature(key)
+            if task.method_name == CLASSIFY_METHOD:
+                _check_classify(signature.definition,
+                                self.options.method_name_check)
+            elif task.method_name == REGRESS_METHOD:
+                _check_regress(signature.definition,
+                               self.options.method_name_check)
+            else:
+                raise ServingError(
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"Unsupported signature method_name: {task.method_name}")
+            plan.append((task, signature))
+        examples = serialized_examples(request.input)
+        outputs = {}
+        for _, signature in plan:
+            outputs[signature.name] = self.run(
+                signature, {signature_input(signature): examples}, context,
+                batchable=False)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, signature in plan:
+            result = response.results.add()
+            if task.method_name == CLASSIFY_METHOD:
+                _classification_result(signature.definition, len(examples),
+                                       outputs[signature.name],
+                                       result.classification_result)
+            else:
+                _regression_result(signature.definition, len(examples),
+                                   outputs[signature.name],
+                                   result.regression_result)
+            result.model_spec.name = task.model_spec.name
+            result.model_spec.signature_name = signature.name
+            result.model_spec.version.value = self.version
+        return response
+
+    # -- GetModelMetadata ----------------------------------------------
+    def metadata(self, request=None):
+        """`GetModelMetadataResponse` with the `signature_def` map (the
+        request's `metadata_field` is checked by `check_metadata_request`
+        before the model is looked up, as TF Serving does)."""
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = self.name
         response.model_spec.version.value = self.version
         signature_map = get_model_metadata_pb2.SignatureDefMap()
         for key, signature_def in self.signature_defs.items():
             signature_map.signature_def[key].CopyFrom(signature_def)
-        response.metadata["signature_def"].Pack(signature_map)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
 
-    def warm_up(self):
-        """Replays `assets.extra/tf_serving_warmup_requests`; returns the
-        number of requests run. A failing request fails the load."""
+    def input_infos(self, signature_name):
+        """The input `TensorInfo` map of a signature (REST uses it to type
+        JSON values); INVALID_ARGUMENT if there is no such signature."""
+        key = signature_name or DEFAULT_SIGNATURE
+        if key not in self.signature_defs:
+            raise invalid_argument(
+                f'Serving signature name: "{key}" not found in signature def')
+        return self.signature_defs[key].inputs
+
+    def warm_up(self, iterations=1):
+        """Replays `assets.extra/tf_serving_warmup_requests` (predict,
+        classify, regress and multi_inference logs, as TF Serving), each
+        record `iterations` times; returns the number of records run. A
+        failing request fails the load."""
         path = os.path.join(self.path, WARMUP_FILE)
         if not os.path.isfile(path):
             return 0
+        handlers = {
+            "predict_log": lambda log: self.predict(log.request),
+            "classify_log": lambda log: self.classify(log.request),
+            "regress_log": lambda log: self.regress(log.request),
+            "multi_inference_log": lambda log: self.multi_inference(log.request),
+        }
         count = 0
         for record in tf.data.TFRecordDataset(path).take(MAX_WARMUP_RECORDS):
             log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             kind = log.WhichOneof("log_type")
-            if kind == "predict_log":
-                self.predict(log.predict_log.request)
-            elif kind == "classify_log":
-                self.classify(log.classify_log.request)
-            else:
+            if kind not in handlers:
                 raise ValueError(
-                    f"{path}: warm-up record {count + 1} is a {kind}; only "
-                    "predict_log and classify_log are supported.")
+                    f"{path}: warm-up record {count + 1} is a {kind}; "
+                    f"supported: {', '.join(handlers)}.")
+            for _ in range(iterations):
+                handlers[kind](getattr(log, kind))
             count += 1
         return count
 
     # -- helpers -------------------------------------------------------
-    def run(self, signature, values):
-        if signature.batcher is not None:
+    def run(self, signature, values, context=None, batchable=True,
+            outputs=None):
+        """Runs a signature on `{input alias: array}`; returns `{output
+        alias: array}` (at least the aliases of `outputs`; None: all).
+        Batched with concurrent requests when batching is on and the inputs
+        have the signature's declared shapes."""
+        if context is not None:
+            context.check()
+        if batchable and signature.batcher is not None \
+                and _matches_declared_shapes(signature, values):
             return signature.batcher.run(values)
-        return self._call(signature, values)
+        return self._call(signature, values, outputs)
 
-    def _call(self, signature, values):
+    def _call(self, signature, values, outputs=None):
         try:
-            result = signature.function(
-                **{name: tf.constant(value) for name, value in values.items()})
+            return signature.function(values, outputs)
         except tf.errors.OpError as error:
             raise ServingError.from_tf_error(error) from None
         except (TypeError, ValueError) as error:
             raise invalid_argument(
                 f"signature {signature.name!r} rejected the inputs: {error}"
             ) from None
-        return {name: value.numpy() for name, value in result.items()}
 
-    def _method_signature(self, key, method, kind):
+    def _signature(self, key):
         signature = self.signatures.get(key)
         if signature is None:
+            raise ServingError(grpc.StatusCode.INTERNAL,
+                               f"signature {key!r} could not be restored")
+        return signature
+
+    def _example_signature(self, key, method, kind, check):
+        if key not in self.signature_defs:
             raise invalid_argument(f"No signature was found with the name: {key}")
-        if signature.method_name != method:
-            raise invalid_argument(
-                f"Expected {kind} signature method_name to be {method}. "
-                f"Was: {signature.method_name}")
+        signature = self._signature(key)
+        # GetClassificationSignatureDef / GetRegressionSignatureDef, then the
+        # classifier's / regressor's PreProcess checks.
+        check(signature.definition, self.options.method_name_check)
         return signature
 
     def _fill_spec(self, model_spec, signature_name):
@@ -322,10 +458,21 @@ class ServableVersion:
         model_spec.signature_name = signature_name
 
 
+def check_metadata_request(request):
+    """GetModelMetadata's request checks (before the model is looked up)."""
+    if not request.metadata_field:
+        raise invalid_argument(
+            "GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+        if field != SIGNATURE_DEF_FIELD:
+            raise invalid_argument(f"Metadata field {field} is not supported")
+
+
 def serialized_examples(model_input):
-    """TF Serving's `Input` proto → 1-D object array of serialized
-    `tf.Example`s (a context is merged into every example, as TF Serving
-    does, by concatenating the serialized messages)."""
+    """TF Serving's `Input` proto -> 1-D object array of serialized
+    `tf.Example`s (with `example_list_with_context`, the context's bytes
+    are put before each example's, as TF Serving does, so the parsed
+    example holds the context's features too)."""
     kind = model_input.WhichOneof("kind")
     if kind == "example_list":
         examples = [e.SerializeToString()
@@ -341,16 +488,128 @@ def serialized_examples(model_input):
     return np.array(examples, dtype=object)
 
 
-def _batch_major(inputs, outputs):
-    specs = list(inputs.values()) + list(outputs.values())
-    return bool(inputs) and all(
-        spec.shape.rank is not None and spec.shape.rank >= 1
-        and spec.shape[0] is None for spec in specs)
+def signature_input(signature):
+    return next(iter(signature.inputs))
 
 
-def _check_input_names(signature, inputs):
-    expected, received = set(signature.inputs), set(inputs)
-    if len(received) != len(expected):
+def _signature_text(definition):
+    return text_format.MessageToString(definition)
+
+
+def _check_method(definition, method, kind):
+    if definition.method_name != method:
+        raise invalid_argument(
+            f"Expected {kind} signature method_name to be {method}. "
+            f"Was: {definition.method_name}")
+
+
+def _check_classify(definition, method_check=False):
+    """TF Serving's PreProcessClassification checks."""
+    if method_check:
+        _check_method(definition, CLASSIFY_METHOD, "classification")
+    if len(definition.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(definition.outputs) not in (1, 2):
+        raise invalid_argument(
+            f"Expected one or two output Tensors, found {len(definition.outputs)}")
+    if CLASSIFY_INPUTS not in definition.inputs:
+        raise invalid_argument("No classification inputs found in SignatureDef: "
+                               + _signature_text(definition))
+    if CLASSIFY_CLASSES not in definition.outputs \
+            and CLASSIFY_SCORES not in definition.outputs:
+        raise invalid_argument(
+            "Expected classification signature outputs to contain at least "
+            f'one of "{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature '
+            f"was: {_signature_text(definition)}")
+
+
+def _check_regress(definition, method_check=False):
+    """TF Serving's PreProcessRegression checks."""
+    if method_check:
+        _check_method(definition, REGRESS_METHOD, "regression")
+    if len(definition.inputs) != 1:
+        raise invalid_argument("Expected one input Tensor.")
+    if len(definition.outputs) != 1:
+        raise invalid_argument("Expected one output Tensor.")
+    if REGRESS_INPUTS not in definition.inputs:
+        raise invalid_argument("No regression inputs found in SignatureDef: "
+                               + _signature_text(definition))
+    if REGRESS_OUTPUTS not in definition.outputs:
+        raise invalid_argument("No regression outputs found in SignatureDef: "
+                               + _signature_text(definition))
+
+
+def _shape_text(array):
+    return "[" + ",".join(str(d) for d in array.shape) + "]"
+
+
+def _classification_result(definition, num_examples, outputs, result):
+    """TF Serving's PostProcessClassificationResult."""
+    classes = outputs.get(CLASSIFY_CLASSES) \
+        if CLASSIFY_CLASSES in definition.outputs else None
+    scores = outputs.get(CLASSIFY_SCORES) \
+        if CLASSIFY_SCORES in definition.outputs else None
+    for label, value, dtype in (("classes", classes, types_pb2.DT_STRING),
+                                ("scores", scores, types_pb2.DT_FLOAT)):
+        if value is None:
+            continue
+        if value.ndim != 2:
+            raise invalid_argument(
+                "Expected Tensor shape: [batch_size num_classes] but got "
+                + _shape_text(value))
+        if dtype_enum(value) != dtype:
+            raise invalid_argument(
+                f"Expected {label} Tensor of {types_pb2.DataType.Name(dtype)}. "
+                f"Got: {types_pb2.DataType.Name(dtype_enum(value))}")
+        if value.shape[0] != num_examples:
+            raise invalid_argument(
+                f"Expected {label} output batch size of {num_examples}. Got: "
+                f"{value.shape[0]}")
+    if classes is not None and scores is not None \
+            and classes.shape[1] != scores.shape[1]:
+        raise invalid_argument(
+            "Tensors class and score should match in dim_size(1). Got "
+            f"{classes.shape[1]} vs. {scores.shape[1]}")
+    width = (classes if classes is not None else scores).shape[1]
+    for row in range(num_examples):
+        classifications = result.classifications.add()
+        for column in range(width):
+            item = classifications.classes.add()
+            if classes is not None:
+                label = classes[row, column]
+                item.label = label if isinstance(label, bytes) else str(label)
+            if scores is not None:
+                item.score = float(scores[row, column])
+
+
+def _regression_result(definition, num_examples, outputs, result):
+    """TF Serving's PostProcessRegressionResult."""
+    output = outputs.get(REGRESS_OUTPUTS)
+    if output is None:
+        raise invalid_argument(f"Could not find output tensor '{REGRESS_OUTPUTS}'")
+    if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
+        raise invalid_argument(
+            "Expected output Tensor shape to be either [batch_size] or "
+            f"[batch_size, 1] but got {_shape_text(output)}")
+    if output.shape[0] != num_examples:
+        raise invalid_argument(
+            "Input batch size did not match output batch size: "
+            f"{num_examples} vs. {output.shape[0]}")
+    if output.dtype != np.float32:
+        raise invalid_argument(
+            "Expected output Tensor of DT_FLOAT.  Got: "
+            + types_pb2.DataType.Name(dtype_enum(output)))
+    for value in output.reshape(-1).tolist():
+        result.regressions.add().value = value
+
+
+def _input_values(signature, inputs):
+    """TF Serving's input checks (count, names, parsing; defaults of the
+    SignatureDef fill missing inputs) -> `{alias: array}`."""
+    definition = signature.definition
+    expected, received = set(definition.inputs), set(inputs)
+    if len(received) > len(expected) or (
+            len(received) < len(expected) and not definition.defaults):
         raise invalid_argument(
             f"input size does not match signature: {len(received)}!="
             f"{len(expected)} len({{{','.join(sorted(received))}}}) != "
@@ -362,43 +621,119 @@ def _check_input_names(signature, inputs):
         raise invalid_argument(
             f"input tensor alias not found in signature: {extra[0]}. Inputs "
             f"expected to be in the set {{{','.join(sorted(expected))}}}.")
-
-
-def _to_array(signature, alias, proto):
-    spec = signature.inputs[alias]
-    if proto.dtype != spec.dtype.as_datatype_enum:
-        try:
-            received = tf.dtypes.as_dtype(proto.dtype).name
-        except TypeError:
-            received = f"an invalid dtype ({proto.dtype})"
-        raise invalid_argument(
-            f"Input '{alias}' of signature '{signature.name}' must be "
-            f"{spec.dtype.name}; received {received}.")
-    try:
-        value = tf.make_ndarray(proto)
-    except (ValueError, TypeError) as error:
-        raise invalid_argument(
-            f"tensor parsing error: {alias} ({error})") from None
-    expected = spec.shape
-    if expected.rank is not None:
-        ok = value.ndim == expected.rank and all(
-            want is None or want == got
-            for want, got in zip(expected.as_list(), value.shape))
-        if not ok:
-            pretty = "[" + ", ".join("?" if d is None else str(d)
-                                     for d in expected.as_list()) + "]"
+    values = {}
+    for alias in sorted(expected):
+        if alias in inputs:
+            values[alias] = to_array(inputs[alias], alias)
+        elif alias in definition.defaults:
+            values[alias] = to_array(definition.defaults[alias], alias)
+        else:
             raise invalid_argument(
-                f"Input '{alias}' of signature '{signature.name}' must have "
-                f"shape {pretty} (rank {expected.rank}); received shape "
-                f"{list(value.shape)}.")
-    return value
+                f"Missing input in request and no default value: {alias}")
+    return values
 
 
-def _text(value):
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+def _output_aliases(signature, output_filter):
+    outputs = signature.outputs
+    seen = []
+    for alias in output_filter:
+        if alias not in outputs:
+            raise invalid_argument(
+                f"output tensor alias not found in signature: {alias} "
+                "Outputs expected to be in the set "
+                f"{{{','.join(sorted(outputs))}}}.")
+        if alias in seen:
+            raise invalid_argument(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen or list(outputs)
 
 
-def _read_signature_defs(path):
+def _declared_shape(info):
+    shape = info.tensor_shape
+    if shape.unknown_rank:
+        return None
+    return [d.size for d in shape.dim]
+
+
+def _batch_major(definition):
+    """Whether every input and output of a signature has a leading batch
+    dimension of unknown size (so requests can be concatenated)."""
+    infos = list(definition.inputs.values()) + list(definition.outputs.values())
+    if not definition.inputs:
+        return False
+    for info in infos:
+        shape = _declared_shape(info)
+        if not shape or shape[0] != -1:
+            return False
+    return True
+
+
+def _matches_declared_shapes(signature, values):
+    for alias, value in values.items():
+        shape = _declared_shape(signature.inputs[alias])
+        if shape is None or value.ndim != len(shape) or any(
+                want not in (-1, got) for want, got in zip(shape, value.shape)):
+            return False
+        if value.dtype.kind not in "OSU" and tf.as_dtype(value.dtype) \
+                .as_datatype_enum != signature.inputs[alias].dtype:
+            return False
+    return True
+
+
+class _quiet_tf_logger:
+    """Silences the `tensorflow` Python logger's warnings while loading
+    (TF1 SavedModels warn once per reference variable)."""
+
+    def __enter__(self):
+        self._logger = logging.getLogger("tensorflow")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+
+
+class _EagerFunction:
+    """A TF2 SavedModel signature (a restored concrete function); the
+    tensors go in as they are (no shape check before the graph)."""
+
+    def __init__(self, function):
+        self._function = function
+
+    def __call__(self, values, outputs=None):
+        result = self._function(
+            **{name: tf.constant(value) for name, value in values.items()})
+        wanted = result if outputs is None else outputs
+        return {name: np.asarray(result[name]) for name in wanted}
+
+
+class _SessionFunction:
+    """A TF1 SavedModel signature run in the model's Session by tensor
+    names, fetching only the requested outputs (TF Serving's
+    `Session::Run`: no shape check before the graph)."""
+
+    def __init__(self, session, definition):
+        self._session, self._definition = session, definition
+        self._callables = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, values, outputs=None):
+        feeds = sorted(values)
+        fetches = list(outputs or self._definition.outputs)
+        key = (tuple(feeds), tuple(fetches))
+        with self._lock:
+            run = self._callables.get(key)
+            if run is None:
+                options = config_pb2.CallableOptions(
+                    feed=[self._definition.inputs[a].name for a in feeds],
+                    fetch=[self._definition.outputs[a].name for a in fetches])
+                run = self._session._make_callable_from_options(options)
+                self._callables[key] = run
+        results = run(*[values[alias] for alias in feeds])
+        return {alias: np.asarray(value) for alias, value in zip(fetches, results)}
+
+
+def _read_meta_graph(path, tags=(tf.saved_model.SERVING,)):
     pb = os.path.join(path, "saved_model.pb")
     saved_model = saved_model_pb2.SavedModel()
     if os.path.isfile(pb):
@@ -408,11 +743,11 @@ def _read_signature_defs(path):
         with open(os.path.join(path, "saved_model.pbtxt"), encoding="utf-8") as handle:
             text_format.Parse(handle.read(), saved_model)
     for meta_graph in saved_model.meta_graphs:
-        if "serve" in meta_graph.meta_info_def.tags:
-            return {key: meta_graph_pb2.SignatureDef.FromString(
-                value.SerializeToString())
-                for key, value in meta_graph.signature_def.items()}
-    raise ValueError(f"{path}: no MetaGraph tagged 'serve'.")
+        if set(tags) == set(meta_graph.meta_info_def.tags):
+            return meta_graph
+    found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
+    raise ValueError(f"{path}: no MetaGraph tagged {sorted(tags)} (found "
+                     f"{found}).")
 
 
 # ----------------------------------------------------------------------
@@ -441,26 +776,39 @@ class ModelManager:
             `single_model_config`).
         batching: `serving.batching.BatchingOptions`, or `None` (off).
         poll_wait_seconds: seconds between polls of the base folders for
-            new versions (0: poll once, at start).
+            new versions (0 or less: poll once, at start).
+        warmup_iterations: times each warm-up record is replayed.
         warmup: replay each version's warm-up requests before serving it.
+        options: `ServingOptions` (request semantics of every version).
+        allow_version_labels_for_unavailable_models: TF Serving's flag: a
+            new label may name a version that is not loaded (yet).
     """
 
     def __init__(self, config, batching=None, poll_wait_seconds=1.0,
-                 warmup=True):
+                 warmup=True, options=None,
+                 allow_version_labels_for_unavailable_models=False,
+                 warmup_iterations=1):
         check_model_config(config)
         self._batching = batching
         self._poll_wait = float(poll_wait_seconds)
         self._warmup = warmup
-        self._lock = threading.RLock()      # guards self._models
+        self._warmup_iterations = max(1, int(warmup_iterations))
+        self.options = options or ServingOptions()
+        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
+        self._lock = threading.RLock()      # guards self._models, self._labels
         self._poll_lock = threading.Lock()  # one poll at a time
         self._models = {m.name: _Model(m) for m in config.model_config_list.config}
+        self._labels = {}                   # model -> {label: version}
         self._stop = threading.Event()
         self._thread = None
 
     # -- life cycle ----------------------------------------------------
     def start(self):
-        """Loads what is on disk now, then polls in the background."""
+        """Loads what is on disk now, then polls in the background. Raises
+        `ServingError` (FAILED_PRECONDITION) if a version label names a
+        version that did not load, as TF Serving refuses to start then."""
         self.poll()
+        self._update_labels()
         if self._poll_wait > 0:
             self._thread = threading.Thread(target=self._poll_loop,
                                             name="model-poller", daemon=True)
@@ -478,7 +826,10 @@ class ModelManager:
 
     def reload(self, config):
         """Applies a new `ModelServerConfig` (HandleReloadConfigRequest):
-        new models are loaded, removed ones unloaded, before returning."""
+        new models are loaded, removed ones unloaded, before returning; then
+        the version labels are checked (FAILED_PRECONDITION for a label on a
+        version that is not loaded: the models are applied, the previous
+        labels kept, as TF Serving does)."""
         check_model_config(config)
         with self._lock:
             wanted = {m.name: m for m in config.model_config_list.config}
@@ -493,6 +844,26 @@ class ModelManager:
                 else:
                     self._models[name] = _Model(model_config)
         self.poll()
+        self._update_labels()
+
+    def _update_labels(self):
+        """TF Serving's UpdateModelVersionLabelMap: snapshot the labels of
+        the config, each naming an AVAILABLE version."""
+        with self._lock:
+            labels = {}
+            for name, model in self._models.items():
+                for label, number in model.config.version_labels.items():
+                    old = self._labels.get(name, {}).get(label)
+                    allowed = self._allow_unavailable_labels and old in (
+                        None, number)
+                    if number not in model.available and not allowed:
+                        raise ServingError(
+                            grpc.StatusCode.FAILED_PRECONDITION,
+                            f"Request to assign label to version {number} of "
+                            f"model {name}, which is not currently available "
+                            "for inference")
+                    labels.setdefault(name, {})[label] = number
+            self._labels = labels
 
     def _poll_loop(self):
         while not self._stop.wait(self._poll_wait):
@@ -533,8 +904,10 @@ class ModelManager:
                   name, number, path)
         started = time.monotonic()
         try:
-            version = ServableVersion(name, number, path, self._batching)
-            warmed = version.warm_up() if self._warmup else 0
+            version = ServableVersion(name, number, path, self._batching,
+                                      self.options)
+            warmed = version.warm_up(self._warmup_iterations) \
+                if self._warmup else 0
         except ServingError as error:
             self._load_failed(model, number, stamp, error.code,
                               f"warm-up request failed: {error.message}")
@@ -571,10 +944,12 @@ class ModelManager:
         """The `ServableVersion` a request's `ModelSpec` names
         (NOT_FOUND as TF Serving words it when there is none)."""
         name = model_spec.name
+        if not name:
+            raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             model = self._models.get(name)
             available = dict(model.available) if model else {}
-            labels = dict(model.config.version_labels) if model else {}
+            labels = dict(self._labels.get(name, {}))
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version":
             number = model_spec.version.value
@@ -658,6 +1033,8 @@ def _files_stamp(path):
 __all__ = [
     "ModelManager",
     "ServableVersion",
+    "ServingOptions",
+    "check_metadata_request",
     "check_model_config",
     "read_model_config_file",
     "serialized_examples",

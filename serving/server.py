@@ -1,31 +1,34 @@
-"""A gRPC model server speaking TensorFlow Serving's own API.
+"""A drop-in `tensorflow_model_server`: TF Serving's gRPC and REST APIs,
+command line and semantics, for any SavedModel.
 
-It implements `tensorflow.serving.PredictionService` (`Predict`, `Classify`,
-`GetModelMetadata`; `Regress` answers as TF Serving does for a model without
-a regression signature; `MultiInference` is not implemented) and
-`tensorflow.serving.ModelService` (`GetModelStatus`, the health check, and
-`HandleReloadConfigRequest`) from the `tensorflow-serving-api` protos, over
-model base folders of numeric version folders (see `serving.models`). So the
-same clients and stubs work against it and against the official
-`tensorflow/serving` container.
+gRPC: `tensorflow.serving.PredictionService` (`Predict`, `Classify`,
+`Regress`, `MultiInference`, `GetModelMetadata`) and
+`tensorflow.serving.ModelService` (`GetModelStatus`,
+`HandleReloadConfigRequest`) from the `tensorflow-serving-api` protos.
+REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
+handlers (`serving.handlers`) over the same models (`serving.models`).
 
-- latest version served; a new version folder dropped in while running is
-  loaded, warmed up and swapped in without a failed request;
-- `--model-config-file` (TF Serving's `models.config`) for several models;
-- `--max-batch-size` (or `--batching-parameters-file`) batches concurrent
-  requests on the server;
-- message size limit (over-size requests get RESOURCE_EXHAUSTED), TF
-  Serving's status codes and messages for bad requests;
-- binds 127.0.0.1:8500 by default; SIGTERM/SIGINT drain in-flight requests
-  and exit 0.
+The command line is TF Serving's (`--port`, `--rest_api_port`,
+`--model_name`, `--model_base_path`, `--model_config_file`,
+`--enable_batching`, `--batching_parameters_file`, ...; `--flag=value` or
+`--flag value`; booleans as `--flag`, `--flag=true|false`), so a script or
+test harness that starts `tensorflow_model_server` can start
+`python -m serving.server` (or `classreg-model-server`) instead. A TF
+Serving flag this server does not implement is refused with its name,
+unless it is given its default value. Options of this server alone:
+`--host` (the address to bind: 127.0.0.1 by default, where TF Serving binds
+every interface), `--grace-seconds` and `--log-level`.
 
 Usage:
 
-    python -m serving.server --model-name classreg --model-base-path exports/classreg
-    python -m serving.server --model-config-file docker/models.config --max-batch-size 8
+    python -m serving.server --model_name=classreg --model_base_path=/models/classreg \\
+        --rest_api_port=8501
+    classreg-model-server --port=8500 --model_config_file=docker/models.config \\
+        --enable_batching --batching_parameters_file=docker/batching_parameters.txt
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -37,16 +40,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
-    model_management_pb2,
     model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
 
 from serving.batching import BatchingOptions  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
+from serving.handlers import Handlers, RequestContext  # noqa: E402
+from serving.metrics import Metrics, read_monitoring_config  # noqa: E402
 from serving.models import (  # noqa: E402
     ModelManager,
-    check_model_config,
+    ServingOptions,
     read_model_config_file,
     single_model_config,
 )
@@ -55,8 +59,17 @@ _LOG = logging.getLogger("serving.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
+# Largest request accepted (gRPC message, REST body) unless
+# --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 READY_LINE = "Running gRPC ModelServer at"
+REST_READY_LINE = "Exporting HTTP/REST API at"
+VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
+
+
+def _cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
 
 
 def _answer(context, handler):
@@ -72,243 +85,525 @@ def _answer(context, handler):
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over a `ModelManager`."""
+    """`tensorflow.serving.PredictionService` over the shared handlers."""
 
-    def __init__(self, manager):
-        self._manager = manager
+    def __init__(self, handlers):
+        self._handlers = handlers
 
     def Predict(self, request, context):
         _LOG.debug("Predict request received (model %r)", request.model_spec.name)
-        return _answer(context, lambda: self._manager.resolve(
-            request.model_spec).predict(request))
+        return _answer(context, lambda: self._handlers.predict(
+            request, RequestContext.grpc(context)))
 
     def Classify(self, request, context):
-        return _answer(context, lambda: self._manager.resolve(
-            request.model_spec).classify(request))
+        return _answer(context, lambda: self._handlers.classify(
+            request, RequestContext.grpc(context)))
 
     def Regress(self, request, context):
-        return _answer(context, lambda: self._manager.resolve(
-            request.model_spec).regress(request))
+        return _answer(context, lambda: self._handlers.regress(
+            request, RequestContext.grpc(context)))
+
+    def MultiInference(self, request, context):
+        return _answer(context, lambda: self._handlers.multi_inference(
+            request, RequestContext.grpc(context)))
 
     def GetModelMetadata(self, request, context):
-        def handler():
-            if not request.HasField("model_spec"):
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   "Missing ModelSpec")
-            return self._manager.resolve(request.model_spec).metadata(request)
-        return _answer(context, handler)
+        return _answer(context, lambda: self._handlers.get_model_metadata(
+            request, RequestContext.grpc(context)))
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     """`tensorflow.serving.ModelService`: version status and config reload."""
 
-    def __init__(self, manager):
-        self._manager = manager
+    def __init__(self, handlers):
+        self._handlers = handlers
 
     def GetModelStatus(self, request, context):
-        def handler():
-            if not request.HasField("model_spec"):
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   "Missing ModelSpec")
-            return self._manager.status(request.model_spec)
-        return _answer(context, handler)
+        return _answer(context, lambda: self._handlers.get_model_status(
+            request, RequestContext.grpc(context)))
 
     def HandleReloadConfigRequest(self, request, context):
-        def handler():
-            try:
-                self._manager.reload(check_model_config(request.config,
-                                                        "ReloadConfigRequest"))
-            except ValueError as error:
-                raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
-                                   str(error)) from None
-            return model_management_pb2.ReloadConfigResponse()
-        return _answer(context, handler)
+        return _answer(context, lambda: self._handlers.reload_config(
+            request, RequestContext.grpc(context)))
 
 
-def create_server(manager, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                  max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, workers=16):
-    """A started `grpc.Server` serving `manager`, and the port it bound
-    (useful with `port=0`)."""
+def parse_channel_arguments(text):
+    """TF Serving's `--grpc_channel_arguments` ("k=v,k2=v2"): values that
+    parse as int32 are ints, the rest strings."""
+    arguments = []
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--grpc_channel_arguments: {item!r} is not "
+                             "key=value")
+        try:
+            number = int(value)
+            arguments.append((key, number) if -2**31 <= number < 2**31
+                             else (key, value))
+        except ValueError:
+            arguments.append((key, value))
+    return arguments
+
+
+def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
+                  socket_path=None, channel_arguments=(), workers=16):
+    """A started `grpc.Server` serving `handlers` (or a `ModelManager`) on
+    `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
+    socket `socket_path`; returns `(server, bound TCP port or None)`."""
+    if isinstance(handlers, ModelManager):
+        handlers = Handlers(handlers)
+    options = dict([("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", -1),
+                    ("grpc.so_reuseport", 0)])
+    options.update(dict(channel_arguments))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=workers,
                                    thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.so_reuseport", 0),
-        ],
-    )
+        options=list(options.items()))
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(manager), server)
+        PredictionService(handlers), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(manager), server)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError as error:
-        raise OSError(f"Cannot listen on {address}: {error}") from None
-    if not bound:
-        raise OSError(f"Cannot listen on {address} (port in use?)")
+        ModelService(handlers), server)
+    bound = None
+    addresses = []
+    if port is not None:
+        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    if socket_path:
+        addresses.append(f"unix:{socket_path}")
+    for address in addresses:
+        try:
+            result = server.add_insecure_port(address)
+        except RuntimeError as error:
+            raise OSError(f"Cannot listen on {address}: {error}") from None
+        if not result:
+            raise OSError(f"Cannot listen on {address} (in use?)")
+        if not address.startswith("unix:"):
+            bound = result
     server.start()
     return server, bound
 
 
-def serve(config, host=DEFAULT_HOST, port=DEFAULT_PORT, batching=None,
-          max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, poll_wait_seconds=1.0,
-          warmup=True, workers=16, grace_seconds=10.0, stop_event=None):
-    """Loads the models of `config`, serves them until SIGTERM/SIGINT (or
-    `stop_event` is set), then drains in-flight requests and returns."""
+@dataclasses.dataclass
+class ServerSettings:
+    """Everything `serve` needs besides the model config (from the flags)."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    socket_path: str = ""
+    rest_port: int = 0
+    rest_threads: int = 8
+    rest_timeout_seconds: float = 30.0
+    rest_cors: bool = False
+    channel_arguments: tuple = ()
+    grpc_threads: int = 16
+    batching: object = None
+    poll_wait_seconds: float = 1.0
+    config_file: str = ""
+    config_poll_wait_seconds: float = 0.0
+    warmup: bool = True
+    warmup_iterations: int = 1
+    options: ServingOptions = dataclasses.field(default_factory=ServingOptions)
+    allow_unavailable_labels: bool = False
+    metrics_path: str = None
+    grace_seconds: float = 10.0
+
+
+def serve(config, settings=None, stop_event=None, on_ready=None):
+    """Loads the models of `config`, serves them (gRPC, and REST when
+    `settings.rest_port`) until SIGTERM/SIGINT or `stop_event`, then drains
+    in-flight requests and returns."""
+    settings = settings or ServerSettings()
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
-    manager = ModelManager(config, batching=batching,
-                           poll_wait_seconds=poll_wait_seconds,
-                           warmup=warmup).start()
+    manager = ModelManager(
+        config, batching=settings.batching,
+        poll_wait_seconds=settings.poll_wait_seconds, warmup=settings.warmup,
+        options=settings.options,
+        allow_version_labels_for_unavailable_models=settings.allow_unavailable_labels,
+        warmup_iterations=settings.warmup_iterations)
+    try:
+        manager.start()
+    except ServingError as error:
+        manager.stop()
+        raise ValueError(f"{error.code.name}: {error.message}") from None
     if stop_event.is_set():  # stopped while loading
         manager.stop()
         return
+    metrics = Metrics()
+    handlers = Handlers(manager, metrics)
+    limit = dict(settings.channel_arguments).get(
+        "grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)
+    servers = []
     try:
-        server, bound = create_server(manager, host, port, max_message_bytes,
-                                      workers)
+        server, bound = create_server(
+            handlers, settings.host, settings.port or None,
+            settings.socket_path, settings.channel_arguments,
+            settings.grpc_threads)
+        servers.append(server)
+        shown = f"[{settings.host}]" if ":" in settings.host else settings.host
+        if bound is not None:
+            _LOG.info("%s %s:%d ... (models: %s)", READY_LINE, shown, bound,
+                      ", ".join(manager.model_names()))
+        if settings.socket_path:
+            _LOG.info("%s UNIX socket %s ...", READY_LINE, settings.socket_path)
+        rest = None
+        if settings.rest_port:
+            if settings.rest_port == settings.port:
+                _LOG.error("--rest_api_port cannot be the same as --port; the "
+                           "HTTP/REST API is not exported.")
+            else:
+                from serving.rest import RestApp, RestServer
+
+                app = RestApp(handlers, settings.rest_timeout_seconds,
+                              settings.rest_cors, settings.metrics_path)
+                rest = RestServer(app, settings.host, settings.rest_port,
+                                  settings.rest_threads,
+                                  max_body_bytes=limit if limit > 0 else None)
+                rest.start()
+                _LOG.info("%s %s:%d ...", REST_READY_LINE, shown, rest.port)
     except OSError:
+        for server in servers:
+            server.stop(0)
         manager.stop()
         raise
-    shown = f"[{host}]" if ":" in host else host
-    _LOG.info("%s %s:%d ... (models: %s)", READY_LINE, shown, bound,
-              ", ".join(manager.model_names()))
+    poller = None
+    if settings.config_file and settings.config_poll_wait_seconds > 0:
+        poller = threading.Thread(
+            target=_poll_config_file,
+            args=(settings.config_file, settings.config_poll_wait_seconds,
+                  manager, stop_event), name="config-poller", daemon=True)
+        poller.start()
+    if on_ready is not None:
+        on_ready(bound, rest.port if rest is not None else None)
     stop_event.wait()
     _LOG.info("Shutting down: draining in-flight requests (up to %.0f s)",
-              grace_seconds)
-    server.stop(grace_seconds).wait()
+              settings.grace_seconds)
+    if rest is not None:
+        rest.stop()
+    for server in servers:
+        server.stop(settings.grace_seconds).wait()
+    if poller is not None:
+        poller.join()
     manager.stop()
     _LOG.info("Server stopped")
 
 
+def _poll_config_file(path, seconds, manager, stop_event):
+    """TF Serving's PollFilesystemAndReloadConfig: re-read the model config
+    file every `seconds` and apply it (a file that does not parse is
+    logged and the running config kept)."""
+    last = None
+    while not stop_event.wait(seconds):
+        try:
+            config = read_model_config_file(path)
+        except ValueError as error:
+            _LOG.error("Failed to read the model config file: %s", error)
+            continue
+        text = config.SerializeToString(deterministic=True)
+        if text == last:
+            continue
+        try:
+            manager.reload(config)
+            last = text
+        except (ServingError, ValueError) as error:
+            _LOG.error("Reloading the model config file failed: %s", error)
+
+
+# ----------------------------------------------------------------------
+# Command line: TF Serving's flags
+# ----------------------------------------------------------------------
+def _bool(text):
+    value = str(text).strip().lower()
+    if value in ("true", "1", "yes"):
+        return True
+    if value in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+# TF Serving flags with no effect here, accepted only at their default
+# (name: (default, why)). Any other value is refused with the reason.
+_DEFAULT_ONLY = {
+    "use_alts_credentials": (False, "ALTS credentials are not implemented"),
+    "ssl_config_file": ("", "TLS is not implemented yet"),
+    "platform_config_file": ("", "only the TensorFlow platform is served"),
+    "per_process_gpu_memory_fraction": (0.0, "not implemented"),
+    "tensorflow_session_config_file": ("", "TF1 session configs are not "
+                                       "used (SavedModels run as TF2 "
+                                       "functions)"),
+    "enable_per_model_batching_parameters": (False, "not implemented"),
+    "prefer_tflite_model": (False, "TF Lite models are not served"),
+    "num_tflite_pools": (None, "TF Lite models are not served"),
+    "num_tflite_interpreters_per_pool": (1, "TF Lite models are not served"),
+    "thread_pool_factory_config_file": ("", "not implemented"),
+    "mixed_precision": ("", "not implemented"),
+    "skip_initialize_tpu": (False, "TPUs are not supported"),
+    "xla_cpu_compilation_enabled": (False, "not implemented"),
+    "xla_gpu_compilation_enabled": (False, "not implemented"),
+    # TF Serving's default is true; here there is no profiler service, so
+    # only false (or leaving the flag out) is accepted.
+    "enable_profiler": (False, "the profiler service is not served"),
+    "enable_grpc_healthcheck_service": (False, "not implemented yet"),
+    "num_load_threads": (0, "versions load one at a time"),
+    "num_unload_threads": (0, "versions unload one at a time"),
+    "max_num_load_retries": (5, "a version that failed to load is retried "
+                             "when its files change"),
+    "load_retry_interval_micros": (60_000_000, "a version that failed to "
+                                   "load is retried when its files change"),
+}
+# Accepted and without effect: nothing in this server corresponds.
+_NO_EFFECT = {"flush_filesystem_caches", "remove_unused_fields_from_bundle_metagraph"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments"):
+            message += (" (not a tensorflow_model_server flag, nor one of this "
+                        "server's: see --help)")
+        super().error(message)
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m serving.server",
         description=(
-            "Serve exported models over gRPC with TensorFlow Serving's API "
-            "(PredictionService: Predict, Classify, GetModelMetadata; "
-            "ModelService: GetModelStatus, HandleReloadConfigRequest). "
-            "A model is a base folder of numeric version folders written by "
-            "`python -m training.export`; the latest version is served and "
-            "new versions are picked up while running."
-        ),
-        epilog=(
-            "Example: python -m serving.server --model-name classreg "
-            "--model-base-path exports/classreg --max-batch-size 8"
-        ),
+            "A drop-in tensorflow_model_server: TF Serving's gRPC API "
+            "(PredictionService, ModelService), REST API and command line "
+            "for any SavedModel. A model is a base folder of numeric "
+            "version folders; the latest version is served and new "
+            "versions are picked up while running."),
+        epilog=("Example: python -m serving.server --model_name=classreg "
+                "--model_base_path=exports/classreg --rest_api_port=8501"),
     )
-    models = parser.add_argument_group("models (one of)")
-    models.add_argument("--model-base-path",
+    models = parser.add_argument_group("models (TF Serving's flags)")
+    models.add_argument("--model_name", default="default",
+                        help="Name of the model of --model_base_path. "
+                        "Default: default.")
+    models.add_argument("--model_base_path", default="",
                         help="Folder of version folders (1/, 2/, ...) of one "
-                        "model.")
-    models.add_argument("--model-name", default="default",
-                        help="Name clients request for --model-base-path. "
-                        "Default: 'default' (as TF Serving).")
-    models.add_argument("--model-config-file",
-                        help="TF Serving's models.config (ModelServerConfig "
-                        "text format) listing several models, each with "
-                        "name, base_path and optional model_version_policy "
-                        "and version_labels.")
-    network = parser.add_argument_group("network")
-    network.add_argument("--host", default=DEFAULT_HOST,
-                         help="Address to bind. Default: 127.0.0.1 (this "
-                         "machine only); 0.0.0.0 for every interface.")
+                        "model (ignored with --model_config_file).")
+    models.add_argument("--model_config_file", default="",
+                        help="TF Serving's ModelServerConfig text file: "
+                        "several models, version policies and labels.")
+    models.add_argument("--model_config_file_poll_wait_seconds", type=float,
+                        default=0.0, help="Re-read --model_config_file every "
+                        "so many seconds (0: never). Default: 0.")
+    models.add_argument("--file_system_poll_wait_seconds", type=float,
+                        default=1.0, help="Seconds between checks for new "
+                        "versions (0 or less: only at start). Default: 1.")
+    models.add_argument("--saved_model_tags", default="serve",
+                        help="Comma-separated tags of the MetaGraph to load. "
+                        "Default: serve.")
+    network = parser.add_argument_group("network (TF Serving's flags)")
     network.add_argument("--port", type=int, default=DEFAULT_PORT,
-                         help="gRPC port (0: any free port, shown in the "
-                         f"'{READY_LINE}' line). Default: {DEFAULT_PORT}.")
-    network.add_argument("--max-message-bytes", type=int,
-                         default=DEFAULT_MAX_MESSAGE_BYTES,
-                         help="Largest request/response; larger requests "
-                         "get RESOURCE_EXHAUSTED. Default: 64 MiB.")
-    network.add_argument("--grpc-workers", type=int, default=16,
-                         help="Threads answering requests. Default: 16.")
-    batching = parser.add_argument_group(
-        "batching (off unless --max-batch-size or --batching-parameters-file)")
-    batching.add_argument("--max-batch-size", type=int, default=None,
-                          help="Batch concurrent requests of one signature "
-                          "up to this many clips per model call.")
-    batching.add_argument("--batch-timeout-micros", type=int, default=None,
-                          help="How long a batch waits to fill. Default: 0 "
-                          "(run what is queued; no added latency).")
-    batching.add_argument("--max-enqueued-batches", type=int, default=None,
-                          help="Queue bound in batches; beyond it requests "
-                          "get UNAVAILABLE. Default: 100.")
-    batching.add_argument("--num-batch-threads", type=int, default=None,
-                          help="Batches run in parallel per signature. "
-                          "Default: 2.")
-    batching.add_argument("--batching-parameters-file",
-                          help="TF Serving's batching_parameters.txt (e.g. "
-                          "docker/batching_parameters.txt); the flags above "
-                          "override its values.")
-    other = parser.add_argument_group("other")
-    other.add_argument("--file-system-poll-wait-seconds", type=float,
-                       default=1.0,
-                       help="Seconds between checks for new versions (0: "
-                       "only at start). Default: 1.")
-    other.add_argument("--no-warmup", action="store_true",
-                       help="Do not replay assets.extra/"
-                       "tf_serving_warmup_requests before serving a version.")
-    other.add_argument("--grace-seconds", type=float, default=10.0,
-                       help="On SIGTERM, how long in-flight requests may "
-                       "finish. Default: 10.")
-    other.add_argument("--log-level", default="INFO",
-                       choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                       help="Logging level. Default: INFO.")
+                         help="gRPC port (0: none, then --grpc_socket_path "
+                         f"is needed). Default: {DEFAULT_PORT}.")
+    network.add_argument("--grpc_socket_path", default="",
+                         help="Also serve gRPC on this UNIX socket.")
+    network.add_argument("--rest_api_port", type=int, default=0,
+                         help="HTTP/REST API port (0: no REST API). Must "
+                         "differ from --port. Default: 0.")
+    network.add_argument("--rest_api_num_threads", type=int,
+                         default=4 * _cpus(), help="REST request threads. "
+                         "Default: 4 x CPUs.")
+    network.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                         help="Deadline of a REST request. Default: 30000.")
+    network.add_argument("--grpc_channel_arguments", default="",
+                         help="Comma-separated key=value gRPC server "
+                         "arguments, e.g. grpc.max_receive_message_length="
+                         f"N (default here: {DEFAULT_MAX_MESSAGE_BYTES}, "
+                         "also the REST body limit).")
+    network.add_argument("--grpc_max_threads", type=int, default=4 * _cpus(),
+                         help="gRPC request threads. Default: 4 x CPUs.")
+    semantics = parser.add_argument_group("requests (TF Serving's flags)")
+    for name, default, text in (
+            ("rest_api_enable_cors_support", False,
+             "Add CORS headers to REST answers."),
+            ("enable_batching", False,
+             "Batch concurrent requests of one signature."),
+            ("enable_model_warmup", True,
+             "Replay assets.extra/tf_serving_warmup_requests before serving "
+             "a version. Default: true."),
+            ("enable_signature_method_name_check", False,
+             "Classify/Regress only on classify/regress signatures."),
+            ("enable_serialization_as_tensor_content", False,
+             "Predict answers in tensor_content instead of typed fields."),
+            ("allow_version_labels_for_unavailable_models", False,
+             "A new version label may name a version not loaded yet."),
+    ):
+        semantics.add_argument(f"--{name}", type=_bool, nargs="?", const=True,
+                               default=default, metavar="true|false", help=text)
+    semantics.add_argument("--batching_parameters_file", default="",
+                           help="TF Serving's BatchingParameters text file "
+                           "(needs --enable_batching).")
+    semantics.add_argument("--num_request_iterations_for_warmup", type=int,
+                           default=0, help="Replay each warm-up request so "
+                           "many times (0: once).")
+    semantics.add_argument("--monitoring_config_file", default="",
+                           help="TF Serving's MonitoringConfig text file: "
+                           "Prometheus metrics on the REST port.")
+    semantics.add_argument("--tensorflow_session_parallelism", type=int,
+                           default=0, help="TensorFlow intra- and inter-op "
+                           "threads (0: automatic).")
+    semantics.add_argument("--tensorflow_intra_op_parallelism", type=int,
+                           default=0, help="TensorFlow intra-op threads.")
+    semantics.add_argument("--tensorflow_inter_op_parallelism", type=int,
+                           default=0, help="TensorFlow inter-op threads.")
+    semantics.add_argument("--version", action="store_true",
+                           help="Print the version and exit.")
+    other = parser.add_argument_group(
+        "TF Serving flags accepted at their default only (features this "
+        "server does not have)")
+    for name, (default, _why) in sorted(_DEFAULT_ONLY.items()):
+        if isinstance(default, bool):
+            other.add_argument(f"--{name}", type=_bool, nargs="?", const=True,
+                               default=default, metavar="true|false",
+                               help=argparse.SUPPRESS)
+        else:
+            other.add_argument(f"--{name}", default=default,
+                               help=argparse.SUPPRESS)
+    for name in sorted(_NO_EFFECT):
+        other.add_argument(f"--{name}", type=_bool, nargs="?", const=True,
+                           default=True, help=argparse.SUPPRESS)
+    own = parser.add_argument_group("this server's own options")
+    own.add_argument("--host", default=DEFAULT_HOST,
+                     help="Address to bind (gRPC and REST). Default: "
+                     "127.0.0.1 (this machine only; TF Serving binds every "
+                     "interface: give 0.0.0.0 for that).")
+    own.add_argument("--grace-seconds", type=float, default=10.0,
+                     help="On SIGTERM, how long in-flight requests may "
+                     "finish. Default: 10.")
+    own.add_argument("--log-level", default="INFO",
+                     choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="Logging level. Default: INFO.")
     return parser
 
 
-def _config_from_args(args, parser):
-    if bool(args.model_config_file) == bool(args.model_base_path):
-        parser.error("give exactly one of --model-base-path (with "
-                     "--model-name) or --model-config-file")
+def _check_default_only(args):
+    for name, (default, why) in sorted(_DEFAULT_ONLY.items()):
+        value = getattr(args, name)
+        if value is None or value == default:
+            continue
+        if isinstance(default, (int, float)) and not isinstance(default, bool):
+            try:
+                if float(value) == float(default):
+                    continue
+            except (TypeError, ValueError):
+                pass
+        if default is None:  # any value of a TF Lite flag is harmless
+            continue
+        raise ValueError(f"--{name}={value} is not supported by this server "
+                         f"({why}).")
+
+
+def _config_from_args(args):
     if args.model_config_file:
         return read_model_config_file(args.model_config_file)
+    if not args.model_base_path:
+        raise ValueError("Both --model_base_path and --model_config_file are "
+                         "empty: give one (with --model_name).")
     return single_model_config(args.model_name,
                                os.path.abspath(args.model_base_path))
 
 
-def _batching_from_args(args):
-    overrides = {
-        "max_batch_size": args.max_batch_size,
-        "batch_timeout_micros": args.batch_timeout_micros,
-        "max_enqueued_batches": args.max_enqueued_batches,
-        "num_batch_threads": args.num_batch_threads,
-    }
-    if args.batching_parameters_file:
-        try:
-            with open(args.batching_parameters_file, encoding="utf-8") as handle:
-                text = handle.read()
-        except OSError as error:
-            raise ValueError(f"Cannot read {args.batching_parameters_file}: "
-                             f"{error}") from None
-        return BatchingOptions.from_text(text, args.batching_parameters_file,
-                                         **overrides)
-    if args.max_batch_size is None:
+def batching_from_args(args):
+    """`BatchingOptions` of `--enable_batching [--batching_parameters_file]`
+    (TF Serving's defaults without a file), or None."""
+    if not args.enable_batching:
+        if args.batching_parameters_file:
+            raise ValueError("--batching_parameters_file is set without "
+                             "--enable_batching.")
         return None
-    return BatchingOptions(**{k: v for k, v in overrides.items()
-                              if v is not None})
+    if not args.batching_parameters_file:
+        return BatchingOptions.tf_serving_defaults()
+    try:
+        with open(args.batching_parameters_file, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as error:
+        raise ValueError(f"Cannot read {args.batching_parameters_file}: "
+                         f"{error}") from None
+    return BatchingOptions.from_text(text, args.batching_parameters_file)
+
+
+def settings_from_args(args):
+    _check_default_only(args)
+    if args.port == 0 and not args.grpc_socket_path:
+        raise ValueError("At least one of --port or --grpc_socket_path must "
+                         "be set.")
+    if args.port < 0 or args.rest_api_port < 0:
+        raise ValueError("--port and --rest_api_port must be >= 0.")
+    for name in ("rest_api_num_threads", "grpc_max_threads"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be >= 1.")
+    if (args.tensorflow_intra_op_parallelism > 0
+            and args.tensorflow_inter_op_parallelism > 0
+            and args.tensorflow_session_parallelism > 0):
+        raise ValueError(
+            "Either configure --tensorflow_session_parallelism or "
+            "(--tensorflow_intra_op_parallelism, "
+            "--tensorflow_inter_op_parallelism) separately. You cannot "
+            "configure all.")
+    tags = tuple(t for t in args.saved_model_tags.split(",") if t) or ("serve",)
+    return ServerSettings(
+        host=args.host, port=args.port, socket_path=args.grpc_socket_path,
+        rest_port=args.rest_api_port, rest_threads=args.rest_api_num_threads,
+        rest_timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
+        rest_cors=args.rest_api_enable_cors_support,
+        channel_arguments=tuple(parse_channel_arguments(
+            args.grpc_channel_arguments)),
+        grpc_threads=args.grpc_max_threads,
+        batching=batching_from_args(args),
+        poll_wait_seconds=args.file_system_poll_wait_seconds,
+        config_file=args.model_config_file,
+        config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        warmup=args.enable_model_warmup,
+        warmup_iterations=max(1, args.num_request_iterations_for_warmup),
+        options=ServingOptions(
+            method_name_check=args.enable_signature_method_name_check,
+            tensor_content=args.enable_serialization_as_tensor_content,
+            saved_model_tags=tags),
+        allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
+        metrics_path=(read_monitoring_config(args.monitoring_config_file)
+                      if args.monitoring_config_file else None),
+        grace_seconds=args.grace_seconds,
+    )
+
+
+def _set_parallelism(args):
+    import tensorflow as tf
+
+    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    if intra:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.version:
+        import tensorflow as tf
+
+        print(f"TensorFlow ModelServer: {VERSION}\n"
+              f"TensorFlow Library: {tf.__version__}")
+        return 0
     logging.basicConfig(
         level=args.log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = _config_from_args(args, parser)
-        batching = _batching_from_args(args)
-        serve(config, host=args.host, port=args.port, batching=batching,
-              max_message_bytes=args.max_message_bytes,
-              poll_wait_seconds=args.file_system_poll_wait_seconds,
-              warmup=not args.no_warmup, workers=args.grpc_workers,
-              grace_seconds=args.grace_seconds)
+        settings = settings_from_args(args)
+        config = _config_from_args(args)
+        _set_parallelism(args)
+        serve(config, settings)
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"Failed to start server. Error: {error}", file=sys.stderr)
         return 2
     return 0
 

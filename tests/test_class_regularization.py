@@ -147,7 +147,7 @@ def test_attach_replaces_classifier_and_checks_features():
     other = keras.layers.Dense(3)
     other.build((None, 12))
     block.attach(other)
-    assert block.classifier is other and block.class_logits(x).shape == (2, 3)
+    assert block.get_classifier() is other and block.class_logits(x).shape == (2, 3)
     wrong = keras.layers.Dense(3)
     wrong.build((None, 9))
     with pytest.raises(ValueError, match="projects 12 classifier features"):
@@ -193,5 +193,5 @@ def test_get_config_round_trip():
     config = block.get_config()
     assert config["classifier"] == "classifier" and config["classifier_features"] == 12
     clone = ClassRegularization.from_config(config)
-    assert clone.classifier is None and clone.classifier_name == "classifier"
+    assert clone.get_classifier() is None and clone.classifier_name == "classifier"
     assert clone.get_config() == config

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 
 import keras_classreg
+from clipspec import ClipFormat, RunDir
 from keras_classreg import models
 from keras_classreg.pretrained import load_3d_resnets_pth
 from pretrained_files import hara_shapes, hara_spec, random_state_dict, write_pth
@@ -56,6 +57,12 @@ def converted(checkpoint, prepared_data, tmp_path_factory):  # noqa: F811
 
 
 def test_run_directory(converted, checkpoint, prepared_data, capsys):  # noqa: F811
+    run = RunDir(converted)
+    assert run.clip_format == ClipFormat(
+        clip_length=8, stride=1, crop_size=32, short_side=32, num_clips=10, num_crops=1,
+        mean=[m / 255 for m in (114.7748, 107.7354, 99.4750)], std=[1 / 255] * 3,
+        class_names=_manifest_classes(prepared_data))
+    assert run.model_path.name == "final.keras"
     config = json.loads((converted / "config.json").read_text())
     assert config["model"] == "resnet18_3d"
     assert config["model_options"]["padding"] == "symmetric"
@@ -92,7 +99,7 @@ def test_convert_errors(checkpoint, tmp_path, capsys):
 @pytest.mark.slow
 def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noqa: F811
     from training.evaluate import evaluate
-    from training.export import export_from_files
+    from training.export import export_run
 
     report = evaluate(str(converted / "final.keras"), prepared_data, num_clips=1,
                       progress=False)
@@ -100,7 +107,7 @@ def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noq
     assert report["settings"]["stride"] == 1
     assert report["settings"]["mean"] == config["mean"]
     assert report["clip"]["count"] > 0
-    version = export_from_files(converted, tmp_path / "exports", "r18", warmup=False)
+    version = export_run(converted, tmp_path / "exports", "r18", warmup=False)
     loaded = tf.saved_model.load(version)
     clips = np.random.default_rng(1).integers(0, 256, (2, *CLIPS), dtype=np.uint8)
     out = loaded.signatures["serving_default"](clips=tf.constant(clips))
@@ -162,7 +169,7 @@ def test_fine_tune_with_other_classes_gets_a_new_classifier(checkpoint, prepared
 
 @pytest.mark.slow
 def test_explain_the_fine_tuned_model(converted, prepared_data, tmp_path):  # noqa: F811
-    from training.data.synth import write_video
+    from training.data.synthetic import write_video
     from training.explain import explain_videos
 
     run_dir = tmp_path / "tuned"

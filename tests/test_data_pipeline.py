@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD
 from training.data import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
     clip_dataset,
     load_manifest,
     predict_video_scores,
@@ -18,10 +17,11 @@ from training.data import (
     video_level_scores,
     write_synthetic_dataset,
 )
-from training.data import records, sampling, transforms
+from clipspec import sampling, views
+from training.data import records
 from training.data.layouts import VideoDataset, VideoItem
-from training.data.prepare import prepare_dataset
-from training.data.synth import write_video
+from training.data.shard_writer import prepare_dataset
+from training.data.synthetic import write_video
 from training.distribute import make_strategy
 
 T, STRIDE, S = 4, 2, 24
@@ -43,27 +43,27 @@ def test_clip_frame_indices_hand_computed():
 
 def test_test_clip_starts_hand_computed():
     # span = 7; last start = 13.
-    assert sampling.test_clip_starts(20, 4, 2, 1) == [6]
-    assert sampling.test_clip_starts(20, 4, 2, 2) == [0, 13]
-    assert sampling.test_clip_starts(20, 4, 2, 3) == [0, 7, 13]   # 6.5 rounds up
-    assert sampling.test_clip_starts(20, 4, 2, 5) == [0, 3, 7, 10, 13]
-    assert sampling.test_clip_starts(5, 4, 2, 3) == [0, 0, 0]      # short video
+    assert sampling.eval_clip_starts(20, 4, 2, 1) == [6]
+    assert sampling.eval_clip_starts(20, 4, 2, 2) == [0, 13]
+    assert sampling.eval_clip_starts(20, 4, 2, 3) == [0, 7, 13]   # 6.5 rounds up
+    assert sampling.eval_clip_starts(20, 4, 2, 5) == [0, 3, 7, 10, 13]
+    assert sampling.eval_clip_starts(5, 4, 2, 3) == [0, 0, 0]      # short video
     with pytest.raises(ValueError, match="Received: num_clips=0"):
-        sampling.test_clip_starts(20, 4, 2, 0)
+        sampling.eval_clip_starts(20, 4, 2, 0)
 
 
 def test_graph_sampling_matches_numpy():
     for n, length, stride, mode in itertools.product(
             (1, 2, 7, 16, 31, 40), (1, 4, 8), (1, 2, 3), ("loop", "pad")):
         last = sampling.max_clip_start(n, length, stride)
-        assert int(transforms.max_start(n, length, stride)) == last
+        assert int(views.max_start(n, length, stride)) == last
         for start in {0, last // 2, last, n - 1}:
-            got = transforms.clip_indices(n, length, stride, start, mode).numpy()
+            got = views.clip_indices(n, length, stride, start, mode).numpy()
             want = sampling.clip_frame_indices(n, length, stride, start, mode)
             assert got.tolist() == want.tolist(), (n, length, stride, start, mode)
         for clips in (1, 2, 3, 10):
-            got = transforms.test_indices(n, length, stride, clips, mode).numpy()
-            want = sampling.test_clip_indices(n, length, stride, clips, mode)
+            got = views.eval_indices(n, length, stride, clips, mode).numpy()
+            want = sampling.eval_clip_indices(n, length, stride, clips, mode)
             assert got.tolist() == want.tolist(), (n, length, stride, clips, mode)
 
 
@@ -73,7 +73,7 @@ def test_test_views_crops_hand_computed():
     n, h, w = 9, 8, 14
     frames = np.zeros((n, h, w, 3), np.uint8)
     frames[:] = (10 * np.arange(n)[:, None, None, None] + np.arange(w)[None, None, :, None])
-    views = sampling.test_views(frames, clip_length=3, stride=2, crop_size=8,
+    views = sampling.eval_views(frames, clip_length=3, stride=2, crop_size=8,
                                 num_clips=2, num_crops=3)
     assert views.shape == (6, 3, 8, 8, 3) and views.dtype == np.uint8
     starts = [0, 4]                      # last start = 9 - 5 = 4
@@ -81,20 +81,20 @@ def test_test_views_crops_hand_computed():
     for v, (start, offset) in enumerate(itertools.product(starts, offsets)):
         expected = frames[[start, start + 2, start + 4], :, offset:offset + 8]
         np.testing.assert_array_equal(views[v], expected)
-    centre = sampling.test_views(frames, 3, 2, 8, num_clips=1, num_crops=1)
+    centre = sampling.eval_views(frames, 3, 2, 8, num_clips=1, num_crops=1)
     np.testing.assert_array_equal(centre[0], frames[[2, 4, 6], :, 3:11])
     # Portrait frames: crops run along the height.
     tall = np.ascontiguousarray(frames.transpose(0, 2, 1, 3))
-    views = sampling.test_views(tall, 3, 2, 8, num_clips=1, num_crops=3)
+    views = sampling.eval_views(tall, 3, 2, 8, num_clips=1, num_crops=3)
     np.testing.assert_array_equal(views[2], tall[[2, 4, 6], 6:14, :])
     with pytest.raises(ValueError, match="Expected 1 or 3. Received: num_crops=2"):
-        sampling.test_views(frames, 3, 2, 8, num_crops=2)
+        sampling.eval_views(frames, 3, 2, 8, num_crops=2)
 
 
 def test_test_views_resize_matches_tf_image_resize():
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(6, 30, 40, 3), dtype=np.uint8)
-    views = sampling.test_views(frames, 2, 1, 12, num_clips=1, num_crops=1)
+    views = sampling.eval_views(frames, 2, 1, 12, num_clips=1, num_crops=1)
     # Short side 30 -> 12: long side 40 -> 16; centre crop of width 12 at 2.
     resized = tf.image.resize(frames, (12, 16), antialias=True).numpy()
     expected = np.clip(np.round(resized), 0, 255).astype(np.uint8)[[2, 3], :, 2:14]
@@ -102,11 +102,11 @@ def test_test_views_resize_matches_tf_image_resize():
 
 
 def test_short_side_shape_rules_agree():
-    from training.data.decode import resized_shape
+    from clipspec.decode import resized_shape
 
     for h, w, side in [(240, 320, 128), (320, 240, 128), (256, 340, 112), (3, 5, 2),
                        (100, 150, 20), (7, 7, 3), (480, 854, 128)]:
-        got = tuple(int(v) for v in transforms.short_side_shape(h, w, side))
+        got = tuple(int(v) for v in views.short_side_shape(h, w, side))
         assert got == resized_shape(h, w, side), (h, w, side)
     assert resized_shape(3, 5, 2) == (2, 3)   # 5 * 2 / 3 = 3.33 -> 3
     assert resized_shape(4, 6, 3) == (3, 5)   # 6 * 3 / 4 = 4.5 -> 5 (halves up)
@@ -240,13 +240,13 @@ def test_test_mode_views_grouping_and_scores(prepared):
     for video_id, (frames, label) in videos.items():
         mine = ids == video_id
         assert set(labels[mine].tolist()) == {label}
-        want = sampling.normalize(sampling.test_views(frames, T, STRIDE, S, 2, 3))
+        want = sampling.normalize(sampling.eval_views(frames, T, STRIDE, S, 2, 3))
         np.testing.assert_allclose(clips[mine], want, atol=1e-5)
     # The short video (5 frames < span 7) loops: its frames 0, 2, 4, 1.
     short_id = max(videos)
     frames = videos[short_id][0]
     assert len(frames) == 5
-    want = sampling.normalize(sampling.test_views(frames[[0, 2, 4, 1]], T, 1, S, 1, 1))
+    want = sampling.normalize(sampling.eval_views(frames[[0, 2, 4, 1]], T, 1, S, 1, 1))
     np.testing.assert_allclose(clips[ids == short_id][1], want[0], atol=1e-5)
     # Video-level scores: mean over the views of a "model".
     def brightness(batch):

@@ -11,24 +11,21 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from clipspec.decode import VideoDecodeError, decode_video, resized_shape
+from clipspec.sampling import eval_views, normalize
 from training import prepare as prepare_cli
 from training import synth as synth_cli
 from training.data import (
-    VideoDecodeError,
     clip_dataset,
-    decode_video,
     load_folder,
     load_manifest,
     shard_paths,
-    test_views,
     write_synthetic_dataset,
 )
 from training.data import records
-from training.data.decode import resized_shape
 from training.data.layouts import VideoDataset, VideoItem
-from training.data.prepare import CRASH_REASON, _Runner, prepare_dataset
-from training.data.sampling import normalize
-from training.data.synth import write_video
+from training.data.shard_writer import CRASH_REASON, _Runner, prepare_dataset
+from training.data.synthetic import write_video
 
 
 def write_audio_only(path):
@@ -236,7 +233,7 @@ def test_round_trip_pixels_match_a_direct_pyav_decode(videos, tmp_path):
     assert labels.tolist() == [0] * 6 + [1] * 6 + [0] * 6
     for video_id, path in enumerate(good[:3]):
         frames, _ = decode_video(path)
-        expected = normalize(test_views(frames, 4, 3, 40, num_clips=2, num_crops=3))
+        expected = normalize(eval_views(frames, 4, 3, 40, num_clips=2, num_crops=3))
         got = clips[ids == video_id]
         # JPEG (quality 95) error, in normalised units (1 level = 1/(255*0.27)).
         error = np.abs(got - expected) * 255 * 0.27

@@ -1,4 +1,4 @@
-"""`python -m training.demo` runs the whole chain (small settings and the
+"""`python -m demo` runs the whole chain (small settings and the
 tiny test model, so that it takes well under a minute) and lists every
 artefact it made."""
 
@@ -7,7 +7,7 @@ import os
 
 from PIL import Image
 
-from training import demo as demo_module
+from demo import walkthrough as demo_module
 
 from test_train_support import TINY_SPEC
 

@@ -39,7 +39,7 @@ def test_fit_two_epochs_under_mirrored_strategy():
                for b0, b in zip(before, blocks))
     assert not np.array_equal(classifier_before, model.get_layer("classifier").kernel.numpy())
     # the same variable is read by the blocks and trained by the classifier
-    assert all(b.classifier is model.get_layer("classifier") for b in blocks)
+    assert all(b.get_classifier() is model.get_layer("classifier") for b in blocks)
     # replicas agree: the distributed model equals a single-device copy of it
     single = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE,
                         synchronized_batchnorm=False)

@@ -2,13 +2,13 @@
 computation, the confusion-matrix PNG, the CLI and its errors."""
 
 import json
-import os
 
 import numpy as np
 import pytest
 import keras
 from PIL import Image
 
+from clipspec.format import ClipFormat
 from training.data import clip_dataset, load_manifest, video_level_scores
 from training.evaluate import evaluate, main
 
@@ -96,11 +96,16 @@ def test_cli_writes_json_and_png(saved_model, prepared_data, tmp_path, capsys): 
 
 def test_errors_name_the_problem(saved_model, prepared_data, tmp_path):  # noqa: F811
     path, _ = saved_model
-    with pytest.raises(ValueError, match=r"predicts 4 classes but 3 class names"):
-        evaluate(path, prepared_data, class_names=["a", "b", "c"], progress=False)
+
+    def fmt(names):
+        return ClipFormat(clip_length=6, crop_size=24, class_names=names)
+
+    with pytest.raises(ValueError, match=r"predicts 4 classes but its clip format names 3"):
+        evaluate(path, prepared_data, clip_format=fmt(["a", "b", "c"]), progress=False)
     with pytest.raises(ValueError, match=r"dataset's classes .* differ from the model's"):
-        evaluate(path, prepared_data, class_names=["a", "b", "c", "d"], progress=False)
-    with pytest.raises(FileNotFoundError, match="Model file not found"):
+        evaluate(path, prepared_data, clip_format=fmt(["a", "b", "c", "d"]),
+                 progress=False)
+    with pytest.raises(ValueError, match="no such model file"):
         evaluate(str(tmp_path / "missing.keras"), prepared_data)
     with pytest.raises(ValueError, match="Subset 'val' is not in the manifest"):
         evaluate(path, prepared_data, subset="val", progress=False)

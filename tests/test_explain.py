@@ -1,4 +1,4 @@
-"""Tests of `keras_classreg.explain`: per-block class-evidence maps."""
+"""Tests of `keras_classreg.explanations`: per-block class-evidence maps."""
 
 import os
 
@@ -10,7 +10,7 @@ import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_classreg import ClassRegModel, ClassRegularization, models  # noqa: E402
-from keras_classreg.explain import (  # noqa: E402
+from keras_classreg.explanations import (  # noqa: E402
     evidence_maps,
     explain,
     explanation_model,

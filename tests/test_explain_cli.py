@@ -13,8 +13,10 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from keras_classreg import ClassRegModel, ClassRegularization  # noqa: E402
+from clipspec import render as viz  # noqa: E402
+from clipspec.explanation_files import block_agreement  # noqa: E402
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat  # noqa: E402
 from training import explain as cli  # noqa: E402
-from training import viz  # noqa: E402
 
 T, S = 4, 32
 
@@ -131,26 +133,28 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
     """Export the planted model, serve it in-process (TF Serving API), and
     run `python -m serving.client --explain DIR`: the served maps are the
     library's maps of the same clip, and the pictures are written."""
-    from keras_classreg.explain import explain
+    from keras_classreg.explanations import explain
     from serving import client as client_cli
     from serving.models import ModelManager, single_model_config
     from serving.server import create_server
-    from training.data.sampling import normalize
-    from training.export import DEFAULT_MEAN, DEFAULT_STD, export_version
+    from clipspec.sampling import normalize
+    from training.export import export_version
 
     model_path, video = planted
     model = keras.saving.load_model(model_path)
-    export_version(model, tmp_path / "models", "rgb", ["red", "green", "blue"],
-                   warmup=False)
+    fmt = ClipFormat(clip_length=T, crop_size=S, stride=1, num_clips=1,
+                     class_names=["red", "green", "blue"])
+    export_version(model, tmp_path / "models", "rgb", fmt, warmup=False)
     manager = ModelManager(
         single_model_config("rgb", tmp_path / "models" / "rgb"),
         poll_wait_seconds=0, warmup=False).start()
     server, port = create_server(manager, port=0, workers=2)
     try:
         out = tmp_path / "served"
+        # stride and views come from the model's clip format
         code = client_cli.main([
-            "--server", f"127.0.0.1:{port}", "--model", "rgb", "--num-clips",
-            "1", "--stride", "1", "--explain", str(out), str(video)])
+            "--server", f"127.0.0.1:{port}", "--model", "rgb",
+            "--explain", str(out), str(video)])
         printed = capsys.readouterr().out
         assert code == 0, printed
         assert "rgb_classreg: guess red" in printed
@@ -162,8 +166,7 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
         with Image.open(out / "squares_explain.png") as png:
             assert png.size[0] == viz.LABEL_WIDTH + 4 * S * 5  # 160 px tiles
 
-        views, _, _ = client_cli.video_views(str(video), T, S, stride=1,
-                                             num_clips=1)
+        views, _, _ = client_cli.video_views(str(video), fmt)
         with client_cli.ServingClient(f"127.0.0.1:{port}") as client:
             served = client.predict("rgb", views, signature="explain")
         local = explain(model, normalize(views, DEFAULT_MEAN, DEFAULT_STD))
@@ -225,5 +228,5 @@ def test_block_agreement_counts_guesses_equal_to_the_prediction():
                  summary("run", ["run", "run"]),
                  summary("sit", ["run", "sit"])]
     # b0: jump!=run, jump==jump, run==run, run!=sit; b1: 3 of 4 equal.
-    assert cli.block_agreement(summaries) == {"b0": 0.5, "b1": 0.75}
-    assert cli.block_agreement([]) == {}
+    assert block_agreement(summaries) == {"b0": 0.5, "b1": 0.75}
+    assert block_agreement([]) == {}

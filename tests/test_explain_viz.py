@@ -1,10 +1,10 @@
-"""Tests of `training.viz`: overlays, the PNG grid and the GIF."""
+"""Tests of `clipspec.render`: overlays, the PNG grid and the GIF."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from training import viz
+from clipspec import render as viz
 
 
 def test_colorize_is_matplotlib_jet_and_overlay_blends_at_half_weight():

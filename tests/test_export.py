@@ -12,9 +12,10 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from keras_classreg import explain as explain_lib
+from clipspec.format import ClipFormat
+from keras_classreg import explanations as explain_lib
 from keras_classreg import models
-from serving import testing
+import tiny_exports as testing
 from training import export
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +51,8 @@ def test_version_folder_layout(exported):
         "variables"]
     with open(os.path.join(path, "assets", "class_names.txt")) as handle:
         assert handle.read().splitlines() == testing.class_names(NUM_CLASSES)
+    with open(os.path.join(path, "assets", "clip_format.json")) as handle:
+        assert ClipFormat.from_json(handle.read()) == testing.clip_format(NUM_CLASSES)
     # No hidden partial folders are left beside the version.
     assert os.listdir(os.path.dirname(path)) == ["1"]
 
@@ -58,8 +61,10 @@ def test_signature_defs(exported):
     _, path, _ = exported
     defs = _signature_defs(path)
     assert set(defs) == {
-        "serving_default", "predict_normalized", "class_names", "classify",
-        "explain", "explain_class", "__saved_model_init_op"}
+        "serving_default", "predict_normalized", "class_names", "clip_format",
+        "classify", "explain", "explain_class", "__saved_model_init_op"}
+    assert not defs["clip_format"].inputs
+    assert set(defs["clip_format"].outputs) == {"clip_format"}
     assert defs["classify"].method_name == "tensorflow/serving/classify"
     assert defs["serving_default"].method_name == "tensorflow/serving/predict"
     clips = defs["serving_default"].inputs["clips"]
@@ -149,6 +154,18 @@ def test_predict_normalized_and_class_names(exported):
         _run(loaded, "class_names", class_index=np.array([7], np.int32))
 
 
+def test_clip_format_signature_is_the_models_clip_format(exported, tmp_path):
+    _, _, loaded = exported
+    text = loaded.signatures["clip_format"]()["clip_format"].numpy().decode()
+    assert ClipFormat.from_json(text) == testing.clip_format(NUM_CLASSES)
+    fmt = testing.clip_format(3, SHAPE, stride=3, num_clips=2, num_crops=3,
+                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    path = export.export_version(testing.tiny_model(3, SHAPE), tmp_path, "m", fmt,
+                                 warmup=False)
+    text = tf.saved_model.load(path).signatures["clip_format"]()["clip_format"]
+    assert ClipFormat.from_json(text.numpy().decode()) == fmt
+
+
 def test_classify_reads_jpeg_frames(exported):
     model, _, loaded = exported
     clips = testing.random_clips(2, SHAPE, seed=6)
@@ -211,7 +228,8 @@ def test_warmup_requests_cover_every_signature(exported):
         kinds[request.model_spec.signature_name] = kind
     assert kinds == {
         "serving_default": "predict_log", "predict_normalized": "predict_log",
-        "class_names": "predict_log", "classify": "classify_log",
+        "class_names": "predict_log", "clip_format": "predict_log",
+        "classify": "classify_log",
         "explain": "predict_log", "explain_class": "predict_log"}
 
 
@@ -244,7 +262,7 @@ def test_loads_in_plain_tensorflow_without_this_package(exported, tmp_path):
 
 def test_versions_are_numbered_and_immutable(tmp_path):
     model = testing.tiny_model(3, SHAPE)
-    names = ["a", "b", "c"]
+    names = testing.clip_format(3, SHAPE)
     assert export.next_version(tmp_path / "m") == 1
     first = export.export_version(model, tmp_path, "m", names, warmup=False)
     (tmp_path / "m" / "7-notes").mkdir()  # not a version folder
@@ -262,28 +280,36 @@ def test_versions_are_numbered_and_immutable(tmp_path):
 
 def test_bad_arguments_are_explained(tmp_path):
     model = testing.tiny_model(3, SHAPE)
-    with pytest.raises(ValueError, match="Expected 3 names"):
-        export.export_model(model, tmp_path / "a", ["a", "b"])
+
+    def fmt(**fields):
+        return ClipFormat(**{"clip_length": 4, "crop_size": 16,
+                             "class_names": ["a", "b", "c"], **fields})
+
+    with pytest.raises(ValueError, match="has 3 classes but its clip format names 2"):
+        export.export_model(model, tmp_path / "a", fmt(class_names=["a", "b"]))
     with pytest.raises(ValueError, match="distinct"):
-        export.export_model(model, tmp_path / "b", ["a", "a", "b"])
+        export.export_model(model, tmp_path / "b", fmt(class_names=["a", "a", "b"]))
     with pytest.raises(ValueError, match="line breaks"):
-        export.export_model(model, tmp_path / "c", ["a", "b\nc", "d"])
+        export.export_model(model, tmp_path / "c", fmt(class_names=["a", "b\nc", "d"]))
     with pytest.raises(ValueError, match="`std`"):
-        export.export_model(model, tmp_path / "d", ["a", "b", "c"],
-                            std=(0.2, 0.0, 0.2))
+        export.export_model(model, tmp_path / "d", fmt(std=(0.2, 0.0, 0.2)))
     with pytest.raises(ValueError, match="`top_k`"):
-        export.export_model(model, tmp_path / "e", ["a", "b", "c"], top_k=0)
+        export.export_model(model, tmp_path / "e", fmt(), top_k=0)
+    with pytest.raises(ValueError, match=r"clip format says \(8, 16, 16, 3\)"):
+        export.export_model(model, tmp_path / "g", fmt(clip_length=8))
+    with pytest.raises(TypeError, match="clipspec.ClipFormat"):
+        export.export_model(model, tmp_path / "h", ["a", "b", "c"])
     logits = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE,
                         classifier_activation=None)
     with pytest.raises(ValueError, match="softmax"):
-        export.export_model(logits, tmp_path / "f", ["a", "b", "c"])
+        export.export_model(logits, tmp_path / "f", fmt())
 
 
 def test_a_zoo_model_exports(tmp_path):
     model = models.get("resnet18_3d", num_classes=3,
                        input_shape=(4, 32, 32, 3))
-    path = export.export_version(model, tmp_path, "r18", ["a", "b", "c"],
-                                 warmup=False)
+    fmt = ClipFormat(clip_length=4, crop_size=32, class_names=["a", "b", "c"])
+    path = export.export_version(model, tmp_path, "r18", fmt, warmup=False)
     clips = testing.random_clips(2, (6, 40, 32, 3), seed=10)
     out = _run(tf.saved_model.load(path), "serving_default", clips=clips)
     np.testing.assert_allclose(
@@ -299,7 +325,8 @@ def test_cli_exports_a_run(tmp_path, capsys):
     model.save(run / "best.keras")
     model.save_weights(run / "best.weights.h5")
     # A custom builder ('module:function'), as training.train accepts.
-    config = {"model": "serving.testing:tiny_model", "input_shape": list(SHAPE),
+    config = {"model": "tiny_exports:tiny_model", "input_shape": list(SHAPE),
+              "clip_length": 4, "crop_size": 16,
               "class_names": ["run", "jump", "swim"],
               "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
     (run / "config.json").write_text(json.dumps(config))
@@ -344,7 +371,7 @@ def test_cli_exports_a_run(tmp_path, capsys):
     assert export.main(["--model", str(tmp_path / "missing.keras"),
                         "--class-names", str(run / "classes.txt"),
                         "--export-base", str(base), "--name", "r18"]) == 2
-    assert "Model file not found" in capsys.readouterr().err
+    assert "no such model file" in capsys.readouterr().err
 
 
 def test_cli_help_runs_as_a_module():

@@ -1,11 +1,22 @@
-"""`fold_class_regularization`: the inference copy with folded class weights."""
+"""`fold_class_regularization` and `FoldedClassRegularization`: the inference
+copy with folded class weights; `.keras` files of the earlier single-class
+form still load."""
+
+import pathlib
 
 import numpy as np
 import pytest
 import keras
 
 import keras_classreg
-from keras_classreg import ClassRegularization, fold_class_regularization, models
+from keras_classreg import (
+    ClassRegularization,
+    FoldedClassRegularization,
+    fold_class_regularization,
+    models,
+)
+
+LEGACY = pathlib.Path(__file__).parent / "data" / "legacy_keras"
 
 SHAPE = (4, 32, 32, 3)
 
@@ -42,8 +53,9 @@ def test_folded_copy_matches_the_model(use_bias):
     blocks, inputs = _block_inputs(model, x)
     folded_blocks = keras_classreg.class_regularization_blocks(folded)
     for block, copy, activation in zip(blocks, folded_blocks, inputs):
-        assert copy.folded_classes == 5
-        assert copy.projection_kernel is None and copy.trainable_weights == []
+        assert isinstance(copy, FoldedClassRegularization)
+        assert copy.num_classes == 5 and copy.trainable_weights == []
+        assert not hasattr(copy, "projection_kernel")
         np.testing.assert_allclose(copy.class_weights(), block.class_weights(),
                                    rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(copy.class_logits(activation),
@@ -56,7 +68,7 @@ def test_folded_copy_matches_the_model(use_bias):
                 block.class_evidence(activation, class_index), rtol=1e-4, atol=1e-4)
     # the folded blocks stay wired to the copy's classifier (explanations use it)
     classifier = folded.get_layer("classifier")
-    assert all(b.classifier is classifier for b in folded_blocks)
+    assert all(b.get_classifier() is classifier for b in folded_blocks)
     # dropping the projections makes the copy smaller
     assert folded.count_params() < model.count_params()
 
@@ -81,10 +93,11 @@ def test_folded_copy_saves_and_loads(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "folded.keras")
     np.testing.assert_array_equal(loaded(x), folded(x))
     blocks = keras_classreg.class_regularization_blocks(loaded)
-    assert [b.folded_classes for b in blocks] == [5] * 4
-    assert all(b.classifier is loaded.get_layer("classifier") for b in blocks)
-    explanation = keras_classreg.explain.explain(loaded, x[:1])
-    reference = keras_classreg.explain.explain(model, x[:1])
+    assert [type(b) for b in blocks] == [FoldedClassRegularization] * 4
+    assert [b.num_classes for b in blocks] == [5] * 4
+    assert all(b.get_classifier() is loaded.get_layer("classifier") for b in blocks)
+    explanation = keras_classreg.explanations.explain(loaded, x[:1])
+    reference = keras_classreg.explanations.explain(model, x[:1])
     assert explanation.block_names == reference.block_names
     for name in reference.block_names:
         np.testing.assert_allclose(explanation.maps[name], reference.maps[name], atol=1e-4)
@@ -119,10 +132,46 @@ def test_fold_errors():
 
 
 def test_folded_block_rejects_a_classifier_with_other_classes():
-    block = ClassRegularization(0.2, folded_classes=5)
+    block = FoldedClassRegularization(num_classes=5, affection_rate=0.2)
     dense = keras.layers.Dense(7)
     dense.build((None, 8))
     with pytest.raises(ValueError, match="5 classes, but classifier"):
         block.attach(dense)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="`num_classes`"):
+            FoldedClassRegularization(num_classes=bad)
     with pytest.raises(ValueError, match="folded_classes"):
-        ClassRegularization(0.2, folded_classes=0)
+        ClassRegularization(0.2, folded_classes=5)  # the form before the split
+
+
+def test_folded_block_by_hand_matches_numpy():
+    weights = np.array([[1.0, 0.0, 2.0], [0.0, 3.0, -1.0]], "float32")  # K=2, C=3
+    block = FoldedClassRegularization(num_classes=2, affection_rate=0.5)
+    x = np.array([[[[1.0, 2.0, 0.0]]], [[[0.0, 0.0, 1.0]]]], "float32")  # [2,1,1,3]
+    block.build(x.shape)
+    block.folded_class_weights.assign(weights)
+    # sample 0: z = [1, 6] -> class 1, w = [0, 3, -1] -> scales [0.75, 1.5, 0.5]
+    # sample 1: z = [2, -1] -> class 0, w = [1, 0, 2] -> scales [1.0, 0.5, 1.5]
+    np.testing.assert_allclose(block.channel_scales(x), [[0.75, 1.5, 0.5],
+                                                         [1.0, 0.5, 1.5]])
+    np.testing.assert_allclose(block(x), x * np.array([[[[0.75, 1.5, 0.5]]],
+                                                       [[[1.0, 0.5, 1.5]]]]))
+
+
+@pytest.mark.parametrize("form", ["trainable", "folded"])
+def test_keras_files_saved_before_the_split_still_load(form, tmp_path):
+    """Saved by keras-classreg c4cd5fe, where the folded block was a
+    `ClassRegularization(folded_classes=K)` (see tests/data/legacy_keras)."""
+    expected = np.load(LEGACY / "expected.npz")
+    model = keras.saving.load_model(LEGACY / f"classreg_{form}.keras")
+    block = model.get_layer("block")
+    assert isinstance(block, FoldedClassRegularization) == (form == "folded")
+    assert block.get_classifier() is model.get_layer("classifier")
+    np.testing.assert_array_equal(model(expected["x"]), expected[form])
+    # ... and such a model saves and loads again with the same numbers
+    model.save(tmp_path / "again.keras")
+    again = keras.saving.load_model(tmp_path / "again.keras")
+    np.testing.assert_array_equal(again(expected["x"]), expected[form])
+    if form == "trainable":  # folding it gives the legacy folded numbers
+        np.testing.assert_allclose(fold_class_regularization(model)(expected["x"]),
+                                   expected["folded"], atol=1e-6)

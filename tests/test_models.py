@@ -20,7 +20,7 @@ def test_every_model_builds_and_predicts(name):
     assert isinstance(last, keras.layers.Dense) and last.name == "classifier"
     blocks = keras_classreg.class_regularization_blocks(model)
     assert len(blocks) == (3 if name == "i3d" else 4)
-    assert all(block.classifier is last for block in blocks)
+    assert all(block.get_classifier() is last for block in blocks)
     keras.backend.clear_session()
 
 

@@ -1,24 +1,14 @@
 """The reproduction-study harness: its statistics and one tiny end-to-end run."""
 
-import importlib.util
 import json
 import os
 import pathlib
 
 import pytest
 
+from training import reproduction as reproduce
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_harness():
-    spec = importlib.util.spec_from_file_location(
-        "reproduce", ROOT / "benchmarks" / "reproduce.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-reproduce = _load_harness()
 
 
 def _result(arm, seed, top1, top5=1.0):

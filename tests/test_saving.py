@@ -51,12 +51,12 @@ def test_keras_round_trip_in_fresh_process(tmp_path):
         same = bool(np.array_equal(model.predict(x, verbose=0), y))
         classifier = model.get_layer("classifier")
         blocks = keras_classreg.class_regularization_blocks(model)
-        wired = all(b.classifier is classifier for b in blocks)
+        wired = all(b.get_classifier() is classifier for b in blocks)
         before = classifier.kernel.numpy().copy()
         model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
         model.fit(x, np.array([0, 1, 2]), epochs=1, verbose=0)
         updated = not np.array_equal(before, classifier.kernel.numpy())
-        seen = all(b.classifier.kernel is classifier.kernel for b in blocks)
+        seen = all(b.get_classifier().kernel is classifier.kernel for b in blocks)
         print(json.dumps({"same": same, "wired": wired, "blocks": len(blocks),
                           "updated": updated, "seen": seen,
                           "type": type(model).__name__}))
@@ -80,9 +80,9 @@ def test_plain_keras_model_needs_wiring(tmp_path):
     model.save(tmp_path / "plain.keras")
     loaded = keras.saving.load_model(tmp_path / "plain.keras")
     block = loaded.get_layer("block")
-    assert block.classifier is None and block.classifier_name == "head"
+    assert block.get_classifier() is None and block.classifier_name == "head"
     keras_classreg.wire_classifiers(loaded)
-    assert block.classifier is loaded.get_layer("head")
+    assert block.get_classifier() is loaded.get_layer("head")
     np.testing.assert_array_equal(loaded.predict(data, verbose=0), expected)
 
 

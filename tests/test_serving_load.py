@@ -4,7 +4,8 @@ local server with batching on; every answer is checked."""
 import numpy as np
 import pytest
 
-from serving import loadtest, testing
+from serving import loadtest
+import tiny_exports as testing
 from serving.client import ServingClient
 from serving.launch import LocalServer
 
@@ -15,8 +16,12 @@ SHAPE = (4, 16, 16, 3)
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")
     model, _ = testing.export_tiny(root, "load", seed=31)
-    with LocalServer(["--model-name", "load", "--model-base-path",
-                      root / "load", "--max-batch-size", 8]) as server:
+    batching = root / "batching_parameters.txt"
+    batching.write_text("max_batch_size { value: 8 }\n"
+                        "num_batch_threads { value: 2 }\n")
+    with LocalServer(["--model_name=load", f"--model_base_path={root / 'load'}",
+                      "--enable_batching",
+                      f"--batching_parameters_file={batching}"]) as server:
         with ServingClient(server.address) as client:
             client.wait_until_available("load")
         yield server, model

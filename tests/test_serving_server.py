@@ -13,7 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import client as client_cli
 from serving import server as server_cli
-from serving import testing
+import tiny_exports as testing
 from serving.client import ServingClient
 from serving.launch import LocalServer
 from serving.loadtest import predict_request
@@ -58,9 +58,10 @@ def farm(tmp_path_factory):
     (root / "models.config").write_text(MODELS_CONFIG)
     (root / "batching_parameters.txt").write_text(BATCHING)
     server = LocalServer([
-        "--model-config-file", root / "models.config",
-        "--batching-parameters-file", root / "batching_parameters.txt",
-        "--file-system-poll-wait-seconds", 0.3, "--log-level", "DEBUG"])
+        f"--model_config_file={root / 'models.config'}", "--enable_batching",
+        f"--batching_parameters_file={root / 'batching_parameters.txt'}",
+        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG"],
+        rest=True)
     server.start()
     client = ServingClient(server.address, timeout=60, retries=0)
     try:
@@ -143,9 +144,9 @@ def test_failed_and_partial_versions_leave_the_old_one_serving(farm):
 
 
 def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
-    from training.data.decode import decode_video
-    from training.data.sampling import test_views
-    from training.data.synth import write_video
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
+    from training.data.synthetic import write_video
 
     _, server, _, models = farm
     frames = testing.random_clips(1, (12, 20, 24, 3), seed=4)[0]
@@ -157,7 +158,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
-    views = test_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
+    views = eval_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
     mean = testing.reference_probabilities(models[("alpha", 1)], views).mean(0)
     best = np.argsort(-mean)[:5]
     names = testing.class_names(7)
@@ -165,6 +166,15 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert [c["class"] for c in report[0]["top_k"]] == [names[i] for i in best]
     np.testing.assert_allclose([c["score"] for c in report[0]["top_k"]],
                                mean[best], atol=1e-4)
+    # The same over TF Serving's REST API.
+    assert client_cli.main(["--rest", "--server", f"127.0.0.1:{server.rest_port}",
+                            "--model", "alpha", "--num-clips", "2", "--json",
+                            str(video)]) == 0
+    over_rest = json.loads(capsys.readouterr().out)
+    assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
+    np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]],
+                               mean[best], atol=1e-4)
+    assert over_rest[0]["model_version"] == 1
     # Text output, and a bad file among good ones: exit 1, the rest printed.
     assert client_cli.main(["--server", server.address, "--model", "alpha",
                             "--top-k", "2", str(video),
@@ -178,8 +188,8 @@ def test_client_on_real_videos(farm, real_clips_dir):
     """Every shared real clip (mp4/avi/mkv, MPEG-4/H.264/...) through the
     client library: the server's video-level scores equal the in-process
     model's on the same views."""
-    from training.data.decode import decode_video
-    from training.data.sampling import test_views
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
 
     _, server, _, models = farm
     videos = sorted(p for p in real_clips_dir.iterdir()
@@ -190,12 +200,38 @@ def test_client_on_real_videos(farm, real_clips_dir):
             result = client_cli.classify_video(client, "alpha", str(video),
                                                num_clips=3, num_crops=3)
             decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
-            views = test_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
+            views = eval_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
             mean = testing.reference_probabilities(
                 models[("alpha", 1)], views).mean(0)
             assert result.num_views == 9
             np.testing.assert_allclose(result.probabilities, mean, atol=1e-4,
                                        err_msg=video.name)
+
+
+def test_reload_config_label_on_a_version_not_loaded_fails(farm):
+    """TF Serving: FAILED_PRECONDITION, and the old labels stay."""
+    root, _, client, _ = farm
+    config = model_server_config_pb2.ModelServerConfig()
+    for name in ("alpha", "beta"):
+        entry = config.model_config_list.config.add()
+        entry.name, entry.base_path = name, str(root / name)
+        entry.model_platform = "tensorflow"
+    beta = config.model_config_list.config[1]
+    beta.model_version_policy.specific.versions.append(1)
+    beta.version_labels["stable"] = 1
+    beta.version_labels["canary"] = 2  # on disk, not loaded by the policy
+    code, details = _code(lambda: client.call(
+        "HandleReloadConfigRequest",
+        model_management_pb2.ReloadConfigRequest(config=config)))
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert details == ("Request to assign label to version 2 of model beta, "
+                       "which is not currently available for inference")
+    request = predict_request("beta", testing.random_clips(1, SHAPE, seed=7))
+    request.model_spec.version_label = "stable"
+    assert client.predict_response(request).model_spec.version.value == 1
+    request.model_spec.version_label = "canary"
+    code, details = _code(lambda: client.predict_response(request))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "canary" in details
 
 
 def test_reload_config_removes_a_model(farm):
@@ -247,21 +283,64 @@ def test_sigterm_finishes_in_flight_requests_and_exits_zero(farm):
 # Command-line errors (no server started)
 # ----------------------------------------------------------------------
 def test_cli_rejects_bad_arguments_and_files(tmp_path, capsys):
-    with pytest.raises(SystemExit) as caught:
-        server_cli.main(["--model-base-path", str(tmp_path),
-                         "--model-config-file", str(tmp_path / "x")])
-    assert caught.value.code == 2
     config = tmp_path / "models.config"
     config.write_text("model_config_list {\n  config { name: 'a'\n  bogus: 1 }\n}\n")
-    assert server_cli.main(["--model-config-file", str(config)]) == 2
+    assert server_cli.main([f"--model_config_file={config}"]) == 2
     err = capsys.readouterr().err
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig" in err
     assert "models.config:3" in err and "bogus" in err
     batching = tmp_path / "batching.txt"
     batching.write_text("max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }\n")
-    assert server_cli.main(["--model-base-path", str(tmp_path),
-                            "--batching-parameters-file", str(batching)]) == 2
+    assert server_cli.main([f"--model_base_path={tmp_path}", "--enable_batching",
+                            f"--batching_parameters_file={batching}"]) == 2
     err = capsys.readouterr().err
     assert "line 2" in err and "max_batch_sise" in err
+    assert server_cli.main([f"--model_base_path={tmp_path}",
+                            f"--batching_parameters_file={batching}"]) == 2
+    assert "without --enable_batching" in capsys.readouterr().err
+    assert server_cli.main([]) == 2
+    assert "--model_base_path and --model_config_file are empty" in \
+        capsys.readouterr().err
+    assert server_cli.main([f"--model_base_path={tmp_path}", "--port=0"]) == 2
+    assert "--grpc_socket_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--ssl_config_file=/etc/ssl.conf", "--ssl_config_file"),
+    ("--prefer_tflite_model=true", "TF Lite"),
+    ("--enable_profiler", "profiler"),
+])
+def test_cli_refuses_tf_serving_features_it_lacks(tmp_path, capsys, flag, words):
+    assert server_cli.main([f"--model_base_path={tmp_path}", flag]) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_cli_unknown_flags_are_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        server_cli.main([f"--model_base_path={tmp_path}", "--no_such_flag=1"])
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert "--no_such_flag=1" in err and "tensorflow_model_server flag" in err
+    with pytest.raises(SystemExit):  # no abbreviations: TF Serving has none
+        server_cli.main(["--model_base=/x"])
+
+
+def test_cli_takes_tf_servings_flags():
+    args = server_cli.build_parser().parse_args([
+        "--port=8500", "--rest_api_port", "8501", "--model_name=m",
+        "--model_base_path=/m", "--enable_batching", "--enable_model_warmup=false",
+        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,"
+        "grpc.lb_policy_name=grpclb", "--enable_profiler=false",
+        "--flush_filesystem_caches=true", "--rest_api_timeout_in_ms=5000",
+        "--file_system_poll_wait_seconds=0", "--num_load_threads=0"])
+    settings = server_cli.settings_from_args(args)
+    assert (settings.port, settings.rest_port, settings.warmup) == (8500, 8501, False)
+    assert settings.channel_arguments == (("grpc.max_connection_age_ms", 2000),
+                                          ("grpc.lb_policy_name", "grpclb"))
+    assert settings.batching.max_batch_size == 1000  # TF Serving's default
+    assert settings.rest_timeout_seconds == 5.0 and settings.host == "127.0.0.1"
+    assert not settings.options.method_name_check
+    assert not settings.options.tensor_content
 
 
 def test_status_of_a_model_without_versions(tmp_path):

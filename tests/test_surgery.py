@@ -95,7 +95,7 @@ def test_zoo_model_without_blocks_identity_and_positions():
     blocks = class_regularization_blocks(model)
     assert [b.name for b in blocks] == [f"{s}_classreg" for s in stages]
     classifier = model.get_layer("classifier")
-    assert all(b.classifier is classifier for b in blocks)
+    assert all(b.get_classifier() is classifier for b in blocks)
     assert classifier is not base.get_layer("classifier")  # a copy
     _assert_blocks_follow(model, stages)
     # every original weight carried over; 4 new projection kernels
@@ -165,7 +165,7 @@ def test_hand_made_functional_identity_shared_layer_and_nested_model():
     blocks = class_regularization_blocks(model)
     assert sorted(b.name for b in blocks) == sorted(
         ["stem_classreg", "shared_classreg", "merge_classreg", "inner_relu_classreg"])
-    assert all(b.classifier is model.get_layer("logits") for b in blocks)
+    assert all(b.get_classifier() is model.get_layer("logits") for b in blocks)
     # the classifier was found behind the Activation layer
     _assert_blocks_follow(model, ["stem", "shared", "merge"])
     # the shared layer's one block follows both of its calls
@@ -214,7 +214,7 @@ def test_resnet50_application_identity_and_stage_positions():
                                   base.predict(x, verbose=0))
     blocks = class_regularization_blocks(model)
     assert [b.name for b in blocks] == [f"{s}_classreg" for s in RESNET50_STAGES]
-    assert all(b.classifier is model.get_layer("predictions") for b in blocks)
+    assert all(b.get_classifier() is model.get_layer("predictions") for b in blocks)
     # conv2_block3_out fed two layers (the next stage's shortcut and branch)
     _assert_blocks_follow(model, RESNET50_STAGES)
     assert sorted(l.name for l in model.layers
@@ -249,7 +249,7 @@ def test_mobilenet_v2_fit_save_load_export(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "surgered.keras")
     assert isinstance(loaded, ClassRegModel)
     classifier = loaded.get_layer("predictions")
-    assert [b.classifier is classifier for b in class_regularization_blocks(loaded)] == [True] * 4
+    assert [b.get_classifier() is classifier for b in class_regularization_blocks(loaded)] == [True] * 4
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
 
     loaded.export(str(tmp_path / "export"), verbose=False)
@@ -280,7 +280,7 @@ def test_nested_backbone_round_trip(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "nested.keras")
     blocks = class_regularization_blocks(loaded)
     assert len(blocks) == 2
-    assert all(b.classifier is loaded.get_layer("classifier") for b in blocks)
+    assert all(b.get_classifier() is loaded.get_layer("classifier") for b in blocks)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
 
 
@@ -291,7 +291,7 @@ def test_model_with_blocks_gets_more_blocks():
     model = add_class_regularization(base, ["stage4_block1_out"], affection_rates=0.0)
     blocks = class_regularization_blocks(model)
     assert len(blocks) == 5
-    assert all(b.classifier is model.get_layer("classifier") for b in blocks)
+    assert all(b.get_classifier() is model.get_layer("classifier") for b in blocks)
     x = _clips(shape)
     np.testing.assert_array_equal(model.predict(x, verbose=0),
                                   base.predict(x, verbose=0))
@@ -301,7 +301,7 @@ def test_share_layers_reuses_the_original_weights():
     base = _hand_made_3d()
     model = add_class_regularization(base, ["stem"], share_layers=True)
     assert model.get_layer("stem") is base.get_layer("stem")
-    assert model.get_layer("stem_classreg").classifier is base.get_layer("logits")
+    assert model.get_layer("stem_classreg").get_classifier() is base.get_layer("logits")
 
 
 def test_default_rates():
@@ -345,7 +345,7 @@ def test_error_ambiguous_classifier():
     with pytest.raises(ValueError, match=r"several outputs produced by Dense layers \(a, b\)"):
         add_class_regularization(model, ["conv"])
     chosen = add_class_regularization(model, ["conv"], classifier="b")
-    assert chosen.get_layer("conv_classreg").classifier is chosen.get_layer("b")
+    assert chosen.get_layer("conv_classreg").get_classifier() is chosen.get_layer("b")
 
 
 def test_error_subclassed_model():

@@ -113,7 +113,7 @@ def test_init_from_base_model_transfers_weights_by_name(prepared_data, tmp_path)
             np.testing.assert_allclose(twin.numpy(), weight.numpy(), atol=1e-6)
     blocks = keras_classreg.class_regularization_blocks(tuned)
     assert [b.name for b in blocks] == ["stage1_classreg", "stage2_classreg"]
-    assert all(b.classifier is tuned.get_layer("classifier") for b in blocks)
+    assert all(b.get_classifier() is tuned.get_layer("classifier") for b in blocks)
     # the blocks' projections are fresh Glorot-uniform draws, not copies
     for block in blocks:
         kernel = block.projection_kernel.numpy()

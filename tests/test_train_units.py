@@ -12,14 +12,11 @@ import keras
 import keras_classreg
 from training import callbacks as run_callbacks
 from training.config import TrainConfig, load_config_file
+from clipspec.rundir import RunDir
 from training.evaluate import compute_report
 from training.optimization import learning_rate_schedule, make_optimizer
-from training.train import (
-    build_parser,
-    config_from_args,
-    resolve_model_builder,
-    transfer_weights,
-)
+from training.model_building import resolve_model_builder, transfer_weights
+from training.train import build_parser, config_from_args
 
 from test_train_support import tiny_c3d
 
@@ -156,10 +153,10 @@ def test_transfer_weights_base_into_class_regularization_model():
             np.testing.assert_array_equal(w_base, w_new)
     for block in blocks:  # untouched, still the fresh initialisation
         np.testing.assert_array_equal(block.projection_kernel.numpy(), fresh[block.name])
-        assert block.classifier is target.get_layer("classifier")
+        assert block.get_classifier() is target.get_layer("classifier")
     # the blocks read the transferred classifier
     np.testing.assert_array_equal(
-        blocks[0].classifier.kernel.numpy(), base.get_layer("classifier").kernel.numpy())
+        blocks[0].get_classifier().kernel.numpy(), base.get_layer("classifier").kernel.numpy())
 
 
 def test_transfer_weights_reports_shape_mismatch_and_refuses_strangers():
@@ -287,8 +284,8 @@ def test_resume_check_takes_a_field_added_later_as_its_default(tmp_path):
     values = TrainConfig.from_dict({"data": "d", "run_dir": "r"}).to_dict()
     saved = dict(values)
     del saved["augment_on"]  # a run started before the field existed
-    path = tmp_path / "config.json"
-    path.write_text(json.dumps(saved))
-    _check_resume(str(path), values)  # the default: resumable
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    run = RunDir(tmp_path)
+    _check_resume(run, values)  # the default: resumable
     with pytest.raises(ValueError, match="augment_on: saved None, now 'device'"):
-        _check_resume(str(path), dict(values, augment_on="device"))
+        _check_resume(run, dict(values, augment_on="device"))

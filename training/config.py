@@ -148,13 +148,13 @@ class TrainConfig:
     )
     mean: list = _field(
         None,
-        "Per-channel mean of [0, 1] pixels; default training.data.DEFAULT_MEAN.",
+        "Per-channel mean of [0, 1] pixels; default clipspec.DEFAULT_MEAN (Kinetics).",
         nargs=3,
         type=float,
     )
     std: list = _field(
         None,
-        "Per-channel std of [0, 1] pixels; default training.data.DEFAULT_STD.",
+        "Per-channel std of [0, 1] pixels; default clipspec.DEFAULT_STD (Kinetics).",
         nargs=3,
         type=float,
     )
@@ -228,6 +228,18 @@ class TrainConfig:
     val_num_clips: int = _field(
         1, "Clips per validation video (uniformly spaced, centre crop)."
     )
+    num_clips: int = _field(
+        10,
+        "Test-time clips per video recorded in the run's clip format "
+        "(clip_format.json): what evaluation, explanation and serving use "
+        "unless told otherwise.",
+    )
+    num_crops: int = _field(
+        1,
+        "Test-time crops per clip recorded in the clip format: 1 (centre) or "
+        "3 (along the long side).",
+        choices=(1, 3),
+    )
     keep_checkpoints: int = _field(
         5, "How many per-epoch checkpoints to keep (0: keep all)."
     )
@@ -293,7 +305,7 @@ class TrainConfig:
         if self.freeze_backbone and self.freeze_until is not None:
             fail("freeze_until", "null with freeze_backbone (choose one)")
         for name in ("clip_length", "stride", "crop_size", "epochs",
-                     "batch_size", "val_num_clips"):
+                     "batch_size", "val_num_clips", "num_clips"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "a positive int")
         if self.steps_per_epoch is not None and (
@@ -318,6 +330,8 @@ class TrainConfig:
             fail("weight_decay", "a float >= 0")
         if not is_number(self.warmup_epochs) or self.warmup_epochs < 0:
             fail("warmup_epochs", "a number of epochs >= 0")
+        if self.num_crops not in (1, 3) or isinstance(self.num_crops, bool):
+            fail("num_crops", "1 or 3")
         if self.augmentation not in AUGMENTATIONS:
             fail("augmentation", f"one of {AUGMENTATIONS}")
         if self.augment_on not in AUGMENT_ON:

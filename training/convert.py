@@ -6,13 +6,14 @@
         --weights kinetics-i3d/data/checkpoints/rgb_imagenet/model.ckpt \\
         --out runs/i3d_k400
 
-writes `OUT/final.keras` (the zoo model holding the published weights, no
-Class Regularization blocks, computing the original network's function) and
-`OUT/config.json` in the format `python -m training.train` writes: the
-model and its architecture options, the clip format the weights expect
-(`clip_length`, `stride`, `crop_size`, `short_side`, `num_clips`,
-`num_crops`, `mean`, `std`), the class names, and under `pretrained` where
-it all came from. `training.evaluate`, `training.export` and
+writes a run directory (`clipspec.RunDir`): `OUT/final.keras` (the zoo
+model holding the published weights, no Class Regularization blocks,
+computing the original network's function), `OUT/clip_format.json` (the
+`ClipFormat` the weights expect: clip length, stride, crop, short side,
+views, mean, std, class names) and `OUT/config.json` in the format
+`python -m training.train` writes (the model and its architecture options
+`model_options`, the clip fields, and under `pretrained` where it all came
+from). `training.evaluate`, `training.export` and
 `training.explain` take the directory (or its `final.keras`) as a trained
 run's; `python -m training.train --init-from OUT` fine-tunes from it (the
 paper's protocol, see docs/pretrained.md).
@@ -32,6 +33,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_classreg  # noqa: E402
+from clipspec.format import ClipFormat  # noqa: E402
+from clipspec.rundir import RunDir  # noqa: E402
 from keras_classreg import pretrained  # noqa: E402
 from training.callbacks import save_model_atomically  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
@@ -91,41 +94,44 @@ def convert(source, weights, out, clip_length=None, crop_size=None,
 
 
 def write_run_config(out, loaded):
-    """Writes `out/config.json` for a converted model, in the format of
-    `training.train`'s `resolved_config` (the one place that knows it here)."""
+    """Writes the run directory's `config.json` (in the format of
+    `training.train`'s `resolved_config`) and `clip_format.json` for a
+    converted model."""
     clip = loaded.clip_format
+    clip_format = ClipFormat(
+        clip_length=clip["clip_length"], stride=clip["stride"],
+        crop_size=clip["crop_size"], short_side=clip["short_side"],
+        num_clips=clip["num_clips"], num_crops=clip["num_crops"],
+        mean=clip["mean"], std=clip["std"], class_names=clip["class_names"] or ())
     values = TrainConfig(
         data=None,
-        run_dir=out,
+        run_dir=str(out),
         model=loaded.builder,
         model_options=loaded.builder_options,
         class_regularization=False,
         dropout=loaded.source.get("dropout", 0.0),
-        clip_length=clip["clip_length"],
-        stride=clip["stride"],
-        crop_size=clip["crop_size"],
-        mean=list(clip["mean"]),
-        std=list(clip["std"]),
+        clip_length=clip_format.clip_length,
+        stride=clip_format.stride,
+        crop_size=clip_format.crop_size,
+        mean=list(clip_format.mean),
+        std=list(clip_format.std),
+        num_clips=clip_format.num_clips,
+        num_crops=clip_format.num_crops,
         epochs=0,
-        val_num_clips=clip["num_clips"],
     ).to_dict()
     values.update(
         num_classes=int(loaded.model.output_shape[-1]),
         class_names=clip["class_names"],
-        input_shape=[clip["clip_length"], clip["crop_size"], clip["crop_size"], 3],
-        short_side=clip["short_side"],
-        num_clips=clip["num_clips"],
-        num_crops=clip["num_crops"],
+        input_shape=list(clip_format.input_shape),
+        short_side=clip_format.short_side,
         pretrained=loaded.source,
         versions={"tensorflow": tf.__version__, "keras": keras.__version__,
                   "keras_classreg": keras_classreg.__version__},
     )
-    path = os.path.join(out, "config.json")
-    with open(f"{path}.partial", "w", encoding="utf-8") as file:
-        json.dump(values, file, indent=2)
-        file.write("\n")
-    os.replace(f"{path}.partial", path)
-    return path
+    run = RunDir(out, create=True)
+    run.write_config(values)
+    run.write_clip_format(clip_format)
+    return run
 
 
 def build_parser():
@@ -177,7 +183,7 @@ def main(argv=None):
     try:
         class_names = None
         if args.class_names:
-            from training.export import read_class_names
+            from training.export.class_names import read_class_names
 
             class_names = read_class_names(args.class_names)
         out = convert(args.source, args.weights, args.out, clip_length=args.clip_length,

@@ -22,9 +22,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
-import keras  # noqa: E402
 
-import keras_classreg  # noqa: E402,F401  (registers the layer and model)
+from clipspec.format import ClipFormat  # noqa: E402
+from clipspec.rundir import RunDir, load_model  # noqa: E402
 from training import data as video_data  # noqa: E402
 
 
@@ -125,53 +125,31 @@ def compute_report(view_probabilities, view_labels, view_videos, class_names):
 # ---------------------------------------------------------------------------
 # Model + data → report
 # ---------------------------------------------------------------------------
-def load_run_config(model_path):
-    """The `config.json` beside a `.keras` file, or `{}` when there is none."""
-    path = os.path.join(os.path.dirname(os.path.abspath(model_path)), "config.json")
-    if not os.path.isfile(path):
-        return {}
-    with open(path, encoding="utf-8") as file:
-        try:
-            return json.load(file)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"Invalid JSON in {path} line {error.lineno}: {error.msg}"
-            ) from None
-
-
-def load_model(model_path):
-    if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"Model file not found: {model_path}")
-    return keras.saving.load_model(model_path, compile=False)
-
-
 def evaluate(
     model,
     data,
     subset="test",
-    num_clips=10,
-    num_crops=1,
+    clip_format=None,
+    num_clips=None,
+    num_crops=None,
     clip_length=None,
     stride=None,
     crop_size=None,
-    mean=None,
-    std=None,
-    class_names=None,
     batch_size=8,
     progress=True,
 ):
     """Evaluates `model` on a prepared dataset's `subset`.
 
     Args:
-        model: a Keras model, or the path of a `.keras` file (the
-            `config.json` beside it, if any, gives the defaults below).
+        model: a Keras model, or a model file / run directory (its run's
+            `ClipFormat` then gives the defaults below).
         data: the prepared dataset folder (or its manifest.json).
         subset: which subset of the manifest.
-        num_clips, num_crops: views per video (uniform clips x 1 or 3 crops).
-        clip_length, stride, crop_size, mean, std: the clip format the model
-            was trained on; default: the run's config.json, else the model's
-            input shape, stride 2 and `training.data` defaults.
-        class_names: default: the run's config, else the manifest's.
+        clip_format: the model's `clipspec.ClipFormat`; default: the run's,
+            else the model's input shape with the defaults (stride 2,
+            Kinetics mean/std, the manifest's class names).
+        num_clips, num_crops, clip_length, stride, crop_size: override the
+            clip format's test-time views and clip shape.
         batch_size: views per forward pass.
         progress: show a progress bar.
 
@@ -180,43 +158,46 @@ def evaluate(
 
     Example:
 
-        report = evaluate("runs/r18/best.keras", "prepared", num_clips=4)
+        report = evaluate("runs/r18", "prepared", num_clips=4)
         print(report["video"]["top1"])
     """
-    run_config = {}
     model_path = None
     if isinstance(model, (str, os.PathLike)):
-        model_path = os.fspath(model)
-        run_config = load_run_config(model_path)
+        run, model_path = RunDir.for_model(model)
         model = load_model(model_path)
-    input_shape = model.input_shape
-    clip_length = clip_length or run_config.get("clip_length") or input_shape[1]
-    crop_size = crop_size or run_config.get("crop_size") or input_shape[2]
-    stride = stride or run_config.get("stride") or 2
-    mean = list(mean or run_config.get("mean") or video_data.DEFAULT_MEAN)
-    std = list(std or run_config.get("std") or video_data.DEFAULT_STD)
+        if clip_format is None and run is not None:
+            clip_format = run.clip_format_for(model)
     manifest = video_data.load_manifest(data)
-    class_names = list(class_names or run_config.get("class_names")
-                       or manifest["class_names"])
+    if clip_format is None:
+        _, length, size = model.input_shape[:3]
+        clip_format = ClipFormat(clip_length=length, crop_size=size)
+    if not clip_format.class_names:
+        clip_format = clip_format.replace(class_names=manifest["class_names"])
+    clip_format = clip_format.replace(
+        num_clips=num_clips, num_crops=num_crops, clip_length=clip_length,
+        stride=stride, crop_size=crop_size)
+    class_names = list(clip_format.class_names)
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(
-            f"The model predicts {model.output_shape[-1]} classes but "
-            f"{len(class_names)} class names were given."
+            f"The model predicts {model.output_shape[-1]} classes but its clip "
+            f"format names {len(class_names)}."
         )
     if list(manifest["class_names"]) != class_names:
         raise ValueError(
             f"The dataset's classes ({manifest['class_names']}) differ from the "
             f"model's ({class_names}); labels would not line up."
         )
-    views = num_clips * num_crops
     dataset = video_data.clip_dataset(
-        data, subset=subset, mode="test", clip_length=clip_length,
-        stride=stride, crop_size=crop_size, batch_size=batch_size,
-        num_clips=num_clips, num_crops=num_crops, mean=mean, std=std,
+        data, subset=subset, mode="test", clip_length=clip_format.clip_length,
+        stride=clip_format.stride, crop_size=clip_format.crop_size,
+        batch_size=batch_size, num_clips=clip_format.num_clips,
+        num_crops=clip_format.num_crops, mean=clip_format.mean, std=clip_format.std,
+        short_video=clip_format.short_video,
     )
     subset_videos = int(manifest["subsets"][subset]["videos"])
     probabilities, labels, videos = _predict_views(
-        model, dataset, total=-(-subset_videos * views // batch_size),
+        model, dataset,
+        total=-(-subset_videos * clip_format.num_views // batch_size),
         progress=progress,
     )
     report = compute_report(probabilities, labels, videos, class_names)
@@ -224,13 +205,13 @@ def evaluate(
         "model": os.path.abspath(model_path) if model_path else model.name,
         "data": os.path.abspath(os.fspath(data)),
         "subset": subset,
-        "num_clips": num_clips,
-        "num_crops": num_crops,
-        "clip_length": int(clip_length),
-        "stride": int(stride),
-        "crop_size": int(crop_size),
-        "mean": mean,
-        "std": std,
+        "num_clips": clip_format.num_clips,
+        "num_crops": clip_format.num_crops,
+        "clip_length": clip_format.clip_length,
+        "stride": clip_format.stride,
+        "crop_size": clip_format.crop_size,
+        "mean": list(clip_format.mean),
+        "std": list(clip_format.std),
     }
     return report
 
@@ -315,15 +296,18 @@ def build_parser():
         "--data prepared --num-clips 10 --num-crops 3 --out runs/r18/eval",
     )
     parser.add_argument("--model", required=True,
-                        help="A .keras file (e.g. RUN_DIR/best.keras); the "
-                        "config.json beside it supplies the clip format.")
+                        help="A run directory (its best.keras, else "
+                        "final.keras) or a .keras file; the run's "
+                        "clip_format.json supplies the clip format.")
     parser.add_argument("--data", required=True,
                         help="Prepared dataset folder (or its manifest.json).")
     parser.add_argument("--subset", default="test", help="Subset to evaluate (default: test).")
-    parser.add_argument("--num-clips", type=int, default=10,
-                        help="Uniformly spaced clips per video (default: 10).")
-    parser.add_argument("--num-crops", type=int, default=1, choices=(1, 3),
-                        help="Spatial crops per clip: 1 (centre) or 3 (default: 1).")
+    parser.add_argument("--num-clips", type=int,
+                        help="Uniformly spaced clips per video (default: the "
+                        "run's clip format, 10 unless trained otherwise).")
+    parser.add_argument("--num-crops", type=int, choices=(1, 3),
+                        help="Spatial crops per clip: 1 (centre) or 3 "
+                        "(default: the run's clip format).")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="Views per forward pass (default: 8).")
     parser.add_argument("--clip-length", type=int, help="Frames per clip (default: the run's).")
@@ -336,10 +320,12 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     for name in ("num_clips", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.model)), "eval")
+    model_dir = args.model if os.path.isdir(args.model) else os.path.dirname(
+        os.path.abspath(args.model))
+    out = args.out or os.path.join(model_dir, "eval")
     report = evaluate(
         args.model, args.data, subset=args.subset, num_clips=args.num_clips,
         num_crops=args.num_crops, clip_length=args.clip_length,

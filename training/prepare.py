@@ -24,25 +24,24 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-LAYOUTS = ("folder", "ucf101", "hmdb51", "kinetics")
-
-
 def build_parser():
+    from training.data import layouts
+
     parser = argparse.ArgumentParser(
         prog="python -m training.prepare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--layout", choices=LAYOUTS, default="folder",
-                        help="How the videos are listed: folder = ROOT/<class>/<video> "
-                             "(split by --test-fraction); ucf101 = classInd.txt + "
-                             "trainlist/testlist; hmdb51 = <class>_test_split<N>.txt; "
-                             "kinetics = CSV(s) label,youtube_id,time_start,time_end,"
-                             "split. Default: folder.")
+    parser.add_argument("--layout", choices=layouts.names(), default="folder",
+                        help="How the videos are listed: " + "; ".join(
+                            f"{name} = {layouts.get(name).description}"
+                            for name in layouts.names()) + ". Default: folder.")
     parser.add_argument("--root", required=True, help="Folder holding the videos.")
     parser.add_argument("--annotations", nargs="+",
-                        help="ucf101: the folder with classInd.txt and the lists; "
-                             "hmdb51: the folder with the split files; kinetics: "
-                             "one or more CSV files. Not used by the folder layout.")
+                        help="The layout's annotation paths: " + "; ".join(
+                            f"{name}: {layouts.get(name).annotations_help}"
+                            for name in layouts.names()
+                            if layouts.get(name).annotations != "none")
+                        + ". Not used by the folder layout.")
     parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3),
                         help="Official split for ucf101/hmdb51. Default: 1.")
     parser.add_argument("--test-fraction", type=float, default=0.2,
@@ -76,26 +75,14 @@ def load_dataset(args):
     """The `VideoDataset` that the parsed arguments describe."""
     from training.data import layouts
 
-    notes = args.annotations or []
-    if args.layout != "folder" and not notes:
-        raise ValueError(f"--layout {args.layout} needs --annotations.")
-    if args.layout in ("ucf101", "hmdb51") and len(notes) != 1:
-        raise ValueError(f"--layout {args.layout} takes one --annotations folder.")
-    if args.layout == "folder":
-        if notes:
-            raise ValueError("--layout folder takes no --annotations "
-                             "(the class is the folder name).")
-        return layouts.load_folder(args.root, args.test_fraction, args.seed)
-    if args.layout == "ucf101":
-        return layouts.load_ucf101(args.root, notes[0], args.split, args.missing)
-    if args.layout == "hmdb51":
-        return layouts.load_hmdb51(args.root, notes[0], args.split, args.missing)
-    return layouts.load_kinetics(args.root, notes, missing=args.missing)
+    return layouts.load_dataset(
+        args.layout, args.root, args.annotations, split=args.split,
+        test_fraction=args.test_fraction, seed=args.seed, missing=args.missing)
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from training.data.prepare import prepare_dataset
+    from training.data.shard_writer import prepare_dataset
 
     try:
         dataset = load_dataset(args)

@@ -26,7 +26,7 @@ def _pair(text):
 
 
 def build_parser():
-    from training.data.synth import MOTIONS, PRESETS, SHAPES
+    from training.data.synthetic import MOTIONS, PRESETS, SHAPES
 
     parser = argparse.ArgumentParser(
         prog="python -m training.synth",
@@ -69,7 +69,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from training.data.synth import write_synthetic_dataset
+    from training.data.synthetic import write_synthetic_dataset
 
     try:
         dataset = write_synthetic_dataset(

@@ -10,27 +10,14 @@ a file; flags override it). Re-running the same command on the same
 `--run-dir` resumes an interrupted run (`BackupAndRestore`); re-running a
 finished run does nothing.
 
-The run directory (an interface: export, explain and the reproduction
-harness read it):
-
-    config.json        the resolved config (every field of TrainConfig plus
-                       num_classes, class_names, input_shape, mean, std, ...)
-    best.keras         the model of the epoch with the best val top-1
-    final.keras        the model after the last epoch
-    summary.json       best epoch and score, last epoch's metrics, timings
-    checkpoints/       epoch_NNN.keras after each epoch (newest kept)
-    backup/            BackupAndRestore's state while a run is unfinished
-    history.csv        one row per epoch (1-based `epoch`)
-    tensorboard/       TensorBoard logs
-    workers/           under TF_CONFIG: the non-chief workers' final.keras
-                       and backup/
+The run directory is described (and read) by `clipspec.rundir.RunDir`:
+config.json, clip_format.json, best.keras, final.keras, summary.json,
+checkpoints/, backup/, history.csv, tensorboard/ and, under TF_CONFIG,
+workers/.
 """
 
 import argparse
 import dataclasses
-import importlib
-import importlib.util
-import json
 import os
 import re
 import sys
@@ -42,9 +29,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import keras_classreg  # noqa: E402,F401  (registers the layer and model)
-from keras_classreg import models as zoo  # noqa: E402
-from keras_classreg import ClassRegularization, ClipAugmentation  # noqa: E402
+import keras_classreg  # noqa: E402
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat  # noqa: E402
+from clipspec.rundir import RunDir, load_model  # noqa: E402
+from keras_classreg import ClipAugmentation  # noqa: E402
+from keras_classreg.layers import ClassRegularizationBase  # noqa: E402
 from training import callbacks as run_callbacks  # noqa: E402
 from training import data as video_data  # noqa: E402
 from training.config import (  # noqa: E402
@@ -61,6 +50,7 @@ from training.distribute import (  # noqa: E402
     patch_multi_worker_build,
     worker_role,
 )  # noqa: E402
+from training.model_building import build_model, transfer_weights  # noqa: E402
 from training.optimization import make_optimizer  # noqa: E402
 
 # Fields that may differ when an interrupted run is resumed.
@@ -70,83 +60,24 @@ RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir")
 # ---------------------------------------------------------------------------
 # Model
 # ---------------------------------------------------------------------------
-def resolve_model_builder(spec):
-    """A model builder from a zoo name, `'package.module:fn'` or `'file.py:fn'`.
-
-    The builder takes the zoo's keyword arguments (`num_classes`,
-    `input_shape`, `class_regularization`, `affection_rates`, `dropout`,
-    `class_regularization_options`) and returns a Keras model whose last
-    layer is the softmax `Dense` classifier.
-    """
-    if spec in zoo.names():
-        return lambda **kwargs: zoo.get(spec, **kwargs)
-    if ":" not in spec:
-        raise ValueError(
-            f"Unknown model {spec!r}. Expected one of: {', '.join(zoo.names())}; "
-            "or 'package.module:builder' / 'path/file.py:builder'."
-        )
-    module_name, _, attribute = spec.rpartition(":")
-    if module_name.endswith(".py"):
-        if not os.path.isfile(module_name):
-            raise FileNotFoundError(f"Model builder file not found: {module_name} (model={spec!r})")
-        module_spec = importlib.util.spec_from_file_location(
-            os.path.splitext(os.path.basename(module_name))[0], module_name
-        )
-        module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(module_name)
-    builder = getattr(module, attribute, None)
-    if not callable(builder):
-        raise ValueError(f"Model builder {attribute!r} not found in {module_name} (model={spec!r}).")
-    return builder
-
-
-def build_model(config, num_classes, model_builder=None):
-    """The model of `config` (call inside the strategy's scope); a given
-    `model_builder` replaces the one `config.model` names."""
-    kwargs = dict(
-        num_classes=num_classes,
-        input_shape=(config.clip_length, config.crop_size, config.crop_size, 3),
+def model_of(config, num_classes, model_builder=None):
+    """The model a `TrainConfig` describes (call inside the strategy's
+    scope); a given `model_builder` replaces the one `config.model` names."""
+    return build_model(
+        config.model or DEFAULT_MODEL, num_classes,
+        (config.clip_length, config.crop_size, config.crop_size, 3),
+        model_builder=model_builder,
         class_regularization=config.class_regularization,
-        affection_rates=config.affection_rates,
-        dropout=config.dropout,
-    )
-    if config.class_regularization_options:
-        kwargs["class_regularization_options"] = config.class_regularization_options
-    kwargs.update(config.model_options or {})
-    builder = model_builder or resolve_model_builder(config.model or DEFAULT_MODEL)
-    return builder(**kwargs)
-
-
-def init_source_config(path):
-    """The `config.json` of the run that `--init-from` points at: in the run
-    directory, beside the `.keras` file, or one folder up (a checkpoint in
-    `RUN/checkpoints/`); `{}` when there is none."""
-    path = os.path.abspath(path)
-    folder = path if os.path.isdir(path) else os.path.dirname(path)
-    candidates = [os.path.join(folder, "config.json")]
-    if not os.path.isdir(path):
-        candidates.append(os.path.join(os.path.dirname(folder), "config.json"))
-    for candidate in candidates:
-        if os.path.isfile(candidate):
-            with open(candidate, encoding="utf-8") as file:
-                try:
-                    values = json.load(file)
-                except json.JSONDecodeError as error:
-                    raise ValueError(
-                        f"--init-from: invalid JSON in {candidate} line "
-                        f"{error.lineno}: {error.msg}"
-                    ) from None
-            return values if isinstance(values, dict) else {}
-    return {}
+        affection_rates=config.affection_rates, dropout=config.dropout,
+        class_regularization_options=config.class_regularization_options or None,
+        **(config.model_options or {}))
 
 
 def inherit_from_init_source(config, source):
     """`config` with `model`, `model_options`, `mean` and `std` taken from the
-    `--init-from` run's config where `config` leaves them unset: the weights
-    expect the architecture and the input normalisation they were trained
-    (or published) with.
+    `--init-from` run's config (`source`, a dict) where `config` leaves them
+    unset: the weights expect the architecture and the input normalisation
+    they were trained (or published) with.
 
     Returns:
         `(config, inherited)`: the new config and the fields taken.
@@ -162,69 +93,6 @@ def inherit_from_init_source(config, source):
         if getattr(config, name) is None and source.get(name) is not None:
             inherited[name] = [float(v) for v in source[name]]
     return dataclasses.replace(config, **inherited), inherited
-
-
-def init_from_path(path):
-    """The `.keras` file meant by `--init-from` (a file or a run directory)."""
-    if os.path.isdir(path):
-        for name in ("best.keras", "final.keras"):
-            if os.path.isfile(os.path.join(path, name)):
-                return os.path.join(path, name)
-        raise FileNotFoundError(
-            f"--init-from {path}: the directory holds neither best.keras nor final.keras."
-        )
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"--init-from {path}: no such file.")
-    if not path.endswith(".keras"):
-        raise ValueError(f"--init-from {path}: expected a .keras file or a run directory.")
-    return path
-
-
-def transfer_weights(source, target, skip=()):
-    """Copies weights from `source` into `target` layer by layer, by name.
-
-    Layers of `target` without a same-named layer in `source` (e.g. the Class
-    Regularization blocks' projections when `source` is the base model) keep
-    their fresh initial weights; same-named layers whose weight shapes differ
-    (e.g. a classifier for another number of classes) are left fresh too and
-    reported. Layers named in `skip` stay fresh (reported as new).
-
-    Returns:
-        dict with lists of layer names: `transferred`, `new` (no source layer
-        of that name, and holding weights), `mismatched` (shape differs) and
-        `unused` (source layers with weights that `target` lacks).
-    """
-    source_layers = {
-        layer.name: layer for layer in source._flatten_layers(include_self=False)
-    }
-    report = {"transferred": [], "new": [], "mismatched": [], "unused": []}
-    seen = set()
-    for layer in target._flatten_layers(include_self=False):
-        if not layer.weights:
-            continue
-        origin = None if layer.name in skip else source_layers.get(layer.name)
-        if origin is None or not origin.weights:
-            report["new"].append(layer.name)
-            continue
-        seen.add(layer.name)
-        values = origin.get_weights()
-        shapes = [tuple(v.shape) for v in values]
-        if shapes != [tuple(w.shape) for w in layer.weights]:
-            report["mismatched"].append(layer.name)
-            continue
-        layer.set_weights(values)
-        report["transferred"].append(layer.name)
-    report["unused"] = [
-        name for name, layer in source_layers.items()
-        if layer.weights and name not in seen
-    ]
-    if not report["transferred"]:
-        raise ValueError(
-            f"Weight transfer from model '{source.name}' into '{target.name}': "
-            "no layer name in common with matching shapes (is this the right "
-            "architecture?)."
-        )
-    return report
 
 
 _STAGE = re.compile(r"^(.*?)(?:_block\d+|_Branch_\d|_conv|_bn|_classreg|_pad)(?:_.*)?$")
@@ -271,7 +139,8 @@ def freeze_layers(model, backbone=False, until=None):
     classifier = layers[-1]
     frozen = []
     for layer in candidates:
-        if layer is classifier or isinstance(layer, ClassRegularization) or not layer.weights:
+        if layer is classifier or isinstance(layer, ClassRegularizationBase) \
+                or not layer.weights:
             continue
         layer.trainable = False
         frozen.append(layer.name)
@@ -368,9 +237,22 @@ def manifest_videos(manifest, subset):
 
 
 def _normalisation(config):
-    mean = list(config.mean) if config.mean is not None else list(video_data.DEFAULT_MEAN)
-    std = list(config.std) if config.std is not None else list(video_data.DEFAULT_STD)
+    mean = DEFAULT_MEAN if config.mean is None else config.mean
+    std = DEFAULT_STD if config.std is None else config.std
     return [float(v) for v in mean], [float(v) for v in std]
+
+
+def clip_format_of(config, manifest):
+    """The run's `ClipFormat`: the clips it trains on, the test-time views
+    it is evaluated and served with, and its classes."""
+    mean, std = _normalisation(config)
+    return ClipFormat(
+        clip_length=config.clip_length, stride=config.stride,
+        crop_size=config.crop_size,
+        short_side=max(int(manifest.get("short_side") or 0), config.crop_size)
+        if manifest.get("short_side") else None,
+        num_clips=config.num_clips, num_crops=config.num_crops,
+        mean=mean, std=std, class_names=manifest["class_names"])
 
 
 # ---------------------------------------------------------------------------
@@ -398,10 +280,9 @@ def resolved_config(config, manifest, strategy, steps_per_epoch):
     return values
 
 
-def _check_resume(path, values):
+def _check_resume(run, values):
     """Refuses to resume a run whose saved config differs from this one."""
-    with open(path, encoding="utf-8") as file:
-        saved = json.load(file)
+    saved = run.config
     # A field added after the run started counts as having its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     fields = list(defaults)
@@ -418,18 +299,10 @@ def _check_resume(path, values):
             for name in differing
         )
         raise ValueError(
-            f"{os.path.dirname(path)} holds a run with a different config "
+            f"{run.path} holds a run with a different config "
             f"({details}). Resume it with the same settings, or choose a new "
             "--run-dir."
         )
-
-
-def _write_json(path, values):
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8") as file:
-        json.dump(values, file, indent=2)
-        file.write("\n")
-    os.replace(partial, path)
 
 
 def train(config, model_builder=None):
@@ -455,17 +328,19 @@ def train(config, model_builder=None):
     config.validate()
     inherited, init_source = {}, {}
     if config.init_from:
-        init_source = init_source_config(init_from_path(config.init_from))
-        config, inherited = inherit_from_init_source(config, init_source)
+        source_run, _ = RunDir.for_model(config.init_from)
+        if source_run is not None and source_run.has_config:
+            init_source = source_run.config
+            config, inherited = inherit_from_init_source(config, init_source)
     config = dataclasses.replace(config, model=config.model or DEFAULT_MODEL)
     config.validate()
     strategy = make_strategy(config.devices)
     task_type, task_index, is_chief = worker_role()
     run_dir = os.path.abspath(config.run_dir)
-    work_dir = run_dir if is_chief else os.path.join(
-        run_dir, "workers", f"{task_type}-{task_index}"
-    )
-    os.makedirs(work_dir, exist_ok=True)
+    chief_run = RunDir(run_dir, create=True)
+    run = chief_run if is_chief else RunDir(chief_run.worker(task_type, task_index),
+                                            create=True)
+    work_dir = str(run.path)
 
     manifest = video_data.load_manifest(config.data)
     num_classes = len(manifest["class_names"])
@@ -477,14 +352,13 @@ def train(config, model_builder=None):
     values = resolved_config(config, manifest, strategy, steps)
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
-    config_path = os.path.join(work_dir, "config.json")
-    final_path = os.path.join(work_dir, "final.keras")
-    if os.path.isfile(config_path):
-        _check_resume(config_path, values)
-        if os.path.isfile(final_path):
+    if run.has_config:
+        _check_resume(run, values)
+        if run.is_finished:
             _log(config, f"{work_dir} is a finished run (final.keras exists); nothing to do.")
             return run_dir
-    _write_json(config_path, values)
+    run.write_config(values)
+    run.write_clip_format(clip_format_of(config, manifest))
 
     previous_policy = keras.config.dtype_policy()
     if config.mixed_precision and not tf.config.list_logical_devices("GPU") \
@@ -503,10 +377,10 @@ def train(config, model_builder=None):
         keras.config.set_dtype_policy("mixed_float16")
     try:
         with strategy.scope():
-            model = build_model(config, num_classes, model_builder)
+            model = model_of(config, num_classes, model_builder)
             if config.init_from:
-                source_path = init_from_path(config.init_from)
-                source = keras.saving.load_model(source_path, compile=False)
+                _, source_path = RunDir.for_model(config.init_from)
+                source = load_model(source_path)
                 # a classifier of other classes is no start, even of the same size
                 source_classes = init_source.get("class_names")
                 skip = (model.layers[-1].name,) if (
@@ -515,7 +389,7 @@ def train(config, model_builder=None):
                 report = transfer_weights(source, model, skip=skip)
                 del source
                 values["init_from_report"] = report
-                _write_json(config_path, values)
+                run.write_config(values)
                 _log(config, (
                     f"init-from {source_path}: {len(report['transferred'])} layers "
                     f"transferred, {len(report['new'])} new "
@@ -525,11 +399,11 @@ def train(config, model_builder=None):
                     + (f"; from its config: {', '.join(sorted(inherited))}"
                        if inherited else "")
                 ))
-                _warn_clip_format(config, init_source)
+                _note_clip_format(config, init_source)
             frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
             if frozen:
                 values["frozen_layers"] = len(frozen)
-                _write_json(config_path, values)
+                run.write_config(values)
                 _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
             if config.augment_on == "device":
                 mean, std = _normalisation(config)
@@ -582,7 +456,7 @@ def train(config, model_builder=None):
             shuffle=False,  # the dataset shuffles itself
             verbose=config.verbose if is_chief else 0,
         )
-        run_callbacks.save_model_atomically(model, final_path)
+        run_callbacks.save_model_atomically(model, run.file("final.keras"))
         barrier(strategy)  # every worker has saved before any exits
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -590,7 +464,7 @@ def train(config, model_builder=None):
     if is_chief:
         best = callbacks[2]
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
-        _write_json(os.path.join(work_dir, "summary.json"), {
+        run.write_summary({
             "best_epoch": best.best_epoch,
             "best_" + best.monitor: best.best,
             "last_epoch_metrics": last,
@@ -602,8 +476,8 @@ def train(config, model_builder=None):
     return run_dir
 
 
-def _warn_clip_format(config, source):
-    """Says when the clips differ from those the --init-from weights saw."""
+def _note_clip_format(config, source):
+    """Says when the clips differ from those published weights saw."""
     differing = [
         f"{name} {getattr(config, name)} (the weights': {source[name]})"
         for name in ("clip_length", "stride", "crop_size")

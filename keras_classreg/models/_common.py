@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_classreg.layers.class_regularization import ClassRegularization
-from keras_classreg.model import ClassRegModel
+from keras_classreg.classreg_model import ClassRegModel
 
 
 def use_synchronized_bn(synchronized_batchnorm):

@@ -1,13 +1,12 @@
-"""Video data: layouts, PyAV decoding, TFRecord shards and the clip pipeline.
+"""Training data: layouts, prepared shards and the clip pipeline.
 
 - `layouts`: UCF-101, HMDB-51, Kinetics and folder datasets → `VideoDataset`.
-- `decode`: `decode_video(path, short_side, max_frames)` with PyAV.
-- `prepare`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
-  `manifest.json`.
+- `shard_writer`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
+  `manifest.json` (decoding with `clipspec.decode`).
 - `frame_index`: where each frame's JPEG lies in a shard (random access).
-- `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`.
-- `sampling`: clip/view rules shared with the serving client.
-- `synth`: `write_synthetic_dataset(out_dir, …)`, moving-shape videos.
+- `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
+  (clip and view rules from `clipspec`, shared with serving).
+- `synthetic`: `write_synthetic_dataset(out_dir, …)`, moving-shape videos.
 
 The TensorFlow-based names (`clip_dataset`, `prepare_dataset`, …) are
 imported on first use, so that decoding worker processes (which need only
@@ -23,7 +22,6 @@ Example:
 
 import importlib
 
-from training.data.decode import VideoDecodeError, decode_video
 from training.data.layouts import (
     AnnotationError,
     MissingVideoError,
@@ -34,15 +32,7 @@ from training.data.layouts import (
     load_kinetics,
     load_ucf101,
 )
-from training.data.sampling import (
-    DEFAULT_MEAN,
-    DEFAULT_STD,
-    clip_frame_indices,
-    normalize,
-    test_clip_starts,
-    test_views,
-)
-from training.data.synth import MOTIONS, write_synthetic_dataset
+from training.data.synthetic import MOTIONS, write_synthetic_dataset
 
 _LAZY = {
     "clip_dataset": "training.data.pipeline",
@@ -50,7 +40,7 @@ _LAZY = {
     "predict_video_scores": "training.data.pipeline",
     "load_manifest": "training.data.manifest",
     "shard_paths": "training.data.manifest",
-    "prepare_dataset": "training.data.prepare",
+    "prepare_dataset": "training.data.shard_writer",
 }
 
 
@@ -67,10 +57,8 @@ def __dir__():
 
 
 __all__ = [
-    "AnnotationError", "DEFAULT_MEAN", "DEFAULT_STD", "MOTIONS", "MissingVideoError",
-    "VideoDataset", "VideoDecodeError", "VideoItem", "clip_dataset",
-    "clip_frame_indices", "decode_video", "load_folder", "load_hmdb51",
-    "load_kinetics", "load_manifest", "load_ucf101", "normalize",
-    "predict_video_scores", "prepare_dataset", "shard_paths", "test_clip_starts",
-    "test_views", "video_level_scores", "write_synthetic_dataset",
+    "AnnotationError", "MOTIONS", "MissingVideoError", "VideoDataset", "VideoItem",
+    "clip_dataset", "load_folder", "load_hmdb51", "load_kinetics", "load_manifest",
+    "load_ucf101", "predict_video_scores", "prepare_dataset", "shard_paths",
+    "video_level_scores", "write_synthetic_dataset",
 ]

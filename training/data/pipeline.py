@@ -22,7 +22,7 @@
   prepared short side and `window` is `(y, x, height, width)` inside the
   `C x C` square of each clip.
 - **test mode**: per video `num_clips` uniform clips × `num_crops` crops
-  (exactly `sampling.test_views`, then normalised). Yields
+  (exactly `sampling.eval_views`, then normalised). Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B], video_ids int32 [B])`;
   the views of a video are consecutive and share its `video_id`, and videos
   come in `video_id` order (the order of the subset's list).
@@ -55,9 +55,10 @@ Example:
 import numpy as np
 import tensorflow as tf
 
+from clipspec import views as clip_views
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
 from training.data import frame_index, records, transforms
 from training.data.manifest import load_manifest, shard_paths
-from training.data.sampling import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
 
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
 AUGMENT_ON = ("host", "device")
@@ -218,9 +219,9 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
                                       reshuffle_each_iteration=True)
         if repeat:
             dataset = dataset.repeat()
-        views = _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops,
+        test_views = _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops,
                                short_video, normalise)
-        dataset = dataset.map(views, num_parallel_calls=tf.data.AUTOTUNE,
+        dataset = dataset.map(test_views, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=True).unbatch()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
                             num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
@@ -285,9 +286,9 @@ def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
     def train_clip(video, seed):
         seeds = tf.random.experimental.stateless_split(seed, 3)
         num_frames = video["num_frames"]
-        last = transforms.max_start(num_frames, clip_length, stride)
+        last = clip_views.max_start(num_frames, clip_length, stride)
         start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
-        indices = transforms.clip_indices(num_frames, clip_length, stride, start,
+        indices = clip_views.clip_indices(num_frames, clip_length, stride, start,
                                           short_video)
         window = transforms.crop_window(
             video["height"], video["width"], seeds[1], augmentation,
@@ -304,7 +305,7 @@ def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
                       "window": window, "mirror": tf.cast(mirror, tf.int32)}
             return inputs, video["label"]
         frames = frames[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
-        clip = transforms.resize(frames, crop_size, crop_size, antialias=False)
+        clip = clip_views.resize(frames, crop_size, crop_size, antialias=False)
         clip = tf.ensure_shape(clip, [clip_length, crop_size, crop_size, 3])
         clip = tf.ensure_shape(normalise(clip, mirror),
                                [clip_length, crop_size, crop_size, 3])
@@ -317,13 +318,13 @@ def _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops, short_v
                    normalise):
     count = num_clips * num_crops
 
-    def views(serialized):
+    def video_views(serialized):
         video = records.parse(serialized)
-        indices = transforms.test_indices(video["num_frames"], clip_length, stride,
+        indices = clip_views.eval_indices(video["num_frames"], clip_length, stride,
                                           num_clips, short_video)
         unique, positions = tf.unique(tf.reshape(indices, [-1]))
         pool = _decode(tf.gather(video["frames"], unique))
-        clips = transforms.views_from_pool(
+        clips = clip_views.views_from_pool(
             pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
         )
         clips = tf.ensure_shape(clips, [count, clip_length, crop_size, crop_size, 3])
@@ -332,7 +333,7 @@ def _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops, short_v
         return (clips, tf.fill([count], video["label"]),
                 tf.fill([count], video["video_id"]))
 
-    return views
+    return video_views
 
 
 def video_level_scores(view_scores, video_ids):

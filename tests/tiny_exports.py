@@ -1,4 +1,4 @@
-"""Small models and references for testing exports and servers.
+"""Small models and exports for tests of exports, servers and clients.
 
 >>> model = tiny_model(num_classes=7, input_shape=(4, 16, 16, 3))
 >>> model.output_shape
@@ -8,8 +8,9 @@
 import keras
 import numpy as np
 
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
 from keras_classreg import ClassRegModel, ClassRegularization
-from training.export import DEFAULT_MEAN, DEFAULT_STD, export_version
+from training.export import export_version
 
 
 def tiny_model(num_classes=7, input_shape=(4, 16, 16, 3), seed=0):
@@ -45,12 +46,18 @@ def reference_probabilities(model, clips):
     return np.asarray(model(normalize(clips), training=False))
 
 
+def clip_format(num_classes=7, input_shape=(4, 16, 16, 3), **fields):
+    """The `ClipFormat` of a tiny model (fields override the defaults)."""
+    return ClipFormat(clip_length=input_shape[0], crop_size=input_shape[1],
+                      class_names=class_names(num_classes), **fields)
+
+
 def export_tiny(export_base, name, seed=0, version=None, num_classes=7,
-                input_shape=(4, 16, 16, 3), **kwargs):
+                input_shape=(4, 16, 16, 3), clip_format_fields=None, **kwargs):
     """Exports `tiny_model(seed)`; returns `(model, version folder)`."""
     model = tiny_model(num_classes, input_shape, seed)
-    path = export_version(model, export_base, name, class_names(num_classes),
-                          version=version, **kwargs)
+    fmt = clip_format(num_classes, input_shape, **(clip_format_fields or {}))
+    path = export_version(model, export_base, name, fmt, version=version, **kwargs)
     return model, path
 
 
@@ -61,6 +68,7 @@ def random_clips(count, shape=(4, 16, 16, 3), seed=0):
 
 __all__ = [
     "class_names",
+    "clip_format",
     "export_tiny",
     "normalize",
     "random_clips",

@@ -1,6 +1,6 @@
 """The whole chain on CPU, end to end: what `make demo` runs.
 
-    python -m training.demo --out demo_out
+    python -m demo --out demo_out
 
 1. synthesize  moving-shape videos whose class is the motion (real .mp4s)
 2. prepare     decode them once into TFRecord shards + manifest.json
@@ -15,7 +15,8 @@ Each step is a small function `step(demo)` that reads what earlier steps
 recorded in `demo` and records its own artefacts; `STEPS` lists them in
 order. Every artefact's path is printed at the end (and written to
 `OUT/artefacts.json`). Re-running resumes: finished synthesis, shards and
-training runs are reused.
+training runs are reused. The demo sits on top of both `training` and
+`serving` (which never import each other).
 """
 
 import argparse
@@ -64,7 +65,7 @@ def _say(message):
 # ---------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------
-def synthesize(demo):
+def step_synthesize(demo):
     from training.data import load_folder, write_synthetic_dataset
 
     root = demo.path("videos")
@@ -92,7 +93,7 @@ def synthesize(demo):
                 f"{', '.join(dataset.class_names)}")
 
 
-def prepare(demo):
+def step_prepare(demo):
     from training.data import prepare_dataset
 
     out = demo.path("prepared")
@@ -106,7 +107,7 @@ def prepare(demo):
                 f"TFRecord shards, videos per subset: {counts}")
 
 
-def train_model(demo):
+def step_train(demo):
     from training.train import train
 
     run_dir = train({
@@ -130,6 +131,7 @@ def train_model(demo):
         # with whole frames)
         "augmentation": "center",
         "keep_checkpoints": 1,
+        "num_clips": demo.num_clips,
         "verbose": 2,
     })
     demo.facts["run_dir"] = run_dir
@@ -138,11 +140,10 @@ def train_model(demo):
     demo.record("model", demo.facts["model_path"], "best epoch by validation top-1")
 
 
-def evaluate_model(demo):
+def step_evaluate(demo):
     from training.evaluate import evaluate, write_report
 
-    report = evaluate(demo.facts["model_path"], demo.facts["prepared"],
-                      num_clips=demo.num_clips)
+    report = evaluate(demo.facts["run_dir"], demo.facts["prepared"])
     path, png = write_report(report, demo.path("eval"))
     video, chance = report["video"], report["chance_top1"]
     _say(f"video-level top-1 {video['top1']:.3f} on {video['count']} held-out "
@@ -158,25 +159,26 @@ def evaluate_model(demo):
         )
 
 
-def export_model(demo):
-    from training.export import export_from_files
+def step_export(demo):
+    from training.export import export_run
 
     # the next free version number: a re-run adds a version, which the
     # server then serves (the newest)
-    version_dir = export_from_files(demo.facts["model_path"], demo.path("export"),
-                                    MODEL_NAME)
+    version_dir = export_run(demo.facts["run_dir"], demo.path("export"), MODEL_NAME)
     demo.facts["export_base"] = os.path.dirname(version_dir)
     demo.record("savedmodel", version_dir,
-                "signatures serving_default, predict_normalized, classify, explain")
+                "signatures serving_default, predict_normalized, class_names, "
+                "clip_format, classify, explain")
 
 
-def serve_and_classify(demo):
+def step_serve_and_classify(demo):
     from serving.client import ServingClient, classify_video
     from serving.launch import LocalServer
 
     log = demo.path("server.log")
     video = demo.facts["test_video"]
-    args = ["--model-name", MODEL_NAME, "--model-base-path", demo.facts["export_base"]]
+    args = [f"--model_name={MODEL_NAME}",
+            f"--model_base_path={demo.facts['export_base']}"]
     with LocalServer(args, log_path=log) as server:
         _say(f"serving {demo.facts['export_base']} over gRPC at {server.address} "
              f"(python -m serving.server, pid {server.pid})")
@@ -193,11 +195,11 @@ def serve_and_classify(demo):
     demo.record("server_log", log)
 
 
-def explain_video(demo):
-    from training.explain import explain_video as explain
+def step_explain(demo):
+    from training.explain import explain_one_video
 
-    summary = explain(demo.facts["model_path"], demo.facts["test_video"],
-                      demo.path("explain"))
+    summary = explain_one_video(demo.facts["run_dir"], demo.facts["test_video"],
+                                demo.path("explain"))
     guesses = summary.get("files", {})
     demo.record("explanation_png", guesses["png"],
                 "per-block class evidence (rows) over the clip's frames")
@@ -205,8 +207,8 @@ def explain_video(demo):
     demo.record("explanation_json", guesses["json"], "per-block guesses")
 
 
-STEPS = (synthesize, prepare, train_model, evaluate_model, export_model,
-         serve_and_classify, explain_video)
+STEPS = (step_synthesize, step_prepare, step_train, step_evaluate, step_export,
+         step_serve_and_classify, step_explain)
 
 
 def run_demo(demo, steps=STEPS):
@@ -214,7 +216,7 @@ def run_demo(demo, steps=STEPS):
     os.makedirs(demo.out, exist_ok=True)
     started = time.perf_counter()
     for number, step in enumerate(steps, start=1):
-        _say(f"step {number}/{len(steps)}: {step.__name__}")
+        _say(f"step {number}/{len(steps)}: {step.__name__.removeprefix('step_')}")
         begun = time.perf_counter()
         step(demo)
         demo.facts.setdefault("seconds", {})[step.__name__] = round(
@@ -239,14 +241,14 @@ HELP = {
     "batch_size": "Global batch size.",
     "learning_rate": "Peak learning rate (1 warm-up epoch, then cosine).",
     "seed": "Seed of the videos, the split and the training.",
-    "num_clips": "Clips per held-out video at evaluation.",
+    "num_clips": "Test-time clips per video (evaluation and serving).",
 }
 
 
 def build_parser():
     defaults = Demo(out="demo_out")
     parser = argparse.ArgumentParser(
-        prog="python -m training.demo",
+        prog="python -m demo",
         description=(
             "The whole chain on CPU: synthesize motion videos -> prepare "
             "shards -> train a Class Regularization model -> evaluate -> "

@@ -16,7 +16,7 @@ stop the run.
 Example:
 
 >>> from training.data import load_folder
->>> from training.data.prepare import prepare_dataset
+>>> from training.data.shard_writer import prepare_dataset
 >>> manifest = prepare_dataset(load_folder("videos/"), "prepared/", workers=2)
 >>> manifest["subsets"]["train"]["videos"], manifest["skipped"][:1]
 (96, [{'path': 'videos/left/bad.mp4', 'reason': 'empty file (0 bytes)', ...}])
@@ -33,7 +33,7 @@ import re
 import time
 
 from training.data import frame_index, records
-from training.data.decode import try_decode_to_jpeg
+from clipspec.decode import try_decode_to_jpeg
 from training.data.manifest import MANIFEST_NAME
 
 DEFAULT_VIDEOS_PER_SHARD = 64

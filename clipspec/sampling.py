@@ -1,9 +1,9 @@
 """Which frames make a clip, and the test-time views of a video.
 
-These helpers are shared by the `tf.data` pipeline (`clip_dataset`, which
-has graph versions of the same rules and is tested against these) and by
-the serving client, so that a clip built from a video file in the client is
-the clip the model was evaluated on.
+These helpers are shared by the `tf.data` pipeline (`clip_dataset`, whose
+graph versions of the same rules live in `clipspec.views` and are tested
+against these) and by the serving client, so that a clip built from a video
+file in the client is the clip the model was evaluated on.
 
 Rules:
 
@@ -25,23 +25,18 @@ Rules:
 Example:
 
 >>> import numpy as np
->>> from training.data.sampling import clip_frame_indices, test_clip_starts
+>>> from clipspec.sampling import clip_frame_indices, eval_clip_starts
 >>> clip_frame_indices(10, 4, 2, 0).tolist()
 [0, 2, 4, 6]
 >>> clip_frame_indices(5, 4, 2, 0).tolist()          # short: loops
 [0, 2, 4, 1]
->>> test_clip_starts(40, 8, 2, 3)
+>>> eval_clip_starts(40, 8, 2, 3)
 [0, 13, 25]
 """
 
 import numpy as np
 
-# Normalisation of [0, 1] pixels: Kinetics RGB statistics as used by Hara et
-# al. (3D ResNets): x -> (x / 255 - mean) / std.
-DEFAULT_MEAN = (0.4345, 0.4051, 0.3775)
-DEFAULT_STD = (0.2768, 0.2713, 0.2737)
-
-SHORT_VIDEO_MODES = ("loop", "pad")
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
 
 
 def _positive_int(name, value):
@@ -101,7 +96,7 @@ def clip_frame_indices(num_frames, clip_length, stride, start, short_video="loop
     return np.minimum(indices, num_frames - 1)
 
 
-def test_clip_starts(num_frames, clip_length, stride, num_clips):
+def eval_clip_starts(num_frames, clip_length, stride, num_clips):
     """Uniform test-clip starts: `num_clips` ints in `[0, max_clip_start]`.
 
     One clip is centred (`max_start // 2`); more clips are spread evenly from
@@ -115,14 +110,14 @@ def test_clip_starts(num_frames, clip_length, stride, num_clips):
             for i in range(num_clips)]
 
 
-def test_clip_indices(num_frames, clip_length, stride, num_clips, short_video="loop"):
+def eval_clip_indices(num_frames, clip_length, stride, num_clips, short_video="loop"):
     """`[num_clips, clip_length]` frame indices of the test clips."""
-    starts = test_clip_starts(num_frames, clip_length, stride, num_clips)
+    starts = eval_clip_starts(num_frames, clip_length, stride, num_clips)
     return np.stack([clip_frame_indices(num_frames, clip_length, stride, s, short_video)
                      for s in starts])
 
 
-def test_views(frames, clip_length, stride, crop_size, num_clips=1, num_crops=1,
+def eval_views(frames, clip_length, stride, crop_size, num_clips=1, num_crops=1,
                short_video="loop"):
     """The test-time views of a decoded video.
 
@@ -141,7 +136,7 @@ def test_views(frames, clip_length, stride, crop_size, num_clips=1, num_crops=1,
 
     Example:
 
-    >>> views = test_views(np.zeros((30, 128, 170, 3), np.uint8), 16, 2, 112,
+    >>> views = eval_views(np.zeros((30, 128, 170, 3), np.uint8), 16, 2, 112,
     ...                    num_clips=2, num_crops=3)
     >>> views.shape
     (6, 16, 112, 112, 3)
@@ -154,12 +149,10 @@ def test_views(frames, clip_length, stride, crop_size, num_clips=1, num_crops=1,
         )
     crop_size = _positive_int("crop_size", crop_size)
     _check_num_crops(num_crops)
-    indices = test_clip_indices(len(frames), clip_length, stride, num_clips, short_video)
-    from training.data import transforms
+    indices = eval_clip_indices(len(frames), clip_length, stride, num_clips, short_video)
+    from clipspec import views
 
-    return transforms.test_views_from_frames(
-        frames, indices, crop_size, num_crops
-    ).numpy()
+    return views.views_from_frames(frames, indices, crop_size, num_crops).numpy()
 
 
 def _check_num_crops(num_crops):
@@ -176,9 +169,3 @@ def normalize(clips, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     std = np.asarray(std, np.float32)
     return ((np.asarray(clips, np.float32) / 255.0 - mean) / std).astype(np.float32)
 
-
-# These are library functions, not tests: keep pytest from collecting them
-# when a test module imports them by name.
-for _function in (test_clip_starts, test_clip_indices, test_views):
-    _function.__test__ = False
-del _function

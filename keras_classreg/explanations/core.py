@@ -1,24 +1,22 @@
-"""Per-block class-specific explanations (Saliency Tubes style).
+"""Per-block explanations: one forward pass, one map per block, per clip.
 
-Every Class Regularization block projects the classifier's class weights
-into its own stage's channels (`W_l`, `[K, C_l]`). Weighting the block's
-input activations `A` (`[N, t, h, w, C_l]`) by the row of one class gives a
-class-evidence volume `E[t, h, w] = sum_c A[t, h, w, c] W_l[k, c]`: where in
-the clip this stage sees class `k`. This module computes that volume for
-every block in one forward pass, zooms it trilinearly to the clip's
-`T x H x W` and min-max normalises it per clip into `[0, 1]` (the recipe of
-Stergiou et al.'s Saliency Tubes, applied at every block). It also reports
-each block's own class guess `argmax softmax(z_l)` and its confidence: how
-early in depth the network "knows" the class.
+An explanation *method* (see `keras_classreg.explanations.registry`) turns
+the activations a Class Regularization block receives into a volume
+`[N, t, h, w]`; this module runs the model once, applies the method at every
+block, zooms each volume trilinearly to the clip's `T x H x W` and min-max
+normalises it per clip into `[0, 1]` (the recipe of Stergiou et al.'s
+Saliency Tubes, applied at every block). It also reports each block's own
+class guess `argmax softmax(z_l)` and its confidence: how early in depth the
+network "knows" the class.
 
 Pure library: tensors in, arrays out; rendering and files live in
-`training.viz` and `training.explain`.
+`clipspec.render` and `training.explain`.
 
 Example:
 
 >>> import numpy as np
 >>> from keras_classreg import models
->>> from keras_classreg.explain import explain
+>>> from keras_classreg.explanations import explain
 >>> model = models.get("resnet18_3d", num_classes=3, input_shape=(4, 32, 32, 3))
 >>> clips = np.random.rand(2, 4, 32, 32, 3).astype("float32")
 >>> result = explain(model, clips)
@@ -36,7 +34,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_classreg.model import class_regularization_blocks
+from keras_classreg.classreg_model import class_regularization_blocks
+from keras_classreg.explanations import registry
 
 #: Saliency Tubes' "focus" threshold: normalised evidence below it is hidden.
 FOCUS_THRESHOLD = 0.2
@@ -146,15 +145,16 @@ def explanation_model(model):
     )
 
 
-def evidence_maps(model):
+def evidence_maps(model, method=registry.DEFAULT_METHOD):
     """A traceable function `clips, class_index=None -> dict of tensors`.
 
     The returned function runs `model` once (inference mode) on a float
     clip batch `[N, T, H, W, C]` (already normalised as the model expects;
     `T`, `H`, `W` may be dynamic) and returns:
 
-    - `maps`: float32 `[N, B, T, H, W]`, the per-block class-evidence
-      volumes zoomed to the clip, min-max normalised per clip into `[0, 1]`;
+    - `maps`: float32 `[N, B, T, H, W]`, the per-block volumes of `method`
+      (a registered method name, default `"class_evidence"`) zoomed to the
+      clip, min-max normalised per clip into `[0, 1]`;
     - `class_index`: int32 `[N]`, the class the maps are for;
     - `predicted_class`: int32 `[N]`; `probabilities`: float32 `[N, K]`;
     - `block_classes`: int32 `[N, B]`; `block_confidences`: float32 `[N, B]`.
@@ -172,9 +172,10 @@ def evidence_maps(model):
     >>> fn.get_concrete_function().structured_outputs["maps"].shape
     TensorShape([None, 4, 4, 32, 32])
     """
+    block_map = registry.get(method).block_map
     blocks = _blocks(model)
     auxiliary = explanation_model(model)
-    to_probabilities = _probability_function(blocks[0].classifier)
+    to_probabilities = _probability_function(blocks[0].get_classifier())
 
     def compute(clips, class_index=None):
         clips = tf.convert_to_tensor(clips)
@@ -199,7 +200,7 @@ def evidence_maps(model):
         ]
         maps, classes, confidences = [], [], []
         for block, activation in zip(blocks, activations):
-            evidence = block.class_evidence(activation, target)
+            evidence = block_map(block, activation, target)
             maps.append(normalize_per_clip(trilinear_zoom(evidence, size)))
             block_probabilities = tf.nn.softmax(block.class_logits(activation))
             classes.append(
@@ -218,8 +219,8 @@ def evidence_maps(model):
     return compute
 
 
-def explain(model, clips, class_index=None):
-    """Per-block class-evidence maps and class guesses for a batch of clips.
+def explain(model, clips, class_index=None, method=registry.DEFAULT_METHOD):
+    """Per-block maps and class guesses for a batch of clips.
 
     Args:
         model: a functional Keras model with Class Regularization blocks
@@ -229,6 +230,8 @@ def explain(model, clips, class_index=None):
             input expects.
         class_index: `None` for each clip's predicted class, an int for one
             class for every clip, or a sequence of `N` ints.
+        method: a registered explanation method (`registry.names()`);
+            default `"class_evidence"`.
 
     Returns:
         an `Explanation` (NumPy arrays; maps in `[0, 1]`).
@@ -255,10 +258,11 @@ def explain(model, clips, class_index=None):
             "normalised as the model expects (e.g. `(x / 255 - mean) / std`). "
             f"Received: clips.dtype={clips.dtype}"
         )
+    registry.get(method)  # a clear error for an unknown method first
     names = block_names(model)
-    num_classes = int(_blocks(model)[0].classifier.kernel.shape[-1])
+    num_classes = int(_blocks(model)[0].get_classifier().units)
     target = _check_class_index(class_index, len(clips), num_classes)
-    result = evidence_maps(model)(
+    result = evidence_maps(model, method)(
         clips, None if target is None else tf.constant(target, tf.int32)
     )
     return Explanation.from_outputs(

@@ -8,7 +8,7 @@ decoding error) raises `VideoDecodeError` with a reason a person can act on;
 
 Example:
 
->>> from training.data.decode import decode_video, VideoDecodeError
+>>> from clipspec.decode import decode_video, VideoDecodeError
 >>> try:
 ...     frames, fps = decode_video("clip.mp4", short_side=128)
 ... except VideoDecodeError as error:

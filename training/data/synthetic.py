@@ -19,7 +19,7 @@ videos are written.
 
 Example:
 
->>> from training.data.synth import write_synthetic_dataset
+>>> from training.data.synthetic import write_synthetic_dataset
 >>> dataset = write_synthetic_dataset("synthetic/", classes=6, per_class=20)
 >>> dataset.class_names
 ['clockwise', 'counterclockwise', 'down', 'left', 'right', 'up']

@@ -2,15 +2,16 @@
 
 import keras
 
-from keras_classreg.layers.class_regularization import ClassRegularization
+from keras_classreg.layers.class_regularization_base import ClassRegularizationBase
 
 
 def class_regularization_blocks(model):
-    """All `ClassRegularization` layers of `model`, in graph order."""
+    """All Class Regularization layers of `model` (trainable and folded), in
+    graph order."""
     return [
         layer
         for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, ClassRegularization)
+        if isinstance(layer, ClassRegularizationBase)
     ]
 
 
@@ -25,19 +26,19 @@ def wire_classifiers(model):
         the model, for chaining.
     """
     for block in class_regularization_blocks(model):
-        if block.classifier is not None:
+        if block.get_classifier() is not None:
             continue
         name = block.classifier_name
         if name is None:
             raise ValueError(
-                f"ClassRegularization layer '{block.name}' names no classifier "
+                f"{type(block).__name__} layer '{block.name}' names no classifier "
                 "to wire; attach one with `block.attach(dense)`."
             )
         try:
             classifier = model.get_layer(name)
         except ValueError as error:
             raise ValueError(
-                f"ClassRegularization layer '{block.name}' refers to the "
+                f"{type(block).__name__} layer '{block.name}' refers to the "
                 f"classifier '{name}', but model '{model.name}' has no layer "
                 "of that name."
             ) from error

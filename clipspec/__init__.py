@@ -1,0 +1,49 @@
+"""The clip contract shared by training and serving.
+
+- `ClipFormat` (`clipspec.format`): how a model's clips are cut, sized and
+  normalised, and its class names; written into run directories and
+  SavedModels, read back by every consumer.
+- `RunDir` (`clipspec.rundir`): the one reader of a training run directory.
+- `decode_video` (`clipspec.decode`): video file → RGB frames (PyAV),
+  upright, with reasons for every unusable file.
+- `clipspec.sampling` (NumPy) and `clipspec.views` (TensorFlow): which
+  frames make a clip and the test-time views, identical in evaluation,
+  export and the serving client.
+- `clipspec.render`: heat-map overlays as PNG grids and GIFs.
+
+`training` and `serving` both build on this package and never on each
+other. Names are imported on first use, so `import clipspec` is cheap.
+
+Example:
+
+>>> import clipspec
+>>> clipspec.ClipFormat(clip_length=8, crop_size=56).input_shape
+(8, 56, 56, 3)
+"""
+
+import importlib
+
+_LAZY = {
+    "ClipFormat": "clipspec.format",
+    "DEFAULT_MEAN": "clipspec.format",
+    "DEFAULT_STD": "clipspec.format",
+    "RunDir": "clipspec.rundir",
+    "RunDirError": "clipspec.rundir",
+    "VideoDecodeError": "clipspec.decode",
+    "decode_video": "clipspec.decode",
+    "eval_views": "clipspec.sampling",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'clipspec' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

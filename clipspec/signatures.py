@@ -1,0 +1,32 @@
+"""What an exported SavedModel of this project offers its clients: signature
+names, input/output names and files. The export writes them, the serving
+client reads them; TensorFlow's standard names come from `tf.saved_model`.
+
+- `serving_default` (`tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY`):
+  uint8 `clips` `[N, T', H', W', 3]` of any size → `probabilities`,
+  `top_k_indices`, `top_k_scores`, `top_k_classes`.
+- `predict_normalized`: float32 `clips` at the model's size, normalised.
+- `class_names`: int32 `class_index` `[N]` → string `class_name` `[N]`.
+- `clip_format`: no input → string `clip_format` (scalar): the model's
+  `ClipFormat` as JSON, so clients cut clips as the model was trained.
+- `classify` (method `tensorflow/serving/classify`): serialized
+  `tf.train.Example`s whose bytes feature `image/encoded` holds the frames.
+- `explain` / `explain_class`: per-block class-evidence maps.
+"""
+
+SERVING = "serving_default"  # == tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+PREDICT_NORMALIZED = "predict_normalized"
+CLASS_NAMES = "class_names"
+CLIP_FORMAT = "clip_format"
+CLASSIFY = "classify"
+EXPLAIN = "explain"
+EXPLAIN_CLASS = "explain_class"
+
+CLIPS_INPUT = "clips"
+CLASS_INDEX_INPUT = "class_index"
+FRAMES_FEATURE = "image/encoded"
+
+CLASS_NAMES_ASSET = "class_names.txt"
+CLIP_FORMAT_ASSET = "clip_format.json"
+# TF Serving's warm-up file (SavedModel warm-up, `assets.extra/`).
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"

@@ -1,0 +1,65 @@
+"""Export a trained model as a versioned SavedModel for TensorFlow Serving.
+
+Modules by job:
+
+- `saved_model`: `export_model(model, export_dir, clip_format)` writes one
+  self-contained SavedModel (preprocessing in the graph; class names and
+  the `ClipFormat` inside it as assets);
+- `signatures`: the signatures it offers (`serving_default`,
+  `predict_normalized`, `class_names`, `clip_format`, `classify`,
+  `explain`/`explain_class`; see `clipspec.signatures`), made by
+  signature builders;
+- `versions`: `export_version` → `EXPORT_BASE/NAME/VERSION/`, atomically;
+- `warmup`: TF Serving warm-up requests, `clip_example` for `classify`;
+- `class_names`: reading a class-names file;
+- `from_run`: `export_run` for a run directory / `.keras` / `.weights.h5`;
+- `python -m training.export`: the command line.
+
+Example:
+
+>>> import tempfile
+>>> from clipspec import ClipFormat
+>>> from keras_classreg import models
+>>> model = models.get("resnet18_3d", num_classes=3, input_shape=(4, 32, 32, 3))
+>>> fmt = ClipFormat(clip_length=4, crop_size=32, class_names=("a", "b", "c"))
+>>> path = export_version(model, tempfile.mkdtemp(), "tiny", fmt, warmup=False)
+>>> path.endswith("tiny/1")
+True
+"""
+
+import importlib
+
+# Imported on first use, so that `python -m training.export --help` answers
+# without loading TensorFlow.
+_LAZY = {
+    "read_class_names": "training.export.class_names",
+    "export_run": "training.export.from_run",
+    "load_for_export": "training.export.from_run",
+    "DEFAULT_TOP_K": "training.export.saved_model",
+    "export_model": "training.export.saved_model",
+    "SIGNATURE_BUILDERS": "training.export.signatures",
+    "ExportContext": "training.export.signatures",
+    "Signature": "training.export.signatures",
+    "classify_signatures": "training.export.signatures",
+    "explain_signatures": "training.export.signatures",
+    "prediction_signatures": "training.export.signatures",
+    "export_version": "training.export.versions",
+    "next_version": "training.export.versions",
+    "clip_example": "training.export.warmup",
+    "write_warmup_requests": "training.export.warmup",
+    "main": "training.export.__main__",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'training.export' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))
