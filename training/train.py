@@ -19,6 +19,7 @@ workers/.
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 import warnings
@@ -32,9 +33,11 @@ import keras_classreg  # noqa: E402
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat  # noqa: E402
 from clipspec.rundir import RunDir, load_model  # noqa: E402
 from keras_classreg import ClipAugmentation  # noqa: E402
+from keras_classreg.layers import ClassRegularizationBase  # noqa: E402
 from training import callbacks as run_callbacks  # noqa: E402
 from training import data as video_data  # noqa: E402
 from training.config import (  # noqa: E402
+    DEFAULT_MODEL,
     TrainConfig,
     add_config_arguments,
     config_from_args,
@@ -61,12 +64,87 @@ def model_of(config, num_classes, model_builder=None):
     """The model a `TrainConfig` describes (call inside the strategy's
     scope); a given `model_builder` replaces the one `config.model` names."""
     return build_model(
-        config.model, num_classes,
+        config.model or DEFAULT_MODEL, num_classes,
         (config.clip_length, config.crop_size, config.crop_size, 3),
         model_builder=model_builder,
         class_regularization=config.class_regularization,
         affection_rates=config.affection_rates, dropout=config.dropout,
-        class_regularization_options=config.class_regularization_options or None)
+        class_regularization_options=config.class_regularization_options or None,
+        **(config.model_options or {}))
+
+
+def inherit_from_init_source(config, source):
+    """`config` with `model`, `model_options`, `mean` and `std` taken from the
+    `--init-from` run's config (`source`, a dict) where `config` leaves them
+    unset: the weights expect the architecture and the input normalisation
+    they were trained (or published) with.
+
+    Returns:
+        `(config, inherited)`: the new config and the fields taken.
+    """
+    inherited = {}
+    if config.model is None and source.get("model"):
+        inherited["model"] = source["model"]
+    model = inherited.get("model", config.model or DEFAULT_MODEL)
+    if (config.model_options is None and source.get("model_options")
+            and source.get("model") == model):
+        inherited["model_options"] = dict(source["model_options"])
+    for name in ("mean", "std"):
+        if getattr(config, name) is None and source.get(name) is not None:
+            inherited[name] = [float(v) for v in source[name]]
+    return dataclasses.replace(config, **inherited), inherited
+
+
+_STAGE = re.compile(r"^(.*?)(?:_block\d+|_Branch_\d|_conv|_bn|_classreg|_pad)(?:_.*)?$")
+
+
+def _stage_of(name):
+    match = _STAGE.match(name)
+    return match.group(1) if match else name
+
+
+def freeze_layers(model, backbone=False, until=None):
+    """Makes layers of `model` not trainable for fine-tuning.
+
+    Args:
+        backbone: freeze every layer but the classifier (the model's last
+            layer) and the Class Regularization blocks.
+        until: freeze the layers before the first one whose name starts
+            with `until` (a stage: `stage4`, `Mixed_5b`, ...); the
+            classifier and the blocks stay trainable.
+
+    A frozen `BatchNormalization` also keeps its statistics (Keras runs it
+    in inference mode).
+
+    Returns:
+        the names of the layers frozen.
+    """
+    layers = [layer for layer in model.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+    if until is not None:
+        index = next((i for i, layer in enumerate(layers)
+                      if layer.name.startswith(until)), None)
+        if index is None:
+            stages = list(dict.fromkeys(
+                _stage_of(layer.name) for layer in layers if layer.weights))
+            raise ValueError(
+                f"--freeze-until {until!r}: no layer of model '{model.name}' has a "
+                f"name starting with it. Stages of this model: {', '.join(stages)}."
+            )
+        candidates = layers[:index]
+    elif backbone:
+        candidates = layers
+    else:
+        return []
+    classifier = layers[-1]
+    frozen = []
+    for layer in candidates:
+        if layer is classifier or isinstance(layer, ClassRegularizationBase) \
+                or not layer.weights:
+            continue
+        layer.trainable = False
+        frozen.append(layer.name)
+    return frozen
 
 
 # ---------------------------------------------------------------------------
@@ -248,6 +326,14 @@ def train(config, model_builder=None):
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(dict(config))
     config.validate()
+    inherited, init_source = {}, {}
+    if config.init_from:
+        source_run, _ = RunDir.for_model(config.init_from)
+        if source_run is not None and source_run.has_config:
+            init_source = source_run.config
+            config, inherited = inherit_from_init_source(config, init_source)
+    config = dataclasses.replace(config, model=config.model or DEFAULT_MODEL)
+    config.validate()
     strategy = make_strategy(config.devices)
     task_type, task_index, is_chief = worker_role()
     run_dir = os.path.abspath(config.run_dir)
@@ -264,6 +350,8 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
 
     values = resolved_config(config, manifest, strategy, steps)
+    if inherited:
+        values["init_from_inherited"] = sorted(inherited)
     if run.has_config:
         _check_resume(run, values)
         if run.is_finished:
@@ -293,7 +381,12 @@ def train(config, model_builder=None):
             if config.init_from:
                 _, source_path = RunDir.for_model(config.init_from)
                 source = load_model(source_path)
-                report = transfer_weights(source, model)
+                # a classifier of other classes is no start, even of the same size
+                source_classes = init_source.get("class_names")
+                skip = (model.layers[-1].name,) if (
+                    source_classes is not None
+                    and list(source_classes) != values["class_names"]) else ()
+                report = transfer_weights(source, model, skip=skip)
                 del source
                 values["init_from_report"] = report
                 run.write_config(values)
@@ -303,7 +396,15 @@ def train(config, model_builder=None):
                     f"({', '.join(report['new']) or '-'}), "
                     f"{len(report['mismatched'])} shape-mismatched "
                     f"({', '.join(report['mismatched']) or '-'})"
+                    + (f"; from its config: {', '.join(sorted(inherited))}"
+                       if inherited else "")
                 ))
+                _note_clip_format(config, init_source)
+            frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
+            if frozen:
+                values["frozen_layers"] = len(frozen)
+                run.write_config(values)
+                _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
             if config.augment_on == "device":
                 mean, std = _normalisation(config)
                 model = DeviceAugmentedModel(
@@ -373,6 +474,18 @@ def train(config, model_builder=None):
         _log(config, f"run finished: {run_dir} (best epoch {best.best_epoch}, "
                      f"{best.monitor} {best.best:.4f})")
     return run_dir
+
+
+def _note_clip_format(config, source):
+    """Says when the clips differ from those published weights saw."""
+    differing = [
+        f"{name} {getattr(config, name)} (the weights': {source[name]})"
+        for name in ("clip_length", "stride", "crop_size")
+        if source.get(name) is not None and source[name] != getattr(config, name)
+    ]
+    if differing and source.get("pretrained"):
+        _log(config, "note: clips differ from the published weights' format: "
+                     + ", ".join(differing))
 
 
 def _log(config, message):
