@@ -205,6 +205,7 @@ class Handlers:
     def predict(self, request, context=None, servable=None):
         """Predict; `servable` (a resolved `ServableVersion`) skips the look
         up (REST resolves it first to type the JSON inputs)."""
+        context = context if context is not None else RequestContext()
         def run():
             context.charge(*tensors_cost(request.inputs))
             return (servable or self.resolve(request.model_spec)).predict(
@@ -212,18 +213,21 @@ class Handlers:
         return self._observe("predict", request.model_spec.name, context, run)
 
     def classify(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             context.charge(*examples_cost(request.input), "examples")
             return self.resolve(request.model_spec).classify(request, context)
         return self._observe("classify", request.model_spec.name, context, run)
 
     def regress(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             context.charge(*examples_cost(request.input), "examples")
             return self.resolve(request.model_spec).regress(request, context)
         return self._observe("regress", request.model_spec.name, context, run)
 
     def multi_inference(self, request, context=None):
+        context = context if context is not None else RequestContext()
         # TF Serving resolves the model of the first task (an empty spec
         # when there is none: "ModelSpec has no name specified.").
         spec = request.tasks[0].model_spec if request.tasks else None
@@ -239,6 +243,7 @@ class Handlers:
         return self._observe("multi_inference", name, context, run)
 
     def get_model_metadata(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
@@ -248,6 +253,7 @@ class Handlers:
 
     # -- ModelService ----------------------------------------------------
     def get_model_status(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
@@ -260,6 +266,7 @@ class Handlers:
         roots; only a `model_config_list` (TF Serving's rule); a bad config
         is INVALID_ARGUMENT, a label on a version that is not loaded
         FAILED_PRECONDITION. Each accepted change is logged."""
+        context = context if context is not None else RequestContext()
         def run():
             self.reload_policy.check_enabled()
             if request.config.WhichOneof("config") != "model_config_list":

@@ -113,3 +113,26 @@ def example(x):
     result = tf.train.Example()
     result.features.feature["x"].float_list.value.append(x)
     return result
+
+
+class _Slow(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def loop(self, x):
+        """x[0] iterations of a 256x256 matmul (about 1 ms each), in a
+        `tf.while_loop` (cancellable between iterations); y = x."""
+        steps = tf.cast(x[0], tf.int32)
+        start = tf.ones([256, 256]) / 256.0
+
+        def body(i, y):
+            return i + 1, tf.tanh(tf.matmul(y, y))
+        _, y = tf.while_loop(lambda i, y: i < steps, body, (0, start))
+        return {"y": x + 0.0 * tf.reduce_sum(y)}
+
+
+def slow_loop_tf2(export_dir):
+    """A TF2 model whose `serving_default` (x float [n] -> y = x) runs x[0]
+    loop iterations of about 1 ms: a request as long as it asks for."""
+    module = _Slow()
+    tf.saved_model.save(module, os.fspath(export_dir), signatures={
+        tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.loop})
+    return export_dir
