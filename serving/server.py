@@ -1,10 +1,13 @@
 """A drop-in `tensorflow_model_server`: TF Serving's gRPC and REST APIs,
 command line and semantics, for any SavedModel.
 
-gRPC: `tensorflow.serving.PredictionService` (`Predict`, `Classify`,
-`Regress`, `MultiInference`, `GetModelMetadata`) and
-`tensorflow.serving.ModelService` (`GetModelStatus`,
-`HandleReloadConfigRequest`) from the `tensorflow-serving-api` protos.
+gRPC (`grpc.aio`, request threads bounded by `--grpc_max_threads`):
+`tensorflow.serving.PredictionService` (`Predict`, `Classify`, `Regress`,
+`MultiInference`, `GetModelMetadata`), `tensorflow.serving.ModelService`
+(`GetModelStatus`, `HandleReloadConfigRequest` — off unless
+`--enable_model_config_reload`, confined to
+`--allowed_model_base_path_roots`) from the `tensorflow-serving-api` protos,
+and `grpc.health.v1.Health`; TLS with `--ssl_config_file`.
 REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
 handlers (`serving.handlers`) over the same models (`serving.models`).
 
@@ -17,7 +20,10 @@ test harness that starts `tensorflow_model_server` can start
 Serving flag this server does not implement is refused with its name,
 unless it is given its default value. Options of this server alone:
 `--host` (the address to bind: 127.0.0.1 by default, where TF Serving binds
-every interface), `--grace-seconds` and `--log-level`.
+every interface), `--enable_model_config_reload`,
+`--allowed_model_base_path_roots`, `--max_request_bytes`,
+`--max_inflight_bytes`, `--grpc_max_concurrent_rpcs`, `--grace-seconds` and
+`--log-level` (docs/serving.md, "Security").
 
 Usage:
 
