@@ -48,8 +48,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
 )
 
 from serving.batching import BatchingOptions  # noqa: E402
@@ -100,8 +105,40 @@ def _cpus():
         else (os.cpu_count() or 1)
 
 
+# Bytes a request message takes in this process while it is parsed and
+# served: the message as received (a Python bytes object) and its parsed
+# proto. Reserved in the memory budget before it is parsed.
+WIRE_COPIES = 2
+
+# (service, method) -> (request class, response class, handler name)
+_METHODS = {
+    ("tensorflow.serving.PredictionService", "Predict"):
+        (predict_pb2.PredictRequest, predict_pb2.PredictResponse, "predict"),
+    ("tensorflow.serving.PredictionService", "Classify"):
+        (classification_pb2.ClassificationRequest,
+         classification_pb2.ClassificationResponse, "classify"),
+    ("tensorflow.serving.PredictionService", "Regress"):
+        (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse,
+         "regress"),
+    ("tensorflow.serving.PredictionService", "MultiInference"):
+        (inference_pb2.MultiInferenceRequest,
+         inference_pb2.MultiInferenceResponse, "multi_inference"),
+    ("tensorflow.serving.PredictionService", "GetModelMetadata"):
+        (get_model_metadata_pb2.GetModelMetadataRequest,
+         get_model_metadata_pb2.GetModelMetadataResponse, "get_model_metadata"),
+    ("tensorflow.serving.ModelService", "GetModelStatus"):
+        (get_model_status_pb2.GetModelStatusRequest,
+         get_model_status_pb2.GetModelStatusResponse, "get_model_status"),
+    ("tensorflow.serving.ModelService", "HandleReloadConfigRequest"):
+        (model_management_pb2.ReloadConfigRequest,
+         model_management_pb2.ReloadConfigResponse, "reload_config"),
+}
+
+
 class _Front:
-    """What every gRPC method does: the shared handler runs in a bounded
+    """What every gRPC method does. The request arrives as bytes: their size
+    is reserved in the memory budget (RESOURCE_EXHAUSTED when it is full)
+    before they are parsed. The shared handler then runs in a bounded
     thread pool (`--grpc_max_threads`) while the event loop waits for it
     until the call's deadline. No thread is held by a call whose request is
     still arriving (a slow client costs a coroutine, not a thread); a call
@@ -114,15 +151,50 @@ class _Front:
         self.executor = futures.ThreadPoolExecutor(
             max_workers=workers, thread_name_prefix="grpc")
 
-    async def call(self, method, request, context):
+    def generic_handlers(self):
+        services = {}
+        for (service, method), (request_class, response_class, name) in \
+                _METHODS.items():
+            services.setdefault(service, {})[method] = \
+                grpc.unary_unary_rpc_method_handler(
+                    self._method(method, request_class, getattr(
+                        self.handlers, name)),
+                    request_deserializer=None,  # bytes: parsed in `call`
+                    response_serializer=response_class.SerializeToString)
+        return [grpc.method_handlers_generic_handler(service, methods)
+                for service, methods in services.items()]
+
+    def _method(self, method_name, request_class, handler):
+        async def method(data, context):
+            return await self.call(handler, request_class, data, context,
+                                   method_name)
+        return method
+
+    async def call(self, method, request_class, data, context, name=""):
         ctx = RequestContext.grpc(context)
+        limits = getattr(self.handlers, "limits", None)
+        try:
+            if limits is not None:
+                ctx.max_request_bytes = limits.max_request_bytes
+                ctx.reservation = limits.budget.reserve(
+                    WIRE_COPIES * len(data), "request message")
+        except ServingError as error:
+            await context.abort(error.code, error.message)
 
         def job():
             ctx.check()  # expired or cancelled while queued: dropped
+            try:
+                request = request_class.FromString(data)
+            except Exception:  # noqa: BLE001 (gRPC's own answer to garbage)
+                raise ServingError(grpc.StatusCode.INTERNAL,
+                                   "Exception deserializing request!") from None
+            if name == "Predict":
+                _LOG.debug("Predict request received (model %r)",
+                           request.model_spec.name[:200])
             return method(request, ctx)
 
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.executor, job)
+        running = self.executor.submit(job)
+        future = asyncio.wrap_future(running)
         remaining = ctx.time_remaining()
         try:
             if remaining is None:
@@ -140,51 +212,12 @@ class _Front:
             _LOG.error("request failed: %s: %s", type(error).__name__,
                        limit_message(error, 300))
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
+        finally:
+            if ctx.reservation is not None:
+                # An abandoned call keeps its bytes until its thread ends.
+                running.add_done_callback(
+                    lambda _, r=ctx.reservation: r.release())
         await context.abort(code, limit_message(message))
-
-
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over the shared handlers."""
-
-    def __init__(self, front):
-        self._front = front
-
-    async def Predict(self, request, context):
-        _LOG.debug("Predict request received (model %r)",
-                   request.model_spec.name[:200])
-        return await self._front.call(self._front.handlers.predict, request,
-                                      context)
-
-    async def Classify(self, request, context):
-        return await self._front.call(self._front.handlers.classify, request,
-                                      context)
-
-    async def Regress(self, request, context):
-        return await self._front.call(self._front.handlers.regress, request,
-                                      context)
-
-    async def MultiInference(self, request, context):
-        return await self._front.call(self._front.handlers.multi_inference,
-                                      request, context)
-
-    async def GetModelMetadata(self, request, context):
-        return await self._front.call(self._front.handlers.get_model_metadata,
-                                      request, context)
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """`tensorflow.serving.ModelService`: version status and config reload."""
-
-    def __init__(self, front):
-        self._front = front
-
-    async def GetModelStatus(self, request, context):
-        return await self._front.call(self._front.handlers.get_model_status,
-                                      request, context)
-
-    async def HandleReloadConfigRequest(self, request, context):
-        return await self._front.call(self._front.handlers.reload_config,
-                                      request, context)
 
 
 def parse_channel_arguments(text):
@@ -254,6 +287,7 @@ class GrpcServer:
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name="grpc-loop", daemon=True)
         self._server = None
+        self._stopping = False
 
     def _run(self, coroutine, timeout=None):
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop) \
@@ -275,10 +309,7 @@ class GrpcServer:
     async def _start(self):
         server = grpc.aio.server(options=self._options,
                                  maximum_concurrent_rpcs=self._max_rpcs)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionService(self._front), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelService(self._front), server)
+        server.add_generic_rpc_handlers(self._front.generic_handlers())
         if self._health_on:
             self.health = health.aio.HealthServicer()
             health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -302,7 +333,7 @@ class GrpcServer:
     def update_health(self):
         """Health: each model SERVING when it has an AVAILABLE version;
         "" and the services SERVING when every model is."""
-        if self.health is None or self._server is None:
+        if self.health is None or self._server is None or self._stopping:
             return
         states = self.handlers.manager.serving_status()
         overall = bool(states) and all(states.values())
@@ -317,13 +348,14 @@ class GrpcServer:
                                       else status.NOT_SERVING)
         try:
             self._run(apply(), timeout=10)
-        except RuntimeError:  # the loop has stopped
+        except (RuntimeError, futures.TimeoutError):  # the loop has stopped
             pass
 
     def stop(self, grace=None):
         """Stops accepting calls, lets those in progress finish for up to
         `grace` seconds; returns an object whose `wait()` returns at once
         (the stop is done)."""
+        self._stopping = True
         if self._server is not None and self._loop.is_running():
             async def stop():
                 if self.health is not None:
@@ -395,6 +427,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     in-flight requests and returns."""
     settings = settings or ServerSettings()
     stop_event = stop_event or threading.Event()
+    _return_freed_memory_to_the_system(stop_event)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
@@ -874,6 +907,28 @@ def _set_parallelism(args):
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
+
+
+def _return_freed_memory_to_the_system(stop_event, seconds=5.0):
+    """glibc keeps freed memory (gRPC's message buffers, request tensors) in
+    its heaps, so RSS would stay at its highest point: allocations of 1 MiB
+    and more get their own mappings (given back when freed; the default
+    threshold grows to 32 MiB), and `malloc_trim` gives back the rest every
+    `seconds`. No effect on other C libraries."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3
+        libc.mallopt(m_mmap_threshold, 1024 * 1024)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return
+
+    def loop():
+        while not stop_event.wait(seconds):
+            trim(0)
+    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
 def main(argv=None):

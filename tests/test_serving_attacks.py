@@ -313,3 +313,34 @@ def test_client_channel_reconnects_promptly_after_a_restart(models):
             assert time.monotonic() - back < 1.5
     finally:
         server.stop()
+
+
+def test_health_follows_the_models(models, tmp_path):
+    """NOT_SERVING for a model without an AVAILABLE version and for the
+    server as a whole; SERVING again once it has one."""
+    manager = ModelManager(single_model_config("hp2", models / "hp2"),
+                           poll_wait_seconds=0).start()
+    server, port = create_server(Handlers(manager), "127.0.0.1", 0, workers=2)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+
+    def status(name):
+        return health.Check(health_pb2.HealthCheckRequest(service=name),
+                            timeout=5).status
+
+    try:
+        config = single_model_config("hp2", models / "hp2")
+        late = config.model_config_list.config.add()
+        late.name, late.base_path = "late", str(tmp_path / "late")
+        manager.reload(config)
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        serving = health_pb2.HealthCheckResponse.SERVING
+        assert (status(""), status("late"), status("hp2")) == (
+            not_serving, not_serving, serving)
+        tf_serving_models.half_plus_two_tf2(tmp_path / "late" / "1")
+        manager.poll()
+        assert (status(""), status("late")) == (serving, serving)
+    finally:
+        channel.close()
+        server.stop(0)
+        manager.stop()
