@@ -294,6 +294,26 @@ def test_tf2_loop_is_cancelled_and_other_calls_are_not(manager):
     assert outcome["late"][0] == "DEADLINE_EXCEEDED" and outcome["late"][1] < 3
 
 
+def test_tf1_session_run_gets_the_deadline(tmp_path):
+    """TF Serving's RunOptions.timeout_in_ms: the session stops the step."""
+    tf_serving_models.slow_loop_tf1(tmp_path / "slow1" / "1")
+    manager = ModelManager(single_model_config("slow1", tmp_path / "slow1"),
+                           poll_wait_seconds=0).start()
+    try:
+        version = manager.resolve(_x_request("slow1", tf.make_tensor_proto([1.0])).model_spec)
+        signature = version.signatures["serving_default"]
+        assert version.run(signature, {"x": np.array([3.0], np.float32)},
+                           RequestContext.with_timeout("GRPC", 30))["y"].tolist() == [3.0]
+        started = time.monotonic()
+        code, _ = _code(lambda: version.run(
+            signature, {"x": np.array([100_000.0], np.float32)},
+            RequestContext.with_timeout("GRPC", 0.3)))
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 3
+    finally:
+        manager.stop()
+
+
 def test_call_cancellable_without_context_is_a_plain_call():
     assert call_cancellable(lambda a: a + 1, None, 1) == 2
 
