@@ -21,9 +21,10 @@ server on 127.0.0.1 (batching on), and for `--minutes`:
 It prints valid requests answered / wrong / failed (and failed outside the
 restart window: from the kill to 3 s after the server is back), errors by
 code, crashes, server RSS start -> peak -> end of the last server process
-(start: `--warmup-seconds` after it is ready, once a few version swaps
-have filled TensorFlow's and the allocator's caches, which grow over the
-first ~5 loads and then stay flat) and p50/p99 of the valid requests. Targets:
+(start: the median over 15 s from `--warmup-seconds` after it is ready,
+once a few version swaps have filled TensorFlow's and the allocator's
+caches, which grow over the first ~5 loads and then stay flat; end: the
+median of the last 15 s) and p50/p99 of the valid requests. Targets:
 0 wrong, 0 crashes, 0 failed valid requests outside the restart window,
 RSS drift (end vs start) < 5 %. Loopback only; it stops by itself.
 
@@ -61,6 +62,7 @@ from serving.launch import LocalServer  # noqa: E402
 from training.export import export_version  # noqa: E402
 
 MODEL = "soak"
+RSS_WINDOW_S = 15.0
 EXTRA_MALFORMED = {
     "out_of_range_int": grpc.StatusCode.INVALID_ARGUMENT,
     "content_and_values": grpc.StatusCode.INVALID_ARGUMENT,
@@ -324,8 +326,14 @@ class Soak:
         # half of its run when that is shorter.
         half = (mine[-1][0] - first_t) / 2 if mine else 0
         settled_at = first_t + min(self.warmup_seconds, half)
-        settled = [mb for t, mb in mine if t >= settled_at] or [mb for _, mb in mine]
-        start = settled[0] if settled else float("nan")
+        # RSS swings by the attacks' transient buffers: start and end are
+        # medians over `RSS_WINDOW_S` (the first after warm-up, the last).
+        settled = [mb for t, mb in mine if settled_at <= t <= settled_at + RSS_WINDOW_S] \
+            or [mb for _, mb in mine]
+        start = float(np.median(settled)) if settled else float("nan")
+        last_t = mine[-1][0] if mine else began
+        tail = [mb for t, mb in mine if t >= last_t - RSS_WINDOW_S] or [end_rss]
+        end_rss = float(np.median(tail))
         after_restart = mine[0][1] if mine else float("nan")
         peak = max((mb for _, mb in mine), default=float("nan"))
         ms = np.array(self.latencies) * 1000

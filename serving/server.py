@@ -427,7 +427,6 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     in-flight requests and returns."""
     settings = settings or ServerSettings()
     stop_event = stop_event or threading.Event()
-    _return_freed_memory_to_the_system(stop_event)
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
@@ -907,28 +906,6 @@ def _set_parallelism(args):
         tf.config.threading.set_intra_op_parallelism_threads(intra)
     if inter:
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-
-
-def _return_freed_memory_to_the_system(stop_event, seconds=5.0):
-    """glibc keeps freed memory (gRPC's message buffers, request tensors) in
-    its heaps, so RSS would stay at its highest point: allocations of 1 MiB
-    and more get their own mappings (given back when freed; the default
-    threshold grows to 32 MiB), and `malloc_trim` gives back the rest every
-    `seconds`. No effect on other C libraries."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        m_mmap_threshold = -3
-        libc.mallopt(m_mmap_threshold, 1024 * 1024)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return
-
-    def loop():
-        while not stop_event.wait(seconds):
-            trim(0)
-    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
 
 
 def main(argv=None):
