@@ -55,6 +55,43 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
 MAX_RETRIES = 4  # gRPC caps a retry policy at 5 attempts
 DEFAULT_VIEWS_PER_REQUEST = 8
+# Channel options: after a server restart the channel reconnects within
+# about a second (gRPC's default backoff grows to 120 s, so a restarted
+# server stayed unreachable for seconds on an existing channel); keepalive
+# pings every 30 s while calls are open find a dead connection.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+
+
+def _read_pem(path, what):
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ValueError(f"Cannot read the {what} file {path}: {error}") \
+            from None
+
+
+def channel_credentials(ssl_ca=None, ssl_cert=None, ssl_key=None):
+    """`grpc.ChannelCredentials` for TLS (`ssl_ca`: PEM file of the CA that
+    signed the server's certificate, None: the system's roots) and mutual
+    TLS (`ssl_cert` and `ssl_key`: the client's PEM certificate and key)."""
+    if (ssl_cert is None) != (ssl_key is None):
+        raise ValueError("Mutual TLS needs both `ssl_cert` and `ssl_key` "
+                         f"(received ssl_cert={ssl_cert!r}, "
+                         f"ssl_key={ssl_key!r}).")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(ssl_ca, "CA certificate"),
+        private_key=_read_pem(ssl_key, "client key"),
+        certificate_chain=_read_pem(ssl_cert, "client certificate"))
 
 
 def retry_service_config(retries, backoff, retry_codes=RETRY_CODES):
@@ -91,11 +128,19 @@ class ServingClient:
         backoff: the first retry's maximum delay in seconds; doubled every
             retry (gRPC picks each delay at random below it).
         max_message_bytes: largest request/response this client accepts.
+        ssl: use TLS (implied by any of the `ssl_*` files).
+        ssl_ca: PEM file of the CA of the server's certificate (default:
+            the system's roots).
+        ssl_cert, ssl_key: the client's PEM certificate and key (mutual TLS,
+            a server with `client_verify`).
+        ssl_target_name: the name the server's certificate is checked
+            against, when it is not the host of `server`.
     """
 
     def __init__(self, server=DEFAULT_SERVER, timeout=30.0, retries=3,
                  backoff=0.5, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
-                 retry_codes=RETRY_CODES):
+                 retry_codes=RETRY_CODES, ssl=False, ssl_ca=None,
+                 ssl_cert=None, ssl_key=None, ssl_target_name=None):
         if not isinstance(server, str) or ":" not in server:
             raise ValueError(
                 "Invalid value for argument `server`. Expected 'host:port'. "
@@ -117,11 +162,19 @@ class ServingClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.enable_retries", 1 if retries else 0),
+            *CHANNEL_OPTIONS,
         ]
         config = retry_service_config(retries, self.backoff, tuple(retry_codes))
         if config is not None:
             options.append(("grpc.service_config", config))
-        self._channel = grpc.insecure_channel(server, options=options)
+        if ssl_target_name:
+            options.append(("grpc.ssl_target_name_override", ssl_target_name))
+        if ssl or ssl_ca or ssl_cert or ssl_key:
+            self._channel = grpc.secure_channel(
+                server, channel_credentials(ssl_ca, ssl_cert, ssl_key),
+                options=options)
+        else:
+            self._channel = grpc.insecure_channel(server, options=options)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
@@ -471,6 +524,22 @@ def build_parser():
                         choices=range(MAX_RETRIES + 1), metavar="0-4",
                         help="Retries on UNAVAILABLE, with exponential "
                         "backoff (gRPC's retry policy). Default: 3.")
+    tls = parser.add_argument_group(
+        "TLS (a server started with --ssl_config_file; gRPC only)")
+    tls.add_argument("--ssl", action="store_true",
+                     help="Use TLS, trusting the system's CAs (implied by "
+                     "--ssl-ca, --ssl-cert, --ssl-key).")
+    tls.add_argument("--ssl-ca", metavar="PEM", default=None,
+                     help="CA certificate that signed the server's "
+                     "certificate (its custom CA).")
+    tls.add_argument("--ssl-cert", metavar="PEM", default=None,
+                     help="Client certificate (mutual TLS: the server's "
+                     "client_verify).")
+    tls.add_argument("--ssl-key", metavar="PEM", default=None,
+                     help="Client private key (with --ssl-cert).")
+    tls.add_argument("--ssl-server-name", metavar="NAME", default=None,
+                     help="Check the server's certificate against this name "
+                     "instead of the host of --server.")
     parser.add_argument("--explain", metavar="DIR", default=None,
                         help="Also request the 'explain' signature for each "
                         "video's centre clip and save its per-block class-"
@@ -484,15 +553,27 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     results, failures = [], 0
+    tls = dict(ssl=args.ssl, ssl_ca=args.ssl_ca, ssl_cert=args.ssl_cert,
+               ssl_key=args.ssl_key, ssl_target_name=args.ssl_server_name)
     if args.rest:
         from serving.rest_client import DEFAULT_REST_SERVER, RestClient, RestError
 
+        if any(tls.values()):
+            print("error: the TLS options are for gRPC; the REST API has no "
+                  "TLS (as in TF Serving)", file=sys.stderr)
+            return 2
         make, errors = RestClient, (grpc.RpcError, RestError)
         server = args.server or DEFAULT_REST_SERVER
+        tls = {}
     else:
         make, errors = ServingClient, (grpc.RpcError,)
         server = args.server or DEFAULT_SERVER
-    with make(server, timeout=args.timeout, retries=args.retries) as client:
+    try:
+        client = make(server, timeout=args.timeout, retries=args.retries, **tls)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with client:
         for path in args.videos:
             overrides = dict(clip_length=args.clip_length, crop_size=args.crop_size,
                              stride=args.stride, short_side=args.short_side)

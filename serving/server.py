@@ -1,10 +1,13 @@
 """A drop-in `tensorflow_model_server`: TF Serving's gRPC and REST APIs,
 command line and semantics, for any SavedModel.
 
-gRPC: `tensorflow.serving.PredictionService` (`Predict`, `Classify`,
-`Regress`, `MultiInference`, `GetModelMetadata`) and
-`tensorflow.serving.ModelService` (`GetModelStatus`,
-`HandleReloadConfigRequest`) from the `tensorflow-serving-api` protos.
+gRPC (`grpc.aio`, request threads bounded by `--grpc_max_threads`):
+`tensorflow.serving.PredictionService` (`Predict`, `Classify`, `Regress`,
+`MultiInference`, `GetModelMetadata`), `tensorflow.serving.ModelService`
+(`GetModelStatus`, `HandleReloadConfigRequest` — off unless
+`--enable_model_config_reload`, confined to
+`--allowed_model_base_path_roots`) from the `tensorflow-serving-api` protos,
+and `grpc.health.v1.Health`; TLS with `--ssl_config_file`.
 REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
 handlers (`serving.handlers`) over the same models (`serving.models`).
 
@@ -17,7 +20,10 @@ test harness that starts `tensorflow_model_server` can start
 Serving flag this server does not implement is refused with its name,
 unless it is given its default value. Options of this server alone:
 `--host` (the address to bind: 127.0.0.1 by default, where TF Serving binds
-every interface), `--grace-seconds` and `--log-level`.
+every interface), `--enable_model_config_reload`,
+`--allowed_model_base_path_roots`, `--max_request_bytes`,
+`--max_inflight_bytes`, `--grpc_max_concurrent_rpcs`, `--grace-seconds` and
+`--log-level` (docs/serving.md, "Security").
 
 Usage:
 
@@ -28,6 +34,7 @@ Usage:
 """
 
 import argparse
+import asyncio
 import dataclasses
 import logging
 import os
@@ -39,14 +46,26 @@ from concurrent import futures
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
+    classification_pb2,
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    model_management_pb2,
+    predict_pb2,
+    regression_pb2,
 )
 
 from serving.batching import BatchingOptions  # noqa: E402
-from serving.errors import ServingError  # noqa: E402
-from serving.handlers import Handlers, RequestContext  # noqa: E402
+from serving.errors import ServingError, limit_message  # noqa: E402
+from serving.handlers import Handlers, ReloadPolicy, RequestContext  # noqa: E402
+from serving.limits import (  # noqa: E402
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    MemoryBudget,
+    RequestLimits,
+)
 from serving.metrics import Metrics, read_monitoring_config  # noqa: E402
 from serving.models import (  # noqa: E402
     ModelManager,
@@ -62,6 +81,20 @@ DEFAULT_PORT = 8500
 # Largest request accepted (gRPC message, REST body) unless
 # --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Calls in progress at once (gRPC answers more with RESOURCE_EXHAUSTED).
+DEFAULT_MAX_CONCURRENT_RPCS = 256
+# gRPC server arguments before --grpc_channel_arguments: the message limit;
+# at most 100 streams per connection (HTTP/2's recommended minimum), so one
+# connection cannot take every call slot; client keepalive pings allowed
+# every 10 s (the clients of serving.client ping every 30 s).
+DEFAULT_SERVER_OPTIONS = (
+    ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", -1),
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_concurrent_streams", 100),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
+    ("grpc.http2.max_ping_strikes", 0),
+)
 READY_LINE = "Running gRPC ModelServer at"
 REST_READY_LINE = "Exporting HTTP/REST API at"
 VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
@@ -72,59 +105,119 @@ def _cpus():
         else (os.cpu_count() or 1)
 
 
-def _answer(context, handler):
-    """Runs `handler()`; a `ServingError` becomes its status code."""
-    try:
-        return handler()
-    except ServingError as error:
-        code, message = error.code, error.message
-    except Exception as error:  # noqa: BLE001 (the server keeps serving)
-        _LOG.exception("request failed")
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-    context.abort(code, message)
+# Bytes a request message takes in this process while it is parsed and
+# served: the message as received (a Python bytes object) and its parsed
+# proto. Reserved in the memory budget before it is parsed.
+WIRE_COPIES = 2
+
+# (service, method) -> (request class, response class, handler name)
+_METHODS = {
+    ("tensorflow.serving.PredictionService", "Predict"):
+        (predict_pb2.PredictRequest, predict_pb2.PredictResponse, "predict"),
+    ("tensorflow.serving.PredictionService", "Classify"):
+        (classification_pb2.ClassificationRequest,
+         classification_pb2.ClassificationResponse, "classify"),
+    ("tensorflow.serving.PredictionService", "Regress"):
+        (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse,
+         "regress"),
+    ("tensorflow.serving.PredictionService", "MultiInference"):
+        (inference_pb2.MultiInferenceRequest,
+         inference_pb2.MultiInferenceResponse, "multi_inference"),
+    ("tensorflow.serving.PredictionService", "GetModelMetadata"):
+        (get_model_metadata_pb2.GetModelMetadataRequest,
+         get_model_metadata_pb2.GetModelMetadataResponse, "get_model_metadata"),
+    ("tensorflow.serving.ModelService", "GetModelStatus"):
+        (get_model_status_pb2.GetModelStatusRequest,
+         get_model_status_pb2.GetModelStatusResponse, "get_model_status"),
+    ("tensorflow.serving.ModelService", "HandleReloadConfigRequest"):
+        (model_management_pb2.ReloadConfigRequest,
+         model_management_pb2.ReloadConfigResponse, "reload_config"),
+}
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over the shared handlers."""
+class _Front:
+    """What every gRPC method does. The request arrives as bytes: their size
+    is reserved in the memory budget (RESOURCE_EXHAUSTED when it is full)
+    before they are parsed. The shared handler then runs in a bounded
+    thread pool (`--grpc_max_threads`) while the event loop waits for it
+    until the call's deadline. No thread is held by a call whose request is
+    still arriving (a slow client costs a coroutine, not a thread); a call
+    whose deadline passes or whose client cancels is answered at once
+    (DEADLINE_EXCEEDED / CANCELLED), dropped if it has not started, and its
+    model call cancelled if it has (`serving.execution`)."""
 
-    def __init__(self, handlers):
-        self._handlers = handlers
+    def __init__(self, handlers, workers):
+        self.handlers = handlers
+        self.executor = futures.ThreadPoolExecutor(
+            max_workers=workers, thread_name_prefix="grpc")
 
-    def Predict(self, request, context):
-        _LOG.debug("Predict request received (model %r)", request.model_spec.name)
-        return _answer(context, lambda: self._handlers.predict(
-            request, RequestContext.grpc(context)))
+    def generic_handlers(self):
+        services = {}
+        for (service, method), (request_class, response_class, name) in \
+                _METHODS.items():
+            services.setdefault(service, {})[method] = \
+                grpc.unary_unary_rpc_method_handler(
+                    self._method(method, request_class, getattr(
+                        self.handlers, name)),
+                    request_deserializer=None,  # bytes: parsed in `call`
+                    response_serializer=response_class.SerializeToString)
+        return [grpc.method_handlers_generic_handler(service, methods)
+                for service, methods in services.items()]
 
-    def Classify(self, request, context):
-        return _answer(context, lambda: self._handlers.classify(
-            request, RequestContext.grpc(context)))
+    def _method(self, method_name, request_class, handler):
+        async def method(data, context):
+            return await self.call(handler, request_class, data, context,
+                                   method_name)
+        return method
 
-    def Regress(self, request, context):
-        return _answer(context, lambda: self._handlers.regress(
-            request, RequestContext.grpc(context)))
+    async def call(self, method, request_class, data, context, name=""):
+        ctx = RequestContext.grpc(context)
+        limits = getattr(self.handlers, "limits", None)
+        try:
+            if limits is not None:
+                ctx.max_request_bytes = limits.max_request_bytes
+                ctx.reservation = limits.budget.reserve(
+                    WIRE_COPIES * len(data), "request message")
+        except ServingError as error:
+            await context.abort(error.code, error.message)
 
-    def MultiInference(self, request, context):
-        return _answer(context, lambda: self._handlers.multi_inference(
-            request, RequestContext.grpc(context)))
+        def job():
+            ctx.check()  # expired or cancelled while queued: dropped
+            try:
+                request = request_class.FromString(data)
+            except Exception:  # noqa: BLE001 (gRPC's own answer to garbage)
+                raise ServingError(grpc.StatusCode.INTERNAL,
+                                   "Exception deserializing request!") from None
+            if name == "Predict":
+                _LOG.debug("Predict request received (model %r)",
+                           request.model_spec.name[:200])
+            return method(request, ctx)
 
-    def GetModelMetadata(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_metadata(
-            request, RequestContext.grpc(context)))
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """`tensorflow.serving.ModelService`: version status and config reload."""
-
-    def __init__(self, handlers):
-        self._handlers = handlers
-
-    def GetModelStatus(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_status(
-            request, RequestContext.grpc(context)))
-
-    def HandleReloadConfigRequest(self, request, context):
-        return _answer(context, lambda: self._handlers.reload_config(
-            request, RequestContext.grpc(context)))
+        running = self.executor.submit(job)
+        future = asyncio.wrap_future(running)
+        remaining = ctx.time_remaining()
+        try:
+            if remaining is None:
+                return await future
+            return await asyncio.wait_for(future, max(remaining, 0.0))
+        except asyncio.TimeoutError:
+            ctx.cancel()
+            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"
+        except asyncio.CancelledError:  # the client went away
+            ctx.cancel()
+            raise
+        except ServingError as error:
+            code, message = error.code, error.message
+        except Exception as error:  # noqa: BLE001 (the server keeps serving)
+            _LOG.error("request failed: %s: %s", type(error).__name__,
+                       limit_message(error, 300))
+            code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
+        finally:
+            if ctx.reservation is not None:
+                # An abandoned call keeps its bytes until its thread ends.
+                running.add_done_callback(
+                    lambda _, r=ctx.reservation: r.release())
+        await context.abort(code, limit_message(message))
 
 
 def parse_channel_arguments(text):
@@ -145,41 +238,155 @@ def parse_channel_arguments(text):
     return arguments
 
 
+# Health service names: "" (the server), each model, and the services
+# (TF Serving's health service names "ModelService" and "PredictionService").
+SERVICE_NAMES = ("tensorflow.serving.PredictionService",
+                 "tensorflow.serving.ModelService", "PredictionService",
+                 "ModelService")
+
+
+class GrpcServer:
+    """The gRPC front end: a `grpc.aio` server on its own event-loop thread,
+    TF Serving's services plus `grpc.health.v1.Health`.
+
+    Args:
+        handlers: the shared `Handlers` (or a `ModelManager`).
+        host, port: TCP address (port 0: any free port; None: no TCP port).
+        socket_path: also listen on this UNIX socket.
+        channel_arguments: gRPC server arguments (win over the defaults).
+        workers: request threads.
+        max_concurrent_rpcs: calls in progress at once (more:
+            RESOURCE_EXHAUSTED).
+        credentials: `grpc.ServerCredentials` (TLS), or None (plaintext).
+        health: serve `grpc.health.v1.Health`.
+    """
+
+    def __init__(self, handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
+                 socket_path=None, channel_arguments=(), workers=16,
+                 max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
+                 credentials=None, health=True):
+        if isinstance(handlers, ModelManager):
+            handlers = Handlers(handlers)
+        self.handlers = handlers
+        self._front = _Front(handlers, workers)
+        options = dict(DEFAULT_SERVER_OPTIONS)
+        options.update(dict(channel_arguments))
+        self._options = list(options.items())
+        self._max_rpcs = max_concurrent_rpcs
+        self._credentials = credentials
+        self._addresses = []
+        if port is not None:
+            self._addresses.append(f"[{host}]:{port}" if ":" in host
+                                   else f"{host}:{port}")
+        if socket_path:
+            self._addresses.append(f"unix:{socket_path}")
+        self._health_on = health
+        self.health = None
+        self.port = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="grpc-loop", daemon=True)
+        self._server = None
+        self._stopping = False
+
+    def _run(self, coroutine, timeout=None):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop) \
+            .result(timeout)
+
+    def start(self):
+        """Binds and starts; returns the bound TCP port (or None)."""
+        self._thread.start()
+        try:
+            self.port = self._run(self._start())
+        except BaseException:
+            self._shutdown_loop()
+            raise
+        if self._health_on:
+            self.handlers.manager.add_listener(self.update_health)
+            self.update_health()
+        return self.port
+
+    async def _start(self):
+        server = grpc.aio.server(options=self._options,
+                                 maximum_concurrent_rpcs=self._max_rpcs)
+        server.add_generic_rpc_handlers(self._front.generic_handlers())
+        if self._health_on:
+            self.health = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        bound = None
+        for address in self._addresses:
+            try:
+                if self._credentials is not None:
+                    result = server.add_secure_port(address, self._credentials)
+                else:
+                    result = server.add_insecure_port(address)
+            except RuntimeError as error:
+                raise OSError(f"Cannot listen on {address}: {error}") from None
+            if not result:
+                raise OSError(f"Cannot listen on {address} (in use?)")
+            if not address.startswith("unix:"):
+                bound = result
+        await server.start()
+        self._server = server
+        return bound
+
+    def update_health(self):
+        """Health: each model SERVING when it has an AVAILABLE version;
+        "" and the services SERVING when every model is."""
+        if self.health is None or self._server is None or self._stopping:
+            return
+        states = self.handlers.manager.serving_status()
+        overall = bool(states) and all(states.values())
+        status = health_pb2.HealthCheckResponse
+
+        async def apply():
+            for name, ok in states.items():
+                await self.health.set(name, status.SERVING if ok
+                                      else status.NOT_SERVING)
+            for name in ("",) + SERVICE_NAMES:
+                await self.health.set(name, status.SERVING if overall
+                                      else status.NOT_SERVING)
+        try:
+            self._run(apply(), timeout=10)
+        except (RuntimeError, futures.TimeoutError):  # the loop has stopped
+            pass
+
+    def stop(self, grace=None):
+        """Stops accepting calls, lets those in progress finish for up to
+        `grace` seconds; returns an object whose `wait()` returns at once
+        (the stop is done)."""
+        self._stopping = True
+        if self._server is not None and self._loop.is_running():
+            async def stop():
+                if self.health is not None:
+                    await self.health.enter_graceful_shutdown()
+                await self._server.stop(grace)
+            self._run(stop())
+        self._front.executor.shutdown(wait=False, cancel_futures=True)
+        self._shutdown_loop()
+        return _Stopped()
+
+    def _shutdown_loop(self):
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class _Stopped:
+    def wait(self, timeout=None):
+        return True
+
+
 def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                  socket_path=None, channel_arguments=(), workers=16):
-    """A started `grpc.Server` serving `handlers` (or a `ModelManager`) on
+                  socket_path=None, channel_arguments=(), workers=16,
+                  max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
+                  credentials=None, health=True):
+    """A started `GrpcServer` serving `handlers` (or a `ModelManager`) on
     `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
     socket `socket_path`; returns `(server, bound TCP port or None)`."""
-    if isinstance(handlers, ModelManager):
-        handlers = Handlers(handlers)
-    options = dict([("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", -1),
-                    ("grpc.so_reuseport", 0)])
-    options.update(dict(channel_arguments))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers,
-                                   thread_name_prefix="grpc"),
-        options=list(options.items()))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(handlers), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(handlers), server)
-    bound = None
-    addresses = []
-    if port is not None:
-        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    if socket_path:
-        addresses.append(f"unix:{socket_path}")
-    for address in addresses:
-        try:
-            result = server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise OSError(f"Cannot listen on {address}: {error}") from None
-        if not result:
-            raise OSError(f"Cannot listen on {address} (in use?)")
-        if not address.startswith("unix:"):
-            bound = result
-    server.start()
+    server = GrpcServer(handlers, host, port, socket_path, channel_arguments,
+                        workers, max_concurrent_rpcs, credentials, health)
+    bound = server.start()
     return server, bound
 
 
@@ -206,6 +413,12 @@ class ServerSettings:
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    ssl_config: object = None        # serving.tls.SSLConfig, or None
+    reload_policy: ReloadPolicy = dataclasses.field(default_factory=ReloadPolicy)
+    health: bool = True
 
 
 def serve(config, settings=None, stop_event=None, on_ready=None):
@@ -225,22 +438,38 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
         warmup_iterations=settings.warmup_iterations)
     try:
         manager.start()
+        _wait_until_available(manager, settings.poll_wait_seconds, stop_event)
     except ServingError as error:
         manager.stop()
         raise ValueError(f"{error.code.name}: {error.message}") from None
+    except ValueError:
+        manager.stop()
+        raise
     if stop_event.is_set():  # stopped while loading
         manager.stop()
         return
     metrics = Metrics()
-    handlers = Handlers(manager, metrics)
+    handlers = Handlers(
+        manager, metrics,
+        RequestLimits(settings.max_request_bytes or None,
+                      MemoryBudget(settings.max_inflight_bytes or None)),
+        settings.reload_policy)
     limit = dict(settings.channel_arguments).get(
         "grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)
+    credentials = None
+    if settings.ssl_config is not None:
+        from serving.tls import server_credentials
+
+        credentials = server_credentials(settings.ssl_config)
+        _LOG.info("Using SSL credentials%s", " (client certificates "
+                  "required)" if settings.ssl_config.client_verify else "")
     servers = []
     try:
         server, bound = create_server(
             handlers, settings.host, settings.port or None,
             settings.socket_path, settings.channel_arguments,
-            settings.grpc_threads)
+            settings.grpc_threads, settings.max_concurrent_rpcs,
+            credentials, settings.health)
         servers.append(server)
         shown = f"[{settings.host}]" if ":" in settings.host else settings.host
         if bound is not None:
@@ -257,12 +486,17 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
                 from serving.rest import RestApp, RestServer
 
                 app = RestApp(handlers, settings.rest_timeout_seconds,
-                              settings.rest_cors, settings.metrics_path)
+                              settings.rest_cors, settings.metrics_path,
+                              settings.rest_threads)
                 rest = RestServer(app, settings.host, settings.rest_port,
                                   settings.rest_threads,
                                   max_body_bytes=limit if limit > 0 else None)
                 rest.start()
                 _LOG.info("%s %s:%d ...", REST_READY_LINE, shown, rest.port)
+                if credentials is not None:
+                    _LOG.warning("The HTTP/REST API is not encrypted "
+                                 "(--ssl_config_file covers gRPC only, as "
+                                 "in TF Serving)")
     except OSError:
         for server in servers:
             server.stop(0)
@@ -288,6 +522,29 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
         poller.join()
     manager.stop()
     _LOG.info("Server stopped")
+
+
+def _wait_until_available(manager, poll_wait_seconds, stop_event):
+    """Returns once every configured model has an AVAILABLE version (TF
+    Serving waits for them before it serves); raises ValueError naming the
+    reason when a model cannot get one (every version on disk failed to
+    load, or no version and no polling)."""
+    logged = set()
+    while not stop_event.is_set():
+        problems = manager.unavailable_models()
+        if not problems:
+            return
+        fatal = {name: reason for name, (reason, hopeful) in problems.items()
+                 if not hopeful or poll_wait_seconds <= 0}
+        if fatal:
+            raise ValueError("; ".join(f"model {name}: {reason}"
+                                       for name, reason in sorted(fatal.items())))
+        for name, (reason, _) in sorted(problems.items()):
+            if name not in logged:
+                _LOG.info("Waiting for model %s to be available: %s", name,
+                          reason)
+                logged.add(name)
+        stop_event.wait(max(poll_wait_seconds, 0.2))  # the manager polls
 
 
 def _poll_config_file(path, seconds, manager, stop_event):
@@ -327,7 +584,6 @@ def _bool(text):
 # (name: (default, why)). Any other value is refused with the reason.
 _DEFAULT_ONLY = {
     "use_alts_credentials": (False, "ALTS credentials are not implemented"),
-    "ssl_config_file": ("", "TLS is not implemented yet"),
     "platform_config_file": ("", "only the TensorFlow platform is served"),
     "per_process_gpu_memory_fraction": (0.0, "not implemented"),
     "tensorflow_session_config_file": ("", "TF1 session configs are not "
@@ -345,7 +601,6 @@ _DEFAULT_ONLY = {
     # TF Serving's default is true; here there is no profiler service, so
     # only false (or leaving the flag out) is accepted.
     "enable_profiler": (False, "the profiler service is not served"),
-    "enable_grpc_healthcheck_service": (False, "not implemented yet"),
     "num_load_threads": (0, "versions load one at a time"),
     "num_unload_threads": (0, "versions unload one at a time"),
     "max_num_load_retries": (5, "a version that failed to load is retried "
@@ -420,6 +675,17 @@ def build_parser():
                          "also the REST body limit).")
     network.add_argument("--grpc_max_threads", type=int, default=4 * _cpus(),
                          help="gRPC request threads. Default: 4 x CPUs.")
+    network.add_argument("--ssl_config_file", default="",
+                         help="TF Serving's SSLConfig text file (server_key, "
+                         "server_cert: PEM text; custom_ca and client_verify "
+                         "for mutual TLS): TLS on the gRPC port.")
+    network.add_argument("--enable_grpc_healthcheck_service", type=_bool,
+                         nargs="?", const=True, default=True,
+                         metavar="true|false",
+                         help="Serve grpc.health.v1.Health: each model name "
+                         "SERVING once it has an AVAILABLE version, \"\" once "
+                         "every model has. Default here: true (TF Serving: "
+                         "false).")
     semantics = parser.add_argument_group("requests (TF Serving's flags)")
     for name, default, text in (
             ("rest_api_enable_cors_support", False,
@@ -470,6 +736,36 @@ def build_parser():
     for name in sorted(_NO_EFFECT):
         other.add_argument(f"--{name}", type=_bool, nargs="?", const=True,
                            default=True, help=argparse.SUPPRESS)
+    safety = parser.add_argument_group(
+        "limits and the admin RPC (this server's own flags)")
+    safety.add_argument("--enable_model_config_reload", type=_bool, nargs="?",
+                        const=True, default=False, metavar="true|false",
+                        help="Allow HandleReloadConfigRequest (which changes "
+                        "the served models, and so the code the server runs). "
+                        "Default: false (the RPC is PERMISSION_DENIED; TF "
+                        "Serving always allows it).")
+    safety.add_argument("--allowed_model_base_path_roots", default="",
+                        metavar="DIR[,DIR]",
+                        help="With --enable_model_config_reload: the folders "
+                        "a reloaded model's base_path must be inside (real "
+                        "paths, symlinks resolved).")
+    safety.add_argument("--max_request_bytes", type=int,
+                        default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="Most bytes one request's tensors (inputs, "
+                        "examples, outputs) may take once decoded, checked "
+                        "before decoding (0: no limit). Default: "
+                        f"{DEFAULT_MAX_REQUEST_BYTES}.")
+    safety.add_argument("--max_inflight_bytes", type=int,
+                        default=DEFAULT_MAX_INFLIGHT_BYTES,
+                        help="Server-wide memory budget of the requests in "
+                        "flight; a request that does not fit gets "
+                        "RESOURCE_EXHAUSTED (0: no limit). Default: "
+                        f"{DEFAULT_MAX_INFLIGHT_BYTES}.")
+    safety.add_argument("--grpc_max_concurrent_rpcs", type=int,
+                        default=DEFAULT_MAX_CONCURRENT_RPCS,
+                        help="gRPC calls in progress at once, more are "
+                        "RESOURCE_EXHAUSTED. Default: "
+                        f"{DEFAULT_MAX_CONCURRENT_RPCS}.")
     own = parser.add_argument_group("this server's own options")
     own.add_argument("--host", default=DEFAULT_HOST,
                      help="Address to bind (gRPC and REST). Default: "
@@ -549,6 +845,27 @@ def settings_from_args(args):
             "--tensorflow_inter_op_parallelism) separately. You cannot "
             "configure all.")
     tags = tuple(t for t in args.saved_model_tags.split(",") if t) or ("serve",)
+    for name in ("max_request_bytes", "max_inflight_bytes"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0 (0: no limit).")
+    if args.grpc_max_concurrent_rpcs < 1:
+        raise ValueError("--grpc_max_concurrent_rpcs must be >= 1.")
+    roots = [r for r in args.allowed_model_base_path_roots.split(",") if r]
+    if roots and not args.enable_model_config_reload:
+        raise ValueError("--allowed_model_base_path_roots is set without "
+                         "--enable_model_config_reload.")
+    for root in roots:
+        if not os.path.isdir(root):
+            raise ValueError(f"--allowed_model_base_path_roots: {root} is not "
+                             "a folder.")
+    ssl_config = None
+    if args.ssl_config_file:
+        if args.use_alts_credentials:
+            raise ValueError("Either use_alts_credentials must be false or "
+                             "ssl_config_file must be empty.")
+        from serving.tls import read_ssl_config
+
+        ssl_config = read_ssl_config(args.ssl_config_file)
     return ServerSettings(
         host=args.host, port=args.port, socket_path=args.grpc_socket_path,
         rest_port=args.rest_api_port, rest_threads=args.rest_api_num_threads,
@@ -571,6 +888,12 @@ def settings_from_args(args):
         metrics_path=(read_monitoring_config(args.monitoring_config_file)
                       if args.monitoring_config_file else None),
         grace_seconds=args.grace_seconds,
+        max_request_bytes=args.max_request_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        ssl_config=ssl_config,
+        reload_policy=ReloadPolicy(args.enable_model_config_reload, roots),
+        health=args.enable_grpc_healthcheck_service,
     )
 
 

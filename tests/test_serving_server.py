@@ -60,7 +60,8 @@ def farm(tmp_path_factory):
     server = LocalServer([
         f"--model_config_file={root / 'models.config'}", "--enable_batching",
         f"--batching_parameters_file={root / 'batching_parameters.txt'}",
-        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG"],
+        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG",
+        "--enable_model_config_reload", f"--allowed_model_base_path_roots={root}"],
         rest=True)
     server.start()
     client = ServingClient(server.address, timeout=60, retries=0)
@@ -306,7 +307,7 @@ def test_cli_rejects_bad_arguments_and_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, words", [
-    ("--ssl_config_file=/etc/ssl.conf", "--ssl_config_file"),
+    ("--ssl_config_file=/etc/ssl.conf", "/etc/ssl.conf"),
     ("--prefer_tflite_model=true", "TF Lite"),
     ("--enable_profiler", "profiler"),
 ])
