@@ -16,14 +16,15 @@
    resize/flip/normalise runs in the model on the accelerator).
 3. Times plain `tf.io.decode_jpeg` on the same shards' JPEGs, in a parallel
    `tf.data` map with AUTOTUNE, for the same number of frames
-   (clips x 16), and reports it as clips/s.
+   (clips x 16), and reports it as clips/s; and `clip_dataset(mode="test")`
+   (10 clips x 1 crop per video, the evaluation views) in views/s.
 
 4. With `--baseline-checkout DIR` (a checkout of another revision, e.g.
    today's main before a change to the data code): that revision's own
-   `prepare_dataset` and host `clip_dataset`, same videos and settings, in a
-   subprocess (`PYTHONPATH=DIR`) that times its batches when told to, so its
-   rounds alternate with this checkout's and the ratio this / baseline comes
-   from one run.
+   `prepare_dataset` and host train and test `clip_dataset`, same videos and
+   settings, in a subprocess (`PYTHONPATH=DIR`) that times its batches when
+   told to, so its rounds alternate with this checkout's and the ratios this
+   / baseline come from one run.
 
 Rounds of 2, 3 and 4 alternate `--rounds` times (so load from other processes
 hits all alike); the medians and the ratios to raw decoding (target >= 0.8)
@@ -82,8 +83,7 @@ def time_pipeline(dataset, batches):
     start, cpu = time.perf_counter(), time.process_time()
     count = 0
     for _ in range(batches):
-        _, labels = next(iterator)
-        count += int(labels.shape[0])
+        count += int(next(iterator)[1].shape[0])  # labels: clips (or views)
     return _rates(count, time.perf_counter() - start, time.process_time() - cpu)
 
 
@@ -196,18 +196,23 @@ items = [VideoItem(*item) for item in spec["items"]]
 dataset = VideoDataset(items, spec["class_names"], [], {"layout": "benchmark"})
 data.prepare_dataset(dataset, spec["out"], short_side=spec["short_side"],
                      workers=spec["workers"], progress=False)
-pipeline = data.clip_dataset(spec["out"], "train", repeat=True, augment_on="host",
-                             **spec["pipeline"])
+pipelines = {
+    "train": data.clip_dataset(spec["out"], "train", repeat=True, augment_on="host",
+                               **spec["pipeline"]),
+    "test": data.clip_dataset(spec["out"], "train", mode="test", repeat=True,
+                              **spec["test_pipeline"]),
+}
 print("ready", flush=True)
 for line in sys.stdin:
     if line.strip() == "quit":
         break
+    mode, batches = line.split()
     # As time_pipeline: a new iterator each round (none works between rounds).
-    iterator = iter(pipeline)
+    iterator = iter(pipelines[mode])
     for _ in range(3):
         next(iterator)
     start, cpu, count = time.perf_counter(), time.process_time(), 0
-    for _ in range(int(line)):
+    for _ in range(int(batches)):
         count += int(next(iterator)[1].shape[0])
     print(json.dumps([count, time.perf_counter() - start, time.process_time() - cpu]),
           flush=True)
@@ -219,20 +224,23 @@ class Baseline:
     """Another revision's host train pipeline, timed in a subprocess.
 
     The subprocess runs `BASELINE_CHILD` with `PYTHONPATH=checkout`: that
-    revision's `prepare_dataset` (into its own folder) and `clip_dataset`,
-    then, each time `time(n)` asks, times `n` batches of a new iterator
+    revision's `prepare_dataset` (into its own folder) and `clip_dataset`
+    (train, host, and test), then, each time `time(mode, n)` asks, times `n`
+    batches of a new iterator
     exactly as `time_pipeline` does here, so that its rounds alternate with
     this process's and no iterator works outside its own round.
     """
 
-    def __init__(self, checkout, dataset, out, short_side, workers, pipeline):
+    def __init__(self, checkout, dataset, out, short_side, workers, pipeline,
+                 test_pipeline):
         checkout = pathlib.Path(checkout).resolve()
         if not (checkout / "training" / "data").is_dir():
             raise SystemExit(f"error: --baseline-checkout {checkout} has no "
                              "training/data package (give a checkout of this repository)")
         spec = {"items": [[i.path, i.label, i.class_name, i.subset] for i in dataset.items],
                 "class_names": list(dataset.class_names), "out": str(out),
-                "short_side": short_side, "workers": workers, "pipeline": pipeline}
+                "short_side": short_side, "workers": workers, "pipeline": pipeline,
+                "test_pipeline": test_pipeline}
         self.log = pathlib.Path(str(out) + ".log")
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.process = subprocess.Popen(
@@ -252,8 +260,8 @@ class Baseline:
                              f"{self.log}:\n{self.log.read_text()[-3000:]}")
         return line
 
-    def time(self, batches):
-        self.process.stdin.write(f"{batches}\n")
+    def time(self, mode, batches):
+        self.process.stdin.write(f"{mode} {batches}\n")
         self.process.stdin.flush()
         count, wall, cpu = json.loads(self._expect())
         return _rates(count, wall, cpu)
@@ -334,30 +342,37 @@ def main(argv=None):
     prepared = work / "prepared"
     settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
                     batch_size=batch, augmentation=args.augmentation)
+    test_settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
+                         batch_size=batch, num_clips=10, num_crops=1)
     pipelines = {
         place: data.clip_dataset(prepared, "train", repeat=True, augment_on=place,
                                  **settings)
         for place in ("host", "device")
     }
+    test_views = data.clip_dataset(prepared, "train", mode="test", repeat=True,
+                                   **test_settings)
     baseline = None
     if args.baseline_checkout:
         print(f"baseline: preparing and starting {args.baseline_checkout}'s pipeline ...")
         baseline = Baseline(args.baseline_checkout, dataset, work / "prepared-baseline",
-                            args.short_side, args.workers, settings)
+                            args.short_side, args.workers, settings, test_settings)
     jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(prepared), "train"))
-    rates = {"host": [], "device": [], "raw": []}
+    rates = {"host": [], "device": [], "raw": [], "test": []}
     if baseline:
-        rates["baseline_host"] = []
+        rates["baseline_host"], rates["baseline_test"] = [], []
     try:
         for round_index in range(args.rounds):
             for place, pipeline in pipelines.items():
                 rates[place].append(time_pipeline(pipeline, args.batches))
             rates["raw"].append(time_raw_decode(jpegs, args.batches * batch * clip_length,
                                                 clip_length))
+            rates["test"].append(time_pipeline(test_views, args.batches))
             if baseline:
-                rates["baseline_host"].append(baseline.time(args.batches))
+                rates["baseline_host"].append(baseline.time("train", args.batches))
+                rates["baseline_test"].append(baseline.time("test", args.batches))
             print(f"round {round_index + 1}: " + "; ".join(
-                f"{name} {r[-1][0]:.1f} clips/s ({r[-1][1]:.1f} per CPU-second)"
+                f"{name} {r[-1][0]:.1f} {'views' if 'test' in name else 'clips'}/s "
+                f"({r[-1][1]:.1f} per CPU-second)"
                 for name, r in rates.items()))
     finally:
         if baseline:
@@ -387,6 +402,10 @@ def main(argv=None):
               f"{wall['raw']:.1f} -> ratio {wall[place] / wall['raw']:.2f} "
               f"(target >= 0.8); per CPU-second {cpu[place]:.1f} vs {cpu['raw']:.1f} "
               f"-> {cpu[place] / cpu['raw']:.2f}")
+    result["test_views_per_second"] = round(wall["test"], 1)
+    result["test_views_per_cpu_second"] = round(cpu["test"], 1)
+    print(f"median, test mode (10 clips x 1 crop per video): {wall['test']:.1f} views/s "
+          f"({cpu['test']:.1f} per CPU-second)")
     if baseline:
         result["baseline"] = {
             "checkout": str(args.baseline_checkout), "revision": baseline.revision,
@@ -396,12 +415,21 @@ def main(argv=None):
             "this_over_baseline_cpu": round(cpu["host"] / cpu["baseline_host"], 3),
             "rounds_this_over_baseline": [
                 round(a[0] / b[0], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+            "rounds_this_over_baseline_cpu": [
+                round(a[1] / b[1], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+            "test_views_per_second": round(wall["baseline_test"], 1),
+            "test_views_per_cpu_second": round(cpu["baseline_test"], 1),
+            "test_this_over_baseline": round(wall["test"] / wall["baseline_test"], 3),
+            "test_this_over_baseline_cpu": round(cpu["test"] / cpu["baseline_test"], 3),
         }
         print(f"median, host pipeline of this checkout vs {baseline.revision}: "
               f"{wall['host']:.1f} vs {wall['baseline_host']:.1f} clips/s -> "
               f"{wall['host'] / wall['baseline_host']:.3f} (target >= 0.95); per "
               f"CPU-second {cpu['host']:.1f} vs {cpu['baseline_host']:.1f} -> "
-              f"{cpu['host'] / cpu['baseline_host']:.3f}")
+              f"{cpu['host'] / cpu['baseline_host']:.3f}; test mode {wall['test']:.1f} vs "
+              f"{wall['baseline_test']:.1f} views/s -> "
+              f"{wall['test'] / wall['baseline_test']:.3f}, per CPU-second "
+              f"{cpu['test'] / cpu['baseline_test']:.3f}")
     costs = stage_costs(prepared, clip_length, stride, crop, batch)
     costs["device-augment pipeline (decode + square + batch)"] = _cpu_ms_per_clip(
         iter(pipelines["device"]), 40, batch)
@@ -451,16 +479,29 @@ def write_docs(result, path, command):
     lines.append(f"| raw `tf.io.decode_jpeg` of the same frames (16 per clip) | "
                  f"{result['raw_decode_clips_per_second']} | "
                  f"{result['raw_decode_clips_per_cpu_second']} | 1 |")
+    lines.append(f"| test mode, 10 clips x 1 crop per video (views/s) | "
+                 f"{result['test_views_per_second']} | "
+                 f"{result['test_views_per_cpu_second']} | |")
     base = result.get("baseline")
     if base:
+        raw = result["raw_decode_clips_per_second"]
         lines.append(f"| baseline: revision {base['revision']}, train host | "
                      f"{base['host_pipeline_clips_per_second']} | "
                      f"{base['host_pipeline_clips_per_cpu_second']} | "
-                     f"{round(base['host_pipeline_clips_per_second'] / result['raw_decode_clips_per_second'], 3)} |")
-        lines += ["", f"This checkout's host pipeline / revision {base['revision']}'s: "
-                  f"{base['this_over_baseline']} in clips/s, "
-                  f"{base['this_over_baseline_cpu']} per CPU-second (target >= 0.95); "
-                  f"per round: {', '.join(str(v) for v in base['rounds_this_over_baseline'])}."]
+                     f"{round(base['host_pipeline_clips_per_second'] / raw, 3)} |")
+        lines.append(f"| baseline: revision {base['revision']}, test mode (views/s) | "
+                     f"{base['test_views_per_second']} | "
+                     f"{base['test_views_per_cpu_second']} | |")
+        lines += ["", f"This checkout / revision {base['revision']} (target >= 0.95): "
+                  f"train host pipeline {base['this_over_baseline']} in clips/s, "
+                  f"{base['this_over_baseline_cpu']} per CPU-second (ratios of the "
+                  f"medians; round by round: "
+                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline'])} in "
+                  f"clips/s, "
+                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline_cpu'])} "
+                  "per CPU-second); "
+                  f"test mode {base['test_this_over_baseline']} in views/s, "
+                  f"{base['test_this_over_baseline_cpu']} per CPU-second."]
     lines += ["", "CPU milliseconds per clip, host pipeline cut after each stage:", "",
               "| stage | CPU ms per clip |", "| --- | --- |"]
     lines += [f"| {stage} | {ms} |" for stage, ms in
