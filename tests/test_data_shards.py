@@ -3,6 +3,7 @@ reading (no Python in tf.data threads, any `tf.io.gfile` filesystem), checks
 of stale or corrupt indexes, and folders of the old layout."""
 
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -266,6 +267,13 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
     data[len(data) // 2] ^= 0xFF
     pathlib.Path(frames).write_bytes(bytes(data))
     with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+        for _ in dataset:
+            pass
+    restore()
+    last = shard_format.read_index(first)["offsets"][-2]
+    os.truncate(frames, last + 5)    # cut short inside its last record
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="Fewer frame records than the shard index lists"):
         for _ in dataset:
             pass
     restore()
