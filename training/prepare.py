@@ -11,9 +11,11 @@ Examples:
         --annotations k400/train.csv k400/validate.csv --out k400
 
 Each video is decoded with PyAV, resized to --short-side, its frames stored
-as JPEG in `OUT/<subset>-<i>-of-<n>.tfrecord`; `OUT/manifest.json` lists the
-class names, shards, per-class counts and every skipped file with the
-reason. Rerunning with the same --out resumes: finished shards are kept.
+as JPEG in shards `OUT/<subset>-<i>-of-<n>.{frames,index}.tfrecord` (see
+docs/data.md); `OUT/manifest.json` lists the class names, shards, per-class
+counts and every skipped file with the reason. Rerunning with the same --out
+resumes: finished shards are kept, and shards of the old layout (before
+format_version 2) are converted without decoding again.
 Exit status: 0, or 3 when some files were skipped (the good ones are
 written either way).
 """
@@ -102,7 +104,9 @@ def main(argv=None):
     run = decode["this_run"]
     print(f"PyAV decode: {decode['decode_fps']} frames/s per process; this run: "
           f"{run['videos_processed']} videos in {run['wall_seconds']} s with "
-          f"{run['workers']} worker(s), {run['shards_reused']} shard(s) reused.")
+          f"{run['workers']} worker(s), {run['shards_reused']} shard(s) reused"
+          + (f", {run['shards_converted']} converted from the old layout"
+             if run.get("shards_converted") else "") + ".")
     skipped = manifest["skipped"]
     if skipped:
         print(f"Skipped {len(skipped)} file(s):", file=sys.stderr)

@@ -3,7 +3,7 @@
 - `layouts`: UCF-101, HMDB-51, Kinetics and folder datasets → `VideoDataset`.
 - `shard_writer`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
   `manifest.json` (decoding with `clipspec.decode`).
-- `frame_index`: where each frame's JPEG lies in a shard (random access).
+- `shard_format`: the shard files (frame records + index), read with TF ops.
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
   (clip and view rules from `clipspec`, shared with serving).
 - `synthetic`: `write_synthetic_dataset(out_dir, …)`, moving-shape videos.

@@ -1,15 +1,17 @@
 """Decode every video once and write sharded TFRecords plus a manifest.
 
 `prepare_dataset` decodes each video with PyAV in worker processes, resizes
-it to a short side, JPEG-encodes the frames and writes one
-`tf.train.Example` per video (`training.data.records`) into shards named
-`<subset>-<i>-of-<n>.tfrecord`, each with a frame index
-(`<shard>.index.npz`, `training.data.frame_index`: where every JPEG lies in
-the file, so that training reads only a clip's frames). Each finished shard gets a sidecar
+it to a short side, JPEG-encodes the frames and writes them into shards
+`<subset>-<i>-of-<n>` in the layout of `training.data.shard_format`: a
+frames file (one TFRecord per frame) and an index (per video its fields
+and where each frame's record lies), so that training reads only a clip's
+frames. Each finished shard gets a sidecar
 `<shard>.json` (its videos, skips and timings, and a signature of its input
 list — paths, labels, file sizes and modification times — and settings); a
 rerun reuses every shard whose sidecar matches and writes only the rest, so
-an interrupted run resumes and a changed video is decoded again. Files that cannot be
+an interrupted run resumes and a changed video is decoded again; a
+finished shard of the old layout (one `tf.train.Example` per video) with
+the same signature is converted without decoding. Files that cannot be
 used are skipped and listed with the reason in `manifest.json`; they never
 stop the run.
 
@@ -32,7 +34,7 @@ import pathlib
 import re
 import time
 
-from training.data import frame_index, records
+from training.data import shard_format
 from clipspec.decode import try_decode_to_jpeg
 from training.data.manifest import MANIFEST_NAME
 
@@ -41,7 +43,8 @@ CRASH_REASON = "the decoder crashed its worker process (FFmpeg fault)"
 
 
 def _shard_name(subset, index, count):
-    return f"{subset}-{index:05d}-of-{count:05d}.tfrecord"
+    """The shard's prefix (its files add `shard_format`'s suffixes)."""
+    return f"{subset}-{index:05d}-of-{count:05d}"
 
 
 def _write_json(path, value):
@@ -151,7 +154,7 @@ def _plan(dataset, settings, videos_per_shard):
                   for i in range(0, len(items), videos_per_shard)]
         for index, chunk in enumerate(chunks):
             content = json.dumps({
-                "settings": settings, "format": records.FORMAT_VERSION,
+                "settings": settings, "format": shard_format.CONTENT_VERSION,
                 "videos": [[item.path, item.label, item.class_name, vid,
                             stamps[item.path]] for vid, item in chunk],
             }, sort_keys=True)
@@ -170,28 +173,30 @@ def _stamp(path):
 
 
 def _finished(out_dir, name, signature):
-    shard, sidecar = out_dir / name, out_dir / f"{name}.json"
-    if not (shard.is_file() and sidecar.is_file()):
+    """The sidecar of a finished shard of these inputs, else None."""
+    sidecar = out_dir / f"{name}.json"
+    if not sidecar.is_file():
         return None
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if info.get("signature") != signature or info.get("bytes") != shard.stat().st_size:
+    if info.get("signature") != signature or not shard_format.check_written(
+            out_dir / name, info):
         return None
     return info
 
 
 def _remove_stale(out_dir, plan):
-    """Deletes shards (and sidecars) of an earlier, different plan."""
+    """Deletes shards (and sidecars) of an earlier, different plan, in this
+    layout or the old one."""
     planned = {name for _, name, _, _ in plan}
-    pattern = re.compile(
-        r"^.+-\d{5}-of-\d{5}\.tfrecord(\.json|\.tmp|\.index\.npz(\.tmp\.npz)?)?$"
-    )
+    pattern = re.compile(r"^(.+-\d{5}-of-\d{5})(\.frames\.tfrecord|\.index\.tfrecord|"
+                         r"\.tfrecord(\.index\.npz)?)?(\.json)?(\.tmp(\.npz)?)?$")
     removed = []
     for path in out_dir.iterdir():
-        shard = path.name.split(".tfrecord")[0] + ".tfrecord"
-        if pattern.match(path.name) and shard not in planned:
+        match = pattern.match(path.name)
+        if match and match.group(1) not in planned:
             path.unlink()
             removed.append(path.name)
     return removed
@@ -238,15 +243,18 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
                 "max_frames": max_frames}
     plan = _plan(dataset, settings, videos_per_shard)
     _remove_stale(out_dir, plan)
-    infos, pending = {}, []
+    infos, pending, converted = {}, [], 0
     for subset, name, chunk, signature in plan:
         info = _finished(out_dir, name, signature)
         if info is None:
+            # A finished shard of the old layout, same inputs: no decoding.
+            info = shard_format.convert_old_files(out_dir / name, {"signature": signature})
+            converted += info is not None
+        if info is None:
             pending.append((subset, name, chunk, signature))
         else:
-            frame_index.load_index(out_dir / name)  # written if absent or stale
             infos[name] = info
-    reused = len(infos)
+    reused = len(infos) - converted
     started = time.perf_counter()
     total = sum(len(chunk) for _, _, chunk, _ in pending)
     workers = max(0, min(workers, total))
@@ -265,6 +273,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
                                 results, bar, skipped_so_far)
             skipped_so_far += len(info["skipped"])
             infos[name] = info
+            shard_format.remove_old_files(out_dir / name)
     finally:
         results.close()  # stops the worker processes, also on errors
         if bar is not None:
@@ -272,7 +281,8 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
     wall = time.perf_counter() - started
     manifest = _manifest(dataset, plan, infos, settings, videos_per_shard, {
         "videos_processed": total, "shards_written": len(pending),
-        "shards_reused": reused, "workers": max(workers, 1),
+        "shards_reused": reused, "shards_converted": converted,
+        "workers": max(workers, 1),
         "wall_seconds": round(wall, 3),
         "videos_per_second": round(total / wall, 2) if total and wall > 0 else None,
     })
@@ -282,22 +292,17 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
 
 def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar,
                  skipped_before):
-    import tensorflow as tf
-
-    tmp = out_dir / f"{name}.tmp"
     written, skipped = [], []
     stats = {"frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    with shard_format.ShardWriter(out_dir / name) as writer:
         for video_id, item in chunk:
             result = next(results)
             if "error" in result:
                 skipped.append({"path": item.path, "reason": result["error"],
                                 "subset": subset})
             else:
-                writer.write(records.make_example(
-                    result["jpegs"], item.label, video_id, result["fps"],
-                    item.path, result["height"], result["width"],
-                ))
+                writer.add(result["jpegs"], item.label, video_id, result["fps"],
+                           item.path, result["height"], result["width"])
                 written.append({"path": item.path, "video_id": video_id,
                                 "label": item.label, "frames": result["frames"]})
                 for key in stats:
@@ -306,11 +311,9 @@ def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar
                 bar.update(1)
                 if skipped:
                     bar.set_postfix(skipped=skipped_before + len(skipped))
-    os.replace(tmp, out_dir / name)
-    frame_index.write_index(out_dir / name)
     info = {"signature": signature, "subset": subset, "settings": settings,
-            "bytes": (out_dir / name).stat().st_size, "videos": written,
-            "skipped": skipped, **stats}
+            **writer.result, "layout_version": shard_format.LAYOUT_VERSION,
+            "videos": written, "skipped": skipped, **stats}
     _write_json(out_dir / f"{name}.json", info)
     return info
 
@@ -345,7 +348,7 @@ def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run):
     }
     return {
         "format": "keras-classreg video shards",
-        "format_version": records.FORMAT_VERSION,
+        "format_version": shard_format.LAYOUT_VERSION,
         "class_names": list(dataset.class_names),
         "subsets": subsets,
         "skipped": skipped,
@@ -353,5 +356,5 @@ def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run):
         "videos_per_shard": videos_per_shard,
         "decode": decode,
         "source": dict(dataset.source),
-        "features": sorted(records.FEATURES),
+        "features": sorted(shard_format.INDEX_FEATURES),
     }
