@@ -26,6 +26,8 @@ import time
 
 import keras
 
+from clipspec.rundir import partial_path
+
 
 def save_model_atomically(model, path):
     """`model.save(path)` through a temporary file and an atomic rename.
@@ -34,9 +36,8 @@ def save_model_atomically(model, path):
     saves the model it wraps, without the optimizer.
     """
     model = getattr(model, "inference_model", model)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    partial = os.path.join(directory, f".partial-{os.getpid()}-{name}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = partial_path(os.path.abspath(path))
     model.save(partial)
     os.replace(partial, path)
 
@@ -142,8 +143,7 @@ class BestModel(_SavesInferenceModel, _FirstEpochMixin,
 
     def __init__(self, path, monitor, history_path):
         self.final_path = os.fspath(path)
-        directory, name = os.path.split(os.path.abspath(self.final_path))
-        super().__init__(os.path.join(directory, f".partial-{os.getpid()}-{name}"),
+        super().__init__(str(partial_path(os.path.abspath(self.final_path))),
                          monitor=monitor, mode="max", save_best_only=True)
         self.history_path = history_path
         self.best_epoch = None

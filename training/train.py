@@ -357,6 +357,7 @@ def train(config, model_builder=None):
         if run.is_finished:
             _log(config, f"{work_dir} is a finished run (final.keras exists); nothing to do.")
             return run_dir
+    run.remove_partial_files()  # half-written by a killed earlier process
     run.write_config(values)
     run.write_clip_format(clip_format_of(config, manifest))
 
