@@ -31,6 +31,7 @@ interrupted, and how it loads TensorFlow.
   same bytes).
 """
 
+import argparse
 import contextlib
 import fcntl
 import functools
@@ -76,6 +77,16 @@ def fail(error, code=USER_ERROR):
     message = error if isinstance(error, str) else one_line(error)
     print(f"error: {message}", file=sys.stderr, flush=True)
     return code
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose usage errors are one line too:
+    `error: <what> (see <prog> --help)`, exit status 2."""
+
+    def error(self, message):
+        print(f"error: {printable(message)} (see {self.prog} --help)",
+              file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
 
 
 def entry_point(resume=False):
@@ -249,9 +260,6 @@ def quiet_tensorflow():
 _QUIET_DONE = False
 
 
-_NEEDS_TENSORFLOW = ("tensorflow", "keras", "tensorflow_serving", "keras_classreg")
-
-
 class _LazyModule(types.ModuleType):
     def __init__(self, name):
         super().__init__(name)
@@ -260,10 +268,9 @@ class _LazyModule(types.ModuleType):
     def _load(self):
         module = self.__dict__.get("_module")
         if module is None:
-            target = self.__dict__["_target"]
-            if target.split(".")[0] in _NEEDS_TENSORFLOW:
-                quiet_tensorflow()
-            module = importlib.import_module(target)
+            # the modules loaded this way are those built on TensorFlow
+            quiet_tensorflow()
+            module = importlib.import_module(self.__dict__["_target"])
             self.__dict__["_module"] = module
         return module
 
@@ -275,7 +282,8 @@ class _LazyModule(types.ModuleType):
 
 
 def lazy_import(name):
-    """A stand-in for module `name` that imports it on first attribute use
-    (TensorFlow-based modules through `quiet_tensorflow`)."""
+    """A stand-in for module `name` (one built on TensorFlow) that imports
+    it on first attribute use, TensorFlow first through
+    `quiet_tensorflow`."""
     module = sys.modules.get(name)
     return module if module is not None else _LazyModule(name)

@@ -157,6 +157,12 @@ def _file_kind(mode):
     return "not a regular file"
 
 
+def check_video_file(path):
+    """Raises `VideoDecodeError` (missing, broken link, a folder, a FIFO,
+    unreadable, empty) before any decoding; None for a plausible file."""
+    _check_file(os.fspath(path))
+
+
 def _check_file(path):
     if not os.path.lexists(path):
         raise VideoDecodeError(path, "no such file")

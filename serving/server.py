@@ -39,21 +39,17 @@ from concurrent import futures
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import grpc  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
-)
 
+from clipspec import cli  # noqa: E402
 from serving.batching import BatchingOptions  # noqa: E402
 from serving.errors import ServingError  # noqa: E402
-from serving.handlers import Handlers, RequestContext  # noqa: E402
 from serving.metrics import Metrics, read_monitoring_config  # noqa: E402
-from serving.models import (  # noqa: E402
-    ModelManager,
-    ServingOptions,
-    read_model_config_file,
-    single_model_config,
-)
+
+# The model manager, the handlers and the gRPC services import TensorFlow:
+# loaded on first use, so that `--help` answers at once.
+models = cli.lazy_import("serving.models")
+handlers_module = cli.lazy_import("serving.handlers")
+services = cli.lazy_import("serving.services")
 
 _LOG = logging.getLogger("serving.server")
 
@@ -70,61 +66,6 @@ VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
 def _cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-
-
-def _answer(context, handler):
-    """Runs `handler()`; a `ServingError` becomes its status code."""
-    try:
-        return handler()
-    except ServingError as error:
-        code, message = error.code, error.message
-    except Exception as error:  # noqa: BLE001 (the server keeps serving)
-        _LOG.exception("request failed")
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-    context.abort(code, message)
-
-
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over the shared handlers."""
-
-    def __init__(self, handlers):
-        self._handlers = handlers
-
-    def Predict(self, request, context):
-        _LOG.debug("Predict request received (model %r)", request.model_spec.name)
-        return _answer(context, lambda: self._handlers.predict(
-            request, RequestContext.grpc(context)))
-
-    def Classify(self, request, context):
-        return _answer(context, lambda: self._handlers.classify(
-            request, RequestContext.grpc(context)))
-
-    def Regress(self, request, context):
-        return _answer(context, lambda: self._handlers.regress(
-            request, RequestContext.grpc(context)))
-
-    def MultiInference(self, request, context):
-        return _answer(context, lambda: self._handlers.multi_inference(
-            request, RequestContext.grpc(context)))
-
-    def GetModelMetadata(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_metadata(
-            request, RequestContext.grpc(context)))
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """`tensorflow.serving.ModelService`: version status and config reload."""
-
-    def __init__(self, handlers):
-        self._handlers = handlers
-
-    def GetModelStatus(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_status(
-            request, RequestContext.grpc(context)))
-
-    def HandleReloadConfigRequest(self, request, context):
-        return _answer(context, lambda: self._handlers.reload_config(
-            request, RequestContext.grpc(context)))
 
 
 def parse_channel_arguments(text):
@@ -150,8 +91,8 @@ def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
     """A started `grpc.Server` serving `handlers` (or a `ModelManager`) on
     `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
     socket `socket_path`; returns `(server, bound TCP port or None)`."""
-    if isinstance(handlers, ModelManager):
-        handlers = Handlers(handlers)
+    if isinstance(handlers, models.ModelManager):
+        handlers = handlers_module.Handlers(handlers)
     options = dict([("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
                     ("grpc.max_send_message_length", -1),
                     ("grpc.so_reuseport", 0)])
@@ -160,10 +101,7 @@ def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
         futures.ThreadPoolExecutor(max_workers=workers,
                                    thread_name_prefix="grpc"),
         options=list(options.items()))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(handlers), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(handlers), server)
+    services.add_services(server, handlers)
     bound = None
     addresses = []
     if port is not None:
@@ -202,7 +140,8 @@ class ServerSettings:
     config_poll_wait_seconds: float = 0.0
     warmup: bool = True
     warmup_iterations: int = 1
-    options: ServingOptions = dataclasses.field(default_factory=ServingOptions)
+    options: object = dataclasses.field(  # a serving.models.ServingOptions
+        default_factory=lambda: models.ServingOptions())
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
@@ -217,7 +156,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
-    manager = ModelManager(
+    manager = models.ModelManager(
         config, batching=settings.batching,
         poll_wait_seconds=settings.poll_wait_seconds, warmup=settings.warmup,
         options=settings.options,
@@ -232,7 +171,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
         manager.stop()
         return
     metrics = Metrics()
-    handlers = Handlers(manager, metrics)
+    handlers = handlers_module.Handlers(manager, metrics)
     limit = dict(settings.channel_arguments).get(
         "grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)
     servers = []
@@ -297,7 +236,7 @@ def _poll_config_file(path, seconds, manager, stop_event):
     last = None
     while not stop_event.wait(seconds):
         try:
-            config = read_model_config_file(path)
+            config = models.read_model_config_file(path)
         except ValueError as error:
             _LOG.error("Failed to read the model config file: %s", error)
             continue
@@ -357,7 +296,7 @@ _DEFAULT_ONLY = {
 _NO_EFFECT = {"flush_filesystem_caches", "remove_unused_fields_from_bundle_metagraph"}
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(cli.ArgumentParser):
     def __init__(self, **kwargs):
         super().__init__(allow_abbrev=False, **kwargs)
 
@@ -503,11 +442,11 @@ def _check_default_only(args):
 
 def _config_from_args(args):
     if args.model_config_file:
-        return read_model_config_file(args.model_config_file)
+        return models.read_model_config_file(args.model_config_file)
     if not args.model_base_path:
         raise ValueError("Both --model_base_path and --model_config_file are "
                          "empty: give one (with --model_name).")
-    return single_model_config(args.model_name,
+    return models.single_model_config(args.model_name,
                                os.path.abspath(args.model_base_path))
 
 
@@ -563,7 +502,7 @@ def settings_from_args(args):
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         warmup=args.enable_model_warmup,
         warmup_iterations=max(1, args.num_request_iterations_for_warmup),
-        options=ServingOptions(
+        options=models.ServingOptions(
             method_name_check=args.enable_signature_method_name_check,
             tensor_content=args.enable_serialization_as_tensor_content,
             saved_model_tags=tags),
@@ -585,12 +524,19 @@ def _set_parallelism(args):
         tf.config.threading.set_inter_op_parallelism_threads(inter)
 
 
+def __getattr__(name):
+    # The gRPC services live in serving.services (they import TensorFlow).
+    if name in ("PredictionService", "ModelService"):
+        return getattr(services, name)
+    raise AttributeError(f"module 'serving.server' has no attribute {name!r}")
+
+
+@cli.entry_point()
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.version:
-        import tensorflow as tf
-
+        tf = cli.quiet_tensorflow()
         print(f"TensorFlow ModelServer: {VERSION}\n"
               f"TensorFlow Library: {tf.__version__}")
         return 0
@@ -599,12 +545,12 @@ def main(argv=None):
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args)
+        cli.quiet_tensorflow()
         config = _config_from_args(args)
         _set_parallelism(args)
         serve(config, settings)
     except (ValueError, OSError) as error:
-        print(f"Failed to start server. Error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(f"Failed to start server: {cli.one_line(error)}")
     return 0
 
 

@@ -44,7 +44,8 @@ def written_videos(out):
             for raw in tf.data.TFRecordDataset(shard):
                 video = records.parse(raw)
                 path = os.fsdecode(video["path"].numpy())
-                found[path] = (subset, int(video["label"]), int(video["num_frames"]))
+                found[path] = (subset, int(video["label"]), int(video["num_frames"]),
+                               int(video["height"]), int(video["width"]))
     return found
 
 
@@ -130,6 +131,7 @@ def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
     assert "hidden file" in ignored[".hidden.mp4"]
     # the phone video is stored upright (portrait)
     rotated = next(p for p in written if p.endswith("phone_rot90.mp4"))
+    assert written[rotated][3:] == (43, 32)  # portrait, as filmed
     sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*.tfrecord.json")]
     entries = {v["path"]: v for info in sidecars for v in info["videos"]}
     assert entries[rotated]["rotation"] == 90
@@ -151,6 +153,20 @@ def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, t
     assert name in paths and os.fsencode(name).endswith(messy.NON_UTF8_NAME)
     assert any(messy.UNICODE_NAME in p for p in paths)
     assert on_disk["subsets"] == manifest["subsets"]
+    # a bad file and an ignored file with non-UTF-8 names: in the manifest
+    small = tmp_path / "small"
+    messy.write_h264(small / "k" / "ok.mp4", messy.moving_frames(6))
+    folder = os.fsencode(small / "k")
+    with open(os.path.join(folder, b"bad\xff.mp4"), "wb") as handle:
+        handle.write(b"text")
+    with open(os.path.join(folder, b"notes\xfe.txt"), "wb") as handle:
+        handle.write(b"text")
+    manifest = prepare_dataset(load_folder(small), tmp_path / "small_out",
+                               short_side=24, workers=0, progress=False)
+    raw = (tmp_path / "small_out" / "manifest.json").read_bytes()
+    on_disk = json.loads(raw.decode("utf-8"))
+    assert [os.fsencode(e["path"])[-8:] for e in on_disk["skipped"]] == [b"bad\xff.mp4"]
+    assert [os.fsencode(e["path"])[-10:] for e in on_disk["ignored"]] == [b"notes\xfe.txt"]
 
 
 def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(messy_root, tmp_path):

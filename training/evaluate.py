@@ -14,7 +14,6 @@ stride, crop size, normalisation and class names come from the
 `config.json` beside the model (a training run directory) unless given.
 """
 
-import argparse
 import os
 import sys
 import warnings
@@ -230,7 +229,7 @@ def check_evaluation_data(manifest, subset):
     subsets = manifest["subsets"]
     if subset not in subsets:
         raise ValueError(
-            f"--subset {subset!r} is not in {manifest['root']} (its subsets: "
+            f"Subset {subset!r} is not in {manifest['root']} (its subsets: "
             f"{', '.join(subsets) or 'none'}).")
     count = int(subsets[subset].get("videos", 0))
     if not count:
@@ -341,7 +340,7 @@ def write_report(report, out_dir):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.evaluate",
         description=(
             "Clip- and video-level (multi-view) top-1/top-5, per-class "

@@ -35,7 +35,7 @@ from clipspec import cli
 def build_parser():
     from training.data import layouts
 
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.prepare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -16,7 +16,6 @@ checkpoints/, backup/, history.csv, tensorboard/ and, under TF_CONFIG,
 workers/.
 """
 
-import argparse
 import dataclasses
 import os
 import sys
@@ -421,7 +420,7 @@ def _log(config, message):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.train",
         description=(
             "Train a 3D CNN with (or without) Class Regularization on a "
@@ -451,6 +450,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        video_data.load_manifest(config.data)  # a wrong --data fails at once
     except (ValueError, OSError) as error:
         return cli.fail(error)
     cli.quiet_tensorflow()
