@@ -33,7 +33,6 @@ interrupted, and how it loads TensorFlow.
 
 import argparse
 import contextlib
-import fcntl
 import functools
 import importlib
 import json
@@ -210,9 +209,11 @@ def _dropping_stderr_lines(pattern):
     except (OSError, ValueError, AttributeError):  # no usable stderr
         yield
         return
-    try:  # room for TensorFlow's start-up lines without a reader
+    try:  # room for TensorFlow's start-up lines without a reader (Linux)
+        import fcntl
+
         fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 1 << 20)
-    except OSError:
+    except (ImportError, OSError):
         pass
 
     def forward():

@@ -89,8 +89,11 @@ class DecodedVideo:
         fps: the stream's frame rate (0.0 when the file does not say).
         rotation: degrees the stored pictures were turned counter-clockwise
             to show them upright (0, 90, 180 or 270).
-        expected_frames: the frames the container lists (or duration x fps);
-            None when unknown.
+        expected_frames: the frames the container lists, else duration x
+            fps; None when unknown.
+        listed_frames: the frame count the container states (mp4, avi
+            ...), None when it states none (the expected count is then an
+            estimate).
         errors: packets FFmpeg could not decode (their frames are lost).
         first_error: where the first one happened and FFmpeg's message.
         capped: decoding stopped at `max_frames`.
@@ -100,25 +103,31 @@ class DecodedVideo:
     fps: float
     rotation: int = 0
     expected_frames: int = None
+    listed_frames: int = None
     errors: int = 0
     first_error: str = None
     capped: bool = False
+
+    @property
+    def short(self):
+        """Fewer frames decoded than the container states (not counting a
+        `max_frames` cap, nor a frame or two of difference)."""
+        return bool(not self.capped and self.listed_frames
+                    and len(self.frames) < self.listed_frames - _COUNT_TOLERANCE)
 
     @property
     def damage(self):
         """None for an intact video; else a dict (`decoded`, `expected`,
         `errors`, `reason`) describing the frames lost."""
         decoded = len(self.frames)
-        short = (not self.capped and self.expected_frames
-                 and decoded < self.expected_frames - _COUNT_TOLERANCE)
-        if not self.errors and not short:
+        if not self.errors and not self.short:
             return None
         parts = []
         if self.errors:
             parts.append(f"{self.errors} undecodable packet(s), the first "
                          f"{self.first_error}")
-        if short:
-            parts.append(f"{decoded} of the {self.expected_frames} frames the "
+        if self.short:
+            parts.append(f"{decoded} of the {self.listed_frames} frames the "
                          "container lists")
         return {"decoded": decoded, "expected": self.expected_frames,
                 "errors": self.errors,
@@ -191,9 +200,13 @@ def _fps(stream):
     return 0.0
 
 
+def _listed_frames(stream):
+    return int(stream.frames) if stream.frames and stream.frames > 0 else None
+
+
 def _expected_frames(container, stream, fps):
-    if stream.frames and stream.frames > 0:
-        return int(stream.frames)
+    if _listed_frames(stream):
+        return _listed_frames(stream)
     seconds = None
     if stream.duration and stream.time_base:
         seconds = float(stream.duration * stream.time_base)
@@ -349,20 +362,20 @@ def decode_video_details(path, short_side=None, max_frames=None):
     finally:
         container.close()
     result = DecodedVideo(
-        frames=None, fps=fps, rotation=90 * frames.turns, expected_frames=expected,
+        frames=frames.arrays, fps=fps, rotation=90 * frames.turns,
+        expected_frames=expected, listed_frames=_listed_frames(stream),
         errors=errors, first_error=first_error, capped=frames.full)
-    _check_enough(path, frames.arrays, result, max_frames)
+    _check_enough(path, result, max_frames)
     result.frames = np.stack(frames.arrays)
     return result
 
 
-def _check_enough(path, arrays, result, max_frames):
-    count = len(arrays)
+def _check_enough(path, result, max_frames):
+    count = len(result.frames)
     expected = result.expected_frames
     if expected is not None and max_frames is not None:
         expected = min(expected, max_frames)
-    damaged = result.errors or (
-        not result.capped and expected and count < expected - _COUNT_TOLERANCE)
+    damaged = result.errors or result.short
     if damaged and not result.capped:
         needed = max(MIN_FRAMES, math.ceil(PARTIAL_MIN_SHARE * expected)
                      if expected else PARTIAL_MIN_FRAMES)

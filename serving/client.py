@@ -499,11 +499,13 @@ def _failure(error):
     """The reason an input failed, in one line (no traceback)."""
     from clipspec.decode import VideoDecodeError
 
+    rest = sys.modules.get("serving.rest_client")
     if isinstance(error, grpc.RpcError):
         return f"{error.code().name}: {error.details()}"
     if isinstance(error, VideoDecodeError):
         return error.reason
-    if isinstance(error, (OSError, ValueError)):
+    if isinstance(error, (OSError, ValueError)) or (
+            rest is not None and isinstance(error, rest.RestError)):
         return cli.one_line(error)
     return f"{type(error).__name__}: {cli.one_line(error)}"
 

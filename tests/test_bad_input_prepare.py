@@ -137,7 +137,8 @@ def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
     assert entries[rotated]["rotation"] == 90
 
 
-def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, tmp_path):
+def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, tmp_path,
+                                                                   capsys):
     root, good, _ = messy_root
     manifest = prepare_dataset(load_folder(root), tmp_path / "out", short_side=32,
                                workers=0, progress=False)
@@ -161,8 +162,12 @@ def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, t
         handle.write(b"text")
     with open(os.path.join(folder, b"notes\xfe.txt"), "wb") as handle:
         handle.write(b"text")
-    manifest = prepare_dataset(load_folder(small), tmp_path / "small_out",
-                               short_side=24, workers=0, progress=False)
+    code = prepare_cli.main(["--root", str(small), "--out", str(tmp_path / "small_out"),
+                             "--short-side", "24", "--workers", "0", "--quiet"])
+    captured = capsys.readouterr()  # (pytest's capture encodes strictly)
+    assert code == 0
+    assert "bad\\xff.mp4: not a video FFmpeg can read" in captured.err
+    assert "notes\\xfe.txt: extension .txt is not a video extension" in captured.err
     raw = (tmp_path / "small_out" / "manifest.json").read_bytes()
     on_disk = json.loads(raw.decode("utf-8"))
     assert [os.fsencode(e["path"])[-8:] for e in on_disk["skipped"]] == [b"bad\xff.mp4"]
