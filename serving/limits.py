@@ -29,15 +29,11 @@ import threading
 
 import grpc
 
+from serving.defaults import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES  # noqa: F401
 from serving.errors import ServingError
 from serving.tensors import STRING_ELEMENT_OVERHEAD, tensor_size
 
 MIB = 1024 * 1024
-# Defaults: a request's tensors may decode to 256 MiB (4x the default gRPC
-# message limit of 64 MiB: int_val varints are 1 byte on the wire, 4 in an
-# int32 tensor); all requests in flight hold at most 1 GiB.
-DEFAULT_MAX_REQUEST_BYTES = 256 * MIB
-DEFAULT_MAX_INFLIGHT_BYTES = 1024 * MIB
 # Each decoded tensor exists twice while a model runs (the NumPy array and
 # TensorFlow's copy), and a third time when it is concatenated into a batch.
 DECODED_COPIES = 3

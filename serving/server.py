@@ -34,190 +34,43 @@ Usage:
 """
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import os
 import signal
 import sys
 import threading
-from concurrent import futures
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import grpc  # noqa: E402
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    inference_pb2,
-    model_management_pb2,
-    predict_pb2,
-    regression_pb2,
-)
-
-from serving.batching import BatchingOptions  # noqa: E402
-from serving.errors import ServingError, limit_message  # noqa: E402
-from serving.handlers import Handlers, ReloadPolicy, RequestContext  # noqa: E402
-from serving.limits import (  # noqa: E402
+from clipspec import cli
+from serving.errors import ServingError
+from serving.defaults import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONCURRENT_RPCS,
     DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
-    MemoryBudget,
-    RequestLimits,
+    DEFAULT_PORT,
+    READY_LINE,
+    REST_READY_LINE,
 )
-from serving.metrics import Metrics, read_monitoring_config  # noqa: E402
-from serving.models import (  # noqa: E402
-    ModelManager,
-    ServingOptions,
-    read_model_config_file,
-    single_model_config,
-)
+
+# The model manager, the handlers and the gRPC and REST front ends import
+# TensorFlow: loaded on first use, so that `--help` answers at once.
+batching = cli.lazy_import("serving.batching")
+grpc_front = cli.lazy_import("serving.grpc_front")
+handlers_module = cli.lazy_import("serving.handlers")
+limits = cli.lazy_import("serving.limits")
+metrics_module = cli.lazy_import("serving.metrics")
+models = cli.lazy_import("serving.models")
 
 _LOG = logging.getLogger("serving.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8500
-# Largest request accepted (gRPC message, REST body) unless
-# --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Calls in progress at once (gRPC answers more with RESOURCE_EXHAUSTED).
-DEFAULT_MAX_CONCURRENT_RPCS = 256
-# gRPC server arguments before --grpc_channel_arguments: the message limit;
-# at most 100 streams per connection (HTTP/2's recommended minimum), so one
-# connection cannot take every call slot; client keepalive pings allowed
-# every 10 s (the clients of serving.client ping every 30 s).
-DEFAULT_SERVER_OPTIONS = (
-    ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-    ("grpc.max_send_message_length", -1),
-    ("grpc.so_reuseport", 0),
-    ("grpc.max_concurrent_streams", 100),
-    ("grpc.http2.min_recv_ping_interval_without_data_ms", 10000),
-    ("grpc.http2.max_ping_strikes", 0),
-)
-READY_LINE = "Running gRPC ModelServer at"
-REST_READY_LINE = "Exporting HTTP/REST API at"
 VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
 
 
 def _cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-
-
-# Bytes a request message takes in this process while it is parsed and
-# served: the message as received (a Python bytes object) and its parsed
-# proto. Reserved in the memory budget before it is parsed.
-WIRE_COPIES = 2
-
-# (service, method) -> (request class, response class, handler name)
-_METHODS = {
-    ("tensorflow.serving.PredictionService", "Predict"):
-        (predict_pb2.PredictRequest, predict_pb2.PredictResponse, "predict"),
-    ("tensorflow.serving.PredictionService", "Classify"):
-        (classification_pb2.ClassificationRequest,
-         classification_pb2.ClassificationResponse, "classify"),
-    ("tensorflow.serving.PredictionService", "Regress"):
-        (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse,
-         "regress"),
-    ("tensorflow.serving.PredictionService", "MultiInference"):
-        (inference_pb2.MultiInferenceRequest,
-         inference_pb2.MultiInferenceResponse, "multi_inference"),
-    ("tensorflow.serving.PredictionService", "GetModelMetadata"):
-        (get_model_metadata_pb2.GetModelMetadataRequest,
-         get_model_metadata_pb2.GetModelMetadataResponse, "get_model_metadata"),
-    ("tensorflow.serving.ModelService", "GetModelStatus"):
-        (get_model_status_pb2.GetModelStatusRequest,
-         get_model_status_pb2.GetModelStatusResponse, "get_model_status"),
-    ("tensorflow.serving.ModelService", "HandleReloadConfigRequest"):
-        (model_management_pb2.ReloadConfigRequest,
-         model_management_pb2.ReloadConfigResponse, "reload_config"),
-}
-
-
-class _Front:
-    """What every gRPC method does. The request arrives as bytes: their size
-    is reserved in the memory budget (RESOURCE_EXHAUSTED when it is full)
-    before they are parsed. The shared handler then runs in a bounded
-    thread pool (`--grpc_max_threads`) while the event loop waits for it
-    until the call's deadline. No thread is held by a call whose request is
-    still arriving (a slow client costs a coroutine, not a thread); a call
-    whose deadline passes or whose client cancels is answered at once
-    (DEADLINE_EXCEEDED / CANCELLED), dropped if it has not started, and its
-    model call cancelled if it has (`serving.execution`)."""
-
-    def __init__(self, handlers, workers):
-        self.handlers = handlers
-        self.executor = futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="grpc")
-
-    def generic_handlers(self):
-        services = {}
-        for (service, method), (request_class, response_class, name) in \
-                _METHODS.items():
-            services.setdefault(service, {})[method] = \
-                grpc.unary_unary_rpc_method_handler(
-                    self._method(method, request_class, getattr(
-                        self.handlers, name)),
-                    request_deserializer=None,  # bytes: parsed in `call`
-                    response_serializer=response_class.SerializeToString)
-        return [grpc.method_handlers_generic_handler(service, methods)
-                for service, methods in services.items()]
-
-    def _method(self, method_name, request_class, handler):
-        async def method(data, context):
-            return await self.call(handler, request_class, data, context,
-                                   method_name)
-        return method
-
-    async def call(self, method, request_class, data, context, name=""):
-        ctx = RequestContext.grpc(context)
-        limits = getattr(self.handlers, "limits", None)
-        try:
-            if limits is not None:
-                ctx.max_request_bytes = limits.max_request_bytes
-                ctx.reservation = limits.budget.reserve(
-                    WIRE_COPIES * len(data), "request message")
-        except ServingError as error:
-            await context.abort(error.code, error.message)
-
-        def job():
-            ctx.check()  # expired or cancelled while queued: dropped
-            try:
-                request = request_class.FromString(data)
-            except Exception:  # noqa: BLE001 (gRPC's own answer to garbage)
-                raise ServingError(grpc.StatusCode.INTERNAL,
-                                   "Exception deserializing request!") from None
-            if name == "Predict":
-                _LOG.debug("Predict request received (model %r)",
-                           request.model_spec.name[:200])
-            return method(request, ctx)
-
-        running = self.executor.submit(job)
-        future = asyncio.wrap_future(running)
-        remaining = ctx.time_remaining()
-        try:
-            if remaining is None:
-                return await future
-            return await asyncio.wait_for(future, max(remaining, 0.0))
-        except asyncio.TimeoutError:
-            ctx.cancel()
-            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"
-        except asyncio.CancelledError:  # the client went away
-            ctx.cancel()
-            raise
-        except ServingError as error:
-            code, message = error.code, error.message
-        except Exception as error:  # noqa: BLE001 (the server keeps serving)
-            _LOG.error("request failed: %s: %s", type(error).__name__,
-                       limit_message(error, 300))
-            code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-        finally:
-            if ctx.reservation is not None:
-                # An abandoned call keeps its bytes until its thread ends.
-                running.add_done_callback(
-                    lambda _, r=ctx.reservation: r.release())
-        await context.abort(code, limit_message(message))
 
 
 def parse_channel_arguments(text):
@@ -236,158 +89,6 @@ def parse_channel_arguments(text):
         except ValueError:
             arguments.append((key, value))
     return arguments
-
-
-# Health service names: "" (the server), each model, and the services
-# (TF Serving's health service names "ModelService" and "PredictionService").
-SERVICE_NAMES = ("tensorflow.serving.PredictionService",
-                 "tensorflow.serving.ModelService", "PredictionService",
-                 "ModelService")
-
-
-class GrpcServer:
-    """The gRPC front end: a `grpc.aio` server on its own event-loop thread,
-    TF Serving's services plus `grpc.health.v1.Health`.
-
-    Args:
-        handlers: the shared `Handlers` (or a `ModelManager`).
-        host, port: TCP address (port 0: any free port; None: no TCP port).
-        socket_path: also listen on this UNIX socket.
-        channel_arguments: gRPC server arguments (win over the defaults).
-        workers: request threads.
-        max_concurrent_rpcs: calls in progress at once (more:
-            RESOURCE_EXHAUSTED).
-        credentials: `grpc.ServerCredentials` (TLS), or None (plaintext).
-        health: serve `grpc.health.v1.Health`.
-    """
-
-    def __init__(self, handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                 socket_path=None, channel_arguments=(), workers=16,
-                 max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
-                 credentials=None, health=True):
-        if isinstance(handlers, ModelManager):
-            handlers = Handlers(handlers)
-        self.handlers = handlers
-        self._front = _Front(handlers, workers)
-        options = dict(DEFAULT_SERVER_OPTIONS)
-        options.update(dict(channel_arguments))
-        self._options = list(options.items())
-        self._max_rpcs = max_concurrent_rpcs
-        self._credentials = credentials
-        self._addresses = []
-        if port is not None:
-            self._addresses.append(f"[{host}]:{port}" if ":" in host
-                                   else f"{host}:{port}")
-        if socket_path:
-            self._addresses.append(f"unix:{socket_path}")
-        self._health_on = health
-        self.health = None
-        self.port = None
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="grpc-loop", daemon=True)
-        self._server = None
-        self._stopping = False
-
-    def _run(self, coroutine, timeout=None):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop) \
-            .result(timeout)
-
-    def start(self):
-        """Binds and starts; returns the bound TCP port (or None)."""
-        self._thread.start()
-        try:
-            self.port = self._run(self._start())
-        except BaseException:
-            self._shutdown_loop()
-            raise
-        if self._health_on:
-            self.handlers.manager.add_listener(self.update_health)
-            self.update_health()
-        return self.port
-
-    async def _start(self):
-        server = grpc.aio.server(options=self._options,
-                                 maximum_concurrent_rpcs=self._max_rpcs)
-        server.add_generic_rpc_handlers(self._front.generic_handlers())
-        if self._health_on:
-            self.health = health.aio.HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        bound = None
-        for address in self._addresses:
-            try:
-                if self._credentials is not None:
-                    result = server.add_secure_port(address, self._credentials)
-                else:
-                    result = server.add_insecure_port(address)
-            except RuntimeError as error:
-                raise OSError(f"Cannot listen on {address}: {error}") from None
-            if not result:
-                raise OSError(f"Cannot listen on {address} (in use?)")
-            if not address.startswith("unix:"):
-                bound = result
-        await server.start()
-        self._server = server
-        return bound
-
-    def update_health(self):
-        """Health: each model SERVING when it has an AVAILABLE version;
-        "" and the services SERVING when every model is."""
-        if self.health is None or self._server is None or self._stopping:
-            return
-        states = self.handlers.manager.serving_status()
-        overall = bool(states) and all(states.values())
-        status = health_pb2.HealthCheckResponse
-
-        async def apply():
-            for name, ok in states.items():
-                await self.health.set(name, status.SERVING if ok
-                                      else status.NOT_SERVING)
-            for name in ("",) + SERVICE_NAMES:
-                await self.health.set(name, status.SERVING if overall
-                                      else status.NOT_SERVING)
-        try:
-            self._run(apply(), timeout=10)
-        except (RuntimeError, futures.TimeoutError):  # the loop has stopped
-            pass
-
-    def stop(self, grace=None):
-        """Stops accepting calls, lets those in progress finish for up to
-        `grace` seconds; returns an object whose `wait()` returns at once
-        (the stop is done)."""
-        self._stopping = True
-        if self._server is not None and self._loop.is_running():
-            async def stop():
-                if self.health is not None:
-                    await self.health.enter_graceful_shutdown()
-                await self._server.stop(grace)
-            self._run(stop())
-        self._front.executor.shutdown(wait=False, cancel_futures=True)
-        self._shutdown_loop()
-        return _Stopped()
-
-    def _shutdown_loop(self):
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-
-
-class _Stopped:
-    def wait(self, timeout=None):
-        return True
-
-
-def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                  socket_path=None, channel_arguments=(), workers=16,
-                  max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
-                  credentials=None, health=True):
-    """A started `GrpcServer` serving `handlers` (or a `ModelManager`) on
-    `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
-    socket `socket_path`; returns `(server, bound TCP port or None)`."""
-    server = GrpcServer(handlers, host, port, socket_path, channel_arguments,
-                        workers, max_concurrent_rpcs, credentials, health)
-    bound = server.start()
-    return server, bound
 
 
 @dataclasses.dataclass
@@ -409,7 +110,8 @@ class ServerSettings:
     config_poll_wait_seconds: float = 0.0
     warmup: bool = True
     warmup_iterations: int = 1
-    options: ServingOptions = dataclasses.field(default_factory=ServingOptions)
+    options: object = dataclasses.field(  # a serving.models.ServingOptions
+        default_factory=lambda: models.ServingOptions())
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
@@ -417,7 +119,8 @@ class ServerSettings:
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
     ssl_config: object = None        # serving.tls.SSLConfig, or None
-    reload_policy: ReloadPolicy = dataclasses.field(default_factory=ReloadPolicy)
+    reload_policy: object = dataclasses.field(  # a serving.handlers.ReloadPolicy
+        default_factory=lambda: handlers_module.ReloadPolicy())
     health: bool = True
 
 
@@ -430,7 +133,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
-    manager = ModelManager(
+    manager = models.ModelManager(
         config, batching=settings.batching,
         poll_wait_seconds=settings.poll_wait_seconds, warmup=settings.warmup,
         options=settings.options,
@@ -448,11 +151,11 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     if stop_event.is_set():  # stopped while loading
         manager.stop()
         return
-    metrics = Metrics()
-    handlers = Handlers(
+    metrics = metrics_module.Metrics()
+    handlers = handlers_module.Handlers(
         manager, metrics,
-        RequestLimits(settings.max_request_bytes or None,
-                      MemoryBudget(settings.max_inflight_bytes or None)),
+        limits.RequestLimits(settings.max_request_bytes or None,
+                      limits.MemoryBudget(settings.max_inflight_bytes or None)),
         settings.reload_policy)
     limit = dict(settings.channel_arguments).get(
         "grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)
@@ -465,7 +168,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
                   "required)" if settings.ssl_config.client_verify else "")
     servers = []
     try:
-        server, bound = create_server(
+        server, bound = grpc_front.create_server(
             handlers, settings.host, settings.port or None,
             settings.socket_path, settings.channel_arguments,
             settings.grpc_threads, settings.max_concurrent_rpcs,
@@ -554,7 +257,7 @@ def _poll_config_file(path, seconds, manager, stop_event):
     last = None
     while not stop_event.wait(seconds):
         try:
-            config = read_model_config_file(path)
+            config = models.read_model_config_file(path)
         except ValueError as error:
             _LOG.error("Failed to read the model config file: %s", error)
             continue
@@ -799,11 +502,11 @@ def _check_default_only(args):
 
 def _config_from_args(args):
     if args.model_config_file:
-        return read_model_config_file(args.model_config_file)
+        return models.read_model_config_file(args.model_config_file)
     if not args.model_base_path:
         raise ValueError("Both --model_base_path and --model_config_file are "
                          "empty: give one (with --model_name).")
-    return single_model_config(args.model_name,
+    return models.single_model_config(args.model_name,
                                os.path.abspath(args.model_base_path))
 
 
@@ -816,14 +519,14 @@ def batching_from_args(args):
                              "--enable_batching.")
         return None
     if not args.batching_parameters_file:
-        return BatchingOptions.tf_serving_defaults()
+        return batching.BatchingOptions.tf_serving_defaults()
     try:
         with open(args.batching_parameters_file, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as error:
         raise ValueError(f"Cannot read {args.batching_parameters_file}: "
                          f"{error}") from None
-    return BatchingOptions.from_text(text, args.batching_parameters_file)
+    return batching.BatchingOptions.from_text(text, args.batching_parameters_file)
 
 
 def settings_from_args(args):
@@ -880,19 +583,19 @@ def settings_from_args(args):
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         warmup=args.enable_model_warmup,
         warmup_iterations=max(1, args.num_request_iterations_for_warmup),
-        options=ServingOptions(
+        options=models.ServingOptions(
             method_name_check=args.enable_signature_method_name_check,
             tensor_content=args.enable_serialization_as_tensor_content,
             saved_model_tags=tags),
         allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
-        metrics_path=(read_monitoring_config(args.monitoring_config_file)
+        metrics_path=(metrics_module.read_monitoring_config(args.monitoring_config_file)
                       if args.monitoring_config_file else None),
         grace_seconds=args.grace_seconds,
         max_request_bytes=args.max_request_bytes,
         max_inflight_bytes=args.max_inflight_bytes,
         max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
         ssl_config=ssl_config,
-        reload_policy=ReloadPolicy(args.enable_model_config_reload, roots),
+        reload_policy=handlers_module.ReloadPolicy(args.enable_model_config_reload, roots),
         health=args.enable_grpc_healthcheck_service,
     )
 

@@ -157,7 +157,9 @@ def test_prepare_skips_exactly_the_bad_files_and_keeps_all_good(videos, tmp_path
             for video in shard_format.read_videos(prefix):
                 written[video["path"]] = (subset, video)
     assert set(written) == set(good)
-    by_path = {i.path: i for i in dataset.items}
+    # the split is drawn over the usable videos only
+    by_path = {i.path: i for i in dataset.redraw_split(
+        [i for i in dataset.items if i.path in set(good)])}
     for path, (subset, video) in written.items():
         assert by_path[path].subset == subset
         assert video["label"] == by_path[path].label
@@ -249,10 +251,14 @@ def test_prepare_cli_exit_codes_and_output(videos, tmp_path, capsys):
     code = prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side", "24",
                              "--workers", "1", "--test-fraction", "0.25", "--quiet"])
     captured = capsys.readouterr()
-    assert code == 3
+    assert code == 0  # finished; the skipped files are listed
     assert "train: " in captured.out and "PyAV decode:" in captured.out
     assert f"{bad['text']}: not a video FFmpeg can read" in captured.err
     assert load_manifest(out)["short_side"] == 24
+    assert prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side",
+                             "24", "--workers", "1", "--test-fraction", "0.25",
+                             "--quiet", "--strict"]) == 1
+    assert "error: --strict: 6 file(s) were skipped" in capsys.readouterr().err
     assert prepare_cli.main(["--layout", "ucf101", "--root", str(root),
                              "--out", str(out)]) == 2
     assert "needs --annotations" in capsys.readouterr().err

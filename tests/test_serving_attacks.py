@@ -23,7 +23,7 @@ from serving.client import ServingClient
 from serving.handlers import Handlers
 from serving.launch import LocalServer
 from serving.models import ModelManager, single_model_config
-from serving.server import create_server
+from serving.grpc_front import create_server
 from serving.tls import read_ssl_config, server_credentials
 
 STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"

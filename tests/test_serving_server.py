@@ -156,7 +156,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert client_cli.main(["--server", server.address, "--model", "alpha",
                             "--num-clips", "2", "--views-per-request", "1",
                             "--json", str(video)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
     views = eval_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
@@ -171,7 +171,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert client_cli.main(["--rest", "--server", f"127.0.0.1:{server.rest_port}",
                             "--model", "alpha", "--num-clips", "2", "--json",
                             str(video)]) == 0
-    over_rest = json.loads(capsys.readouterr().out)
+    over_rest = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
     np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]],
                                mean[best], atol=1e-4)

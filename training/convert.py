@@ -22,22 +22,20 @@ The loading itself is `keras_classreg.pretrained`; this is its command
 line.
 """
 
-import argparse
 import json
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from clipspec import cli
+from clipspec.format import ClipFormat
+from clipspec.rundir import RunDir
+from training.config import TrainConfig
 
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_classreg  # noqa: E402
-from clipspec.format import ClipFormat  # noqa: E402
-from clipspec.rundir import RunDir  # noqa: E402
-from keras_classreg import pretrained  # noqa: E402
-from training.callbacks import save_model_atomically  # noqa: E402
-from training.config import TrainConfig  # noqa: E402
+keras = cli.lazy_import("keras")
+tf = cli.lazy_import("tensorflow")
+keras_classreg = cli.lazy_import("keras_classreg")
+pretrained = cli.lazy_import("keras_classreg.pretrained")
+run_callbacks = cli.lazy_import("training.callbacks")
 
 SOURCES = ("3d-resnets", "kinetics-i3d")
 DEFAULT_CLIP_LENGTH = {"3d-resnets": 16, "kinetics-i3d": 64}
@@ -88,7 +86,7 @@ def convert(source, weights, out, clip_length=None, crop_size=None,
         loaded = pretrained.load_kinetics_i3d(weights, input_shape=input_shape,
                                               class_names=class_names)
     os.makedirs(out, exist_ok=True)
-    save_model_atomically(loaded.model, os.path.join(out, "final.keras"))
+    run_callbacks.save_model_atomically(loaded.model, os.path.join(out, "final.keras"))
     write_run_config(out, loaded)
     return out
 
@@ -135,7 +133,7 @@ def write_run_config(out, loaded):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.convert",
         description=(
             "Convert published Kinetics weights (Hara et al.'s 3D ResNets, "
@@ -178,6 +176,7 @@ def build_parser():
     return parser
 
 
+@cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -190,9 +189,8 @@ def main(argv=None):
                       crop_size=args.crop_size, class_names=class_names,
                       release=args.release, conv1_t_stride=args.conv1_t_stride,
                       no_max_pool=args.no_max_pool)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:
+        return cli.fail(error)
     with open(os.path.join(out, "config.json"), encoding="utf-8") as file:
         config = json.load(file)
     report = config["pretrained"]["weights"]

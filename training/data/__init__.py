@@ -40,6 +40,7 @@ _LAZY = {
     "predict_video_scores": "training.data.pipeline",
     "load_manifest": "training.data.manifest",
     "shard_paths": "training.data.manifest",
+    "video_paths": "training.data.manifest",
     "prepare_dataset": "training.data.shard_writer",
 }
 
@@ -60,5 +61,5 @@ __all__ = [
     "AnnotationError", "MOTIONS", "MissingVideoError", "VideoDataset", "VideoItem",
     "clip_dataset", "load_folder", "load_hmdb51", "load_kinetics", "load_manifest",
     "load_ucf101", "predict_video_scores", "prepare_dataset", "shard_paths",
-    "video_level_scores", "write_synthetic_dataset",
+    "video_level_scores", "video_paths", "write_synthetic_dataset",
 ]

@@ -138,3 +138,22 @@ def shard_paths(manifest, subset):
             "--out to write them again."
         )
     return paths
+
+
+def video_paths(manifest, subset):
+    """`{video_id: source video path}` of a subset, read from its shards'
+    sidecars (`<shard>.json`, written by `prepare`); the videos of a shard
+    without a readable sidecar are left out."""
+    manifest = load_manifest(manifest)
+    paths = {}
+    for name in manifest["subsets"].get(subset, {}).get("shards", []):
+        sidecar = os.path.join(manifest["root"], f"{name}.json")
+        try:
+            with open(sidecar, encoding="utf-8") as handle:
+                info = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        for video in info.get("videos", []) if isinstance(info, dict) else []:
+            if isinstance(video, dict) and "video_id" in video:
+                paths[int(video["video_id"])] = video.get("path")
+    return paths
