@@ -168,9 +168,9 @@ def space_to_depth_convolution(x, kernel, strides, padding, groups=1, matmul=Fal
     return keras.ops.conv(x, kernel, strides=1, padding="valid")
 
 
-# Under XLA, gradients of convolutions with at most this many output
-# positions per clip go through a matrix product of patches: XLA's CPU code
-# for their gradient convolutions is slow on small spatial sizes (measured,
+# Under XLA, convolutions with at most this many output positions per clip
+# (forward pass and gradients) go through a matrix product of patches: XLA's
+# CPU code for them is slow on small spatial sizes (measured,
 # batch 8: 512 channels on 1x4x4 -> 1x2x2, 946 ms vs 22 ms; 64 channels on
 # 6x18x18 -> 4x16x16, 565 ms vs 254 ms; 4x28x28 at batch 2 no longer gains).
 MATMUL_GRADIENT_MAX_OUTPUTS = 1024
@@ -249,6 +249,14 @@ class SpaceToDepthConv3D(keras.layers.Conv3D):
             # clips): rearranged, the convolution sees stride x more
             def forward(x, w):
                 return space_to_depth_convolution(x, w, strides, padding, groups)
+        elif matmul:
+            # XLA's CPU code is slow on small outputs in the forward pass
+            # too: 4x1x2x2x512 -> 512 channels, 3x3x3, 114 ms vs 14 ms in
+            # TensorFlow's kernels (benchmarks/layer_cliffs.py, 2-core AMD
+            # EPYC under load)
+            def forward(x, w):
+                return space_to_depth_convolution(x, w, strides, padding, groups,
+                                                  matmul=True)
         elif pruned:
             def forward(x, w):
                 return pruned_convolution(x, w, strides, padding)
