@@ -41,6 +41,7 @@ from training import data  # noqa: E402
 from training.data import records  # noqa: E402
 from clipspec.decode import VIDEO_EXTENSIONS  # noqa: E402
 from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 
 def flat_videos(folder, repeat):
@@ -169,7 +170,8 @@ def device_layer_cost(pipeline, batches=10):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", help="Folder of videos to use (default: write "
                                          "synthetic 128x128, 64-frame videos).")
@@ -188,6 +190,10 @@ def main(argv=None):
     parser.add_argument("--augmentation", default="scale_jitter",
                         choices=("scale_jitter", "random_resized_crop", "center"))
     parser.add_argument("--json", help="Write the figures to this JSON file.")
+    parser.add_argument("--docs", metavar="FILE",
+                        help="Also write the figures, the command, the date and the "
+                        "machine as Markdown to FILE (e.g. "
+                        "docs/benchmarks/input_pipeline.md).")
     args = parser.parse_args(argv)
 
     clip_length, stride, crop, batch = 16, 2, 112, 8
@@ -269,7 +275,40 @@ def main(argv=None):
     result["clip_augmentation_layer_cpu_ms_per_clip"] = layer_ms
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    if args.docs:
+        write_docs(result, args.docs, report.command("benchmarks.input_pipeline", argv))
     return result
+
+
+def write_docs(result, path, command):
+    """The figures as Markdown under the command, date and machine."""
+    t, s = result["clip"][0], result["clip"][1]
+    settings = (f"Train mode, {t}x{s}x{s} clips (stride {result['stride']}), batch "
+                f"{result['batch_size']}, {result['augmentation']} + flip + "
+                f"normalisation, stored frames {result['frame_size'][0]}x"
+                f"{result['frame_size'][1]}; medians of {result['rounds']} alternating "
+                f"rounds of {result['clips_per_round']} clips; load average at the end "
+                f"{result['load_average']}. Target: pipeline / raw decode >= 0.8.")
+    rows = [["PyAV decode + resize during prepare (per process)",
+             f"{result['pyav_decode_fps_per_process']} frames/s", ""],
+            [f"prepare, {result['prepare_workers']} workers",
+             f"{result['prepare_videos_per_second']} videos/s", ""],
+            ["raw tf.io.decode_jpeg, same frames, as clips/s",
+             result["raw_decode_clips_per_second"], ""]]
+    for place in ("device", "host"):
+        rows.append([f'augment_on="{place}", clips/s',
+                     result[f"{place}_pipeline_clips_per_second"],
+                     f"{result[f'{place}_ratio']} ({result[f'{place}_cpu_ratio']})"])
+    stages = report.markdown_table(
+        ["host pipeline cut after", "CPU ms per clip"],
+        [*result["cpu_ms_per_clip_by_stage"].items(),
+         ["raw decode_jpeg of the clip's frames", result["raw_decode_cpu_ms_per_clip"]],
+         ["ClipAugmentation layer on this CPU",
+          result["clip_augmentation_layer_cpu_ms_per_clip"]]])
+    report.write_page(path, "Input pipeline throughput", command, [
+        settings,
+        report.markdown_table(["", "figure", "ratio to raw decode, wall (CPU)"], rows),
+        "Where the CPU time of one training clip goes:", stages])
 
 
 def _frame_size(prepared):

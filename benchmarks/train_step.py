@@ -31,6 +31,7 @@ import tensorflow as tf  # noqa: E402
 from keras_classreg import models  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 from training.optimization import make_optimizer  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 
 def parse_clip(text):
@@ -66,6 +67,7 @@ def compiled_model(args, class_regularization):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step",
         description=__doc__.split("\n\n")[0],
         epilog="Example: python -m benchmarks.train_step --model resnet50_3d "
         "--clip 8x112x112 --batch-size 2 --steps 10",
@@ -85,6 +87,10 @@ def main(argv=None):
                         help="Use the mixed_float16 policy (GPUs).")
     parser.add_argument("--xla", action="store_true",
                         help="Compile the training step with XLA.")
+    parser.add_argument("--docs", metavar="FILE",
+                        help="Also write the figures, the command, the date and "
+                        "the machine as Markdown to FILE (e.g. "
+                        "docs/benchmarks/train_step.md).")
     args = parser.parse_args(argv)
 
     if args.mixed_precision:
@@ -132,7 +138,25 @@ def main(argv=None):
           f"{result['classreg_step_ms']} ms, ratio {result['ratio']} "
           f"(target <= 1.05)")
     print(json.dumps(result))
+    if args.docs:
+        write_docs(result, args.docs, report.command("benchmarks.train_step", argv))
     return 0
+
+
+def write_docs(result, path, command):
+    """The figures as Markdown under the command, date and machine."""
+    settings = (f"{result['model']}, {result['num_classes']} classes, clips "
+                f"{result['clip']}, batch {result['batch_size']}, mixed precision "
+                f"{'on' if result['mixed_precision'] else 'off'}, XLA "
+                f"{'on' if result['xla'] else 'off'}; devices "
+                f"{', '.join(result['devices'])}. Median of {result['steps']} "
+                "steps of each model, alternating step by step.")
+    table = report.markdown_table(
+        ["base step", "ClassReg step", "ratio", "target"],
+        [[f"{result['base_step_ms']} ms", f"{result['classreg_step_ms']} ms",
+          result["ratio"], f"<= {result['target_ratio']}"]])
+    report.write_page(path, "Training step with vs without Class Regularization",
+                      command, [settings, table])
 
 
 if __name__ == "__main__":
