@@ -181,6 +181,7 @@ def test_train_clips_shapes_dtypes_and_pixels(prepared):
         assert label in matches
 
 
+@pytest.mark.slow  # a subprocess / fits / several epochs
 def test_train_randomness_and_determinism(prepared):
     def first_batches(**kwargs):
         data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
@@ -264,6 +265,7 @@ def test_test_mode_views_grouping_and_scores(prepared):
     assert model_scores["views"].tolist() == [6] * len(videos)
 
 
+@pytest.mark.slow  # a subprocess / fits / several epochs
 def test_keras_model_and_distribution(prepared):
     data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
                         batch_size=4, repeat=True, seed=0)
@@ -392,6 +394,7 @@ def test_device_augmentation_argument_errors(prepared, tmp_path):
         clip_dataset(unsized, augment_on="device")
 
 
+@pytest.mark.slow  # a subprocess / fits / several epochs
 def test_process_with_a_live_train_iterator_exits(prepared):
     """tf.data threads call Python (the frame reader): an iterator alive at
     interpreter shutdown used to hang the process in its destructor."""

@@ -273,6 +273,7 @@ def test_synth_cli(tmp_path, capsys):
     assert "Expected an even int" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # decodes the shared real clips
 def test_real_clips_decode_and_prepare(real_clips_dir, tmp_path):
     # The codec column may hold unquoted commas: read the fixed columns from
     # both ends.

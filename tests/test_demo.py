@@ -5,11 +5,16 @@ artefact it made."""
 import json
 import os
 
+import pytest
 from PIL import Image
 
 from demo import walkthrough as demo_module
 
 from test_train_support import TINY_SPEC
+
+
+# The whole demo chain: synthesis, training, export, a server.
+pytestmark = pytest.mark.slow
 
 
 def test_demo_chain_end_to_end(tmp_path, capsys):

@@ -10,7 +10,9 @@ from keras_classreg import models
 SMALL = (8, 32, 32, 3)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", [
+    name if name == "resnet18_3d" else pytest.param(name, marks=pytest.mark.slow)  # full-size
+    for name in models.names()])
 def test_every_model_builds_and_predicts(name):
     model = models.get(name, num_classes=5, input_shape=SMALL)
     out = model(np.random.rand(2, *SMALL).astype("float32"), training=False)

@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import keras
+import pytest
 
 import keras_classreg  # noqa: F401  (registers the layer and model)
 
@@ -18,6 +19,10 @@ from test_train_support import (  # noqa: F401
     tiny_config,
     train_command,
 )
+
+
+# Two worker processes training together.
+pytestmark = pytest.mark.slow
 
 
 def test_two_workers_finish_an_epoch_with_identical_weights(prepared_data, tmp_path):  # noqa: F811
