@@ -50,6 +50,7 @@ def test_fit_two_epochs_under_mirrored_strategy():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # XLA-compiled float16 step on CPU
 def test_mixed_precision_model_forward_and_step():
     # Keras turns `jit_compile` off while op determinism is on, and an earlier
     # deterministic training run in this process (training.train) may have

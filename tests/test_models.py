@@ -80,6 +80,7 @@ def test_builder_argument_errors(kwargs, message):
         models.resnet3d(20)
 
 
+@pytest.mark.slow  # FLOPs of full-size models
 def test_flops_of_the_blocks_are_per_sample_vector_products():
     shape = (2, 32, 32, 3)
     base = models.get("resnet50_3d", num_classes=400, input_shape=shape,
