@@ -3,6 +3,9 @@
     python -m benchmarks.input_pipeline                       # synthetic videos
     python -m benchmarks.input_pipeline --videos /path/to/videos --repeat 8
     python -m benchmarks.input_pipeline --short-side 256
+    git worktree add /tmp/base 1dc497d      # an earlier revision to compare with
+    python -m benchmarks.input_pipeline --baseline-checkout /tmp/base \
+        --docs docs/benchmarks/input_pipeline.md
 
 1. Writes (or takes) videos and runs `prepare_dataset` on them (short side
    128 unless --short-side): reports PyAV decode frames/s (per process) and videos/s.
@@ -13,15 +16,25 @@
    resize/flip/normalise runs in the model on the accelerator).
 3. Times plain `tf.io.decode_jpeg` on the same shards' JPEGs, in a parallel
    `tf.data` map with AUTOTUNE, for the same number of frames
-   (clips x 16), and reports it as clips/s.
+   (clips x 16), and reports it as clips/s; and `clip_dataset(mode="test")`
+   (10 clips x 1 crop per video, the evaluation views) in views/s.
 
-Rounds of 2 and 3 alternate `--rounds` times (so load from other processes
+4. With `--baseline-checkout DIR` (a checkout of another revision, e.g.
+   today's main before a change to the data code): that revision's own
+   `prepare_dataset` and host train and test `clip_dataset`, same videos and
+   settings, in a subprocess (`PYTHONPATH=DIR`) that times its batches when
+   told to, so its rounds alternate with this checkout's and the ratios this
+   / baseline come from one run.
+
+Rounds of 2, 3 and 4 alternate `--rounds` times (so load from other processes
 hits all alike); the medians and the ratios to raw decoding (target >= 0.8)
 are printed and written as JSON with `--json`, both per second of wall time
-and per second of this process's CPU time (the latter is steadier on a
+and per second of the timed process's CPU time (the latter is steadier on a
 machine shared with other jobs). Last, the CPU cost per clip of the host
 pipeline cut after each stage shows where the time goes, and the CPU cost of
 `ClipAugmentation` per clip (what the device does instead, here on CPU).
+`--docs FILE` writes the figures as Markdown with the command, the CPU model
+and the load average.
 """
 
 import argparse
@@ -29,6 +42,8 @@ import json
 import os
 import pathlib
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -38,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
 from training import data  # noqa: E402
-from training.data import records  # noqa: E402
+from training.data import shard_format  # noqa: E402
 from clipspec.decode import VIDEO_EXTENSIONS  # noqa: E402
 from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
 from benchmarks import report  # noqa: E402
@@ -67,15 +82,14 @@ def time_pipeline(dataset, batches):
     start, cpu = time.perf_counter(), time.process_time()
     count = 0
     for _ in range(batches):
-        _, labels = next(iterator)
-        count += int(labels.shape[0])
+        count += int(next(iterator)[1].shape[0])  # labels: clips (or views)
     return _rates(count, time.perf_counter() - start, time.process_time() - cpu)
 
 
-def raw_decode_dataset(files):
-    jpegs = (tf.data.TFRecordDataset(files).map(records.parse)
-             .map(lambda v: v["frames"]).unbatch().cache())
-    return jpegs.repeat()
+def raw_decode_dataset(prefixes):
+    """Every JPEG of the shards (the frame records), held in memory."""
+    files = [shard_format.frames_path(p) for p in prefixes]
+    return tf.data.TFRecordDataset(files).cache().repeat()
 
 
 def time_raw_decode(jpegs, frames, clip_length, chunk=128):
@@ -94,15 +108,18 @@ def time_raw_decode(jpegs, frames, clip_length, chunk=128):
                   clip_length)
 
 
+READ_STAGE = "read (the clip's span of frame records)"
+
+
 def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
     """CPU milliseconds per clip of the host pipeline cut after each stage."""
     from clipspec import views
-    from training.data import frame_index, transforms
+    from training.data import transforms
     from training.data.pipeline import _decode, _normaliser
 
-    files = data.shard_paths(data.load_manifest(prepared), "train")
-    table, frame_tables = frame_index.video_table(files)
-    reader = frame_index.FrameReader(files, frame_tables)
+    prefixes = data.shard_paths(data.load_manifest(prepared), "train")
+    table = shard_format.load_table(prefixes)
+    reader = shard_format.frame_reader(prefixes, table.pop("offsets"))
     normalise = _normaliser(DEFAULT_MEAN, DEFAULT_STD)
 
     def cut(stage):
@@ -112,9 +129,8 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
             start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
             indices = views.clip_indices(video["num_frames"], clip_length, stride,
                                               start)
-            jpegs = tf.numpy_function(reader.read, [video["shard"], video["first"],
-                                                    indices], tf.string, stateful=False)
-            if stage == "read (index + pread)":
+            jpegs = reader(video["shard"], video["first"], indices)
+            if stage == READ_STAGE:
                 return tf.reduce_sum(tf.strings.length(jpegs))
             window = transforms.crop_window(video["height"], video["width"], seeds[1])
             frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
@@ -134,7 +150,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
     costs = {}
     videos = tf.data.Dataset.from_tensor_slices(table).repeat()
     seeds = tf.data.Dataset.random(seed=0).batch(2)
-    for stage in ("read (index + pread)", "+ decode_jpeg", "+ crop",
+    for stage in (READ_STAGE, "+ decode_jpeg", "+ crop",
                   "+ resize + flip + normalise", "+ batch (= the host pipeline)"):
         pipeline = (tf.data.Dataset.zip((videos, seeds))
                     .map(cut(stage), num_parallel_calls=tf.data.AUTOTUNE,
@@ -169,9 +185,97 @@ def device_layer_cost(pipeline, batches=10):
     return round(1000 * (time.process_time() - cpu) / clips, 2)
 
 
+BASELINE_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from training import data
+from training.data.layouts import VideoDataset, VideoItem
+spec = json.loads(sys.argv[1])
+items = [VideoItem(*item) for item in spec["items"]]
+dataset = VideoDataset(items, spec["class_names"], [], {"layout": "benchmark"})
+data.prepare_dataset(dataset, spec["out"], short_side=spec["short_side"],
+                     workers=spec["workers"], progress=False)
+pipelines = {
+    "train": data.clip_dataset(spec["out"], "train", repeat=True, augment_on="host",
+                               **spec["pipeline"]),
+    "test": data.clip_dataset(spec["out"], "train", mode="test", repeat=True,
+                              **spec["test_pipeline"]),
+}
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.strip() == "quit":
+        break
+    mode, batches = line.split()
+    # As time_pipeline: a new iterator each round (none works between rounds).
+    iterator = iter(pipelines[mode])
+    for _ in range(3):
+        next(iterator)
+    start, cpu, count = time.perf_counter(), time.process_time(), 0
+    for _ in range(int(batches)):
+        count += int(next(iterator)[1].shape[0])
+    print(json.dumps([count, time.perf_counter() - start, time.process_time() - cpu]),
+          flush=True)
+    del iterator
+"""
+
+
+class Baseline:
+    """Another revision's host train pipeline, timed in a subprocess.
+
+    The subprocess runs `BASELINE_CHILD` with `PYTHONPATH=checkout`: that
+    revision's `prepare_dataset` (into its own folder) and `clip_dataset`
+    (train, host, and test), then, each time `time(mode, n)` asks, times `n`
+    batches of a new iterator
+    exactly as `time_pipeline` does here, so that its rounds alternate with
+    this process's and no iterator works outside its own round.
+    """
+
+    def __init__(self, checkout, dataset, out, short_side, workers, pipeline,
+                 test_pipeline):
+        checkout = pathlib.Path(checkout).resolve()
+        if not (checkout / "training" / "data").is_dir():
+            raise SystemExit(f"error: --baseline-checkout {checkout} has no "
+                             "training/data package (give a checkout of this repository)")
+        spec = {"items": [[i.path, i.label, i.class_name, i.subset] for i in dataset.items],
+                "class_names": list(dataset.class_names), "out": str(out),
+                "short_side": short_side, "workers": workers, "pipeline": pipeline,
+                "test_pipeline": test_pipeline}
+        self.log = pathlib.Path(str(out) + ".log")
+        env = dict(os.environ, PYTHONPATH=str(checkout))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", BASELINE_CHILD, json.dumps(spec)], cwd=checkout,
+            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self.log.open("w"), text=True)
+        self._expect("ready")
+        self.revision = subprocess.run(
+            ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True).stdout.strip() or str(checkout)
+
+    def _expect(self, what=None):
+        line = self.process.stdout.readline()
+        if not line or (what and line.strip() != what):
+            self.process.kill()
+            raise SystemExit(f"error: the baseline process stopped; its log "
+                             f"{self.log}:\n{self.log.read_text()[-3000:]}")
+        return line
+
+    def time(self, mode, batches):
+        self.process.stdin.write(f"{mode} {batches}\n")
+        self.process.stdin.flush()
+        count, wall, cpu = json.loads(self._expect())
+        return _rates(count, wall, cpu)
+
+    def close(self):
+        try:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.flush()
+            self.process.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.input_pipeline",
-                                     description=__doc__,
+    parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", help="Folder of videos to use (default: write "
                                          "synthetic 128x128, 64-frame videos).")
@@ -189,11 +293,14 @@ def main(argv=None):
                         help="prepare's stored frame short side (default 128).")
     parser.add_argument("--augmentation", default="scale_jitter",
                         choices=("scale_jitter", "random_resized_crop", "center"))
+    parser.add_argument("--baseline-checkout", metavar="DIR",
+                        help="A checkout of another revision whose host train "
+                             "pipeline is timed too, rounds alternating (e.g. "
+                             "`git worktree add /tmp/base 1dc497d`).")
     parser.add_argument("--json", help="Write the figures to this JSON file.")
     parser.add_argument("--docs", metavar="FILE",
-                        help="Also write the figures, the command, the date and the "
-                        "machine as Markdown to FILE (e.g. "
-                        "docs/benchmarks/input_pipeline.md).")
+                        help="Write the figures, the command, the CPU model and the "
+                             "load average as Markdown to FILE.")
     args = parser.parse_args(argv)
 
     clip_length, stride, crop, batch = 16, 2, 112, 8
@@ -221,28 +328,50 @@ def main(argv=None):
         print("prepare: all shards reused from an earlier run of the same --work")
 
     prepared = work / "prepared"
+    settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
+                    batch_size=batch, augmentation=args.augmentation)
+    test_settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
+                         batch_size=batch, num_clips=10, num_crops=1)
     pipelines = {
-        place: data.clip_dataset(prepared, "train", clip_length=clip_length, stride=stride,
-                                 crop_size=crop, batch_size=batch, repeat=True,
-                                 augmentation=args.augmentation, augment_on=place)
+        place: data.clip_dataset(prepared, "train", repeat=True, augment_on=place,
+                                 **settings)
         for place in ("host", "device")
     }
+    test_views = data.clip_dataset(prepared, "train", mode="test", repeat=True,
+                                   **test_settings)
+    baseline = None
+    if args.baseline_checkout:
+        print(f"baseline: preparing and starting {args.baseline_checkout}'s pipeline ...")
+        baseline = Baseline(args.baseline_checkout, dataset, work / "prepared-baseline",
+                            args.short_side, args.workers, settings, test_settings)
     jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(prepared), "train"))
-    rates = {"host": [], "device": [], "raw": []}
-    for round_index in range(args.rounds):
-        for place, pipeline in pipelines.items():
-            rates[place].append(time_pipeline(pipeline, args.batches))
-        rates["raw"].append(time_raw_decode(jpegs, args.batches * batch * clip_length,
-                                            clip_length))
-        print(f"round {round_index + 1}: " + "; ".join(
-            f"{name} {r[-1][0]:.1f} clips/s ({r[-1][1]:.1f} per CPU-second)"
-            for name, r in rates.items()))
+    rates = {"host": [], "device": [], "raw": [], "test": []}
+    if baseline:
+        rates["baseline_host"], rates["baseline_test"] = [], []
+    try:
+        for round_index in range(args.rounds):
+            for place, pipeline in pipelines.items():
+                rates[place].append(time_pipeline(pipeline, args.batches))
+            rates["raw"].append(time_raw_decode(jpegs, args.batches * batch * clip_length,
+                                                clip_length))
+            rates["test"].append(time_pipeline(test_views, args.batches))
+            if baseline:
+                rates["baseline_host"].append(baseline.time("train", args.batches))
+                rates["baseline_test"].append(baseline.time("test", args.batches))
+            print(f"round {round_index + 1}: " + "; ".join(
+                f"{name} {r[-1][0]:.1f} {'views' if 'test' in name else 'clips'}/s "
+                f"({r[-1][1]:.1f} per CPU-second)"
+                for name, r in rates.items()))
+    finally:
+        if baseline:
+            baseline.close()
     wall = {name: statistics.median(r[0] for r in values) for name, values in rates.items()}
     cpu = {name: statistics.median(r[1] for r in values) for name, values in rates.items()}
     result = {
         "clip": [clip_length, crop, crop, 3], "stride": stride, "batch_size": batch,
-        "augmentation": args.augmentation, "cpus": os.cpu_count(),
+        "augmentation": args.augmentation, "cpu": report.cpu_model(), "cpus": os.cpu_count(),
         "rounds": args.rounds, "clips_per_round": args.batches * batch,
+        "videos": decode["videos"], "frames": decode["frames"],
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "raw_decode_clips_per_second": round(wall["raw"], 1),
         "raw_decode_frames_per_second": round(wall["raw"] * clip_length, 1),
@@ -261,6 +390,34 @@ def main(argv=None):
               f"{wall['raw']:.1f} -> ratio {wall[place] / wall['raw']:.2f} "
               f"(target >= 0.8); per CPU-second {cpu[place]:.1f} vs {cpu['raw']:.1f} "
               f"-> {cpu[place] / cpu['raw']:.2f}")
+    result["test_views_per_second"] = round(wall["test"], 1)
+    result["test_views_per_cpu_second"] = round(cpu["test"], 1)
+    print(f"median, test mode (10 clips x 1 crop per video): {wall['test']:.1f} views/s "
+          f"({cpu['test']:.1f} per CPU-second)")
+    if baseline:
+        result["baseline"] = {
+            "checkout": str(args.baseline_checkout), "revision": baseline.revision,
+            "host_pipeline_clips_per_second": round(wall["baseline_host"], 1),
+            "host_pipeline_clips_per_cpu_second": round(cpu["baseline_host"], 1),
+            "this_over_baseline": round(wall["host"] / wall["baseline_host"], 3),
+            "this_over_baseline_cpu": round(cpu["host"] / cpu["baseline_host"], 3),
+            "rounds_this_over_baseline": [
+                round(a[0] / b[0], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+            "rounds_this_over_baseline_cpu": [
+                round(a[1] / b[1], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+            "test_views_per_second": round(wall["baseline_test"], 1),
+            "test_views_per_cpu_second": round(cpu["baseline_test"], 1),
+            "test_this_over_baseline": round(wall["test"] / wall["baseline_test"], 3),
+            "test_this_over_baseline_cpu": round(cpu["test"] / cpu["baseline_test"], 3),
+        }
+        print(f"median, host pipeline of this checkout vs {baseline.revision}: "
+              f"{wall['host']:.1f} vs {wall['baseline_host']:.1f} clips/s -> "
+              f"{wall['host'] / wall['baseline_host']:.3f} (target >= 0.95); per "
+              f"CPU-second {cpu['host']:.1f} vs {cpu['baseline_host']:.1f} -> "
+              f"{cpu['host'] / cpu['baseline_host']:.3f}; test mode {wall['test']:.1f} vs "
+              f"{wall['baseline_test']:.1f} views/s -> "
+              f"{wall['test'] / wall['baseline_test']:.3f}, per CPU-second "
+              f"{cpu['test'] / cpu['baseline_test']:.3f}")
     costs = stage_costs(prepared, clip_length, stride, crop, batch)
     costs["device-augment pipeline (decode + square + batch)"] = _cpu_ms_per_clip(
         iter(pipelines["device"]), 40, batch)
@@ -273,6 +430,7 @@ def main(argv=None):
     result["cpu_ms_per_clip_by_stage"] = costs
     result["raw_decode_cpu_ms_per_clip"] = raw_ms
     result["clip_augmentation_layer_cpu_ms_per_clip"] = layer_ms
+    result["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.docs:
@@ -281,40 +439,70 @@ def main(argv=None):
 
 
 def write_docs(result, path, command):
-    """The figures as Markdown under the command, date and machine."""
-    t, s = result["clip"][0], result["clip"][1]
-    settings = (f"Train mode, {t}x{s}x{s} clips (stride {result['stride']}), batch "
-                f"{result['batch_size']}, {result['augmentation']} + flip + "
-                f"normalisation, stored frames {result['frame_size'][0]}x"
-                f"{result['frame_size'][1]}; medians of {result['rounds']} alternating "
-                f"rounds of {result['clips_per_round']} clips; load average at the end "
-                f"{result['load_average']}. Target: pipeline / raw decode >= 0.8.")
-    rows = [["PyAV decode + resize during prepare (per process)",
-             f"{result['pyav_decode_fps_per_process']} frames/s", ""],
-            [f"prepare, {result['prepare_workers']} workers",
-             f"{result['prepare_videos_per_second']} videos/s", ""],
-            ["raw tf.io.decode_jpeg, same frames, as clips/s",
-             result["raw_decode_clips_per_second"], ""]]
-    for place in ("device", "host"):
-        rows.append([f'augment_on="{place}", clips/s',
-                     result[f"{place}_pipeline_clips_per_second"],
-                     f"{result[f'{place}_ratio']} ({result[f'{place}_cpu_ratio']})"])
-    stages = report.markdown_table(
-        ["host pipeline cut after", "CPU ms per clip"],
-        [*result["cpu_ms_per_clip_by_stage"].items(),
-         ["raw decode_jpeg of the clip's frames", result["raw_decode_cpu_ms_per_clip"]],
-         ["ClipAugmentation layer on this CPU",
-          result["clip_augmentation_layer_cpu_ms_per_clip"]]])
-    report.write_page(path, "Input pipeline throughput", command, [
-        settings,
-        report.markdown_table(["", "figure", "ratio to raw decode, wall (CPU)"], rows),
-        "Where the CPU time of one training clip goes:", stages])
+    """The figures as Markdown, with the command, the CPU and the load."""
+    height, width = result["frame_size"]
+    lines = [
+        "Load average "
+        f"(1, 5, 15 min) at the end of the timed rounds: "
+        f"{', '.join(str(v) for v in result['load_average'])}.  ",
+        f"Data: {result['videos']} videos, {result['frames']} frames stored as "
+        f"{height}x{width} JPEGs; clips {'x'.join(str(v) for v in result['clip'])}, "
+        f"stride {result['stride']}, batch {result['batch_size']}, "
+        f"{result['augmentation']} + flip + normalisation; "
+        f"{result['rounds']} alternating rounds of {result['clips_per_round']} clips, "
+        "medians.", "",
+        "| pipeline | clips/s | clips per CPU-second | / raw decode (target >= 0.8) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for place, what in (("host", "train, `augment_on=\"host\"` (float clips)"),
+                        ("device", "train, `augment_on=\"device\"` (uint8 frames)")):
+        lines.append(f"| {what} | {result[f'{place}_pipeline_clips_per_second']} | "
+                     f"{result[f'{place}_pipeline_clips_per_cpu_second']} | "
+                     f"{result[f'{place}_ratio']} |")
+    lines.append(f"| raw `tf.io.decode_jpeg` of the same frames (16 per clip) | "
+                 f"{result['raw_decode_clips_per_second']} | "
+                 f"{result['raw_decode_clips_per_cpu_second']} | 1 |")
+    lines.append(f"| test mode, 10 clips x 1 crop per video (views/s) | "
+                 f"{result['test_views_per_second']} | "
+                 f"{result['test_views_per_cpu_second']} | |")
+    base = result.get("baseline")
+    if base:
+        raw = result["raw_decode_clips_per_second"]
+        lines.append(f"| baseline: revision {base['revision']}, train host | "
+                     f"{base['host_pipeline_clips_per_second']} | "
+                     f"{base['host_pipeline_clips_per_cpu_second']} | "
+                     f"{round(base['host_pipeline_clips_per_second'] / raw, 3)} |")
+        lines.append(f"| baseline: revision {base['revision']}, test mode (views/s) | "
+                     f"{base['test_views_per_second']} | "
+                     f"{base['test_views_per_cpu_second']} | |")
+        lines += ["", f"This checkout / revision {base['revision']} (target >= 0.95): "
+                  f"train host pipeline {base['this_over_baseline']} in clips/s, "
+                  f"{base['this_over_baseline_cpu']} per CPU-second (ratios of the "
+                  f"medians; round by round: "
+                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline'])} in "
+                  f"clips/s, "
+                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline_cpu'])} "
+                  "per CPU-second); "
+                  f"test mode {base['test_this_over_baseline']} in views/s, "
+                  f"{base['test_this_over_baseline_cpu']} per CPU-second."]
+    lines += ["", "CPU milliseconds per clip, host pipeline cut after each stage:", "",
+              "| stage | CPU ms per clip |", "| --- | --- |"]
+    lines += [f"| {stage} | {ms} |" for stage, ms in
+              result["cpu_ms_per_clip_by_stage"].items()]
+    lines += [f"| raw `decode_jpeg` of 16 full frames | {result['raw_decode_cpu_ms_per_clip']} |",
+              f"| `ClipAugmentation` on this CPU (an accelerator's work) | "
+              f"{result['clip_augmentation_layer_cpu_ms_per_clip']} |", "",
+              f"prepare: PyAV decode {result['pyav_decode_fps_per_process']} frames/s "
+              f"per process; {result['prepare_videos_per_second']} videos/s with "
+              f"{result['prepare_workers']} workers.", ""]
+    report.write_page(path, "Input-pipeline benchmark (`benchmarks/input_pipeline.py`)",
+                      command, ["\n".join(lines)])
 
 
 def _frame_size(prepared):
-    files = data.shard_paths(data.load_manifest(prepared), "train")
-    video = next(iter(tf.data.TFRecordDataset(files[:1]).map(records.parse)))
-    return video["height"].numpy(), video["width"].numpy()
+    table = shard_format.load_table(
+        data.shard_paths(data.load_manifest(prepared), "train")[:1])
+    return table["height"][0], table["width"][0]
 
 
 if __name__ == "__main__":

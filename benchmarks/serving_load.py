@@ -157,9 +157,9 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
         rest_ms, grpc_ms = rest_vs_grpc(server.address, server.rest_url,
                                         "bench", clips[0], overhead_repeats)
         rss_before = loadtest.process_rss_mb(server.pid)
-        report = loadtest.run_load(server.address, "bench", clips, expected,
-                                   clients=clients, requests=requests,
-                                   malformed_share=malformed, seed=seed)
+        load = loadtest.run_load(server.address, "bench", clips, expected,
+                                 clients=clients, requests=requests,
+                                 malformed_share=malformed, seed=seed)
         rss_after = loadtest.process_rss_mb(server.pid)
         served_p50, local_p50, ratio = loadtest.latency_overhead(
             server.address, "bench", version_dir, clips[0],
@@ -183,7 +183,7 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
                                 "grpc_p50_ms": round(grpc_ms, 3),
                                 "ratio": round(rest_ms / grpc_ms, 3),
                                 "target": "<= 1.3"},
-        "load": report.as_dict(),
+        "load": load.as_dict(),
         "server_rss_mb": {"before": round(rss_before, 1),
                           "after": round(rss_after, 1)},
         "batch1_latency": {"served_p50_ms": round(served_p50, 3),

@@ -10,6 +10,10 @@
   frames make a clip and the test-time views, identical in evaluation,
   export and the serving client.
 - `clipspec.render`: heat-map overlays as PNG grids and GIFs.
+- `clipspec.cli`: what every command line shares: one-line `error:`
+  answers (exit 2), Ctrl-C without a traceback (exit 130), TensorFlow
+  imported late (fast `--help`) and without CUDA noise on machines
+  without a GPU, file names of any bytes in output and JSON.
 
 `training` and `serving` both build on this package and never on each
 other. Names are imported on first use, so `import clipspec` is cheap.

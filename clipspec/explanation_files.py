@@ -11,10 +11,41 @@ Example:
 >>> print(format_summary(summary))                                  # doctest: +SKIP
 """
 
+import hashlib
 import json
+import os
 import pathlib
 
-from clipspec import render
+from clipspec.cli import printable
+
+
+def output_names(paths):
+    """`{path: name}`: the file-name stem each input's pictures get, unique
+    per input path. A video's stem, unless another input has the same stem
+    in another folder: then its last folders are joined in front
+    (`a__clip`, `b__clip`), as few as tell them apart (a hash of the path
+    when none do)."""
+    paths = list(dict.fromkeys(os.fspath(p) for p in paths))
+    by_stem = {}
+    for path in paths:
+        by_stem.setdefault(pathlib.Path(path).stem, []).append(path)
+    names = {}
+    for stem, group in by_stem.items():
+        real = {os.path.realpath(p) for p in group}
+        if len(group) == 1 or len(real) == 1:
+            names.update({p: stem for p in group})
+            continue
+        parts = {p: pathlib.Path(os.path.abspath(p)).parts[:-1] for p in group}
+        depth = max(len(v) for v in parts.values())
+        for k in range(1, depth + 1):
+            candidate = {p: "__".join(parts[p][-k:] + (stem,)) for p in group}
+            if len(set(candidate.values())) == len(group):
+                names.update(candidate)
+                break
+        else:
+            names.update({p: f"{stem}-" + hashlib.sha256(os.fsencode(
+                os.path.abspath(p))).hexdigest()[:8] for p in group})
+    return names
 
 
 def describe(explanation, class_names, sample=0, top_k=3):
@@ -42,9 +73,12 @@ def describe(explanation, class_names, sample=0, top_k=3):
 
 def write_explanation(explanation, frames, class_names, out_dir, video_name,
                       sample=0, block=None, num_frames=8, focus=False,
-                      threshold=None, scale=None, fps=8.0, requested=False):
-    """Renders one clip's explanation: `<stem>_explain.png` (grid),
-    `<stem>_<block>.gif` (one block's overlay) and `<stem>_explain.json`.
+                      threshold=None, scale=None, fps=8.0, requested=False,
+                      name=None):
+    """Renders one clip's explanation: `<name>_explain.png` (grid),
+    `<name>_<block>.gif` (one block's overlay) and `<name>_explain.json`
+    (`name`: the video's stem by default; `output_names` gives names unique
+    per path for several videos).
 
     Args:
         explanation: a `keras_classreg.explanations.Explanation`.
@@ -64,6 +98,7 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
     Returns:
         the `describe` summary with `"video"` and `"files"` added.
     """
+    from clipspec import render
     from keras_classreg.explanations import FOCUS_THRESHOLD
 
     names = explanation.block_names
@@ -79,7 +114,7 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
     summary = describe(explanation, class_names, sample)
     top = " | ".join(f"{c['class']} {c['probability']:.2f}"
                      for c in summary["top_classes"])
-    title = [f"{pathlib.Path(video_name).name}: model top classes: {top}",
+    title = [f"{printable(pathlib.Path(video_name).name)}: model top classes: {top}",
              f"maps for class: {summary['maps_for_class']} "
              f"({'requested' if requested else 'predicted'})"]
     rows = [
@@ -89,7 +124,7 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
     ]
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = pathlib.Path(video_name).stem
+    stem = pathlib.Path(video_name).stem if name is None else name
     png = out_dir / f"{stem}_explain.png"
     gif = out_dir / f"{stem}_{block}.gif"
     report = out_dir / f"{stem}_explain.json"

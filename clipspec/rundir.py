@@ -67,11 +67,22 @@ def _read_json(path):
     return value
 
 
+PARTIAL_PREFIX = ".partial-"
+
+
+def partial_path(path):
+    """Where a file is written before its atomic rename to `path`:
+    `.partial-<pid>-<name>` beside it (`RunDir.remove_partial_files` clears
+    those that a killed process left)."""
+    path = pathlib.Path(path)
+    return path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
+
+
 def write_json(path, value):
     """Writes `value` as JSON through a temporary file and an atomic rename
     (a kill mid-write leaves the previous version)."""
     path = pathlib.Path(path)
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial = partial_path(path)
     with open(partial, "w", encoding="utf-8") as handle:
         json.dump(value, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
@@ -195,6 +206,18 @@ class RunDir:
         return self.path / WORKERS / f"{task_type}-{task_index}"
 
     # -- writing -----------------------------------------------------------
+    def remove_partial_files(self):
+        """Deletes the half-written files (`.partial-*`) that a killed
+        process left in the run directory and its checkpoints; returns
+        their names."""
+        removed = []
+        for folder in (self.path, self.path / CHECKPOINTS):
+            if folder.is_dir():
+                for item in folder.glob(PARTIAL_PREFIX + "*"):
+                    item.unlink()
+                    removed.append(item.name)
+        return removed
+
     def write_config(self, values):
         write_json(self.config_path, values)
         self._config = dict(values)

@@ -19,14 +19,13 @@ training runs are reused. The demo sits on top of both `training` and
 `serving` (which never import each other).
 """
 
-import argparse
 import dataclasses
 import json
 import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from clipspec import cli
 
 MODEL_NAME = "classreg"
 
@@ -247,7 +246,7 @@ HELP = {
 
 def build_parser():
     defaults = Demo(out="demo_out")
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m demo",
         description=(
             "The whole chain on CPU: synthesize motion videos -> prepare "
@@ -264,9 +263,21 @@ def build_parser():
     return parser
 
 
+@cli.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    demo = run_demo(Demo(**vars(args)))
+    for name in ("classes", "per_class", "frames", "size", "clip_length",
+                 "crop_size", "epochs", "batch_size", "num_clips"):
+        if getattr(args, name) < 1:
+            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got "
+                            f"{getattr(args, name)}).")
+    cli.quiet_tensorflow()
+    try:
+        demo = run_demo(Demo(**vars(args)))
+    except (ValueError, OSError) as error:
+        return cli.fail(error)
+    except RuntimeError as error:  # a step's result is not what the demo needs
+        return cli.fail(error, code=1)
     width = max(len(name) for name in demo.artefacts)
     print(f"\nDone in {demo.facts['total_seconds']:.0f} s. Artefacts:")
     for name, entry in demo.artefacts.items():

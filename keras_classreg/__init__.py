@@ -3,8 +3,9 @@
 The library part: the `ClassRegularization` layer (and its inference form
 `FoldedClassRegularization`), `ClipAugmentation` (device-side
 crop/resize/flip/normalise of clips), the 3D model zoo
-(`keras_classreg.models`), FLOPs counting, model surgery and per-block
-explanations (`keras_classreg.explanations`). It does no file I/O and has no
+(`keras_classreg.models`), FLOPs counting, model surgery, per-block
+explanations (`keras_classreg.explanations`) and the loaders of published
+Kinetics weights (`keras_classreg.pretrained`, its only file I/O). It has no
 command line; `clipspec`, `training` and `serving` build on it.
 """
 
@@ -23,6 +24,7 @@ from keras_classreg.flops import flops
 from keras_classreg.folding import fold_class_regularization
 from keras_classreg.surgery import add_class_regularization
 from keras_classreg import explanations
+from keras_classreg import pretrained
 
 __version__ = "0.2.0"
 
@@ -37,5 +39,6 @@ __all__ = [
     "flops",
     "fold_class_regularization",
     "models",
+    "pretrained",
     "wire_classifiers",
 ]

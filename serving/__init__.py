@@ -8,7 +8,10 @@ command line and semantics, for any SavedModel) and its clients.
 - `serving.models`: version folders -> loaded SavedModels (TF1 in a
   Session, TF2 as functions), hot swap, TF Serving's request semantics;
   `serving.batching`: server-side batching; `serving.tensors`: TensorProto
-  encoding; `serving.metrics`: Prometheus metrics.
+  checks and encoding; `serving.limits`: per-request and in-flight memory
+  limits; `serving.execution`: deadlines and cancellation of model calls;
+  `serving.tls`: `--ssl_config_file`; `serving.metrics`: Prometheus
+  metrics.
 - `serving.client`: `ServingClient` (timeouts, retries) and
   `python -m serving.client` for video files (`--rest`: over
   `serving.rest_client`).

@@ -11,6 +11,13 @@ next one). Outputs are split back by rows. If a batch fails because one
 request's content is bad (INVALID_ARGUMENT and the like), its requests are
 re-run one by one so only the bad one fails.
 
+Deadlines and cancellation (each request's `RequestContext`): a request
+whose deadline passes or whose client goes away while it waits is dropped
+from the queue and from the batch being formed, never run; its caller gets
+DEADLINE_EXCEEDED (or CANCELLED) at its deadline even while the batch
+runs. A batch runs under the latest deadline of its requests and is
+cancelled when all of them are (`serving.execution`).
+
 Example:
 
 >>> import numpy as np
@@ -136,13 +143,85 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "key", "done", "outputs", "error")
+    __slots__ = ("inputs", "rows", "key", "done", "outputs", "error",
+                 "context")
 
-    def __init__(self, inputs, rows, key):
+    def __init__(self, inputs, rows, key, context=None):
         self.inputs, self.rows, self.key = inputs, rows, key
+        self.context = context
         self.done = threading.Event()
         self.outputs = None
         self.error = None
+
+    def abandoned(self):
+        return self.context is not None and self.context.done()
+
+
+class _GroupContext:
+    """The context of a batch: the latest deadline of its requests;
+    cancelled once every one of them is."""
+
+    def __init__(self, contexts):
+        self._contexts = list(contexts)
+        self._lock = threading.Lock()
+        self._hooks = {}
+
+    def time_remaining(self):
+        remaining = [c.time_remaining() for c in self._contexts]
+        return None if any(r is None for r in remaining) else max(remaining)
+
+    def done(self):
+        return all(c.done() for c in self._contexts)
+
+    def check(self):
+        if self.done():
+            self._contexts[-1].check()
+
+    def on_cancel(self, callback):
+        state = {"left": len(self._contexts)}
+
+        def one_cancelled():
+            with self._lock:
+                state["left"] -= 1
+                last = state["left"] == 0
+            if last:
+                callback()
+        self._hooks[callback] = one_cancelled
+        for context in self._contexts:
+            context.on_cancel(one_cancelled)
+
+    def remove_on_cancel(self, callback):
+        hook = self._hooks.pop(callback, None)
+        if hook is not None:
+            for context in self._contexts:
+                context.remove_on_cancel(hook)
+
+
+def _wait(task):
+    """Waits for a queued task; at its deadline (or when its request is
+    cancelled) it is abandoned and the caller gets the reason."""
+    context = task.context
+    if context is None:
+        task.done.wait()
+    else:
+        context.on_cancel(task.done.set)
+        try:
+            while not task.done.is_set():
+                remaining = context.time_remaining()
+                if remaining is not None and remaining <= 0:
+                    break
+                if context.cancelled:
+                    break
+                task.done.wait(remaining)
+        finally:
+            context.remove_on_cancel(task.done.set)
+        if task.outputs is None and task.error is None:
+            context.cancel()  # the batch worker drops it
+            context.check()
+            raise ServingError(grpc.StatusCode.CANCELLED, "Request cancelled")
+    if task.error is not None:
+        raise task.error
+    return task.outputs
 
 
 class Batcher:
@@ -164,21 +243,22 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def run(self, inputs):
-        """Runs `inputs` (possibly batched with other callers); blocks."""
+    def run(self, inputs, context=None):
+        """Runs `inputs` (possibly batched with other callers); blocks until
+        done, or until `context`'s deadline or cancellation."""
         if not inputs or any(np.ndim(value) == 0 for value in inputs.values()):
-            return self._run(inputs)
+            return self._run_now(inputs, context)
         rows = {len(value) for value in inputs.values()}
         if len(rows) != 1:
-            return self._run(inputs)  # the model reports the mismatch
+            return self._run_now(inputs, context)  # the model reports it
         rows = rows.pop()
         if rows == 0 or rows > self._options.max_batch_size:
-            return self._run(inputs)
+            return self._run_now(inputs, context)
         key = tuple(sorted(
             (name, value.dtype.str, value.shape[1:])
             for name, value in inputs.items()
         ))
-        task = _Task(inputs, rows, key)
+        task = _Task(inputs, rows, key, context)
         with self._cond:
             if self._closed:
                 task = None
@@ -190,11 +270,12 @@ class Batcher:
                 self._queued_rows += rows
                 self._cond.notify()
         if task is None:  # closed (its version is being unloaded): run alone
-            return self._run(inputs)
-        task.done.wait()
-        if task.error is not None:
-            raise task.error
-        return task.outputs
+            return self._run_now(inputs, context)
+        return _wait(task)
+
+    def _run_now(self, inputs, context):
+        return self._run(inputs, context) if context is not None \
+            else self._run(inputs)
 
     def close(self):
         """Stops the workers once the queued requests are done."""
@@ -219,6 +300,13 @@ class Batcher:
 
     def _collect(self):
         first = self._queue.popleft()
+        self._queued_rows -= first.rows
+        while first.abandoned():  # dropped before it runs
+            if not self._queue:
+                return []
+            first = self._queue.popleft()
+            self._queued_rows -= first.rows
+        self._queued_rows += first.rows
         batch, rows = [first], first.rows
         deadline = time.monotonic() + self._options.batch_timeout_micros / 1e6
         limit = self._options.max_batch_size
@@ -226,6 +314,9 @@ class Batcher:
             kept = collections.deque()
             while self._queue:
                 task = self._queue.popleft()
+                if task.abandoned():  # expired or cancelled while queued
+                    self._queued_rows -= task.rows
+                    continue
                 if task.key == first.key and rows + task.rows <= limit:
                     batch.append(task)
                     rows += task.rows
@@ -240,14 +331,20 @@ class Batcher:
         return batch
 
     def _execute(self, batch):
+        batch = [task for task in batch if not task.abandoned()]
+        if not batch:
+            return
         if len(batch) == 1:
             self._run_alone(batch[0])
             return
         names = list(batch[0].inputs)
         inputs = {name: np.concatenate([t.inputs[name] for t in batch])
                   for name in names}
+        contexts = [task.context for task in batch]
+        group = None if any(c is None for c in contexts) \
+            else _GroupContext(contexts)
         try:
-            outputs = self._run(inputs)
+            outputs = self._run_now(inputs, group)
         except ServingError as error:
             if error.code in _PER_REQUEST_CODES:
                 for task in batch:
@@ -279,8 +376,10 @@ class Batcher:
             task.done.set()
 
     def _run_alone(self, task):
+        if task.abandoned():
+            return
         try:
-            task.outputs = self._run(task.inputs)
+            task.outputs = self._run_now(task.inputs, task.context)
         except ServingError as error:
             task.error = error
         except Exception as error:  # noqa: BLE001 (reported to the caller)

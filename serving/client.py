@@ -16,6 +16,16 @@ Command line:
     python -m serving.client --model classreg --json a.mp4
     python -m serving.client --model classreg --explain explain_out a.mp4
 
+Every input is answered on its own: a file that cannot be read or
+classified (empty, not a video, an image renamed .avi, audio only, a
+broken link, a server error for that request) is reported with the reason
+— on stderr as `PATH: error: REASON`, or with `--json` as that input's
+record `{"path": ..., "error": ...}` — and the next file is classified.
+Answers are printed as soon as they are known (`--json`: JSON Lines, one
+object per input, in input order, flushed), so an interruption or a crash
+never loses the answers already computed. Exit status: 0 when every input
+was classified, 1 when any failed, 2 for a usage error, 130 on Ctrl-C.
+
 Library:
 
 >>> client = ServingClient("127.0.0.1:8500", timeout=10)      # doctest: +SKIP
@@ -26,35 +36,71 @@ Library:
 ('cartwheel', 0.83)
 """
 
-import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import grpc
+import numpy as np
 
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    classification_pb2,
-    get_model_metadata_pb2,
-    get_model_status_pb2,
-    model_service_pb2_grpc,
-    predict_pb2,
-    prediction_service_pb2_grpc,
-)
+from clipspec import cli
+from clipspec import signatures as names
+from clipspec.format import ClipFormat
 
-from clipspec import signatures as names  # noqa: E402
-from clipspec.format import ClipFormat  # noqa: E402
+# TensorFlow and TF Serving's protos (which import it) load on first use, so
+# that `--help` answers at once.
+tf = cli.lazy_import("tensorflow")
+classification_pb2 = cli.lazy_import("tensorflow_serving.apis.classification_pb2")
+get_model_metadata_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_metadata_pb2")
+get_model_status_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_status_pb2")
+model_service_pb2_grpc = cli.lazy_import("tensorflow_serving.apis.model_service_pb2_grpc")
+predict_pb2 = cli.lazy_import("tensorflow_serving.apis.predict_pb2")
+prediction_service_pb2_grpc = cli.lazy_import(
+    "tensorflow_serving.apis.prediction_service_pb2_grpc")
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
 MAX_RETRIES = 4  # gRPC caps a retry policy at 5 attempts
 DEFAULT_VIEWS_PER_REQUEST = 8
+# Channel options: after a server restart the channel reconnects within
+# about a second (gRPC's default backoff grows to 120 s, so a restarted
+# server stayed unreachable for seconds on an existing channel); keepalive
+# pings every 30 s while calls are open find a dead connection.
+CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.keepalive_time_ms", 30000),
+    ("grpc.keepalive_timeout_ms", 10000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+
+
+def _read_pem(path, what):
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ValueError(f"Cannot read the {what} file {path}: {error}") \
+            from None
+
+
+def channel_credentials(ssl_ca=None, ssl_cert=None, ssl_key=None):
+    """`grpc.ChannelCredentials` for TLS (`ssl_ca`: PEM file of the CA that
+    signed the server's certificate, None: the system's roots) and mutual
+    TLS (`ssl_cert` and `ssl_key`: the client's PEM certificate and key)."""
+    if (ssl_cert is None) != (ssl_key is None):
+        raise ValueError("Mutual TLS needs both `ssl_cert` and `ssl_key` "
+                         f"(received ssl_cert={ssl_cert!r}, "
+                         f"ssl_key={ssl_key!r}).")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(ssl_ca, "CA certificate"),
+        private_key=_read_pem(ssl_key, "client key"),
+        certificate_chain=_read_pem(ssl_cert, "client certificate"))
 
 
 def retry_service_config(retries, backoff, retry_codes=RETRY_CODES):
@@ -91,11 +137,19 @@ class ServingClient:
         backoff: the first retry's maximum delay in seconds; doubled every
             retry (gRPC picks each delay at random below it).
         max_message_bytes: largest request/response this client accepts.
+        ssl: use TLS (implied by any of the `ssl_*` files).
+        ssl_ca: PEM file of the CA of the server's certificate (default:
+            the system's roots).
+        ssl_cert, ssl_key: the client's PEM certificate and key (mutual TLS,
+            a server with `client_verify`).
+        ssl_target_name: the name the server's certificate is checked
+            against, when it is not the host of `server`.
     """
 
     def __init__(self, server=DEFAULT_SERVER, timeout=30.0, retries=3,
                  backoff=0.5, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
-                 retry_codes=RETRY_CODES):
+                 retry_codes=RETRY_CODES, ssl=False, ssl_ca=None,
+                 ssl_cert=None, ssl_key=None, ssl_target_name=None):
         if not isinstance(server, str) or ":" not in server:
             raise ValueError(
                 "Invalid value for argument `server`. Expected 'host:port'. "
@@ -117,11 +171,19 @@ class ServingClient:
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.enable_retries", 1 if retries else 0),
+            *CHANNEL_OPTIONS,
         ]
         config = retry_service_config(retries, self.backoff, tuple(retry_codes))
         if config is not None:
             options.append(("grpc.service_config", config))
-        self._channel = grpc.insecure_channel(server, options=options)
+        if ssl_target_name:
+            options.append(("grpc.ssl_target_name_override", ssl_target_name))
+        if ssl or ssl_ca or ssl_cert or ssl_key:
+            self._channel = grpc.secure_channel(
+                server, channel_credentials(ssl_ca, ssl_cert, ssl_key),
+                options=options)
+        else:
+            self._channel = grpc.insecure_channel(server, options=options)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(
             self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
@@ -348,8 +410,9 @@ def classify_video(client, model, path, top_k=5, version=None,
     requested, so a version swap mid-video cannot mix models); the
     video-level score is the mean of the views' probabilities.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such video file.")
+    from clipspec.decode import check_video_file
+
+    check_video_file(path)  # before asking the server anything
     if isinstance(views_per_request, bool) or not isinstance(
             views_per_request, int) or views_per_request < 1:
         raise ValueError(
@@ -381,17 +444,19 @@ def classify_video(client, model, path, top_k=5, version=None,
     )
 
 
-def request_explanation(client, model, path, out_dir, version=None, **overrides):
+def request_explanation(client, model, path, out_dir, version=None, name=None,
+                        **overrides):
     """Asks the export's `explain` signature for the per-block class-evidence
     maps of the video's centre clip (for the model's top class) and writes
-    `<stem>_explain.png`, `<stem>_<block>.gif` and `<stem>_explain.json` to
-    `out_dir` (as `python -m training.explain` does). Returns the summary
-    (per-block guesses, written files)."""
+    `<name>_explain.png`, `<name>_<block>.gif` and `<name>_explain.json` to
+    `out_dir` (as `python -m training.explain` does; `name` defaults to the
+    file's stem, see `clipspec.explanation_files.output_names` for several
+    videos). Returns the summary (per-block guesses, written files)."""
+    from clipspec.decode import check_video_file
     from clipspec.explanation_files import write_explanation
     from keras_classreg.explanations import Explanation
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such video file.")
+    check_video_file(path)
     overrides.update(num_clips=1, num_crops=1)
     clip_format = model_clip_format(client, model, version, **overrides)
     views, _, fps = video_views(path, clip_format)
@@ -409,14 +474,14 @@ def request_explanation(client, model, path, out_dir, version=None, **overrides)
     class_names = client.class_names(model, range(num_classes), version=served)
     explanation = Explanation.from_outputs(outputs, outputs["block_names"][0])
     return write_explanation(explanation, views[0], class_names, out_dir, path,
-                             fps=fps / clip_format.stride)
+                             fps=fps / clip_format.stride, name=name)
 
 
 # ----------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m serving.client",
         description=(
             "Classify video files with a model served over TF Serving's "
@@ -471,31 +536,96 @@ def build_parser():
                         choices=range(MAX_RETRIES + 1), metavar="0-4",
                         help="Retries on UNAVAILABLE, with exponential "
                         "backoff (gRPC's retry policy). Default: 3.")
+    tls = parser.add_argument_group(
+        "TLS (a server started with --ssl_config_file; gRPC only)")
+    tls.add_argument("--ssl", action="store_true",
+                     help="Use TLS, trusting the system's CAs (implied by "
+                     "--ssl-ca, --ssl-cert, --ssl-key).")
+    tls.add_argument("--ssl-ca", metavar="PEM", default=None,
+                     help="CA certificate that signed the server's "
+                     "certificate (its custom CA).")
+    tls.add_argument("--ssl-cert", metavar="PEM", default=None,
+                     help="Client certificate (mutual TLS: the server's "
+                     "client_verify).")
+    tls.add_argument("--ssl-key", metavar="PEM", default=None,
+                     help="Client private key (with --ssl-cert).")
+    tls.add_argument("--ssl-server-name", metavar="NAME", default=None,
+                     help="Check the server's certificate against this name "
+                     "instead of the host of --server.")
     parser.add_argument("--explain", metavar="DIR", default=None,
                         help="Also request the 'explain' signature for each "
                         "video's centre clip and save its per-block class-"
                         "evidence pictures (PNG grid, GIF, JSON) in DIR.")
     parser.add_argument("--json", action="store_true",
-                        help="Print one JSON document (a list, one object "
-                        "per video) instead of text.")
+                        help="Print JSON Lines instead of text: one object "
+                        "per input, in input order, printed as soon as it "
+                        "is known; a failed input's object has 'path' and "
+                        "'error'.")
     return parser
 
 
+def _failure(error):
+    """The reason an input failed, in one line (no traceback)."""
+    from clipspec.decode import VideoDecodeError
+
+    rest = sys.modules.get("serving.rest_client")
+    if isinstance(error, grpc.RpcError):
+        return f"{error.code().name}: {error.details()}"
+    if isinstance(error, VideoDecodeError):
+        return error.reason
+    if isinstance(error, (OSError, ValueError)) or (
+            rest is not None and isinstance(error, rest.RestError)):
+        return cli.one_line(error)
+    return f"{type(error).__name__}: {cli.one_line(error)}"
+
+
+def _emit(record, as_json):
+    if as_json:
+        print(cli.dumps_json(record, indent=None), flush=True)
+
+
+def _print_text(path, result, explanation):
+    print(f"{cli.printable(path)} (model version {result.model_version}, "
+          f"{result.num_views} views):")
+    for name, score in result.top_k:
+        print(f"  {score:7.4f}  {name}")
+    if explanation is not None:
+        for block in explanation["blocks"]:
+            print(f"  {block['block']}: guess {block['guess']} "
+                  f"({block['confidence']:.2f})")
+        print("  explanation: " + ", ".join(
+            cli.printable(f) for f in explanation["files"].values()))
+    sys.stdout.flush()
+
+
+@cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    results, failures = [], 0
-    if args.rest:
-        from serving.rest_client import DEFAULT_REST_SERVER, RestClient, RestError
+    from clipspec.explanation_files import output_names
 
-        make, errors = RestClient, (grpc.RpcError, RestError)
-        server = args.server or DEFAULT_REST_SERVER
+    failures = 0
+    tls = dict(ssl=args.ssl, ssl_ca=args.ssl_ca, ssl_cert=args.ssl_cert,
+               ssl_key=args.ssl_key, ssl_target_name=args.ssl_server_name)
+    if args.rest:
+        from serving.rest_client import DEFAULT_REST_SERVER, RestClient
+
+        if any(tls.values()):
+            return cli.fail("the TLS options are for gRPC; the REST API has no "
+                            "TLS (as in TF Serving)")
+        make, server, tls = RestClient, args.server or DEFAULT_REST_SERVER, {}
     else:
-        make, errors = ServingClient, (grpc.RpcError,)
-        server = args.server or DEFAULT_SERVER
-    with make(server, timeout=args.timeout, retries=args.retries) as client:
+        make, server = ServingClient, args.server or DEFAULT_SERVER
+    try:
+        client = make(server, timeout=args.timeout, retries=args.retries, **tls)
+    except ValueError as error:
+        return cli.fail(error)
+    stems = output_names(args.videos)
+    overrides = dict(clip_length=args.clip_length, crop_size=args.crop_size,
+                     stride=args.stride, short_side=args.short_side)
+    with client:
         for path in args.videos:
-            overrides = dict(clip_length=args.clip_length, crop_size=args.crop_size,
-                             stride=args.stride, short_side=args.short_side)
+            # One input's failure, whatever it is, is that input's answer;
+            # the next input is classified all the same.
             try:
                 result = classify_video(
                     client, args.model, path, top_k=args.top_k,
@@ -503,37 +633,23 @@ def main(argv=None):
                     num_clips=args.num_clips, num_crops=args.num_crops, **overrides)
                 explanation = None if args.explain is None else request_explanation(
                     client, args.model, path, args.explain,
-                    version=result.model_version, **overrides)
-            except errors as error:
+                    version=result.model_version, name=stems[path], **overrides)
+            except Exception as error:  # noqa: BLE001 — reported for this input
                 failures += 1
-                message = f"{error.code().name}: {error.details()}" \
-                    if isinstance(error, grpc.RpcError) else str(error)
-                results.append({"path": path, "error": message})
+                message = _failure(error)
+                _emit({"path": path, "error": message}, args.json)
                 if not args.json:
-                    print(f"{path}: error: {message}", file=sys.stderr)
+                    print(f"{cli.printable(path)}: error: {cli.printable(message)}",
+                          file=sys.stderr, flush=True)
                 continue
-            except (OSError, ValueError) as error:
-                failures += 1
-                results.append({"path": path, "error": str(error)})
-                if not args.json:
-                    print(f"{path}: error: {error}", file=sys.stderr)
-                continue
-            results.append(result.to_json())
+            record = result.to_json()
             if explanation is not None:
-                results[-1]["explanation"] = explanation
+                record["explanation"] = explanation
+            _emit(record, args.json)
             if not args.json:
-                print(f"{path} (model version {result.model_version}, "
-                      f"{result.num_views} views):")
-                for name, score in result.top_k:
-                    print(f"  {score:7.4f}  {name}")
-                if explanation is not None:
-                    for block in explanation["blocks"]:
-                        print(f"  {block['block']}: guess {block['guess']} "
-                              f"({block['confidence']:.2f})")
-                    print("  explanation: " + ", ".join(
-                        explanation["files"].values()))
-    if args.json:
-        print(json.dumps(results, indent=2))
+                _print_text(path, result, explanation)
+    if failures and not args.json:
+        print(f"{failures} of {len(args.videos)} input(s) failed.", file=sys.stderr)
     return 1 if failures else 0
 
 

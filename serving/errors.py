@@ -4,6 +4,9 @@ import grpc
 
 # TensorFlow's canonical error codes are gRPC's (same numbers, same names).
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# TF Serving's ToGRPCStatus: longer messages are cut and marked.
+MESSAGE_LIMIT = 1024
+TRUNCATED = "...TRUNCATED"
 
 
 class ServingError(Exception):
@@ -15,6 +18,7 @@ class ServingError(Exception):
     """
 
     def __init__(self, code, message):
+        message = limit_message(message)
         super().__init__(message)
         self.code = code
         self.message = message
@@ -32,6 +36,17 @@ class ServingError(Exception):
         return cls(code, " ".join(lines) or text.strip())
 
 
+def limit_message(message, limit=MESSAGE_LIMIT):
+    """`message` cut to `limit` characters plus "...TRUNCATED" (TF Serving's
+    rule for status messages, which may echo a client's input: a 1 MB model
+    name must not become a 1 MB status that the client's metadata limit
+    turns into "Stream removed")."""
+    message = str(message)
+    if len(message) <= limit:
+        return message
+    return message[:limit] + TRUNCATED
+
+
 def invalid_argument(message):
     return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -45,4 +60,5 @@ def tf_status_code(code):
     return code.value[0]
 
 
-__all__ = ["ServingError", "invalid_argument", "not_found", "tf_status_code"]
+__all__ = ["MESSAGE_LIMIT", "ServingError", "invalid_argument", "limit_message",
+           "not_found", "tf_status_code"]

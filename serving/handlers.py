@@ -12,50 +12,175 @@ deadline is checked before the model runs (DEADLINE_EXCEEDED).
 
 import dataclasses
 import logging
+import os
+import threading
 import time
 
 import grpc
 from tensorflow_serving.apis import model_management_pb2
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, invalid_argument, limit_message
+from serving.limits import (
+    RequestLimits,
+    arrays_cost,
+    check_request_bytes,
+    examples_cost,
+    tensors_cost,
+)
 from serving.models import check_metadata_request, check_model_config
 
 _LOG = logging.getLogger(__name__)
+# Longest model name written into a log line or a metric label.
+_NAME_IN_LOGS = 200
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class RequestContext:
-    """One request's origin and deadline.
+    """One request's origin, deadline, cancellation and memory reservation.
 
     Args:
         entrypoint: "GRPC" or "REST" (TF Serving's metric label).
         deadline: `time.monotonic()` value after which the request fails
             with DEADLINE_EXCEEDED; `None`: no deadline.
+
+    `cancel()` marks the request abandoned (its client went away, or the
+    front end answered DEADLINE_EXCEEDED): it is dropped wherever it waits,
+    and a TF2 call running for it is cancelled (`serving.execution`).
     """
 
     entrypoint: str = "GRPC"
     deadline: float = None
+    reservation: object = None
+    max_request_bytes: int = None
+
+    def __post_init__(self):
+        self._decoded = 0
+        self._cancelled = threading.Event()
+        self._lock = threading.Lock()
+        self._callbacks = []
 
     @classmethod
     def grpc(cls, context):
         """The context of a gRPC call (its deadline, if the client set one)."""
         remaining = context.time_remaining() if context is not None else None
-        return cls("GRPC", None if remaining is None
-                   else time.monotonic() + remaining)
+        return cls.with_timeout("GRPC", remaining)
 
     @classmethod
     def rest(cls, timeout_seconds=None):
-        return cls("REST", None if not timeout_seconds
-                   else time.monotonic() + timeout_seconds)
+        return cls.with_timeout("REST", timeout_seconds or None)
+
+    @classmethod
+    def with_timeout(cls, entrypoint, seconds):
+        return cls(entrypoint, None if seconds is None
+                   else time.monotonic() + seconds)
 
     def time_remaining(self):
         return None if self.deadline is None else self.deadline - time.monotonic()
 
+    @property
+    def cancelled(self):
+        return self._cancelled.is_set()
+
+    def expired(self):
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def done(self):
+        """Whether nobody waits for this request's answer any more."""
+        return self.cancelled or self.expired()
+
     def check(self):
-        """Raises DEADLINE_EXCEEDED once the deadline has passed."""
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        """Raises DEADLINE_EXCEEDED once the deadline has passed, CANCELLED
+        once cancelled."""
+        if self.expired():
             raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
                                "Deadline exceeded")
+        if self.cancelled:
+            raise ServingError(grpc.StatusCode.CANCELLED, "Request cancelled")
+
+    def cancel(self):
+        """Abandons the request; runs the cancel callbacks once."""
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            callbacks = list(self._callbacks)
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 (cancelling must not fail)
+                _LOG.debug("cancel callback failed", exc_info=True)
+
+    def on_cancel(self, callback):
+        """Calls `callback()` when the request is cancelled (at once if it
+        already is)."""
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def remove_on_cancel(self, callback):
+        with self._lock:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+    # -- memory ------------------------------------------------------------
+    def charge(self, decoded, reserve, what="request tensors"):
+        """Checks `decoded` bytes against the per-request limit (with what
+        this request was already charged) and reserves `reserve` bytes in
+        the server's budget until the request ends."""
+        if self.reservation is None:
+            return
+        self._decoded += decoded
+        check_request_bytes(self._decoded, self.max_request_bytes, what)
+        self.reservation.add(reserve, what)
+
+    def charge_outputs(self, outputs):
+        """Charges a model's outputs (arrays) before they are encoded."""
+        if self.reservation is not None:
+            nbytes = arrays_cost(outputs)
+            self.charge(nbytes, 2 * nbytes, "response tensors")
+
+
+class ReloadPolicy:
+    """Who may change the served models with HandleReloadConfigRequest.
+
+    Off by default (`enabled=False`: PERMISSION_DENIED). When enabled, every
+    model's `base_path` must resolve (real path, symlinks followed) inside
+    one of `roots`; each accepted change is logged.
+    """
+
+    def __init__(self, enabled=False, roots=()):
+        self.enabled = bool(enabled)
+        self.roots = tuple(os.path.realpath(root) for root in roots)
+        if self.enabled and not self.roots:
+            raise ValueError("--enable_model_config_reload needs "
+                             "--allowed_model_base_path_roots=DIR[,DIR]: the "
+                             "folders whose models a client may serve.")
+
+    def check_enabled(self):
+        if not self.enabled:
+            raise ServingError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "HandleReloadConfigRequest is disabled on this server (start "
+                "it with --enable_model_config_reload and "
+                "--allowed_model_base_path_roots to allow it)")
+
+    def check_paths(self, config):
+        for model in config.model_config_list.config:
+            if not os.path.isabs(model.base_path):
+                raise ServingError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"model {limit_message(model.name, 200)!r}: base_path "
+                    "must be an absolute path inside an allowed root")
+            real = os.path.realpath(model.base_path)
+            if not any(real == root or real.startswith(root + os.sep)
+                       for root in self.roots):
+                raise ServingError(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"model {limit_message(model.name, 200)!r}: base_path is "
+                    "not inside a folder allowed by "
+                    "--allowed_model_base_path_roots")
 
 
 class Handlers:
@@ -65,31 +190,44 @@ class Handlers:
     Args:
         manager: the `ModelManager`.
         metrics: a `serving.metrics.Metrics` to record requests in, or None.
+        limits: `serving.limits.RequestLimits` (default: the defaults).
+        reload_policy: `ReloadPolicy` of HandleReloadConfigRequest (default:
+            off).
     """
 
-    def __init__(self, manager, metrics=None):
+    def __init__(self, manager, metrics=None, limits=None, reload_policy=None):
         self.manager = manager
         self.metrics = metrics
+        self.limits = limits or RequestLimits()
+        self.reload_policy = reload_policy or ReloadPolicy()
 
     # -- PredictionService ---------------------------------------------
     def predict(self, request, context=None, servable=None):
         """Predict; `servable` (a resolved `ServableVersion`) skips the look
         up (REST resolves it first to type the JSON inputs)."""
-        return self._observe("predict", request.model_spec.name, context,
-                             lambda: (servable or self.resolve(
-                                 request.model_spec)).predict(request, context))
+        context = context if context is not None else RequestContext()
+        def run():
+            context.charge(*tensors_cost(request.inputs))
+            return (servable or self.resolve(request.model_spec)).predict(
+                request, context)
+        return self._observe("predict", request.model_spec.name, context, run)
 
     def classify(self, request, context=None):
-        return self._observe("classify", request.model_spec.name, context,
-                             lambda: self.resolve(request.model_spec)
-                             .classify(request, context))
+        context = context if context is not None else RequestContext()
+        def run():
+            context.charge(*examples_cost(request.input), "examples")
+            return self.resolve(request.model_spec).classify(request, context)
+        return self._observe("classify", request.model_spec.name, context, run)
 
     def regress(self, request, context=None):
-        return self._observe("regress", request.model_spec.name, context,
-                             lambda: self.resolve(request.model_spec)
-                             .regress(request, context))
+        context = context if context is not None else RequestContext()
+        def run():
+            context.charge(*examples_cost(request.input), "examples")
+            return self.resolve(request.model_spec).regress(request, context)
+        return self._observe("regress", request.model_spec.name, context, run)
 
     def multi_inference(self, request, context=None):
+        context = context if context is not None else RequestContext()
         # TF Serving resolves the model of the first task (an empty spec
         # when there is none: "ModelSpec has no name specified.").
         spec = request.tasks[0].model_spec if request.tasks else None
@@ -98,10 +236,14 @@ class Handlers:
         def run():
             if spec is None:
                 raise invalid_argument("ModelSpec has no name specified.")
+            decoded, reserve = examples_cost(request.input)
+            tasks = max(len(request.tasks), 1)  # each task runs on them
+            context.charge(decoded, reserve * tasks, "examples")
             return self.resolve(spec).multi_inference(request, context)
         return self._observe("multi_inference", name, context, run)
 
     def get_model_metadata(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
@@ -111,6 +253,7 @@ class Handlers:
 
     # -- ModelService ----------------------------------------------------
     def get_model_status(self, request, context=None):
+        context = context if context is not None else RequestContext()
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
@@ -118,10 +261,14 @@ class Handlers:
         return self._observe("status", request.model_spec.name, context, run)
 
     def reload_config(self, request, context=None):
-        """HandleReloadConfigRequest: only a `model_config_list` (TF
-        Serving's rule); a bad config is INVALID_ARGUMENT, a label on a
-        version that is not loaded FAILED_PRECONDITION."""
+        """HandleReloadConfigRequest: off unless the `ReloadPolicy` enables
+        it (PERMISSION_DENIED), and then only for base paths inside its
+        roots; only a `model_config_list` (TF Serving's rule); a bad config
+        is INVALID_ARGUMENT, a label on a version that is not loaded
+        FAILED_PRECONDITION. Each accepted change is logged."""
+        context = context if context is not None else RequestContext()
         def run():
+            self.reload_policy.check_enabled()
             if request.config.WhichOneof("config") != "model_config_list":
                 raise invalid_argument(
                     "ServerModelConfig type not supported by "
@@ -131,6 +278,10 @@ class Handlers:
                 config = check_model_config(request.config, "ReloadConfigRequest")
             except ValueError as error:
                 raise invalid_argument(str(error)) from None
+            self.reload_policy.check_paths(config)
+            _LOG.warning("HandleReloadConfigRequest: serving %s",
+                         "; ".join(f"{m.name} from {m.base_path}"
+                                   for m in config.model_config_list.config))
             self.manager.reload(config)
             return model_management_pb2.ReloadConfigResponse()
         return self._observe("reload_config", "", context, run)
@@ -144,22 +295,37 @@ class Handlers:
     def _observe(self, api, model_name, context, run):
         started = time.perf_counter()
         status = "OK"
+        if context is None:
+            context = RequestContext()
+        context.max_request_bytes = self.limits.max_request_bytes
+        owned = context.reservation is None
+        if owned:
+            context.reservation = self.limits.budget.reserve(0)
         try:
-            if context is not None:
-                context.check()
+            context.check()
             return run()
         except ServingError as error:
             status = error.code.name
+            # One line per failed request (TF Serving's VLOG(1)).
+            _LOG.debug("%s failed (model %r): %s: %s", api,
+                       model_name[:_NAME_IN_LOGS], error.code.name,
+                       error.message)
             raise
         except Exception:
             status = grpc.StatusCode.INTERNAL.name
             raise
         finally:
+            if owned:
+                context.reservation.release()
+                context.reservation = None
             if self.metrics is not None:
+                # Only configured models get their own label: a client
+                # cannot grow the metrics with made-up names.
+                label = model_name if self.manager.has_model(model_name) \
+                    else ""
                 self.metrics.observe(
-                    model_name, api,
-                    context.entrypoint if context is not None else "GRPC",
-                    status, (time.perf_counter() - started) * 1e6)
+                    label, api, context.entrypoint, status,
+                    (time.perf_counter() - started) * 1e6)
 
 
-__all__ = ["Handlers", "RequestContext"]
+__all__ = ["Handlers", "ReloadPolicy", "RequestContext"]

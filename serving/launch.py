@@ -64,11 +64,17 @@ class LocalServer:
     def pid(self):
         return self.process.pid
 
-    def start(self):
-        ports = [f"--port={free_port()}"]
+    def start(self, same_ports=False):
+        """Starts the server (on the ports of the previous start when
+        `same_ports`); returns once it is ready."""
+        grpc_port = self.port if same_ports and self.port else free_port()
+        ports = [f"--port={grpc_port}"]
         if self.rest:
-            ports.append(f"--rest_api_port={free_port()}")
-        with open(self.log_path, "wb") as log:
+            rest_port = self.rest_port if same_ports and self.rest_port \
+                else free_port()
+            ports.append(f"--rest_api_port={rest_port}")
+        offset = os.path.getsize(self.log_path) if same_ports else 0
+        with open(self.log_path, "ab" if same_ports else "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "serving.server", "--host", "127.0.0.1",
                  *ports, *self.args],
@@ -78,7 +84,7 @@ class LocalServer:
         grpc_line = re.compile(re.escape(READY_LINE) + r" \S+:(\d+)")
         rest_line = re.compile(re.escape(REST_READY_LINE) + r" \S+:(\d+)")
         while time.monotonic() < deadline:
-            log = self.log()
+            log = self.log()[offset:]
             match = grpc_line.search(log)
             rest = rest_line.search(log)
             if match and (rest or not self.rest):
@@ -97,6 +103,20 @@ class LocalServer:
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
+
+    def kill(self):
+        """SIGKILL (a crash); returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.kill()
+        return self.process.wait()
+
+    def restart(self, kill=True):
+        """Kills (or stops) the server and starts it again on the same ports."""
+        self.kill() if kill else self.stop()
+        with open(self.log_path, "ab") as log:
+            log.write(b"\n--- restart ---\n")
+        return self.start(same_ports=True)
 
     def stop(self, timeout=30.0):
         """SIGTERM (graceful), then SIGKILL after `timeout`; returns the

@@ -26,6 +26,7 @@ Example:
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 
@@ -48,6 +49,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving.batching import Batcher
 from serving.errors import ServingError, invalid_argument, not_found
+from serving.execution import call_cancellable
 from serving.tensors import dtype_enum, to_array, to_proto
 
 _LOG = logging.getLogger(__name__)
@@ -244,7 +246,8 @@ class ServableVersion:
             signature = _Signature(key, definition, functions[key])
             if batching is not None and _batch_major(definition):
                 signature.batcher = Batcher(
-                    lambda values, s=signature: self._call(s, values),
+                    lambda values, context=None, s=signature: self._call(
+                        s, values, None, context),
                     batching, name=f"batch-{name}-{version}-{key}")
             self.signatures[key] = signature
 
@@ -272,6 +275,8 @@ class ServableVersion:
         values = _input_values(signature, request.inputs)
         aliases = _output_aliases(signature, request.output_filter)
         outputs = self.run(signature, values, context, outputs=aliases)
+        if context is not None:
+            context.charge_outputs({a: outputs[a] for a in aliases})
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, key)
         for alias in aliases:
@@ -288,6 +293,8 @@ class ServableVersion:
         examples = serialized_examples(request.input)
         outputs = self.run(signature, {CLASSIFY_INPUTS: examples}, context,
                            batchable=False)
+        if context is not None:
+            context.charge_outputs(outputs)
         response = classification_pb2.ClassificationResponse()
         self._fill_spec(response.model_spec, key)
         _classification_result(signature.definition, len(examples), outputs,
@@ -302,6 +309,8 @@ class ServableVersion:
         examples = serialized_examples(request.input)
         outputs = self.run(signature, {REGRESS_INPUTS: examples}, context,
                            batchable=False)
+        if context is not None:
+            context.charge_outputs(outputs)
         response = regression_pb2.RegressionResponse()
         self._fill_spec(response.model_spec, key)
         _regression_result(signature.definition, len(examples), outputs,
@@ -346,6 +355,8 @@ class ServableVersion:
             outputs[signature.name] = self.run(
                 signature, {signature_input(signature): examples}, context,
                 batchable=False)
+            if context is not None:
+                context.charge_outputs(outputs[signature.name])
         response = inference_pb2.MultiInferenceResponse()
         for task, signature in plan:
             result = response.results.add()
@@ -418,18 +429,28 @@ class ServableVersion:
         """Runs a signature on `{input alias: array}`; returns `{output
         alias: array}` (at least the aliases of `outputs`; None: all).
         Batched with concurrent requests when batching is on and the inputs
-        have the signature's declared shapes."""
+        have the signature's declared shapes. A request whose deadline
+        passed or that was cancelled is dropped before the call (and its
+        result after it); the call itself runs under the request's deadline
+        (`serving.execution`)."""
         if context is not None:
             context.check()
         if batchable and signature.batcher is not None \
                 and _matches_declared_shapes(signature, values):
-            return signature.batcher.run(values)
-        return self._call(signature, values, outputs)
+            result = signature.batcher.run(values, context)
+        else:
+            result = self._call(signature, values, outputs, context)
+        if context is not None:
+            context.check()
+        return result
 
-    def _call(self, signature, values, outputs=None):
+    def _call(self, signature, values, outputs=None, context=None):
         try:
-            return signature.function(values, outputs)
+            return signature.function(values, outputs, context)
         except tf.errors.OpError as error:
+            if context is not None and isinstance(
+                    error, tf.errors.CancelledError) and context.done():
+                context.check()  # CANCELLED / DEADLINE_EXCEEDED, as it is
             raise ServingError.from_tf_error(error) from None
         except (TypeError, ValueError) as error:
             raise invalid_argument(
@@ -700,9 +721,10 @@ class _EagerFunction:
     def __init__(self, function):
         self._function = function
 
-    def __call__(self, values, outputs=None):
-        result = self._function(
-            **{name: tf.constant(value) for name, value in values.items()})
+    def __call__(self, values, outputs=None, context=None):
+        tensors = {name: tf.constant(value) for name, value in values.items()}
+        result = call_cancellable(self._function, context, **tensors)
+        del tensors
         wanted = result if outputs is None else outputs
         return {name: np.asarray(result[name]) for name in wanted}
 
@@ -717,9 +739,14 @@ class _SessionFunction:
         self._callables = {}
         self._lock = threading.Lock()
 
-    def __call__(self, values, outputs=None):
+    def __call__(self, values, outputs=None, context=None):
         feeds = sorted(values)
         fetches = list(outputs or self._definition.outputs)
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is not None:
+            # TF Serving's RunOptions.timeout_in_ms: TensorFlow cancels the
+            # step at the deadline (DEADLINE_EXCEEDED).
+            return self._run_with_timeout(values, feeds, fetches, remaining)
         key = (tuple(feeds), tuple(fetches))
         with self._lock:
             run = self._callables.get(key)
@@ -730,6 +757,25 @@ class _SessionFunction:
                 run = self._session._make_callable_from_options(options)
                 self._callables[key] = run
         results = run(*[values[alias] for alias in feeds])
+        return {alias: np.asarray(value) for alias, value in zip(fetches, results)}
+
+    def _run_with_timeout(self, values, feeds, fetches, seconds):
+        """Session::Run with `RunOptions.timeout_in_ms` (TF Serving's deadline),
+        by tensor, without the Python-side shape check of `Session.run` (the
+        graph decides, as in TF Serving)."""
+        from tensorflow.python.client import pywrap_tf_session as tf_session
+
+        graph = self._session.graph
+        options = config_pb2.RunOptions(timeout_in_ms=max(1, int(seconds * 1000)))
+        buffer = tf_session.TF_NewBufferFromString(options.SerializeToString())
+        try:
+            feed = {graph.get_tensor_by_name(
+                self._definition.inputs[a].name).ref(): values[a] for a in feeds}
+            fetch = [graph.get_tensor_by_name(self._definition.outputs[a].name)
+                     for a in fetches]
+            results = self._session._do_run(None, [], fetch, feed, buffer, None)
+        finally:
+            tf_session.TF_DeleteBuffer(buffer)
         return {alias: np.asarray(value) for alias, value in zip(fetches, results)}
 
 
@@ -801,6 +847,56 @@ class ModelManager:
         self._labels = {}                   # model -> {label: version}
         self._stop = threading.Event()
         self._thread = None
+        self._listeners = []
+
+    # -- readiness ---------------------------------------------------------
+    def add_listener(self, callback):
+        """Calls `callback()` after every change of a version's state (the
+        health service follows the models with it)."""
+        self._listeners.append(callback)
+
+    def _changed(self):
+        for callback in list(self._listeners):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 (a listener must not stop loads)
+                _LOG.exception("state listener failed")
+
+    def has_model(self, name):
+        with self._lock:
+            return name in self._models
+
+    def serving_status(self):
+        """`{model name: whether it has an AVAILABLE version}`."""
+        with self._lock:
+            return {name: bool(model.available)
+                    for name, model in self._models.items()}
+
+    def unavailable_models(self):
+        """`{model name: (reason, True if it can still become available)}`
+        for the models without an AVAILABLE version: waiting for a first
+        version folder, or every version on disk failed to load."""
+        problems = {}
+        with self._lock:
+            models = list(self._models.items())
+        for name, model in models:
+            if model.available:
+                continue
+            found = _version_folders(model.config.base_path)
+            if not found:
+                problems[name] = ("no version folder holding a SavedModel "
+                                  "under its base path yet", True)
+                continue
+            failures = [f"version {number}: {model.states[number].error_message}"
+                        for number in sorted(model.failed, reverse=True)
+                        if number in model.states]
+            if failures:
+                problems[name] = ("no version could be loaded (" +
+                                  "; ".join(failures) + ")", False)
+            else:
+                problems[name] = ("no version wanted by its version policy "
+                                  "is on disk", True)
+        return problems
 
     # -- life cycle ----------------------------------------------------
     def start(self):
@@ -845,6 +941,7 @@ class ModelManager:
                     self._models[name] = _Model(model_config)
         self.poll()
         self._update_labels()
+        self._changed()
 
     def _update_labels(self):
         """TF Serving's UpdateModelVersionLabelMap: snapshot the labels of
@@ -886,12 +983,21 @@ class ModelManager:
         if not found and not model.available:
             _LOG.debug("No versions of servable %s found under base path %s",
                        name, base)
-        aspired = _aspired_versions(model.config, sorted(found))
-        for number in sorted(aspired - set(model.available), reverse=True):
-            stamp = _files_stamp(found[number])
-            if model.failed.get(number) == stamp:
-                continue
-            self._load(model, number, found[number], stamp)
+        for _ in range(len(found) + 1):
+            # Versions that failed to load (and whose files did not change
+            # since) are passed over: the policy's newest *loadable*
+            # versions are served, so a corrupt newest version leaves the
+            # one before it serving (also at start-up).
+            usable = sorted(number for number, path in found.items()
+                            if number not in model.failed
+                            or model.failed[number] != _files_stamp(path))
+            aspired = _aspired_versions(model.config, usable)
+            failed = False
+            for number in sorted(aspired - set(model.available), reverse=True):
+                failed |= not self._load(model, number, found[number],
+                                         _files_stamp(found[number]))
+            if not failed:
+                break
         if not aspired or any(v in model.available for v in aspired):
             for number in sorted(set(model.available) - aspired):
                 self._unload(model, number)
@@ -904,6 +1010,7 @@ class ModelManager:
                   name, number, path)
         started = time.monotonic()
         try:
+            _check_contained(path, model.config.base_path, number)
             version = ServableVersion(name, number, path, self._batching,
                                       self.options)
             warmed = version.warm_up(self._warmup_iterations) \
@@ -911,11 +1018,11 @@ class ModelManager:
         except ServingError as error:
             self._load_failed(model, number, stamp, error.code,
                               f"warm-up request failed: {error.message}")
-            return
+            return False
         except Exception as error:  # noqa: BLE001 (any load failure)
             self._load_failed(model, number, stamp, grpc.StatusCode.UNKNOWN,
                               f"{type(error).__name__}: {error}")
-            return
+            return False
         with self._lock:
             model.available[number] = version
             model.states[number] = _VersionState(State.AVAILABLE)
@@ -923,13 +1030,18 @@ class ModelManager:
         _LOG.info("Successfully loaded servable version {name: %s version: "
                   "%d} in %.1f s (%d warm-up requests)", name, number,
                   time.monotonic() - started, warmed)
+        self._changed()
+        return True
 
     def _load_failed(self, model, number, stamp, code, message):
         model.failed[number] = stamp
+        # GetModelStatus tells clients why, without the server's paths.
+        shown = _without_paths(message, model.config.base_path)
         with self._lock:
-            model.states[number] = _VersionState(State.END, code, message)
+            model.states[number] = _VersionState(State.END, code, shown)
         _LOG.error("Loading servable version {name: %s version: %d} failed: "
                    "%s", model.config.name, number, message)
+        self._changed()
 
     def _unload(self, model, number):
         with self._lock:
@@ -938,6 +1050,7 @@ class ModelManager:
         version.close()  # in-flight requests keep their reference
         _LOG.info("Unloaded servable version {name: %s version: %d}",
                   model.config.name, number)
+        self._changed()
 
     # -- queries -------------------------------------------------------
     def resolve(self, model_spec):
@@ -1015,6 +1128,42 @@ def _version_folders(base):
                 or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))):
             found[int(entry)] = path
     return found
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _check_contained(path, base_path, number):
+    """Refuses a version folder that resolves outside its model's base path,
+    and any symbolic link inside it (file or folder: `assets/class_names.txt`,
+    `variables/`, ...) that resolves outside the version folder: a model
+    must not make the server read files it was not given."""
+    base = os.path.realpath(base_path)
+    real = os.path.realpath(path)
+    if not _inside(real, base):
+        raise ValueError(f"version {number} is a symbolic link to a folder "
+                         "outside the model's base path; refused")
+    for root, folders, files in os.walk(path):
+        for entry in folders + files:
+            full = os.path.join(root, entry)
+            if os.path.islink(full) and not _inside(os.path.realpath(full), real):
+                relative = os.path.relpath(full, path)
+                raise ValueError(f"version {number}: {relative} is a symbolic "
+                                 "link to a file outside the version folder; "
+                                 "refused")
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"():;,]+/)+")
+
+
+def _without_paths(message, base_path):
+    """A load error as clients may see it: the model's base path shown as
+    `<base_path>`, other absolute folders cut to `.../`."""
+    for path in sorted({os.path.realpath(base_path),
+                        os.path.abspath(base_path)}, key=len, reverse=True):
+        message = message.replace(path.rstrip(os.sep), "<base_path>")
+    return _ABSOLUTE_PATH.sub(".../", message)
 
 
 def _files_stamp(path):

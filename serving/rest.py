@@ -25,6 +25,7 @@ application and the JSON <-> tensor conversion.
 
 import base64
 import binascii
+import concurrent.futures
 import json
 import logging
 import re
@@ -44,8 +45,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.errors import ServingError, invalid_argument
+from serving.errors import ServingError, invalid_argument, limit_message
 from serving.handlers import RequestContext
+from serving.limits import JSON_BYTES_PER_BODY_BYTE, check_request_bytes
 from serving.models import SIGNATURE_DEF_FIELD
 from serving.tensors import to_array, to_proto
 
@@ -105,11 +107,15 @@ class RestApp:
     """
 
     def __init__(self, handlers, timeout_seconds=30.0, cors=False,
-                 metrics_path=None):
+                 metrics_path=None, threads=8):
         self.handlers = handlers
         self.timeout_seconds = timeout_seconds
         self.cors = cors
         self.metrics_path = metrics_path
+        # API calls run here while the HTTP thread waits until the deadline
+        # (a call still running then is answered 504 and cancelled).
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="rest-call")
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -136,24 +142,63 @@ class RestApp:
                         "Origin header is missing in CORS preflight")
                 output = b""
             else:
-                output = self.process(method, path, body)
+                output = self._bounded(method, path, body)
             code = grpc.StatusCode.OK
         except ServingError as error:
             code = error.code
             output = _dumps({"error": error.message})
         except Exception as error:  # noqa: BLE001 (answer, keep serving)
-            _LOG.exception("REST request failed")
+            _LOG.error("REST request failed: %s: %s", type(error).__name__,
+                       limit_message(error, 300))
             code = grpc.StatusCode.INTERNAL
-            output = _dumps({"error": f"internal error: {error}"})
+            output = _dumps({"error": limit_message(f"internal error: {error}")})
         headers = list(_JSON) + (list(_CORS) if self.cors else [])
         headers.append(("Content-Length", str(len(output))))
         start_response(HTTP_STATUS.get(code, "500 Internal Server Error"),
                        headers)
         return [output]
 
+    def _bounded(self, method, path, body):
+        """`process` in the call pool, waited for until the deadline
+        (`--rest_api_timeout_in_ms`): 504 then, and the call is cancelled
+        (dropped if it has not started)."""
+        context = RequestContext.rest(self.timeout_seconds)
+
+        def job():
+            context.check()
+            return self.process(method, path, body, context)
+        future = self._pool.submit(job)
+        try:
+            return future.result(context.time_remaining())
+        except concurrent.futures.TimeoutError:
+            context.cancel()
+            future.cancel()
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               "Deadline exceeded") from None
+
+    def close(self):
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
     # ------------------------------------------------------------------
-    def process(self, method, path, body):
-        """One API call (HttpRestApiHandler::ProcessRequest) -> JSON bytes."""
+    def process(self, method, path, body, context=None):
+        """One API call (HttpRestApiHandler::ProcessRequest) -> JSON bytes.
+        A JSON body reserves the worst case of parsing it
+        (`serving.limits.JSON_BYTES_PER_BODY_BYTE` per byte) in the server's
+        memory budget before it is parsed."""
+        context = context or RequestContext.rest(self.timeout_seconds)
+        limits = getattr(self.handlers, "limits", None)
+        if limits is None:
+            return self._process(method, path, body, context)
+        context.max_request_bytes = limits.max_request_bytes
+        context.reservation = limits.budget.reserve(
+            JSON_BYTES_PER_BODY_BYTE * len(body), "JSON body")
+        try:
+            return self._process(method, path, body, context)
+        finally:
+            context.reservation.release()
+            context.reservation = None
+
+    def _process(self, method, path, body, context):
         match = None
         if method == "POST":
             match = _PREDICTION_PATH.fullmatch(path)
@@ -164,7 +209,6 @@ class RestApp:
         name, version, label, action = match.groups()
         name = urllib.parse.unquote(name) if name else ""
         label = urllib.parse.unquote(label) if label else None
-        context = RequestContext.rest(self.timeout_seconds)
         if method == "POST":
             if action == "predict":
                 return self._predict(name, version, label, body, context)
@@ -201,7 +245,8 @@ class RestApp:
         _fill_signature(document, request)
         servable = self.handlers.resolve(request.model_spec)
         infos = servable.input_infos(request.model_spec.signature_name)
-        columnar = predict_inputs_from_json(document, infos, request)
+        columnar = predict_inputs_from_json(document, infos, request,
+                                            context.max_request_bytes)
         response = self.handlers.predict(request, context, servable=servable)
         return predict_json(response.outputs, columnar)
 
@@ -393,10 +438,22 @@ def _fast_array(value, dtype, shape):
     return array.astype(target, copy=False)
 
 
-def json_to_array(value, dtype):
+def _check_json_tensor(shape, dtype, limit):
+    """The tensor a JSON value's (first-path) shape declares, against the
+    per-request `limit` (RESOURCE_EXHAUSTED), before it is built."""
+    if not limit:
+        return
+    elements = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    itemsize = tf.as_dtype(dtype).size if dtype in _NUMPY else 8
+    check_request_bytes(elements * itemsize, limit, "request tensor")
+
+
+def json_to_array(value, dtype, limit=None):
     """A JSON value (nested lists of leaves) as the array of a tensor of
-    `dtype`, with TF Serving's checks and messages."""
+    `dtype`, with TF Serving's checks and messages; the tensor its shape
+    declares is checked against `limit` bytes before it is built."""
     shape = _dense_shape(value)
+    _check_json_tensor(shape, dtype, limit)
     array = _fast_array(value, dtype, shape)
     if array is not None:
         return array
@@ -418,9 +475,10 @@ def _set_input(request, name, array, dtype):
     request.inputs[name].CopyFrom(proto)
 
 
-def predict_inputs_from_json(document, infos, request):
+def predict_inputs_from_json(document, infos, request, limit=None):
     """FillPredictRequestFromJson: fills `request.inputs` from `instances`
-    (row format) or `inputs` (columnar); returns True for columnar."""
+    (row format) or `inputs` (columnar); returns True for columnar. Each
+    tensor is checked against `limit` bytes before it is built."""
     if not infos:
         name = request.model_spec.signature_name
         raise invalid_argument("Failed to get input map for signature: "
@@ -436,10 +494,10 @@ def predict_inputs_from_json(document, infos, request):
                                 "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(document, "No values in 'instances' array")
-        _instances(instances, infos, request)
+        _instances(instances, infos, request, limit)
         return False
     if has_inputs:
-        _columns(document["inputs"], infos, request)
+        _columns(document["inputs"], infos, request, limit)
         return True
     raise invalid_argument("Missing 'inputs' or 'instances' key")
 
@@ -448,7 +506,7 @@ def _is_element_object(value):
     return isinstance(value, dict) and not _is_b64(value)
 
 
-def _instances(instances, infos, request):
+def _instances(instances, infos, request, limit=None):
     """FillTensorMapFromInstancesList."""
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument(
@@ -459,6 +517,7 @@ def _instances(instances, infos, request):
         name = names[0]
         dtype = infos[name].dtype
         shape = _dense_shape(instances)
+        _check_json_tensor(shape, dtype, limit)
         array = _fast_array(instances, dtype, shape)
         if array is None:  # element by element: TF Serving's checks
             array = _plain_instances(instances, dtype)
@@ -477,8 +536,10 @@ def _instances(instances, infos, request):
                     "'instances' list. Error: INVALID_ARGUMENT: JSON object: "
                     f"does not have named input: {key}")
             try:
-                array = json_to_array(value, infos[key].dtype)
+                array = json_to_array(value, infos[key].dtype, limit)
             except ServingError as error:
+                if error.code != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
                 raise invalid_argument(
                     f"Failed to process element: {index} key: {key} of "
                     f"'instances' list. Error: {error.code.name}: "
@@ -543,7 +604,7 @@ def _shape(shape):
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def _columns(value, infos, request):
+def _columns(value, infos, request, limit=None):
     """FillTensorMapFromInputsMap."""
     if not isinstance(value, dict) or _is_b64(value):
         if len(infos) > 1:
@@ -551,15 +612,15 @@ def _columns(value, infos, request):
                 "inputs is a plain value/list, but expecting an object as "
                 "multiple input tensors required as per tensorinfo_map")
         name = next(iter(infos))
-        _set_input(request, name, json_to_array(value, infos[name].dtype),
-                   infos[name].dtype)
+        _set_input(request, name, json_to_array(value, infos[name].dtype,
+                                                limit), infos[name].dtype)
         return
     for name in sorted(infos):
         if name not in value:
             raise invalid_argument(f"Missing named input: {name} in 'inputs' "
                                    "object.")
-        _set_input(request, name, json_to_array(value[name], infos[name].dtype),
-                   infos[name].dtype)
+        _set_input(request, name, json_to_array(value[name], infos[name].dtype,
+                                                limit), infos[name].dtype)
 
 
 def _feature_error(name, feature):
@@ -769,6 +830,9 @@ class RestServer:
     def stop(self):
         self._server.close()
         self._thread.join(10)
+        close = getattr(self._server.application, "close", None)
+        if close is not None:
+            close()
 
 
 __all__ = [

@@ -1,10 +1,13 @@
 """A drop-in `tensorflow_model_server`: TF Serving's gRPC and REST APIs,
 command line and semantics, for any SavedModel.
 
-gRPC: `tensorflow.serving.PredictionService` (`Predict`, `Classify`,
-`Regress`, `MultiInference`, `GetModelMetadata`) and
-`tensorflow.serving.ModelService` (`GetModelStatus`,
-`HandleReloadConfigRequest`) from the `tensorflow-serving-api` protos.
+gRPC (`grpc.aio`, request threads bounded by `--grpc_max_threads`):
+`tensorflow.serving.PredictionService` (`Predict`, `Classify`, `Regress`,
+`MultiInference`, `GetModelMetadata`), `tensorflow.serving.ModelService`
+(`GetModelStatus`, `HandleReloadConfigRequest` — off unless
+`--enable_model_config_reload`, confined to
+`--allowed_model_base_path_roots`) from the `tensorflow-serving-api` protos,
+and `grpc.health.v1.Health`; TLS with `--ssl_config_file`.
 REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
 handlers (`serving.handlers`) over the same models (`serving.models`).
 
@@ -17,7 +20,10 @@ test harness that starts `tensorflow_model_server` can start
 Serving flag this server does not implement is refused with its name,
 unless it is given its default value. Options of this server alone:
 `--host` (the address to bind: 127.0.0.1 by default, where TF Serving binds
-every interface), `--grace-seconds` and `--log-level`.
+every interface), `--enable_model_config_reload`,
+`--allowed_model_base_path_roots`, `--max_request_bytes`,
+`--max_inflight_bytes`, `--grpc_max_concurrent_rpcs`, `--grace-seconds` and
+`--log-level` (docs/serving.md, "Security").
 
 Usage:
 
@@ -34,97 +40,37 @@ import os
 import signal
 import sys
 import threading
-from concurrent import futures
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import grpc  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
-    model_service_pb2_grpc,
-    prediction_service_pb2_grpc,
+from clipspec import cli
+from serving.errors import ServingError
+from serving.defaults import (
+    DEFAULT_HOST,
+    DEFAULT_MAX_CONCURRENT_RPCS,
+    DEFAULT_MAX_INFLIGHT_BYTES,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_PORT,
+    READY_LINE,
+    REST_READY_LINE,
 )
 
-from serving.batching import BatchingOptions  # noqa: E402
-from serving.errors import ServingError  # noqa: E402
-from serving.handlers import Handlers, RequestContext  # noqa: E402
-from serving.metrics import Metrics, read_monitoring_config  # noqa: E402
-from serving.models import (  # noqa: E402
-    ModelManager,
-    ServingOptions,
-    read_model_config_file,
-    single_model_config,
-)
+# The model manager, the handlers and the gRPC and REST front ends import
+# TensorFlow: loaded on first use, so that `--help` answers at once.
+batching = cli.lazy_import("serving.batching")
+grpc_front = cli.lazy_import("serving.grpc_front")
+handlers_module = cli.lazy_import("serving.handlers")
+limits = cli.lazy_import("serving.limits")
+metrics_module = cli.lazy_import("serving.metrics")
+models = cli.lazy_import("serving.models")
 
 _LOG = logging.getLogger("serving.server")
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8500
-# Largest request accepted (gRPC message, REST body) unless
-# --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-READY_LINE = "Running gRPC ModelServer at"
-REST_READY_LINE = "Exporting HTTP/REST API at"
 VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
 
 
 def _cpus():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-
-
-def _answer(context, handler):
-    """Runs `handler()`; a `ServingError` becomes its status code."""
-    try:
-        return handler()
-    except ServingError as error:
-        code, message = error.code, error.message
-    except Exception as error:  # noqa: BLE001 (the server keeps serving)
-        _LOG.exception("request failed")
-        code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-    context.abort(code, message)
-
-
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
-    """`tensorflow.serving.PredictionService` over the shared handlers."""
-
-    def __init__(self, handlers):
-        self._handlers = handlers
-
-    def Predict(self, request, context):
-        _LOG.debug("Predict request received (model %r)", request.model_spec.name)
-        return _answer(context, lambda: self._handlers.predict(
-            request, RequestContext.grpc(context)))
-
-    def Classify(self, request, context):
-        return _answer(context, lambda: self._handlers.classify(
-            request, RequestContext.grpc(context)))
-
-    def Regress(self, request, context):
-        return _answer(context, lambda: self._handlers.regress(
-            request, RequestContext.grpc(context)))
-
-    def MultiInference(self, request, context):
-        return _answer(context, lambda: self._handlers.multi_inference(
-            request, RequestContext.grpc(context)))
-
-    def GetModelMetadata(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_metadata(
-            request, RequestContext.grpc(context)))
-
-
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
-    """`tensorflow.serving.ModelService`: version status and config reload."""
-
-    def __init__(self, handlers):
-        self._handlers = handlers
-
-    def GetModelStatus(self, request, context):
-        return _answer(context, lambda: self._handlers.get_model_status(
-            request, RequestContext.grpc(context)))
-
-    def HandleReloadConfigRequest(self, request, context):
-        return _answer(context, lambda: self._handlers.reload_config(
-            request, RequestContext.grpc(context)))
 
 
 def parse_channel_arguments(text):
@@ -143,44 +89,6 @@ def parse_channel_arguments(text):
         except ValueError:
             arguments.append((key, value))
     return arguments
-
-
-def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                  socket_path=None, channel_arguments=(), workers=16):
-    """A started `grpc.Server` serving `handlers` (or a `ModelManager`) on
-    `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
-    socket `socket_path`; returns `(server, bound TCP port or None)`."""
-    if isinstance(handlers, ModelManager):
-        handlers = Handlers(handlers)
-    options = dict([("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", -1),
-                    ("grpc.so_reuseport", 0)])
-    options.update(dict(channel_arguments))
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=workers,
-                                   thread_name_prefix="grpc"),
-        options=list(options.items()))
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(handlers), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-        ModelService(handlers), server)
-    bound = None
-    addresses = []
-    if port is not None:
-        addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    if socket_path:
-        addresses.append(f"unix:{socket_path}")
-    for address in addresses:
-        try:
-            result = server.add_insecure_port(address)
-        except RuntimeError as error:
-            raise OSError(f"Cannot listen on {address}: {error}") from None
-        if not result:
-            raise OSError(f"Cannot listen on {address} (in use?)")
-        if not address.startswith("unix:"):
-            bound = result
-    server.start()
-    return server, bound
 
 
 @dataclasses.dataclass
@@ -202,10 +110,18 @@ class ServerSettings:
     config_poll_wait_seconds: float = 0.0
     warmup: bool = True
     warmup_iterations: int = 1
-    options: ServingOptions = dataclasses.field(default_factory=ServingOptions)
+    options: object = dataclasses.field(  # a serving.models.ServingOptions
+        default_factory=lambda: models.ServingOptions())
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
+    max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
+    ssl_config: object = None        # serving.tls.SSLConfig, or None
+    reload_policy: object = dataclasses.field(  # a serving.handlers.ReloadPolicy
+        default_factory=lambda: handlers_module.ReloadPolicy())
+    health: bool = True
 
 
 def serve(config, settings=None, stop_event=None, on_ready=None):
@@ -217,7 +133,7 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop_event.set())
-    manager = ModelManager(
+    manager = models.ModelManager(
         config, batching=settings.batching,
         poll_wait_seconds=settings.poll_wait_seconds, warmup=settings.warmup,
         options=settings.options,
@@ -225,22 +141,38 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
         warmup_iterations=settings.warmup_iterations)
     try:
         manager.start()
+        _wait_until_available(manager, settings.poll_wait_seconds, stop_event)
     except ServingError as error:
         manager.stop()
         raise ValueError(f"{error.code.name}: {error.message}") from None
+    except ValueError:
+        manager.stop()
+        raise
     if stop_event.is_set():  # stopped while loading
         manager.stop()
         return
-    metrics = Metrics()
-    handlers = Handlers(manager, metrics)
+    metrics = metrics_module.Metrics()
+    handlers = handlers_module.Handlers(
+        manager, metrics,
+        limits.RequestLimits(settings.max_request_bytes or None,
+                      limits.MemoryBudget(settings.max_inflight_bytes or None)),
+        settings.reload_policy)
     limit = dict(settings.channel_arguments).get(
         "grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES)
+    credentials = None
+    if settings.ssl_config is not None:
+        from serving.tls import server_credentials
+
+        credentials = server_credentials(settings.ssl_config)
+        _LOG.info("Using SSL credentials%s", " (client certificates "
+                  "required)" if settings.ssl_config.client_verify else "")
     servers = []
     try:
-        server, bound = create_server(
+        server, bound = grpc_front.create_server(
             handlers, settings.host, settings.port or None,
             settings.socket_path, settings.channel_arguments,
-            settings.grpc_threads)
+            settings.grpc_threads, settings.max_concurrent_rpcs,
+            credentials, settings.health)
         servers.append(server)
         shown = f"[{settings.host}]" if ":" in settings.host else settings.host
         if bound is not None:
@@ -257,12 +189,17 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
                 from serving.rest import RestApp, RestServer
 
                 app = RestApp(handlers, settings.rest_timeout_seconds,
-                              settings.rest_cors, settings.metrics_path)
+                              settings.rest_cors, settings.metrics_path,
+                              settings.rest_threads)
                 rest = RestServer(app, settings.host, settings.rest_port,
                                   settings.rest_threads,
                                   max_body_bytes=limit if limit > 0 else None)
                 rest.start()
                 _LOG.info("%s %s:%d ...", REST_READY_LINE, shown, rest.port)
+                if credentials is not None:
+                    _LOG.warning("The HTTP/REST API is not encrypted "
+                                 "(--ssl_config_file covers gRPC only, as "
+                                 "in TF Serving)")
     except OSError:
         for server in servers:
             server.stop(0)
@@ -290,6 +227,29 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     _LOG.info("Server stopped")
 
 
+def _wait_until_available(manager, poll_wait_seconds, stop_event):
+    """Returns once every configured model has an AVAILABLE version (TF
+    Serving waits for them before it serves); raises ValueError naming the
+    reason when a model cannot get one (every version on disk failed to
+    load, or no version and no polling)."""
+    logged = set()
+    while not stop_event.is_set():
+        problems = manager.unavailable_models()
+        if not problems:
+            return
+        fatal = {name: reason for name, (reason, hopeful) in problems.items()
+                 if not hopeful or poll_wait_seconds <= 0}
+        if fatal:
+            raise ValueError("; ".join(f"model {name}: {reason}"
+                                       for name, reason in sorted(fatal.items())))
+        for name, (reason, _) in sorted(problems.items()):
+            if name not in logged:
+                _LOG.info("Waiting for model %s to be available: %s", name,
+                          reason)
+                logged.add(name)
+        stop_event.wait(max(poll_wait_seconds, 0.2))  # the manager polls
+
+
 def _poll_config_file(path, seconds, manager, stop_event):
     """TF Serving's PollFilesystemAndReloadConfig: re-read the model config
     file every `seconds` and apply it (a file that does not parse is
@@ -297,7 +257,7 @@ def _poll_config_file(path, seconds, manager, stop_event):
     last = None
     while not stop_event.wait(seconds):
         try:
-            config = read_model_config_file(path)
+            config = models.read_model_config_file(path)
         except ValueError as error:
             _LOG.error("Failed to read the model config file: %s", error)
             continue
@@ -327,7 +287,6 @@ def _bool(text):
 # (name: (default, why)). Any other value is refused with the reason.
 _DEFAULT_ONLY = {
     "use_alts_credentials": (False, "ALTS credentials are not implemented"),
-    "ssl_config_file": ("", "TLS is not implemented yet"),
     "platform_config_file": ("", "only the TensorFlow platform is served"),
     "per_process_gpu_memory_fraction": (0.0, "not implemented"),
     "tensorflow_session_config_file": ("", "TF1 session configs are not "
@@ -345,7 +304,6 @@ _DEFAULT_ONLY = {
     # TF Serving's default is true; here there is no profiler service, so
     # only false (or leaving the flag out) is accepted.
     "enable_profiler": (False, "the profiler service is not served"),
-    "enable_grpc_healthcheck_service": (False, "not implemented yet"),
     "num_load_threads": (0, "versions load one at a time"),
     "num_unload_threads": (0, "versions unload one at a time"),
     "max_num_load_retries": (5, "a version that failed to load is retried "
@@ -420,6 +378,17 @@ def build_parser():
                          "also the REST body limit).")
     network.add_argument("--grpc_max_threads", type=int, default=4 * _cpus(),
                          help="gRPC request threads. Default: 4 x CPUs.")
+    network.add_argument("--ssl_config_file", default="",
+                         help="TF Serving's SSLConfig text file (server_key, "
+                         "server_cert: PEM text; custom_ca and client_verify "
+                         "for mutual TLS): TLS on the gRPC port.")
+    network.add_argument("--enable_grpc_healthcheck_service", type=_bool,
+                         nargs="?", const=True, default=True,
+                         metavar="true|false",
+                         help="Serve grpc.health.v1.Health: each model name "
+                         "SERVING once it has an AVAILABLE version, \"\" once "
+                         "every model has. Default here: true (TF Serving: "
+                         "false).")
     semantics = parser.add_argument_group("requests (TF Serving's flags)")
     for name, default, text in (
             ("rest_api_enable_cors_support", False,
@@ -470,6 +439,36 @@ def build_parser():
     for name in sorted(_NO_EFFECT):
         other.add_argument(f"--{name}", type=_bool, nargs="?", const=True,
                            default=True, help=argparse.SUPPRESS)
+    safety = parser.add_argument_group(
+        "limits and the admin RPC (this server's own flags)")
+    safety.add_argument("--enable_model_config_reload", type=_bool, nargs="?",
+                        const=True, default=False, metavar="true|false",
+                        help="Allow HandleReloadConfigRequest (which changes "
+                        "the served models, and so the code the server runs). "
+                        "Default: false (the RPC is PERMISSION_DENIED; TF "
+                        "Serving always allows it).")
+    safety.add_argument("--allowed_model_base_path_roots", default="",
+                        metavar="DIR[,DIR]",
+                        help="With --enable_model_config_reload: the folders "
+                        "a reloaded model's base_path must be inside (real "
+                        "paths, symlinks resolved).")
+    safety.add_argument("--max_request_bytes", type=int,
+                        default=DEFAULT_MAX_REQUEST_BYTES,
+                        help="Most bytes one request's tensors (inputs, "
+                        "examples, outputs) may take once decoded, checked "
+                        "before decoding (0: no limit). Default: "
+                        f"{DEFAULT_MAX_REQUEST_BYTES}.")
+    safety.add_argument("--max_inflight_bytes", type=int,
+                        default=DEFAULT_MAX_INFLIGHT_BYTES,
+                        help="Server-wide memory budget of the requests in "
+                        "flight; a request that does not fit gets "
+                        "RESOURCE_EXHAUSTED (0: no limit). Default: "
+                        f"{DEFAULT_MAX_INFLIGHT_BYTES}.")
+    safety.add_argument("--grpc_max_concurrent_rpcs", type=int,
+                        default=DEFAULT_MAX_CONCURRENT_RPCS,
+                        help="gRPC calls in progress at once, more are "
+                        "RESOURCE_EXHAUSTED. Default: "
+                        f"{DEFAULT_MAX_CONCURRENT_RPCS}.")
     own = parser.add_argument_group("this server's own options")
     own.add_argument("--host", default=DEFAULT_HOST,
                      help="Address to bind (gRPC and REST). Default: "
@@ -503,11 +502,11 @@ def _check_default_only(args):
 
 def _config_from_args(args):
     if args.model_config_file:
-        return read_model_config_file(args.model_config_file)
+        return models.read_model_config_file(args.model_config_file)
     if not args.model_base_path:
         raise ValueError("Both --model_base_path and --model_config_file are "
                          "empty: give one (with --model_name).")
-    return single_model_config(args.model_name,
+    return models.single_model_config(args.model_name,
                                os.path.abspath(args.model_base_path))
 
 
@@ -520,14 +519,14 @@ def batching_from_args(args):
                              "--enable_batching.")
         return None
     if not args.batching_parameters_file:
-        return BatchingOptions.tf_serving_defaults()
+        return batching.BatchingOptions.tf_serving_defaults()
     try:
         with open(args.batching_parameters_file, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as error:
         raise ValueError(f"Cannot read {args.batching_parameters_file}: "
                          f"{error}") from None
-    return BatchingOptions.from_text(text, args.batching_parameters_file)
+    return batching.BatchingOptions.from_text(text, args.batching_parameters_file)
 
 
 def settings_from_args(args):
@@ -549,6 +548,27 @@ def settings_from_args(args):
             "--tensorflow_inter_op_parallelism) separately. You cannot "
             "configure all.")
     tags = tuple(t for t in args.saved_model_tags.split(",") if t) or ("serve",)
+    for name in ("max_request_bytes", "max_inflight_bytes"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be >= 0 (0: no limit).")
+    if args.grpc_max_concurrent_rpcs < 1:
+        raise ValueError("--grpc_max_concurrent_rpcs must be >= 1.")
+    roots = [r for r in args.allowed_model_base_path_roots.split(",") if r]
+    if roots and not args.enable_model_config_reload:
+        raise ValueError("--allowed_model_base_path_roots is set without "
+                         "--enable_model_config_reload.")
+    for root in roots:
+        if not os.path.isdir(root):
+            raise ValueError(f"--allowed_model_base_path_roots: {root} is not "
+                             "a folder.")
+    ssl_config = None
+    if args.ssl_config_file:
+        if args.use_alts_credentials:
+            raise ValueError("Either use_alts_credentials must be false or "
+                             "ssl_config_file must be empty.")
+        from serving.tls import read_ssl_config
+
+        ssl_config = read_ssl_config(args.ssl_config_file)
     return ServerSettings(
         host=args.host, port=args.port, socket_path=args.grpc_socket_path,
         rest_port=args.rest_api_port, rest_threads=args.rest_api_num_threads,
@@ -563,14 +583,20 @@ def settings_from_args(args):
         config_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
         warmup=args.enable_model_warmup,
         warmup_iterations=max(1, args.num_request_iterations_for_warmup),
-        options=ServingOptions(
+        options=models.ServingOptions(
             method_name_check=args.enable_signature_method_name_check,
             tensor_content=args.enable_serialization_as_tensor_content,
             saved_model_tags=tags),
         allow_unavailable_labels=args.allow_version_labels_for_unavailable_models,
-        metrics_path=(read_monitoring_config(args.monitoring_config_file)
+        metrics_path=(metrics_module.read_monitoring_config(args.monitoring_config_file)
                       if args.monitoring_config_file else None),
         grace_seconds=args.grace_seconds,
+        max_request_bytes=args.max_request_bytes,
+        max_inflight_bytes=args.max_inflight_bytes,
+        max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        ssl_config=ssl_config,
+        reload_policy=handlers_module.ReloadPolicy(args.enable_model_config_reload, roots),
+        health=args.enable_grpc_healthcheck_service,
     )
 
 

@@ -19,7 +19,18 @@ try:
 except RuntimeError:  # devices already initialised by an earlier import
     pass
 
-REAL_CLIPS = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real-clips"
+def _real_clips():
+    """`../shared/data/real-clips` beside the repository (or beside one of
+    its parent folders, for a git worktree in a sub-folder)."""
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    for folder in repo.parents:
+        candidate = folder / "shared" / "data" / "real-clips"
+        if (candidate / "labels.csv").is_file():
+            return candidate
+    return repo.parent / "shared" / "data" / "real-clips"
+
+
+REAL_CLIPS = _real_clips()
 
 
 @pytest.fixture(scope="session")

@@ -127,17 +127,21 @@ def test_train_step_and_input_pipeline_docs_pages(tmp_path):
     text = (tmp_path / "train_step.md").read_text()
     assert "| 100.0 ms | 104.0 ms | 1.04 | <= 1.05 |" in text and "XLA on" in text
     input_pipeline.write_docs(
-        {"clip": [16, 112, 112, 3], "stride": 2, "batch_size": 8,
-         "augmentation": "scale_jitter", "frame_size": [128, 170], "rounds": 3,
-         "clips_per_round": 240, "load_average": [1.0, 1.0, 1.0],
+        {"clip": [16, 112, 112, 3], "stride": 2, "batch_size": 8, "videos": 48,
+         "frames": 3072, "augmentation": "scale_jitter", "frame_size": [128, 170],
+         "rounds": 3, "clips_per_round": 240, "load_average": [1.0, 1.0, 1.0],
          "pyav_decode_fps_per_process": 600.0, "prepare_workers": 2,
          "prepare_videos_per_second": 3.4, "raw_decode_clips_per_second": 500.0,
-         "device_pipeline_clips_per_second": 450.0, "device_ratio": 0.9,
-         "device_cpu_ratio": 0.91, "host_pipeline_clips_per_second": 350.0,
-         "host_ratio": 0.7, "host_cpu_ratio": 0.69,
+         "raw_decode_clips_per_cpu_second": 260.0,
+         "device_pipeline_clips_per_second": 450.0,
+         "device_pipeline_clips_per_cpu_second": 240.0, "device_ratio": 0.9,
+         "host_pipeline_clips_per_second": 350.0,
+         "host_pipeline_clips_per_cpu_second": 180.0, "host_ratio": 0.7,
+         "test_views_per_second": 90.0, "test_views_per_cpu_second": 50.0,
          "cpu_ms_per_clip_by_stage": {"read": 0.5, "+ decode_jpeg": 3.5},
          "raw_decode_cpu_ms_per_clip": 3.6, "clip_augmentation_layer_cpu_ms_per_clip": 17.0},
         tmp_path / "input_pipeline.md", "python -m benchmarks.input_pipeline --docs x")
     text = (tmp_path / "input_pipeline.md").read_text()
-    assert '| augment_on="device", clips/s | 450.0 | 0.9 (0.91) |' in text
+    assert text.startswith("# Input-pipeline benchmark") and "python -m benchmarks." in text
+    assert '| train, `augment_on="device"` (uint8 frames) | 450.0 | 240.0 | 0.9 |' in text
     assert "| + decode_jpeg | 3.5 |" in text

@@ -1,7 +1,6 @@
 """Clip sampling rules, the tf.data clip pipeline and test-time views."""
 
 import itertools
-import pathlib
 
 import keras
 import numpy as np
@@ -18,7 +17,7 @@ from training.data import (
     write_synthetic_dataset,
 )
 from clipspec import sampling, views
-from training.data import records
+from training.data import shard_format
 from training.data.layouts import VideoDataset, VideoItem
 from training.data.shard_writer import prepare_dataset
 from training.data.synthetic import write_video
@@ -143,11 +142,10 @@ def prepared(tmp_path_factory):
 def shard_frames(prepared, subset):
     """{video_id: (uint8 frames decoded with tf.io.decode_jpeg, label)}."""
     out = {}
-    for path in shard_paths(load_manifest(prepared), subset):
-        for raw in tf.data.TFRecordDataset(path):
-            video = records.parse(raw)
+    for prefix in shard_paths(load_manifest(prepared), subset):
+        for video in shard_format.read_videos(prefix):
             frames = np.stack([tf.io.decode_jpeg(j).numpy() for j in video["frames"]])
-            out[int(video["video_id"])] = (frames, int(video["label"]))
+            out[video["video_id"]] = (frames, video["label"])
     return out
 
 
@@ -181,7 +179,6 @@ def test_train_clips_shapes_dtypes_and_pixels(prepared):
         assert label in matches
 
 
-@pytest.mark.slow  # a subprocess / fits / several epochs
 def test_train_randomness_and_determinism(prepared):
     def first_batches(**kwargs):
         data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
@@ -265,7 +262,6 @@ def test_test_mode_views_grouping_and_scores(prepared):
     assert model_scores["views"].tolist() == [6] * len(videos)
 
 
-@pytest.mark.slow  # a subprocess / fits / several epochs
 def test_keras_model_and_distribution(prepared):
     data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
                         batch_size=4, repeat=True, seed=0)
@@ -310,59 +306,8 @@ def test_clip_dataset_argument_errors(prepared, tmp_path):
 
 
 # --------------------------------------------------------------------------
-# Random access through the frame index; device-side augmentation
+# Device-side augmentation
 # --------------------------------------------------------------------------
-def test_frame_index_reads_the_records_frames(prepared):
-    from training.data import frame_index
-
-    for path in shard_paths(load_manifest(prepared), "train"):
-        assert (prepared / f"{pathlib.Path(path).name}.index.npz").is_file()  # by prepare
-        index = frame_index.load_index(path)
-        reader = frame_index.FrameReader([path])
-        for row, raw in enumerate(tf.data.TFRecordDataset(path)):
-            video = records.parse(raw)
-            for name in ("video_id", "label", "num_frames", "height", "width"):
-                assert index[name][row] == int(video[name])
-            n = int(video["num_frames"])
-            got = reader.read(0, index["first"][row], np.arange(n)[::-1])
-            assert list(got) == [bytes(j) for j in video["frames"].numpy()[::-1]]
-
-
-def test_frame_index_rebuilt_when_missing_or_stale(prepared, tmp_path):
-    import shutil
-
-    from training.data import frame_index
-
-    shard = shard_paths(load_manifest(prepared), "train")[0]
-    copy = tmp_path / pathlib.Path(shard).name
-    shutil.copy(shard, copy)
-    assert not (tmp_path / f"{copy.name}.index.npz").exists()
-    built = frame_index.load_index(copy)  # built and written
-    assert (tmp_path / f"{copy.name}.index.npz").is_file()
-    stored = frame_index.load_index(shard)
-    np.testing.assert_array_equal(built["frames"], stored["frames"])
-    # A stale index (its shard changed size) is rebuilt.
-    with open(copy, "ab") as handle:
-        handle.write(b"")
-    stale = dict(built, shard_bytes=np.asarray(1, np.int64))
-    frame_index.write_index(copy, stale)
-    assert int(frame_index.load_index(copy)["shard_bytes"]) == copy.stat().st_size
-
-
-def test_frame_index_names_a_bad_shard(tmp_path):
-    from training.data import frame_index
-
-    text = tmp_path / "train-00000-of-00001.tfrecord"
-    text.write_text("not a TFRecord file at all\n")
-    with pytest.raises(ValueError, match="train-00000-of-00001.tfrecord: not a readable"):
-        frame_index.build_index(text)
-    other = tmp_path / "other.tfrecord"
-    with tf.io.TFRecordWriter(str(other)) as writer:
-        writer.write(b"\x01\x02 not an Example")
-    with pytest.raises(ValueError, match="other.tfrecord: record 0 is not a prepared video"):
-        frame_index.build_index(other)
-
-
 @pytest.mark.parametrize("augmentation", ["scale_jitter", "center"])
 def test_device_augmentation_equals_host_augmentation(prepared, augmentation):
     from keras_classreg import ClipAugmentation
@@ -392,43 +337,3 @@ def test_device_augmentation_argument_errors(prepared, tmp_path):
     unsized = dict(manifest, short_side=None)
     with pytest.raises(ValueError, match="augment_on='device' needs frames whose short side"):
         clip_dataset(unsized, augment_on="device")
-
-
-@pytest.mark.slow  # a subprocess / fits / several epochs
-def test_process_with_a_live_train_iterator_exits(prepared):
-    """tf.data threads call Python (the frame reader): an iterator alive at
-    interpreter shutdown used to hang the process in its destructor."""
-    import subprocess
-    import sys
-
-    script = (
-        "import os\n"
-        "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
-        "from training.data import clip_dataset\n"
-        f"it = iter(clip_dataset({str(prepared)!r}, clip_length=4, crop_size=16, "
-        "batch_size=2, repeat=True))\n"
-        "print(next(it)[0].shape)\n"
-    )
-    root = pathlib.Path(__file__).resolve().parents[1]
-    done = subprocess.run([sys.executable, "-c", script], cwd=root, timeout=60,
-                          capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "(2, 4, 16, 16, 3)" in done.stdout
-
-
-def test_frame_reader_names_a_stale_index(prepared, tmp_path):
-    import shutil
-
-    from training.data import frame_index
-
-    shard = shard_paths(load_manifest(prepared), "train")[0]
-    copy = tmp_path / "train-00000-of-00001.tfrecord"
-    shutil.copy(shard, copy)
-    index = frame_index.load_index(copy)
-    shifted = dict(index, frames=index["frames"] + [[3, 0]])  # offsets now wrong
-    reader = frame_index.FrameReader([copy], [shifted["frames"]])
-    with pytest.raises(OSError, match=r"no JPEG at byte \d+: the shard changed after "
-                                      r".*index.npz was built"):
-        reader.read(0, 0, [0])
-    (tmp_path / f"{copy.name}.index.npz").write_bytes(b"not a zip")  # corrupt: rebuilt
-    np.testing.assert_array_equal(frame_index.load_index(copy)["frames"], index["frames"])

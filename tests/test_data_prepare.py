@@ -9,7 +9,6 @@ import pathlib
 import av
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from clipspec.decode import VideoDecodeError, decode_video, resized_shape
 from clipspec.sampling import eval_views, normalize
@@ -22,7 +21,7 @@ from training.data import (
     shard_paths,
     write_synthetic_dataset,
 )
-from training.data import records
+from training.data import shard_format
 from training.data.layouts import VideoDataset, VideoItem
 from training.data.shard_writer import CRASH_REASON, _Runner, prepare_dataset
 from training.data.synthetic import write_video
@@ -154,24 +153,25 @@ def test_prepare_skips_exactly_the_bad_files_and_keeps_all_good(videos, tmp_path
     assert "audio" in skipped[bad["audio"]]
     written = {}
     for subset in manifest["subsets"]:
-        for path in shard_paths(load_manifest(tmp_path / "out"), subset):
-            for raw in tf.data.TFRecordDataset(path):
-                video = records.parse(raw)
-                written[video["path"].numpy().decode()] = (subset, video)
+        for prefix in shard_paths(load_manifest(tmp_path / "out"), subset):
+            for video in shard_format.read_videos(prefix):
+                written[video["path"]] = (subset, video)
     assert set(written) == set(good)
-    by_path = {i.path: i for i in dataset.items}
+    # the split is drawn over the usable videos only
+    by_path = {i.path: i for i in dataset.redraw_split(
+        [i for i in dataset.items if i.path in set(good)])}
     for path, (subset, video) in written.items():
         assert by_path[path].subset == subset
-        assert int(video["label"]) == by_path[path].label
-        assert int(video["num_frames"]) == 12 and int(video["height"]) == 32
-        assert float(video["fps"]) == 25.0
+        assert video["label"] == by_path[path].label
+        assert video["num_frames"] == len(video["frames"]) == 12
+        assert video["height"] == 32 and video["fps"] == 25.0
     counts = {s: {c: 0 for c in dataset.class_names} for s in ("train", "test")}
     for path in good:
         counts[by_path[path].subset][by_path[path].class_name] += 1
     for subset in ("train", "test"):
         assert manifest["subsets"][subset]["per_class"] == counts[subset]
         assert manifest["subsets"][subset]["videos"] == sum(counts[subset].values())
-    ids = [int(v["video_id"]) for s, v in written.values() if s == "train"]
+    ids = [v["video_id"] for s, v in written.values() if s == "train"]
     assert len(set(ids)) == len(ids)
     on_disk = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert on_disk["skipped"] == manifest["skipped"]
@@ -186,11 +186,14 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     first = prepare_dataset(dataset, out, short_side=24, workers=0,
                             videos_per_shard=2, progress=False)
     assert first["decode"]["this_run"]["shards_written"] == 3
-    shard = out / first["subsets"]["train"]["shards"][1]
+    shards = [out / name for name in first["subsets"]["train"]["shards"]]
+    shard = pathlib.Path(shard_format.frames_path(shards[1]))
     stamp = shard.stat().st_mtime_ns
-    # Interrupted run: one shard lost, another half-written (no sidecar).
-    os.remove(out / (first["subsets"]["train"]["shards"][0] + ".json"))
-    os.remove(out / first["subsets"]["train"]["shards"][2])
+    # Interrupted run: one shard without its sidecar, another without its
+    # index; a third half-written (a leftover temporary file).
+    os.remove(f"{shards[0]}.json")
+    os.remove(shard_format.index_path(shards[2]))
+    pathlib.Path(shard_format.index_path(shards[2]) + ".tmp").write_bytes(b"partial")
     again = prepare_dataset(dataset, out, short_side=24, workers=0,
                             videos_per_shard=2, progress=False)
     run = again["decode"]["this_run"]
@@ -208,8 +211,9 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     changed = prepare_dataset(dataset, out, short_side=24, workers=0,
                               videos_per_shard=4, progress=False)
     assert changed["decode"]["this_run"]["shards_written"] == 2
-    assert sorted(p.name for p in out.glob("*.tfrecord")) == [
-        "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["manifest.json"] + [f"train-0000{i}-of-00002{suffix}" for i in (0, 1)
+                             for suffix in (".json", ".frames.tfrecord", ".index.tfrecord")])
 
 
 def test_runner_survives_a_crashing_worker():
@@ -247,10 +251,14 @@ def test_prepare_cli_exit_codes_and_output(videos, tmp_path, capsys):
     code = prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side", "24",
                              "--workers", "1", "--test-fraction", "0.25", "--quiet"])
     captured = capsys.readouterr()
-    assert code == 3
+    assert code == 0  # finished; the skipped files are listed
     assert "train: " in captured.out and "PyAV decode:" in captured.out
     assert f"{bad['text']}: not a video FFmpeg can read" in captured.err
     assert load_manifest(out)["short_side"] == 24
+    assert prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side",
+                             "24", "--workers", "1", "--test-fraction", "0.25",
+                             "--quiet", "--strict"]) == 1
+    assert "error: --strict: 6 file(s) were skipped" in capsys.readouterr().err
     assert prepare_cli.main(["--layout", "ucf101", "--root", str(root),
                              "--out", str(out)]) == 2
     assert "needs --annotations" in capsys.readouterr().err

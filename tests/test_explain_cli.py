@@ -136,7 +136,7 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
     from keras_classreg.explanations import explain
     from serving import client as client_cli
     from serving.models import ModelManager, single_model_config
-    from serving.server import create_server
+    from serving.grpc_front import create_server
     from clipspec.sampling import normalize
     from training.export import export_version
 

@@ -28,7 +28,7 @@ def test_every_model_builds_and_predicts(name):
 
 def test_names_and_get():
     assert {"resnet18_3d", "resnet34_3d", "resnet50_3d", "resnet101_3d", "resnet152_3d",
-            "wide_resnet50_3d", "resnext101_3d", "i3d"} == set(models.names())
+            "resnet200_3d", "wide_resnet50_3d", "resnext101_3d", "i3d"} == set(models.names())
     with pytest.raises(ValueError, match="Unknown model name 'resnet7_3d'"):
         models.get("resnet7_3d")
 

@@ -64,7 +64,8 @@ def farm(tmp_path_factory):
     server = LocalServer([
         f"--model_config_file={root / 'models.config'}", "--enable_batching",
         f"--batching_parameters_file={root / 'batching_parameters.txt'}",
-        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG"],
+        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG",
+        "--enable_model_config_reload", f"--allowed_model_base_path_roots={root}"],
         rest=True)
     server.start()
     client = ServingClient(server.address, timeout=60, retries=0)
@@ -159,7 +160,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert client_cli.main(["--server", server.address, "--model", "alpha",
                             "--num-clips", "2", "--views-per-request", "1",
                             "--json", str(video)]) == 0
-    report = json.loads(capsys.readouterr().out)
+    report = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
     views = eval_views(decoded, 4, 2, 16, num_clips=2, num_crops=1)
@@ -174,7 +175,7 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert client_cli.main(["--rest", "--server", f"127.0.0.1:{server.rest_port}",
                             "--model", "alpha", "--num-clips", "2", "--json",
                             str(video)]) == 0
-    over_rest = json.loads(capsys.readouterr().out)
+    over_rest = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
     np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]],
                                mean[best], atol=1e-4)
@@ -310,7 +311,7 @@ def test_cli_rejects_bad_arguments_and_files(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flag, words", [
-    ("--ssl_config_file=/etc/ssl.conf", "--ssl_config_file"),
+    ("--ssl_config_file=/etc/ssl.conf", "/etc/ssl.conf"),
     ("--prefer_tflite_model=true", "TF Lite"),
     ("--enable_profiler", "profiler"),
 ])

@@ -90,7 +90,8 @@ def test_rerun_of_a_finished_run_is_a_no_op_and_changes_are_refused(trained_run)
     assert train(trained_run) == trained_run["run_dir"]
     assert os.path.getmtime(final) == stamp
     changed = dict(trained_run, learning_rate=0.5, batch_size=4)
-    with pytest.raises(ValueError, match=r"different config.*learning_rate: saved 0.1, now 0.5"):
+    with pytest.raises(ValueError, match=r"is a finished run .*other settings .*"
+                                         r"learning_rate: saved 0.1, now 0.5"):
         train(changed)
 
 

@@ -173,12 +173,11 @@ def test_transfer_weights_reports_shape_mismatch_and_refuses_strangers():
 
 # --- resumable callbacks --------------------------------------------------
 class _FakeModel:
-    def __init__(self, initial_epoch):
-        self._initial_epoch = initial_epoch
+    def __init__(self):
         self.optimizer = None
         self.saved = []
 
-    def save(self, path):
+    def save(self, path, overwrite=True):
         self.saved.append(path)
         with open(path, "w") as file:
             file.write("model")
@@ -199,7 +198,7 @@ def test_history_and_best_model_survive_a_resume(tmp_path):
     best_cb = run_callbacks.BestModel(best_path, "val_top1", history)
     # first process: epochs 1..3 done, then killed after writing row 3 but
     # before its backup: the resume restarts at epoch index 2 (epoch 3).
-    model = _FakeModel(0)
+    model = _FakeModel()
     for cb in (csv_cb, best_cb):
         cb.set_model(model)
         cb.on_train_begin()
@@ -208,17 +207,21 @@ def test_history_and_best_model_survive_a_resume(tmp_path):
             cb.on_epoch_begin(epoch)
             cb.on_epoch_end(epoch, {"loss": 1.0, "val_top1": score})
     assert best_cb.best_epoch == 2 and len(model.saved) == 2
-    resumed = _FakeModel(2)
+    assert open(best_path).read() == "model"  # renamed into place
+    resumed = _FakeModel()
     csv_cb2 = run_callbacks.HistoryCSV(history)
     best_cb2 = run_callbacks.BestModel(best_path, "val_top1", history)
     for cb in (csv_cb2, best_cb2):  # history first, as in train()
         cb.set_model(resumed)
         cb.on_train_begin()
-    assert [r["epoch"] for r in run_callbacks.read_history(history)] == [1, 2]
-    assert best_cb2.best == pytest.approx(0.6) and best_cb2.best_epoch == 2
+    # Keras's first on_epoch_begin of the resumed fit says where it starts
     for epoch, score in ((2, 0.5), (3, 0.7)):
         for cb in (csv_cb2, best_cb2):
             cb.on_epoch_begin(epoch)
+        if epoch == 2:
+            assert [r["epoch"] for r in run_callbacks.read_history(history)] == [1, 2]
+            assert best_cb2.best == pytest.approx(0.6) and best_cb2.best_epoch == 2
+        for cb in (csv_cb2, best_cb2):
             cb.on_epoch_end(epoch, {"loss": 1.0, "val_top1": score})
     rows = run_callbacks.read_history(history)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
@@ -229,12 +232,32 @@ def test_history_and_best_model_survive_a_resume(tmp_path):
 
 
 def test_epoch_checkpoints_keep_the_newest(tmp_path):
-    model = _FakeModel(0)
+    model = _FakeModel()
     callback = run_callbacks.EpochCheckpoints(str(tmp_path), keep=2)
     callback.set_model(model)
     for epoch in range(4):
+        callback.on_epoch_begin(epoch)
         callback.on_epoch_end(epoch)
     assert sorted(os.listdir(tmp_path)) == ["epoch_003.keras", "epoch_004.keras"]
+
+
+def test_checkpoints_save_the_inference_model_of_a_training_wrapper(tmp_path):
+    class Wrapper:
+        def __init__(self):
+            self.inference_model = _FakeModel()
+
+    wrapper = Wrapper()
+    best = run_callbacks.BestModel(str(tmp_path / "best.keras"), "top1",
+                                   str(tmp_path / "history.csv"))
+    epochs = run_callbacks.EpochCheckpoints(str(tmp_path / "checkpoints"), keep=0)
+    for callback in (best, epochs):
+        callback.set_model(wrapper)
+        callback.on_train_begin()
+        callback.on_epoch_begin(0)
+        callback.on_epoch_end(0, {"top1": 0.5})
+    assert len(wrapper.inference_model.saved) == 2
+    with pytest.raises(KeyError, match="'top1' is not in the epoch logs"):
+        best.on_epoch_end(1, {"loss": 1.0})
 
 
 # --- evaluation report ------------------------------------------------------

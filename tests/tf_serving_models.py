@@ -113,3 +113,50 @@ def example(x):
     result = tf.train.Example()
     result.features.feature["x"].float_list.value.append(x)
     return result
+
+
+class _Slow(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def loop(self, x):
+        """x[0] iterations of a 256x256 matmul (about 1 ms each), in a
+        `tf.while_loop` (cancellable between iterations); y = x."""
+        steps = tf.cast(x[0], tf.int32)
+        start = tf.ones([256, 256]) / 256.0
+
+        def body(i, y):
+            return i + 1, tf.tanh(tf.matmul(y, y))
+        _, y = tf.while_loop(lambda i, y: i < steps, body, (0, start))
+        return {"y": x + 0.0 * tf.reduce_sum(y)}
+
+
+def slow_loop_tf2(export_dir):
+    """A TF2 model whose `serving_default` (x float [n] -> y = x) runs x[0]
+    loop iterations of about 1 ms: a request as long as it asks for."""
+    module = _Slow()
+    tf.saved_model.save(module, os.fspath(export_dir), signatures={
+        tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.loop})
+    return export_dir
+
+
+def slow_loop_tf1(export_dir):
+    """A TF1 graph (Session) like `slow_loop_tf2`: `serving_default` runs
+    x[0] loop iterations of a 256x256 matmul; y = x."""
+    utils = tf.compat.v1.saved_model
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        x = tf.compat.v1.placeholder(tf.float32, [None], "x")
+        steps = tf.cast(x[0], tf.int32)
+        _, y = tf.compat.v1.while_loop(
+            lambda i, y: i < steps,
+            lambda i, y: (i + 1, tf.tanh(tf.matmul(y, y))),
+            (0, tf.ones([256, 256]) / 256.0))
+        out = tf.identity(x + 0.0 * tf.reduce_sum(y), "y")
+        builder = utils.Builder(os.fspath(export_dir))
+        builder.add_meta_graph_and_variables(
+            session, [tf.saved_model.SERVING], signature_def_map={
+                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                    utils.build_signature_def(
+                        {"x": utils.build_tensor_info(x)},
+                        {"y": utils.build_tensor_info(out)},
+                        tf.saved_model.PREDICT_METHOD_NAME)})
+        builder.save()
+    return export_dir

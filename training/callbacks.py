@@ -2,10 +2,21 @@
 
 `keras.callbacks.BackupAndRestore` restores the weights, the optimizer and
 the epoch of an interrupted run; these callbacks keep the run directory's
-other files consistent with it: every file is written atomically (a kill
-mid-write leaves the previous version), the CSV history drops the rows of
-epochs that will be re-run, and the best-model tracker remembers the best
-score of the epochs before the interruption.
+other files consistent with it. Keras reports the epoch a resumed `fit`
+starts from as the first `on_epoch_begin(epoch)`, and that is all they
+need to know:
+
+- `HistoryCSV`: one CSV row per epoch (with the learning rate and the
+  epoch's seconds, which Keras's `CSVLogger` does not log); on a resumed run
+  it drops the rows of the epochs about to be re-run.
+- `BestModel`: Keras's `ModelCheckpoint(save_best_only=True)`, remembering
+  the best score of the epochs before an interruption (from the history),
+  writing atomically (a kill mid-write leaves the previous `best.keras`).
+- `EpochCheckpoints`: Keras's `ModelCheckpoint` per epoch, keeping the
+  newest few.
+
+The two checkpoint callbacks save the model a training wrapper trains
+(`DeviceAugmentedModel.inference_model`) rather than the wrapper.
 """
 
 import csv
@@ -15,6 +26,8 @@ import time
 
 import keras
 
+from clipspec.rundir import partial_path
+
 
 def save_model_atomically(model, path):
     """`model.save(path)` through a temporary file and an atomic rename.
@@ -23,9 +36,8 @@ def save_model_atomically(model, path):
     saves the model it wraps, without the optimizer.
     """
     model = getattr(model, "inference_model", model)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    partial = os.path.join(directory, f".partial-{os.getpid()}-{name}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = partial_path(os.path.abspath(path))
     model.save(partial)
     os.replace(partial, path)
 
@@ -36,10 +48,7 @@ def read_history(path):
         return []
     with open(path, newline="", encoding="utf-8") as file:
         rows = list(csv.DictReader(file))
-    parsed = []
-    for row in rows:
-        parsed.append({key: _number(value) for key, value in row.items()})
-    return parsed
+    return [{key: _number(value) for key, value in row.items()} for row in rows]
 
 
 def _number(text):
@@ -62,16 +71,36 @@ def _write_history(path, rows):
     os.replace(partial, path)
 
 
-def _resumed_epoch(model):
-    """The epoch `fit` starts from (set by `BackupAndRestore` on restore)."""
-    return int(getattr(model, "_initial_epoch", None) or 0)
+class _FirstEpochMixin:
+    """Calls `on_resume(first_epoch)` at the first `on_epoch_begin` of each
+    `fit`: the 0-based epoch `fit` starts from (after `BackupAndRestore`
+    restored an interrupted run, the one after its last finished epoch)."""
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._resumed = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if not getattr(self, "_resumed", False):
+            self._resumed = True
+            self.on_resume(epoch)
+
+    def on_resume(self, first_epoch):
+        raise NotImplementedError
 
 
-class HistoryCSV(keras.callbacks.Callback):
+class _SavesInferenceModel:
+    """Checkpoints hold the model a training wrapper trains, not the wrapper."""
+
+    def set_model(self, model):
+        super().set_model(getattr(model, "inference_model", model))
+
+
+class HistoryCSV(_FirstEpochMixin, keras.callbacks.Callback):
     """Writes one CSV row per epoch: `epoch` (1-based), `learning_rate`,
-    `epoch_seconds` and every logged metric. On a resumed run it first drops
-    the rows of the epochs about to be re-run. Must come after
-    `BackupAndRestore` in the callback list."""
+    `epoch_seconds` and every logged metric. A resumed run first drops the
+    rows of the epochs about to be re-run."""
 
     def __init__(self, path):
         super().__init__()
@@ -79,13 +108,13 @@ class HistoryCSV(keras.callbacks.Callback):
         self.rows = []
         self._start = None
 
-    def on_train_begin(self, logs=None):
-        start = _resumed_epoch(self.model)
-        self.rows = [r for r in read_history(self.path) if r["epoch"] <= start]
+    def on_resume(self, first_epoch):
+        self.rows = [r for r in read_history(self.path) if r["epoch"] <= first_epoch]
         if self.rows or os.path.exists(self.path):
             _write_history(self.path, self.rows)
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -101,54 +130,57 @@ class HistoryCSV(keras.callbacks.Callback):
         _write_history(self.path, self.rows)
 
 
-class BestModel(keras.callbacks.Callback):
-    """Saves the model whenever `monitor` beats its best value so far
-    (higher is better), including the epochs before a resume (read from the
-    history CSV). Must come after `BackupAndRestore`."""
+class BestModel(_SavesInferenceModel, _FirstEpochMixin,
+                keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint(save_best_only=True, mode="max")` for `path`, which
+    also counts the epochs before a resume (their scores are read from the
+    history CSV) and replaces `path` atomically.
+
+    Attributes:
+        best: the best `monitor` value so far; `best_epoch`: its 1-based
+            epoch (`None` before the first).
+    """
 
     def __init__(self, path, monitor, history_path):
-        super().__init__()
-        self.path = path
-        self.monitor = monitor
+        self.final_path = os.fspath(path)
+        super().__init__(str(partial_path(os.path.abspath(self.final_path))),
+                         monitor=monitor, mode="max", save_best_only=True)
         self.history_path = history_path
-        self.best = -math.inf
         self.best_epoch = None
 
-    def on_train_begin(self, logs=None):
-        start = _resumed_epoch(self.model)
+    def on_resume(self, first_epoch):
         self.best, self.best_epoch = -math.inf, None
         for row in read_history(self.history_path):
             value = row.get(self.monitor)
-            if row["epoch"] <= start and isinstance(value, (int, float)) and (
-                value > self.best
-            ):
+            if row["epoch"] <= first_epoch and isinstance(value, (int, float)) \
+                    and value > self.best:
                 self.best, self.best_epoch = value, row["epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None:
+        if (logs or {}).get(self.monitor) is None:  # Keras only warns
             raise KeyError(
                 f"BestModel: metric {self.monitor!r} is not in the epoch logs "
-                f"({', '.join(sorted(logs or {}))})."
-            )
-        if value > self.best:
-            self.best, self.best_epoch = float(value), epoch + 1
-            save_model_atomically(self.model, self.path)
+                f"({', '.join(sorted(logs or {}))}).")
+        before = self.best
+        super().on_epoch_end(epoch, logs)
+        if self.best != before:  # ModelCheckpoint saved an improvement
+            os.replace(self.filepath, self.final_path)
+            self.best, self.best_epoch = float(self.best), epoch + 1
 
 
-class EpochCheckpoints(keras.callbacks.Callback):
-    """Saves `directory/epoch_NNN.keras` after every epoch (1-based) and
-    keeps only the newest `keep` of them (`keep=0`: all)."""
+class EpochCheckpoints(_SavesInferenceModel, keras.callbacks.ModelCheckpoint):
+    """`ModelCheckpoint` writing `directory/epoch_NNN.keras` after every
+    epoch (1-based) and keeping only the newest `keep` of them (`keep=0`:
+    all). A kill while one is written leaves it partial; the resumed run
+    re-runs that epoch and writes it again."""
 
     def __init__(self, directory, keep=5):
-        super().__init__()
+        super().__init__(os.path.join(directory, "epoch_{epoch:03d}.keras"))
         self.directory = directory
         self.keep = keep
 
     def on_epoch_end(self, epoch, logs=None):
-        save_model_atomically(
-            self.model, os.path.join(self.directory, f"epoch_{epoch + 1:03d}.keras")
-        )
+        super().on_epoch_end(epoch, logs or {})
         if self.keep:
             saved = sorted(
                 name for name in os.listdir(self.directory)

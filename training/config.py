@@ -19,7 +19,11 @@ import dataclasses
 import json
 import os
 
+DEFAULT_MODEL = "resnet18_3d"
 LR_SCHEDULES = ("cosine", "step")
+# Builder arguments that TrainConfig sets through its own fields.
+BUILDER_ARGUMENTS = ("num_classes", "input_shape", "class_regularization",
+                     "affection_rates", "dropout", "class_regularization_options")
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
 AUGMENT_ON = ("host", "device")
 
@@ -59,11 +63,22 @@ class TrainConfig:
     )
     # --- model --------------------------------------------------------------
     model: str = _field(
-        "resnet18_3d",
+        None,
         "Model: a name from keras_classreg.models.names(), or "
         "'package.module:builder' / 'path/file.py:builder' for your own "
         "builder taking the zoo's arguments (num_classes, input_shape, "
-        "class_regularization, affection_rates, dropout).",
+        "class_regularization, affection_rates, dropout). Default: the model "
+        "of the --init-from run (its config.json), else "
+        f"{DEFAULT_MODEL}.",
+    )
+    model_options: dict = _field(
+        None,
+        "Further builder arguments (the architecture) as JSON, e.g. "
+        '\'{"padding": "symmetric", "shortcut": "A"}\'. Default: the '
+        "--init-from run's, when it has the same model (a run written by "
+        "`python -m training.convert` records those that reproduce the "
+        "published network).",
+        type=json_object,
     )
     class_regularization: bool = _field(
         True, "Add a Class Regularization block after each stage."
@@ -86,8 +101,25 @@ class TrainConfig:
         None,
         "Start from the weights of another model (a .keras file or a run "
         "directory, whose best.keras is used), matched by layer name: the "
-        "paper's 'train base -> add Class Regularization -> fine-tune'. "
-        "Layers absent from it (the blocks' projections) start fresh.",
+        "paper's 'train base -> add Class Regularization -> fine-tune', or a "
+        "published Kinetics backbone converted by `python -m training.convert`. "
+        "Layers absent from it (the blocks' projections) start fresh, and so "
+        "does the classifier when its classes differ from the dataset's. "
+        "Unless given, model, model_options, mean and std come from the "
+        "run's config.json (the weights' input convention).",
+    )
+    freeze_backbone: bool = _field(
+        False,
+        "Train only the classifier and the Class Regularization blocks: every "
+        "other layer keeps its (--init-from) weights, batch norms their "
+        "statistics.",
+    )
+    freeze_until: str = _field(
+        None,
+        "Freeze every layer before the first layer whose name starts with this "
+        "stage name (e.g. stage4 for the ResNets: stem and stages 1-3 stay "
+        "fixed; Mixed_5b for I3D). The classifier and the Class "
+        "Regularization blocks always train.",
     )
     # --- clips --------------------------------------------------------------
     clip_length: int = _field(16, "Frames per clip (T).")
@@ -257,8 +289,21 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (str, os.PathLike)) or not str(value):
                 fail(name, "a path (it is required)")
-        if not isinstance(self.model, str) or not self.model:
-            fail("model", "a model name or 'module:builder'")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            fail("model", "a model name or 'module:builder' (or null: the default)")
+        if self.model_options is not None:
+            if not isinstance(self.model_options, dict):
+                fail("model_options", "a dict of builder arguments")
+            reserved = sorted(set(self.model_options) & set(BUILDER_ARGUMENTS))
+            if reserved:
+                fail("model_options", "builder arguments other than "
+                     f"{', '.join(BUILDER_ARGUMENTS)} (set by their own fields)")
+        if self.freeze_until is not None and (
+            not isinstance(self.freeze_until, str) or not self.freeze_until
+        ):
+            fail("freeze_until", "a stage (layer-name prefix) such as 'stage4'")
+        if self.freeze_backbone and self.freeze_until is not None:
+            fail("freeze_until", "null with freeze_backbone (choose one)")
         for name in ("clip_length", "stride", "crop_size", "epochs",
                      "batch_size", "val_num_clips", "num_clips"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
@@ -327,7 +372,7 @@ class TrainConfig:
         ):
             fail("devices", "a list of device names such as /gpu:0")
         for name in ("class_regularization", "nesterov", "mixed_precision",
-                     "xla", "deterministic", "validation", "flip"):
+                     "xla", "deterministic", "validation", "flip", "freeze_backbone"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "true or false")
         if not isinstance(self.val_subset, str):

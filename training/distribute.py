@@ -10,42 +10,39 @@ they are built inside a strategy with more than one replica, so build them
 in `strategy.scope()`.
 """
 
-import json
 import os
 
 import keras
 import tensorflow as tf
 
 
-def tf_config():
-    """The parsed `TF_CONFIG` environment variable, or `None` when unset."""
+def cluster_resolver():
+    """TensorFlow's `TFConfigClusterResolver` for this process, or `None`
+    when `TF_CONFIG` names no cluster (a single process).
+
+    Raises:
+        ValueError: `TF_CONFIG` is not valid JSON, or names a task that is
+            not in its cluster (the message shows the variable).
+    """
     text = os.environ.get("TF_CONFIG", "").strip()
-    if not text:
-        return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        spec = resolver.cluster_spec().as_dict()
+    except ValueError as error:  # json.JSONDecodeError included
         raise ValueError(
-            f"The TF_CONFIG environment variable is not valid JSON "
-            f"({error.msg} at character {error.pos}): {text!r}"
+            f"The TF_CONFIG environment variable is not valid ({error}). It must "
+            "look like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
+            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}. Received: {text!r}"
         ) from None
-    cluster = value.get("cluster") if isinstance(value, dict) else None
-    task = value.get("task") if isinstance(value, dict) else None
-    if not isinstance(cluster, dict) or not isinstance(task, dict) or (
-        "type" not in task or "index" not in task
-    ):
+    if not spec:
+        return None
+    task_type, index = resolver.task_type, resolver.task_id
+    members = spec.get(task_type) or []
+    if task_type is None or index is None or not 0 <= int(index) < len(members):
         raise ValueError(
-            "TF_CONFIG must look like {\"cluster\": {\"worker\": [\"host:port\", "
-            "...]}, \"task\": {\"type\": \"worker\", \"index\": 0}}. "
-            f"Received: {text!r}"
-        )
-    members = cluster.get(task["type"])
-    if not isinstance(members, list) or not 0 <= task["index"] < len(members):
-        raise ValueError(
-            f"TF_CONFIG names task {task['type']}:{task['index']}, which is "
-            f"not in its cluster {cluster}."
-        )
-    return value
+            f"TF_CONFIG names task {task_type}:{index}, which is not in its "
+            f"cluster {spec}. Received: {text!r}")
+    return resolver
 
 
 def worker_role():
@@ -54,11 +51,11 @@ def worker_role():
     The chief is the `chief` task if the cluster has one, else worker 0;
     a process without `TF_CONFIG` is the chief.
     """
-    config = tf_config()
-    if config is None:
+    resolver = cluster_resolver()
+    if resolver is None:
         return "chief", 0, True
-    task_type, index = config["task"]["type"], int(config["task"]["index"])
-    has_chief = bool(config["cluster"].get("chief"))
+    task_type, index = resolver.task_type, int(resolver.task_id)
+    has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
     is_chief = task_type == "chief" or (
         not has_chief and task_type == "worker" and index == 0
     )
@@ -81,7 +78,7 @@ def make_strategy(devices=None):
         devices: device names for `MirroredStrategy` (ignored under
             `TF_CONFIG`); `None` for all local GPUs, else all logical CPUs.
     """
-    if tf_config() is not None:
+    if cluster_resolver() is not None:
         key = ("multi_worker",)
     elif devices:
         key = ("mirrored",) + tuple(devices)
@@ -93,7 +90,8 @@ def make_strategy(devices=None):
         )
     if key not in _STRATEGIES:
         if key[0] == "multi_worker":
-            strategy = tf.distribute.MultiWorkerMirroredStrategy()
+            strategy = tf.distribute.MultiWorkerMirroredStrategy(
+                cluster_resolver=cluster_resolver())
         elif key[1:] == ("all-gpus",):
             strategy = tf.distribute.MirroredStrategy()
         else:
@@ -111,9 +109,24 @@ def num_workers(strategy):
     return max(1, sum(len(spec.get(kind, [])) for kind in ("chief", "worker")))
 
 
+# The newest Keras release in which `fit` under MultiWorkerMirroredStrategy
+# was seen to fail without the patch below (keras-team/keras#20585).
+# tests/test_train_multiworker.py checks that the installed Keras still needs
+# it and fails once Keras fixes the bug, so that the patch can go.
+LAST_KERAS_NEEDING_MULTI_WORKER_PATCH = (3, 15)
+
+
+def keras_needs_multi_worker_patch(version=None):
+    """Whether Keras `version` (default: the installed one) is a release in
+    which multi-worker `fit` needs `patch_multi_worker_build`."""
+    major, minor = (int(part) for part in (version or keras.version()).split(".")[:2])
+    return (major, minor) <= LAST_KERAS_NEEDING_MULTI_WORKER_PATCH
+
+
 def patch_multi_worker_build(model, strategy, element_spec):
     """Works around two Keras 3 bugs that stop `fit` under
-    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), for `model` only.
+    `MultiWorkerMirroredStrategy` (keras-team/keras#20585), for `model` only,
+    on the Keras releases that have them (`keras_needs_multi_worker_patch`).
 
     Keras 3.15's TensorFlow trainer (1) builds the model symbolically from
     one batch obtained with `strategy.reduce("MEAN", batch)` over the whole
@@ -125,14 +138,15 @@ def patch_multi_worker_build(model, strategy, element_spec):
     (1) build from the dataset's `element_spec` (the batch only supplies
     shapes and dtypes; no data is read, so no cross-worker step is
     involved), (2) hand the logs over as shape `[1]`, whose mean over axis 0
-    across all replicas is the intended scalar. A no-op for other strategies.
+    across all replicas is the intended scalar. A no-op for other strategies
+    and for newer Keras releases.
 
     Args:
         model: the compiled model.
         strategy: the strategy it was built under.
         element_spec: `(clips, labels)` `tf.TensorSpec`s of the training data.
     """
-    if num_workers(strategy) < 2:
+    if num_workers(strategy) < 2 or not keras_needs_multi_worker_patch():
         return model
 
     def build(iterator=None, data_batch=None):

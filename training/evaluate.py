@@ -14,18 +14,16 @@ stride, crop size, normalisation and class names come from the
 `config.json` beside the model (a training run directory) unless given.
 """
 
-import argparse
-import json
 import os
 import sys
+import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from clipspec.format import ClipFormat  # noqa: E402
-from clipspec.rundir import RunDir, load_model  # noqa: E402
-from training import data as video_data  # noqa: E402
+from clipspec import cli
+from clipspec.format import ClipFormat
+from clipspec.rundir import RunDir, load_model
+from training import data as video_data
 
 
 # ---------------------------------------------------------------------------
@@ -168,6 +166,7 @@ def evaluate(
         if clip_format is None and run is not None:
             clip_format = run.clip_format_for(model)
     manifest = video_data.load_manifest(data)
+    subset_videos = check_evaluation_data(manifest, subset)
     if clip_format is None:
         _, length, size = model.input_shape[:3]
         clip_format = ClipFormat(clip_length=length, crop_size=size)
@@ -182,11 +181,9 @@ def evaluate(
             f"The model predicts {model.output_shape[-1]} classes but its clip "
             f"format names {len(class_names)}."
         )
-    if list(manifest["class_names"]) != class_names:
-        raise ValueError(
-            f"The dataset's classes ({manifest['class_names']}) differ from the "
-            f"model's ({class_names}); labels would not line up."
-        )
+    check_same_classes(manifest, class_names)
+    empty = [row["class"] for row in
+             _per_class_counts(manifest, subset) if not row["videos"]]
     dataset = video_data.clip_dataset(
         data, subset=subset, mode="test", clip_length=clip_format.clip_length,
         stride=clip_format.stride, crop_size=clip_format.crop_size,
@@ -194,13 +191,23 @@ def evaluate(
         num_crops=clip_format.num_crops, mean=clip_format.mean, std=clip_format.std,
         short_video=clip_format.short_video,
     )
-    subset_videos = int(manifest["subsets"][subset]["videos"])
     probabilities, labels, videos = _predict_views(
         model, dataset,
         total=-(-subset_videos * clip_format.num_views // batch_size),
         progress=progress,
     )
     report = compute_report(probabilities, labels, videos, class_names)
+    paths = video_data.video_paths(manifest, subset)
+    for row in report["videos"]:
+        row["path"] = paths.get(row["video"])
+    report["warnings"] = []
+    if empty:
+        line = (f"{len(empty)} class(es) have no {subset} videos in "
+                f"{manifest['root']} ({', '.join(empty)}): their accuracy is "
+                "not measured (per_class top1 null) and mean_class_accuracy "
+                "averages the other classes.")
+        report["warnings"].append(line)
+        warnings.warn(cli.DataWarning(line), stacklevel=2)
     report["settings"] = {
         "model": os.path.abspath(model_path) if model_path else model.name,
         "data": os.path.abspath(os.fspath(data)),
@@ -214,6 +221,56 @@ def evaluate(
         "std": list(clip_format.std),
     }
     return report
+
+
+def check_evaluation_data(manifest, subset):
+    """The number of videos of `subset`; `ValueError` naming the problem
+    when there is no such subset or it has no videos."""
+    subsets = manifest["subsets"]
+    if subset not in subsets:
+        raise ValueError(
+            f"Subset {subset!r} is not in {manifest['root']} (its subsets: "
+            f"{', '.join(subsets) or 'none'}).")
+    count = int(subsets[subset].get("videos", 0))
+    if not count:
+        skipped = [e for e in manifest.get("skipped", [])
+                   if e.get("subset") in (subset, None)]
+        why = (f"{len(skipped)} of its videos were skipped by prepare (see "
+               "'skipped' in its manifest.json)" if skipped else "it is empty")
+        raise ValueError(f"Subset {subset!r} of {manifest['root']} has no "
+                         f"videos to evaluate: {why}.")
+    return count
+
+
+def check_same_classes(manifest, class_names):
+    """`ValueError` when the prepared data's classes are not the model's
+    (same names, same order): labels would not line up."""
+    data = list(manifest["class_names"])
+    if data == list(class_names):
+        return
+    only_data = [c for c in data if c not in class_names]
+    only_model = [c for c in class_names if c not in data]
+
+    def some(names):
+        return ", ".join(names[:8]) + (f" and {len(names) - 8} more"
+                                       if len(names) > 8 else "")
+
+    if only_data or only_model:
+        detail = "; ".join(part for part in (
+            f"only the data has {some(only_data)}" if only_data else "",
+            f"only the model has {some(only_model)}" if only_model else "") if part)
+    else:
+        detail = "the same names in another order"
+    raise ValueError(
+        f"The classes of {manifest['root']} ({len(data)}) are not the model's "
+        f"({len(class_names)}): {detail}. Evaluate on data prepared with the "
+        "model's classes.")
+
+
+def _per_class_counts(manifest, subset):
+    counts = manifest["subsets"][subset].get("per_class", {})
+    return [{"class": name, "videos": int(counts.get(name, 0))}
+            for name in manifest["class_names"]]
 
 
 def _predict_views(model, dataset, total, progress):
@@ -275,9 +332,7 @@ def write_report(report, out_dir):
     png = plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
     report = dict(report, confusion_matrix_png=os.path.abspath(png))
     path = os.path.join(out_dir, "report.json")
-    with open(path, "w", encoding="utf-8") as file:
-        json.dump(report, file, indent=2)
-        file.write("\n")
+    cli.write_json(path, report)
     return path, png
 
 
@@ -285,7 +340,7 @@ def write_report(report, out_dir):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.evaluate",
         description=(
             "Clip- and video-level (multi-view) top-1/top-5, per-class "
@@ -317,21 +372,29 @@ def build_parser():
     return parser
 
 
+@cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("num_clips", "batch_size"):
+    for name in ("num_clips", "batch_size", "clip_length", "stride", "crop_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
-            return 2
+            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 "
+                            f"(got {getattr(args, name)}).")
     model_dir = args.model if os.path.isdir(args.model) else os.path.dirname(
         os.path.abspath(args.model))
     out = args.out or os.path.join(model_dir, "eval")
-    report = evaluate(
-        args.model, args.data, subset=args.subset, num_clips=args.num_clips,
-        num_crops=args.num_crops, clip_length=args.clip_length,
-        stride=args.stride, crop_size=args.crop_size, batch_size=args.batch_size,
-    )
-    path, png = write_report(report, out)
+    try:
+        video_data.load_manifest(args.data)  # a wrong --data fails at once
+        cli.quiet_tensorflow()
+        with cli.plain_warnings():
+            report = evaluate(
+                args.model, args.data, subset=args.subset,
+                num_clips=args.num_clips, num_crops=args.num_crops,
+                clip_length=args.clip_length, stride=args.stride,
+                crop_size=args.crop_size, batch_size=args.batch_size,
+            )
+        path, png = write_report(report, out)
+    except (ValueError, OSError) as error:
+        return cli.fail(error)
     clip, video = report["clip"], report["video"]
     print(f"clip-level  top-1 {clip['top1']:.4f}  top-{report['top5_k']} "
           f"{clip['top5']:.4f}  ({clip['count']} views)")

@@ -26,10 +26,10 @@ registry: `class_evidence`, the default, or the class-agnostic
 """
 
 import argparse
-import os
 import pathlib
 import sys
 
+from clipspec import cli
 from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir, load_model
 
@@ -91,12 +91,18 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
     """
     import numpy as np
 
-    from clipspec.decode import VideoDecodeError, decode_video
-    from clipspec.explanation_files import update_summary, write_explanation
+    from clipspec.decode import VideoDecodeError, check_video_file, decode_video
+    from clipspec.explanation_files import (
+        output_names,
+        update_summary,
+        write_explanation,
+    )
     from clipspec.sampling import eval_views, normalize
     from keras_classreg.explanations import DEFAULT_METHOD, block_names, explain
+    from keras_classreg.explanations import get as get_method
 
     method = method or DEFAULT_METHOD
+    get_method(method)  # an unknown name fails before the model is loaded
     if not 0 <= clip < num_clips:
         raise ValueError(
             f"Invalid value for --clip. Expected an int in [0, {num_clips}). "
@@ -113,10 +119,10 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
             f"{', '.join(block_names(model))}."
         )
     summaries = []
+    names = output_names(videos)  # two videos named alike get two sets of files
     for video in map(pathlib.Path, videos):
         try:
-            if not video.is_file():
-                raise FileNotFoundError(f"{video}: no such video file.")
+            check_video_file(video)
             frames, fps = decode_video(video, short_side=settings.short_side)
             views = np.asarray(eval_views(
                 frames, settings.clip_length, settings.stride,
@@ -130,8 +136,9 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
                 str(video), block=block, num_frames=num_frames, focus=focus,
                 threshold=threshold, scale=scale,
                 fps=fps / settings.stride, requested=target is not None,
+                name=names[str(video)],
             )
-        except (FileNotFoundError, VideoDecodeError, ValueError) as error:
+        except (OSError, VideoDecodeError, ValueError) as error:
             if on_error is None:
                 raise
             on_error(video, error)
@@ -160,20 +167,8 @@ def _class_names_arg(text):
     return names
 
 
-def _method_names():
-    from keras_classreg.explanations import names
-
-    return names()
-
-
-def _method_help():
-    from keras_classreg.explanations import get
-
-    return [f"{name}: {get(name).description}" for name in _method_names()]
-
-
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.explain",
         description=(
             "Per-layer class-specific explanation of a video: for every "
@@ -192,9 +187,14 @@ def build_parser():
                         help="Trained model: a run directory (its best.keras) "
                              "or a .keras file; the run's clip format gives "
                              "the clip settings and class names.")
-    parser.add_argument("--method", default=None, choices=_method_names(),
-                        help="Explanation method (default: class_evidence): "
-                             + "; ".join(_method_help()) + ".")
+    # Checked against the registry after parsing: listing its methods here
+    # would import Keras (and TensorFlow) for --help.
+    parser.add_argument("--method", default=None,
+                        help="Explanation method, a name registered in "
+                             "keras_classreg.explanations (built in: "
+                             "class_evidence, the default: where each block "
+                             "sees the class; activation: where each block "
+                             "is active, whatever the class).")
     parser.add_argument("--video", required=True, nargs="+",
                         help="Video file(s) to explain (anything FFmpeg "
                              "decodes). With several, the model is loaded "
@@ -241,8 +241,8 @@ def build_parser():
     return parser
 
 
+@cli.entry_point()
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         build_parser().error(
@@ -250,9 +250,14 @@ def main(argv=None):
     failures = []
 
     def report(video, error):
-        failures.append(video)
-        print(f"error: {error}", file=sys.stderr)
+        from clipspec.decode import VideoDecodeError
 
+        failures.append(video)
+        reason = error.reason if isinstance(error, VideoDecodeError) else cli.one_line(error)
+        print(f"{cli.printable(video)}: error: {cli.printable(reason)}",
+              file=sys.stderr, flush=True)
+
+    cli.quiet_tensorflow()
     try:
         summaries = explain_videos(
             args.model, args.video, args.out, class_name=args.class_name,
@@ -262,12 +267,11 @@ def main(argv=None):
             short_side=args.short_side, num_clips=args.num_clips,
             clip=args.clip, method=args.method, on_error=report,
         )
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError) as error:
+        return cli.fail(error)
     from clipspec.explanation_files import block_agreement, format_summary
 
-    print("\n\n".join(format_summary(s) for s in summaries))
+    print(cli.printable("\n\n".join(format_summary(s) for s in summaries)))
     if len(summaries) > 1:
         agreement = block_agreement(summaries)
         print(f"\nblock guess = model's top class, over {len(summaries)} "

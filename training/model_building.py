@@ -52,22 +52,23 @@ def build_model(model, num_classes, input_shape, model_builder=None, **options):
         num_classes, input_shape: the builder's first arguments.
         model_builder: a callable replacing the builder `model` names.
         **options: further builder arguments (`class_regularization`,
-            `affection_rates`, `dropout`, `class_regularization_options`);
-            `None` values are left out, so builders keep their defaults.
+            `affection_rates`, `dropout`, `class_regularization_options`,
+            and a run's `model_options`: `padding`, `shortcut`, ...); `None`
+            values are left out, so builders keep their defaults.
     """
     builder = model_builder or resolve_model_builder(model)
     kwargs = {key: value for key, value in options.items() if value is not None}
     return builder(num_classes=num_classes, input_shape=tuple(input_shape), **kwargs)
 
 
-def transfer_weights(source, target):
+def transfer_weights(source, target, skip=()):
     """Copies weights from `source` into `target` layer by layer, by name.
 
     Layers of `target` without a same-named layer in `source` (e.g. the Class
     Regularization blocks' projections when `source` is the base model) keep
     their fresh initial weights; same-named layers whose weight shapes differ
     (e.g. a classifier for another number of classes) are left fresh too and
-    reported.
+    reported. Layers named in `skip` stay fresh (reported as new).
 
     Returns:
         dict with lists of layer names: `transferred`, `new` (no source layer
@@ -82,7 +83,7 @@ def transfer_weights(source, target):
     for layer in target._flatten_layers(include_self=False):
         if not layer.weights:
             continue
-        origin = source_layers.get(layer.name)
+        origin = None if layer.name in skip else source_layers.get(layer.name)
         if origin is None or not origin.weights:
             report["new"].append(layer.name)
             continue

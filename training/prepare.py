@@ -10,24 +10,34 @@ Examples:
     python -m training.prepare --layout kinetics --root k400 \\
         --annotations k400/train.csv k400/validate.csv --out k400
 
-Each video is decoded with PyAV, resized to --short-side, its frames stored
-as JPEG in `OUT/<subset>-<i>-of-<n>.tfrecord`; `OUT/manifest.json` lists the
-class names, shards, per-class counts and every skipped file with the
-reason. Rerunning with the same --out resumes: finished shards are kept.
-Exit status: 0, or 3 when some files were skipped (the good ones are
-written either way).
+Each video is decoded with PyAV (upright, damaged videos keeping their
+decodable frames), resized to --short-side, its frames stored as JPEG in
+shards `OUT/<subset>-<i>-of-<n>.{frames,index}.tfrecord` (see docs/data.md);
+`OUT/manifest.json` lists the class
+names, shards, per-class counts, every skipped file with the reason, the
+damaged videos kept, and the files not taken (not a video extension,
+hidden, the --out folder inside --root ...). Rerunning with the same --out
+resumes: finished shards are kept, and shards of the old layout (before
+format_version 2) are converted without decoding again; Ctrl-C loses at most
+the shard being written. Only files prepare wrote are ever replaced or deleted in --out.
+
+Exit status: 0 when it finished, also when some files were skipped (they
+are listed on stderr and in the manifest: one corrupt file among thousands
+should not fail a script); with --strict, 1 when any file was skipped; 1
+when no video at all could be used; 2 for a usage error (a missing --root,
+an unwritable --out ...); 130 when interrupted.
 """
 
 import argparse
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from clipspec import cli
 
 def build_parser():
     from training.data import layouts
 
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.prepare", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,25 +77,79 @@ def build_parser():
     parser.add_argument("--max-frames", type=int,
                         help="Keep at most this many frames of each video (from the "
                              "start). Default: all.")
+    parser.add_argument("--strict", action="store_true",
+                        help="Exit with status 1 when any file was skipped "
+                             "(default: 0, the skipped files listed).")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     return parser
 
 
 def load_dataset(args):
-    """The `VideoDataset` that the parsed arguments describe."""
+    """The `VideoDataset` that the parsed arguments describe (the --out
+    folder is never listed as data)."""
     from training.data import layouts
 
     return layouts.load_dataset(
         args.layout, args.root, args.annotations, split=args.split,
-        test_fraction=args.test_fraction, seed=args.seed, missing=args.missing)
+        test_fraction=args.test_fraction, seed=args.seed, missing=args.missing,
+        exclude=(args.out,))
 
 
+def _list(title, entries, limit=None):
+    if not entries:
+        return
+    print(f"{title}:", file=sys.stderr)
+    shown = entries if limit is None else entries[:limit]
+    for entry in shown:
+        print(f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}",
+              file=sys.stderr)
+    if len(shown) < len(entries):
+        print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)",
+              file=sys.stderr)
+
+
+def report(manifest, out):
+    """Prints what `prepare_dataset` did (counts on stdout, the files it
+    skipped, damaged videos, files not taken and warnings on stderr)."""
+    for name, subset in manifest["subsets"].items():
+        print(f"{name}: {subset['videos']} videos, {subset['frames']} frames, "
+              f"{len(subset['shards'])} shards")
+    decode = manifest["decode"]
+    run = decode["this_run"]
+    speed = (f"{decode['decode_fps']} frames/s per process" if decode["decode_fps"]
+             else "no frames decoded")
+    if not run["videos_processed"]:
+        how = "nothing to decode"
+    elif run["workers"]:
+        how = f"with {run['workers']} worker processes"
+    else:
+        how = "in this process"
+    if run["workers_requested"] > max(run["workers"], 1):
+        how += (f" (--workers {run['workers_requested']}: never more than the "
+                "videos to decode)")
+    converted = (f", {run['shards_converted']} converted from the old layout"
+                 if run.get("shards_converted") else "")
+    print(f"PyAV decode: {speed}; this run: {run['videos_processed']} videos in "
+          f"{run['wall_seconds']} s {how}, {run['shards_reused']} shard(s) "
+          f"reused{converted}.")
+    _list(f"Skipped {len(manifest['skipped'])} file(s)", manifest["skipped"])
+    _list(f"Kept {len(manifest['damaged'])} damaged video(s) with their "
+          "decodable frames", manifest["damaged"])
+    _list(f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)",
+          manifest["ignored"], limit=20)
+    for line in manifest["warnings"]:
+        print(f"warning: {cli.printable(line)}", file=sys.stderr)
+    print(f"manifest: {cli.printable(os.path.join(out, 'manifest.json'))}")
+
+
+@cli.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from training.data.shard_writer import prepare_dataset
-
     try:
         dataset = load_dataset(args)
+        cli.quiet_tensorflow()
+        from training.data.shard_writer import prepare_dataset
+
         manifest = prepare_dataset(
             dataset, args.out, short_side=args.short_side or None,
             workers=args.workers, videos_per_shard=args.videos_per_shard,
@@ -93,22 +157,15 @@ def main(argv=None):
             progress=not args.quiet,
         )
     except (ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    for name, subset in manifest["subsets"].items():
-        print(f"{name}: {subset['videos']} videos, {subset['frames']} frames, "
-              f"{len(subset['shards'])} shards")
-    decode = manifest["decode"]
-    run = decode["this_run"]
-    print(f"PyAV decode: {decode['decode_fps']} frames/s per process; this run: "
-          f"{run['videos_processed']} videos in {run['wall_seconds']} s with "
-          f"{run['workers']} worker(s), {run['shards_reused']} shard(s) reused.")
-    skipped = manifest["skipped"]
-    if skipped:
-        print(f"Skipped {len(skipped)} file(s):", file=sys.stderr)
-        for entry in skipped:
-            print(f"  {entry['path']}: {entry['reason']}", file=sys.stderr)
-        return 3
+        return cli.fail(error)
+    report(manifest, args.out)
+    if not any(s["videos"] for s in manifest["subsets"].values()):
+        return cli.fail(f"no usable video: all {len(manifest['skipped'])} "
+                        "listed file(s) were skipped (reasons above and in "
+                        "manifest.json).", code=1)
+    if args.strict and manifest["skipped"]:
+        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were "
+                        "skipped.", code=1)
     return 0
 
 

@@ -66,7 +66,7 @@ from keras_classreg.classreg_model import class_regularization_blocks  # noqa: E
 from training import data as video_data  # noqa: E402
 from training.data import layouts  # noqa: E402
 from training import train as trainer  # noqa: E402
-from training.config import TrainConfig, load_config_file  # noqa: E402
+from training.config import DEFAULT_MODEL, TrainConfig, load_config_file  # noqa: E402
 from training.evaluate import evaluate  # noqa: E402
 from training.optimization import make_optimizer  # noqa: E402
 
@@ -530,7 +530,7 @@ def _assemble(results, plan, data, manifest, common, seeds, finetune_epochs, fin
     return {
         "settings": {
             "data": os.path.abspath(data),
-            "model": config.model,
+            "model": config.model or DEFAULT_MODEL,
             "num_classes": len(manifest["class_names"]),
             "train_videos": int(subsets.get("train", {}).get("videos", 0)),
             "test_videos": int(subsets.get(config.val_subset, {}).get("videos", 0)),

@@ -9,10 +9,9 @@ Writes `OUT/<motion>/<motion>_<i>.mp4` (H.264, via PyAV) and `OUT/synth.json`
 """
 
 import argparse
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from clipspec import cli
 
 
 def _pair(text):
@@ -28,7 +27,7 @@ def _pair(text):
 def build_parser():
     from training.data.synthetic import MOTIONS, PRESETS, SHAPES
 
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.synth",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -67,6 +66,7 @@ def build_parser():
     return parser
 
 
+@cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from training.data.synthetic import write_synthetic_dataset
@@ -81,10 +81,9 @@ def main(argv=None):
             shapes=args.shapes, random_colour=False if args.fixed_colour else None,
         )
     except (ValueError, TypeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return cli.fail(error)
     print(f"Wrote {len(dataset)} videos of {len(dataset.class_names)} classes to "
-          f"{args.out} ({', '.join(dataset.class_names)}).")
+          f"{cli.printable(args.out)} ({', '.join(dataset.class_names)}).")
     return 0
 
 

@@ -16,39 +16,34 @@ checkpoints/, backup/, history.csv, tensorboard/ and, under TF_CONFIG,
 workers/.
 """
 
-import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-import keras_classreg  # noqa: E402
-from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat  # noqa: E402
-from clipspec.rundir import RunDir, load_model  # noqa: E402
-from keras_classreg import ClipAugmentation  # noqa: E402
-from training import callbacks as run_callbacks  # noqa: E402
-from training import data as video_data  # noqa: E402
-from training.config import (  # noqa: E402
+from clipspec import cli
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
+from clipspec.rundir import RunDir, load_model
+from training import data as video_data
+from training.config import (
+    DEFAULT_MODEL,
     TrainConfig,
     add_config_arguments,
     config_from_args,
 )
-from training.device_augmentation import DeviceAugmentedModel  # noqa: E402
-from training.distribute import (  # noqa: E402
-    make_strategy,
-    barrier,
-    num_workers,
-    patch_multi_worker_build,
-    worker_role,
-)  # noqa: E402
-from training.model_building import build_model, transfer_weights  # noqa: E402
-from training.optimization import make_optimizer  # noqa: E402
+
+# TensorFlow, Keras and the modules built on them load on first use, so
+# that `--help` answers at once.
+keras = cli.lazy_import("keras")
+tf = cli.lazy_import("tensorflow")
+keras_classreg = cli.lazy_import("keras_classreg")
+run_callbacks = cli.lazy_import("training.callbacks")
+distribute = cli.lazy_import("training.distribute")
+model_building = cli.lazy_import("training.model_building")
+optimization = cli.lazy_import("training.optimization")
+device_augmentation = cli.lazy_import("training.device_augmentation")
 
 # Fields that may differ when an interrupted run is resumed.
 RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir")
@@ -60,13 +55,88 @@ RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir")
 def model_of(config, num_classes, model_builder=None):
     """The model a `TrainConfig` describes (call inside the strategy's
     scope); a given `model_builder` replaces the one `config.model` names."""
-    return build_model(
-        config.model, num_classes,
+    return model_building.build_model(
+        config.model or DEFAULT_MODEL, num_classes,
         (config.clip_length, config.crop_size, config.crop_size, 3),
         model_builder=model_builder,
         class_regularization=config.class_regularization,
         affection_rates=config.affection_rates, dropout=config.dropout,
-        class_regularization_options=config.class_regularization_options or None)
+        class_regularization_options=config.class_regularization_options or None,
+        **(config.model_options or {}))
+
+
+def inherit_from_init_source(config, source):
+    """`config` with `model`, `model_options`, `mean` and `std` taken from the
+    `--init-from` run's config (`source`, a dict) where `config` leaves them
+    unset: the weights expect the architecture and the input normalisation
+    they were trained (or published) with.
+
+    Returns:
+        `(config, inherited)`: the new config and the fields taken.
+    """
+    inherited = {}
+    if config.model is None and source.get("model"):
+        inherited["model"] = source["model"]
+    model = inherited.get("model", config.model or DEFAULT_MODEL)
+    if (config.model_options is None and source.get("model_options")
+            and source.get("model") == model):
+        inherited["model_options"] = dict(source["model_options"])
+    for name in ("mean", "std"):
+        if getattr(config, name) is None and source.get(name) is not None:
+            inherited[name] = [float(v) for v in source[name]]
+    return dataclasses.replace(config, **inherited), inherited
+
+
+_STAGE = re.compile(r"^(.*?)(?:_block\d+|_Branch_\d|_conv|_bn|_classreg|_pad)(?:_.*)?$")
+
+
+def _stage_of(name):
+    match = _STAGE.match(name)
+    return match.group(1) if match else name
+
+
+def freeze_layers(model, backbone=False, until=None):
+    """Makes layers of `model` not trainable for fine-tuning.
+
+    Args:
+        backbone: freeze every layer but the classifier (the model's last
+            layer) and the Class Regularization blocks.
+        until: freeze the layers before the first one whose name starts
+            with `until` (a stage: `stage4`, `Mixed_5b`, ...); the
+            classifier and the blocks stay trainable.
+
+    A frozen `BatchNormalization` also keeps its statistics (Keras runs it
+    in inference mode).
+
+    Returns:
+        the names of the layers frozen.
+    """
+    layers = [layer for layer in model.layers
+              if not isinstance(layer, keras.layers.InputLayer)]
+    if until is not None:
+        index = next((i for i, layer in enumerate(layers)
+                      if layer.name.startswith(until)), None)
+        if index is None:
+            stages = list(dict.fromkeys(
+                _stage_of(layer.name) for layer in layers if layer.weights))
+            raise ValueError(
+                f"--freeze-until {until!r}: no layer of model '{model.name}' has a "
+                f"name starting with it. Stages of this model: {', '.join(stages)}."
+            )
+        candidates = layers[:index]
+    elif backbone:
+        candidates = layers
+    else:
+        return []
+    classifier = layers[-1]
+    frozen = []
+    for layer in candidates:
+        if layer is classifier or isinstance(layer, keras_classreg.layers.ClassRegularizationBase) \
+                or not layer.weights:
+            continue
+        layer.trainable = False
+        frozen.append(layer.name)
+    return frozen
 
 
 # ---------------------------------------------------------------------------
@@ -195,7 +265,7 @@ def resolved_config(config, manifest, strategy, steps_per_epoch):
         steps_per_epoch_resolved=steps_per_epoch,
         train_videos=manifest_videos(manifest, "train"),
         num_replicas=strategy.num_replicas_in_sync,
-        num_workers=num_workers(strategy),
+        num_workers=distribute.num_workers(strategy),
         versions={"tensorflow": tf.__version__, "keras": keras.__version__,
                   "keras_classreg": keras_classreg.__version__},
     )
@@ -220,11 +290,45 @@ def _check_resume(run, values):
             f"{name}: saved {saved.get(name)!r}, now {values.get(name)!r}"
             for name in differing
         )
+        if run.is_finished:
+            raise ValueError(
+                f"{run.path} is a finished run (final.keras exists) with "
+                f"other settings ({details}); a finished run is not trained "
+                "further. To train longer or differently, start a new "
+                f"--run-dir, e.g. with --init-from {run.path}."
+            )
         raise ValueError(
             f"{run.path} holds a run with a different config "
             f"({details}). Resume it with the same settings, or choose a new "
             "--run-dir."
         )
+
+
+def check_training_data(config, manifest):
+    """Raises `ValueError` when the prepared data cannot train (no such
+    subset, no training video); returns warnings (classes without training
+    or validation videos: the model cannot learn them / their accuracy is
+    not measured)."""
+    subsets = manifest.get("subsets", {})
+    root = manifest.get("root", config.data)
+    skipped = len(manifest.get("skipped", []))
+    videos = manifest_videos(manifest, "train") if "train" in subsets else 0
+    if not videos:
+        why = (f"all {skipped} video(s) it lists were skipped by prepare (see "
+               "'skipped' in its manifest.json)" if skipped else
+               "its manifest lists no training videos")
+        raise ValueError(f"--data {root} has no training videos: {why}.")
+    warned = []
+    check = [("train", "the model cannot learn them")]
+    if config.validation and config.val_subset in subsets:
+        check.append((config.val_subset, "their validation accuracy is not measured"))
+    for subset, consequence in check:
+        empty = [name for name, count in
+                 subsets[subset].get("per_class", {}).items() if not count]
+        if empty:
+            warned.append(f"{len(empty)} class(es) have no {subset} videos in "
+                          f"{root} ({', '.join(empty)}): {consequence}.")
+    return warned
 
 
 def train(config, model_builder=None):
@@ -248,15 +352,32 @@ def train(config, model_builder=None):
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(dict(config))
     config.validate()
-    strategy = make_strategy(config.devices)
-    task_type, task_index, is_chief = worker_role()
+    inherited, init_source = {}, {}
+    if config.init_from:
+        source_run, _ = RunDir.for_model(config.init_from)
+        if source_run is not None and source_run.has_config:
+            init_source = source_run.config
+            config, inherited = inherit_from_init_source(config, init_source)
+    config = dataclasses.replace(config, model=config.model or DEFAULT_MODEL)
+    config.validate()
+    # Everything a user can get wrong is checked before the run directory
+    # is created or written.
+    manifest = video_data.load_manifest(config.data)
+    for line in check_training_data(config, manifest):
+        warnings.warn(cli.DataWarning(line), stacklevel=2)
+    if model_builder is None:
+        model_building.resolve_model_builder(config.model)
+    strategy = distribute.make_strategy(config.devices)
+    task_type, task_index, is_chief = distribute.worker_role()
     run_dir = os.path.abspath(config.run_dir)
+    if os.path.exists(run_dir) and not os.path.isdir(run_dir):
+        raise NotADirectoryError(f"--run-dir {run_dir}: a file is in the way "
+                                 "(expected a directory).")
     chief_run = RunDir(run_dir, create=True)
     run = chief_run if is_chief else RunDir(chief_run.worker(task_type, task_index),
                                             create=True)
     work_dir = str(run.path)
 
-    manifest = video_data.load_manifest(config.data)
     num_classes = len(manifest["class_names"])
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -264,11 +385,14 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
 
     values = resolved_config(config, manifest, strategy, steps)
+    if inherited:
+        values["init_from_inherited"] = sorted(inherited)
     if run.has_config:
         _check_resume(run, values)
         if run.is_finished:
             _log(config, f"{work_dir} is a finished run (final.keras exists); nothing to do.")
             return run_dir
+    run.remove_partial_files()  # half-written by a killed earlier process
     run.write_config(values)
     run.write_clip_format(clip_format_of(config, manifest))
 
@@ -293,7 +417,12 @@ def train(config, model_builder=None):
             if config.init_from:
                 _, source_path = RunDir.for_model(config.init_from)
                 source = load_model(source_path)
-                report = transfer_weights(source, model)
+                # a classifier of other classes is no start, even of the same size
+                source_classes = init_source.get("class_names")
+                skip = (model.layers[-1].name,) if (
+                    source_classes is not None
+                    and list(source_classes) != values["class_names"]) else ()
+                report = model_building.transfer_weights(source, model, skip=skip)
                 del source
                 values["init_from_report"] = report
                 run.write_config(values)
@@ -303,14 +432,22 @@ def train(config, model_builder=None):
                     f"({', '.join(report['new']) or '-'}), "
                     f"{len(report['mismatched'])} shape-mismatched "
                     f"({', '.join(report['mismatched']) or '-'})"
+                    + (f"; from its config: {', '.join(sorted(inherited))}"
+                       if inherited else "")
                 ))
+                _note_clip_format(config, init_source)
+            frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
+            if frozen:
+                values["frozen_layers"] = len(frozen)
+                run.write_config(values)
+                _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
             if config.augment_on == "device":
                 mean, std = _normalisation(config)
-                model = DeviceAugmentedModel(
-                    model, ClipAugmentation(config.crop_size, mean, std)
+                model = device_augmentation.DeviceAugmentedModel(
+                    model, keras_classreg.ClipAugmentation(config.crop_size, mean, std)
                 )
             model.compile(
-                optimizer=make_optimizer(config, steps),
+                optimizer=optimization.make_optimizer(config, steps),
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=config.label_smoothing
                 ),
@@ -322,8 +459,13 @@ def train(config, model_builder=None):
                 ],
                 jit_compile=config.xla,
             )
-        patch_multi_worker_build(model, strategy, train_data.element_spec)
+        distribute.patch_multi_worker_build(model, strategy, train_data.element_spec)
         history_path = os.path.join(work_dir, "history.csv")
+        best = run_callbacks.BestModel(
+            os.path.join(work_dir, "best.keras"),
+            monitor="val_top1" if val_data is not None else "top1",
+            history_path=history_path,
+        )
         callbacks = [
             keras.callbacks.BackupAndRestore(
                 os.path.join(work_dir, "backup"), double_checkpoint=True
@@ -332,11 +474,7 @@ def train(config, model_builder=None):
         if is_chief:
             callbacks += [
                 run_callbacks.HistoryCSV(history_path),
-                run_callbacks.BestModel(
-                    os.path.join(work_dir, "best.keras"),
-                    monitor="val_top1" if val_data is not None else "top1",
-                    history_path=history_path,
-                ),
+                best,
                 run_callbacks.EpochCheckpoints(
                     os.path.join(work_dir, "checkpoints"), keep=config.keep_checkpoints
                 ),
@@ -356,12 +494,11 @@ def train(config, model_builder=None):
             verbose=config.verbose if is_chief else 0,
         )
         run_callbacks.save_model_atomically(model, run.file("final.keras"))
-        barrier(strategy)  # every worker has saved before any exits
+        distribute.barrier(strategy)  # every worker has saved before any exits
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
     if is_chief:
-        best = callbacks[2]
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
         run.write_summary({
             "best_epoch": best.best_epoch,
@@ -375,6 +512,18 @@ def train(config, model_builder=None):
     return run_dir
 
 
+def _note_clip_format(config, source):
+    """Says when the clips differ from those published weights saw."""
+    differing = [
+        f"{name} {getattr(config, name)} (the weights': {source[name]})"
+        for name in ("clip_length", "stride", "crop_size")
+        if source.get(name) is not None and source[name] != getattr(config, name)
+    ]
+    if differing and source.get("pretrained"):
+        _log(config, "note: clips differ from the published weights' format: "
+                     + ", ".join(differing))
+
+
 def _log(config, message):
     if config.verbose:
         print(f"[train] {message}", flush=True)
@@ -384,7 +533,7 @@ def _log(config, message):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.train",
         description=(
             "Train a 3D CNN with (or without) Class Regularization on a "
@@ -409,14 +558,20 @@ def build_parser():
     return parser
 
 
+@cli.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    train(config)
+        video_data.load_manifest(config.data)  # a wrong --data fails at once
+    except (ValueError, OSError) as error:
+        return cli.fail(error)
+    cli.quiet_tensorflow()
+    try:
+        with cli.plain_warnings():
+            train(config)
+    except (ValueError, OSError, ImportError) as error:
+        return cli.fail(error)
     return 0
 
 

@@ -4,10 +4,12 @@ from keras_classreg.layers.class_regularization import ClassRegularization
 from keras_classreg.layers.class_regularization_base import ClassRegularizationBase
 from keras_classreg.layers.clip_augmentation import ClipAugmentation
 from keras_classreg.layers.folded_class_regularization import FoldedClassRegularization
+from keras_classreg.layers.zero_padding_shortcut import ZeroPaddingShortcut
 
 __all__ = [
     "ClassRegularization",
     "ClassRegularizationBase",
     "ClipAugmentation",
     "FoldedClassRegularization",
+    "ZeroPaddingShortcut",
 ]

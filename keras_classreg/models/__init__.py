@@ -19,7 +19,7 @@ from keras_classreg.models.resnet3d import (
 _REGISTRY = {
     **{
         f"resnet{depth}_3d": functools.partial(resnet3d, depth)
-        for depth in (18, 34, 50, 101, 152)
+        for depth in (18, 34, 50, 101, 152, 200)
     },
     "wide_resnet50_3d": wide_resnet50_3d,
     "resnext101_3d": resnext101_3d,

@@ -23,26 +23,79 @@ def use_synchronized_bn(synchronized_batchnorm):
     )
 
 
-def batch_norm(x, name, synchronized):
+PADDINGS = ("same", "symmetric")
+
+
+def check_padding(padding, model_name):
+    if padding not in PADDINGS:
+        raise ValueError(
+            f"Invalid value for argument `padding` of {model_name}. Expected "
+            f"one of {PADDINGS}. Received: padding={padding!r}"
+        )
+
+
+def check_epsilon(epsilon, model_name):
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) \
+            or not epsilon > 0:
+        raise ValueError(
+            f"Invalid value for argument `batchnorm_epsilon` of {model_name}. "
+            f"Expected a float > 0. Received: batchnorm_epsilon={epsilon!r}"
+        )
+
+
+def triple(value):
+    """An int or a 3-sequence as a tuple of 3 ints."""
+    if isinstance(value, int):
+        return (value,) * 3
+    return tuple(int(v) for v in value)
+
+
+def needs_explicit_padding(kernel_size, strides):
+    """Whether Keras "same" pads differently from PyTorch's symmetric
+    `kernel_size // 2`: only for a strided axis with a kernel wider than 1
+    (for stride 1 and odd kernels the two agree exactly)."""
+    return any(s > 1 and k > 1 for k, s in zip(triple(kernel_size), triple(strides)))
+
+
+def symmetric_pad(x, kernel_size, name):
+    """Zero-pads `kernel_size // 2` on both sides of T, H and W (PyTorch's
+    padding of odd kernels); the next layer then uses "valid"."""
+    return keras.layers.ZeroPadding3D(
+        tuple((k // 2, k // 2) for k in triple(kernel_size)), name=name
+    )(x)
+
+
+def batch_norm(x, name, synchronized, epsilon=1e-5):
     return keras.layers.BatchNormalization(
-        epsilon=1e-5, momentum=0.9, synchronized=synchronized, name=name
+        epsilon=epsilon, momentum=0.9, synchronized=synchronized, name=name
     )(x)
 
 
 def conv_bn(x, filters, kernel_size, strides=1, name="", synchronized=False,
-            groups=1, activation=True):
-    """Conv3D (no bias) → BatchNorm → optional ReLU, with stable layer names."""
+            groups=1, activation=True, padding="same", epsilon=1e-5):
+    """Conv3D (no bias) → BatchNorm → optional ReLU, with stable layer names.
+
+    `padding="same"` is Keras/TensorFlow "SAME" (a strided convolution pads
+    more at the end than at the start); `"symmetric"` pads `kernel_size // 2`
+    on both sides as PyTorch does, with an explicit `ZeroPadding3D` layer
+    named `{name}_pad` before a "valid" convolution where the two differ.
+    The convolution and batch-norm layer names do not depend on it.
+    """
+    conv_padding = "same"
+    if padding == "symmetric" and needs_explicit_padding(kernel_size, strides):
+        x = symmetric_pad(x, kernel_size, f"{name}_pad")
+        conv_padding = "valid"
     x = keras.layers.Conv3D(
         filters,
         kernel_size,
         strides=strides,
-        padding="same",
+        padding=conv_padding,
         use_bias=False,
         groups=groups,
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    x = batch_norm(x, f"{name}_bn", synchronized)
+    x = batch_norm(x, f"{name}_bn", synchronized, epsilon)
     if activation:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x

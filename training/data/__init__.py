@@ -3,7 +3,7 @@
 - `layouts`: UCF-101, HMDB-51, Kinetics and folder datasets → `VideoDataset`.
 - `shard_writer`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
   `manifest.json` (decoding with `clipspec.decode`).
-- `frame_index`: where each frame's JPEG lies in a shard (random access).
+- `shard_format`: the shard files (frame records + index), read with TF ops.
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
   (clip and view rules from `clipspec`, shared with serving).
 - `synthetic`: `write_synthetic_dataset(out_dir, …)`, moving-shape videos.
@@ -40,6 +40,7 @@ _LAZY = {
     "predict_video_scores": "training.data.pipeline",
     "load_manifest": "training.data.manifest",
     "shard_paths": "training.data.manifest",
+    "video_paths": "training.data.manifest",
     "prepare_dataset": "training.data.shard_writer",
 }
 
@@ -60,5 +61,5 @@ __all__ = [
     "AnnotationError", "MOTIONS", "MissingVideoError", "VideoDataset", "VideoItem",
     "clip_dataset", "load_folder", "load_hmdb51", "load_kinetics", "load_manifest",
     "load_ucf101", "predict_video_scores", "prepare_dataset", "shard_paths",
-    "video_level_scores", "write_synthetic_dataset",
+    "video_level_scores", "video_paths", "write_synthetic_dataset",
 ]

@@ -5,7 +5,10 @@ Example:
 >>> from training.data.manifest import load_manifest, shard_paths
 >>> manifest = load_manifest("prepared/")
 >>> manifest["class_names"][:2], shard_paths(manifest, "train")[:1]
-(['clockwise', 'counterclockwise'], ['/abs/prepared/train-00000-of-00002.tfrecord'])
+(['clockwise', 'counterclockwise'], ['/abs/prepared/train-00000-of-00002'])
+
+The folder may be local or on any `tf.io.gfile` filesystem (`gs://…`,
+`ram://…`); `prepare` itself writes local folders.
 """
 
 import json
@@ -39,16 +42,45 @@ def load_manifest(manifest_or_dir):
                 "the folder of its shards); pass the prepared folder instead."
             )
         return manifest_or_dir
+    if _is_url(manifest_or_dir):
+        return _load_url(os.fspath(manifest_or_dir))
     path = pathlib.Path(manifest_or_dir)
     if path.is_dir():
         path = path / MANIFEST_NAME
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no such manifest. Create it with `python -m training.prepare "
-            "--layout ... --root VIDEOS --out FOLDER`."
-        )
+        raise FileNotFoundError(_absent(path))
+    manifest = _parse(path, path.read_text(encoding="utf-8"))
+    manifest["root"] = str(path.parent.resolve())
+    return manifest
+
+
+def _is_url(path):
+    return isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path)
+
+
+def _absent(path):
+    return (f"{path}: no such manifest. Create it with `python -m training.prepare "
+            "--layout ... --root VIDEOS --out FOLDER`.")
+
+
+def _load_url(url):
+    """A manifest on a `tf.io.gfile` filesystem (`gs://…`, `ram://…`)."""
+    import tensorflow as tf
+
+    path = url.rstrip("/")
+    if not path.endswith(MANIFEST_NAME) or tf.io.gfile.isdir(path):
+        path = f"{path}/{MANIFEST_NAME}"
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(_absent(path))
+    with tf.io.gfile.GFile(path, "r") as handle:
+        manifest = _parse(path, handle.read())
+    manifest["root"] = path[:-len(MANIFEST_NAME) - 1]
+    return manifest
+
+
+def _parse(path, text):
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(
             f"{path}: not valid JSON ({error.msg} at line {error.lineno}); "
@@ -62,25 +94,66 @@ def load_manifest(manifest_or_dir):
     for name, subset in manifest["subsets"].items():
         if not isinstance(subset, dict) or "shards" not in subset:
             raise ValueError(f"{path}: subset {name!r} lacks its 'shards' list.")
-    manifest["root"] = str(path.parent.resolve())
     return manifest
 
 
 def shard_paths(manifest, subset):
-    """Absolute paths of a subset's shard files (checked to exist)."""
+    """The prefixes of a subset's shards, `ROOT/<subset>-<i>-of-<n>` (each
+    is `<prefix>.frames.tfrecord` + `<prefix>.index.tfrecord`, see
+    `training.data.shard_format`), checked to exist.
+
+    Raises:
+        ValueError: unknown subset, or a folder of the old shard layout
+            (the message says how to convert it).
+        FileNotFoundError: a shard file is missing.
+    """
+    import tensorflow as tf
+
+    from training.data import shard_format
+
     manifest = load_manifest(manifest)
+    version = manifest.get("format_version", 1)
+    if version != shard_format.LAYOUT_VERSION:
+        raise ValueError(shard_format.old_layout_message(manifest["root"])
+                         if version < shard_format.LAYOUT_VERSION else
+                         f"{manifest['root']}: shard layout {version}, written by a "
+                         f"newer version of this code (this one reads "
+                         f"{shard_format.LAYOUT_VERSION}).")
     subsets = manifest["subsets"]
     if subset not in subsets:
         raise ValueError(
             f"Subset {subset!r} is not in the manifest of {manifest['root']} "
             f"(subsets: {', '.join(subsets) or 'none'})."
         )
-    paths = [os.path.join(manifest["root"], s) for s in subsets[subset]["shards"]]
-    absent = [p for p in paths if not os.path.isfile(p)]
+    join = (lambda name: f"{manifest['root']}/{name}") if _is_url(manifest["root"]) \
+        else (lambda name: os.path.join(manifest["root"], name))
+    paths = [join(s) for s in subsets[subset]["shards"]]
+    absent = [f for p in paths
+              for f in (shard_format.frames_path(p), shard_format.index_path(p))
+              if not tf.io.gfile.exists(f)]
     if absent:
         raise FileNotFoundError(
             f"{len(absent)} shard file(s) of subset {subset!r} are missing, e.g. "
             f"{absent[0]}; re-run `python -m training.prepare` with the same "
             "--out to write them again."
         )
+    return paths
+
+
+def video_paths(manifest, subset):
+    """`{video_id: source video path}` of a subset, read from its shards'
+    sidecars (`<shard>.json`, written by `prepare`); the videos of a shard
+    without a readable sidecar are left out."""
+    manifest = load_manifest(manifest)
+    paths = {}
+    for name in manifest["subsets"].get(subset, {}).get("shards", []):
+        sidecar = os.path.join(manifest["root"], f"{name}.json")
+        try:
+            with open(sidecar, encoding="utf-8") as handle:
+                info = json.load(handle)
+        except (OSError, ValueError):
+            continue
+        for video in info.get("videos", []) if isinstance(info, dict) else []:
+            if isinstance(video, dict) and "video_id" in video:
+                paths[int(video["video_id"])] = video.get("path")
     return paths

@@ -3,9 +3,11 @@
 `clip_dataset` reads the shards that `prepare` wrote and yields clips:
 
 - **train mode**: per video one clip of `clip_length` frames every `stride`
-  frames from a random start. Only those frames' JPEGs are read (at the
-  byte offsets of the shard's frame index, `training.data.frame_index`) and
-  decoded; then one random window for the whole clip (scale jitter, random
+  frames from a random start. Only the records from the clip's first to
+  its last frame are read, in one read at the byte offsets of the shard's
+  index (`training.data.shard_format`, TensorFlow's TFRecord reader: no
+  Python in tf.data threads, any `tf.io.gfile` filesystem), and the clip's
+  frames decoded; then one random window for the whole clip (scale jitter, random
   resized crop or centre), random horizontal flip, bilinear resize to
   `crop_size` (not antialiased: the window is at most a few times the crop,
   and antialiasing costs 3-4x more), `(x / 255 - mean) / std` (flip and
@@ -22,7 +24,8 @@
   prepared short side and `window` is `(y, x, height, width)` inside the
   `C x C` square of each clip.
 - **test mode**: per video `num_clips` uniform clips × `num_crops` crops
-  (exactly `sampling.eval_views`, then normalised). Yields
+  (exactly `sampling.eval_views`, then normalised); each video's records
+  are read in one read, the frames its views use decoded. Yields
   `(clips float32 [B, T, S, S, 3], labels int32 [B], video_ids int32 [B])`;
   the views of a video are consecutive and share its `video_id`, and videos
   come in `video_id` order (the order of the subset's list).
@@ -57,7 +60,7 @@ import tensorflow as tf
 
 from clipspec import views as clip_views
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
-from training.data import frame_index, records, transforms
+from training.data import shard_format, transforms
 from training.data.manifest import load_manifest, shard_paths
 
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
@@ -132,9 +135,9 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
             or `"center"` (largest centre square; no spatial randomness).
         flip: train mode: random horizontal flips.
         short_video: `"loop"` or `"pad"` for videos shorter than a clip.
-        shuffle_buffer: test mode with `shuffle=True`: videos held for
-            shuffling (each holds its JPEGs); train mode shuffles the whole
-            video list.
+        shuffle_buffer: test mode with `shuffle=True`: videos (rows of the
+            shard indexes, not their frames) held for shuffling; train mode
+            shuffles the whole video list.
         drop_remainder: drop a last partial batch (default: True in train
             mode, so batches have a static size; False in test mode).
         jitter_scale, crop_area, aspect_ratio: see `augmentation`.
@@ -181,19 +184,19 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
         seed = _int("seed", seed, 0)
 
     manifest = load_manifest(manifest_or_dir)
-    files = shard_paths(manifest, subset)
+    prefixes = shard_paths(manifest, subset)
     if manifest["subsets"][subset].get("videos", 1) == 0:
         raise ValueError(f"Subset {subset!r} of {manifest['root']} has no videos "
                          "(all were skipped; see the manifest's 'skipped').")
+    table = shard_format.load_table(prefixes)
+    reader = shard_format.frame_reader(prefixes, table.pop("offsets"))
     options = tf.data.Options()
     options.deterministic = bool(deterministic) or mode == "test"
     ordered = options.deterministic
     normalise = _normaliser(mean, std)
+    dataset = tf.data.Dataset.from_tensor_slices(table)
     if mode == "train":
-        table, frame_tables = frame_index.video_table(files)
         canvas = _canvas_side(manifest, table) if augment_on == "device" else None
-        reader = frame_index.FrameReader(files, frame_tables)
-        dataset = tf.data.Dataset.from_tensor_slices(table)
         if shuffle:
             dataset = dataset.shuffle(len(table["video_id"]), seed=seed,
                                       reshuffle_each_iteration=True)
@@ -207,20 +210,14 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
         dataset = dataset.map(train_clip, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=ordered)
     else:
-        dataset = tf.data.Dataset.from_tensor_slices(files)
-        if shuffle:
-            dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        # Shards one after the other: videos come in video_id order.
-        dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=1,
-                                     num_parallel_calls=tf.data.AUTOTUNE,
-                                     deterministic=True)
+        # Rows in shard order: videos come in video_id order.
         if shuffle:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed,
                                       reshuffle_each_iteration=True)
         if repeat:
             dataset = dataset.repeat()
-        test_views = _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops,
-                               short_video, normalise)
+        test_views = _test_views_fn(reader, clip_length, stride, crop_size, num_clips,
+                                    num_crops, short_video, normalise)
         dataset = dataset.map(test_views, num_parallel_calls=tf.data.AUTOTUNE,
                               deterministic=True).unbatch()
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
@@ -294,8 +291,7 @@ def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
             video["height"], video["width"], seeds[1], augmentation,
             jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
         )
-        jpegs = tf.numpy_function(reader.read, [video["shard"], video["first"], indices],
-                                  tf.string, stateful=False)
+        jpegs = reader(video["shard"], video["first"], indices)
         frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
         mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else \
             tf.constant(False)
@@ -314,16 +310,17 @@ def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
     return train_clip
 
 
-def _test_views_fn(clip_length, stride, crop_size, num_clips, num_crops, short_video,
-                   normalise):
+def _test_views_fn(reader, clip_length, stride, crop_size, num_clips, num_crops,
+                   short_video, normalise):
     count = num_clips * num_crops
 
-    def video_views(serialized):
-        video = records.parse(serialized)
+    def video_views(video):
         indices = clip_views.eval_indices(video["num_frames"], clip_length, stride,
                                           num_clips, short_video)
         unique, positions = tf.unique(tf.reshape(indices, [-1]))
-        pool = _decode(tf.gather(video["frames"], unique))
+        # The records from the first to the last frame used, in one read;
+        # each used frame decoded once.
+        pool = _decode(reader(video["shard"], video["first"], unique))
         clips = clip_views.views_from_pool(
             pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
         )

@@ -1,17 +1,41 @@
 """Decode every video once and write sharded TFRecords plus a manifest.
 
 `prepare_dataset` decodes each video with PyAV in worker processes, resizes
-it to a short side, JPEG-encodes the frames and writes one
-`tf.train.Example` per video (`training.data.records`) into shards named
-`<subset>-<i>-of-<n>.tfrecord`, each with a frame index
-(`<shard>.index.npz`, `training.data.frame_index`: where every JPEG lies in
-the file, so that training reads only a clip's frames). Each finished shard gets a sidecar
+it to a short side, JPEG-encodes the frames and writes them into shards
+`<subset>-<i>-of-<n>` in the layout of `training.data.shard_format`: a
+frames file (one TFRecord per frame) and an index (per video its fields
+and where each frame's record lies), so that training reads only a clip's
+frames. Each finished shard gets a sidecar
 `<shard>.json` (its videos, skips and timings, and a signature of its input
 list — paths, labels, file sizes and modification times — and settings); a
 rerun reuses every shard whose sidecar matches and writes only the rest, so
-an interrupted run resumes and a changed video is decoded again. Files that cannot be
+an interrupted run resumes and a changed video is decoded again; a
+finished shard of the old layout (one `tf.train.Example` per video) with
+the same signature is converted without decoding. Files that cannot be
 used are skipped and listed with the reason in `manifest.json`; they never
 stop the run.
+
+Bad input never costs good work:
+
+- `prepare` deletes or replaces only files it wrote: the shards its earlier
+  manifest lists and those with one of its sidecars (written before a
+  shard's first byte). A foreign file in the way (e.g. someone's
+  `imagenet-00000-of-00004.tfrecord`) is left alone, and one with a name
+  `prepare` needs is an error before anything is decoded.
+- The output folder is checked to be writable before decoding starts.
+- For layouts whose split `prepare` draws (the folder layout), every video
+  is first checked to decode (`clipspec.decode.probe_video`, its first
+  frames) and the split is drawn over the usable ones, so a bad file takes
+  no test slot.
+- Damaged videos keep their decodable frames (`clipspec.decode`'s rule) and
+  are listed under `damaged`; files a layout did not take are listed under
+  `ignored`; classes without videos in a subset are kept (their labels do
+  not move) and named in `warnings` / `empty_classes`.
+- Any file name works: the manifest and sidecars stay valid UTF-8 JSON
+  (a non-UTF-8 name's bytes as `\\udcXX` escapes, read back by `json.loads`
+  as the same `str`).
+- Worker processes ignore Ctrl-C (the main process stops them) and exit
+  when the main process dies (they watch their parent).
 
 Example:
 
@@ -24,32 +48,33 @@ Example:
 
 import collections
 import concurrent.futures
+import dataclasses
 import hashlib
 import json
 import multiprocessing
 import os
 import pathlib
 import re
+import tempfile
 import time
 
-from training.data import frame_index, records
-from clipspec.decode import try_decode_to_jpeg
+from clipspec import cli
+from training.data import shard_format
+from clipspec.decode import try_decode_to_jpeg, try_probe_video
 from training.data.manifest import MANIFEST_NAME
 
 DEFAULT_VIDEOS_PER_SHARD = 64
 CRASH_REASON = "the decoder crashed its worker process (FFmpeg fault)"
+MANIFEST_FORMAT = "keras-classreg video shards"
 
 
 def _shard_name(subset, index, count):
-    return f"{subset}-{index:05d}-of-{count:05d}.tfrecord"
+    """The shard's prefix (its files add `shard_format`'s suffixes)."""
+    return f"{subset}-{index:05d}-of-{count:05d}"
 
 
 def _write_json(path, value):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(tmp, path)
+    cli.write_json(path, value)
 
 
 class _Runner:
@@ -83,11 +108,14 @@ class _Runner:
         finally:
             self._close(wait=False)
 
+    def _executor(self, workers):
+        return concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=self.context, initializer=cli.watch_parent,
+            initargs=(os.getpid(),))
+
     def _submit(self, job):
         if self.pool is None:
-            self.pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=self.context
-            )
+            self.pool = self._executor(self.workers)
         try:
             return self.pool.submit(self.function, *job)
         except concurrent.futures.process.BrokenProcessPool:
@@ -102,7 +130,7 @@ class _Runner:
             return self._isolated(job)
 
     def _isolated(self, job):
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=self.context) as one:
+        with self._executor(1) as one:
             try:
                 return one.submit(self.function, *job).result()
             except concurrent.futures.process.BrokenProcessPool:
@@ -110,7 +138,13 @@ class _Runner:
 
     def _close(self, wait):
         if self.pool is not None:
+            # Workers still busy (an error or Ctrl-C stopped the run) are
+            # stopped at once rather than left to finish their video.
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())
             self.pool.shutdown(wait=wait, cancel_futures=True)
+            for process in processes:
+                if process.is_alive():
+                    process.terminate()
             self.pool = None
 
 
@@ -151,7 +185,7 @@ def _plan(dataset, settings, videos_per_shard):
                   for i in range(0, len(items), videos_per_shard)]
         for index, chunk in enumerate(chunks):
             content = json.dumps({
-                "settings": settings, "format": records.FORMAT_VERSION,
+                "settings": settings, "format": shard_format.CONTENT_VERSION,
                 "videos": [[item.path, item.label, item.class_name, vid,
                             stamps[item.path]] for vid, item in chunk],
             }, sort_keys=True)
@@ -170,31 +204,162 @@ def _stamp(path):
 
 
 def _finished(out_dir, name, signature):
-    shard, sidecar = out_dir / name, out_dir / f"{name}.json"
-    if not (shard.is_file() and sidecar.is_file()):
+    """The sidecar of a finished shard of these inputs, else None (a sidecar
+    that only claims the name, `"state": "writing"`, is not finished)."""
+    sidecar = out_dir / f"{name}.json"
+    if not sidecar.is_file():
         return None
     try:
         info = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if info.get("signature") != signature or info.get("bytes") != shard.stat().st_size:
+    if not isinstance(info, dict) or info.get("state") == "writing":
+        return None
+    if info.get("signature") != signature or not shard_format.check_written(
+            out_dir / name, info):
         return None
     return info
 
 
-def _remove_stale(out_dir, plan):
-    """Deletes shards (and sidecars) of an earlier, different plan."""
+# A shard's files, in this layout (`<shard>.frames.tfrecord`,
+# `<shard>.index.tfrecord`, `<shard>.json`) or the old one
+# (`<shard>.tfrecord`, `<shard>.tfrecord.json`, `<shard>.tfrecord.index.npz`),
+# with their temporary names.
+_SHARD_FILE = re.compile(
+    r"^(?P<shard>.+-\d{5}-of-\d{5})"
+    r"(\.frames\.tfrecord|\.index\.tfrecord|\.tfrecord(\.index\.npz)?)?"
+    r"(\.json)?(\.tmp(\.npz)?)?$")
+
+
+def _read_json_object(path):
+    try:
+        value = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _is_own_sidecar(info):
+    return isinstance(info, dict) and {"signature", "subset", "settings"} <= set(info)
+
+
+def own_shards(out_dir):
+    """Names of the shards in `out_dir` that `prepare` wrote: those its
+    manifest lists and those with one of its sidecars."""
+    out_dir = pathlib.Path(out_dir)
+    owned = set()
+    manifest = _read_json_object(out_dir / MANIFEST_NAME)
+    if manifest is not None and manifest.get("format") == MANIFEST_FORMAT:
+        for subset in (manifest.get("subsets") or {}).values():
+            if isinstance(subset, dict):
+                owned.update(_prefix(str(name)) for name in subset.get("shards", []))
+    for path in out_dir.glob("*.json"):
+        match = _SHARD_FILE.match(path.name)
+        if match and _is_own_sidecar(_read_json_object(path)):
+            owned.add(match["shard"])
+    return owned
+
+
+def _prefix(name):
+    """A shard's name in this layout (the old layout's ended in .tfrecord)."""
+    return name.removesuffix(".tfrecord")
+
+
+def _check_out_dir(out_dir):
+    """Creates `out_dir` and checks that files can be written there, before
+    anything is decoded; errors name the folder and the cause."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(
+            f"--out {cli.printable(out_dir)}: a file is in the way (expected a "
+            "folder).") from None
+    except OSError as error:
+        raise PermissionError(
+            f"--out {cli.printable(out_dir)}: cannot create the folder "
+            f"({error.strerror or error}).") from None
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".prepare-write-check-", dir=out_dir)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise PermissionError(
+            f"--out {cli.printable(out_dir)}: cannot write there "
+            f"({error.strerror or error}); choose a writable folder.") from None
+
+
+def _check_foreign(out_dir, plan, owned):
+    """Refuses to overwrite a file `prepare` did not write: a planned
+    shard's name (or its sidecar or index) or `manifest.json` taken by
+    someone else's file."""
+    manifest = out_dir / MANIFEST_NAME
+    if manifest.exists():
+        info = _read_json_object(manifest)
+        if info is None or info.get("format") != MANIFEST_FORMAT:
+            raise FileExistsError(
+                f"{cli.printable(manifest)} exists and was not written by "
+                "prepare; prepare never overwrites other files: move it or "
+                "choose another --out.")
+    for _, name, _, _ in plan:
+        if name in owned:
+            continue
+        for path in (pathlib.Path(shard_format.frames_path(out_dir / name)),
+                     pathlib.Path(shard_format.index_path(out_dir / name)),
+                     out_dir / f"{name}.json"):
+            if os.path.lexists(path):
+                raise FileExistsError(
+                    f"{cli.printable(path)} exists and was not written by prepare "
+                    "(no sidecar of prepare's, not in its manifest); prepare "
+                    "never overwrites other files: move it or choose another "
+                    "--out.")
+
+
+def _remove_stale(out_dir, plan, owned=None):
+    """Deletes the files of shards of an earlier, different plan — only
+    shards `prepare` wrote (`own_shards`); other files are left alone."""
+    owned = own_shards(out_dir) if owned is None else owned
     planned = {name for _, name, _, _ in plan}
-    pattern = re.compile(
-        r"^.+-\d{5}-of-\d{5}\.tfrecord(\.json|\.tmp|\.index\.npz(\.tmp\.npz)?)?$"
-    )
     removed = []
-    for path in out_dir.iterdir():
-        shard = path.name.split(".tfrecord")[0] + ".tfrecord"
-        if pattern.match(path.name) and shard not in planned:
+    for path in sorted(out_dir.iterdir()):
+        match = _SHARD_FILE.match(path.name)
+        if match and match["shard"] in owned and match["shard"] not in planned:
             path.unlink()
             removed.append(path.name)
     return removed
+
+
+def split_from_usable(dataset, workers=0, progress=False):
+    """For a layout whose split `prepare` draws (`dataset.redraw_split`),
+    checks that each video decodes (`probe_video`: its first frames) and
+    draws the split over the usable ones. Returns `(dataset, skipped)`:
+    the re-split dataset without the unusable files, and their
+    `{"path", "reason", "subset": None}` entries. Other datasets come back
+    unchanged."""
+    if dataset.redraw_split is None or not len(dataset):
+        return dataset, []
+    items = list(dataset.items)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), unit="video", desc="check", dynamic_ncols=True)
+    results = _Runner(max(0, min(workers, len(items))), try_probe_video).map(
+        (item.path,) for item in items)
+    bad = {}
+    try:
+        for item, result in zip(items, results):
+            if "error" in result:
+                bad[item.path] = result["error"]
+            if bar is not None:
+                bar.update(1)
+    finally:
+        results.close()
+        if bar is not None:
+            bar.close()
+    usable = [item for item in items if item.path not in bad]
+    skipped = [{"path": path, "reason": reason, "subset": None}
+               for path, reason in bad.items()]
+    return dataclasses.replace(dataset, items=dataset.redraw_split(usable)), skipped
 
 
 def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
@@ -206,6 +371,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         dataset: a `training.data.layouts.VideoDataset`.
         out_dir: output folder (created). Rerunning with the same folder
             reuses finished shards whose inputs and settings are unchanged.
+            Only files `prepare` wrote are ever replaced or deleted there.
         short_side: frames are resized so that the short side has this many
             pixels (None keeps the original size).
         workers: decoding processes; default `os.cpu_count()`; 0 or 1 decode
@@ -222,34 +388,54 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         the manifest dict, also written to `out_dir/manifest.json`:
         `class_names`; `subsets` (`shards`, `videos`, `frames`, `per_class`
         for each); `skipped` (`path`, `reason`, `subset` for every video not
-        written, including listed-but-missing ones); `short_side`,
-        `jpeg_quality`, `max_frames`, `videos_per_shard`; `decode` (frames,
-        PyAV decode seconds and decode fps over all shards, plus this run's
-        wall time); `source` (where the video list came from).
+        written, including listed-but-missing ones; `subset` is null for a
+        file found unusable before the split was drawn); `damaged` (videos
+        kept with frames lost: `path`, `subset`, `decoded`, `expected`,
+        `errors`, `reason`); `ignored` (files the layout did not take, with
+        the reason); `empty_classes` (per subset, the classes without
+        videos) and `warnings` (sentences); `short_side`, `jpeg_quality`,
+        `max_frames`, `videos_per_shard`; `decode` (frames, PyAV decode
+        seconds and decode fps over all shards, plus this run's wall time
+        and workers); `source` (where the video list came from).
+
+    Raises:
+        ValueError: invalid arguments, or a dataset that lists no videos.
+        OSError: `out_dir` cannot be created or written (checked before any
+            decoding), or holds a file `prepare` did not write where it
+            needs to write.
     """
     if workers is None:
         workers = os.cpu_count() or 1
     _check_args(short_side, workers, videos_per_shard, jpeg_quality, max_frames)
-    if not len(dataset):
+    if not len(dataset) and not dataset.missing:
         raise ValueError("The dataset has no videos to prepare.")
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
+    owned = own_shards(out_dir)
     settings = {"short_side": short_side, "jpeg_quality": jpeg_quality,
                 "max_frames": max_frames}
+    # The plan as listed, to refuse a foreign file in the way before the
+    # (longer) usability check; the split may move videos, not shard names.
+    _check_foreign(out_dir, _plan(dataset, settings, videos_per_shard), owned)
+    dataset, unusable = split_from_usable(dataset, workers, progress)
     plan = _plan(dataset, settings, videos_per_shard)
-    _remove_stale(out_dir, plan)
-    infos, pending = {}, []
+    _check_foreign(out_dir, plan, owned)
+    _remove_stale(out_dir, plan, owned)
+    infos, pending, converted = {}, [], 0
     for subset, name, chunk, signature in plan:
         info = _finished(out_dir, name, signature)
+        if info is None and name in owned:
+            # A finished shard of the old layout, same inputs: no decoding.
+            info = shard_format.convert_old_files(out_dir / name, {"signature": signature})
+            converted += info is not None
         if info is None:
             pending.append((subset, name, chunk, signature))
         else:
-            frame_index.load_index(out_dir / name)  # written if absent or stale
             infos[name] = info
-    reused = len(infos)
+    reused = len(infos) - converted
     started = time.perf_counter()
     total = sum(len(chunk) for _, _, chunk, _ in pending)
-    workers = max(0, min(workers, total))
+    used_workers = max(0, min(workers, total))
     bar = None
     if progress and total:
         from tqdm import tqdm
@@ -257,7 +443,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         bar = tqdm(total=total, unit="video", desc="prepare", dynamic_ncols=True)
     jobs = ((item.path, short_side, jpeg_quality, max_frames)
             for _, _, chunk, _ in pending for _, item in chunk)
-    results = _Runner(workers, try_decode_to_jpeg).map(jobs)
+    results = _Runner(used_workers, try_decode_to_jpeg).map(jobs)
     try:
         skipped_so_far = 0
         for subset, name, chunk, signature in pending:
@@ -265,6 +451,8 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
                                 results, bar, skipped_so_far)
             skipped_so_far += len(info["skipped"])
             infos[name] = info
+            if name in owned:  # an old-layout shard of ours under this name
+                shard_format.remove_old_files(out_dir / name)
     finally:
         results.close()  # stops the worker processes, also on errors
         if bar is not None:
@@ -272,52 +460,88 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
     wall = time.perf_counter() - started
     manifest = _manifest(dataset, plan, infos, settings, videos_per_shard, {
         "videos_processed": total, "shards_written": len(pending),
-        "shards_reused": reused, "workers": max(workers, 1),
+        "shards_reused": reused, "shards_converted": converted,
+        # worker processes decoding in parallel; 0: decoded in this process
+        "workers": used_workers if used_workers > 1 else 0,
+        "workers_requested": workers,
         "wall_seconds": round(wall, 3),
         "videos_per_second": round(total / wall, 2) if total and wall > 0 else None,
-    })
+    }, unusable)
     _write_json(out_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
 def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar,
                  skipped_before):
-    import tensorflow as tf
-
-    tmp = out_dir / f"{name}.tmp"
+    # Claim the shard's name first: a rerun after an interruption knows the
+    # shard (and its temporary files) are prepare's own.
+    _write_json(out_dir / f"{name}.json", {"signature": signature, "subset": subset,
+                                           "settings": settings, "state": "writing"})
     written, skipped = [], []
     stats = {"frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    with shard_format.ShardWriter(out_dir / name) as writer:
         for video_id, item in chunk:
             result = next(results)
             if "error" in result:
                 skipped.append({"path": item.path, "reason": result["error"],
                                 "subset": subset})
             else:
-                writer.write(records.make_example(
-                    result["jpegs"], item.label, video_id, result["fps"],
-                    item.path, result["height"], result["width"],
-                ))
-                written.append({"path": item.path, "video_id": video_id,
-                                "label": item.label, "frames": result["frames"]})
+                writer.add(result["jpegs"], item.label, video_id, result["fps"],
+                           item.path, result["height"], result["width"])
+                written.append(_written_entry(item, video_id, result))
                 for key in stats:
                     stats[key] += result[key]
             if bar is not None:
                 bar.update(1)
                 if skipped:
                     bar.set_postfix(skipped=skipped_before + len(skipped))
-    os.replace(tmp, out_dir / name)
-    frame_index.write_index(out_dir / name)
     info = {"signature": signature, "subset": subset, "settings": settings,
-            "bytes": (out_dir / name).stat().st_size, "videos": written,
-            "skipped": skipped, **stats}
+            **writer.result, "layout_version": shard_format.LAYOUT_VERSION,
+            "videos": written, "skipped": skipped, **stats}
     _write_json(out_dir / f"{name}.json", info)
     return info
 
 
-def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run):
+def _written_entry(item, video_id, result):
+    entry = {"path": item.path, "video_id": video_id, "label": item.label,
+             "frames": result["frames"]}
+    if result.get("rotation"):
+        entry["rotation"] = result["rotation"]
+    if result.get("damage"):
+        entry["damage"] = result["damage"]
+    return entry
+
+
+def _data_warnings(dataset, subsets):
+    """`(empty_classes, warnings)`: per subset, the classes without videos,
+    and what a person should know about them."""
+    names = list(dataset.class_names)
+    empty = {subset: [c for c in names if not entry["per_class"].get(c)]
+             for subset, entry in subsets.items()}
+    empty = {subset: classes for subset, classes in empty.items() if classes}
+    lines = []
+    kept = {c for entry in subsets.values() for c, n in entry["per_class"].items() if n}
+    lost = [c for c in names if c not in kept]
+    if lost:
+        lines.append(
+            f"{len(lost)} class(es) have no usable video at all ({', '.join(lost)}): "
+            "they stay in class_names with their labels (nothing is renumbered); "
+            "a model trained on this data cannot learn them.")
+    for subset, classes in empty.items():
+        others = [c for c in classes if c not in lost]
+        if others:
+            what = ("cannot be learned" if subset == "train"
+                    else "get no accuracy measured")
+            lines.append(f"{len(others)} class(es) have no {subset} videos "
+                         f"({', '.join(others)}): they {what} from this subset.")
+    return empty, lines
+
+
+def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run,
+              unusable=()):
     subsets = {}
-    skipped = []
+    skipped = list(unusable)
+    damaged = []
     totals = {"videos": 0, "frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
     for subset, name, _, _ in plan:
         info = infos[name]
@@ -330,6 +554,9 @@ def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run):
         entry["frames"] += info["frames"]
         for video in info["videos"]:
             entry["per_class"][dataset.class_names[video["label"]]] += 1
+            if video.get("damage"):
+                damaged.append({"path": video["path"], "subset": subset,
+                                **video["damage"]})
         skipped.extend(info["skipped"])
         totals["videos"] += len(info["videos"])
         for key in ("frames", "decode_seconds", "encode_seconds"):
@@ -343,15 +570,20 @@ def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run):
                        if totals["decode_seconds"] > 0 else None),
         "this_run": this_run,
     }
+    empty_classes, warnings = _data_warnings(dataset, subsets)
     return {
-        "format": "keras-classreg video shards",
-        "format_version": records.FORMAT_VERSION,
+        "format": MANIFEST_FORMAT,
+        "format_version": shard_format.LAYOUT_VERSION,
         "class_names": list(dataset.class_names),
         "subsets": subsets,
         "skipped": skipped,
+        "damaged": damaged,
+        "ignored": [dict(entry) for entry in dataset.ignored],
+        "empty_classes": empty_classes,
+        "warnings": warnings,
         **settings,
         "videos_per_shard": videos_per_shard,
         "decode": decode,
         "source": dict(dataset.source),
-        "features": sorted(records.FEATURES),
+        "features": sorted(shard_format.INDEX_FEATURES),
     }

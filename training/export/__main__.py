@@ -1,14 +1,14 @@
 """`python -m training.export`: a trained model → EXPORT_BASE/NAME/VERSION/."""
 
-import argparse
-import os
 import sys
+
+from clipspec import cli
 
 DEFAULT_TOP_K = 5
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m training.export",
         description=(
             "Export a trained model as a versioned SavedModel, "
@@ -63,20 +63,23 @@ def build_parser():
     return parser
 
 
+@cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.export.from_run import export_run
+    from clipspec.rundir import RunDir
 
     try:
+        RunDir.for_model(args.model)  # a wrong --model fails before TensorFlow loads
+        cli.quiet_tensorflow()
+        from training.export.from_run import export_run
+
         path = export_run(args.model, args.export_base, args.name,
                           version=args.version, class_names_path=args.class_names,
                           clip_format_path=args.clip_format, top_k=args.top_k,
                           warmup=not args.no_warmup, fold=not args.no_fold)
     except (ValueError, OSError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(path)
+        return cli.fail(error)
+    print(cli.printable(path))
     return 0
 
 

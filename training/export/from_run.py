@@ -65,6 +65,7 @@ def load_for_export(model_path):
         options = {key: config[key] for key in (
             "class_regularization", "affection_rates", "dropout",
             "class_regularization_options") if config.get(key) is not None}
+        options.update(config.get("model_options") or {})  # the architecture
         num_classes = config.get("num_classes") or run.clip_format.num_classes
         model = build_model(config["model"], num_classes, config["input_shape"],
                             **options)

@@ -25,12 +25,23 @@ class VideoDataset:
         missing: list of `{"path", "reason", "subset"}` dicts for listed
             videos that were not found (only with `missing="skip"`).
         source: a dict describing where the list came from (layout, files).
+        ignored: list of `{"path", "reason"}` dicts for files the layout
+            saw but did not take (not a video extension, hidden, a video
+            listed twice, the output folder ...); `prepare` counts them and
+            lists them in the manifest.
+        redraw_split: for layouts whose train/test split is drawn here
+            rather than given by the dataset (the folder layout), a callable
+            `redraw_split(items) -> items` that draws it again over a subset
+            of the items: `prepare` draws it over the usable videos only, so
+            that a bad file takes no test slot. None for official splits.
     """
 
     items: list
     class_names: list
     missing: list = dataclasses.field(default_factory=list)
     source: dict = dataclasses.field(default_factory=dict)
+    ignored: list = dataclasses.field(default_factory=list)
+    redraw_split: object = dataclasses.field(default=None, repr=False, compare=False)
 
     def subset(self, name):
         """The items of one subset (`"train"`, `"test"`, `"val"` …)."""
@@ -108,10 +119,17 @@ class _Collector:
         self.missing_mode = missing
         self.items = []
         self.missing = []
+        self.ignored = []
         self.source = source
+        self.seen = {}
 
     def add(self, path, label, subset, listed_in=None, line=None):
+        """Adds a listed video; a video listed twice for one subset is
+        taken once (the repeat is in `ignored`), one listed for two subsets
+        (train and test) or two classes is an `AnnotationError`."""
         path = os.fspath(path)
+        if self._repeated(path, label, subset, listed_in, line):
+            return
         if not os.path.lexists(path):
             where = f" (listed in {listed_in}, line {line})" if listed_in else ""
             if self.missing_mode == "error":
@@ -125,5 +143,28 @@ class _Collector:
             return
         self.items.append(VideoItem(path, int(label), self.class_names[label], subset))
 
+    def _repeated(self, path, label, subset, listed_in, line):
+        key = os.path.normcase(os.path.normpath(path))
+        here = f"{listed_in}, line {line}" if listed_in else "the list"
+        if key not in self.seen:
+            self.seen[key] = (label, subset, here)
+            return False
+        first_label, first_subset, first = self.seen[key]
+        if first_subset != subset:
+            raise AnnotationError(
+                listed_in, line,
+                f"{path} is listed for {subset} here and for {first_subset} in "
+                f"{first}: a video in both subsets leaks the test set into "
+                "training; remove one of the lines")
+        if first_label != label:
+            raise AnnotationError(
+                listed_in, line,
+                f"{path} is listed as class {self.class_names[label]!r} here "
+                f"and as {self.class_names[first_label]!r} in {first}")
+        self.ignored.append({"path": path, "reason": f"listed twice for "
+                             f"{subset}: in {first} and in {here}; taken once"})
+        return True
+
     def dataset(self):
-        return VideoDataset(self.items, self.class_names, self.missing, self.source)
+        return VideoDataset(self.items, self.class_names, self.missing, self.source,
+                            ignored=self.ignored)

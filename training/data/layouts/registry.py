@@ -30,12 +30,15 @@ class LayoutOptions:
         seed: seed of that split (folder layout).
         missing: `"skip"` (listed in the manifest) or `"error"` for videos
             that annotations list but the disk lacks.
+        exclude: folders a layout that walks the disk must not list (e.g.
+            `prepare`'s output folder inside the dataset root).
     """
 
     split: int = 1
     test_fraction: float = 0.2
     seed: int = 0
     missing: str = "skip"
+    exclude: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)

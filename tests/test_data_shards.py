@@ -1,0 +1,395 @@
+"""The shard layout (frame records + index): offsets, TensorFlow-only
+reading (no Python in tf.data threads, any `tf.io.gfile` filesystem), checks
+of stale or corrupt indexes, and folders of the old layout."""
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from training.data import (
+    clip_dataset,
+    load_manifest,
+    shard_format,
+    shard_paths,
+    write_synthetic_dataset,
+)
+from training.data.shard_writer import prepare_dataset
+
+T, S = 4, 16
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+# Written by today's main before the layout change (commit 1dc497d):
+# write_synthetic_dataset(classes=2, per_class=3, frames=8, size=32, seed=4,
+# test_fraction=0.34), prepare_dataset(short_side=24, jpeg_quality=80,
+# videos_per_shard=2).
+LEGACY = ROOT / "tests" / "data" / "legacy_prepared"
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    dataset = write_synthetic_dataset(root / "videos", classes=3, per_class=3, frames=10,
+                                      size=32, seed=2, test_fraction=0.34)
+    prepare_dataset(dataset, root / "prepared", short_side=24, workers=0,
+                    videos_per_shard=2, progress=False)
+    return dataset, root / "prepared"
+
+
+@pytest.fixture
+def prepared(synthetic):
+    return synthetic[1]
+
+
+def copy_folder(source, target):
+    shutil.copytree(source, target)
+    return target
+
+
+def collect(dataset):
+    parts = [[t.numpy() for t in element] for element in dataset]
+    return [np.concatenate(p) for p in zip(*parts)]
+
+
+# --------------------------------------------------------------------------
+# What prepare wrote
+# --------------------------------------------------------------------------
+def test_index_offsets_are_the_frame_records(prepared):
+    manifest = load_manifest(prepared)
+    prefixes = shard_paths(manifest, "train")
+    table = shard_format.load_table(prefixes)
+    read = shard_format.frame_reader(prefixes, table["offsets"])
+    for number, prefix in enumerate(prefixes):
+        assert pathlib.Path(shard_format.frames_path(prefix)).is_file()
+        assert pathlib.Path(shard_format.index_path(prefix)).is_file()
+        records = [r.numpy() for r in tf.data.TFRecordDataset(
+            shard_format.frames_path(prefix))]
+        videos = list(shard_format.read_videos(prefix))
+        assert [j for v in videos for j in v["frames"]] == records
+        assert all(j.startswith(b"\xff\xd8") for j in records)
+        sidecar = json.loads(pathlib.Path(f"{prefix}.json").read_text())
+        assert [(v["video_id"], v["label"], v["num_frames"]) for v in videos] == [
+            (v["video_id"], v["label"], v["frames"]) for v in sidecar["videos"]]
+        assert sidecar["frames_bytes"] == pathlib.Path(
+            shard_format.frames_path(prefix)).stat().st_size
+        rows = np.flatnonzero(table["shard"] == number)
+        for row, video in zip(rows, videos):
+            n = video["num_frames"]
+            for indices in ([0], [n - 1], [3, 1, 5, 3], list(range(n))[::-1]):
+                got = read(int(table["shard"][row]), int(table["first"][row]),
+                           tf.constant(indices))
+                assert [bytes(j) for j in got.numpy()] == [video["frames"][i]
+                                                          for i in indices]
+
+
+def test_ram_filesystem_reads_like_local_disk(prepared):
+    """`ram://` (a filesystem TensorFlow ships, not POSIX): the manifest,
+    the indexes and the frame records are all read through tf.io.gfile."""
+    remote = "ram://prepared-copy"
+    tf.io.gfile.makedirs(remote)
+    for path in prepared.iterdir():
+        tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
+    assert shard_paths(load_manifest(remote), "train")[0].startswith(remote + "/")
+    common = dict(clip_length=T, stride=2, crop_size=S, batch_size=2,
+                  deterministic=True, seed=3)
+    for mode, extra in (("train", {}), ("train", {"augment_on": "device"}),
+                        ("test", {"num_clips": 2, "num_crops": 3})):
+        subset = "train" if mode == "train" else "test"
+        local = clip_dataset(prepared, subset, mode=mode, **common, **extra)
+        ram = clip_dataset(remote, subset, mode=mode, **common, **extra)
+        for a, b in zip(local, ram):
+            tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    # The writer too: a shard written straight to ram:// reads back.
+    prefix = "ram://written/train-00000-of-00001"
+    with shard_format.ShardWriter(prefix) as writer:
+        writer.add([b"\xff\xd8one", b"\xff\xd8two!"], label=1, video_id=0, fps=25.0,
+                   path="a.mp4", height=24, width=32)
+        writer.add([b"\xff\xd8three"], label=0, video_id=1, fps=30.0, path="b.mp4",
+                   height=24, width=32)
+    videos = list(shard_format.read_videos(prefix))
+    assert [v["frames"] for v in videos] == [[b"\xff\xd8one", b"\xff\xd8two!"],
+                                             [b"\xff\xd8three"]]
+    assert [(v["label"], v["path"], v["fps"]) for v in videos] == [
+        (1, "a.mp4", 25.0), (0, "b.mp4", 30.0)]
+    table = shard_format.load_table([prefix])
+    read = shard_format.frame_reader([prefix], table["offsets"])
+    assert read(0, int(table["first"][1]), tf.constant([0, 0])).numpy().tolist() == [
+        b"\xff\xd8three"] * 2
+
+
+def test_writer_checks_the_offsets_add_up(tmp_path, monkeypatch):
+    """The offsets come from the records' sizes; the finished file must
+    have the size they add up to, else nothing is kept."""
+    monkeypatch.setattr(shard_format, "RECORD_FRAMING", 15)
+    with pytest.raises(OSError, match="bytes after writing, but its records add up to"):
+        with shard_format.ShardWriter(tmp_path / "train-00000-of-00001") as writer:
+            writer.add([b"\xff\xd8a", b"\xff\xd8bc"], label=0, video_id=0, fps=25.0,
+                       path="a.mp4", height=8, width=8)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="a.mp4: a video needs at least one frame"):
+        shard_format.ShardWriter(tmp_path / "x").add([], 0, 0, 25.0, "a.mp4", 8, 8)
+
+
+# --------------------------------------------------------------------------
+# No Python inside tf.data; a process with a live iterator exits
+# --------------------------------------------------------------------------
+PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+def graph_ops(dataset):
+    """Every op type in the dataset's graph, nested functions included."""
+    serialized = tf.raw_ops.DatasetToGraphV2(
+        input_dataset=tf.data.experimental.to_variant(dataset),
+        external_state_policy=1)  # ignore: we only read the op types
+    graph = tf.compat.v1.GraphDef.FromString(serialized.numpy())
+    ops = {node.op for node in graph.node}
+    for function in graph.library.function:
+        ops |= {node.op for node in function.node_def}
+    return ops
+
+
+def test_pipeline_graphs_run_no_python(prepared):
+    # The check finds Python where there is some (the old reader's kind).
+    numpy_fn = tf.data.Dataset.range(3).map(
+        lambda x: tf.numpy_function(lambda v: v, [x], tf.int64, stateful=False))
+    py_fn = tf.data.Dataset.range(3).map(lambda x: tf.py_function(lambda v: v, [x],
+                                                                  tf.int64))
+    assert graph_ops(numpy_fn) & PYTHON_OPS == {"PyFuncStateless"}
+    assert graph_ops(py_fn) & PYTHON_OPS == {"EagerPyFunc"}
+    for kwargs in ({"subset": "train"}, {"subset": "train", "augment_on": "device"},
+                   {"subset": "test", "mode": "test", "num_clips": 2}):
+        ops = graph_ops(clip_dataset(prepared, clip_length=T, crop_size=S, **kwargs))
+        assert not ops & PYTHON_OPS, (kwargs, ops & PYTHON_OPS)
+        # The frames are read inside the map function, by TF's own reader.
+        assert {"TFRecordDatasetV2", "DecodeJpeg", "DatasetToSingleElement"} <= ops
+
+
+def test_train_pipeline_runs_in_the_tf_data_service(prepared):
+    """The tf.data service ships the dataset graph to its workers: possible
+    now that the graph holds no Python function."""
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer()
+    worker = service.WorkerServer(service.WorkerConfig(
+        dispatcher_address=dispatcher.target.split("://")[1]))
+    dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2,
+                           repeat=True).apply(
+        service.distribute("parallel_epochs", dispatcher.target))
+    clips, labels = next(iter(dataset))
+    assert clips.shape == (2, T, S, S, 3) and set(labels.numpy()) <= {0, 1, 2}
+    del worker
+
+
+def test_a_process_holding_a_live_train_iterator_exits(prepared):
+    """A module-level iterator alive at interpreter shutdown while its
+    threads are busy: the process must exit by itself. (With Python inside
+    tf.data threads — the old reader, without the exit hook it needed — the
+    same script on 24 videos hung in the iterator's destructor in 1 of 2
+    runs.)"""
+    script = (
+        "import os\n"
+        "os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'\n"
+        "from training.data import clip_dataset\n"
+        f"it = iter(clip_dataset({str(prepared)!r}, clip_length=8, stride=1, "
+        "crop_size=112, batch_size=4, repeat=True))\n"
+        "print(next(it)[0].shape, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=120,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(4, 8, 112, 112, 3)" in done.stdout
+
+
+# --------------------------------------------------------------------------
+# Stale or corrupt shards
+# --------------------------------------------------------------------------
+def rewrite_index(prefix, **changes):
+    """Rewrites a shard's index record with some features replaced."""
+    path = shard_format.index_path(prefix)
+    record = next(iter(tf.data.TFRecordDataset(path))).numpy()
+    example = tf.train.Example.FromString(record)
+    for name, values in changes.items():
+        feature = example.features.feature[name]
+        if isinstance(values[0], bytes):
+            feature.bytes_list.value[:] = values
+        else:
+            feature.int64_list.value[:] = values
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(example.SerializeToString())
+
+
+def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
+    folder = copy_folder(prepared, tmp_path / "copy")
+    first, second = shard_paths(load_manifest(folder), "train")[:2]
+    frames, index = shard_format.frames_path(first), shard_format.index_path(first)
+    pristine = {p: pathlib.Path(p).read_bytes() for p in (frames, index)}
+
+    def restore():
+        for path, data in pristine.items():
+            pathlib.Path(path).write_bytes(data)
+
+    def fails(error, pattern):
+        with pytest.raises(error, match=pattern) as info:
+            clip_dataset(folder, clip_length=T, crop_size=S)
+        assert "python -m training.prepare" in str(info.value)
+        restore()
+
+    size = len(pristine[frames])
+    with open(frames, "ab") as handle:   # the frames file changed
+        handle.write(b"more")
+    fails(ValueError, rf"{index}: stale: it describes a frames file of {size} bytes "
+                      rf"but {frames} has {size + 4}")
+    pathlib.Path(index).write_bytes(b"not a TFRecord file")
+    fails(ValueError, f"{index}: not a readable shard index")
+    shutil.copy(shard_format.index_path(second), index)
+    fails(ValueError, f"{index}: the index of shard '{pathlib.Path(second).name}', "
+                      f"not of '{pathlib.Path(first).name}'")
+    record = next(iter(tf.data.TFRecordDataset(index))).numpy()
+    with tf.io.TFRecordWriter(index) as writer:
+        writer.write(record)  # the index, twice
+        writer.write(record)
+    fails(ValueError, "a shard index holds one record, this file has 2")
+    offsets = shard_format.read_index(first)["offsets"].tolist()
+    rewrite_index(first, record_offsets=[offsets[0], offsets[2], offsets[1]] + offsets[3:])
+    fails(ValueError, "not increasing from 0 .a corrupt index")
+    rewrite_index(first, layout_version=[3])
+    fails(ValueError, "layout version 3, this code reads version 2")
+    pathlib.Path(index).unlink()
+    fails(FileNotFoundError, "shard file.s. of subset 'train' are missing")
+    # Changed after the pipeline was built: the record CRCs catch it.
+    # Clips of all 10 frames: every record of the shard is read.
+    dataset = clip_dataset(folder, clip_length=10, stride=1, crop_size=S, batch_size=1)
+    data = bytearray(pristine[frames])
+    data[len(data) // 2] ^= 0xFF
+    pathlib.Path(frames).write_bytes(bytes(data))
+    with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
+        for _ in dataset:
+            pass
+    restore()
+    last = shard_format.read_index(first)["offsets"][-2]
+    os.truncate(frames, last + 5)    # cut short inside its last record
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="Fewer frame records than the shard index lists"):
+        for _ in dataset:
+            pass
+    restore()
+
+
+# --------------------------------------------------------------------------
+# Folders of the old layout (format_version 1)
+# --------------------------------------------------------------------------
+def old_videos(path):
+    return [shard_format.read_old_video(r.numpy())
+            for r in tf.data.TFRecordDataset(str(path))]
+
+
+def test_old_layout_folder_is_named_and_converted_in_place(tmp_path):
+    folder = copy_folder(LEGACY, tmp_path / "legacy")
+    with pytest.raises(ValueError) as error:
+        clip_dataset(folder, clip_length=T, crop_size=S)
+    message = str(error.value)
+    assert f"{folder} was prepared in the old shard layout (format_version 1" in message
+    assert f"convert_folder('{folder}')" in message and "python -m training.prepare" in message
+    before = {p.name: old_videos(p) for p in folder.glob("*.tfrecord")}
+    sidecars = {p.name: json.loads(p.read_text()) for p in folder.glob("*.tfrecord.json")}
+    assert len(before) == 3
+    assert shard_format.convert_folder(folder, progress=False) == 3
+    assert sorted(p.name for p in folder.iterdir() if ".frames." not in p.name
+                  and ".index." not in p.name) == sorted(
+        ["manifest.json"] + [n.replace(".tfrecord", ".json") for n in before])
+    manifest = load_manifest(folder)
+    assert manifest["format_version"] == 2
+    assert manifest["subsets"]["train"]["shards"] == ["train-00000-of-00002",
+                                                      "train-00001-of-00002"]
+    for name, videos in before.items():
+        prefix = folder / name.replace(".tfrecord", "")
+        converted = list(shard_format.read_videos(prefix))
+        assert [v["frames"] for v in converted] == [v["frames"] for v in videos]
+        for new, old in zip(converted, videos):
+            for key in ("video_id", "label", "height", "width", "fps", "path"):
+                assert new[key] == old[key]
+        sidecar = json.loads(pathlib.Path(f"{prefix}.json").read_text())
+        assert sidecar["signature"] == sidecars[name + ".json"]["signature"]
+        assert sidecar["layout_version"] == 2 and "bytes" not in sidecar
+    clips, labels = collect(clip_dataset(folder, clip_length=T, crop_size=S, batch_size=2))
+    assert clips.shape == (4, T, S, S, 3)
+    _, _, ids = collect(clip_dataset(folder, "test", mode="test", clip_length=T,
+                                     crop_size=S, num_clips=2))
+    assert ids.tolist() == [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="already in shard layout 2"):
+        shard_format.convert_folder(folder, progress=False)
+
+
+def write_old_layout(folder):
+    """Turns a folder of this layout back into the old one (one
+    tf.train.Example per video, `.tfrecord` names, sidecars with `bytes`)."""
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for entry in manifest["subsets"].values():
+        for name in entry["shards"]:
+            prefix = folder / name
+            old = folder / f"{name}.tfrecord"
+            with tf.io.TFRecordWriter(str(old)) as writer:
+                for video in shard_format.read_videos(prefix):
+                    def ints(v):
+                        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+                    feature = {
+                        "frames": tf.train.Feature(bytes_list=tf.train.BytesList(
+                            value=video["frames"])),
+                        "num_frames": ints(video["num_frames"]),
+                        "fps": tf.train.Feature(float_list=tf.train.FloatList(
+                            value=[video["fps"]])),
+                        "path": tf.train.Feature(bytes_list=tf.train.BytesList(
+                            value=[video["path"].encode()])),
+                        **{k: ints(video[k]) for k in ("label", "video_id", "height",
+                                                        "width")}}
+                    writer.write(tf.train.Example(features=tf.train.Features(
+                        feature=feature)).SerializeToString())
+            sidecar = json.loads((folder / f"{name}.json").read_text())
+            for key in ("frames_bytes", "index_bytes", "layout_version"):
+                sidecar.pop(key)
+            sidecar["bytes"] = old.stat().st_size
+            (folder / f"{name}.tfrecord.json").write_text(json.dumps(sidecar))
+            for path in (f"{name}.json", f"{name}.frames.tfrecord",
+                         f"{name}.index.tfrecord"):
+                (folder / path).unlink()
+            (folder / f"{name}.tfrecord.index.npz").write_bytes(b"old frame index")
+        entry["shards"] = [f"{n}.tfrecord" for n in entry["shards"]]
+    manifest["format_version"] = 1
+    manifest_path.write_text(json.dumps(manifest))
+
+
+def test_prepare_converts_an_old_folder_without_decoding(synthetic, tmp_path):
+    dataset, prepared = synthetic
+    folder = copy_folder(prepared, tmp_path / "old")
+    want = {p.name: p.read_bytes() for p in prepared.glob("*.tfrecord")}
+    write_old_layout(folder)
+    with pytest.raises(ValueError, match="old shard layout"):
+        clip_dataset(folder)
+    manifest = prepare_dataset(dataset, folder, short_side=24, workers=0,
+                               videos_per_shard=2, progress=False)
+    run = manifest["decode"]["this_run"]
+    shards = sum(len(s["shards"]) for s in manifest["subsets"].values())
+    assert (run["videos_processed"], run["shards_written"], run["shards_reused"],
+            run["shards_converted"]) == (0, 0, 0, shards)
+    assert {p.name: p.read_bytes() for p in folder.glob("*.tfrecord")} == want
+    assert not list(folder.glob("*.tfrecord.*"))    # old sidecars and indexes gone
+    assert manifest["subsets"] == load_manifest(prepared)["subsets"]
+    again = prepare_dataset(dataset, folder, short_side=24, workers=0,
+                            videos_per_shard=2, progress=False)
+    assert again["decode"]["this_run"]["shards_reused"] == shards
+    # Old shards of other settings are decoded again and their files removed.
+    other = copy_folder(prepared, tmp_path / "other")
+    write_old_layout(other)
+    changed = prepare_dataset(dataset, other, short_side=16, workers=0,
+                              videos_per_shard=2, progress=False)
+    assert changed["decode"]["this_run"]["shards_written"] == shards
+    assert changed["decode"]["this_run"]["shards_converted"] == 0
+    assert not [p for p in other.iterdir()
+                if p.name.endswith((".tfrecord.json", ".npz"))
+                or (p.suffix == ".tfrecord" and ".frames." not in p.name
+                    and ".index." not in p.name)]
