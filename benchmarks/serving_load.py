@@ -30,7 +30,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -71,10 +70,9 @@ def served_throughput(address, model, clip, clients, requests):
     """clips/s through the server: `clients` gRPC clients (own channels)
     sending one clip per Predict, `requests` each."""
     request = loadtest.predict_request(model, clip)
-    barrier = threading.Barrier(clients + 1)
     failures = []
 
-    def worker():
+    def worker(index, barrier):
         client = ServingClient(address, timeout=120, retries=0)
         barrier.wait()
         for _ in range(requests):
@@ -84,14 +82,7 @@ def served_throughput(address, model, clip, clients, requests):
                 failures.append(str(error))
         client.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    duration = time.perf_counter() - began
+    duration = loadtest.run_together(clients, worker)
     return (clients * requests - len(failures)) / duration, failures
 
 

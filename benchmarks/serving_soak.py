@@ -163,13 +163,7 @@ class Soak:
             else:
                 choice = int(rng.integers(len(self.good)))
                 request = self.good[choice]
-            began = time.perf_counter()
-            try:
-                response = client.call("Predict", request)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code, response = error.code(), None
-            elapsed = time.perf_counter() - began
+            code, response, _, elapsed = loadtest.timed_predict(client, request)
             if code == grpc.StatusCode.UNAVAILABLE:
                 self.stop.wait(0.2)  # a server restarting: back off, as clients do
             with self.lock:

@@ -117,8 +117,8 @@ def test_python_m_flags_exist():
                PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     unknown = []
     for module, uses in sorted(_our_commands().items()):
-        flags = {arg.split("=")[0] for _, args in uses for arg in args
-                 if arg.startswith("--") and len(arg) > 2}
+        flags = {arg.split("=")[0].rstrip(").,;:`'\"") for _, args in uses
+                 for arg in args if arg.startswith("--") and len(arg) > 2}
         if not flags:
             continue
         help_text = subprocess.run([sys.executable, "-m", module, "--help"], env=env,
