@@ -1,13 +1,17 @@
 # The two commands of the README: `make demo` (the whole chain on CPU) and
-# `make test` (the test suite). Both create the virtual environment first.
+# `make test` (the whole test suite, what .ci/run calls). Both create the
+# virtual environment first. `make test-fast` is the quick tier (tests not
+# marked slow). `make bench` / `make figures` write measured figures into
+# docs/benchmarks/ (run them on a quiet machine).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 DEMO_DIR ?= demo_out
+FIGURES ?= docs/benchmarks
 
-.PHONY: install test demo bench clean
+.PHONY: install test test-fast demo bench figures clean
 
 install: $(VENV)/.installed
 
@@ -20,11 +24,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q tests
 
+test-fast: install
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile -q tests
+
 demo: install
 	$(PY) -m demo --out $(DEMO_DIR)
 
 bench: install
-	$(PY) -m benchmarks.overhead
+	$(PY) -m benchmarks.overhead --docs $(FIGURES)/overhead.md
+
+figures: bench
+	$(PY) -m benchmarks.overhead --paper-table --docs $(FIGURES)/paper_table1.md
+	$(PY) -m benchmarks.train_step --docs $(FIGURES)/train_step.md
+	$(PY) -m benchmarks.demo_time --docs $(FIGURES)/demo.md
+	$(PY) -m benchmarks.input_pipeline --rounds 5 --docs $(FIGURES)/input_pipeline.md
+	$(PY) -m benchmarks.serving_load --clients 16 --requests 100 --docs $(FIGURES)/serving_load.md
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

@@ -5,7 +5,7 @@
     python -m benchmarks.input_pipeline --short-side 256
     git worktree add /tmp/base 1dc497d      # an earlier revision to compare with
     python -m benchmarks.input_pipeline --baseline-checkout /tmp/base \
-        --docs docs/input_pipeline.md
+        --docs docs/benchmarks/input_pipeline.md
 
 1. Writes (or takes) videos and runs `prepare_dataset` on them (short side
    128 unless --short-side): reports PyAV decode frames/s (per process) and videos/s.
@@ -41,8 +41,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -58,6 +56,7 @@ from training import data  # noqa: E402
 from training.data import shard_format  # noqa: E402
 from clipspec.decode import VIDEO_EXTENSIONS  # noqa: E402
 from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 
 def flat_videos(folder, repeat):
@@ -275,17 +274,6 @@ class Baseline:
             self.process.kill()
 
 
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -381,7 +369,7 @@ def main(argv=None):
     cpu = {name: statistics.median(r[1] for r in values) for name, values in rates.items()}
     result = {
         "clip": [clip_length, crop, crop, 3], "stride": stride, "batch_size": batch,
-        "augmentation": args.augmentation, "cpu": cpu_model(), "cpus": os.cpu_count(),
+        "augmentation": args.augmentation, "cpu": report.cpu_model(), "cpus": os.cpu_count(),
         "rounds": args.rounds, "clips_per_round": args.batches * batch,
         "videos": decode["videos"], "frames": decode["frames"],
         "load_average": [round(v, 2) for v in os.getloadavg()],
@@ -446,9 +434,7 @@ def main(argv=None):
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     if args.docs:
-        command = "python -m benchmarks.input_pipeline " + " ".join(
-            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        write_docs(result, args.docs, command)
+        write_docs(result, args.docs, report.command("benchmarks.input_pipeline", argv))
     return result
 
 
@@ -456,10 +442,7 @@ def write_docs(result, path, command):
     """The figures as Markdown, with the command, the CPU and the load."""
     height, width = result["frame_size"]
     lines = [
-        "# Input-pipeline benchmark (`benchmarks/input_pipeline.py`)", "",
-        "Written by the benchmark; do not edit by hand.", "",
-        f"Command: `{command}`  ",
-        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); load average "
+        "Load average "
         f"(1, 5, 15 min) at the end of the timed rounds: "
         f"{', '.join(str(v) for v in result['load_average'])}.  ",
         f"Data: {result['videos']} videos, {result['frames']} frames stored as "
@@ -512,7 +495,8 @@ def write_docs(result, path, command):
               f"prepare: PyAV decode {result['pyav_decode_fps_per_process']} frames/s "
               f"per process; {result['prepare_videos_per_second']} videos/s with "
               f"{result['prepare_workers']} workers.", ""]
-    pathlib.Path(path).write_text("\n".join(lines))
+    report.write_page(path, "Input-pipeline benchmark (`benchmarks/input_pipeline.py`)",
+                      command, ["\n".join(lines)])
 
 
 def _frame_size(prepared):

@@ -16,6 +16,11 @@ estimate of what the blocks add (`1 + blocks / base`).
 
     python -m benchmarks.overhead                 # the issue's table
     python -m benchmarks.overhead --paper-table   # FLOPs vs the paper's Table 1
+    python -m benchmarks.overhead --docs docs/benchmarks/overhead.md
+    python -m benchmarks.overhead --paper-table --docs docs/benchmarks/paper_table1.md
+
+`--docs FILE` writes the tables with the command, the date and the machine
+(`benchmarks.report`); the docs link those files, nobody copies figures.
 
 Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (inference: the folded copy).
 """
@@ -23,6 +28,7 @@ Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (inference: the folded copy)
 import argparse
 import os
 import statistics
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 import keras  # noqa: E402
 
 import keras_classreg  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 # (model, T, H, W) -> GFLOPs in Table 1 of Stergiou et al. (base models)
 PAPER_TABLE1 = {
@@ -113,67 +120,116 @@ def block_times(models, shape, runs, warmup):
     return [max(statistics.median(t) - control, 0.0) for t in times[:-1]]
 
 
+def paper_table(num_classes):
+    """(header, rows) of the base models' FLOPs vs the paper's Table 1."""
+    header = ["model", "input", "measured GFLOPs", "GMACs", "paper GFLOPs",
+              "measured / paper"]
+    rows = []
+    for (name, t, h, w), paper in PAPER_TABLE1.items():
+        gflops = keras_classreg.flops(build(name, (t, h, w, 3), False, num_classes)) / 1e9
+        rows.append([name, f"{t}x{h}x{w}", f"{gflops:.2f}", f"{gflops / 2:.2f}",
+                     f"{paper:.2f}", f"{gflops / paper:.3f}"])
+        print(" | ".join(rows[-1]), flush=True)
+        keras.backend.clear_session()
+    return header, rows
+
+
+MODEL_HEADER = ["model", "input", "GFLOPs base", "GFLOPs ClassReg", "FLOPs ratio",
+                "ms base", "ms ClassReg (trainable)", "ratio",
+                "ms ClassReg (folded)", "ratio"]
+BLOCKS_HEADER = ["model", "input", "ms base", "ms blocks (trainable)",
+                 "estimated ratio", "ms blocks (folded)", "estimated ratio"]
+
+
+def overhead_tables(cases, num_classes, runs, warmup, latency=True):
+    """(model rows, blocks-alone rows) for `cases` (`MODEL:TxHxW`)."""
+    model_rows, blocks_rows = [], []
+    for case in cases:
+        name, shape = parse_case(case)
+        base = build(name, shape, False, num_classes)
+        with_cr = build(name, shape, True, num_classes)
+        f_base, f_cr = keras_classreg.flops(base), keras_classreg.flops(with_cr)
+        size = "x".join(str(v) for v in shape[:3])
+        if latency:
+            folded = keras_classreg.fold_class_regularization(with_cr)
+            (t_base, t_cr, t_fold), (_, r_cr, r_fold) = latencies(
+                [base, with_cr, folded], shape, runs, warmup)
+            b_cr, b_fold = block_times([with_cr, folded], shape, runs, warmup)
+            blocks_rows.append([name, size, f"{t_base * 1e3:.1f}", f"{b_cr * 1e3:.2f}",
+                                f"{1 + b_cr / t_base:.3f}", f"{b_fold * 1e3:.2f}",
+                                f"{1 + b_fold / t_base:.3f}"])
+            timing = [f"{t_base * 1e3:.1f}", f"{t_cr * 1e3:.1f}", f"{r_cr:.3f}",
+                      f"{t_fold * 1e3:.1f}", f"{r_fold:.3f}"]
+        else:
+            timing = ["—"] * 5
+        model_rows.append([name, size, f"{f_base / 1e9:.3f}", f"{f_cr / 1e9:.3f}",
+                           f"{f_cr / f_base:.4f}", *timing])
+        print(" | ".join(model_rows[-1]), flush=True)
+        keras.backend.clear_session()
+    return model_rows, blocks_rows
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead",
+                                     description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="*", default=list(DEFAULT_CASES),
                         help="MODEL:TxHxW, default: %(default)s")
     parser.add_argument("--num-classes", type=int, default=400,
                         help="classes K (default 400, Kinetics-400)")
     parser.add_argument("--runs", type=int, default=60,
-                        help="timed rounds (>= 10; default 60: single calls on a shared VM wander by +-10 %%)")
+                        help="timed rounds (default 60: single calls on a shared VM "
+                        "wander by +-10 %%)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-latency", action="store_true", help="FLOPs only")
     parser.add_argument("--paper-table", action="store_true",
                         help="FLOPs of the base models at 16x224x224 vs the paper's Table 1")
+    parser.add_argument("--docs", metavar="FILE",
+                        help="also write the tables, the command, the date and the "
+                        "machine as Markdown to FILE (e.g. docs/benchmarks/overhead.md)")
     args = parser.parse_args(argv)
+    if args.runs < 1 or args.warmup < 0:
+        parser.error(f"--runs must be >= 1 and --warmup >= 0; received "
+                     f"--runs {args.runs} --warmup {args.warmup}")
+    for case in args.cases:
+        try:
+            parse_case(case)
+        except ValueError:
+            parser.error(f"a case is MODEL:TxHxW (e.g. i3d:16x112x112); received {case!r}")
+    command = report.command("benchmarks.overhead", argv)
 
     if args.paper_table:
-        print("| model | input | measured GFLOPs | GMACs | paper GFLOPs | measured / paper |")
-        print("|---|---|---|---|---|---|")
-        for (name, t, h, w), paper in PAPER_TABLE1.items():
-            gflops = keras_classreg.flops(build(name, (t, h, w, 3), False, args.num_classes)) / 1e9
-            print(f"| {name} | {t}x{h}x{w} | {gflops:.2f} | {gflops / 2:.2f} | {paper:.2f} "
-                  f"| {gflops / paper:.3f} |", flush=True)
-            keras.backend.clear_session()
-        return
+        header, rows = paper_table(args.num_classes)
+        table = report.markdown_table(header, rows)
+        print(table)
+        if args.docs:
+            report.write_page(args.docs, "FLOPs of the base models vs the paper's Table 1",
+                              command, [
+                                  f"K = {args.num_classes}; FLOPs counted by TensorFlow's "
+                                  "profiler (a multiply-add is 2 FLOPs), one clip.", table])
+        return 0
 
-    print(f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
-          f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, median of {args.runs} runs")
-    print("| model | input | GFLOPs base | GFLOPs ClassReg | FLOPs ratio "
-          "| ms base | ms ClassReg (trainable) | ratio | ms ClassReg (folded) | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    blocks_rows = []
-    for case in args.cases:
-        name, shape = parse_case(case)
-        base = build(name, shape, False, args.num_classes)
-        with_cr = build(name, shape, True, args.num_classes)
-        f_base, f_cr = keras_classreg.flops(base), keras_classreg.flops(with_cr)
-        if args.no_latency:
-            (t_base, t_cr, t_fold), (_, r_cr, r_fold) = [[float("nan")] * 3] * 2
-        else:
-            folded = keras_classreg.fold_class_regularization(with_cr)
-            (t_base, t_cr, t_fold), (_, r_cr, r_fold) = latencies(
-                [base, with_cr, folded], shape, args.runs, args.warmup)
-            b_cr, b_fold = block_times([with_cr, folded], shape, args.runs, args.warmup)
-            blocks_rows.append((name, shape, t_base, b_cr, b_fold))
-        size = "x".join(str(v) for v in shape[:3])
-        print(f"| {name} | {size} | {f_base / 1e9:.3f} | {f_cr / 1e9:.3f} | {f_cr / f_base:.4f} "
-              f"| {t_base * 1e3:.1f} | {t_cr * 1e3:.1f} | {r_cr:.3f} "
-              f"| {t_fold * 1e3:.1f} | {r_fold:.3f} |", flush=True)
-        keras.backend.clear_session()
+    settings = (f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
+                f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, "
+                f"median of {args.runs} rounds")
+    print(settings)
+    model_rows, blocks_rows = overhead_tables(args.cases, args.num_classes, args.runs,
+                                              args.warmup, latency=not args.no_latency)
+    sections = [settings + ". Latency: each round times one call of the base model, the "
+                "ClassReg model as trained and its folded inference copy, in rotating "
+                "order; medians of the rounds, ratios are medians of the per-round ratios. "
+                "Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (folded copy).",
+                report.markdown_table(MODEL_HEADER, model_rows)]
     if blocks_rows:
-        print("\nThe blocks alone (all blocks of one model on their own inputs, one clip, "
-              "minus a control call; estimated ratio = 1 + blocks / base):")
-        print("| model | input | ms base | ms blocks (trainable) | estimated ratio "
-              "| ms blocks (folded) | estimated ratio |")
-        print("|---|---|---|---|---|---|---|")
-        for name, shape, t_base, b_cr, b_fold in blocks_rows:
-            size = "x".join(str(v) for v in shape[:3])
-            print(f"| {name} | {size} | {t_base * 1e3:.1f} | {b_cr * 1e3:.2f} "
-                  f"| {1 + b_cr / t_base:.3f} | {b_fold * 1e3:.2f} "
-                  f"| {1 + b_fold / t_base:.3f} |", flush=True)
+        sections += ["The blocks alone (all blocks of one model on their own inputs, one "
+                     "clip, minus a control call; estimated ratio = 1 + blocks / base):",
+                     report.markdown_table(BLOCKS_HEADER, blocks_rows)]
+    print("\n\n".join(sections[1:]))
+    if args.docs:
+        report.write_page(args.docs, "Cost of Class Regularization: FLOPs and CPU latency",
+                          command, sections)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,8 +9,8 @@ makes those layers "valid". This script counts both variants' FLOPs with
 TensorFlow's profiler (`keras_classreg.flops`) and times one forward pass of
 a batch on the CPU, the two variants interleaved round by round.
 
-    python benchmarks/padding_cost.py --models resnet18_3d resnet50_3d \\
-        --input 16 112 112 --batch 1 --rounds 10 --out docs/padding_cost.json
+    python -m benchmarks.padding_cost --models resnet18_3d resnet50_3d \\
+        --input 16 112 112 --batch 1 --rounds 10 --docs docs/benchmarks/padding_cost.md
 
 Small check: `--models resnet18_3d --input 8 56 56 --rounds 2`.
 """
@@ -27,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from keras_classreg import flops, models  # noqa: E402
 
 PADDINGS = ("same", "symmetric")
@@ -68,16 +69,21 @@ def measure(name, input_shape, batch, rounds, num_classes=400):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.padding_cost",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["resnet18_3d", "resnet50_3d"])
     parser.add_argument("--input", nargs=3, type=int, default=[16, 112, 112],
                         metavar=("T", "H", "W"))
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--out", help="write the results as JSON here")
+    parser.add_argument("--docs", metavar="FILE",
+                        help="write the figures as Markdown, with the command, "
+                             "date and machine, to FILE")
     args = parser.parse_args(argv)
     results = {
-        "command": " ".join(["python", "benchmarks/padding_cost.py", *(argv or sys.argv[1:])]),
+        "command": report.command("benchmarks.padding_cost", argv),
+        "cpu": report.cpu_model(),
         "cpu_threads": os.cpu_count(),
         "tensorflow": tf.__version__,
         "results": [measure(name, (*args.input, 3), args.batch, args.rounds)
@@ -94,7 +100,27 @@ def main(argv=None):
         with open(args.out, "w", encoding="utf-8") as file:
             json.dump(results, file, indent=2)
             file.write("\n")
+    if args.docs:
+        write_docs(results, args.docs)
     return 0
+
+
+def write_docs(results, path):
+    """The figures as a Markdown page (`benchmarks.report`)."""
+    rows = [[r["model"], "x".join(str(v) for v in r["input_shape"]), r["batch"],
+             f"{r['gflops']['same']:.2f}", f"{r['gflops']['symmetric']:.2f}",
+             f"{r['flops_ratio']:.3f}", f"{r['median_seconds']['same'] * 1e3:.0f}",
+             f"{r['median_seconds']['symmetric'] * 1e3:.0f}",
+             f"{r['latency_ratio']:.3f}", r["rounds"]]
+            for r in results["results"]]
+    table = report.markdown_table(
+        ["model", "clip", "batch", "GFLOPs same", "GFLOPs symmetric", "FLOPs ratio",
+         "forward ms same", "forward ms symmetric", "latency ratio", "rounds"], rows)
+    return report.write_page(
+        path, "Cost of PyTorch-exact padding (`padding=\"symmetric\"`)",
+        results["command"],
+        ["Forward pass on the CPU, both variants interleaved round by round; "
+         "medians. FLOPs from TensorFlow's profiler.", table])
 
 
 if __name__ == "__main__":

@@ -17,21 +17,19 @@ serving.server` on it (server-side batching on, REST on), then:
 4. Served vs in-process batch-1 p50 (interleaved).
 
 It stops by itself (fixed request counts). `--docs FILE` writes the figures
-with the command and the CPU model as Markdown. Example:
+with the command, the date and the machine as Markdown
+(`benchmarks.report`). Example:
 
     python -m benchmarks.serving_load --clients 16 --requests 100
-    python -m benchmarks.serving_load --clients 16 --docs docs/serving_benchmark.md
+    python -m benchmarks.serving_load --clients 16 --docs docs/benchmarks/serving_load.md
 """
 
 import argparse
 import json
 import os
 import pathlib
-import platform
-import shlex
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -46,6 +44,7 @@ from serving.client import ServingClient  # noqa: E402
 from serving.launch import LocalServer  # noqa: E402
 from clipspec.format import ClipFormat  # noqa: E402
 from training.export import export_version  # noqa: E402
+from benchmarks import report  # noqa: E402
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 
@@ -71,10 +70,9 @@ def served_throughput(address, model, clip, clients, requests):
     """clips/s through the server: `clients` gRPC clients (own channels)
     sending one clip per Predict, `requests` each."""
     request = loadtest.predict_request(model, clip)
-    barrier = threading.Barrier(clients + 1)
     failures = []
 
-    def worker():
+    def worker(index, barrier):
         client = ServingClient(address, timeout=120, retries=0)
         barrier.wait()
         for _ in range(requests):
@@ -84,14 +82,7 @@ def served_throughput(address, model, clip, clients, requests):
                 failures.append(str(error))
         client.close()
 
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    duration = time.perf_counter() - began
+    duration = loadtest.run_together(clients, worker)
     return (clients * requests - len(failures)) / duration, failures
 
 
@@ -116,17 +107,6 @@ def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
                 rest.append(middle - began)
                 grpc_.append(end - middle)
     return float(np.median(rest) * 1000), float(np.median(grpc_) * 1000)
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
@@ -168,9 +148,9 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
         rest_ms, grpc_ms = rest_vs_grpc(server.address, server.rest_url,
                                         "bench", clips[0], overhead_repeats)
         rss_before = loadtest.process_rss_mb(server.pid)
-        report = loadtest.run_load(server.address, "bench", clips, expected,
-                                   clients=clients, requests=requests,
-                                   malformed_share=malformed, seed=seed)
+        load = loadtest.run_load(server.address, "bench", clips, expected,
+                                 clients=clients, requests=requests,
+                                 malformed_share=malformed, seed=seed)
         rss_after = loadtest.process_rss_mb(server.pid)
         served_p50, local_p50, ratio = loadtest.latency_overhead(
             server.address, "bench", version_dir, clips[0],
@@ -180,7 +160,7 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
     return {
         "model": model_name, "input_shape": list(shape),
         "num_classes": num_classes, "max_batch_size": max_batch_size,
-        "cpu": cpu_model(), "cpus": os.cpu_count(),
+        "cpu": report.cpu_model(), "cpus": os.cpu_count(),
         "throughput": {
             "in_process_clips_per_s": {str(b): round(v, 2)
                                        for b, v in local.items()},
@@ -194,7 +174,7 @@ def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
                                 "grpc_p50_ms": round(grpc_ms, 3),
                                 "ratio": round(rest_ms / grpc_ms, 3),
                                 "target": "<= 1.3"},
-        "load": report.as_dict(),
+        "load": load.as_dict(),
         "server_rss_mb": {"before": round(rss_before, 1),
                           "after": round(rss_after, 1)},
         "batch1_latency": {"served_p50_ms": round(served_p50, 3),
@@ -239,37 +219,43 @@ def print_report(result):
 
 
 def write_docs(result, path, command):
-    """The figures as Markdown, with the command and the CPU."""
+    """The figures as Markdown, with the command, the date and the machine
+    (`benchmarks.report`)."""
     throughput, rest = result["throughput"], result["rest_vs_grpc_batch1"]
     best = throughput["in_process_best"]
     load = result["load"]
-    lines = [
-        "# Serving benchmark (`benchmarks/serving_load.py`)", "",
-        f"Command: `{command}`  ",
-        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); model "
-        f"{result['model']} {result['input_shape']}, server batching "
-        f"max_batch_size={result['max_batch_size']}.", "",
-        "| figure | value | target |", "| --- | --- | --- |",
-        "| in-process clips/s by batch size | " + ", ".join(
-            f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items())
-        + " | |",
-        f"| served clips/s, {throughput['clients']} gRPC clients, 1 clip each "
-        f"| {throughput['served_clips_per_s']} | |",
-        f"| served / in-process best (batch {best['batch']}) | "
-        f"{throughput['ratio']:.3f} | >= 0.85 |",
-        f"| batch-1 p50 REST / gRPC | {rest['rest_p50_ms']:.2f} / "
-        f"{rest['grpc_p50_ms']:.2f} ms = {rest['ratio']:.3f} | <= 1.3 |",
-        f"| load: requests, malformed, wrong answers, unexpected errors | "
-        f"{load['requests']}, {load['malformed']}, {load['wrong_answers']}, "
-        f"{len(load['unexpected_errors'])} | 0 wrong, 0 unexpected |",
-        f"| server RSS before / after the load | "
-        f"{result['server_rss_mb']['before']} / "
-        f"{result['server_rss_mb']['after']} MiB | |", ""]
-    pathlib.Path(path).write_text("\n".join(lines))
+    rows = [
+        ["in-process clips/s by batch size", ", ".join(
+            f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items()), ""],
+        [f"served clips/s, {throughput['clients']} gRPC clients, 1 clip each",
+         throughput["served_clips_per_s"], ""],
+        [f"served / in-process best (batch {best['batch']})",
+         f"{throughput['ratio']:.3f}", ">= 0.85"],
+        ["batch-1 p50 REST / gRPC", f"{rest['rest_p50_ms']:.2f} / "
+         f"{rest['grpc_p50_ms']:.2f} ms = {rest['ratio']:.3f}", "<= 1.3"],
+        ["load: requests, malformed, wrong answers, unexpected errors",
+         f"{load['requests']}, {load['malformed']}, {load['wrong_answers']}, "
+         f"{len(load['unexpected_errors'])}", "0 wrong, 0 unexpected"],
+        ["load: throughput, p50 / p99 of good requests",
+         f"{load['throughput_rps']:.1f} req/s, {load['p50_ms']:.1f} / "
+         f"{load['p99_ms']:.1f} ms", ""],
+        ["batch-1 p50 served / in-process",
+         f"{result['batch1_latency']['served_p50_ms']:.2f} / "
+         f"{result['batch1_latency']['in_process_p50_ms']:.2f} ms = "
+         f"{result['batch1_latency']['ratio']:.3f}", ""],
+        ["server RSS before / after the load",
+         f"{result['server_rss_mb']['before']} / {result['server_rss_mb']['after']} MiB", ""],
+    ]
+    settings = (f"Model {result['model']} {result['input_shape']} (random weights), "
+                f"K = {result['num_classes']}, server batching "
+                f"max_batch_size={result['max_batch_size']}.")
+    report.write_page(path, "Serving benchmark", command, [
+        settings, report.markdown_table(["figure", "value", "target"], rows)])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.serving_load",
         description="Load benchmark of python -m serving.server (see the "
         "module docstring).")
     parser.add_argument("--model", default="resnet18_3d",
@@ -297,8 +283,9 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true",
                         help="Print the result as JSON.")
     parser.add_argument("--docs", metavar="FILE", default=None,
-                        help="Also write the figures, the command and the "
-                        "CPU model as Markdown to FILE.")
+                        help="Also write the figures, the command, the date "
+                        "and the machine as Markdown to FILE (e.g. "
+                        "docs/benchmarks/serving_load.md).")
     args = parser.parse_args(argv)
     result = benchmark(
         args.model, tuple(args.input_shape), args.num_classes, args.clients,
@@ -310,9 +297,8 @@ def main(argv=None):
     else:
         print_report(result)
     if args.docs:
-        command = "python benchmarks/serving_load.py " + " ".join(
-            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        write_docs(result, args.docs, command)
+        write_docs(result, args.docs,
+                   report.command("benchmarks.serving_load", argv))
     load = result["load"]
     return 0 if not load["wrong_answers"] and not load["unexpected_errors"] else 1
 

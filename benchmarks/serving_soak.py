@@ -30,7 +30,7 @@ RSS growth (end vs start) < 5 % (a negative drift: RSS fell). Loopback
 only; it stops by itself.
 
     python -m benchmarks.serving_soak --minutes 1
-    python -m benchmarks.serving_soak --minutes 10 --docs docs/serving_soak.md
+    python -m benchmarks.serving_soak --minutes 10 --docs docs/benchmarks/serving_soak.md
 """
 
 import argparse
@@ -38,7 +38,6 @@ import collections
 import json
 import os
 import pathlib
-import shlex
 import shutil
 import sys
 import tempfile
@@ -54,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_status_pb2, predict_pb2  # noqa: E402
 
-from benchmarks.serving_load import cpu_model  # noqa: E402
+from benchmarks import report  # noqa: E402
 from clipspec.format import ClipFormat  # noqa: E402
 from keras_classreg import models  # noqa: E402
 from serving import loadtest  # noqa: E402
@@ -164,13 +163,7 @@ class Soak:
             else:
                 choice = int(rng.integers(len(self.good)))
                 request = self.good[choice]
-            began = time.perf_counter()
-            try:
-                response = client.call("Predict", request)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code, response = error.code(), None
-            elapsed = time.perf_counter() - began
+            code, response, _, elapsed = loadtest.timed_predict(client, request)
             if code == grpc.StatusCode.UNAVAILABLE:
                 self.stop.wait(0.2)  # a server restarting: back off, as clients do
             with self.lock:
@@ -339,7 +332,7 @@ class Soak:
         peak = max((mb for _, mb in mine), default=float("nan"))
         ms = np.array(self.latencies) * 1000
         return {
-            "cpu": cpu_model(), "cpus": os.cpu_count(),
+            "cpu": report.cpu_model(), "cpus": os.cpu_count(),
             "clients": self.clients, "minutes": round(self.seconds / 60, 2),
             "valid_answered": self.valid_ok, "wrong": self.wrong,
             "failed_valid": len(self.failed),
@@ -392,9 +385,6 @@ def print_report(result):
 def write_docs(result, path, command):
     rss = result["rss_mb"]
     lines = [
-        "# Serving soak (`benchmarks/serving_soak.py`)", "",
-        f"Command: `{command}`  ",
-        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); "
         f"{result['clients']} clients for {result['minutes']} min.", "",
         "| figure | value | target |", "| --- | --- | --- |",
         f"| valid requests answered / wrong / failed | {result['valid_answered']} / "
@@ -413,7 +403,8 @@ def write_docs(result, path, command):
         f"{rss['drift_pct']} %) | drift < 5 % |",
         f"| valid latency p50 / p99 | {result['p50_ms']} / {result['p99_ms']} ms | |",
         ""]
-    pathlib.Path(path).write_text("\n".join(lines))
+    report.write_page(path, "Serving soak (`benchmarks/serving_soak.py`)", command,
+                      ["\n".join(lines)])
 
 
 def main(argv=None):
@@ -459,9 +450,7 @@ def main(argv=None):
     print(json.dumps(result, indent=2) if args.json else "", end="")
     print_report(result)
     if args.docs:
-        command = "python -m benchmarks.serving_soak " + " ".join(
-            shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
-        write_docs(result, args.docs, command)
+        write_docs(result, args.docs, report.command("benchmarks.serving_soak", argv))
     return 0 if passed(result) else 1
 
 

@@ -35,13 +35,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import report  # noqa: E402
 
 DEFAULT_MODELS = ("resnet18_3d", "resnet50_3d", "i3d")
 DEFAULT_CLIPS = ("8x112x112", "16x112x112")
@@ -58,18 +59,6 @@ def parse_clip(text):
         raise argparse.ArgumentTypeError(
             f"expected TxHxW, e.g. 16x112x112; received {text!r}") from None
     return f"{t}x{h}x{w}"
-
-
-def cpu_model():
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def physical_cores():
@@ -115,7 +104,7 @@ def _worker(args):
 
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
-    report = {
+    figures = {
         "onednn": bool(_pywrap_util_port.IsMklEnabled()),
         "threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
@@ -164,7 +153,7 @@ def _worker(args):
                     calls[f"base_xla{int(xla)}"] = _train_call(base, function, x, y)
             if args.with_forward:
                 for xla in args.xla_modes:
-                    forward = tf.function(lambda clips: classreg(clips, training=False),
+                    forward = tf.function(lambda clips, model=classreg: model(clips, training=False),
                                           jit_compile=xla)
                     calls[f"forward_xla{int(xla)}"] = (
                         lambda forward=forward: forward(x).numpy())
@@ -182,11 +171,11 @@ def _worker(args):
                         continue
                     if round_ >= args.warmup:
                         times[key].append(time.perf_counter() - started)
-                print(f"[worker onednn={int(report['onednn'])} threads={report['threads']}] "
+                print(f"[worker onednn={int(figures['onednn'])} threads={figures['threads']}] "
                       f"{name} {clip} round {round_ + 1}/{args.warmup + args.steps}: "
                       + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items() if v),
                       file=sys.stderr, flush=True)
-            report["results"].append({
+            figures["results"].append({
                 "model": name, "clip": clip,
                 "ms": {k: round(statistics.median(v) * 1e3, 1) for k, v in times.items() if v},
                 "ratios": _ratios(times),
@@ -194,7 +183,7 @@ def _worker(args):
             })
             del calls, classreg
             keras.backend.clear_session()
-    print(json.dumps(report))
+    print(json.dumps(figures))
 
 
 def _train_call(model, function, x, y):
@@ -244,15 +233,15 @@ def _run_worker(args, onednn, threads, default):
     lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
     if process.returncode != 0 or not lines:
         return {"label": label, "error": f"worker exited with {process.returncode}"}
-    report = json.loads(lines[-1])
-    report.update(label=label, onednn_env=onednn, default=default,
+    figures = json.loads(lines[-1])
+    figures.update(label=label, onednn_env=onednn, default=default,
                   seconds=round(time.perf_counter() - started, 1))
-    return report
+    return figures
 
 
-def _config_name(report, xla):
-    return (f"XLA {'on' if xla else 'off'}, oneDNN {'on' if report['onednn'] else 'off'}, "
-            f"{report['threads']} threads")
+def _config_name(figures, xla):
+    return (f"XLA {'on' if xla else 'off'}, oneDNN {'on' if figures['onednn'] else 'off'}, "
+            f"{figures['threads']} threads")
 
 
 def collate(reports, args):
@@ -263,17 +252,17 @@ def collate(reports, args):
         key = (entry["model"], entry["clip"])
         default_ms = entry["ms"].get("classreg_xla1")
         candidates = []
-        for report in reports:
-            if "error" in report:
+        for figures in reports:
+            if "error" in figures:
                 continue
-            match = next((e for e in report["results"]
+            match = next((e for e in figures["results"]
                           if (e["model"], e["clip"]) == key), None)
             if match is None:
                 continue
             for xla in (1, 0):
                 ms = match["ms"].get(f"classreg_xla{xla}")
                 if ms is not None:
-                    candidates.append((ms, _config_name(report, xla)))
+                    candidates.append((ms, _config_name(figures, xla)))
         best_ms, best_name = min(candidates) if candidates else (None, None)
         rows.append({
             "model": key[0], "clip": key[1], "batch_size": args.batch_size,
@@ -344,6 +333,7 @@ def _tensorflow_version():
 
 def build_parser():
     parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Example: python -m benchmarks.train_step --models resnet18_3d "
@@ -376,6 +366,9 @@ def build_parser():
                         "flags given explicitly still apply.")
     parser.add_argument("--json", default=None, metavar="FILE",
                         help="Also write the JSON object with every figure to FILE.")
+    parser.add_argument("--docs", default=None, metavar="FILE",
+                        help="Also write both tables as Markdown, with the command, "
+                        "date and machine, to FILE (docs/benchmarks/train_step.md).")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-base", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-forward", action="store_true", help=argparse.SUPPRESS)
@@ -407,9 +400,8 @@ def main(argv=None):
     threads = args.threads if args.threads is not None else sorted(
         {0} | ({cores} if cores and cores != os.cpu_count() else set()))
     meta = {
-        "command": "python " + " ".join(
-            ["-m", "benchmarks.train_step"] + (argv if argv is not None else sys.argv[1:])),
-        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": cores,
+        "command": report.command("benchmarks.train_step", argv),
+        "cpu": report.cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": cores,
         "batch_size": args.batch_size, "num_classes": args.num_classes,
         "steps": args.steps, "warmup": args.warmup,
         "mixed_precision": args.mixed_precision,
@@ -445,8 +437,30 @@ def main(argv=None):
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(result, file, indent=1)
         print(f"\nwrote {args.json}")
+    if args.docs:
+        write_docs(rows, meta, args.docs)
+        print(f"wrote {args.docs}")
     print(json.dumps(result))
     return 0
+
+
+def write_docs(rows, meta, path):
+    """Both tables as a Markdown page (`benchmarks.report`)."""
+    settings = (f"Batch {meta['batch_size']}, {meta['num_classes']} classes, mixed "
+                f"precision {'on' if meta['mixed_precision'] else 'off'}; medians of "
+                f"{meta['steps']} rounds after {meta['warmup']} warm-up round(s), the "
+                "variants in rotation. The **default** configuration is what `python -m "
+                "training.train` runs (Class Regularization model, XLA on, TensorFlow's "
+                "oneDNN and thread defaults); **best** is the fastest over XLA on/off, "
+                "oneDNN on/off and thread counts; **ClassReg / base** compares the model "
+                f"with and without its blocks in the default configuration (target <= "
+                f"{TARGET_RATIO}). Physical cores: {meta['physical_cores'] or '?'}; "
+                f"whole run {meta['seconds']:.0f} s.")
+    return report.write_page(
+        path, "Training step: default vs best configuration, forward pass, "
+        "Class Regularization's cost", meta["command"],
+        [settings, "\n".join(summary_lines(rows)), "Every configuration:",
+         "\n".join(grid_lines(rows))])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ Example:
 (8, 56, 56, 3)
 """
 
-import importlib
+from clipspec.lazy import lazy_exports
 
 _LAZY = {
     "ClipFormat": "clipspec.format",
@@ -41,13 +41,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'clipspec' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

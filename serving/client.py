@@ -39,7 +39,6 @@ Library:
 import dataclasses
 import json
 import sys
-import time
 
 import grpc
 import numpy as np
@@ -47,6 +46,7 @@ import numpy as np
 from clipspec import cli
 from clipspec import signatures as names
 from clipspec.format import ClipFormat
+from serving import polling
 
 # TensorFlow and TF Serving's protos (which import it) load on first use, so
 # that `--help` answers at once.
@@ -264,21 +264,9 @@ class ServingClient:
 
     def wait_until_available(self, model, timeout=60.0, version=None):
         """Waits until a version of `model` is AVAILABLE; returns its number."""
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while True:
-            try:
-                for number, state, _, _ in self.status(model, version):
-                    if state == "AVAILABLE":
-                        return number
-                last = "no AVAILABLE version yet"
-            except grpc.RpcError as error:
-                last = f"{error.code().name}: {error.details()}"
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Model {model!r} on {self.server} is not available after "
-                    f"{timeout:.0f} s ({last}).")
-            time.sleep(0.2)
+        return polling.wait_until_available(
+            self.status, model, self.server, timeout, version, errors=grpc.RpcError,
+            describe=lambda error: f"{error.code().name}: {error.details()}")
 
     # -- helpers for this project's exports ----------------------------
     def clip_format(self, model, version=None):

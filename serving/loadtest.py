@@ -84,6 +84,34 @@ class LoadReport:
         return dataclasses.asdict(self)
 
 
+def timed_predict(client, request):
+    """One Predict: `(status code, response or None, error details or "",
+    seconds)`."""
+    began = time.perf_counter()
+    try:
+        response = client.call("Predict", request)
+        code, details = grpc.StatusCode.OK, ""
+    except grpc.RpcError as error:
+        code, response, details = error.code(), None, error.details()
+    return code, response, details, time.perf_counter() - began
+
+
+def run_together(clients, worker):
+    """Runs `worker(index, barrier)` in `clients` threads; each calls
+    `barrier.wait()` when ready, and the clock starts when all are. Returns
+    the seconds from then until the last thread ends."""
+    barrier = threading.Barrier(clients + 1)
+    threads = [threading.Thread(target=worker, args=(i, barrier), daemon=True)
+               for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - began
+
+
 def run_load(address, model, clips, expected, clients=8, requests=100,
              malformed_share=0.05, seed=0, timeout=60.0, atol=1e-4):
     """Runs the load; returns a `LoadReport`.
@@ -118,23 +146,15 @@ def run_load(address, model, clips, expected, clients=8, requests=100,
     lock = threading.Lock()
     latencies, codes = [], collections.Counter()
     wrong, unexpected = [0], []
-    start_barrier = threading.Barrier(clients + 1)
 
-    def worker(index):
+    def worker(index, barrier):
         client = ServingClient(address, timeout=timeout, retries=0)
         my_latencies, my_codes, my_wrong, my_unexpected = [], collections.Counter(), 0, []
-        start_barrier.wait()
+        barrier.wait()
         for slot in range(index * requests, (index + 1) * requests):
             kind = plan[slot]
             request = bad[kind] if kind else good[choice[slot]]
-            began = time.perf_counter()
-            try:
-                response = client.call("Predict", request)
-                code = grpc.StatusCode.OK
-            except grpc.RpcError as error:
-                code, response = error.code(), None
-                details = error.details()
-            elapsed = time.perf_counter() - began
+            code, response, details, elapsed = timed_predict(client, request)
             my_codes[code.name] += 1
             if kind is None:
                 if code != grpc.StatusCode.OK:
@@ -156,15 +176,7 @@ def run_load(address, model, clips, expected, clients=8, requests=100,
             wrong[0] += my_wrong
             unexpected.extend(my_unexpected)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True)
-               for i in range(clients)]
-    for thread in threads:
-        thread.start()
-    start_barrier.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    duration = time.perf_counter() - began
+    duration = run_together(clients, worker)
     ms = np.array(latencies) * 1000.0
     return LoadReport(
         clients=clients, requests=total, malformed=n_bad,

@@ -287,34 +287,30 @@ class ServableVersion:
     # -- Classify / Regress / MultiInference ---------------------------
     def classify(self, request, context=None):
         """`ClassificationRequest` -> `ClassificationResponse`."""
-        key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = self._example_signature(key, CLASSIFY_METHOD,
-                                            "classification", _check_classify)
-        examples = serialized_examples(request.input)
-        outputs = self.run(signature, {CLASSIFY_INPUTS: examples}, context,
-                           batchable=False)
-        if context is not None:
-            context.charge_outputs(outputs)
-        response = classification_pb2.ClassificationResponse()
-        self._fill_spec(response.model_spec, key)
-        _classification_result(signature.definition, len(examples), outputs,
-                               response.result)
-        return response
+        return self._run_examples(
+            request, context, CLASSIFY_METHOD, "classification", _check_classify,
+            CLASSIFY_INPUTS, classification_pb2.ClassificationResponse(),
+            _classification_result)
 
     def regress(self, request, context=None):
         """`RegressionRequest` -> `RegressionResponse`."""
+        return self._run_examples(
+            request, context, REGRESS_METHOD, "regression", _check_regress,
+            REGRESS_INPUTS, regression_pb2.RegressionResponse(), _regression_result)
+
+    def _run_examples(self, request, context, method, kind, check, input_key,
+                      response, fill_result):
+        """Classify and Regress: the request's `tf.Example`s through the
+        signature as one batch; `fill_result(definition, count, outputs,
+        response.result)` writes the answer."""
         key = request.model_spec.signature_name or DEFAULT_SIGNATURE
-        signature = self._example_signature(key, REGRESS_METHOD, "regression",
-                                            _check_regress)
+        signature = self._example_signature(key, method, kind, check)
         examples = serialized_examples(request.input)
-        outputs = self.run(signature, {REGRESS_INPUTS: examples}, context,
-                           batchable=False)
+        outputs = self.run(signature, {input_key: examples}, context, batchable=False)
         if context is not None:
             context.charge_outputs(outputs)
-        response = regression_pb2.RegressionResponse()
         self._fill_spec(response.model_spec, key)
-        _regression_result(signature.definition, len(examples), outputs,
-                           response.result)
+        fill_result(signature.definition, len(examples), outputs, response.result)
         return response
 
     def multi_inference(self, request, context=None):

@@ -24,6 +24,7 @@ import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
+from serving import polling
 from serving.tensors import to_array, to_proto
 
 DEFAULT_REST_SERVER = "127.0.0.1:8501"
@@ -117,20 +118,9 @@ class RestClient:
         return max(versions)
 
     def wait_until_available(self, model, timeout=60.0, version=None):
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while True:
-            try:
-                for number, state, _, _ in self.status(model, version):
-                    if state == "AVAILABLE":
-                        return number
-                last = "no AVAILABLE version yet"
-            except (RestError, OSError) as error:
-                last = str(error)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Model {model!r} on {self.url} is not "
-                                   f"available after {timeout:.0f} s ({last}).")
-            time.sleep(0.2)
+        """Waits until a version of `model` is AVAILABLE; returns its number."""
+        return polling.wait_until_available(self.status, model, self.url, timeout,
+                                            version, errors=(RestError, OSError))
 
     def metadata(self, model, version=None):
         """`(version, {signature name: SignatureDef})`."""

@@ -6,7 +6,6 @@ import json
 import os
 import pathlib
 
-import av
 import numpy as np
 import pytest
 
@@ -26,20 +25,11 @@ from training.data.layouts import VideoDataset, VideoItem
 from training.data.shard_writer import CRASH_REASON, _Runner, prepare_dataset
 from training.data.synthetic import write_video
 
+import messy_files
+
 
 def write_audio_only(path):
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=16000)
-        stream.layout = "mono"
-        for i in range(10):
-            samples = np.sin(np.arange(1024) / 10.0).astype(np.float32)[None]
-            frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
-            frame.sample_rate = 16000
-            frame.pts = i * 1024
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    return messy_files.write_audio_only(path, container_format="mp4")
 
 
 @pytest.fixture(scope="module")
@@ -281,6 +271,7 @@ def test_synth_cli(tmp_path, capsys):
     assert "Expected an even int" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # decodes the shared real clips
 def test_real_clips_decode_and_prepare(real_clips_dir, tmp_path):
     # The codec column may hold unquoted commas: read the fixed columns from
     # both ends.

@@ -13,6 +13,10 @@ from demo import walkthrough as demo_module
 from test_train_support import TINY_SPEC
 
 
+# The whole demo chain: synthesis, training, export, a server.
+pytestmark = pytest.mark.slow
+
+
 def test_demo_chain_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo_out"
     code = demo_module.main([

@@ -6,12 +6,14 @@ import tensorflow as tf
 import keras
 
 import keras_classreg
+import pytest
 from keras_classreg import models
 from training.distribute import make_strategy
 
 SHAPE = (4, 16, 16, 3)
 
 
+@pytest.mark.slow  # fit under MirroredStrategy
 def test_fit_two_epochs_under_mirrored_strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     assert len(devices) >= 2, "conftest configures two logical CPU devices"
@@ -48,6 +50,7 @@ def test_fit_two_epochs_under_mirrored_strategy():
                                rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # XLA-compiled float16 step on CPU
 def test_mixed_precision_model_forward_and_step():
     # Keras turns `jit_compile` off while op determinism is on, and an earlier
     # deterministic training run in this process (training.train) may have

@@ -179,6 +179,7 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
         manager.stop()
 
 
+@pytest.mark.slow  # every shared real clip
 def test_cli_on_every_shared_real_clip(planted, real_clips_dir, tmp_path,
                                        capsys):
     """Real codecs (MPEG-4, DivX/Xvid AVI, H.264 MP4/MKV): one picture each."""

@@ -154,6 +154,7 @@ def test_predict_normalized_and_class_names(exported):
         _run(loaded, "class_names", class_index=np.array([7], np.int32))
 
 
+@pytest.mark.slow  # more exports / a fresh process
 def test_clip_format_signature_is_the_models_clip_format(exported, tmp_path):
     _, _, loaded = exported
     text = loaded.signatures["clip_format"]()["clip_format"].numpy().decode()
@@ -233,6 +234,7 @@ def test_warmup_requests_cover_every_signature(exported):
         "explain": "predict_log", "explain_class": "predict_log"}
 
 
+@pytest.mark.slow  # more exports / a fresh process
 def test_loads_in_plain_tensorflow_without_this_package(exported, tmp_path):
     model, path, _ = exported
     clips = testing.random_clips(2, SHAPE, seed=8)
@@ -260,6 +262,7 @@ def test_loads_in_plain_tensorflow_without_this_package(exported, tmp_path):
         testing.reference_probabilities(model, clips), atol=1e-5)
 
 
+@pytest.mark.slow  # more exports / a fresh process
 def test_versions_are_numbered_and_immutable(tmp_path):
     model = testing.tiny_model(3, SHAPE)
     names = testing.clip_format(3, SHAPE)
@@ -305,6 +308,7 @@ def test_bad_arguments_are_explained(tmp_path):
         export.export_model(logits, tmp_path / "f", fmt())
 
 
+@pytest.mark.slow  # more exports / a fresh process
 def test_a_zoo_model_exports(tmp_path):
     model = models.get("resnet18_3d", num_classes=3,
                        input_shape=(4, 32, 32, 3))
@@ -318,6 +322,7 @@ def test_a_zoo_model_exports(tmp_path):
         atol=1e-5)
 
 
+@pytest.mark.slow  # more exports / a fresh process
 def test_cli_exports_a_run(tmp_path, capsys):
     model = testing.tiny_model(3, SHAPE, seed=3)
     run = tmp_path / "run"

@@ -73,6 +73,7 @@ def test_folded_copy_matches_the_model(use_bias):
     assert folded.count_params() < model.count_params()
 
 
+@pytest.mark.slow  # training / a save-load round trip
 def test_folded_copy_is_independent_of_later_training():
     model, x = _model(), _clips(4)
     folded = fold_class_regularization(model)
@@ -86,6 +87,7 @@ def test_folded_copy_is_independent_of_later_training():
     np.testing.assert_array_equal(fold_class_regularization(folded)(x), before)
 
 
+@pytest.mark.slow  # training / a save-load round trip
 def test_folded_copy_saves_and_loads(tmp_path):
     model, x = _model(), _clips()
     folded = fold_class_regularization(model)

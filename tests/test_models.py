@@ -10,7 +10,9 @@ from keras_classreg import models
 SMALL = (8, 32, 32, 3)
 
 
-@pytest.mark.parametrize("name", models.names())
+@pytest.mark.parametrize("name", [
+    name if name == "resnet18_3d" else pytest.param(name, marks=pytest.mark.slow)  # full-size
+    for name in models.names()])
 def test_every_model_builds_and_predicts(name):
     model = models.get(name, num_classes=5, input_shape=SMALL)
     out = model(np.random.rand(2, *SMALL).astype("float32"), training=False)
@@ -78,6 +80,7 @@ def test_builder_argument_errors(kwargs, message):
         models.resnet3d(20)
 
 
+@pytest.mark.slow  # FLOPs of full-size models
 def test_flops_of_the_blocks_are_per_sample_vector_products():
     shape = (2, 32, 32, 3)
     base = models.get("resnet50_3d", num_classes=400, input_shape=shape,

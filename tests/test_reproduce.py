@@ -67,6 +67,7 @@ def test_cli_rejects_bad_arguments(capsys):
     assert "between 0 and 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # trains every arm of a study
 def test_tiny_study_end_to_end(tmp_path):
     """2 classes, 1 seed, 1 epoch: every output is written, and the α=0 arm
     (identity blocks, same initial weights and data order) matches base."""
@@ -145,6 +146,7 @@ def _official_layouts(tmp_path):
     return {"ucf101": (ucf, ucf_notes), "hmdb51": (hmdb, hmdb_splits)}
 
 
+@pytest.mark.slow  # trains every arm of a study
 @pytest.mark.parametrize("layout", ["ucf101", "hmdb51"])
 def test_study_straight_from_an_official_layout(tmp_path, layout):
     root, annotations = _official_layouts(tmp_path)[layout]

@@ -9,6 +9,7 @@ import numpy as np
 import keras
 
 import keras_classreg
+import pytest
 from keras_classreg import models
 
 SHAPE = (4, 32, 32, 3)
@@ -36,6 +37,7 @@ def _model_and_data(tmp_path):
     return model, x
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_keras_round_trip_in_fresh_process(tmp_path):
     model, x = _model_and_data(tmp_path)
     expected = model.predict(x, verbose=0)
@@ -86,6 +88,7 @@ def test_plain_keras_model_needs_wiring(tmp_path):
     np.testing.assert_array_equal(loaded.predict(data, verbose=0), expected)
 
 
+@pytest.mark.slow  # a fresh Python process
 def test_export_loads_without_this_package(tmp_path):
     model, x = _model_and_data(tmp_path)
     np.save(tmp_path / "expected.npy", model.predict(x, verbose=0))

@@ -49,6 +49,10 @@ NUM_CLASSES = 7
 OK = grpc.StatusCode.OK
 
 
+# A server process for the module, hot swaps under load.
+pytestmark = pytest.mark.slow
+
+
 class Served:
     """The server under test and what each of its versions should answer."""
 

@@ -12,6 +12,10 @@ from serving.launch import LocalServer
 SHAPE = (4, 16, 16, 3)
 
 
+# A server process under load.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("load")

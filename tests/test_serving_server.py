@@ -47,6 +47,10 @@ num_batch_threads { value: 1 }
 """
 
 
+# Server processes: model farms, batching, reloads, SIGTERM.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def farm(tmp_path_factory):
     root = tmp_path_factory.mktemp("farm")

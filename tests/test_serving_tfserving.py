@@ -40,6 +40,10 @@ model_config_list {
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
 
+# A server process for the module (TF1 and TF2 models).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("tfserving")

@@ -81,6 +81,7 @@ def test_block_on_rank4_pools_over_height_and_width():
 # ----------------------------------------------------------------------
 # exact identity at affection rate 0, positions of the blocks
 # ----------------------------------------------------------------------
+@pytest.mark.slow  # full-size models
 def test_zoo_model_without_blocks_identity_and_positions():
     shape = (4, 32, 32, 3)
     base = models.get("resnet18_3d", num_classes=5, input_shape=shape,
@@ -102,6 +103,7 @@ def test_zoo_model_without_blocks_identity_and_positions():
     assert len(model.weights) == len(base.weights) + 4
 
 
+@pytest.mark.slow  # full-size models
 def test_zoo_surgery_equals_zoo_model_built_with_blocks():
     """Surgery after each stage = the zoo's own ClassReg model (same weights),
     an independent check of positions, wiring and the default rates."""
@@ -205,6 +207,7 @@ def test_sequential_model():
     _assert_blocks_follow(model, ["c1", "c2"])
 
 
+@pytest.mark.slow  # full-size models
 def test_resnet50_application_identity_and_stage_positions():
     base = keras.applications.ResNet50(weights=None, input_shape=(32, 32, 3), classes=5)
     model = add_class_regularization(base, RESNET50_STAGES, affection_rates=0.0)
@@ -225,6 +228,7 @@ def test_resnet50_application_identity_and_stage_positions():
     assert len(base.layers) + 4 == len(model.layers)
 
 
+@pytest.mark.slow  # full-size models
 def test_mobilenet_v2_fit_save_load_export(tmp_path):
     base = keras.applications.MobileNetV2(
         weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=4)
@@ -284,6 +288,7 @@ def test_nested_backbone_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
 
 
+@pytest.mark.slow  # full-size models
 def test_model_with_blocks_gets_more_blocks():
     shape = (2, 32, 32, 3)
     base = models.get("resnet18_3d", num_classes=3, input_shape=shape)

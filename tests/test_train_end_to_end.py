@@ -19,6 +19,10 @@ from test_train_support import prepared_data, tiny_config  # noqa: F401
 EPOCHS = 10
 
 
+# Trainings (in subprocesses and under MirroredStrategy).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def trained_run(prepared_data, tmp_path_factory):  # noqa: F811
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"

@@ -13,6 +13,7 @@ import pytest
 
 import numpy as np
 import keras
+import pytest
 
 import keras_classreg  # noqa: F401  (registers the layer and model)
 from training import distribute
@@ -25,6 +26,10 @@ from test_train_support import (  # noqa: F401
     tiny_config,
     train_command,
 )
+
+
+# Two worker processes training together.
+pytestmark = pytest.mark.slow
 
 
 def test_two_workers_finish_an_epoch_with_identical_weights(prepared_data, tmp_path):  # noqa: F811

@@ -25,6 +25,10 @@ EPOCHS = 5
 STEPS = 96 // 8
 
 
+# A training killed and resumed in subprocesses.
+pytestmark = pytest.mark.slow
+
+
 def _backed_up_epoch(run_dir):
     path = os.path.join(run_dir, "backup", "training_metadata.json")
     try:

@@ -20,7 +20,7 @@ Example:
 >>> clips = data.clip_dataset("prepared/", clip_length=8, crop_size=56)
 """
 
-import importlib
+from clipspec.lazy import lazy_exports
 
 from training.data.layouts import (
     AnnotationError,
@@ -45,16 +45,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'training.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 __all__ = [

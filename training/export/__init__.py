@@ -27,7 +27,7 @@ Example:
 True
 """
 
-import importlib
+from clipspec.lazy import lazy_exports
 
 # Imported on first use, so that `python -m training.export --help` answers
 # without loading TensorFlow.
@@ -53,13 +53,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'training.export' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
