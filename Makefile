@@ -35,7 +35,8 @@ bench: install
 
 figures: bench
 	$(PY) -m benchmarks.overhead --paper-table --docs $(FIGURES)/paper_table1.md
-	$(PY) -m benchmarks.train_step --clip 16x112x112 --batch-size 4 --docs $(FIGURES)/train_step.md
+	$(PY) -m benchmarks.train_step --docs $(FIGURES)/train_step.md
+	$(PY) -m benchmarks.demo_time --docs $(FIGURES)/demo.md
 	$(PY) -m benchmarks.input_pipeline --rounds 5 --docs $(FIGURES)/input_pipeline.md
 	$(PY) -m benchmarks.serving_load --clients 16 --requests 100 --docs $(FIGURES)/serving_load.md
 

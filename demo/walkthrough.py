@@ -134,6 +134,14 @@ def step_train(demo):
         "verbose": 2,
     })
     demo.facts["run_dir"] = run_dir
+    with open(os.path.join(run_dir, "summary.json")) as file:
+        summary = json.load(file)
+    # the default configuration: XLA-compiled steps on one CPU
+    demo.facts["train_seconds_per_step"] = summary["seconds_per_step"]
+    demo.facts["xla_compiled"] = summary["xla_compiled"]
+    _say(f"training: {summary['seconds_per_step']:.2f} s per training step "
+         f"(validation included), steps "
+         f"{'compiled with XLA' if summary['xla_compiled'] else 'not compiled with XLA'}")
     demo.facts["model_path"] = os.path.join(run_dir, "best.keras")
     demo.record("run", run_dir, "config.json, history.csv, tensorboard/, checkpoints/")
     demo.record("model", demo.facts["model_path"], "best epoch by validation top-1")
@@ -218,13 +226,18 @@ def run_demo(demo, steps=STEPS):
         _say(f"step {number}/{len(steps)}: {step.__name__.removeprefix('step_')}")
         begun = time.perf_counter()
         step(demo)
-        demo.facts.setdefault("seconds", {})[step.__name__] = round(
-            time.perf_counter() - begun, 1)
+        seconds = time.perf_counter() - begun
+        demo.facts.setdefault("seconds", {})[step.__name__] = round(seconds, 1)
+        _say(f"step {number}/{len(steps)} done in {seconds:.1f} s "
+             f"({time.perf_counter() - started:.0f} s so far)")
     demo.facts["total_seconds"] = round(time.perf_counter() - started, 1)
     with open(demo.path("artefacts.json"), "w") as file:
         json.dump({"artefacts": demo.artefacts,
                    "seconds": demo.facts["seconds"],
-                   "total_seconds": demo.facts["total_seconds"]}, file, indent=2)
+                   "total_seconds": demo.facts["total_seconds"],
+                   **{name: demo.facts[name]
+                      for name in ("train_seconds_per_step", "xla_compiled")
+                      if name in demo.facts}}, file, indent=2)
     return demo
 
 

@@ -118,14 +118,20 @@ def test_overhead_rejects_a_malformed_case(capsys):
 def test_train_step_and_input_pipeline_docs_pages(tmp_path):
     from benchmarks import input_pipeline, train_step
 
-    train_step.write_docs(
-        {"model": "resnet50_3d", "num_classes": 400, "clip": "8x112x112", "batch_size": 2,
-         "mixed_precision": False, "xla": True, "devices": ["/device:CPU:0"], "steps": 10,
-         "base_step_ms": 100.0, "classreg_step_ms": 104.0, "ratio": 1.04,
-         "target_ratio": 1.05},
-        tmp_path / "train_step.md", "python -m benchmarks.train_step --docs x")
+    row = {"model": "resnet50_3d", "clip": "8x112x112", "default_ms": 2550.0,
+           "best_ms": 2500.0, "best_config": "XLA off, oneDNN on, 2 threads",
+           "default_over_best": 1.02, "forward_ms": 1100.0, "forward_no_xla_ms": 740.0,
+           "step_over_forward": 2.3, "base_ms": 2450.0, "classreg_over_base": 1.04,
+           "all": [[2550.0, "XLA on, oneDNN on, 2 threads"],
+                   [2500.0, "XLA off, oneDNN on, 2 threads"]],
+           "failures": {}}
+    meta = {"command": "python -m benchmarks.train_step --docs x", "batch_size": 2,
+            "num_classes": 400, "mixed_precision": False, "steps": 5, "warmup": 1,
+            "physical_cores": 1, "seconds": 120.0}
+    train_step.write_docs([row], meta, tmp_path / "train_step.md")
     text = (tmp_path / "train_step.md").read_text()
-    assert "| 100.0 ms | 104.0 ms | 1.04 | <= 1.05 |" in text and "XLA on" in text
+    assert "| resnet50_3d | 8x112x112 | 2.55 s | 2.50 s (XLA off, oneDNN on, 2 threads) | 1.02 |" in text
+    assert "| 1.04 |" in text and "python -m benchmarks.train_step --docs x" in text
     input_pipeline.write_docs(
         {"clip": [16, 112, 112, 3], "stride": 2, "batch_size": 8, "videos": 48,
          "frames": 3072, "augmentation": "scale_jitter", "frame_size": [128, 170],
@@ -145,3 +151,18 @@ def test_train_step_and_input_pipeline_docs_pages(tmp_path):
     assert text.startswith("# Input-pipeline benchmark") and "python -m benchmarks." in text
     assert '| train, `augment_on="device"` (uint8 frames) | 450.0 | 240.0 | 0.9 |' in text
     assert "| + decode_jpeg | 3.5 |" in text
+
+
+def test_demo_time_page(tmp_path):
+    from benchmarks import demo_time
+
+    facts = {"seconds": {"step_synthesize": 20.0, "step_train": 400.5},
+             "total_seconds": 420.5, "wall_seconds": 431.0,
+             "train_seconds_per_step": 1.1, "xla_compiled": True}
+    demo_time.write_docs(facts, tmp_path / "demo.md", "python -m benchmarks.demo_time --docs x")
+    text = (tmp_path / "demo.md").read_text()
+    assert "| train | 400.5 |" in text and "**met** (431 s)" in text
+    assert "compiled with XLA (the default)" in text
+    facts["wall_seconds"] = 700.0
+    demo_time.write_docs(facts, tmp_path / "slow.md", "python -m benchmarks.demo_time")
+    assert "**NOT met** (700 s)" in (tmp_path / "slow.md").read_text()

@@ -202,13 +202,18 @@ class TrainConfig:
     mixed_precision: bool = _field(
         False, "Train with the mixed_float16 policy (on GPUs)."
     )
-    xla: bool = _field(False, "Compile the training step with XLA (Keras ignores it "
-                       "while --deterministic is on).")
+    xla: bool = _field(
+        True,
+        "Compile the training and validation steps with XLA where it can "
+        "compile them (one replica: one CPU or GPU; see training.compilation; "
+        "the log says when it cannot). --no-xla runs TensorFlow's kernels.",
+    )
     seed: int = _field(0, "Random seed of weights, data order and augmentation.")
     deterministic: bool = _field(
         False,
         "Deterministic data order and TensorFlow ops (slower); with the same "
-        "seed, two runs give the same weights.",
+        "seed, two runs give the same weights. Keeps XLA on CPUs (XLA's CPU "
+        "code is deterministic); turns it off on GPUs (the log says so).",
     )
     devices: list = _field(
         None,

@@ -14,6 +14,7 @@ stride, crop size, normalisation and class names come from the
 `config.json` beside the model (a training run directory) unless given.
 """
 
+import argparse
 import os
 import sys
 import warnings
@@ -135,6 +136,7 @@ def evaluate(
     crop_size=None,
     batch_size=8,
     progress=True,
+    xla=None,
 ):
     """Evaluates `model` on a prepared dataset's `subset`.
 
@@ -150,6 +152,12 @@ def evaluate(
             clip format's test-time views and clip shape.
         batch_size: views per forward pass.
         progress: show a progress bar.
+        xla: compile the forward pass with XLA. `None` (default): with a
+            GPU only. On CPUs XLA's forward pass of the zoo's models is
+            slower than TensorFlow's kernels (`python -m
+            benchmarks.train_step` measures both), unlike the training
+            step, whose gradients XLA computes faster. The choice replaces
+            the `jit_compile` a trained model's file carries.
 
     Returns:
         the report of `compute_report` plus the evaluation settings.
@@ -165,6 +173,12 @@ def evaluate(
         model = load_model(model_path)
         if clip_format is None and run is not None:
             clip_format = run.clip_format_for(model)
+    if xla is None:
+        import tensorflow as tf
+
+        xla = bool(tf.config.list_logical_devices("GPU"))
+    model.jit_compile = bool(xla)
+    model.predict_function = None
     manifest = video_data.load_manifest(data)
     subset_videos = check_evaluation_data(manifest, subset)
     if clip_format is None:
@@ -369,6 +383,9 @@ def build_parser():
     parser.add_argument("--stride", type=int, help="Frame stride (default: the run's).")
     parser.add_argument("--crop-size", type=int, help="Crop size (default: the run's).")
     parser.add_argument("--out", help="Output folder (default: eval/ beside the model).")
+    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
+                        help="Compile the forward pass with XLA (default: only "
+                        "with a GPU; slower than TensorFlow's kernels on CPUs).")
     return parser
 
 
@@ -391,6 +408,7 @@ def main(argv=None):
                 num_clips=args.num_clips, num_crops=args.num_crops,
                 clip_length=args.clip_length, stride=args.stride,
                 crop_size=args.crop_size, batch_size=args.batch_size,
+                xla=args.xla,
             )
         path, png = write_report(report, out)
     except (ValueError, OSError) as error:

@@ -44,9 +44,11 @@ distribute = cli.lazy_import("training.distribute")
 model_building = cli.lazy_import("training.model_building")
 optimization = cli.lazy_import("training.optimization")
 device_augmentation = cli.lazy_import("training.device_augmentation")
+compilation = cli.lazy_import("training.compilation")
 
-# Fields that may differ when an interrupted run is resumed.
-RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir")
+# Fields that may differ when an interrupted run is resumed (`xla` changes
+# how the steps run, not what they compute; its default changed in issue 17).
+RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir", "xla")
 
 
 # ---------------------------------------------------------------------------
@@ -385,6 +387,9 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
 
     values = resolved_config(config, manifest, strategy, steps)
+    xla = compilation.resolve_xla(config.xla, strategy, config.deterministic,
+                                  distribute.num_workers(strategy))
+    values["xla_compiled"] = xla.enabled
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
     if run.has_config:
@@ -397,17 +402,13 @@ def train(config, model_builder=None):
     run.write_clip_format(clip_format_of(config, manifest))
 
     previous_policy = keras.config.dtype_policy()
+    _log(config, xla.reason or "training and validation steps compiled with XLA")
     if config.mixed_precision and not tf.config.list_logical_devices("GPU") \
-            and not config.xla:
+            and not xla.enabled:
         warnings.warn(
-            "--mixed-precision without a GPU: TensorFlow has no float16 CPU "
-            "kernels for some 3D ops (e.g. MaxPool3D); add --xla or train in "
-            "float32 on CPU."
-        )
-    if config.xla and config.deterministic:
-        warnings.warn(
-            "--xla with --deterministic: Keras compiles without XLA while "
-            "TensorFlow op determinism is on, so --xla has no effect here."
+            "--mixed-precision without a GPU and without XLA: TensorFlow has no "
+            "float16 CPU kernels for some 3D ops (e.g. MaxPool3D); train with "
+            "XLA on (the default, one replica) or in float32 on CPU."
         )
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
@@ -446,7 +447,9 @@ def train(config, model_builder=None):
                 model = device_augmentation.DeviceAugmentedModel(
                     model, keras_classreg.ClipAugmentation(config.crop_size, mean, std)
                 )
-            model.compile(
+            compilation.compile_model(
+                model,
+                xla.enabled,
                 optimizer=optimization.make_optimizer(config, steps),
                 loss=keras.losses.CategoricalCrossentropy(
                     label_smoothing=config.label_smoothing
@@ -457,7 +460,6 @@ def train(config, model_builder=None):
                         k=min(5, num_classes), name="top5"
                     ),
                 ],
-                jit_compile=config.xla,
             )
         distribute.patch_multi_worker_build(model, strategy, train_data.element_spec)
         history_path = os.path.join(work_dir, "history.csv")
@@ -500,12 +502,17 @@ def train(config, model_builder=None):
 
     if is_chief:
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
+        seconds = time.perf_counter() - started
         run.write_summary({
             "best_epoch": best.best_epoch,
             "best_" + best.monitor: best.best,
             "last_epoch_metrics": last,
             "epochs_run_in_this_process": len(history.epoch),
-            "seconds_in_this_process": round(time.perf_counter() - started, 1),
+            "seconds_in_this_process": round(seconds, 1),
+            # fit's wall time per training step, validation and checkpoints
+            # included
+            "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
+            "xla_compiled": xla.enabled,
         })
         _log(config, f"run finished: {run_dir} (best epoch {best.best_epoch}, "
                      f"{best.monitor} {best.best:.4f})")

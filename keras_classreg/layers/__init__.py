@@ -4,6 +4,7 @@ from keras_classreg.layers.class_regularization import ClassRegularization
 from keras_classreg.layers.class_regularization_base import ClassRegularizationBase
 from keras_classreg.layers.clip_augmentation import ClipAugmentation
 from keras_classreg.layers.folded_class_regularization import FoldedClassRegularization
+from keras_classreg.layers.space_to_depth_conv import SpaceToDepthConv3D
 from keras_classreg.layers.zero_padding_shortcut import ZeroPaddingShortcut
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "ClassRegularizationBase",
     "ClipAugmentation",
     "FoldedClassRegularization",
+    "SpaceToDepthConv3D",
     "ZeroPaddingShortcut",
 ]

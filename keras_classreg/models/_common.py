@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from keras_classreg.layers.class_regularization import ClassRegularization
+from keras_classreg.layers.space_to_depth_conv import SpaceToDepthConv3D
 from keras_classreg.classreg_model import ClassRegModel
 
 
@@ -80,12 +81,16 @@ def conv_bn(x, filters, kernel_size, strides=1, name="", synchronized=False,
     on both sides as PyTorch does, with an explicit `ZeroPadding3D` layer
     named `{name}_pad` before a "valid" convolution where the two differ.
     The convolution and batch-norm layer names do not depend on it.
+
+    The convolution is a `SpaceToDepthConv3D`: a `keras.layers.Conv3D` whose
+    strided gradients avoid the CPU kernels that are tens of times slower
+    than the convolution itself (same weights, weight names and outputs).
     """
     conv_padding = "same"
     if padding == "symmetric" and needs_explicit_padding(kernel_size, strides):
         x = symmetric_pad(x, kernel_size, f"{name}_pad")
         conv_padding = "valid"
-    x = keras.layers.Conv3D(
+    x = SpaceToDepthConv3D(
         filters,
         kernel_size,
         strides=strides,

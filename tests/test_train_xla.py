@@ -1,0 +1,235 @@
+"""The default training path compiles its steps with XLA (checked on the step
+functions Keras runs, not by timing); `--no-xla`, several replicas and
+deterministic runs do what `training.compilation` says; every zoo model
+trains compiled."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+import keras_classreg
+from keras_classreg import models
+from training import compilation
+from training.compilation import compile_model, resolve_xla
+from training.config import TrainConfig
+from training.device_augmentation import DeviceAugmentedModel
+from training.distribute import make_strategy
+from training.train import train
+
+from test_train_support import prepared_data, tiny_config  # noqa: F401
+
+
+def _step_tf_function(keras_step_function):
+    """The `tf.function` Keras made for one step (`one_step_on_data`), found
+    in the closure of `model.train_function` / `model.test_function`."""
+    seen, stack = set(), [keras_step_function]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, tf.types.experimental.PolymorphicFunction) and \
+                "one_step_on_data" in item.__name__:
+            return item
+        if getattr(item, "__wrapped__", None) is not None:
+            stack.append(item.__wrapped__)
+        for cell in getattr(item, "__closure__", None) or ():
+            try:
+                stack.append(cell.cell_contents)
+            except ValueError:
+                pass
+    raise AssertionError("no one_step_on_data tf.function in the Keras step function")
+
+
+def _hlo(step, spec):
+    """The step's XLA HLO for batches of `spec` (raises `ValueError` when
+    the step is not an XLA function)."""
+    batch = tuple(tf.zeros(s.shape, s.dtype) for s in spec)
+    return step.experimental_get_compiler_ir(batch)(stage="hlo")
+
+
+@pytest.fixture
+def fitted_models(monkeypatch):
+    """Records every model `fit` is called on."""
+    seen = []
+    original = keras.Model.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    return seen
+
+
+def test_default_config_turns_xla_on():
+    assert TrainConfig(data="d", run_dir="r").xla is True
+
+
+def test_default_training_and_validation_steps_are_xla_compiled(
+        prepared_data, tmp_path, fitted_models):  # noqa: F811
+    # the defaults as on a machine with one CPU device (conftest splits
+    # this process's CPU into two logical devices, i.e. two replicas)
+    config = tiny_config(prepared_data, tmp_path / "run", epochs=1,
+                         steps_per_epoch=2, devices=["/cpu:0"])
+    assert "xla" not in config
+    train(config)
+    (model,) = fitted_models
+    assert model.jit_compile is True
+    spec = (tf.TensorSpec((8, 8, 32, 32, 3), tf.float32),
+            tf.TensorSpec((8, 4), tf.float32))
+    train_hlo = _hlo(_step_tf_function(model.train_function), spec)
+    test_hlo = _hlo(_step_tf_function(model.test_function), spec)
+    # the validation step: the forward convolutions; the training step: the
+    # gradient convolutions as well, in the same XLA computation
+    def products(hlo):
+        # convolutions, and the matrix products of patches SpaceToDepthConv3D
+        # computes small-output convolutions with
+        return hlo.count("convolution(") + hlo.count(" dot(")
+
+    assert test_hlo.count("convolution(") >= 1
+    assert products(train_hlo) > products(test_hlo)
+    saved = json.load(open(tmp_path / "run" / "config.json"))
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert saved["xla"] is True and saved["xla_compiled"] is True
+    assert summary["xla_compiled"] is True and summary["seconds_per_step"] > 0
+
+
+def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):  # noqa: F811
+    train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
+                      devices=["/cpu:0"], xla=False, validation=False))
+    (model,) = fitted_models
+    assert model.jit_compile is False
+    spec = (tf.TensorSpec((8, 8, 32, 32, 3), tf.float32), tf.TensorSpec((8, 4), tf.float32))
+    with pytest.raises(ValueError, match="jit_compile=True"):
+        _hlo(_step_tf_function(model.train_function), spec)
+
+
+def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_path,
+                                                            fitted_models):  # noqa: F811
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    weights = []
+    try:
+        for name in ("a", "b"):
+            train(tiny_config(prepared_data, tmp_path / name, epochs=1, steps_per_epoch=2,
+                              devices=["/cpu:0"], deterministic=True, seed=5,
+                              augmentation="scale_jitter", flip=True, validation=False))
+            weights.append([w.numpy() for w in fitted_models[-1].weights])
+            assert tf_config.is_op_determinism_enabled()
+            assert fitted_models[-1].jit_compile is True
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+    assert len(weights[0]) == len(weights[1]) > 0
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
+    assert json.load(open(tmp_path / "a" / "summary.json"))["xla_compiled"] is True
+
+
+def test_resolve_xla_decisions(monkeypatch):
+    one = make_strategy(["/cpu:0"])
+    two = make_strategy()  # conftest: two logical CPU devices
+    assert resolve_xla(True, one) == compilation.XlaDecision(True)
+    assert resolve_xla(True, one, deterministic=True).enabled  # CPU: still XLA
+    off = resolve_xla(False, one)
+    assert not off.enabled and "--no-xla" in off.reason
+    several = resolve_xla(True, two)
+    assert not several.enabled and "2 replicas" in several.reason
+    monkeypatch.setattr(compilation, "_gpus", lambda: ["/gpu:0"])
+    gpu = resolve_xla(True, one, deterministic=True)
+    assert not gpu.enabled and "select-and-scatter" in gpu.reason
+    assert resolve_xla(True, one).enabled
+
+
+def test_compile_model_keeps_xla_under_op_determinism():
+    from tensorflow.python.framework import config as tf_config
+
+    was_on = tf_config.is_op_determinism_enabled()
+    tf.config.experimental.enable_op_determinism()
+    try:
+        model = models.get("resnet18_3d", num_classes=3, input_shape=(4, 16, 16, 3))
+        model.compile("sgd", "categorical_crossentropy", jit_compile=True)
+        assert model.jit_compile is False  # what Keras does on its own
+        compile_model(model, True, optimizer="sgd", loss="categorical_crossentropy")
+        assert model.jit_compile is True
+        assert tf_config.is_op_determinism_enabled()  # restored
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
+
+
+def _compiled_step(model, x, y):
+    compile_model(model, True, optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                  loss="categorical_crossentropy")
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert _step_tf_function(model.train_function) is not None
+    assert model.jit_compile is True
+    return loss
+
+
+def _batch(shape, classes=3):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, *shape)).astype("float32")
+    return x, np.eye(classes, dtype="float32")[[0, 2]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", models.names())
+def test_every_zoo_model_trains_compiled(name):
+    shape = (4, 32, 32, 3)
+    x, y = _batch(shape)
+    model = models.get(name, num_classes=3, input_shape=shape)
+    _compiled_step(model, x, y)
+    keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("options", [{"mixed_precision": True}, {"augment_on": "device"}],
+                         ids=["mixed_precision", "augment_on_device"])
+def test_mixed_precision_and_device_augmentation_train_compiled(
+        prepared_data, tmp_path, fitted_models, options):  # noqa: F811
+    train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
+                      devices=["/cpu:0"], validation=False, **options))
+    (model,) = fitted_models
+    if options.get("augment_on") == "device":
+        # ClipAugmentation runs inside the compiled step
+        assert isinstance(model, DeviceAugmentedModel)
+    assert model.jit_compile is True
+    _step_tf_function(model.train_function)
+    assert keras.config.dtype_policy().name == "float32"  # restored
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["xla_compiled"] is True
+    assert np.isfinite(summary["last_epoch_metrics"]["loss"])
+
+
+def test_folded_blocks_compile():
+    from test_train_support import tiny_c3d
+
+    shape = (4, 16, 16, 3)
+    x, _ = _batch(shape)
+    model = tiny_c3d(3, input_shape=shape)
+    folded = keras_classreg.fold_class_regularization(model)
+    assert any(isinstance(layer, keras_classreg.FoldedClassRegularization)
+               for layer in folded.layers)
+    forward = tf.function(lambda t: folded(t, training=False), jit_compile=True)
+    hlo = forward.experimental_get_compiler_ir(tf.constant(x))(stage="hlo")
+    assert "convolution(" in hlo
+    np.testing.assert_allclose(forward(x), model(x, training=False), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_mixed_precision_zoo_model_trains_compiled():
+    # the zoo's MaxPool3D has no float16 CPU kernel: only compiled
+    shape = (4, 16, 16, 3)
+    x, y = _batch(shape)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = models.get("resnet18_3d", num_classes=3, input_shape=shape)
+        _compiled_step(model, x, y)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
