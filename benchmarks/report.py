@@ -50,6 +50,10 @@ def machine():
         if loaded is not None:
             parts.append(f"{name} {loaded.__version__}")
     parts.append(f"Python {platform.python_version()}")
+    if hasattr(os, "getloadavg"):
+        # other work on the machine slows every figure; say how busy it was
+        parts.append("load average (1/5/15 min) when written: "
+                     + " / ".join(f"{v:.2f}" for v in os.getloadavg()))
     return "; ".join(parts)
 
 
