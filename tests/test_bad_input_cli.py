@@ -25,6 +25,7 @@ if (pathlib.Path(REPO) / "training" / "convert.py").is_file():
 HEAVY = ("tensorflow", "keras", "tensorflow_serving")
 
 
+@pytest.mark.slow
 def test_help_of_every_cli_answers_without_importing_tensorflow():
     probe = ("import runpy, sys\n"
              "sys.argv = [sys.argv[1], '--help']\n"
@@ -95,6 +96,7 @@ def finished_run(small_data, tmp_path_factory):
     return run_dir, config
 
 
+@pytest.mark.slow
 def test_train_user_errors(small_data, finished_run, tmp_path, capsys):
     from training import train as train_cli
 
@@ -123,6 +125,7 @@ def _flags(config):
     return cli_args(config)
 
 
+@pytest.mark.slow
 def test_evaluate_user_errors(small_data, finished_run, tmp_path, capsys):
     from training import evaluate as evaluate_cli
 
@@ -143,6 +146,7 @@ def test_evaluate_user_errors(small_data, finished_run, tmp_path, capsys):
         capsys.readouterr().err)
 
 
+@pytest.mark.slow
 def test_evaluate_report_names_videos_by_path(small_data, finished_run, tmp_path,
                                               capsys):
     from training import evaluate as evaluate_cli
@@ -159,6 +163,7 @@ def test_evaluate_report_names_videos_by_path(small_data, finished_run, tmp_path
     capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_classes_without_videos_are_warned_about_everywhere(small_data, finished_run,
                                                            tmp_path, capsys):
     from training import evaluate as evaluate_cli
@@ -281,6 +286,7 @@ def _records(out):
     return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_client_classifies_every_readable_file_and_reports_each_failure(
         served, inputs, capsys):
     from serving import client as client_cli
@@ -318,6 +324,7 @@ def test_client_classifies_every_readable_file_and_reports_each_failure(
     assert "1 of 3 input(s) failed." in captured.err
 
 
+@pytest.mark.slow
 def test_client_output_survives_an_interruption_and_odd_names(served, inputs,
                                                              monkeypatch, capsys):
     from serving import client as client_cli

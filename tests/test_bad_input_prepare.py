@@ -91,6 +91,7 @@ def messy_root(tmp_path_factory):
     return root, good, bad
 
 
+@pytest.mark.slow
 def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
     root, good, bad = messy_root
     dataset = load_folder(root, test_fraction=0.25, seed=0)
@@ -134,6 +135,7 @@ def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
     assert entries[rotated]["rotation"] == 90
 
 
+@pytest.mark.slow
 def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, tmp_path,
                                                                    capsys):
     root, good, _ = messy_root

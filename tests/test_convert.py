@@ -56,6 +56,7 @@ def converted(checkpoint, prepared_data, tmp_path_factory):  # noqa: F811
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_directory(converted, checkpoint, prepared_data, capsys):  # noqa: F811
     run = RunDir(converted)
     assert run.clip_format == ClipFormat(
@@ -184,6 +185,7 @@ def test_explain_the_fine_tuned_model(converted, prepared_data, tmp_path):  # no
     assert summaries[0]["predicted_class"] in _manifest_classes(prepared_data)
 
 
+@pytest.mark.slow
 def test_freeze_layers():
     model = models.resnet3d(18, num_classes=3, input_shape=CLIPS, widen_factor=0.125)
     frozen = freeze_layers(model, until="stage3")

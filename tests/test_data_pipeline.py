@@ -51,6 +51,7 @@ def test_test_clip_starts_hand_computed():
         sampling.eval_clip_starts(20, 4, 2, 0)
 
 
+@pytest.mark.slow
 def test_graph_sampling_matches_numpy():
     for n, length, stride, mode in itertools.product(
             (1, 2, 7, 16, 31, 40), (1, 4, 8), (1, 2, 3), ("loop", "pad")):
@@ -154,6 +155,7 @@ def collect(dataset, limit=None):
     return [np.concatenate(p) for p in zip(*parts)]
 
 
+@pytest.mark.slow
 def test_train_clips_shapes_dtypes_and_pixels(prepared):
     manifest = load_manifest(prepared)
     train_videos = manifest["subsets"]["train"]["videos"]
@@ -179,6 +181,7 @@ def test_train_clips_shapes_dtypes_and_pixels(prepared):
         assert label in matches
 
 
+@pytest.mark.slow
 def test_train_randomness_and_determinism(prepared):
     def first_batches(**kwargs):
         data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
@@ -225,6 +228,7 @@ def test_train_flip_and_crop_are_per_clip(prepared):
     assert seen == {"plain", "flipped"}
 
 
+@pytest.mark.slow
 def test_test_mode_views_grouping_and_scores(prepared):
     manifest = load_manifest(prepared)
     videos = shard_frames(prepared, "test")
@@ -262,6 +266,7 @@ def test_test_mode_views_grouping_and_scores(prepared):
     assert model_scores["views"].tolist() == [6] * len(videos)
 
 
+@pytest.mark.slow
 def test_keras_model_and_distribution(prepared):
     data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
                         batch_size=4, repeat=True, seed=0)
@@ -308,6 +313,7 @@ def test_clip_dataset_argument_errors(prepared, tmp_path):
 # --------------------------------------------------------------------------
 # Device-side augmentation
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("augmentation", ["scale_jitter", "center"])
 def test_device_augmentation_equals_host_augmentation(prepared, augmentation):
     from keras_classreg import ClipAugmentation

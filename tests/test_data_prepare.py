@@ -97,6 +97,7 @@ def best_shift(a, b, reach=4):
     return np.array(min(errors, key=errors.get))
 
 
+@pytest.mark.slow
 def test_synthetic_motion_goes_the_named_way_and_is_reproducible(tmp_path):
     """The (white, noise-free) shape moves the way its class says, while
     first frames of `left` and `right` videos look alike."""
@@ -126,6 +127,7 @@ def test_synthetic_motion_goes_the_named_way_and_is_reproducible(tmp_path):
         write_synthetic_dataset(tmp_path / "d", classes=99, per_class=1)
 
 
+@pytest.mark.slow
 def test_prepare_skips_exactly_the_bad_files_and_keeps_all_good(videos, tmp_path):
     root, good, bad = videos
     dataset = load_folder(root, test_fraction=0.25, seed=5)
@@ -212,6 +214,7 @@ def test_runner_survives_a_crashing_worker():
     assert results == [None, {"error": CRASH_REASON}, None, None]
 
 
+@pytest.mark.slow
 def test_round_trip_pixels_match_a_direct_pyav_decode(videos, tmp_path):
     _, good, _ = videos
     dataset = VideoDataset([VideoItem(p, i % 2, f"c{i % 2}", "test")

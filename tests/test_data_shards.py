@@ -87,6 +87,7 @@ def test_index_offsets_are_the_frame_records(prepared):
                                                           for i in indices]
 
 
+@pytest.mark.slow
 def test_ram_filesystem_reads_like_local_disk(prepared):
     """`ram://` (a filesystem TensorFlow ships, not POSIX): the manifest,
     the indexes and the frame records are all read through tf.io.gfile."""
@@ -153,6 +154,7 @@ def graph_ops(dataset):
     return ops
 
 
+@pytest.mark.slow
 def test_pipeline_graphs_run_no_python(prepared):
     # The check finds Python where there is some (the old reader's kind).
     numpy_fn = tf.data.Dataset.range(3).map(
@@ -184,6 +186,7 @@ def test_train_pipeline_runs_in_the_tf_data_service(prepared):
     del worker
 
 
+@pytest.mark.slow
 def test_a_process_holding_a_live_train_iterator_exits(prepared):
     """A module-level iterator alive at interpreter shutdown while its
     threads are busy: the process must exit by itself. (With Python inside
@@ -222,6 +225,7 @@ def rewrite_index(prefix, **changes):
         writer.write(example.SerializeToString())
 
 
+@pytest.mark.slow
 def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
     folder = copy_folder(prepared, tmp_path / "copy")
     first, second = shard_paths(load_manifest(folder), "train")[:2]
@@ -287,6 +291,7 @@ def old_videos(path):
             for r in tf.data.TFRecordDataset(str(path))]
 
 
+@pytest.mark.slow
 def test_old_layout_folder_is_named_and_converted_in_place(tmp_path):
     folder = copy_folder(LEGACY, tmp_path / "legacy")
     with pytest.raises(ValueError) as error:
@@ -363,6 +368,7 @@ def write_old_layout(folder):
     manifest_path.write_text(json.dumps(manifest))
 
 
+@pytest.mark.slow
 def test_prepare_converts_an_old_folder_without_decoding(synthetic, tmp_path):
     dataset, prepared = synthetic
     folder = copy_folder(prepared, tmp_path / "old")

@@ -33,6 +33,7 @@ def saved_model(tmp_path_factory, prepared_data):  # noqa: F811
     return str(path), model
 
 
+@pytest.mark.slow
 def test_report_matches_an_independent_computation(saved_model, prepared_data):  # noqa: F811
     path, model = saved_model
     report = evaluate(path, prepared_data, num_clips=2, num_crops=3,
@@ -77,6 +78,7 @@ def test_report_matches_an_independent_computation(saved_model, prepared_data): 
     assert report["chance_top1"] == 0.25
 
 
+@pytest.mark.slow
 def test_cli_writes_json_and_png(saved_model, prepared_data, tmp_path, capsys):  # noqa: F811
     path, _ = saved_model
     out = tmp_path / "eval"

@@ -151,6 +151,7 @@ def resnet():
     return models.get("resnet18_3d", num_classes=5, input_shape=(4, 32, 32, 3))
 
 
+@pytest.mark.slow
 def test_resnet_shapes_ranges_and_block_guesses(resnet):
     clips = np.random.default_rng(2).normal(size=(3, 4, 32, 32, 3)).astype(
         "float32")
@@ -196,6 +197,7 @@ def test_resnet_shapes_ranges_and_block_guesses(resnet):
         assert not focused[name][~kept].any()
 
 
+@pytest.mark.slow
 def test_traced_function_matches_eager_and_has_dynamic_batch(resnet):
     fn = tf.function(evidence_maps(resnet), input_signature=[
         tf.TensorSpec([None, 4, 32, 32, 3], tf.float32)])
@@ -214,6 +216,7 @@ def test_traced_function_matches_eager_and_has_dynamic_batch(resnet):
     np.testing.assert_allclose(one["maps"][0], traced["maps"][0], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_logits_classifier_gives_probabilities():
     model = models.get("resnet18_3d", num_classes=3, input_shape=(2, 16, 16, 3),
                        classifier_activation=None)
@@ -225,6 +228,7 @@ def test_logits_classifier_gives_probabilities():
     np.testing.assert_allclose(result.probabilities, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bad_inputs_get_clear_errors():
     model = _planted_model()
     clip = _planted_clip()

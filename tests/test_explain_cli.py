@@ -128,6 +128,7 @@ def test_cli_reports_bad_arguments(planted, tmp_path, capsys):
     assert "2 class names for a model with 3 classes" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path,
                                                         capsys):
     """Export the planted model, serve it in-process (TF Serving API), and

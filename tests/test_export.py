@@ -43,6 +43,7 @@ def _run(loaded, signature, **inputs):
     return {k: v.numpy() for k, v in outputs.items()}
 
 
+@pytest.mark.slow
 def test_version_folder_layout(exported):
     _, path, _ = exported
     assert path.endswith(os.path.join("tiny", "1"))
@@ -57,6 +58,7 @@ def test_version_folder_layout(exported):
     assert os.listdir(os.path.dirname(path)) == ["1"]
 
 
+@pytest.mark.slow
 def test_signature_defs(exported):
     _, path, _ = exported
     defs = _signature_defs(path)
@@ -281,6 +283,7 @@ def test_versions_are_numbered_and_immutable(tmp_path):
     assert sorted(os.listdir(tmp_path / "m")) == ["1", "2", "7-notes"]
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_explained(tmp_path):
     model = testing.tiny_model(3, SHAPE)
 
@@ -391,6 +394,7 @@ def _variable_names(loaded):
     return {v.name.split(":")[0].rsplit("/", 1)[-1] for v in loaded.variables}
 
 
+@pytest.mark.slow
 def test_blocks_are_exported_folded_unless_asked_not_to(exported, tmp_path):
     model, _, loaded = exported
     names = _variable_names(loaded)

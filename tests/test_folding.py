@@ -44,6 +44,7 @@ def _block_inputs(model, x):
     return blocks, probe(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("use_bias", [False, True])
 def test_folded_copy_matches_the_model(use_bias):
     model, x = _model(use_bias), _clips()
@@ -119,6 +120,7 @@ def test_fold_rank4_surgery_model():
     np.testing.assert_allclose(fold_class_regularization(model)(x), model(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fold_errors():
     with pytest.raises(TypeError, match="Expected a `keras.Model`"):
         fold_class_regularization("model.keras")

@@ -33,6 +33,7 @@ def test_names_and_get():
         models.get("resnet7_3d")
 
 
+@pytest.mark.slow
 def test_block_placement_and_default_rates():
     model = models.resnet3d(50, num_classes=4, input_shape=SMALL)
     blocks = keras_classreg.class_regularization_blocks(model)
@@ -51,6 +52,7 @@ def test_block_placement_and_default_rates():
     assert [b.input.shape[-1] for b in blocks] == [480, 832, 1024]
 
 
+@pytest.mark.slow
 def test_without_class_regularization_and_custom_rates():
     base = models.get("resnet18_3d", num_classes=3, input_shape=SMALL, class_regularization=False)
     assert keras_classreg.class_regularization_blocks(base) == []

@@ -166,6 +166,7 @@ def test_read_pth_refuses_other_files(tmp_path):
         read_pth(tar)
 
 
+@pytest.mark.slow
 @needs_torch
 def test_read_pth_matches_torch_load(tmp_path):
     """Files of `torch.save` (both formats) read like `torch.load`; files of
@@ -203,6 +204,7 @@ def test_read_pth_matches_torch_load(tmp_path):
 # ---------------------------------------------------------------------------
 # 3D-ResNets: names, shapes, the architecture read off them (no PyTorch)
 # ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("key", _params(ARCHITECTURES))
 @pytest.mark.parametrize("release", ["2018", "2020"])
 def test_3d_resnets_every_weight_used_once(tmp_path, key, release):
@@ -247,6 +249,7 @@ def test_3d_resnets_every_weight_used_once(tmp_path, key, release):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_3d_resnets_conventions_and_class_names(tmp_path):
     state = random_state_dict(hara_shapes(_spec("resnet18_A", num_classes=400)))
     write_pth(tmp_path / "old.pth", _checkpoint(state, "2018", "resnet-18"), "legacy")
@@ -281,6 +284,7 @@ def test_3d_resnets_conventions_and_class_names(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_3d_resnets_options_not_in_the_weights(tmp_path):
     spec = _spec("resnet18_A", stem_t=3)
     write_pth(tmp_path / "m.pth", random_state_dict(hara_shapes(spec)))
@@ -293,6 +297,7 @@ def test_3d_resnets_options_not_in_the_weights(tmp_path):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_3d_resnets_errors(tmp_path):
     spec = _spec("resnet18_A")
     state = random_state_dict(hara_shapes(spec))
@@ -366,6 +371,7 @@ def test_batchnorm_epsilon_by_hand():
         np.testing.assert_allclose(out.ravel(), [2.0 / np.sqrt(epsilon)], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_symmetric_max_pool_equals_padding_with_minus_infinity():
     """The stem pool pads zeros; after the ReLU that equals PyTorch's -inf."""
     model = models.resnet3d(18, num_classes=3, input_shape=(8, 32, 32, 3),
@@ -382,6 +388,7 @@ def test_symmetric_max_pool_equals_padding_with_minus_infinity():
     np.testing.assert_array_equal(pool(x).numpy(), expected)
 
 
+@pytest.mark.slow
 def test_padding_option_keeps_layer_names_and_flops():
     same = models.resnet3d(18, num_classes=3, input_shape=(4, 16, 16, 3), widen_factor=0.125)
     symmetric = models.resnet3d(18, num_classes=3, input_shape=(4, 16, 16, 3),
@@ -402,6 +409,7 @@ def test_padding_option_keeps_layer_names_and_flops():
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 def test_converted_model_saves_and_reloads(tmp_path):
     state = random_state_dict(hara_shapes(_spec("resnet18_A")))
     write_pth(tmp_path / "m.pth", state)
@@ -502,6 +510,7 @@ def _torch_reference(spec, conv1_t_stride=1, no_max_pool=False):
     return ResNet().eval()
 
 
+@pytest.mark.slow
 @needs_torch
 @pytest.mark.parametrize("key", _params(ARCHITECTURES, SLOW_AGAINST_TORCH))
 def test_3d_resnets_match_pytorch(tmp_path, key):
@@ -538,6 +547,7 @@ def test_3d_resnets_match_pytorch(tmp_path, key):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 @needs_torch
 def test_3d_resnets_stem_options_match_pytorch(tmp_path):
     spec = _spec("resnet18_A", stem_t=3)
@@ -658,6 +668,7 @@ def test_i3d_reference_covers_the_published_variables(tmp_path):
     ("rgb_imagenet", "RGB/inception_i3d/", 400, 0),
     ("rgb_scratch_kin600", "", 600, 116),
 ])
+@pytest.mark.slow
 def test_i3d_every_published_variable_used_once(tmp_path, name, scope, classes, momentum):
     shapes = _published_i3d_variables(name, tmp_path)
     prefix = tmp_path / name / "model.ckpt"

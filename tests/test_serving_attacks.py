@@ -65,6 +65,7 @@ def _x_request(model, values, dtype=types_pb2.DT_FLOAT):
     return request
 
 
+@pytest.mark.slow
 def test_health_and_status_answer_while_64_slow_streams_are_open(served):
     _, port, channel = served
     attacker = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -110,6 +110,7 @@ def test_padded_tensor_costs_its_decoded_size_once():
     assert peak < 1.2 * size.decoded_bytes, peak
 
 
+@pytest.mark.slow
 def test_json_parse_worst_case_is_within_the_reserved_factor():
     for body in (b"[" + b"{}," * 200_000 + b"{}]", b"[" + b"[]," * 200_000 + b"[]]",
                  b"[" + b"1e1," * 200_000 + b"1]", b"[" + b'"ab",' * 200_000 + b"1]",
@@ -159,6 +160,7 @@ def _x_request(model, proto):
     return request
 
 
+@pytest.mark.slow
 def test_amplifying_requests_are_refused_before_decoding(manager):
     handlers = Handlers(manager, limits=RequestLimits(16 * MIB, MemoryBudget(64 * MIB)))
     started = time.monotonic()
@@ -352,6 +354,7 @@ def test_no_loadable_version_exits_non_zero_with_the_reason(tmp_path, capsys):
     assert "model m: no version could be loaded (version 3:" in err
 
 
+@pytest.mark.slow
 def test_symlinks_leaving_the_version_or_base_are_refused(tmp_path):
     outside = tmp_path / "outside"
     tf_serving_models.half_plus_two_tf2(outside / "7")

@@ -96,6 +96,7 @@ def test_a_bad_request_fails_alone():
         np.testing.assert_array_equal(results[i]["y"], [[2.0, 2.0]])
 
 
+@pytest.mark.slow
 def test_full_queue_is_unavailable():
     model = Recorder(delay=1.5)
     batcher = Batcher(model, BatchingOptions(1, max_enqueued_batches=1,

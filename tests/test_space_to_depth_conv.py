@@ -35,6 +35,7 @@ def _outputs_and_gradients(layer, x, jit):
     return tf.function(step, jit_compile=jit)(x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("jit", [False, True], ids=["tf", "xla"])
 @pytest.mark.parametrize("shape, kernel, strides, padding, groups", CASES)
 def test_same_outputs_and_gradients_as_conv3d(shape, kernel, strides, padding, groups, jit):
@@ -79,6 +80,7 @@ def test_config_round_trip_and_weights_interchange_with_conv3d():
     np.testing.assert_allclose(layer(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_zoo_convolutions_are_space_to_depth_convolutions():
     for name, options in (("resnet18_3d", {}), ("i3d", {}),
                           ("resnet34_3d", {"padding": "symmetric", "shortcut": "A"})):

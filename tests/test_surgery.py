@@ -157,6 +157,7 @@ def _hand_made_3d(num_classes=3):
     return model
 
 
+@pytest.mark.slow
 def test_hand_made_functional_identity_shared_layer_and_nested_model():
     base = _hand_made_3d()
     targets = ["stem", "shared", "merge", "tower/inner_relu"]
@@ -262,6 +263,7 @@ def test_mobilenet_v2_fit_save_load_export(tmp_path):
     np.testing.assert_allclose(served.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_nested_backbone_round_trip(tmp_path):
     """A 2D backbone called inside the user's model, blocks inside it: the
     blocks of the nested model are re-wired to the outer classifier on load."""

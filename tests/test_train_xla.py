@@ -69,6 +69,7 @@ def test_default_config_turns_xla_on():
     assert TrainConfig(data="d", run_dir="r").xla is True
 
 
+@pytest.mark.slow
 def test_default_training_and_validation_steps_are_xla_compiled(
         prepared_data, tmp_path, fitted_models):  # noqa: F811
     # the defaults as on a machine with one CPU device (conftest splits
@@ -98,6 +99,7 @@ def test_default_training_and_validation_steps_are_xla_compiled(
     assert summary["xla_compiled"] is True and summary["seconds_per_step"] > 0
 
 
+@pytest.mark.slow
 def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):  # noqa: F811
     train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
                       devices=["/cpu:0"], xla=False, validation=False))
@@ -108,6 +110,7 @@ def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):
         _hlo(_step_tf_function(model.train_function), spec)
 
 
+@pytest.mark.slow
 def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_path,
                                                             fitted_models):  # noqa: F811
     from tensorflow.python.framework import config as tf_config
@@ -189,6 +192,7 @@ def test_every_zoo_model_trains_compiled(name):
     keras.backend.clear_session()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options", [{"mixed_precision": True}, {"augment_on": "device"}],
                          ids=["mixed_precision", "augment_on_device"])
 def test_mixed_precision_and_device_augmentation_train_compiled(
