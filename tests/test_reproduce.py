@@ -78,8 +78,10 @@ def test_tiny_study_end_to_end(tmp_path):
     prepare_dataset(dataset, tmp_path / "prepared", short_side=24, workers=0,
                     progress=False)
     out = tmp_path / "study"
-    config = tmp_path / "train.json"  # one replica: faster than the 2 test CPU devices
-    config.write_text(json.dumps({"devices": ["/cpu:0"]}))
+    # one replica: faster than the 2 test CPU devices; no XLA: compiling the
+    # steps of five tiny one-epoch runs costs more than it saves
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"devices": ["/cpu:0"], "xla": False}))
     code = reproduce.main([
         "--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1",
         "--model", str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
@@ -152,7 +154,7 @@ def test_study_straight_from_an_official_layout(tmp_path, layout):
     root, annotations = _official_layouts(tmp_path)[layout]
     out, prepared = tmp_path / "study", tmp_path / "prepared"
     config = tmp_path / "train.json"
-    config.write_text(json.dumps({"devices": ["/cpu:0"]}))
+    config.write_text(json.dumps({"devices": ["/cpu:0"], "xla": False}))
     code = reproduce.main([
         "--layout", layout, "--root", str(root), "--annotations", str(annotations),
         "--prepared", str(prepared), "--short-side", "24", "--out", str(out),

@@ -78,11 +78,15 @@ def prepared_data(tmp_path_factory):
 
 
 def tiny_config(data, run_dir, **overrides):
-    """A `TrainConfig` dict for the tiny model on `prepared_data`."""
+    """A `TrainConfig` dict for the tiny model on `prepared_data`.
+
+    `xla=False`: the tests train tiny models many times, where compiling
+    each run's steps costs more than it saves; `tests/test_train_xla.py`
+    checks the default (compiled) path and passes `xla` itself."""
     config = dict(data=data, run_dir=str(run_dir), model=TINY_SPEC,
                   clip_length=8, stride=2, crop_size=32, batch_size=8,
                   epochs=2, learning_rate=0.1, flip=False, augmentation="center",
-                  verbose=0)
+                  verbose=0, xla=False)
     config.update(overrides)
     return config
 

@@ -76,7 +76,7 @@ def test_default_training_and_validation_steps_are_xla_compiled(
     # this process's CPU into two logical devices, i.e. two replicas)
     config = tiny_config(prepared_data, tmp_path / "run", epochs=1,
                          steps_per_epoch=2, devices=["/cpu:0"])
-    assert "xla" not in config
+    del config["xla"]  # the default
     train(config)
     (model,) = fitted_models
     assert model.jit_compile is True
@@ -120,7 +120,7 @@ def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_p
     try:
         for name in ("a", "b"):
             train(tiny_config(prepared_data, tmp_path / name, epochs=1, steps_per_epoch=2,
-                              devices=["/cpu:0"], deterministic=True, seed=5,
+                              devices=["/cpu:0"], deterministic=True, seed=5, xla=True,
                               augmentation="scale_jitter", flip=True, validation=False))
             weights.append([w.numpy() for w in fitted_models[-1].weights])
             assert tf_config.is_op_determinism_enabled()
@@ -208,7 +208,7 @@ def test_each_kind_of_zoo_block_trains_compiled(name):
 def test_mixed_precision_and_device_augmentation_train_compiled(
         prepared_data, tmp_path, fitted_models, options):  # noqa: F811
     train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
-                      devices=["/cpu:0"], validation=False, **options))
+                      devices=["/cpu:0"], validation=False, xla=True, **options))
     (model,) = fitted_models
     if options.get("augment_on") == "device":
         # ClipAugmentation runs inside the compiled step
