@@ -17,7 +17,8 @@ import collections
 import threading
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import text_format
+
+from serving.text_protos import read_text_proto
 
 DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPrometheusPath
 REQUEST_COUNT = ":tensorflow:serving:request_count"
@@ -51,19 +52,7 @@ MonitoringConfig = _monitoring_config_class()
 def read_monitoring_config(path):
     """Parses TF Serving's `MonitoringConfig` text file; returns the HTTP
     path of the Prometheus page, or `None` when Prometheus is not enabled."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ValueError(f"Cannot read the monitoring config file {path}: "
-                         f"{error}") from None
-    config = MonitoringConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ValueError("Error parsing text-format "
-                         f"tensorflow.serving.MonitoringConfig: {path}:{error}") \
-            from None
+    config = read_text_proto(path, MonitoringConfig(), "monitoring config")
     if not config.prometheus_config.enable:
         return None
     return config.prometheus_config.path or DEFAULT_PATH

@@ -51,6 +51,7 @@ from serving.batching import Batcher
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.execution import call_cancellable
 from serving.tensors import dtype_enum, to_array, to_proto
+from serving.text_protos import read_text_proto
 
 _LOG = logging.getLogger(__name__)
 
@@ -89,22 +90,11 @@ def read_model_config_file(path):
     """Parses a `models.config` file (TF Serving's `ModelServerConfig` text
     format) and checks it; relative base paths are taken from the file's
     folder."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ValueError(f"Cannot read the model config file {path}: {error}") \
-            from error
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ValueError(
-            "Error parsing text-format tensorflow.serving.ModelServerConfig: "
-            f"{path}:{error} (expected TF Serving's ModelServerConfig text "
-            "format: model_config_list { config { name: '...' base_path: "
-            "'...' model_platform: 'tensorflow' } })"
-        ) from error
+    config = read_text_proto(
+        path, model_server_config_pb2.ModelServerConfig(), "model config",
+        hint=" (expected TF Serving's ModelServerConfig text format: "
+             "model_config_list { config { name: '...' base_path: '...' "
+             "model_platform: 'tensorflow' } })")
     folder = os.path.dirname(os.path.abspath(path))
     for model in config.model_config_list.config:
         if model.base_path and not os.path.isabs(model.base_path):

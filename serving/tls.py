@@ -16,7 +16,8 @@ certificate is requested.
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf import text_format
+
+from serving.text_protos import read_text_proto
 
 
 def _ssl_config_class():
@@ -41,19 +42,7 @@ SSLConfig = _ssl_config_class()
 
 def read_ssl_config(path):
     """Parses and checks an `SSLConfig` text file; returns the message."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except OSError as error:
-        raise ValueError(f"Cannot read the SSL config file {path}: {error}") \
-            from None
-    config = SSLConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ValueError("Error parsing text-format "
-                         f"tensorflow.serving.SSLConfig: {path}:{error}") \
-            from None
+    config = read_text_proto(path, SSLConfig(), "SSL config")
     for field, kind in (("server_key", "PRIVATE KEY"),
                         ("server_cert", "CERTIFICATE")):
         value = getattr(config, field)
