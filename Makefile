@@ -22,7 +22,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -n 2 --dist loadfile -q tests
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 tests
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" -n 2 --dist loadfile -q tests

@@ -56,6 +56,13 @@ def write_docs(facts, path, command):
             f"{facts.get('train_seconds_per_step', '?')} s per training step "
             "(validation and checkpoints included), steps "
             f"{'compiled with XLA (the default)' if compiled else 'not compiled with XLA'}.")
+    if "top1" in facts:
+        text += (f" Held-out video top-1 {facts['top1']:.3f} (chance "
+                 f"{facts['chance_top1']:.3f}; the demo fails below twice chance).")
+    settings = facts.get("settings")
+    if settings:
+        text += " Settings (`python -m demo` defaults): " + ", ".join(
+            f"{name} {value}" for name, value in settings.items()) + "."
     return report.write_page(path, "`make demo`: time per demo step", command,
                              [text, report.markdown_table(["demo step", "seconds"], rows)])
 

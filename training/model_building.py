@@ -21,7 +21,7 @@ def resolve_model_builder(spec):
     layer is the softmax `Dense` classifier.
     """
     if spec in zoo.names():
-        return lambda **kwargs: zoo.get(spec, **kwargs)
+        return zoo.builder(spec)
     if ":" not in spec:
         raise ValueError(
             f"Unknown model {spec!r}. Expected one of: {', '.join(zoo.names())}; "

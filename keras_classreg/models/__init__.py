@@ -32,18 +32,30 @@ def names():
     return sorted(_REGISTRY)
 
 
-def get(name, **kwargs):
-    """Builds the registered model `name` with the builder's keyword arguments."""
+def builder(name):
+    """The builder function registered as `name` (its signature lists the
+    keyword arguments `get` accepts).
+
+    >>> import inspect
+    >>> "widen_factor" in inspect.signature(builder("resnet18_3d")).parameters
+    True
+    """
     if name not in _REGISTRY:
         raise ValueError(
             f"Unknown model name {name!r}. Expected one of: {', '.join(names())}."
         )
-    return _REGISTRY[name](**kwargs)
+    return _REGISTRY[name]
+
+
+def get(name, **kwargs):
+    """Builds the registered model `name` with the builder's keyword arguments."""
+    return builder(name)(**kwargs)
 
 
 __all__ = [
     "I3D_AFFECTION_RATES",
     "RESNET_AFFECTION_RATES",
+    "builder",
     "get",
     "i3d",
     "names",
