@@ -282,8 +282,8 @@ HELP = {
     "size": "Frame size of the synthetic videos (and the prepared short side).",
     "model": "Model: a keras_classreg.models name or 'module:builder'.",
     "widen_factor": ("The model builder's widen_factor (1.0: the published "
-                     "widths); a quarter of the widths trains ~3x faster per step "
-                     f"on CPU than 1.0 (default: {DEFAULT_WIDEN_FACTOR} for models "
+                     "widths; a quarter has 1/16 of the parameters) "
+                     f"(default: {DEFAULT_WIDEN_FACTOR} for models "
                      "that have one, e.g. the ResNets; i3d has none)"),
     "clip_length": "Frames per clip (stride 2).",
     "crop_size": "Clip crop size.",
