@@ -11,7 +11,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DEMO_DIR ?= demo_out
 FIGURES ?= docs/benchmarks
 
-.PHONY: install test test-fast demo bench figures clean
+.PHONY: install lint format test test-fast demo bench figures clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
+
+# ruff (configured in pyproject.toml): the linter and the formatter's check.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 test: install
 	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15 tests

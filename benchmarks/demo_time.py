@@ -33,8 +33,7 @@ def run_demo(out, demo_args=()):
     with `wall_seconds` (the whole process) added."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "demo", "--out", str(out), *demo_args],
-                          env=env)
+    done = subprocess.run([sys.executable, "-m", "demo", "--out", str(out), *demo_args], env=env)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"error: python -m demo exited with status {done.returncode}")
@@ -45,38 +44,49 @@ def run_demo(out, demo_args=()):
 
 def write_docs(facts, path, command):
     """The timings as a Markdown page (`benchmarks.report`)."""
-    rows = [[name.removeprefix("step_"), seconds]
-            for name, seconds in facts["seconds"].items()]
+    rows = [[name.removeprefix("step_"), seconds] for name, seconds in facts["seconds"].items()]
     rows.append(["**total** (the demo's own clock)", facts["total_seconds"]])
     rows.append(["the whole process (start-up included)", facts["wall_seconds"]])
     verdict = "met" if facts["wall_seconds"] <= TARGET_SECONDS else "NOT met"
     compiled = facts.get("xla_compiled")
-    text = (f"Target: the whole demo within {TARGET_SECONDS // 60} minutes on a 2-core "
-            f"machine: **{verdict}** ({facts['wall_seconds']:.0f} s). Training: "
-            f"{facts.get('train_seconds_per_step', '?')} s per training step "
-            "(validation and checkpoints included), steps "
-            f"{'compiled with XLA (the default)' if compiled else 'not compiled with XLA'}.")
+    text = (
+        f"Target: the whole demo within {TARGET_SECONDS // 60} minutes on a 2-core "
+        f"machine: **{verdict}** ({facts['wall_seconds']:.0f} s). Training: "
+        f"{facts.get('train_seconds_per_step', '?')} s per training step "
+        "(validation and checkpoints included), steps "
+        f"{'compiled with XLA (the default)' if compiled else 'not compiled with XLA'}."
+    )
     if "top1" in facts:
-        text += (f" Held-out video top-1 {facts['top1']:.3f} (chance "
-                 f"{facts['chance_top1']:.3f}; the demo fails below twice chance).")
+        text += (
+            f" Held-out video top-1 {facts['top1']:.3f} (chance "
+            f"{facts['chance_top1']:.3f}; the demo fails below twice chance)."
+        )
     settings = facts.get("settings")
     if settings:
-        text += " Settings (`python -m demo` defaults): " + ", ".join(
-            f"{name} {value}" for name, value in settings.items()) + "."
-    return report.write_page(path, "`make demo`: time per demo step", command,
-                             [text, report.markdown_table(["demo step", "seconds"], rows)])
+        text += (
+            " Settings (`python -m demo` defaults): "
+            + ", ".join(f"{name} {value}" for name, value in settings.items())
+            + "."
+        )
+    return report.write_page(
+        path,
+        "`make demo`: time per demo step",
+        command,
+        [text, report.markdown_table(["demo step", "seconds"], rows)],
+    )
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    demo_args = argv[argv.index("--") + 1:] if "--" in argv else []
-    own = argv[:argv.index("--")] if "--" in argv else argv
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.demo_time",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--keep", metavar="DIR",
-                        help="Run the demo in DIR (new) and keep it.")
-    parser.add_argument("--docs", metavar="FILE",
-                        help="Write the timings, command, date and machine to FILE.")
+    demo_args = argv[argv.index("--") + 1 :] if "--" in argv else []
+    own = argv[: argv.index("--")] if "--" in argv else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.demo_time", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--keep", metavar="DIR", help="Run the demo in DIR (new) and keep it.")
+    parser.add_argument(
+        "--docs", metavar="FILE", help="Write the timings, command, date and machine to FILE."
+    )
     args = parser.parse_args(own)
     print(f"CPU: {report.cpu_model()} ({os.cpu_count()} logical CPUs)", flush=True)
     if args.keep:

@@ -49,20 +49,21 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import tensorflow as tf  # noqa: E402
+import tensorflow as tf
 
-from clipspec.format import DEFAULT_MEAN, DEFAULT_STD  # noqa: E402
-from training import data  # noqa: E402
-from training.data import shard_format  # noqa: E402
-from clipspec.decode import VIDEO_EXTENSIONS  # noqa: E402
-from training.data.layouts import VideoDataset, VideoItem  # noqa: E402
-from benchmarks import report  # noqa: E402
+from benchmarks import report
+from clipspec.decode import VIDEO_EXTENSIONS
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD
+from training import data
+from training.data import shard_format
+from training.data.layouts import VideoDataset, VideoItem
 
 
 def flat_videos(folder, repeat):
     """Every video file under `folder` as one class, listed `repeat` times."""
-    paths = sorted(str(p) for p in pathlib.Path(folder).rglob("*")
-                   if p.suffix.lower() in VIDEO_EXTENSIONS)
+    paths = sorted(
+        str(p) for p in pathlib.Path(folder).rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS
+    )
     if not paths:
         raise SystemExit(f"error: no video files under {folder}")
     # Listing each file several times makes a bigger dataset (same frames).
@@ -94,9 +95,15 @@ def raw_decode_dataset(prefixes):
 
 def time_raw_decode(jpegs, frames, clip_length, chunk=128):
     # Frames of different videos differ in size: keep only their shapes.
-    decoded = (jpegs.map(lambda j: tf.shape(tf.io.decode_jpeg(j, channels=3)),
-                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-               .batch(chunk).prefetch(tf.data.AUTOTUNE))
+    decoded = (
+        jpegs.map(
+            lambda j: tf.shape(tf.io.decode_jpeg(j, channels=3)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=False,
+        )
+        .batch(chunk)
+        .prefetch(tf.data.AUTOTUNE)
+    )
     iterator = iter(decoded)
     for _ in range(2):
         next(iterator)
@@ -104,8 +111,7 @@ def time_raw_decode(jpegs, frames, clip_length, chunk=128):
     done = 0
     while done < frames:
         done += int(next(iterator).shape[0])
-    return _rates(done, time.perf_counter() - start, time.process_time() - cpu,
-                  clip_length)
+    return _rates(done, time.perf_counter() - start, time.process_time() - cpu, clip_length)
 
 
 READ_STAGE = "read (the clip's span of frame records)"
@@ -127,8 +133,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
             seeds = tf.random.experimental.stateless_split(seed, 3)
             last = views.max_start(video["num_frames"], clip_length, stride)
             start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
-            indices = views.clip_indices(video["num_frames"], clip_length, stride,
-                                              start)
+            indices = views.clip_indices(video["num_frames"], clip_length, stride, start)
             jpegs = reader(video["shard"], video["first"], indices)
             if stage == READ_STAGE:
                 return tf.reduce_sum(tf.strings.length(jpegs))
@@ -136,8 +141,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
             frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
             if stage == "+ decode_jpeg":
                 return tf.reduce_sum(tf.shape(frames))
-            frames = frames[:, window[0]:window[0] + window[2],
-                            window[1]:window[1] + window[3]]
+            frames = frames[:, window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
             if stage == "+ crop":
                 return tf.reduce_sum(tf.shape(frames))
             out = views.resize(frames, crop, crop, antialias=False)
@@ -145,17 +149,25 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
             if stage == "+ resize + flip + normalise":
                 return tf.reduce_sum(out[:, 0, 0, 0])
             return out
+
         return clip
 
     costs = {}
     videos = tf.data.Dataset.from_tensor_slices(table).repeat()
     seeds = tf.data.Dataset.random(seed=0).batch(2)
-    for stage in (READ_STAGE, "+ decode_jpeg", "+ crop",
-                  "+ resize + flip + normalise", "+ batch (= the host pipeline)"):
-        pipeline = (tf.data.Dataset.zip((videos, seeds))
-                    .map(cut(stage), num_parallel_calls=tf.data.AUTOTUNE,
-                         deterministic=False)
-                    .batch(batch).prefetch(tf.data.AUTOTUNE))
+    for stage in (
+        READ_STAGE,
+        "+ decode_jpeg",
+        "+ crop",
+        "+ resize + flip + normalise",
+        "+ batch (= the host pipeline)",
+    ):
+        pipeline = (
+            tf.data.Dataset.zip((videos, seeds))
+            .map(cut(stage), num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         costs[stage] = _cpu_ms_per_clip(iter(pipeline), clips // batch, batch)
     return costs
 
@@ -230,33 +242,48 @@ class Baseline:
     this process's and no iterator works outside its own round.
     """
 
-    def __init__(self, checkout, dataset, out, short_side, workers, pipeline,
-                 test_pipeline):
+    def __init__(self, checkout, dataset, out, short_side, workers, pipeline, test_pipeline):
         checkout = pathlib.Path(checkout).resolve()
         if not (checkout / "training" / "data").is_dir():
-            raise SystemExit(f"error: --baseline-checkout {checkout} has no "
-                             "training/data package (give a checkout of this repository)")
-        spec = {"items": [[i.path, i.label, i.class_name, i.subset] for i in dataset.items],
-                "class_names": list(dataset.class_names), "out": str(out),
-                "short_side": short_side, "workers": workers, "pipeline": pipeline,
-                "test_pipeline": test_pipeline}
+            raise SystemExit(
+                f"error: --baseline-checkout {checkout} has no "
+                "training/data package (give a checkout of this repository)"
+            )
+        spec = {
+            "items": [[i.path, i.label, i.class_name, i.subset] for i in dataset.items],
+            "class_names": list(dataset.class_names),
+            "out": str(out),
+            "short_side": short_side,
+            "workers": workers,
+            "pipeline": pipeline,
+            "test_pipeline": test_pipeline,
+        }
         self.log = pathlib.Path(str(out) + ".log")
         env = dict(os.environ, PYTHONPATH=str(checkout))
         self.process = subprocess.Popen(
-            [sys.executable, "-c", BASELINE_CHILD, json.dumps(spec)], cwd=checkout,
-            env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=self.log.open("w"), text=True)
+            [sys.executable, "-c", BASELINE_CHILD, json.dumps(spec)],
+            cwd=checkout,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("w"),
+            text=True,
+        )
         self._expect("ready")
         self.revision = subprocess.run(
             ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True).stdout.strip() or str(checkout)
+            capture_output=True,
+            text=True,
+        ).stdout.strip() or str(checkout)
 
     def _expect(self, what=None):
         line = self.process.stdout.readline()
         if not line or (what and line.strip() != what):
             self.process.kill()
-            raise SystemExit(f"error: the baseline process stopped; its log "
-                             f"{self.log}:\n{self.log.read_text()[-3000:]}")
+            raise SystemExit(
+                f"error: the baseline process stopped; its log "
+                f"{self.log}:\n{self.log.read_text()[-3000:]}"
+            )
         return line
 
     def time(self, mode, batches):
@@ -275,32 +302,55 @@ class Baseline:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--videos", help="Folder of videos to use (default: write "
-                                         "synthetic 128x128, 64-frame videos).")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="List each video this many times (bigger dataset).")
-    parser.add_argument("--synthetic", type=int, default=48,
-                        help="Synthetic videos to write when --videos is not given.")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--videos",
+        help="Folder of videos to use (default: write synthetic 128x128, 64-frame videos).",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="List each video this many times (bigger dataset)."
+    )
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=48,
+        help="Synthetic videos to write when --videos is not given.",
+    )
     parser.add_argument("--work", help="Working folder (default: a temporary one).")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="prepare's decoding processes.")
-    parser.add_argument("--batches", type=int, default=30,
-                        help="Batches of 8 clips timed per round.")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="prepare's decoding processes."
+    )
+    parser.add_argument(
+        "--batches", type=int, default=30, help="Batches of 8 clips timed per round."
+    )
     parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds.")
-    parser.add_argument("--short-side", type=int, default=128,
-                        help="prepare's stored frame short side (default 128).")
-    parser.add_argument("--augmentation", default="scale_jitter",
-                        choices=("scale_jitter", "random_resized_crop", "center"))
-    parser.add_argument("--baseline-checkout", metavar="DIR",
-                        help="A checkout of another revision whose host train "
-                             "pipeline is timed too, rounds alternating (e.g. "
-                             "`git worktree add /tmp/base 1dc497d`).")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=128,
+        help="prepare's stored frame short side (default 128).",
+    )
+    parser.add_argument(
+        "--augmentation",
+        default="scale_jitter",
+        choices=("scale_jitter", "random_resized_crop", "center"),
+    )
+    parser.add_argument(
+        "--baseline-checkout",
+        metavar="DIR",
+        help="A checkout of another revision whose host train "
+        "pipeline is timed too, rounds alternating (e.g. "
+        "`git worktree add /tmp/base 1dc497d`).",
+    )
     parser.add_argument("--json", help="Write the figures to this JSON file.")
-    parser.add_argument("--docs", metavar="FILE",
-                        help="Write the figures, the command, the CPU model and the "
-                             "load average as Markdown to FILE.")
+    parser.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="Write the figures, the command, the CPU model and the "
+        "load average as Markdown to FILE.",
+    )
     args = parser.parse_args(argv)
 
     clip_length, stride, crop, batch = 16, 2, 112, 8
@@ -311,39 +361,65 @@ def main(argv=None):
         per_class = max(1, args.synthetic // 6)
         print(f"writing {6 * per_class} synthetic videos (64 frames, 128x128) ...")
         synthetic = data.write_synthetic_dataset(
-            work / "videos", classes=6, per_class=per_class, frames=64, size=128,
-            preset="medium", test_fraction=0.0,
+            work / "videos",
+            classes=6,
+            per_class=per_class,
+            frames=64,
+            size=128,
+            preset="medium",
+            test_fraction=0.0,
         )
         dataset = synthetic
-    manifest = data.prepare_dataset(dataset, work / "prepared", short_side=args.short_side,
-                                    workers=args.workers, progress=True)
+    manifest = data.prepare_dataset(
+        dataset, work / "prepared", short_side=args.short_side, workers=args.workers, progress=True
+    )
     decode = manifest["decode"]
     run = decode["this_run"]
-    print(f"prepare: {decode['videos']} videos, {decode['frames']} frames; PyAV decode "
-          f"{decode['decode_fps']} frames/s per process (decode + resize, no JPEG)")
+    print(
+        f"prepare: {decode['videos']} videos, {decode['frames']} frames; PyAV decode "
+        f"{decode['decode_fps']} frames/s per process (decode + resize, no JPEG)"
+    )
     if run["videos_processed"]:
-        print(f"prepare: {run['videos_per_second']} videos/s with {run['workers']} "
-              "workers (decode + JPEG encode + write)")
+        print(
+            f"prepare: {run['videos_per_second']} videos/s with {run['workers']} "
+            "workers (decode + JPEG encode + write)"
+        )
     else:
         print("prepare: all shards reused from an earlier run of the same --work")
 
     prepared = work / "prepared"
-    settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
-                    batch_size=batch, augmentation=args.augmentation)
-    test_settings = dict(clip_length=clip_length, stride=stride, crop_size=crop,
-                         batch_size=batch, num_clips=10, num_crops=1)
+    settings = dict(
+        clip_length=clip_length,
+        stride=stride,
+        crop_size=crop,
+        batch_size=batch,
+        augmentation=args.augmentation,
+    )
+    test_settings = dict(
+        clip_length=clip_length,
+        stride=stride,
+        crop_size=crop,
+        batch_size=batch,
+        num_clips=10,
+        num_crops=1,
+    )
     pipelines = {
-        place: data.clip_dataset(prepared, "train", repeat=True, augment_on=place,
-                                 **settings)
+        place: data.clip_dataset(prepared, "train", repeat=True, augment_on=place, **settings)
         for place in ("host", "device")
     }
-    test_views = data.clip_dataset(prepared, "train", mode="test", repeat=True,
-                                   **test_settings)
+    test_views = data.clip_dataset(prepared, "train", mode="test", repeat=True, **test_settings)
     baseline = None
     if args.baseline_checkout:
         print(f"baseline: preparing and starting {args.baseline_checkout}'s pipeline ...")
-        baseline = Baseline(args.baseline_checkout, dataset, work / "prepared-baseline",
-                            args.short_side, args.workers, settings, test_settings)
+        baseline = Baseline(
+            args.baseline_checkout,
+            dataset,
+            work / "prepared-baseline",
+            args.short_side,
+            args.workers,
+            settings,
+            test_settings,
+        )
     jpegs = raw_decode_dataset(data.shard_paths(data.load_manifest(prepared), "train"))
     rates = {"host": [], "device": [], "raw": [], "test": []}
     if baseline:
@@ -352,26 +428,37 @@ def main(argv=None):
         for round_index in range(args.rounds):
             for place, pipeline in pipelines.items():
                 rates[place].append(time_pipeline(pipeline, args.batches))
-            rates["raw"].append(time_raw_decode(jpegs, args.batches * batch * clip_length,
-                                                clip_length))
+            rates["raw"].append(
+                time_raw_decode(jpegs, args.batches * batch * clip_length, clip_length)
+            )
             rates["test"].append(time_pipeline(test_views, args.batches))
             if baseline:
                 rates["baseline_host"].append(baseline.time("train", args.batches))
                 rates["baseline_test"].append(baseline.time("test", args.batches))
-            print(f"round {round_index + 1}: " + "; ".join(
-                f"{name} {r[-1][0]:.1f} {'views' if 'test' in name else 'clips'}/s "
-                f"({r[-1][1]:.1f} per CPU-second)"
-                for name, r in rates.items()))
+            print(
+                f"round {round_index + 1}: "
+                + "; ".join(
+                    f"{name} {r[-1][0]:.1f} {'views' if 'test' in name else 'clips'}/s "
+                    f"({r[-1][1]:.1f} per CPU-second)"
+                    for name, r in rates.items()
+                )
+            )
     finally:
         if baseline:
             baseline.close()
     wall = {name: statistics.median(r[0] for r in values) for name, values in rates.items()}
     cpu = {name: statistics.median(r[1] for r in values) for name, values in rates.items()}
     result = {
-        "clip": [clip_length, crop, crop, 3], "stride": stride, "batch_size": batch,
-        "augmentation": args.augmentation, "cpu": report.cpu_model(), "cpus": os.cpu_count(),
-        "rounds": args.rounds, "clips_per_round": args.batches * batch,
-        "videos": decode["videos"], "frames": decode["frames"],
+        "clip": [clip_length, crop, crop, 3],
+        "stride": stride,
+        "batch_size": batch,
+        "augmentation": args.augmentation,
+        "cpu": report.cpu_model(),
+        "cpus": os.cpu_count(),
+        "rounds": args.rounds,
+        "clips_per_round": args.batches * batch,
+        "videos": decode["videos"],
+        "frames": decode["frames"],
         "load_average": [round(v, 2) for v in os.getloadavg()],
         "raw_decode_clips_per_second": round(wall["raw"], 1),
         "raw_decode_frames_per_second": round(wall["raw"] * clip_length, 1),
@@ -386,47 +473,59 @@ def main(argv=None):
         result[f"{place}_ratio"] = round(wall[place] / wall["raw"], 3)
         result[f"{place}_pipeline_clips_per_cpu_second"] = round(cpu[place], 1)
         result[f"{place}_cpu_ratio"] = round(cpu[place] / cpu["raw"], 3)
-        print(f"median, augment_on={place!r}: {wall[place]:.1f} clips/s vs raw decode "
-              f"{wall['raw']:.1f} -> ratio {wall[place] / wall['raw']:.2f} "
-              f"(target >= 0.8); per CPU-second {cpu[place]:.1f} vs {cpu['raw']:.1f} "
-              f"-> {cpu[place] / cpu['raw']:.2f}")
+        print(
+            f"median, augment_on={place!r}: {wall[place]:.1f} clips/s vs raw decode "
+            f"{wall['raw']:.1f} -> ratio {wall[place] / wall['raw']:.2f} "
+            f"(target >= 0.8); per CPU-second {cpu[place]:.1f} vs {cpu['raw']:.1f} "
+            f"-> {cpu[place] / cpu['raw']:.2f}"
+        )
     result["test_views_per_second"] = round(wall["test"], 1)
     result["test_views_per_cpu_second"] = round(cpu["test"], 1)
-    print(f"median, test mode (10 clips x 1 crop per video): {wall['test']:.1f} views/s "
-          f"({cpu['test']:.1f} per CPU-second)")
+    print(
+        f"median, test mode (10 clips x 1 crop per video): {wall['test']:.1f} views/s "
+        f"({cpu['test']:.1f} per CPU-second)"
+    )
     if baseline:
         result["baseline"] = {
-            "checkout": str(args.baseline_checkout), "revision": baseline.revision,
+            "checkout": str(args.baseline_checkout),
+            "revision": baseline.revision,
             "host_pipeline_clips_per_second": round(wall["baseline_host"], 1),
             "host_pipeline_clips_per_cpu_second": round(cpu["baseline_host"], 1),
             "this_over_baseline": round(wall["host"] / wall["baseline_host"], 3),
             "this_over_baseline_cpu": round(cpu["host"] / cpu["baseline_host"], 3),
             "rounds_this_over_baseline": [
-                round(a[0] / b[0], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+                round(a[0] / b[0], 3) for a, b in zip(rates["host"], rates["baseline_host"])
+            ],
             "rounds_this_over_baseline_cpu": [
-                round(a[1] / b[1], 3) for a, b in zip(rates["host"], rates["baseline_host"])],
+                round(a[1] / b[1], 3) for a, b in zip(rates["host"], rates["baseline_host"])
+            ],
             "test_views_per_second": round(wall["baseline_test"], 1),
             "test_views_per_cpu_second": round(cpu["baseline_test"], 1),
             "test_this_over_baseline": round(wall["test"] / wall["baseline_test"], 3),
             "test_this_over_baseline_cpu": round(cpu["test"] / cpu["baseline_test"], 3),
         }
-        print(f"median, host pipeline of this checkout vs {baseline.revision}: "
-              f"{wall['host']:.1f} vs {wall['baseline_host']:.1f} clips/s -> "
-              f"{wall['host'] / wall['baseline_host']:.3f} (target >= 0.95); per "
-              f"CPU-second {cpu['host']:.1f} vs {cpu['baseline_host']:.1f} -> "
-              f"{cpu['host'] / cpu['baseline_host']:.3f}; test mode {wall['test']:.1f} vs "
-              f"{wall['baseline_test']:.1f} views/s -> "
-              f"{wall['test'] / wall['baseline_test']:.3f}, per CPU-second "
-              f"{cpu['test'] / cpu['baseline_test']:.3f}")
+        print(
+            f"median, host pipeline of this checkout vs {baseline.revision}: "
+            f"{wall['host']:.1f} vs {wall['baseline_host']:.1f} clips/s -> "
+            f"{wall['host'] / wall['baseline_host']:.3f} (target >= 0.95); per "
+            f"CPU-second {cpu['host']:.1f} vs {cpu['baseline_host']:.1f} -> "
+            f"{cpu['host'] / cpu['baseline_host']:.3f}; test mode {wall['test']:.1f} vs "
+            f"{wall['baseline_test']:.1f} views/s -> "
+            f"{wall['test'] / wall['baseline_test']:.3f}, per CPU-second "
+            f"{cpu['test'] / cpu['baseline_test']:.3f}"
+        )
     costs = stage_costs(prepared, clip_length, stride, crop, batch)
     costs["device-augment pipeline (decode + square + batch)"] = _cpu_ms_per_clip(
-        iter(pipelines["device"]), 40, batch)
+        iter(pipelines["device"]), 40, batch
+    )
     raw_ms = round(1000 / cpu["raw"], 2)
     layer_ms = device_layer_cost(pipelines["device"])
-    print("CPU ms per clip, host pipeline cut after each stage: "
-          + "; ".join(f"{k} {v}" for k, v in costs.items())
-          + f"; raw decode_jpeg of {clip_length} full frames {raw_ms}; "
-          f"ClipAugmentation on this CPU {layer_ms}")
+    print(
+        "CPU ms per clip, host pipeline cut after each stage: "
+        + "; ".join(f"{k} {v}" for k, v in costs.items())
+        + f"; raw decode_jpeg of {clip_length} full frames {raw_ms}; "
+        f"ClipAugmentation on this CPU {layer_ms}"
+    )
     result["cpu_ms_per_clip_by_stage"] = costs
     result["raw_decode_cpu_ms_per_clip"] = raw_ms
     result["clip_augmentation_layer_cpu_ms_per_clip"] = layer_ms
@@ -450,58 +549,85 @@ def write_docs(result, path, command):
         f"stride {result['stride']}, batch {result['batch_size']}, "
         f"{result['augmentation']} + flip + normalisation; "
         f"{result['rounds']} alternating rounds of {result['clips_per_round']} clips, "
-        "medians.", "",
+        "medians.",
+        "",
         "| pipeline | clips/s | clips per CPU-second | / raw decode (target >= 0.8) |",
         "| --- | --- | --- | --- |",
     ]
-    for place, what in (("host", "train, `augment_on=\"host\"` (float clips)"),
-                        ("device", "train, `augment_on=\"device\"` (uint8 frames)")):
-        lines.append(f"| {what} | {result[f'{place}_pipeline_clips_per_second']} | "
-                     f"{result[f'{place}_pipeline_clips_per_cpu_second']} | "
-                     f"{result[f'{place}_ratio']} |")
-    lines.append(f"| raw `tf.io.decode_jpeg` of the same frames (16 per clip) | "
-                 f"{result['raw_decode_clips_per_second']} | "
-                 f"{result['raw_decode_clips_per_cpu_second']} | 1 |")
-    lines.append(f"| test mode, 10 clips x 1 crop per video (views/s) | "
-                 f"{result['test_views_per_second']} | "
-                 f"{result['test_views_per_cpu_second']} | |")
+    for place, what in (
+        ("host", 'train, `augment_on="host"` (float clips)'),
+        ("device", 'train, `augment_on="device"` (uint8 frames)'),
+    ):
+        lines.append(
+            f"| {what} | {result[f'{place}_pipeline_clips_per_second']} | "
+            f"{result[f'{place}_pipeline_clips_per_cpu_second']} | "
+            f"{result[f'{place}_ratio']} |"
+        )
+    lines.append(
+        f"| raw `tf.io.decode_jpeg` of the same frames (16 per clip) | "
+        f"{result['raw_decode_clips_per_second']} | "
+        f"{result['raw_decode_clips_per_cpu_second']} | 1 |"
+    )
+    lines.append(
+        f"| test mode, 10 clips x 1 crop per video (views/s) | "
+        f"{result['test_views_per_second']} | "
+        f"{result['test_views_per_cpu_second']} | |"
+    )
     base = result.get("baseline")
     if base:
         raw = result["raw_decode_clips_per_second"]
-        lines.append(f"| baseline: revision {base['revision']}, train host | "
-                     f"{base['host_pipeline_clips_per_second']} | "
-                     f"{base['host_pipeline_clips_per_cpu_second']} | "
-                     f"{round(base['host_pipeline_clips_per_second'] / raw, 3)} |")
-        lines.append(f"| baseline: revision {base['revision']}, test mode (views/s) | "
-                     f"{base['test_views_per_second']} | "
-                     f"{base['test_views_per_cpu_second']} | |")
-        lines += ["", f"This checkout / revision {base['revision']} (target >= 0.95): "
-                  f"train host pipeline {base['this_over_baseline']} in clips/s, "
-                  f"{base['this_over_baseline_cpu']} per CPU-second (ratios of the "
-                  f"medians; round by round: "
-                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline'])} in "
-                  f"clips/s, "
-                  f"{', '.join(str(v) for v in base['rounds_this_over_baseline_cpu'])} "
-                  "per CPU-second); "
-                  f"test mode {base['test_this_over_baseline']} in views/s, "
-                  f"{base['test_this_over_baseline_cpu']} per CPU-second."]
-    lines += ["", "CPU milliseconds per clip, host pipeline cut after each stage:", "",
-              "| stage | CPU ms per clip |", "| --- | --- |"]
-    lines += [f"| {stage} | {ms} |" for stage, ms in
-              result["cpu_ms_per_clip_by_stage"].items()]
-    lines += [f"| raw `decode_jpeg` of 16 full frames | {result['raw_decode_cpu_ms_per_clip']} |",
-              f"| `ClipAugmentation` on this CPU (an accelerator's work) | "
-              f"{result['clip_augmentation_layer_cpu_ms_per_clip']} |", "",
-              f"prepare: PyAV decode {result['pyav_decode_fps_per_process']} frames/s "
-              f"per process; {result['prepare_videos_per_second']} videos/s with "
-              f"{result['prepare_workers']} workers.", ""]
-    report.write_page(path, "Input-pipeline benchmark (`benchmarks/input_pipeline.py`)",
-                      command, ["\n".join(lines)])
+        lines.append(
+            f"| baseline: revision {base['revision']}, train host | "
+            f"{base['host_pipeline_clips_per_second']} | "
+            f"{base['host_pipeline_clips_per_cpu_second']} | "
+            f"{round(base['host_pipeline_clips_per_second'] / raw, 3)} |"
+        )
+        lines.append(
+            f"| baseline: revision {base['revision']}, test mode (views/s) | "
+            f"{base['test_views_per_second']} | "
+            f"{base['test_views_per_cpu_second']} | |"
+        )
+        lines += [
+            "",
+            f"This checkout / revision {base['revision']} (target >= 0.95): "
+            f"train host pipeline {base['this_over_baseline']} in clips/s, "
+            f"{base['this_over_baseline_cpu']} per CPU-second (ratios of the "
+            f"medians; round by round: "
+            f"{', '.join(str(v) for v in base['rounds_this_over_baseline'])} in "
+            f"clips/s, "
+            f"{', '.join(str(v) for v in base['rounds_this_over_baseline_cpu'])} "
+            "per CPU-second); "
+            f"test mode {base['test_this_over_baseline']} in views/s, "
+            f"{base['test_this_over_baseline_cpu']} per CPU-second.",
+        ]
+    lines += [
+        "",
+        "CPU milliseconds per clip, host pipeline cut after each stage:",
+        "",
+        "| stage | CPU ms per clip |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {stage} | {ms} |" for stage, ms in result["cpu_ms_per_clip_by_stage"].items()]
+    lines += [
+        f"| raw `decode_jpeg` of 16 full frames | {result['raw_decode_cpu_ms_per_clip']} |",
+        f"| `ClipAugmentation` on this CPU (an accelerator's work) | "
+        f"{result['clip_augmentation_layer_cpu_ms_per_clip']} |",
+        "",
+        f"prepare: PyAV decode {result['pyav_decode_fps_per_process']} frames/s "
+        f"per process; {result['prepare_videos_per_second']} videos/s with "
+        f"{result['prepare_workers']} workers.",
+        "",
+    ]
+    report.write_page(
+        path,
+        "Input-pipeline benchmark (`benchmarks/input_pipeline.py`)",
+        command,
+        ["\n".join(lines)],
+    )
 
 
 def _frame_size(prepared):
-    table = shard_format.load_table(
-        data.shard_paths(data.load_manifest(prepared), "train")[:1])
+    table = shard_format.load_table(data.shard_paths(data.load_manifest(prepared), "train")[:1])
     return table["height"][0], table["width"][0]
 
 

@@ -33,19 +33,19 @@ FILE` also writes it to a file).
 
 import argparse
 import json
-import re
 import os
+import re
 import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from keras_classreg import models as zoo  # noqa: E402
+from keras_classreg import models as zoo
 
 DEFAULT_MODELS = ("resnet18_3d", "resnet50_3d", "resnext101_3d", "i3d")
 SURVEYED = (keras.layers.Conv3D, keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
@@ -56,7 +56,8 @@ def parse_clip(text):
         t, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected TxHxW, e.g. 8x112x112; received {text!r}") from None
+            f"expected TxHxW, e.g. 8x112x112; received {text!r}"
+        ) from None
     return t, h, w
 
 
@@ -78,16 +79,20 @@ def describe(layer):
     """A short text for a layer's configuration."""
     config = layer.get_config()
     if isinstance(layer, keras.layers.Conv3D):
-        text = (f"conv {'x'.join(map(str, config['kernel_size']))} "
-                f"s{''.join(map(str, config['strides']))} -> {config['filters']}")
+        text = (
+            f"conv {'x'.join(map(str, config['kernel_size']))} "
+            f"s{''.join(map(str, config['strides']))} -> {config['filters']}"
+        )
         if config.get("groups", 1) != 1:
             text += f" g{config['groups']}"
         if tuple(config["dilation_rate"]) != (1, 1, 1):
             text += f" d{''.join(map(str, config['dilation_rate']))}"
     else:
         kind = "maxpool" if isinstance(layer, keras.layers.MaxPooling3D) else "avgpool"
-        text = (f"{kind} {'x'.join(map(str, config['pool_size']))} "
-                f"s{''.join(map(str, config['strides']))}")
+        text = (
+            f"{kind} {'x'.join(map(str, config['pool_size']))} "
+            f"s{''.join(map(str, config['strides']))}"
+        )
     return f"{text} {config['padding']}"
 
 
@@ -95,7 +100,11 @@ def layer_key(layer, input_shape):
     config = dict(layer.get_config())
     config.pop("name", None)
     config.pop("trainable", None)
-    return (type(layer).__name__, tuple(input_shape), json.dumps(config, sort_keys=True, default=str))
+    return (
+        type(layer).__name__,
+        tuple(input_shape),
+        json.dumps(config, sort_keys=True, default=str),
+    )
 
 
 def _after_weights(tensor, memo):
@@ -108,9 +117,11 @@ def _after_weights(tensor, memo):
     if id(operation) not in memo:
         memo[id(operation)] = False  # an input layer, until proven otherwise
         node = operation._inbound_nodes[history.node_index]
-        memo[id(operation)] = bool(operation.weights) and not isinstance(
-            operation, keras.layers.InputLayer) or any(
-            _after_weights(t, memo) for t in node.input_tensors)
+        memo[id(operation)] = (
+            bool(operation.weights)
+            and not isinstance(operation, keras.layers.InputLayer)
+            or any(_after_weights(t, memo) for t in node.input_tensors)
+        )
     return memo[id(operation)]
 
 
@@ -119,8 +130,7 @@ def collect_layers(model_names, clip, batch_size, dilated):
     distinct configuration and input shape, in first-seen order."""
     found = {}
     for name in model_names:
-        model = zoo.get(name, num_classes=10, input_shape=(*clip, 3),
-                        class_regularization=False)
+        model = zoo.get(name, num_classes=10, input_shape=(*clip, 3), class_regularization=False)
         memo = {}
         for layer in model._flatten_layers(include_self=False):
             if not isinstance(layer, SURVEYED):
@@ -129,10 +139,15 @@ def collect_layers(model_names, clip, batch_size, dilated):
             shape = (batch_size, *layer.input.shape[1:])
             key = layer_key(layer, shape)
             if key not in found:
-                found[key] = {"what": describe(layer), "class": type(layer),
-                              "config": layer.get_config(), "shape": shape,
-                              "layers": [], "models": [],
-                              "input_grad": needs_input_grad}
+                found[key] = {
+                    "what": describe(layer),
+                    "class": type(layer),
+                    "config": layer.get_config(),
+                    "shape": shape,
+                    "layers": [],
+                    "models": [],
+                    "input_grad": needs_input_grad,
+                }
             entry = found[key]
             entry["input_grad"] |= needs_input_grad
             entry["layers"].append(f"{name}/{layer.name}")
@@ -143,13 +158,20 @@ def collect_layers(model_names, clip, batch_size, dilated):
     entries = list(found.values())
     if dilated:
         t, h, w = clip
-        layer = keras.layers.Conv3D(128, 3, dilation_rate=(1, 2, 2), padding="same",
-                                    use_bias=False, name="dilated")
-        entries.append({"what": describe(layer), "class": keras.layers.Conv3D,
-                        "config": layer.get_config(),
-                        "shape": (batch_size, max(1, t // 2), h // 8, w // 8, 128),
-                        "layers": ["(not in the zoo)"], "models": [],
-                        "input_grad": True})
+        layer = keras.layers.Conv3D(
+            128, 3, dilation_rate=(1, 2, 2), padding="same", use_bias=False, name="dilated"
+        )
+        entries.append(
+            {
+                "what": describe(layer),
+                "class": keras.layers.Conv3D,
+                "config": layer.get_config(),
+                "shape": (batch_size, max(1, t // 2), h // 8, w // 8, 128),
+                "layers": ["(not in the zoo)"],
+                "models": [],
+                "input_grad": True,
+            }
+        )
     return entries
 
 
@@ -216,13 +238,17 @@ def survey(entries, repeats, modes, plain_conv3d=False):
         flops = conv_flops(entry["config"], entry["shape"], y.shape) if is_conv else None
         for pass_name, function in passes(layer, is_conv, entry["input_grad"]).items():
             args = (x,) if pass_name == "forward" else (x, upstream)
-            row = {"what": entry["what"], "layer_class": cls.__name__,
-                   "input": "x".join(map(str, entry["shape"])),
-                   "pass": pass_name, "gflop": None if flops is None else flops / 1e9,
-                   "models": entry["models"], "layers": entry["layers"]}
+            row = {
+                "what": entry["what"],
+                "layer_class": cls.__name__,
+                "input": "x".join(map(str, entry["shape"])),
+                "pass": pass_name,
+                "gflop": None if flops is None else flops / 1e9,
+                "models": entry["models"],
+                "layers": entry["layers"],
+            }
             # interleave the modes, one call each, so both see the same load
-            compiled = {mode: tf.function(function, jit_compile=(mode == "xla"))
-                        for mode in modes}
+            compiled = {mode: tf.function(function, jit_compile=(mode == "xla")) for mode in modes}
             for mode in modes:
                 try:
                     median, first = time_call(compiled[mode], args, repeats)
@@ -230,7 +256,9 @@ def survey(entries, repeats, modes, plain_conv3d=False):
                     row[f"{mode}_first_ms"] = round(first * 1e3, 1)
                 except (tf.errors.OpError, ValueError, NotImplementedError) as error:
                     row[f"{mode}_ms"] = None
-                    row[f"{mode}_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                    row[f"{mode}_error"] = (
+                        f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+                    )
             rows.append(row)
             print(format_row(row, modes), flush=True)
     return rows
@@ -241,8 +269,11 @@ def flag_cliffs(rows, modes, factor):
     medians = {}
     for mode in modes:
         for pass_name in ("forward", "grad_input", "grad_filter"):
-            rates = [r["gflop"] / (r[f"{mode}_ms"] / 1e3) for r in rows
-                     if r["pass"] == pass_name and r["gflop"] and r.get(f"{mode}_ms")]
+            rates = [
+                r["gflop"] / (r[f"{mode}_ms"] / 1e3)
+                for r in rows
+                if r["pass"] == pass_name and r["gflop"] and r.get(f"{mode}_ms")
+            ]
             if rates:
                 medians[mode, pass_name] = statistics.median(rates)
     for row in rows:
@@ -282,32 +313,56 @@ def format_row(row, modes):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                        help=f"Zoo models to survey (default: {' '.join(DEFAULT_MODELS)}).")
-    parser.add_argument("--clip", type=parse_clip, default=(8, 112, 112),
-                        help="Clip size TxHxW (default 8x112x112).")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help=f"Zoo models to survey (default: {' '.join(DEFAULT_MODELS)}).",
+    )
+    parser.add_argument(
+        "--clip",
+        type=parse_clip,
+        default=(8, 112, 112),
+        help="Clip size TxHxW (default 8x112x112).",
+    )
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="Timed calls per pass and mode (median).")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="Timed calls per pass and mode (median)."
+    )
     parser.add_argument("--modes", nargs="+", choices=("tf", "xla"), default=["tf", "xla"])
     parser.add_argument("--cliff-factor", type=float, default=5.0)
-    parser.add_argument("--dilated", action="store_true",
-                        help="Also time a dilated 3x3x3 convolution (not in the zoo).")
-    parser.add_argument("--plain-conv3d", action="store_true",
-                        help="Time the convolutions as plain keras.layers.Conv3D "
-                        "(the zoo uses SpaceToDepthConv3D).")
-    parser.add_argument("--quick", action="store_true",
-                        help="A few minutes: resnet18_3d and i3d at 4x56x56, batch 1, "
-                        "1 repeat (flags given explicitly still apply).")
-    parser.add_argument("--json", default=None, metavar="FILE",
-                        help="Also write the JSON object with every row to FILE.")
-    parser.add_argument("--only", default=None,
-                        help="Only layers whose description matches this regular expression, e.g. 's(122|222)'.")
+    parser.add_argument(
+        "--dilated",
+        action="store_true",
+        help="Also time a dilated 3x3x3 convolution (not in the zoo).",
+    )
+    parser.add_argument(
+        "--plain-conv3d",
+        action="store_true",
+        help="Time the convolutions as plain keras.layers.Conv3D "
+        "(the zoo uses SpaceToDepthConv3D).",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A few minutes: resnet18_3d and i3d at 4x56x56, batch 1, "
+        "1 repeat (flags given explicitly still apply).",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="Also write the JSON object with every row to FILE.",
+    )
+    parser.add_argument(
+        "--only",
+        default=None,
+        help="Only layers whose description matches this regular expression, e.g. 's(122|222)'.",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:])}
-        quick = dict(models=["resnet18_3d", "i3d"], clip=(4, 56, 56), batch_size=1,
-                     repeats=1)
+        quick = dict(models=["resnet18_3d", "i3d"], clip=(4, 56, 56), batch_size=1, repeats=1)
         for name, value in quick.items():
             if "--" + name.replace("_", "-") not in given:
                 setattr(args, name, value)
@@ -315,25 +370,34 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown model(s) {unknown}; expected some of {zoo.names()}")
 
-    print(f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); TensorFlow "
-          f"{tf.__version__}; TF_ENABLE_ONEDNN_OPTS="
-          f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}", flush=True)
+    print(
+        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); TensorFlow "
+        f"{tf.__version__}; TF_ENABLE_ONEDNN_OPTS="
+        f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
+        flush=True,
+    )
     entries = collect_layers(args.models, args.clip, args.batch_size, args.dilated)
     if args.only:
         entries = [e for e in entries if re.search(args.only, e["what"])]
     print(f"{len(entries)} distinct layers", flush=True)
-    rows = flag_cliffs(survey(entries, args.repeats, args.modes, args.plain_conv3d),
-                       args.modes, args.cliff_factor)
+    rows = flag_cliffs(
+        survey(entries, args.repeats, args.modes, args.plain_conv3d), args.modes, args.cliff_factor
+    )
     print("\nCliffs:")
     for row in rows:
         if row["cliff"]:
             print(format_row(row, args.modes) + f"  ({', '.join(row['layers'][:3])})")
     if not any(row["cliff"] for row in rows):
         print("none")
-    result = {"cpu": cpu_model(), "clip": "x".join(map(str, args.clip)),
-              "batch_size": args.batch_size, "plain_conv3d": args.plain_conv3d,
-              "tensorflow": tf.__version__,
-              "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "rows": rows}
+    result = {
+        "cpu": cpu_model(),
+        "clip": "x".join(map(str, args.clip)),
+        "batch_size": args.batch_size,
+        "plain_conv3d": args.plain_conv3d,
+        "tensorflow": tf.__version__,
+        "onednn_env": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "rows": rows,
+    }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(result, file, indent=1)

@@ -33,12 +33,12 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import keras  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras_classreg  # noqa: E402
-from benchmarks import report  # noqa: E402
+import keras_classreg
+from benchmarks import report
 
 # (model, T, H, W) -> GFLOPs in Table 1 of Stergiou et al. (base models)
 PAPER_TABLE1 = {
@@ -59,7 +59,9 @@ def parse_case(text):
 def build(name, shape, class_regularization, num_classes):
     keras.utils.set_random_seed(0)
     return keras_classreg.models.get(
-        name, num_classes=num_classes, input_shape=shape,
+        name,
+        num_classes=num_classes,
+        input_shape=shape,
         class_regularization=class_regularization,
     )
 
@@ -87,9 +89,7 @@ def latencies(models, shape, runs, warmup):
     x = tf.constant(np.random.default_rng(0).normal(size=(1, *shape)).astype("float32"))
     functions = [tf.function(lambda t, m=m: m(t, training=False)) for m in models]
     times = timed_rounds([lambda f=f: f(x).numpy() for f in functions], runs, warmup)
-    ratios = [
-        statistics.median(t / b for t, b in zip(bucket, times[0])) for bucket in times
-    ]
+    ratios = [statistics.median(t / b for t, b in zip(bucket, times[0])) for bucket in times]
     return [statistics.median(t) for t in times], ratios
 
 
@@ -112,8 +112,10 @@ def block_times(models, shape, runs, warmup):
         blocks = keras_classreg.class_regularization_blocks(model)
         probe = keras.Model(model.inputs, [block.input for block in blocks])
         activations = [tf.constant(a) for a in probe(x, training=False)]
-        timed(tf.function(lambda *acts, blocks=blocks: [
-            last(b(a)) for b, a in zip(blocks, acts)]), activations)
+        timed(
+            tf.function(lambda *acts, blocks=blocks: [last(b(a)) for b, a in zip(blocks, acts)]),
+            activations,
+        )
     timed(tf.function(lambda *acts: [last(a) for a in acts]), activations)
     times = timed_rounds(calls, runs, warmup)
     control = statistics.median(times[-1])
@@ -122,23 +124,46 @@ def block_times(models, shape, runs, warmup):
 
 def paper_table(num_classes):
     """(header, rows) of the base models' FLOPs vs the paper's Table 1."""
-    header = ["model", "input", "measured GFLOPs", "GMACs", "paper GFLOPs",
-              "measured / paper"]
+    header = ["model", "input", "measured GFLOPs", "GMACs", "paper GFLOPs", "measured / paper"]
     rows = []
     for (name, t, h, w), paper in PAPER_TABLE1.items():
         gflops = keras_classreg.flops(build(name, (t, h, w, 3), False, num_classes)) / 1e9
-        rows.append([name, f"{t}x{h}x{w}", f"{gflops:.2f}", f"{gflops / 2:.2f}",
-                     f"{paper:.2f}", f"{gflops / paper:.3f}"])
+        rows.append(
+            [
+                name,
+                f"{t}x{h}x{w}",
+                f"{gflops:.2f}",
+                f"{gflops / 2:.2f}",
+                f"{paper:.2f}",
+                f"{gflops / paper:.3f}",
+            ]
+        )
         print(" | ".join(rows[-1]), flush=True)
         keras.backend.clear_session()
     return header, rows
 
 
-MODEL_HEADER = ["model", "input", "GFLOPs base", "GFLOPs ClassReg", "FLOPs ratio",
-                "ms base", "ms ClassReg (trainable)", "ratio",
-                "ms ClassReg (folded)", "ratio"]
-BLOCKS_HEADER = ["model", "input", "ms base", "ms blocks (trainable)",
-                 "estimated ratio", "ms blocks (folded)", "estimated ratio"]
+MODEL_HEADER = [
+    "model",
+    "input",
+    "GFLOPs base",
+    "GFLOPs ClassReg",
+    "FLOPs ratio",
+    "ms base",
+    "ms ClassReg (trainable)",
+    "ratio",
+    "ms ClassReg (folded)",
+    "ratio",
+]
+BLOCKS_HEADER = [
+    "model",
+    "input",
+    "ms base",
+    "ms blocks (trainable)",
+    "estimated ratio",
+    "ms blocks (folded)",
+    "estimated ratio",
+]
 
 
 def overhead_tables(cases, num_classes, runs, warmup, latency=True):
@@ -153,44 +178,81 @@ def overhead_tables(cases, num_classes, runs, warmup, latency=True):
         if latency:
             folded = keras_classreg.fold_class_regularization(with_cr)
             (t_base, t_cr, t_fold), (_, r_cr, r_fold) = latencies(
-                [base, with_cr, folded], shape, runs, warmup)
+                [base, with_cr, folded], shape, runs, warmup
+            )
             b_cr, b_fold = block_times([with_cr, folded], shape, runs, warmup)
-            blocks_rows.append([name, size, f"{t_base * 1e3:.1f}", f"{b_cr * 1e3:.2f}",
-                                f"{1 + b_cr / t_base:.3f}", f"{b_fold * 1e3:.2f}",
-                                f"{1 + b_fold / t_base:.3f}"])
-            timing = [f"{t_base * 1e3:.1f}", f"{t_cr * 1e3:.1f}", f"{r_cr:.3f}",
-                      f"{t_fold * 1e3:.1f}", f"{r_fold:.3f}"]
+            blocks_rows.append(
+                [
+                    name,
+                    size,
+                    f"{t_base * 1e3:.1f}",
+                    f"{b_cr * 1e3:.2f}",
+                    f"{1 + b_cr / t_base:.3f}",
+                    f"{b_fold * 1e3:.2f}",
+                    f"{1 + b_fold / t_base:.3f}",
+                ]
+            )
+            timing = [
+                f"{t_base * 1e3:.1f}",
+                f"{t_cr * 1e3:.1f}",
+                f"{r_cr:.3f}",
+                f"{t_fold * 1e3:.1f}",
+                f"{r_fold:.3f}",
+            ]
         else:
             timing = ["—"] * 5
-        model_rows.append([name, size, f"{f_base / 1e9:.3f}", f"{f_cr / 1e9:.3f}",
-                           f"{f_cr / f_base:.4f}", *timing])
+        model_rows.append(
+            [
+                name,
+                size,
+                f"{f_base / 1e9:.3f}",
+                f"{f_cr / 1e9:.3f}",
+                f"{f_cr / f_base:.4f}",
+                *timing,
+            ]
+        )
         print(" | ".join(model_rows[-1]), flush=True)
         keras.backend.clear_session()
     return model_rows, blocks_rows
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.overhead",
-                                     description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cases", nargs="*", default=list(DEFAULT_CASES),
-                        help="MODEL:TxHxW, default: %(default)s")
-    parser.add_argument("--num-classes", type=int, default=400,
-                        help="classes K (default 400, Kinetics-400)")
-    parser.add_argument("--runs", type=int, default=60,
-                        help="timed rounds (default 60: single calls on a shared VM "
-                        "wander by +-10 %%)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.overhead",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "cases", nargs="*", default=list(DEFAULT_CASES), help="MODEL:TxHxW, default: %(default)s"
+    )
+    parser.add_argument(
+        "--num-classes", type=int, default=400, help="classes K (default 400, Kinetics-400)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=60,
+        help="timed rounds (default 60: single calls on a shared VM wander by +-10 %%)",
+    )
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--no-latency", action="store_true", help="FLOPs only")
-    parser.add_argument("--paper-table", action="store_true",
-                        help="FLOPs of the base models at 16x224x224 vs the paper's Table 1")
-    parser.add_argument("--docs", metavar="FILE",
-                        help="also write the tables, the command, the date and the "
-                        "machine as Markdown to FILE (e.g. docs/benchmarks/overhead.md)")
+    parser.add_argument(
+        "--paper-table",
+        action="store_true",
+        help="FLOPs of the base models at 16x224x224 vs the paper's Table 1",
+    )
+    parser.add_argument(
+        "--docs",
+        metavar="FILE",
+        help="also write the tables, the command, the date and the "
+        "machine as Markdown to FILE (e.g. docs/benchmarks/overhead.md)",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1 or args.warmup < 0:
-        parser.error(f"--runs must be >= 1 and --warmup >= 0; received "
-                     f"--runs {args.runs} --warmup {args.warmup}")
+        parser.error(
+            f"--runs must be >= 1 and --warmup >= 0; received "
+            f"--runs {args.runs} --warmup {args.warmup}"
+        )
     for case in args.cases:
         try:
             parse_case(case)
@@ -203,31 +265,45 @@ def main(argv=None):
         table = report.markdown_table(header, rows)
         print(table)
         if args.docs:
-            report.write_page(args.docs, "FLOPs of the base models vs the paper's Table 1",
-                              command, [
-                                  f"K = {args.num_classes}; FLOPs counted by TensorFlow's "
-                                  "profiler (a multiply-add is 2 FLOPs), one clip.", table])
+            report.write_page(
+                args.docs,
+                "FLOPs of the base models vs the paper's Table 1",
+                command,
+                [
+                    f"K = {args.num_classes}; FLOPs counted by TensorFlow's "
+                    "profiler (a multiply-add is 2 FLOPs), one clip.",
+                    table,
+                ],
+            )
         return 0
 
-    settings = (f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
-                f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, "
-                f"median of {args.runs} rounds")
+    settings = (
+        f"threads: {tf.config.threading.get_inter_op_parallelism_threads() or 'default'}, "
+        f"CPUs: {os.cpu_count()}, K = {args.num_classes}, batch 1, "
+        f"median of {args.runs} rounds"
+    )
     print(settings)
-    model_rows, blocks_rows = overhead_tables(args.cases, args.num_classes, args.runs,
-                                              args.warmup, latency=not args.no_latency)
-    sections = [settings + ". Latency: each round times one call of the base model, the "
-                "ClassReg model as trained and its folded inference copy, in rotating "
-                "order; medians of the rounds, ratios are medians of the per-round ratios. "
-                "Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (folded copy).",
-                report.markdown_table(MODEL_HEADER, model_rows)]
+    model_rows, blocks_rows = overhead_tables(
+        args.cases, args.num_classes, args.runs, args.warmup, latency=not args.no_latency
+    )
+    sections = [
+        settings + ". Latency: each round times one call of the base model, the "
+        "ClassReg model as trained and its folded inference copy, in rotating "
+        "order; medians of the rounds, ratios are medians of the per-round ratios. "
+        "Targets: FLOPs ratio <= 1.01, latency ratio <= 1.03 (folded copy).",
+        report.markdown_table(MODEL_HEADER, model_rows),
+    ]
     if blocks_rows:
-        sections += ["The blocks alone (all blocks of one model on their own inputs, one "
-                     "clip, minus a control call; estimated ratio = 1 + blocks / base):",
-                     report.markdown_table(BLOCKS_HEADER, blocks_rows)]
+        sections += [
+            "The blocks alone (all blocks of one model on their own inputs, one "
+            "clip, minus a control call; estimated ratio = 1 + blocks / base):",
+            report.markdown_table(BLOCKS_HEADER, blocks_rows),
+        ]
     print("\n\n".join(sections[1:]))
     if args.docs:
-        report.write_page(args.docs, "Cost of Class Regularization: FLOPs and CPU latency",
-                          command, sections)
+        report.write_page(
+            args.docs, "Cost of Class Regularization: FLOPs and CPU latency", command, sections
+        )
     return 0
 
 

@@ -26,8 +26,10 @@ import platform
 import shlex
 import sys
 
-GENERATED_NOTE = ("Written by the command below; do not edit by hand, run it "
-                  "again (on a quiet machine) to update the figures.")
+GENERATED_NOTE = (
+    "Written by the command below; do not edit by hand, run it "
+    "again (on a quiet machine) to update the figures."
+)
 
 
 def cpu_model():
@@ -52,8 +54,10 @@ def machine():
     parts.append(f"Python {platform.python_version()}")
     if hasattr(os, "getloadavg"):
         # other work on the machine slows every figure; say how busy it was
-        parts.append("load average (1/5/15 min) when written: "
-                     + " / ".join(f"{v:.2f}" for v in os.getloadavg()))
+        parts.append(
+            "load average (1/5/15 min) when written: "
+            + " / ".join(f"{v:.2f}" for v in os.getloadavg())
+        )
     return "; ".join(parts)
 
 
@@ -74,14 +78,14 @@ def markdown_table(header, rows):
     header = list(header)
     if not header:
         raise ValueError("markdown_table: expected at least one column.")
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |",
-             "|" + "---|" * len(header)]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     for index, row in enumerate(rows):
         row = list(row)
         if len(row) != len(header):
             raise ValueError(
                 f"markdown_table: row {index} has {len(row)} cells, the header "
-                f"{len(header)}. Received: {row!r}")
+                f"{len(header)}. Received: {row!r}"
+            )
         lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
     return "\n".join(lines)
 
@@ -89,11 +93,19 @@ def markdown_table(header, rows):
 def page(title, command_line, sections, date=None):
     """A Markdown page: title, the generated-file note, command, date,
     machine, then `sections` (strings, separated by blank lines)."""
-    date = date or datetime.datetime.now(datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M UTC")
-    head = [f"# {title}", "", f"*{GENERATED_NOTE}*", "",
-            "```", command_line, "```", "",
-            f"Date: {date}  ", f"Machine: {machine()}"]
+    date = date or datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    head = [
+        f"# {title}",
+        "",
+        f"*{GENERATED_NOTE}*",
+        "",
+        "```",
+        command_line,
+        "```",
+        "",
+        f"Date: {date}  ",
+        f"Machine: {machine()}",
+    ]
     return "\n".join(head) + "\n\n" + "\n\n".join(s.rstrip("\n") for s in sections) + "\n"
 
 

@@ -18,18 +18,19 @@ import sys
 from benchmarks import report
 from training import reproduction
 
-DOCS_FILES = {"results.json": "reproduction_results.json",
-              "curves.png": "reproduction_curves.png"}
+DOCS_FILES = {"results.json": "reproduction_results.json", "curves.png": "reproduction_curves.png"}
 
 
 def build_parser():
     parser = reproduction.build_parser()
     parser.add_argument(
-        "--docs", metavar="DIR",
+        "--docs",
+        metavar="DIR",
         help="When the study has finished, also write DIR/reproduction.md (its "
         "tables under the command, date and machine), "
         "DIR/reproduction_results.json and DIR/reproduction_curves.png "
-        "(e.g. docs/benchmarks).")
+        "(e.g. docs/benchmarks).",
+    )
     return parser
 
 
@@ -50,22 +51,28 @@ def write_docs(out, docs_dir, command_line):
     """Copies a finished study in `out` into `docs_dir` (see the module
     docstring); returns the page's path."""
     out, docs_dir = pathlib.Path(out), pathlib.Path(docs_dir)
-    missing = [name for name in ("results.md", *DOCS_FILES)
-               if not (out / name).is_file()]
+    missing = [name for name in ("results.md", *DOCS_FILES) if not (out / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{out}: the study has not written {', '.join(missing)}; run it to the "
-            "end first (re-running the same command resumes it).")
+            "end first (re-running the same command resumes it)."
+        )
     body = (out / "results.md").read_text(encoding="utf-8")
     title, _, body = body.partition("\n")
     title = title.lstrip("# ").strip() or "Class Regularization reproduction study"
     docs_dir.mkdir(parents=True, exist_ok=True)
     for source, target in DOCS_FILES.items():
         shutil.copyfile(out / source, docs_dir / target)
-    return report.write_page(docs_dir / "reproduction.md", title, command_line, [
-        body.strip(),
-        f"![validation top-1 per epoch]({DOCS_FILES['curves.png']})",
-        f"Every figure: [`{DOCS_FILES['results.json']}`]({DOCS_FILES['results.json']})."])
+    return report.write_page(
+        docs_dir / "reproduction.md",
+        title,
+        command_line,
+        [
+            body.strip(),
+            f"![validation top-1 per epoch]({DOCS_FILES['curves.png']})",
+            f"Every figure: [`{DOCS_FILES['results.json']}`]({DOCS_FILES['results.json']}).",
+        ],
+    )
 
 
 def main(argv=None):
@@ -74,8 +81,7 @@ def main(argv=None):
     code = reproduction.main(_without_docs(argv))
     if code == 0 and args.docs:
         try:
-            page = write_docs(args.out, args.docs,
-                              report.command("benchmarks.reproduce", argv))
+            page = write_docs(args.out, args.docs, report.command("benchmarks.reproduce", argv))
         except OSError as error:
             print(f"error: --docs: {error}", file=sys.stderr)
             return 2

@@ -35,22 +35,21 @@ import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from keras_classreg import models  # noqa: E402
-from serving import loadtest  # noqa: E402
-from serving.client import ServingClient  # noqa: E402
-from serving.launch import LocalServer  # noqa: E402
-from clipspec.format import ClipFormat  # noqa: E402
-from training.export import export_version  # noqa: E402
-from benchmarks import report  # noqa: E402
+from benchmarks import report
+from clipspec.format import ClipFormat
+from keras_classreg import models
+from serving import loadtest
+from serving.client import ServingClient
+from serving.launch import LocalServer
+from training.export import export_version
 
 BATCH_SIZES = (1, 2, 4, 8, 16)
 
 
-def in_process_throughput(version_dir, clip, batch_sizes=BATCH_SIZES,
-                          seconds=3.0):
+def in_process_throughput(version_dir, clip, batch_sizes=BATCH_SIZES, seconds=3.0):
     """clips/s of the SavedModel's serving_default called in this process,
     per batch size (each timed for about `seconds`)."""
     function = tf.saved_model.load(version_dir).signatures["serving_default"]
@@ -96,8 +95,9 @@ def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
     with ServingClient(address, retries=0) as client:
         for index in range(warmup + repeats):
             began = time.perf_counter()
-            with urllib.request.urlopen(urllib.request.Request(
-                    url, data=body), timeout=120) as answer:
+            with urllib.request.urlopen(
+                urllib.request.Request(url, data=body), timeout=120
+            ) as answer:
                 json.loads(answer.read())["predictions"]
             middle = time.perf_counter()
             response = client.call("Predict", request)
@@ -109,77 +109,109 @@ def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
     return float(np.median(rest) * 1000), float(np.median(grpc_) * 1000)
 
 
-def benchmark(model_name="resnet18_3d", input_shape=(8, 64, 64), num_classes=10,
-              clients=16, requests=100, malformed=0.05, max_batch_size=16,
-              batch_timeout_micros=0, num_batch_threads=2, overhead_repeats=50,
-              throughput_seconds=3.0, pool=8, seed=0, work_dir=None):
+def benchmark(
+    model_name="resnet18_3d",
+    input_shape=(8, 64, 64),
+    num_classes=10,
+    clients=16,
+    requests=100,
+    malformed=0.05,
+    max_batch_size=16,
+    batch_timeout_micros=0,
+    num_batch_threads=2,
+    overhead_repeats=50,
+    throughput_seconds=3.0,
+    pool=8,
+    seed=0,
+    work_dir=None,
+):
     """Runs the whole benchmark; returns a JSON-able dict."""
     shape = (*input_shape, 3)
     work = pathlib.Path(work_dir or tempfile.mkdtemp(prefix="serving-load-"))
     model = models.get(model_name, num_classes=num_classes, input_shape=shape)
-    clip_format = ClipFormat(clip_length=shape[0], crop_size=shape[1],
-                             class_names=[f"class_{i}" for i in range(num_classes)])
+    clip_format = ClipFormat(
+        clip_length=shape[0],
+        crop_size=shape[1],
+        class_names=[f"class_{i}" for i in range(num_classes)],
+    )
     version_dir = export_version(model, work, "bench", clip_format)
     rng = np.random.default_rng(seed)
-    clips = [rng.integers(0, 256, (1, *shape), dtype=np.uint8)
-             for _ in range(pool)]
+    clips = [rng.integers(0, 256, (1, *shape), dtype=np.uint8) for _ in range(pool)]
     loaded = tf.saved_model.load(version_dir)
-    expected = [loaded.signatures["serving_default"](
-        clips=tf.constant(clip))["probabilities"].numpy() for clip in clips]
+    expected = [
+        loaded.signatures["serving_default"](clips=tf.constant(clip))["probabilities"].numpy()
+        for clip in clips
+    ]
     del loaded
-    local = in_process_throughput(version_dir, clips[0],
-                                  seconds=throughput_seconds)
-    args = ["--model_name=bench", f"--model_base_path={work / 'bench'}",
-            f"--grpc_max_threads={max(16, clients * 2)}",
-            f"--rest_api_num_threads={max(8, clients)}"]
+    local = in_process_throughput(version_dir, clips[0], seconds=throughput_seconds)
+    args = [
+        "--model_name=bench",
+        f"--model_base_path={work / 'bench'}",
+        f"--grpc_max_threads={max(16, clients * 2)}",
+        f"--rest_api_num_threads={max(8, clients)}",
+    ]
     if max_batch_size:
         batching = work / "batching_parameters.txt"
         batching.write_text(
             f"max_batch_size {{ value: {max_batch_size} }}\n"
             f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
             f"max_enqueued_batches {{ value: 100 }}\n"
-            f"num_batch_threads {{ value: {num_batch_threads} }}\n")
+            f"num_batch_threads {{ value: {num_batch_threads} }}\n"
+        )
         args += ["--enable_batching", f"--batching_parameters_file={batching}"]
     with LocalServer(args, log_path=work / "server.log", rest=True) as server:
         with ServingClient(server.address) as client:
             client.wait_until_available("bench")
-        served, failures = served_throughput(server.address, "bench", clips[0],
-                                             clients, requests)
-        rest_ms, grpc_ms = rest_vs_grpc(server.address, server.rest_url,
-                                        "bench", clips[0], overhead_repeats)
+        served, failures = served_throughput(server.address, "bench", clips[0], clients, requests)
+        rest_ms, grpc_ms = rest_vs_grpc(
+            server.address, server.rest_url, "bench", clips[0], overhead_repeats
+        )
         rss_before = loadtest.process_rss_mb(server.pid)
-        load = loadtest.run_load(server.address, "bench", clips, expected,
-                                 clients=clients, requests=requests,
-                                 malformed_share=malformed, seed=seed)
+        load = loadtest.run_load(
+            server.address,
+            "bench",
+            clips,
+            expected,
+            clients=clients,
+            requests=requests,
+            malformed_share=malformed,
+            seed=seed,
+        )
         rss_after = loadtest.process_rss_mb(server.pid)
         served_p50, local_p50, ratio = loadtest.latency_overhead(
-            server.address, "bench", version_dir, clips[0],
-            repeats=overhead_repeats)
+            server.address, "bench", version_dir, clips[0], repeats=overhead_repeats
+        )
         exit_code = server.stop()
     best_batch = max(local, key=local.get)
     return {
-        "model": model_name, "input_shape": list(shape),
-        "num_classes": num_classes, "max_batch_size": max_batch_size,
-        "cpu": report.cpu_model(), "cpus": os.cpu_count(),
+        "model": model_name,
+        "input_shape": list(shape),
+        "num_classes": num_classes,
+        "max_batch_size": max_batch_size,
+        "cpu": report.cpu_model(),
+        "cpus": os.cpu_count(),
         "throughput": {
-            "in_process_clips_per_s": {str(b): round(v, 2)
-                                       for b, v in local.items()},
-            "in_process_best": {"batch": best_batch,
-                                "clips_per_s": round(local[best_batch], 2)},
+            "in_process_clips_per_s": {str(b): round(v, 2) for b, v in local.items()},
+            "in_process_best": {"batch": best_batch, "clips_per_s": round(local[best_batch], 2)},
             "served_clips_per_s": round(served, 2),
-            "clients": clients, "failures": len(failures),
+            "clients": clients,
+            "failures": len(failures),
             "ratio": round(served / local[best_batch], 3),
-            "target": ">= 0.85"},
-        "rest_vs_grpc_batch1": {"rest_p50_ms": round(rest_ms, 3),
-                                "grpc_p50_ms": round(grpc_ms, 3),
-                                "ratio": round(rest_ms / grpc_ms, 3),
-                                "target": "<= 1.3"},
+            "target": ">= 0.85",
+        },
+        "rest_vs_grpc_batch1": {
+            "rest_p50_ms": round(rest_ms, 3),
+            "grpc_p50_ms": round(grpc_ms, 3),
+            "ratio": round(rest_ms / grpc_ms, 3),
+            "target": "<= 1.3",
+        },
         "load": load.as_dict(),
-        "server_rss_mb": {"before": round(rss_before, 1),
-                          "after": round(rss_after, 1)},
-        "batch1_latency": {"served_p50_ms": round(served_p50, 3),
-                           "in_process_p50_ms": round(local_p50, 3),
-                           "ratio": round(ratio, 3)},
+        "server_rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
+        "batch1_latency": {
+            "served_p50_ms": round(served_p50, 3),
+            "in_process_p50_ms": round(local_p50, 3),
+            "ratio": round(ratio, 3),
+        },
         "server_exit_code": exit_code,
     }
 
@@ -188,34 +220,47 @@ def print_report(result):
     throughput, rest = result["throughput"], result["rest_vs_grpc_batch1"]
     best = throughput["in_process_best"]
     print(f"CPU: {result['cpu']} ({result['cpus']} logical CPUs)")
-    print("in-process clips/s by batch size: " + ", ".join(
-        f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items()))
-    print(f"served clips/s ({throughput['clients']} gRPC clients, 1 clip per "
-          f"request): {throughput['served_clips_per_s']} vs in-process best "
-          f"{best['clips_per_s']} (batch {best['batch']}): ratio "
-          f"{throughput['ratio']:.3f} (target >= 0.85)")
-    print(f"batch 1 p50: REST {rest['rest_p50_ms']:.2f} ms vs gRPC "
-          f"{rest['grpc_p50_ms']:.2f} ms: ratio {rest['ratio']:.3f} "
-          "(target <= 1.3)")
+    print(
+        "in-process clips/s by batch size: "
+        + ", ".join(f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items())
+    )
+    print(
+        f"served clips/s ({throughput['clients']} gRPC clients, 1 clip per "
+        f"request): {throughput['served_clips_per_s']} vs in-process best "
+        f"{best['clips_per_s']} (batch {best['batch']}): ratio "
+        f"{throughput['ratio']:.3f} (target >= 0.85)"
+    )
+    print(
+        f"batch 1 p50: REST {rest['rest_p50_ms']:.2f} ms vs gRPC "
+        f"{rest['grpc_p50_ms']:.2f} ms: ratio {rest['ratio']:.3f} "
+        "(target <= 1.3)"
+    )
     load = result["load"]
-    print(f"model {result['model']} input {result['input_shape']} "
-          f"K={result['num_classes']} max_batch_size={result['max_batch_size']}")
-    print(f"{load['clients']} clients x {load['requests'] // load['clients']} "
-          f"requests = {load['requests']} ({load['malformed']} malformed) in "
-          f"{load['duration_s']:.2f} s: {load['throughput_rps']:.1f} req/s")
-    print(f"latency of good requests: p50 {load['p50_ms']:.1f} ms, "
-          f"p99 {load['p99_ms']:.1f} ms")
-    print(f"OK {load['ok']}, errors by code {load['errors_by_code']}, "
-          f"wrong answers {load['wrong_answers']}, unexpected errors "
-          f"{len(load['unexpected_errors'])}")
+    print(
+        f"model {result['model']} input {result['input_shape']} "
+        f"K={result['num_classes']} max_batch_size={result['max_batch_size']}"
+    )
+    print(
+        f"{load['clients']} clients x {load['requests'] // load['clients']} "
+        f"requests = {load['requests']} ({load['malformed']} malformed) in "
+        f"{load['duration_s']:.2f} s: {load['throughput_rps']:.1f} req/s"
+    )
+    print(f"latency of good requests: p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms")
+    print(
+        f"OK {load['ok']}, errors by code {load['errors_by_code']}, "
+        f"wrong answers {load['wrong_answers']}, unexpected errors "
+        f"{len(load['unexpected_errors'])}"
+    )
     for line in load["unexpected_errors"][:10]:
         print(f"  unexpected: {line}")
     rss = result["server_rss_mb"]
     print(f"server RSS: {rss['before']} MiB before, {rss['after']} MiB after")
     latency = result["batch1_latency"]
-    print(f"batch 1: served p50 {latency['served_p50_ms']:.2f} ms vs "
-          f"in-process p50 {latency['in_process_p50_ms']:.2f} ms: ratio "
-          f"{latency['ratio']:.3f}")
+    print(
+        f"batch 1: served p50 {latency['served_p50_ms']:.2f} ms vs "
+        f"in-process p50 {latency['in_process_p50_ms']:.2f} ms: ratio "
+        f"{latency['ratio']:.3f}"
+    )
 
 
 def write_docs(result, path, command):
@@ -225,80 +270,136 @@ def write_docs(result, path, command):
     best = throughput["in_process_best"]
     load = result["load"]
     rows = [
-        ["in-process clips/s by batch size", ", ".join(
-            f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items()), ""],
-        [f"served clips/s, {throughput['clients']} gRPC clients, 1 clip each",
-         throughput["served_clips_per_s"], ""],
-        [f"served / in-process best (batch {best['batch']})",
-         f"{throughput['ratio']:.3f}", ">= 0.85"],
-        ["batch-1 p50 REST / gRPC", f"{rest['rest_p50_ms']:.2f} / "
-         f"{rest['grpc_p50_ms']:.2f} ms = {rest['ratio']:.3f}", "<= 1.3"],
-        ["load: requests, malformed, wrong answers, unexpected errors",
-         f"{load['requests']}, {load['malformed']}, {load['wrong_answers']}, "
-         f"{len(load['unexpected_errors'])}", "0 wrong, 0 unexpected"],
-        ["load: throughput, p50 / p99 of good requests",
-         f"{load['throughput_rps']:.1f} req/s, {load['p50_ms']:.1f} / "
-         f"{load['p99_ms']:.1f} ms", ""],
-        ["batch-1 p50 served / in-process",
-         f"{result['batch1_latency']['served_p50_ms']:.2f} / "
-         f"{result['batch1_latency']['in_process_p50_ms']:.2f} ms = "
-         f"{result['batch1_latency']['ratio']:.3f}", ""],
-        ["server RSS before / after the load",
-         f"{result['server_rss_mb']['before']} / {result['server_rss_mb']['after']} MiB", ""],
+        [
+            "in-process clips/s by batch size",
+            ", ".join(f"{b}: {v}" for b, v in throughput["in_process_clips_per_s"].items()),
+            "",
+        ],
+        [
+            f"served clips/s, {throughput['clients']} gRPC clients, 1 clip each",
+            throughput["served_clips_per_s"],
+            "",
+        ],
+        [
+            f"served / in-process best (batch {best['batch']})",
+            f"{throughput['ratio']:.3f}",
+            ">= 0.85",
+        ],
+        [
+            "batch-1 p50 REST / gRPC",
+            f"{rest['rest_p50_ms']:.2f} / {rest['grpc_p50_ms']:.2f} ms = {rest['ratio']:.3f}",
+            "<= 1.3",
+        ],
+        [
+            "load: requests, malformed, wrong answers, unexpected errors",
+            f"{load['requests']}, {load['malformed']}, {load['wrong_answers']}, "
+            f"{len(load['unexpected_errors'])}",
+            "0 wrong, 0 unexpected",
+        ],
+        [
+            "load: throughput, p50 / p99 of good requests",
+            f"{load['throughput_rps']:.1f} req/s, {load['p50_ms']:.1f} / {load['p99_ms']:.1f} ms",
+            "",
+        ],
+        [
+            "batch-1 p50 served / in-process",
+            f"{result['batch1_latency']['served_p50_ms']:.2f} / "
+            f"{result['batch1_latency']['in_process_p50_ms']:.2f} ms = "
+            f"{result['batch1_latency']['ratio']:.3f}",
+            "",
+        ],
+        [
+            "server RSS before / after the load",
+            f"{result['server_rss_mb']['before']} / {result['server_rss_mb']['after']} MiB",
+            "",
+        ],
     ]
-    settings = (f"Model {result['model']} {result['input_shape']} (random weights), "
-                f"K = {result['num_classes']}, server batching "
-                f"max_batch_size={result['max_batch_size']}.")
-    report.write_page(path, "Serving benchmark", command, [
-        settings, report.markdown_table(["figure", "value", "target"], rows)])
+    settings = (
+        f"Model {result['model']} {result['input_shape']} (random weights), "
+        f"K = {result['num_classes']}, server batching "
+        f"max_batch_size={result['max_batch_size']}."
+    )
+    report.write_page(
+        path,
+        "Serving benchmark",
+        command,
+        [settings, report.markdown_table(["figure", "value", "target"], rows)],
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.serving_load",
-        description="Load benchmark of python -m serving.server (see the "
-        "module docstring).")
-    parser.add_argument("--model", default="resnet18_3d",
-                        choices=models.names(), help="Zoo model to export "
-                        "(random weights). Default: resnet18_3d.")
-    parser.add_argument("--input-shape", type=int, nargs=3, default=(8, 64, 64),
-                        metavar=("T", "H", "W"),
-                        help="Clip size. Default: 8 64 64.")
+        description="Load benchmark of python -m serving.server (see the module docstring).",
+    )
+    parser.add_argument(
+        "--model",
+        default="resnet18_3d",
+        choices=models.names(),
+        help="Zoo model to export (random weights). Default: resnet18_3d.",
+    )
+    parser.add_argument(
+        "--input-shape",
+        type=int,
+        nargs=3,
+        default=(8, 64, 64),
+        metavar=("T", "H", "W"),
+        help="Clip size. Default: 8 64 64.",
+    )
     parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--clients", type=int, default=16,
-                        help="Concurrent clients. Default: 16.")
-    parser.add_argument("--requests", type=int, default=100,
-                        help="Requests per client. Default: 100.")
-    parser.add_argument("--malformed", type=float, default=0.05,
-                        help="Share of malformed requests. Default: 0.05.")
-    parser.add_argument("--max-batch-size", type=int, default=16,
-                        help="Server-side batching (0: off). Default: 16.")
+    parser.add_argument("--clients", type=int, default=16, help="Concurrent clients. Default: 16.")
+    parser.add_argument(
+        "--requests", type=int, default=100, help="Requests per client. Default: 100."
+    )
+    parser.add_argument(
+        "--malformed", type=float, default=0.05, help="Share of malformed requests. Default: 0.05."
+    )
+    parser.add_argument(
+        "--max-batch-size", type=int, default=16, help="Server-side batching (0: off). Default: 16."
+    )
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
     parser.add_argument("--num-batch-threads", type=int, default=2)
-    parser.add_argument("--overhead-repeats", type=int, default=50,
-                        help="Interleaved batch-1 calls for the latency "
-                        "ratio. Default: 50.")
-    parser.add_argument("--throughput-seconds", type=float, default=3.0,
-                        help="Seconds per in-process batch size. Default: 3.")
-    parser.add_argument("--json", action="store_true",
-                        help="Print the result as JSON.")
-    parser.add_argument("--docs", metavar="FILE", default=None,
-                        help="Also write the figures, the command, the date "
-                        "and the machine as Markdown to FILE (e.g. "
-                        "docs/benchmarks/serving_load.md).")
+    parser.add_argument(
+        "--overhead-repeats",
+        type=int,
+        default=50,
+        help="Interleaved batch-1 calls for the latency ratio. Default: 50.",
+    )
+    parser.add_argument(
+        "--throughput-seconds",
+        type=float,
+        default=3.0,
+        help="Seconds per in-process batch size. Default: 3.",
+    )
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON.")
+    parser.add_argument(
+        "--docs",
+        metavar="FILE",
+        default=None,
+        help="Also write the figures, the command, the date "
+        "and the machine as Markdown to FILE (e.g. "
+        "docs/benchmarks/serving_load.md).",
+    )
     args = parser.parse_args(argv)
     result = benchmark(
-        args.model, tuple(args.input_shape), args.num_classes, args.clients,
-        args.requests, args.malformed, args.max_batch_size,
-        args.batch_timeout_micros, args.num_batch_threads,
-        args.overhead_repeats, args.throughput_seconds)
+        args.model,
+        tuple(args.input_shape),
+        args.num_classes,
+        args.clients,
+        args.requests,
+        args.malformed,
+        args.max_batch_size,
+        args.batch_timeout_micros,
+        args.num_batch_threads,
+        args.overhead_repeats,
+        args.throughput_seconds,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_report(result)
     if args.docs:
-        write_docs(result, args.docs,
-                   report.command("benchmarks.serving_load", argv))
+        write_docs(result, args.docs, report.command("benchmarks.serving_load", argv))
     load = result["load"]
     return 0 if not load["wrong_answers"] and not load["unexpected_errors"] else 1
 

@@ -46,20 +46,20 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import grpc  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
-from tensorflow_serving.apis import get_model_status_pb2, predict_pb2  # noqa: E402
+import grpc
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import get_model_status_pb2, predict_pb2
 
-from benchmarks import report  # noqa: E402
-from clipspec.format import ClipFormat  # noqa: E402
-from keras_classreg import models  # noqa: E402
-from serving import loadtest  # noqa: E402
-from serving.client import ServingClient  # noqa: E402
-from serving.launch import LocalServer  # noqa: E402
-from training.export import export_version  # noqa: E402
+from benchmarks import report
+from clipspec.format import ClipFormat
+from keras_classreg import models
+from serving import loadtest
+from serving.client import ServingClient
+from serving.launch import LocalServer
+from training.export import export_version
 
 MODEL = "soak"
 RSS_WINDOW_S = 15.0
@@ -80,26 +80,29 @@ def _uint8_proto(shape, **values):
 
 def malformed_requests(clip):
     """kind -> (request, expected code) for every malformed kind."""
-    result = {kind: (loadtest.malformed_request(kind, MODEL, clip), code)
-              for kind, code in loadtest.MALFORMED_KINDS.items()}
+    result = {
+        kind: (loadtest.malformed_request(kind, MODEL, clip), code)
+        for kind, code in loadtest.MALFORMED_KINDS.items()
+    }
     shape = list(clip.shape)
     for kind, proto in (
-            ("out_of_range_int", _uint8_proto(shape, int_val=[300])),
-            ("content_and_values", _uint8_proto(
-                shape, int_val=[1], tensor_content=clip.tobytes())),
-            ("negative_dimension", _uint8_proto([1, -1] + shape[2:], int_val=[1]))):
+        ("out_of_range_int", _uint8_proto(shape, int_val=[300])),
+        ("content_and_values", _uint8_proto(shape, int_val=[1], tensor_content=clip.tobytes())),
+        ("negative_dimension", _uint8_proto([1, -1] + shape[2:], int_val=[1])),
+    ):
         request = predict_pb2.PredictRequest()
         request.model_spec.name = MODEL
         request.inputs["clips"].CopyFrom(proto)
         result[kind] = (request, EXTRA_MALFORMED[kind])
     result["huge_model_name"] = (
-        loadtest.predict_request("m" * 100_000, clip), EXTRA_MALFORMED["huge_model_name"])
+        loadtest.predict_request("m" * 100_000, clip),
+        EXTRA_MALFORMED["huge_model_name"],
+    )
     return result
 
 
 class Soak:
-    def __init__(self, work, clients, minutes, malformed, swap_seconds, seed,
-                 warmup_seconds=120.0):
+    def __init__(self, work, clients, minutes, malformed, swap_seconds, seed, warmup_seconds=120.0):
         self.warmup_seconds = warmup_seconds
         self.work = pathlib.Path(work)
         self.clients, self.seconds = clients, minutes * 60.0
@@ -108,35 +111,38 @@ class Soak:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.valid_ok = self.wrong = 0
-        self.failed = []          # (time, code) of failed valid requests
+        self.failed = []  # (time, code) of failed valid requests
         self.codes = collections.Counter()
         self.unexpected = collections.Counter()
         self.latencies = []
         self.crashes = 0
         self.restart_window = None
-        self.rss = []             # (time, MiB, process start)
+        self.rss = []  # (time, MiB, process start)
         self.attacks = collections.Counter()
 
     # -- setup -------------------------------------------------------------
     def prepare(self, model_name, input_shape, num_classes):
         shape = (*input_shape, 3)
-        fmt = ClipFormat(clip_length=shape[0], crop_size=shape[1],
-                         class_names=[f"class_{i}" for i in range(num_classes)])
+        fmt = ClipFormat(
+            clip_length=shape[0],
+            crop_size=shape[1],
+            class_names=[f"class_{i}" for i in range(num_classes)],
+        )
         self.sets = {}
         staging = self.work / "staging"
         for index, name in enumerate("AB"):
             keras.utils.set_random_seed(index)  # weight sets A and B differ
-            keras_model = models.get(model_name, num_classes=num_classes,
-                                     input_shape=shape)
-            self.sets[name] = pathlib.Path(export_version(
-                keras_model, staging, name, fmt, version=1))
-        self.clips = [self.rng.integers(0, 256, (1, *shape), dtype=np.uint8)
-                      for _ in range(8)]
+            keras_model = models.get(model_name, num_classes=num_classes, input_shape=shape)
+            self.sets[name] = pathlib.Path(
+                export_version(keras_model, staging, name, fmt, version=1)
+            )
+        self.clips = [self.rng.integers(0, 256, (1, *shape), dtype=np.uint8) for _ in range(8)]
         self.expected = {}
         for name, path in self.sets.items():
             function = tf.saved_model.load(str(path)).signatures["serving_default"]
-            self.expected[name] = [function(clips=tf.constant(c))[
-                "probabilities"].numpy() for c in self.clips]
+            self.expected[name] = [
+                function(clips=tf.constant(c))["probabilities"].numpy() for c in self.clips
+            ]
         self.base = self.work / MODEL
         self.base.mkdir(parents=True, exist_ok=True)
         self.version = 1
@@ -179,8 +185,7 @@ class Soak:
                 weights = self.version_set.get(version)
                 got = tf.make_ndarray(response.outputs["probabilities"])
                 want = self.expected[weights][choice] if weights else None
-                if want is None or got.shape != want.shape or \
-                        not np.allclose(got, want, atol=1e-4):
+                if want is None or got.shape != want.shape or not np.allclose(got, want, atol=1e-4):
                     self.wrong += 1
                 else:
                     self.valid_ok += 1
@@ -193,14 +198,15 @@ class Soak:
         def never():
             hold.wait(3600)
             return
-            yield  # noqa: unreachable
+            yield  # unreachable: makes this function a generator
 
         while not self.stop.is_set():
             channel = grpc.insecure_channel(address)
             method = channel.stream_unary(
                 "/tensorflow.serving.ModelService/GetModelStatus",
                 request_serializer=get_model_status_pb2.GetModelStatusRequest.SerializeToString,
-                response_deserializer=get_model_status_pb2.GetModelStatusResponse.FromString)
+                response_deserializer=get_model_status_pb2.GetModelStatusResponse.FromString,
+            )
             calls = [method.future(never(), timeout=60) for _ in range(64)]
             self.attacks["slow streams opened"] += 64
             self.stop.wait(30)
@@ -210,25 +216,28 @@ class Soak:
         hold.set()
 
     def amplifier(self, address):
-        channel = grpc.insecure_channel(
-            address, options=[("grpc.max_send_message_length", -1)])
+        channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
         predict = channel.unary_unary(
             "/tensorflow.serving.PredictionService/Predict",
             request_serializer=predict_pb2.PredictRequest.SerializeToString,
-            response_deserializer=predict_pb2.PredictResponse.FromString)
+            response_deserializer=predict_pb2.PredictResponse.FromString,
+        )
         heavy = loadtest.predict_request(MODEL, np.repeat(self.clips[0], 8, 0))
         oversized = predict_pb2.PredictRequest()
         oversized.model_spec.name = MODEL
-        oversized.inputs["clips"].CopyFrom(_uint8_proto(
-            [1, 70 * 2**20], tensor_content=b"\0" * (70 * 2**20)))
+        oversized.inputs["clips"].CopyFrom(
+            _uint8_proto([1, 70 * 2**20], tensor_content=b"\0" * (70 * 2**20))
+        )
         attacks = []
         for shape in ([1, 2**30], [1, 2**26]):  # 1 GiB refused; 64 MiB admitted
             request = predict_pb2.PredictRequest()
             request.model_spec.name = MODEL
             request.inputs["clips"].CopyFrom(_uint8_proto(shape, int_val=[0]))
             attacks.append((f"padded {shape}", request, 30))
-        attacks += [("oversized message", oversized, 30),
-                    ("heavy call, 5 ms deadline", heavy, 0.005)]
+        attacks += [
+            ("oversized message", oversized, 30),
+            ("heavy call, 5 ms deadline", heavy, 0.005),
+        ]
         turn = 0
         while not self.stop.wait(0.5):
             name, request, timeout = attacks[turn % len(attacks)]
@@ -264,8 +273,9 @@ class Soak:
         while not self.stop.wait(0.5):
             try:
                 process = psutil.Process(server.pid)
-                self.rss.append((time.monotonic(), process.memory_info().rss / 2**20,
-                                 process.create_time()))
+                self.rss.append(
+                    (time.monotonic(), process.memory_info().rss / 2**20, process.create_time())
+                )
             except (psutil.Error, AttributeError):
                 pass
 
@@ -276,12 +286,16 @@ class Soak:
         with ServingClient(server.address) as client:
             client.wait_until_available(MODEL)
         address = server.address
-        threads = [threading.Thread(target=self.client, args=(i, address), daemon=True)
-                   for i in range(self.clients)]
-        threads += [threading.Thread(target=self.slow_attacker, args=(address,), daemon=True),
-                    threading.Thread(target=self.amplifier, args=(address,), daemon=True),
-                    threading.Thread(target=self.swapper, daemon=True),
-                    threading.Thread(target=self.sampler, args=(server,), daemon=True)]
+        threads = [
+            threading.Thread(target=self.client, args=(i, address), daemon=True)
+            for i in range(self.clients)
+        ]
+        threads += [
+            threading.Thread(target=self.slow_attacker, args=(address,), daemon=True),
+            threading.Thread(target=self.amplifier, args=(address,), daemon=True),
+            threading.Thread(target=self.swapper, daemon=True),
+            threading.Thread(target=self.sampler, args=(server,), daemon=True),
+        ]
         began = time.monotonic()
         for thread in threads:
             thread.start()
@@ -309,8 +323,7 @@ class Soak:
 
     def report(self, began, end_rss, exit_code):
         window = self.restart_window
-        outside = [t for t, _ in self.failed
-                   if window is None or not window[0] <= t <= window[1]]
+        outside = [t for t, _ in self.failed if window is None or not window[0] <= t <= window[1]]
         last = max(self.rss, key=lambda s: s[2])[2] if self.rss else None
         mine = [(t, mb) for t, mb, start in self.rss if start == last]
         first_t = mine[0][0] if mine else began
@@ -322,8 +335,9 @@ class Soak:
         settled_at = first_t + min(self.warmup_seconds, half)
         # RSS swings by the attacks' transient buffers: start and end are
         # medians over `RSS_WINDOW_S` (the first after warm-up, the last).
-        settled = [mb for t, mb in mine if settled_at <= t <= settled_at + RSS_WINDOW_S] \
-            or [mb for _, mb in mine]
+        settled = [mb for t, mb in mine if settled_at <= t <= settled_at + RSS_WINDOW_S] or [
+            mb for _, mb in mine
+        ]
         start = float(np.median(settled)) if settled else float("nan")
         last_t = mine[-1][0] if mine else began
         tail = [mb for t, mb in mine if t >= last_t - RSS_WINDOW_S] or [end_rss]
@@ -332,9 +346,12 @@ class Soak:
         peak = max((mb for _, mb in mine), default=float("nan"))
         ms = np.array(self.latencies) * 1000
         return {
-            "cpu": report.cpu_model(), "cpus": os.cpu_count(),
-            "clients": self.clients, "minutes": round(self.seconds / 60, 2),
-            "valid_answered": self.valid_ok, "wrong": self.wrong,
+            "cpu": report.cpu_model(),
+            "cpus": os.cpu_count(),
+            "clients": self.clients,
+            "minutes": round(self.seconds / 60, 2),
+            "valid_answered": self.valid_ok,
+            "wrong": self.wrong,
             "failed_valid": len(self.failed),
             "failed_valid_outside_restart_window": len(outside),
             "failed_codes": dict(collections.Counter(c for _, c in self.failed)),
@@ -343,11 +360,14 @@ class Soak:
             "attacks": dict(sorted(self.attacks.items())),
             "crashes": self.crashes,
             "restart_window_s": round(window[1] - window[0], 1) if window else None,
-            "rss_mb": {"first_sample": round(after_restart, 1),
-                       "warm_after_s": round(settled_at - first_t, 1),
-                       "start": round(start, 1), "peak": round(peak, 1),
-                       "end": round(end_rss, 1),
-                       "drift_pct": round(100 * (end_rss - start) / start, 2)},
+            "rss_mb": {
+                "first_sample": round(after_restart, 1),
+                "warm_after_s": round(settled_at - first_t, 1),
+                "start": round(start, 1),
+                "peak": round(peak, 1),
+                "end": round(end_rss, 1),
+                "drift_pct": round(100 * (end_rss - start) / start, 2),
+            },
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
             "server_exit_code": exit_code,
@@ -355,38 +375,53 @@ class Soak:
 
 
 def passed(result):
-    return (result["wrong"] == 0 and result["crashes"] == 0
-            and result["failed_valid_outside_restart_window"] == 0
-            and result["rss_mb"]["drift_pct"] < 5  # growth; negative: RSS fell
-            and not result["unexpected_malformed_answers"])
+    return (
+        result["wrong"] == 0
+        and result["crashes"] == 0
+        and result["failed_valid_outside_restart_window"] == 0
+        and result["rss_mb"]["drift_pct"] < 5  # growth; negative: RSS fell
+        and not result["unexpected_malformed_answers"]
+    )
 
 
 def print_report(result):
     rss = result["rss_mb"]
-    print(f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); "
-          f"{result['clients']} clients for {result['minutes']} min")
-    print(f"valid requests: answered {result['valid_answered']}, wrong "
-          f"{result['wrong']}, failed {result['failed_valid']} "
-          f"({result['failed_valid_outside_restart_window']} outside the "
-          f"{result['restart_window_s']} s restart window) {result['failed_codes']}")
+    print(
+        f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); "
+        f"{result['clients']} clients for {result['minutes']} min"
+    )
+    print(
+        f"valid requests: answered {result['valid_answered']}, wrong "
+        f"{result['wrong']}, failed {result['failed_valid']} "
+        f"({result['failed_valid_outside_restart_window']} outside the "
+        f"{result['restart_window_s']} s restart window) {result['failed_codes']}"
+    )
     print(f"errors by code: {result['errors_by_code']}")
-    print(f"malformed answered with another code than expected: "
-          f"{result['unexpected_malformed_answers'] or 'none'}")
+    print(
+        f"malformed answered with another code than expected: "
+        f"{result['unexpected_malformed_answers'] or 'none'}"
+    )
     print(f"attacks: {result['attacks']}")
-    print(f"crashes: {result['crashes']}; server RSS (restarted process): "
-          f"{rss['first_sample']} MiB at its first sample; warm ("
-          f"{rss['warm_after_s']} s later) {rss['start']} -> peak {rss['peak']} "
-          f"-> end {rss['end']} MiB (drift {rss['drift_pct']} %)")
+    print(
+        f"crashes: {result['crashes']}; server RSS (restarted process): "
+        f"{rss['first_sample']} MiB at its first sample; warm ("
+        f"{rss['warm_after_s']} s later) {rss['start']} -> peak {rss['peak']} "
+        f"-> end {rss['end']} MiB (drift {rss['drift_pct']} %)"
+    )
     print(f"valid latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
-    print("targets (0 wrong, 0 crashes, 0 failed outside the restart window, "
-          f"RSS drift < 5 %): {'met' if passed(result) else 'NOT met'}")
+    print(
+        "targets (0 wrong, 0 crashes, 0 failed outside the restart window, "
+        f"RSS drift < 5 %): {'met' if passed(result) else 'NOT met'}"
+    )
 
 
 def write_docs(result, path, command):
     rss = result["rss_mb"]
     lines = [
-        f"{result['clients']} clients for {result['minutes']} min.", "",
-        "| figure | value | target |", "| --- | --- | --- |",
+        f"{result['clients']} clients for {result['minutes']} min.",
+        "",
+        "| figure | value | target |",
+        "| --- | --- | --- |",
         f"| valid requests answered / wrong / failed | {result['valid_answered']} / "
         f"{result['wrong']} / {result['failed_valid']} | 0 wrong |",
         f"| failed valid requests outside the restart window "
@@ -402,50 +437,79 @@ def write_docs(result, path, command):
         f"{rss['start']} -> {rss['peak']} -> {rss['end']} MiB (drift "
         f"{rss['drift_pct']} %) | drift < 5 % |",
         f"| valid latency p50 / p99 | {result['p50_ms']} / {result['p99_ms']} ms | |",
-        ""]
-    report.write_page(path, "Serving soak (`benchmarks/serving_soak.py`)", command,
-                      ["\n".join(lines)])
+        "",
+    ]
+    report.write_page(
+        path, "Serving soak (`benchmarks/serving_soak.py`)", command, ["\n".join(lines)]
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Soak benchmark of python -m serving.server under attack "
-        "and faults (see the module docstring).")
-    parser.add_argument("--minutes", type=float, default=10.0,
-                        help="Duration. Default: 10.")
+        "and faults (see the module docstring)."
+    )
+    parser.add_argument("--minutes", type=float, default=10.0, help="Duration. Default: 10.")
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--malformed", type=float, default=0.05)
-    parser.add_argument("--swap-seconds", type=float, default=20.0,
-                        help="Seconds between version swaps. Default: 20.")
+    parser.add_argument(
+        "--swap-seconds",
+        type=float,
+        default=20.0,
+        help="Seconds between version swaps. Default: 20.",
+    )
     parser.add_argument("--model", default="resnet18_3d", choices=models.names())
-    parser.add_argument("--input-shape", type=int, nargs=3, default=(8, 64, 64),
-                        metavar=("T", "H", "W"))
+    parser.add_argument(
+        "--input-shape", type=int, nargs=3, default=(8, 64, 64), metavar=("T", "H", "W")
+    )
     parser.add_argument("--num-classes", type=int, default=5)
-    parser.add_argument("--warmup-seconds", type=float, default=120.0,
-                        help="RSS 'start' is taken this long after the "
-                        "restarted server is ready (or at half its run). "
-                        "Default: 120.")
+    parser.add_argument(
+        "--warmup-seconds",
+        type=float,
+        default=120.0,
+        help="RSS 'start' is taken this long after the "
+        "restarted server is ready (or at half its run). "
+        "Default: 120.",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--docs", metavar="FILE", default=None,
-                        help="Also write the figures, the command and the CPU "
-                        "model as Markdown to FILE.")
+    parser.add_argument(
+        "--docs",
+        metavar="FILE",
+        default=None,
+        help="Also write the figures, the command and the CPU model as Markdown to FILE.",
+    )
     args = parser.parse_args(argv)
     if args.minutes <= 0 or args.clients < 1 or not 0 <= args.malformed <= 1:
         parser.error("--minutes > 0, --clients >= 1 and 0 <= --malformed <= 1")
     work = pathlib.Path(tempfile.mkdtemp(prefix="serving-soak-"))
-    soak = Soak(work, args.clients, args.minutes, args.malformed,
-                args.swap_seconds, args.seed, args.warmup_seconds)
+    soak = Soak(
+        work,
+        args.clients,
+        args.minutes,
+        args.malformed,
+        args.swap_seconds,
+        args.seed,
+        args.warmup_seconds,
+    )
     soak.prepare(args.model, tuple(args.input_shape), args.num_classes)
     batching = work / "batching_parameters.txt"
-    batching.write_text("max_batch_size { value: 16 }\n"
-                        "batch_timeout_micros { value: 2000 }\n"
-                        "max_enqueued_batches { value: 100 }\n"
-                        "num_batch_threads { value: 2 }\n")
-    result = soak.run([f"--model_name={MODEL}", f"--model_base_path={soak.base}",
-                       "--file_system_poll_wait_seconds=1", "--enable_batching",
-                       f"--batching_parameters_file={batching}",
-                       "--grpc_max_threads=32"])
+    batching.write_text(
+        "max_batch_size { value: 16 }\n"
+        "batch_timeout_micros { value: 2000 }\n"
+        "max_enqueued_batches { value: 100 }\n"
+        "num_batch_threads { value: 2 }\n"
+    )
+    result = soak.run(
+        [
+            f"--model_name={MODEL}",
+            f"--model_base_path={soak.base}",
+            "--file_system_poll_wait_seconds=1",
+            "--enable_batching",
+            f"--batching_parameters_file={batching}",
+            "--grpc_max_threads=32",
+        ]
+    )
     result["work_dir"] = str(work)
     print(json.dumps(result, indent=2) if args.json else "", end="")
     print_report(result)

@@ -21,18 +21,34 @@ from keras_classreg.models.resnet3d import _basic_block, _resnet
 WIDTHS = (16, 32, 64, 128)
 
 
-def small_resnet3d(num_classes, input_shape=(8, 32, 32, 3), class_regularization=True,
-                   affection_rates=None, dropout=0.0, synchronized_batchnorm=None,
-                   class_regularization_options=None):
+def small_resnet3d(
+    num_classes,
+    input_shape=(8, 32, 32, 3),
+    class_regularization=True,
+    affection_rates=None,
+    dropout=0.0,
+    synchronized_batchnorm=None,
+    class_regularization_options=None,
+):
     """ResNet-10-3D at a quarter of the width, with optional Class Regularization.
 
     Args: as the zoo's `resnet3d` (`affection_rates`: 4 floats, default
     `(0.1, 0.2, 0.3, 0.4)`).
     """
     return _resnet(
-        "small_resnet3d", _basic_block, (1, 1, 1, 1), WIDTHS, num_classes,
-        input_shape, class_regularization, affection_rates, WIDTHS[-1],
-        dropout=dropout, synchronized_batchnorm=synchronized_batchnorm,
+        "small_resnet3d",
+        _basic_block,
+        (1, 1, 1, 1),
+        WIDTHS,
+        num_classes,
+        input_shape,
+        class_regularization,
+        affection_rates,
+        WIDTHS[-1],
+        dropout=dropout,
+        synchronized_batchnorm=synchronized_batchnorm,
         class_regularization_options=class_regularization_options,
-        stem_filters=WIDTHS[0], stem_kernel_size=3, stem_pool=False,
+        stem_filters=WIDTHS[0],
+        stem_kernel_size=3,
+        stem_pool=False,
     )

@@ -42,7 +42,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks import report  # noqa: E402
+from benchmarks import report
 
 DEFAULT_MODELS = ("resnet18_3d", "resnet50_3d", "i3d")
 DEFAULT_CLIPS = ("8x112x112", "16x112x112")
@@ -57,7 +57,8 @@ def parse_clip(text):
         t, h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected TxHxW, e.g. 16x112x112; received {text!r}") from None
+            f"expected TxHxW, e.g. 16x112x112; received {text!r}"
+        ) from None
     return f"{t}x{h}x{w}"
 
 
@@ -96,9 +97,9 @@ def _worker(args):
     if threads:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
     import keras
+    from tensorflow.python.util import _pywrap_util_port
 
     from keras_classreg import models
-    from tensorflow.python.util import _pywrap_util_port
     from training.config import TrainConfig
     from training.optimization import make_optimizer
 
@@ -110,14 +111,17 @@ def _worker(args):
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "results": [],
     }
-    config = TrainConfig(data="-", run_dir="-", epochs=1, learning_rate=0.01,
-                         warmup_epochs=0)
+    config = TrainConfig(data="-", run_dir="-", epochs=1, learning_rate=0.01, warmup_epochs=0)
 
     def build(name, clip, class_regularization):
         keras.utils.set_random_seed(0)
         t, h, w = (int(v) for v in clip.split("x"))
-        model = models.get(name, num_classes=args.num_classes, input_shape=(t, h, w, 3),
-                           class_regularization=class_regularization)
+        model = models.get(
+            name,
+            num_classes=args.num_classes,
+            input_shape=(t, h, w, 3),
+            class_regularization=class_regularization,
+        )
         return model
 
     def step_functions(model):
@@ -126,8 +130,10 @@ def _worker(args):
         model.compile(
             optimizer=make_optimizer(config, steps_per_epoch=1000),
             loss=keras.losses.CategoricalCrossentropy(),
-            metrics=[keras.metrics.CategoricalAccuracy(name="top1"),
-                     keras.metrics.TopKCategoricalAccuracy(k=5, name="top5")],
+            metrics=[
+                keras.metrics.CategoricalAccuracy(name="top1"),
+                keras.metrics.TopKCategoricalAccuracy(k=5, name="top5"),
+            ],
         )
         functions = {}
         for xla in args.xla_modes:
@@ -141,8 +147,11 @@ def _worker(args):
             t, h, w = (int(v) for v in clip.split("x"))
             rng = np.random.default_rng(0)
             x = tf.constant(rng.standard_normal((args.batch_size, t, h, w, 3)), tf.float32)
-            y = tf.constant(np.eye(args.num_classes, dtype="float32")[
-                rng.integers(0, args.num_classes, args.batch_size)])
+            y = tf.constant(
+                np.eye(args.num_classes, dtype="float32")[
+                    rng.integers(0, args.num_classes, args.batch_size)
+                ]
+            )
             calls = {}
             classreg = build(name, clip, True)
             for xla, function in step_functions(classreg).items():
@@ -153,10 +162,10 @@ def _worker(args):
                     calls[f"base_xla{int(xla)}"] = _train_call(base, function, x, y)
             if args.with_forward:
                 for xla in args.xla_modes:
-                    forward = tf.function(lambda clips, model=classreg: model(clips, training=False),
-                                          jit_compile=xla)
-                    calls[f"forward_xla{int(xla)}"] = (
-                        lambda forward=forward: forward(x).numpy())
+                    forward = tf.function(
+                        lambda clips, model=classreg: model(clips, training=False), jit_compile=xla
+                    )
+                    calls[f"forward_xla{int(xla)}"] = lambda f=forward, x=x: f(x).numpy()
             times = {key: [] for key in calls}
             failures = {}
             for round_ in range(args.warmup + args.steps):
@@ -167,20 +176,28 @@ def _worker(args):
                     try:
                         call()
                     except Exception as error:  # noqa: BLE001 (reported, not hidden)
-                        failures[key] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                        failures[key] = (
+                            f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"
+                        )
                         continue
                     if round_ >= args.warmup:
                         times[key].append(time.perf_counter() - started)
-                print(f"[worker onednn={int(figures['onednn'])} threads={figures['threads']}] "
-                      f"{name} {clip} round {round_ + 1}/{args.warmup + args.steps}: "
-                      + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items() if v),
-                      file=sys.stderr, flush=True)
-            figures["results"].append({
-                "model": name, "clip": clip,
-                "ms": {k: round(statistics.median(v) * 1e3, 1) for k, v in times.items() if v},
-                "ratios": _ratios(times),
-                "failures": failures,
-            })
+                print(
+                    f"[worker onednn={int(figures['onednn'])} threads={figures['threads']}] "
+                    f"{name} {clip} round {round_ + 1}/{args.warmup + args.steps}: "
+                    + ", ".join(f"{k} {v[-1] * 1e3:.0f} ms" for k, v in times.items() if v),
+                    file=sys.stderr,
+                    flush=True,
+                )
+            figures["results"].append(
+                {
+                    "model": name,
+                    "clip": clip,
+                    "ms": {k: round(statistics.median(v) * 1e3, 1) for k, v in times.items() if v},
+                    "ratios": _ratios(times),
+                    "failures": failures,
+                }
+            )
             del calls, classreg
             keras.backend.clear_session()
     print(json.dumps(figures))
@@ -191,6 +208,7 @@ def _train_call(model, function, x, y):
         model.train_function = function
         logs = model.train_on_batch(x, y, return_dict=True)
         float(logs["loss"])  # wait for the step
+
     return call
 
 
@@ -201,7 +219,8 @@ def _ratios(times):
         a, b = times.get(f"classreg_xla{xla}"), times.get(f"base_xla{xla}")
         if a and b and len(a) == len(b):
             ratios[f"classreg_over_base_xla{xla}"] = round(
-                statistics.median(p / q for p, q in zip(a, b)), 4)
+                statistics.median(p / q for p, q in zip(a, b)), 4
+            )
     return ratios
 
 
@@ -217,11 +236,28 @@ def _run_worker(args, onednn, threads, default):
     # the worker imports the same checkout as this process
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "benchmarks.train_step", "--worker",
-               "--models", *args.models, "--clips", *args.clips,
-               "--batch-size", str(args.batch_size), "--num-classes", str(args.num_classes),
-               "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--threads", str(threads), "--xla-modes", *(["1", "0"] if not args.xla_only else ["1"])]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.train_step",
+        "--worker",
+        "--models",
+        *args.models,
+        "--clips",
+        *args.clips,
+        "--batch-size",
+        str(args.batch_size),
+        "--num-classes",
+        str(args.num_classes),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(threads),
+        "--xla-modes",
+        *(["1", "0"] if not args.xla_only else ["1"]),
+    ]
     if default:
         command += ["--with-base", "--with-forward"]
     if args.mixed_precision:
@@ -234,14 +270,20 @@ def _run_worker(args, onednn, threads, default):
     if process.returncode != 0 or not lines:
         return {"label": label, "error": f"worker exited with {process.returncode}"}
     figures = json.loads(lines[-1])
-    figures.update(label=label, onednn_env=onednn, default=default,
-                  seconds=round(time.perf_counter() - started, 1))
+    figures.update(
+        label=label,
+        onednn_env=onednn,
+        default=default,
+        seconds=round(time.perf_counter() - started, 1),
+    )
     return figures
 
 
 def _config_name(figures, xla):
-    return (f"XLA {'on' if xla else 'off'}, oneDNN {'on' if figures['onednn'] else 'off'}, "
-            f"{figures['threads']} threads")
+    return (
+        f"XLA {'on' if xla else 'off'}, oneDNN {'on' if figures['onednn'] else 'off'}, "
+        f"{figures['threads']} threads"
+    )
 
 
 def collate(reports, args):
@@ -255,8 +297,7 @@ def collate(reports, args):
         for figures in reports:
             if "error" in figures:
                 continue
-            match = next((e for e in figures["results"]
-                          if (e["model"], e["clip"]) == key), None)
+            match = next((e for e in figures["results"] if (e["model"], e["clip"]) == key), None)
             if match is None:
                 continue
             for xla in (1, 0):
@@ -264,25 +305,40 @@ def collate(reports, args):
                 if ms is not None:
                     candidates.append((ms, _config_name(figures, xla)))
         best_ms, best_name = min(candidates) if candidates else (None, None)
-        rows.append({
-            "model": key[0], "clip": key[1], "batch_size": args.batch_size,
-            "default_config": _config_name(default, 1),
-            "default_ms": default_ms,
-            "best_config": best_name, "best_ms": best_ms,
-            "default_over_best": (round(default_ms / best_ms, 3)
-                                  if default_ms and best_ms else None),
-            "forward_ms": entry["ms"].get("forward_xla1"),
-            "forward_no_xla_ms": entry["ms"].get("forward_xla0"),
-            "step_over_forward": (round(default_ms / entry["ms"]["forward_xla1"], 2)
-                                  if default_ms and entry["ms"].get("forward_xla1") else None),
-            "base_ms": entry["ms"].get("base_xla1"),
-            "classreg_over_base": entry["ratios"].get("classreg_over_base_xla1"),
-            "classreg_over_base_no_xla": entry["ratios"].get("classreg_over_base_xla0"),
-            "all": sorted(candidates),
-            "failures": {r["label"]: f for r in reports if "error" not in r
-                         for e in r["results"] if (e["model"], e["clip"]) == key
-                         for f in [e["failures"]] if f},
-        })
+        rows.append(
+            {
+                "model": key[0],
+                "clip": key[1],
+                "batch_size": args.batch_size,
+                "default_config": _config_name(default, 1),
+                "default_ms": default_ms,
+                "best_config": best_name,
+                "best_ms": best_ms,
+                "default_over_best": (
+                    round(default_ms / best_ms, 3) if default_ms and best_ms else None
+                ),
+                "forward_ms": entry["ms"].get("forward_xla1"),
+                "forward_no_xla_ms": entry["ms"].get("forward_xla0"),
+                "step_over_forward": (
+                    round(default_ms / entry["ms"]["forward_xla1"], 2)
+                    if default_ms and entry["ms"].get("forward_xla1")
+                    else None
+                ),
+                "base_ms": entry["ms"].get("base_xla1"),
+                "classreg_over_base": entry["ratios"].get("classreg_over_base_xla1"),
+                "classreg_over_base_no_xla": entry["ratios"].get("classreg_over_base_xla0"),
+                "all": sorted(candidates),
+                "failures": {
+                    r["label"]: f
+                    for r in reports
+                    if "error" not in r
+                    for e in r["results"]
+                    if (e["model"], e["clip"]) == key
+                    for f in [e["failures"]]
+                    if f
+                },
+            }
+        )
     return rows
 
 
@@ -291,10 +347,12 @@ def _fmt(ms):
 
 
 def summary_lines(rows):
-    lines = ["| model | clip | default step | best step (configuration) | default / best "
-             "| forward (XLA) | forward (no XLA) | step / forward | base step "
-             "| ClassReg / base |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | clip | default step | best step (configuration) | default / best "
+        "| forward (XLA) | forward (no XLA) | step / forward | base step "
+        "| ClassReg / base |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         ratio = row["classreg_over_base"]
         mark = "" if ratio is None or ratio <= TARGET_RATIO else " (over target)"
@@ -304,7 +362,8 @@ def summary_lines(rows):
             f"{row['default_over_best'] if row['default_over_best'] is not None else '-'} | "
             f"{_fmt(row['forward_ms'])} | {_fmt(row['forward_no_xla_ms'])} | "
             f"{row['step_over_forward'] or '-'} | "
-            f"{_fmt(row['base_ms'])} | {ratio if ratio is not None else '-'}{mark} |")
+            f"{_fmt(row['base_ms'])} | {ratio if ratio is not None else '-'}{mark} |"
+        )
     return lines
 
 
@@ -315,8 +374,9 @@ def grid_lines(rows):
             lines.append(f"| {row['model']} | {row['clip']} | {name} | {_fmt(ms)} |")
         for label, failures in row["failures"].items():
             for variant, message in failures.items():
-                lines.append(f"| {row['model']} | {row['clip']} | {label}, {variant} | "
-                             f"failed: {message} |")
+                lines.append(
+                    f"| {row['model']} | {row['clip']} | {label}, {variant} | failed: {message} |"
+                )
     return lines
 
 
@@ -339,41 +399,69 @@ def build_parser():
         epilog="Example: python -m benchmarks.train_step --models resnet18_3d "
         "--clips 8x112x112 --steps 3",
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
-                        help=f"Zoo models (default: {' '.join(DEFAULT_MODELS)}).")
-    parser.add_argument("--clips", nargs="+", type=parse_clip, default=list(DEFAULT_CLIPS),
-                        help=f"Clip sizes TxHxW (default: {' '.join(DEFAULT_CLIPS)}).")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(DEFAULT_MODELS),
+        help=f"Zoo models (default: {' '.join(DEFAULT_MODELS)}).",
+    )
+    parser.add_argument(
+        "--clips",
+        nargs="+",
+        type=parse_clip,
+        default=list(DEFAULT_CLIPS),
+        help=f"Clip sizes TxHxW (default: {' '.join(DEFAULT_CLIPS)}).",
+    )
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--num-classes", type=int, default=400,
-                        help="Classes (Kinetics-400: 400).")
+    parser.add_argument("--num-classes", type=int, default=400, help="Classes (Kinetics-400: 400).")
     parser.add_argument("--steps", type=int, default=5, help="Timed rounds.")
-    parser.add_argument("--warmup", type=int, default=1,
-                        help="Untimed rounds first (compilation).")
-    parser.add_argument("--onednn", nargs="*", default=["0", "1"], choices=("0", "1"),
-                        help="TF_ENABLE_ONEDNN_OPTS values to try besides the default "
-                        "(none: only the default).")
-    parser.add_argument("--threads", nargs="+", type=int, default=None,
-                        help="Intra-op thread counts to try, 0 = TensorFlow's default "
-                        "(default: 0 and the number of physical cores if it differs).")
-    parser.add_argument("--xla-only", action="store_true",
-                        help="Skip the XLA-off variants (they can take minutes per step "
-                        "on some CPUs without the models' space-to-depth gradients).")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="mixed_float16 (GPUs).")
-    parser.add_argument("--quick", action="store_true",
-                        help="A few minutes: clip 4x56x56, 2 steps, TensorFlow's default "
-                        "oneDNN and thread settings only (XLA on and off); other "
-                        "flags given explicitly still apply.")
-    parser.add_argument("--json", default=None, metavar="FILE",
-                        help="Also write the JSON object with every figure to FILE.")
-    parser.add_argument("--docs", default=None, metavar="FILE",
-                        help="Also write both tables as Markdown, with the command, "
-                        "date and machine, to FILE (docs/benchmarks/train_step.md).")
+    parser.add_argument("--warmup", type=int, default=1, help="Untimed rounds first (compilation).")
+    parser.add_argument(
+        "--onednn",
+        nargs="*",
+        default=["0", "1"],
+        choices=("0", "1"),
+        help="TF_ENABLE_ONEDNN_OPTS values to try besides the default (none: only the default).",
+    )
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=None,
+        help="Intra-op thread counts to try, 0 = TensorFlow's default "
+        "(default: 0 and the number of physical cores if it differs).",
+    )
+    parser.add_argument(
+        "--xla-only",
+        action="store_true",
+        help="Skip the XLA-off variants (they can take minutes per step "
+        "on some CPUs without the models' space-to-depth gradients).",
+    )
+    parser.add_argument("--mixed-precision", action="store_true", help="mixed_float16 (GPUs).")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="A few minutes: clip 4x56x56, 2 steps, TensorFlow's default "
+        "oneDNN and thread settings only (XLA on and off); other "
+        "flags given explicitly still apply.",
+    )
+    parser.add_argument(
+        "--json",
+        default=None,
+        metavar="FILE",
+        help="Also write the JSON object with every figure to FILE.",
+    )
+    parser.add_argument(
+        "--docs",
+        default=None,
+        metavar="FILE",
+        help="Also write both tables as Markdown, with the command, "
+        "date and machine, to FILE (docs/benchmarks/train_step.md).",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-base", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--with-forward", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--xla-modes", nargs="+", type=int, default=[1, 0],
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--xla-modes", nargs="+", type=int, default=[1, 0], help=argparse.SUPPRESS)
     return parser
 
 
@@ -397,18 +485,27 @@ def main(argv=None):
     if unknown:
         parser.error(f"unknown model(s) {unknown}; expected some of {models.names()}")
     cores = physical_cores()
-    threads = args.threads if args.threads is not None else sorted(
-        {0} | ({cores} if cores and cores != os.cpu_count() else set()))
+    threads = (
+        args.threads
+        if args.threads is not None
+        else sorted({0} | ({cores} if cores and cores != os.cpu_count() else set()))
+    )
     meta = {
         "command": report.command("benchmarks.train_step", argv),
-        "cpu": report.cpu_model(), "logical_cpus": os.cpu_count(), "physical_cores": cores,
-        "batch_size": args.batch_size, "num_classes": args.num_classes,
-        "steps": args.steps, "warmup": args.warmup,
+        "cpu": report.cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": cores,
+        "batch_size": args.batch_size,
+        "num_classes": args.num_classes,
+        "steps": args.steps,
+        "warmup": args.warmup,
         "mixed_precision": args.mixed_precision,
         "date": datetime.date.today().isoformat(),
     }
-    print(f"CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs, "
-          f"{cores or '?'} physical cores)", flush=True)
+    print(
+        f"CPU: {meta['cpu']} ({meta['logical_cpus']} logical CPUs, {cores or '?'} physical cores)",
+        flush=True,
+    )
     started = time.perf_counter()
     reports = [_run_worker(args, None, 0, default=True)]
     if "error" in reports[0]:
@@ -416,12 +513,12 @@ def main(argv=None):
         return 1
     meta["gpus"] = reports[0]["gpus"]
     default_onednn = "1" if reports[0]["onednn"] else "0"
-    for onednn in ([] if meta["gpus"] else args.onednn):
+    for onednn in [] if meta["gpus"] else args.onednn:
         for count in threads:
             if onednn == default_onednn and count == 0:
                 continue  # that is the default configuration
             reports.append(_run_worker(args, onednn, count, default=False))
-    for count in ([] if meta["gpus"] else threads):
+    for count in [] if meta["gpus"] else threads:
         if count and default_onednn not in args.onednn:
             reports.append(_run_worker(args, None, count, default=False))
     meta["seconds"] = time.perf_counter() - started
@@ -431,8 +528,11 @@ def main(argv=None):
     print()
     print("\n".join(grid_lines(rows)))
     meta["tensorflow"] = _tensorflow_version()
-    result = {"meta": meta, "rows": rows,
-              "workers": [{k: v for k, v in r.items() if k != "results"} for r in reports]}
+    result = {
+        "meta": meta,
+        "rows": rows,
+        "workers": [{k: v for k, v in r.items() if k != "results"} for r in reports],
+    }
     if args.json:
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(result, file, indent=1)
@@ -446,21 +546,29 @@ def main(argv=None):
 
 def write_docs(rows, meta, path):
     """Both tables as a Markdown page (`benchmarks.report`)."""
-    settings = (f"Batch {meta['batch_size']}, {meta['num_classes']} classes, mixed "
-                f"precision {'on' if meta['mixed_precision'] else 'off'}; medians of "
-                f"{meta['steps']} rounds after {meta['warmup']} warm-up round(s), the "
-                "variants in rotation. The **default** configuration is what `python -m "
-                "training.train` runs (Class Regularization model, XLA on, TensorFlow's "
-                "oneDNN and thread defaults); **best** is the fastest over XLA on/off, "
-                "oneDNN on/off and thread counts; **ClassReg / base** compares the model "
-                f"with and without its blocks in the default configuration (target <= "
-                f"{TARGET_RATIO}). Physical cores: {meta['physical_cores'] or '?'}; "
-                f"whole run {meta['seconds']:.0f} s.")
+    settings = (
+        f"Batch {meta['batch_size']}, {meta['num_classes']} classes, mixed "
+        f"precision {'on' if meta['mixed_precision'] else 'off'}; medians of "
+        f"{meta['steps']} rounds after {meta['warmup']} warm-up round(s), the "
+        "variants in rotation. The **default** configuration is what `python -m "
+        "training.train` runs (Class Regularization model, XLA on, TensorFlow's "
+        "oneDNN and thread defaults); **best** is the fastest over XLA on/off, "
+        "oneDNN on/off and thread counts; **ClassReg / base** compares the model "
+        f"with and without its blocks in the default configuration (target <= "
+        f"{TARGET_RATIO}). Physical cores: {meta['physical_cores'] or '?'}; "
+        f"whole run {meta['seconds']:.0f} s."
+    )
     return report.write_page(
-        path, "Training step: default vs best configuration, forward pass, "
-        "Class Regularization's cost", meta["command"],
-        [settings, "\n".join(summary_lines(rows)), "Every configuration:",
-         "\n".join(grid_lines(rows))])
+        path,
+        "Training step: default vs best configuration, forward pass, Class Regularization's cost",
+        meta["command"],
+        [
+            settings,
+            "\n".join(summary_lines(rows)),
+            "Every configuration:",
+            "\n".join(grid_lines(rows)),
+        ],
+    )
 
 
 if __name__ == "__main__":

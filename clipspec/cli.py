@@ -83,8 +83,7 @@ class ArgumentParser(argparse.ArgumentParser):
     `error: <what> (see <prog> --help)`, exit status 2."""
 
     def error(self, message):
-        print(f"error: {printable(message)} (see {self.prog} --help)",
-              file=sys.stderr, flush=True)
+        print(f"error: {printable(message)} (see {self.prog} --help)", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
 
 
@@ -190,8 +189,9 @@ def write_json(path, value):
 def has_nvidia_driver():
     """Whether this machine has an NVIDIA driver (device files, the kernel
     module's /proc entry or the libcuda library)."""
-    if any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0",
-                                        "/proc/driver/nvidia/version")):
+    if any(
+        os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia/version")
+    ):
         return True
     import ctypes.util
 

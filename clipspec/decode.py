@@ -39,15 +39,42 @@ import numpy as np
 # The extensions the folder layout lists as videos (lower case). Files with
 # other extensions are listed in the manifest as not taken, with the reason.
 VIDEO_EXTENSIONS = (
-    ".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg",
-    ".flv", ".wmv", ".3gp", ".3g2", ".ogv", ".gif", ".ts", ".mts", ".m2ts",
-    ".vob", ".asf", ".mxf", ".f4v",
+    ".mp4",
+    ".avi",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".flv",
+    ".wmv",
+    ".3gp",
+    ".3g2",
+    ".ogv",
+    ".gif",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".vob",
+    ".asf",
+    ".mxf",
+    ".f4v",
 )
 # Extensions named in the reasons for files that are not taken.
-AUDIO_EXTENSIONS = (".m4a", ".mp3", ".wav", ".aac", ".flac", ".ogg", ".oga",
-                    ".opus", ".wma", ".aiff")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff",
-                    ".heic")
+AUDIO_EXTENSIONS = (
+    ".m4a",
+    ".mp3",
+    ".wav",
+    ".aac",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".wma",
+    ".aiff",
+)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".heic")
 
 # A clip needs motion: a single picture is not a video.
 MIN_FRAMES = 2
@@ -112,8 +139,11 @@ class DecodedVideo:
     def short(self):
         """Fewer frames decoded than the container states (not counting a
         `max_frames` cap, nor a frame or two of difference)."""
-        return bool(not self.capped and self.listed_frames
-                    and len(self.frames) < self.listed_frames - _COUNT_TOLERANCE)
+        return bool(
+            not self.capped
+            and self.listed_frames
+            and len(self.frames) < self.listed_frames - _COUNT_TOLERANCE
+        )
 
     @property
     def damage(self):
@@ -124,14 +154,15 @@ class DecodedVideo:
             return None
         parts = []
         if self.errors:
-            parts.append(f"{self.errors} undecodable packet(s), the first "
-                         f"{self.first_error}")
+            parts.append(f"{self.errors} undecodable packet(s), the first {self.first_error}")
         if self.short:
-            parts.append(f"{decoded} of the {self.listed_frames} frames the "
-                         "container lists")
-        return {"decoded": decoded, "expected": self.expected_frames,
-                "errors": self.errors,
-                "reason": "damaged video, kept: " + "; ".join(parts)}
+            parts.append(f"{decoded} of the {self.listed_frames} frames the container lists")
+        return {
+            "decoded": decoded,
+            "expected": self.expected_frames,
+            "errors": self.errors,
+            "reason": "damaged video, kept: " + "; ".join(parts),
+        }
 
 
 def resized_shape(height, width, short_side):
@@ -157,10 +188,12 @@ def resized_shape(height, width, short_side):
 
 
 def _file_kind(mode):
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"),
-                       (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device")):
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
@@ -225,11 +258,12 @@ def _image_format(container, path):
     kind = name.removesuffix("_pipe").upper()
     if name.startswith("image2"):
         stream = container.streams.video[0] if container.streams.video else None
-        kind = (stream.codec_context.name.upper() if stream is not None
-                else "still")
+        kind = stream.codec_context.name.upper() if stream is not None else "still"
     extension = os.path.splitext(path)[1] or "(no extension)"
-    return (f"a {kind} image, not a video (FFmpeg reads it as {name}; the "
-            f"file name ends in {extension})")
+    return (
+        f"a {kind} image, not a video (FFmpeg reads it as {name}; the "
+        f"file name ends in {extension})"
+    )
 
 
 def _turns(frame):
@@ -239,16 +273,20 @@ def _turns(frame):
 
 
 def _check_args(short_side, max_frames):
-    if short_side is not None and (isinstance(short_side, bool)
-                                   or not isinstance(short_side, (int, np.integer))
-                                   or short_side < 1):
+    if short_side is not None and (
+        isinstance(short_side, bool)
+        or not isinstance(short_side, (int, np.integer))
+        or short_side < 1
+    ):
         raise ValueError(
             "Invalid value for argument `short_side`. Expected None or a "
             f"positive int. Received: short_side={short_side!r}"
         )
-    if max_frames is not None and (isinstance(max_frames, bool)
-                                   or not isinstance(max_frames, (int, np.integer))
-                                   or max_frames < MIN_FRAMES):
+    if max_frames is not None and (
+        isinstance(max_frames, bool)
+        or not isinstance(max_frames, (int, np.integer))
+        or max_frames < MIN_FRAMES
+    ):
         raise ValueError(
             "Invalid value for argument `max_frames`. Expected None or an int "
             f">= {MIN_FRAMES}. Received: max_frames={max_frames!r}"
@@ -262,8 +300,9 @@ def _open(path):
         return av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as error:
         raise VideoDecodeError(
-            path, f"not a video FFmpeg can read (truncated, corrupt or not a "
-                  f"media file): {_ffmpeg_message(error)}"
+            path,
+            f"not a video FFmpeg can read (truncated, corrupt or not a "
+            f"media file): {_ffmpeg_message(error)}",
         ) from error
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise VideoDecodeError(path, f"cannot open: {error}") from error
@@ -283,28 +322,36 @@ class _Frames:
     def add(self, frame):
         if self.size is None:
             self.turns = _turns(frame)
-            shown = ((frame.height, frame.width) if self.turns % 2 == 0
-                     else (frame.width, frame.height))
+            shown = (
+                (frame.height, frame.width) if self.turns % 2 == 0 else (frame.width, frame.height)
+            )
             self.size = resized_shape(*shown, self.short_side)
             self.stored = self.size if self.turns % 2 == 0 else self.size[::-1]
             self.same = self.stored == (frame.height, frame.width)
             self.interpolation = (
-                "AREA" if self.short_side is not None
-                and self.short_side < min(frame.height, frame.width) else "BICUBIC")
+                "AREA"
+                if self.short_side is not None and self.short_side < min(frame.height, frame.width)
+                else "BICUBIC"
+            )
         if self.same:
             array = frame.to_ndarray(format="rgb24")
         else:
-            array = frame.to_ndarray(format="rgb24", width=self.stored[1],
-                                     height=self.stored[0],
-                                     interpolation=self.interpolation)
+            array = frame.to_ndarray(
+                format="rgb24",
+                width=self.stored[1],
+                height=self.stored[0],
+                interpolation=self.interpolation,
+            )
         if self.turns:
             array = np.rot90(array, self.turns)
         if array.shape[:2] != self.size:
             raise VideoDecodeError(
-                self.path, f"frame {len(self.arrays)} has size "
-                           f"{array.shape[1]}x{array.shape[0]}, the first had "
-                           f"{self.size[1]}x{self.size[0]} (resolution changes "
-                           "mid-stream are not supported)")
+                self.path,
+                f"frame {len(self.arrays)} has size "
+                f"{array.shape[1]}x{array.shape[0]}, the first had "
+                f"{self.size[1]}x{self.size[0]} (resolution changes "
+                "mid-stream are not supported)",
+            )
         self.arrays.append(array)
 
 
@@ -328,8 +375,8 @@ def decode_video_details(path, short_side=None, max_frames=None):
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["no"]
             raise VideoDecodeError(
-                path, f"no video stream (the file has {', '.join(kinds)} "
-                      "streams only)")
+                path, f"no video stream (the file has {', '.join(kinds)} streams only)"
+            )
         image = _image_format(container, path)
         if image is not None:
             raise VideoDecodeError(path, image)
@@ -346,14 +393,16 @@ def decode_video_details(path, short_side=None, max_frames=None):
             except av.error.FFmpegError as error:  # the container itself is damaged
                 errors += 1
                 first_error = first_error or (
-                    f"after frame {len(frames.arrays)}: {_ffmpeg_message(error)}")
+                    f"after frame {len(frames.arrays)}: {_ffmpeg_message(error)}"
+                )
                 break
             try:
                 decoded = stream.decode(packet)
             except av.error.FFmpegError as error:  # lose this packet, go on
                 errors += 1
                 first_error = first_error or (
-                    f"after frame {len(frames.arrays)}: {_ffmpeg_message(error)}")
+                    f"after frame {len(frames.arrays)}: {_ffmpeg_message(error)}"
+                )
                 continue
             for frame in decoded:
                 frames.add(frame)
@@ -362,9 +411,15 @@ def decode_video_details(path, short_side=None, max_frames=None):
     finally:
         container.close()
     result = DecodedVideo(
-        frames=frames.arrays, fps=fps, rotation=90 * frames.turns,
-        expected_frames=expected, listed_frames=_listed_frames(stream),
-        errors=errors, first_error=first_error, capped=frames.full)
+        frames=frames.arrays,
+        fps=fps,
+        rotation=90 * frames.turns,
+        expected_frames=expected,
+        listed_frames=_listed_frames(stream),
+        errors=errors,
+        first_error=first_error,
+        capped=frames.full,
+    )
     _check_enough(path, result, max_frames)
     result.frames = np.stack(frames.arrays)
     return result
@@ -377,22 +432,33 @@ def _check_enough(path, result, max_frames):
         expected = min(expected, max_frames)
     damaged = result.errors or result.short
     if damaged and not result.capped:
-        needed = max(MIN_FRAMES, math.ceil(PARTIAL_MIN_SHARE * expected)
-                     if expected else PARTIAL_MIN_FRAMES)
+        needed = max(
+            MIN_FRAMES, math.ceil(PARTIAL_MIN_SHARE * expected) if expected else PARTIAL_MIN_FRAMES
+        )
         if count < needed:
-            listed = (f"of the {expected} expected" if expected
-                      else "(the container gives no frame count)")
-            what = (f"corrupt video data: {result.errors} undecodable "
-                    f"packet(s), the first {result.first_error}" if result.errors
-                    else "truncated video")
+            listed = (
+                f"of the {expected} expected"
+                if expected
+                else "(the container gives no frame count)"
+            )
+            what = (
+                f"corrupt video data: {result.errors} undecodable "
+                f"packet(s), the first {result.first_error}"
+                if result.errors
+                else "truncated video"
+            )
             raise VideoDecodeError(
-                path, f"{what}; only {count} frame{'' if count == 1 else 's'} "
-                      f"{listed} decodable, a damaged video needs at least "
-                      f"{needed}")
+                path,
+                f"{what}; only {count} frame{'' if count == 1 else 's'} "
+                f"{listed} decodable, a damaged video needs at least "
+                f"{needed}",
+            )
     if count < MIN_FRAMES:
         raise VideoDecodeError(
-            path, f"only {count} decodable frame{'' if count == 1 else 's'}; "
-                  f"a video needs at least {MIN_FRAMES}")
+            path,
+            f"only {count} decodable frame{'' if count == 1 else 's'}; "
+            f"a video needs at least {MIN_FRAMES}",
+        )
 
 
 def decode_video(path, short_side=None, max_frames=None):
@@ -455,8 +521,11 @@ def decode_to_jpeg(path, short_side=None, jpeg_quality=90, max_frames=None):
 
     from PIL import Image
 
-    if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer)) \
-            or not 1 <= jpeg_quality <= 100:
+    if (
+        isinstance(jpeg_quality, bool)
+        or not isinstance(jpeg_quality, (int, np.integer))
+        or not 1 <= jpeg_quality <= 100
+    ):
         raise ValueError(
             "Invalid value for argument `jpeg_quality`. Expected an int between "
             f"1 and 100. Received: jpeg_quality={jpeg_quality!r}"
@@ -471,11 +540,15 @@ def decode_to_jpeg(path, short_side=None, jpeg_quality=90, max_frames=None):
         Image.fromarray(frame).save(buffer, format="JPEG", quality=int(jpeg_quality))
         jpegs.append(buffer.getvalue())
     return {
-        "jpegs": jpegs, "fps": video.fps, "height": int(frames.shape[1]),
-        "width": int(frames.shape[2]), "frames": int(frames.shape[0]),
+        "jpegs": jpegs,
+        "fps": video.fps,
+        "height": int(frames.shape[1]),
+        "width": int(frames.shape[2]),
+        "frames": int(frames.shape[0]),
         "decode_seconds": decoded - start,
         "encode_seconds": time.perf_counter() - decoded,
-        "rotation": video.rotation, "damage": video.damage,
+        "rotation": video.rotation,
+        "damage": video.damage,
     }
 
 
@@ -485,8 +558,10 @@ def _guarded(function, *args):
     except VideoDecodeError as error:
         return {"error": error.reason}
     except MemoryError:
-        return {"error": "out of memory while decoding (limit the frames with "
-                         "max_frames / --max-frames)"}
+        return {
+            "error": "out of memory while decoding (limit the frames with "
+            "max_frames / --max-frames)"
+        }
     except Exception as error:  # noqa: BLE001 — one bad file must not stop a run
         return {"error": f"unexpected {type(error).__name__} while decoding: {error}"}
 

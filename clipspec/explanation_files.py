@@ -43,8 +43,12 @@ def output_names(paths):
                 names.update(candidate)
                 break
         else:
-            names.update({p: f"{stem}-" + hashlib.sha256(os.fsencode(
-                os.path.abspath(p))).hexdigest()[:8] for p in group})
+            names.update(
+                {
+                    p: f"{stem}-" + hashlib.sha256(os.fsencode(os.path.abspath(p))).hexdigest()[:8]
+                    for p in group
+                }
+            )
     return names
 
 
@@ -55,8 +59,7 @@ def describe(explanation, class_names, sample=0, top_k=3):
     target = int(explanation.class_index[sample])
     return {
         "top_classes": [
-            {"class": class_names[i], "probability": float(probabilities[i])}
-            for i in top
+            {"class": class_names[i], "probability": float(probabilities[i])} for i in top
         ],
         "predicted_class": class_names[int(explanation.predicted_class[sample])],
         "maps_for_class": class_names[target],
@@ -71,10 +74,22 @@ def describe(explanation, class_names, sample=0, top_k=3):
     }
 
 
-def write_explanation(explanation, frames, class_names, out_dir, video_name,
-                      sample=0, block=None, num_frames=8, focus=False,
-                      threshold=None, scale=None, fps=8.0, requested=False,
-                      name=None):
+def write_explanation(
+    explanation,
+    frames,
+    class_names,
+    out_dir,
+    video_name,
+    sample=0,
+    block=None,
+    num_frames=8,
+    focus=False,
+    threshold=None,
+    scale=None,
+    fps=8.0,
+    requested=False,
+    name=None,
+):
     """Renders one clip's explanation: `<name>_explain.png` (grid),
     `<name>_<block>.gif` (one block's overlay) and `<name>_explain.json`
     (`name`: the video's stem by default; `output_names` gives names unique
@@ -104,22 +119,24 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
     names = explanation.block_names
     block = names[-1] if block is None else block
     if block not in names:
-        raise ValueError(
-            f"Unknown block {block!r}. The model's blocks: {', '.join(names)}."
-        )
+        raise ValueError(f"Unknown block {block!r}. The model's blocks: {', '.join(names)}.")
     if focus and threshold is None:
         threshold = FOCUS_THRESHOLD
     if scale is None:  # tiles of at least 160 px
         scale = max(1, -(-160 // min(frames.shape[1:3])))
     summary = describe(explanation, class_names, sample)
-    top = " | ".join(f"{c['class']} {c['probability']:.2f}"
-                     for c in summary["top_classes"])
-    title = [f"{printable(pathlib.Path(video_name).name)}: model top classes: {top}",
-             f"maps for class: {summary['maps_for_class']} "
-             f"({'requested' if requested else 'predicted'})"]
+    top = " | ".join(f"{c['class']} {c['probability']:.2f}" for c in summary["top_classes"])
+    title = [
+        f"{printable(pathlib.Path(video_name).name)}: model top classes: {top}",
+        f"maps for class: {summary['maps_for_class']} "
+        f"({'requested' if requested else 'predicted'})",
+    ]
     rows = [
-        (b["block"], explanation.maps[b["block"]][sample],
-         f"guess: {b['guess']}\nconfidence: {b['confidence']:.2f}")
+        (
+            b["block"],
+            explanation.maps[b["block"]][sample],
+            f"guess: {b['guess']}\nconfidence: {b['confidence']:.2f}",
+        )
         for b in summary["blocks"]
     ]
     out_dir = pathlib.Path(out_dir)
@@ -128,15 +145,24 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
     png = out_dir / f"{stem}_explain.png"
     gif = out_dir / f"{stem}_{block}.gif"
     report = out_dir / f"{stem}_explain.json"
-    render.save_png(render.render_grid(frames, rows, title, num_frames, scale,
-                                 threshold=threshold), png)
+    render.save_png(
+        render.render_grid(frames, rows, title, num_frames, scale, threshold=threshold), png
+    )
     guess = summary["blocks"][names.index(block)]
-    render.save_gif(render.render_animation(
-        frames, explanation.maps[block][sample],
-        caption=[f"{block}: {guess['guess']} {guess['confidence']:.2f}",
-                 f"for: {summary['maps_for_class']}"],
-        scale=scale, threshold=threshold,
-    ), gif, fps=max(1.0, fps))
+    render.save_gif(
+        render.render_animation(
+            frames,
+            explanation.maps[block][sample],
+            caption=[
+                f"{block}: {guess['guess']} {guess['confidence']:.2f}",
+                f"for: {summary['maps_for_class']}",
+            ],
+            scale=scale,
+            threshold=threshold,
+        ),
+        gif,
+        fps=max(1.0, fps),
+    )
     summary["video"] = str(video_name)
     summary["files"] = {"png": str(png), "gif": str(gif), "json": str(report)}
     _write_json(summary)
@@ -144,8 +170,7 @@ def write_explanation(explanation, frames, class_names, out_dir, video_name,
 
 
 def _write_json(summary):
-    pathlib.Path(summary["files"]["json"]).write_text(
-        json.dumps(summary, indent=2) + "\n")
+    pathlib.Path(summary["files"]["json"]).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def update_summary(summary, **fields):
@@ -159,14 +184,13 @@ def format_summary(summary):
     """The per-block guesses as a small text table."""
     lines = [
         f"video: {summary['video']}",
-        "model: " + " | ".join(f"{c['class']} {c['probability']:.3f}"
-                               for c in summary["top_classes"]),
+        "model: "
+        + " | ".join(f"{c['class']} {c['probability']:.3f}" for c in summary["top_classes"]),
         f"maps for class: {summary['maps_for_class']}",
         f"{'block':<24}{'guess':<24}confidence",
     ]
     for block in summary["blocks"]:
-        lines.append(f"{block['block']:<24}{block['guess']:<24}"
-                     f"{block['confidence']:.3f}")
+        lines.append(f"{block['block']:<24}{block['guess']:<24}{block['confidence']:.3f}")
     lines += [f"wrote {path}" for path in summary["files"].values()]
     return "\n".join(lines)
 
@@ -178,7 +202,7 @@ def block_agreement(summaries):
         return {}
     names = [b["block"] for b in summaries[0]["blocks"]]
     return {
-        name: sum(s["blocks"][i]["guess"] == s["predicted_class"]
-                  for s in summaries) / len(summaries)
+        name: sum(s["blocks"][i]["guess"] == s["predicted_class"] for s in summaries)
+        / len(summaries)
         for i, name in enumerate(names)
     }

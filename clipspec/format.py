@@ -50,11 +50,11 @@ def default_short_side(crop_size):
 
 
 def _int(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) \
-            or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(
             f"Invalid value for ClipFormat field `{name}`. Expected an int >= "
-            f"{minimum}. Received: {name}={value!r}")
+            f"{minimum}. Received: {name}={value!r}"
+        )
     return int(value)
 
 
@@ -67,29 +67,36 @@ def _floats(name, values, positive):
         expected = "3 positive floats" if positive else "3 floats"
         raise ValueError(
             f"Invalid value for ClipFormat field `{name}`. Expected {expected} "
-            f"(one per RGB channel). Received: {name}={values!r}")
+            f"(one per RGB channel). Received: {name}={values!r}"
+        )
     return floats
 
 
 def check_class_names(class_names, num_classes=None, source="class_names"):
     """Class names as a tuple of distinct, non-empty one-line strings."""
     if isinstance(class_names, (str, bytes)):
-        raise ValueError(f"Invalid value for `{source}`. Expected a list of "
-                         f"class names. Received the string {class_names!r}")
+        raise ValueError(
+            f"Invalid value for `{source}`. Expected a list of "
+            f"class names. Received the string {class_names!r}"
+        )
     names = tuple(class_names)
     for index, name in enumerate(names):
         if not isinstance(name, str) or not name or "\n" in name or "\r" in name:
             raise ValueError(
                 f"Invalid value for `{source}`. Expected non-empty strings "
-                f"without line breaks. Received: {source}[{index}]={name!r}")
+                f"without line breaks. Received: {source}[{index}]={name!r}"
+            )
     if len(set(names)) != len(names):
         duplicates = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"Invalid value for `{source}`. Expected distinct "
-                         f"names. Received duplicates: {duplicates}")
+        raise ValueError(
+            f"Invalid value for `{source}`. Expected distinct "
+            f"names. Received duplicates: {duplicates}"
+        )
     if num_classes is not None and len(names) != num_classes:
         raise ValueError(
             f"Invalid value for `{source}`. Expected {num_classes} names (the "
-            f"model has {num_classes} classes). Received {len(names)} names.")
+            f"model has {num_classes} classes). Received {len(names)} names."
+        )
     return names
 
 
@@ -119,11 +126,13 @@ class ClipFormat:
             raise ValueError(
                 "Invalid value for ClipFormat field `short_side`. Expected at "
                 f"least crop_size={self.crop_size} (frames are cropped after "
-                f"decoding). Received: short_side={self.short_side}")
+                f"decoding). Received: short_side={self.short_side}"
+            )
         if isinstance(self.num_crops, bool) or self.num_crops not in (1, 3):
             raise ValueError(
                 "Invalid value for ClipFormat field `num_crops`. Expected 1 or "
-                f"3. Received: num_crops={self.num_crops!r}")
+                f"3. Received: num_crops={self.num_crops!r}"
+            )
         set_(self, "mean", _floats("mean", self.mean, positive=False))
         set_(self, "std", _floats("std", self.std, positive=True))
         set_(self, "class_names", check_class_names(self.class_names))
@@ -131,7 +140,8 @@ class ClipFormat:
             raise ValueError(
                 "Invalid value for ClipFormat field `short_video`. Expected "
                 f"one of {SHORT_VIDEO_MODES}. Received: "
-                f"short_video={self.short_video!r}")
+                f"short_video={self.short_video!r}"
+            )
 
     # ------------------------------------------------------------------
     @property
@@ -153,16 +163,18 @@ class ClipFormat:
         optional command-line overrides can be passed as they are)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         if "crop_size" in changes and "short_side" not in changes:
-            changes["short_side"] = max(self.short_side,
-                                        default_short_side(changes["crop_size"]))
+            changes["short_side"] = max(self.short_side, default_short_side(changes["crop_size"]))
         return dataclasses.replace(self, **changes)
 
     # ------------------------------------------------------------------
     def to_dict(self):
         values = dataclasses.asdict(self)
-        values.update(mean=list(self.mean), std=list(self.std),
-                      class_names=list(self.class_names),
-                      format_version=FORMAT_VERSION)
+        values.update(
+            mean=list(self.mean),
+            std=list(self.std),
+            class_names=list(self.class_names),
+            format_version=FORMAT_VERSION,
+        )
         return values
 
     def to_json(self):
@@ -176,20 +188,25 @@ class ClipFormat:
         otherwise), except `format_version`.
         """
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a JSON object of clip format "
-                             f"fields. Received: {type(values).__name__}")
+            raise ValueError(
+                f"{source}: expected a JSON object of clip format "
+                f"fields. Received: {type(values).__name__}"
+            )
         values = dict(values)
         version = values.pop("format_version", FORMAT_VERSION)
         if version != FORMAT_VERSION:
             raise ValueError(
                 f"{source}: clip format version {version!r} is not supported "
-                f"(this version reads {FORMAT_VERSION}); update keras-classreg.")
+                f"(this version reads {FORMAT_VERSION}); update keras-classreg."
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if unknown:
-            raise ValueError(f"{source}: unknown clip format field(s) "
-                             f"{', '.join(unknown)}. Expected some of: "
-                             f"{', '.join(sorted(names))}.")
+            raise ValueError(
+                f"{source}: unknown clip format field(s) "
+                f"{', '.join(unknown)}. Expected some of: "
+                f"{', '.join(sorted(names))}."
+            )
         try:
             return cls(**values)
         except ValueError as error:
@@ -200,8 +217,9 @@ class ClipFormat:
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{source}: not valid JSON ({error.msg} at line "
-                             f"{error.lineno}).") from None
+            raise ValueError(
+                f"{source}: not valid JSON ({error.msg} at line {error.lineno})."
+            ) from None
         return cls.from_dict(values, source)
 
     @classmethod
@@ -210,8 +228,18 @@ class ClipFormat:
         before `clip_format.json` existed). A missing clip length or crop
         size comes from `input_shape` (the config's own, else the given
         model input `(T, S, S, 3)`); other missing fields take the defaults."""
-        keys = ("clip_length", "stride", "crop_size", "short_side", "num_clips",
-                "num_crops", "mean", "std", "class_names", "short_video")
+        keys = (
+            "clip_length",
+            "stride",
+            "crop_size",
+            "short_side",
+            "num_clips",
+            "num_crops",
+            "mean",
+            "std",
+            "class_names",
+            "short_video",
+        )
         values = {k: config[k] for k in keys if config.get(k) is not None}
         shape = config.get("input_shape") or input_shape
         if shape is not None:

@@ -104,8 +104,7 @@ def grid_size(height, width, num_blocks, num_frames, scale, title_lines):
     )
 
 
-def render_grid(frames, rows, title=(), num_frames=8, scale=2, alpha=0.5,
-                threshold=None):
+def render_grid(frames, rows, title=(), num_frames=8, scale=2, alpha=0.5, threshold=None):
     """A grid: the clip's frames on top, then one row of overlays per block.
 
     Args:
@@ -136,8 +135,9 @@ def render_grid(frames, rows, title=(), num_frames=8, scale=2, alpha=0.5,
         y += LINE_HEIGHT
     tile_w, tile_h = w * scale, h * scale
     for col, index in enumerate(columns):
-        draw.text((LABEL_WIDTH + col * tile_w + PADDING, y),
-                  f"frame {index}", fill=_TEXT, font=font)
+        draw.text(
+            (LABEL_WIDTH + col * tile_w + PADDING, y), f"frame {index}", fill=_TEXT, font=font
+        )
     y += LINE_HEIGHT + PADDING
     grid_rows = [("clip", None, "input frames")] + list(rows)
     for name, maps, label in grid_rows:
@@ -150,9 +150,12 @@ def render_grid(frames, rows, title=(), num_frames=8, scale=2, alpha=0.5,
                 )
         lines = [name] + str(label).split("\n")
         for i, line in enumerate(lines):
-            draw.text((PADDING, y + PADDING + i * LINE_HEIGHT),
-                      _fit(line, font, LABEL_WIDTH - 2 * PADDING),
-                      fill=_TEXT, font=font)
+            draw.text(
+                (PADDING, y + PADDING + i * LINE_HEIGHT),
+                _fit(line, font, LABEL_WIDTH - 2 * PADDING),
+                fill=_TEXT,
+                font=font,
+            )
         for col, index in enumerate(columns):
             tile = frames[index]
             if maps is not None:
@@ -163,8 +166,7 @@ def render_grid(frames, rows, title=(), num_frames=8, scale=2, alpha=0.5,
     return image
 
 
-def render_animation(frames, maps, caption=(), scale=2, alpha=0.5,
-                     threshold=None):
+def render_animation(frames, maps, caption=(), scale=2, alpha=0.5, threshold=None):
     """The clip with one block's overlay, one image per frame (for a GIF).
 
     Args:
@@ -194,12 +196,11 @@ def render_animation(frames, maps, caption=(), scale=2, alpha=0.5,
     for index in range(t):
         image = Image.new("RGB", animation_size(h, w, scale), _BACKGROUND)
         draw = ImageDraw.Draw(image)
-        lines = caption[:-1] + [
-            f"frame {index + 1}/{t}  {caption[-1]}".strip()
-        ]
+        lines = caption[:-1] + [f"frame {index + 1}/{t}  {caption[-1]}".strip()]
         for i, line in enumerate(lines):
-            draw.text((2, 2 + i * LINE_HEIGHT),
-                      _fit(line, font, w * scale - 4), fill=_TEXT, font=font)
+            draw.text(
+                (2, 2 + i * LINE_HEIGHT), _fit(line, font, w * scale - 4), fill=_TEXT, font=font
+            )
         tile = overlay(frames[index], maps[index], alpha, threshold)
         image.paste(_upscale(tile, scale), (0, GIF_CAPTION_LINES * LINE_HEIGHT + 4))
         images.append(image)
@@ -223,13 +224,18 @@ def save_gif(images, path, fps=8.0):
         raise ValueError("No images to write to the GIF.")
     if not fps > 0:
         raise ValueError(
-            "Invalid value for argument `fps`. Expected a positive number. "
-            f"Received: fps={fps!r}"
+            f"Invalid value for argument `fps`. Expected a positive number. Received: fps={fps!r}"
         )
     duration = max(20, int(round(1000.0 / fps / 10.0)) * 10)
-    images[0].save(path, format="GIF", save_all=True,
-                   append_images=list(images[1:]), duration=duration, loop=0,
-                   disposal=1)
+    images[0].save(
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=list(images[1:]),
+        duration=duration,
+        loop=0,
+        disposal=1,
+    )
 
 
 def _draw_colorbar(draw, image, y, font, threshold):
@@ -244,11 +250,16 @@ def _draw_colorbar(draw, image, y, font, threshold):
     text_y = y + COLORBAR_HEIGHT
     draw.text((LABEL_WIDTH, text_y), "0 (least)", fill=_TEXT, font=font)
     right = "1 (most)"
-    draw.text((image.size[0] - _text_width(font, right) - PADDING, text_y),
-              right, fill=_TEXT, font=font)
+    draw.text(
+        (image.size[0] - _text_width(font, right) - PADDING, text_y), right, fill=_TEXT, font=font
+    )
     if threshold is not None:
-        draw.text((LABEL_WIDTH + int(threshold * width) + 2, text_y),
-                  f"focus >= {threshold:g}", fill=_TEXT, font=font)
+        draw.text(
+            (LABEL_WIDTH + int(threshold * width) + 2, text_y),
+            f"focus >= {threshold:g}",
+            fill=_TEXT,
+            font=font,
+        )
 
 
 def _check_frames(frames):
@@ -273,8 +284,7 @@ def _upscale(tile, scale):
     image = Image.fromarray(tile)
     if scale == 1:
         return image
-    return image.resize((tile.shape[1] * scale, tile.shape[0] * scale),
-                        Image.Resampling.NEAREST)
+    return image.resize((tile.shape[1] * scale, tile.shape[0] * scale), Image.Resampling.NEAREST)
 
 
 def _font():

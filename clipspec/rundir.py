@@ -55,13 +55,11 @@ def _read_json(path):
     except FileNotFoundError:
         raise RunDirError(f"{path}: no such file.") from None
     except OSError as error:
-        raise RunDirError(f"{path}: cannot read it ({error.strerror or error}).") \
-            from None
+        raise RunDirError(f"{path}: cannot read it ({error.strerror or error}).") from None
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise RunDirError(f"{path}: not valid JSON ({error.msg} at line "
-                          f"{error.lineno}).") from None
+        raise RunDirError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}).") from None
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object.")
     return value
@@ -104,8 +102,9 @@ class RunDir:
         elif not self.path.exists():
             raise RunDirError(f"{self.path}: no such run directory.")
         elif not self.path.is_dir():
-            raise RunDirError(f"{self.path}: not a folder (a run directory is "
-                              "the folder training.train wrote).")
+            raise RunDirError(
+                f"{self.path}: not a folder (a run directory is the folder training.train wrote)."
+            )
         self._config = None
 
     def __repr__(self):
@@ -178,12 +177,14 @@ class RunDir:
             clip_format = self.clip_format
         else:
             clip_format = ClipFormat.from_run_config(
-                self.config, str(self.config_path), input_shape=shape)
+                self.config, str(self.config_path), input_shape=shape
+            )
         if clip_format.input_shape != shape:
             raise RunDirError(
                 f"{self.path}: the run's clip format says clips of "
                 f"{clip_format.input_shape} but model '{model.name}' takes "
-                f"{shape}; is the model from another run?")
+                f"{shape}; is the model from another run?"
+            )
         return clip_format
 
     @property
@@ -195,7 +196,8 @@ class RunDir:
         raise RunDirError(
             f"{self.path} holds neither {BEST_MODEL} nor {FINAL_MODEL} (an "
             "unfinished or empty run); pass a model file such as "
-            f"{self.path / CHECKPOINTS}/epoch_NNN.keras.")
+            f"{self.path / CHECKPOINTS}/epoch_NNN.keras."
+        )
 
     @property
     def is_finished(self):
@@ -243,6 +245,7 @@ def load_model(path):
         raise RunDirError(f"{path}: expected a .keras model file.")
     try:
         return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # noqa: BLE001 (re-raised naming the file)
-        raise RunDirError(f"{path}: could not load the Keras model "
-                          f"({type(error).__name__}: {error}).") from error
+    except Exception as error:
+        raise RunDirError(
+            f"{path}: could not load the Keras model ({type(error).__name__}: {error})."
+        ) from error

@@ -84,8 +84,11 @@ def clip_frame_indices(num_frames, clip_length, stride, start, short_video="loop
     clip_length = _positive_int("clip_length", clip_length)
     stride = _positive_int("stride", stride)
     _check_mode(short_video)
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) \
-            or not 0 <= start < num_frames:
+    if (
+        isinstance(start, bool)
+        or not isinstance(start, (int, np.integer))
+        or not 0 <= start < num_frames
+    ):
         raise ValueError(
             "Invalid value for argument `start`. Expected an int in "
             f"[0, {num_frames}). Received: start={start!r}"
@@ -106,19 +109,20 @@ def eval_clip_starts(num_frames, clip_length, stride, num_clips):
     last = max_clip_start(num_frames, clip_length, stride)
     if num_clips == 1:
         return [last // 2]
-    return [(2 * i * last + num_clips - 1) // (2 * (num_clips - 1))
-            for i in range(num_clips)]
+    return [(2 * i * last + num_clips - 1) // (2 * (num_clips - 1)) for i in range(num_clips)]
 
 
 def eval_clip_indices(num_frames, clip_length, stride, num_clips, short_video="loop"):
     """`[num_clips, clip_length]` frame indices of the test clips."""
     starts = eval_clip_starts(num_frames, clip_length, stride, num_clips)
-    return np.stack([clip_frame_indices(num_frames, clip_length, stride, s, short_video)
-                     for s in starts])
+    return np.stack(
+        [clip_frame_indices(num_frames, clip_length, stride, s, short_video) for s in starts]
+    )
 
 
-def eval_views(frames, clip_length, stride, crop_size, num_clips=1, num_crops=1,
-               short_video="loop"):
+def eval_views(
+    frames, clip_length, stride, crop_size, num_clips=1, num_crops=1, short_video="loop"
+):
     """The test-time views of a decoded video.
 
     Args:
@@ -168,4 +172,3 @@ def normalize(clips, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     mean = np.asarray(mean, np.float32)
     std = np.asarray(std, np.float32)
     return ((np.asarray(clips, np.float32) / 255.0 - mean) / std).astype(np.float32)
-

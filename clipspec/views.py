@@ -77,8 +77,10 @@ def short_side_shape(height, width, short_side):
     def scaled(side):
         return tf.maximum((2 * side * short_side + short) // (2 * short), 1)
 
-    return (tf.where(height <= width, short_side, scaled(height)),
-            tf.where(height <= width, scaled(width), short_side))
+    return (
+        tf.where(height <= width, short_side, scaled(height)),
+        tf.where(height <= width, scaled(width), short_side),
+    )
 
 
 def resize(images, height, width, antialias=True):
@@ -87,8 +89,9 @@ def resize(images, height, width, antialias=True):
     `antialias=True` (the test views) low-pass filters when shrinking;
     `False` (train clips, 3-4x cheaper) is plain bilinear interpolation.
     """
-    return tf.image.resize(images, tf.stack([height, width]),
-                           method=RESIZE_METHOD, antialias=antialias)
+    return tf.image.resize(
+        images, tf.stack([height, width]), method=RESIZE_METHOD, antialias=antialias
+    )
 
 
 def to_uint8(images):
@@ -130,7 +133,7 @@ def views_from_pool(pool, positions, crop_size, num_crops):
     else:
         # The short side equals crop_size, so only the long side has room.
         offsets = [(f * free_y // 2, f * free_x // 2) for f in (0, 1, 2)]
-    crops = [clips[:, :, y:y + crop_size, x:x + crop_size, :] for y, x in offsets]
+    crops = [clips[:, :, y : y + crop_size, x : x + crop_size, :] for y, x in offsets]
     views = tf.stack(crops, axis=1)  # [C, num_crops, T, S, S, 3]
     t = tf.shape(positions)[1]
     return tf.reshape(views, [-1, t, crop_size, crop_size, 3])
@@ -142,8 +145,7 @@ def views_from_frames(frames, indices, crop_size, num_crops):
     indices = tf.convert_to_tensor(indices, tf.int32)
     unique, positions = tf.unique(tf.reshape(indices, [-1]))
     pool = tf.gather(tf.convert_to_tensor(frames, tf.uint8), unique)
-    return views_from_pool(pool, tf.reshape(positions, tf.shape(indices)),
-                           crop_size, num_crops)
+    return views_from_pool(pool, tf.reshape(positions, tf.shape(indices)), crop_size, num_crops)
 
 
 def normalize(pixels, mean, std):

@@ -76,41 +76,58 @@ def step_synthesize(demo):
 
     root = demo.path("videos")
     marker = os.path.join(root, "synth.json")
-    wanted = {"per_class": demo.per_class, "frames": demo.frames,
-              "size": demo.size, "seed": demo.seed}
+    wanted = {
+        "per_class": demo.per_class,
+        "frames": demo.frames,
+        "size": demo.size,
+        "seed": demo.seed,
+    }
     done = json.load(open(marker)) if os.path.isfile(marker) else {}
-    if all(done.get(k) == v for k, v in wanted.items()) and len(
-        done.get("classes", [])
-    ) == demo.classes:
+    if (
+        all(done.get(k) == v for k, v in wanted.items())
+        and len(done.get("classes", [])) == demo.classes
+    ):
         demo.facts["dataset"] = load_folder(root, test_fraction=0.25, seed=demo.seed)
         _say(f"synthetic videos already in {root}")
     else:
         demo.facts["dataset"] = write_synthetic_dataset(
-            root, classes=demo.classes, per_class=demo.per_class,
-            frames=demo.frames, size=demo.size, seed=demo.seed,
-            test_fraction=0.25, progress=True,
+            root,
+            classes=demo.classes,
+            per_class=demo.per_class,
+            frames=demo.frames,
+            size=demo.size,
+            seed=demo.seed,
+            test_fraction=0.25,
+            progress=True,
         )
     dataset = demo.facts["dataset"]
     demo.facts["class_names"] = list(dataset.class_names)
     demo.facts["test_video"] = next(
         str(item.path) for item in dataset.items if item.subset == "test"
     )
-    demo.record("videos", root, f"{len(dataset.items)} .mp4 files, classes: "
-                f"{', '.join(dataset.class_names)}")
+    demo.record(
+        "videos",
+        root,
+        f"{len(dataset.items)} .mp4 files, classes: {', '.join(dataset.class_names)}",
+    )
 
 
 def step_prepare(demo):
     from training.data import prepare_dataset
 
     out = demo.path("prepared")
-    manifest = prepare_dataset(demo.facts["dataset"], out, short_side=demo.size,
-                               workers=min(2, os.cpu_count() or 1))
+    manifest = prepare_dataset(
+        demo.facts["dataset"], out, short_side=demo.size, workers=min(2, os.cpu_count() or 1)
+    )
     counts = {name: s["videos"] for name, s in manifest["subsets"].items()}
     if manifest["skipped"]:
         raise RuntimeError(f"prepare skipped videos: {manifest['skipped']}")
     demo.facts["prepared"] = out
-    demo.record("shards", os.path.join(out, "manifest.json"),
-                f"TFRecord shards, videos per subset: {counts}")
+    demo.record(
+        "shards",
+        os.path.join(out, "manifest.json"),
+        f"TFRecord shards, videos per subset: {counts}",
+    )
 
 
 def _model_options(demo):
@@ -126,8 +143,10 @@ def _model_options(demo):
     if demo.widen_factor is None:
         return {"widen_factor": DEFAULT_WIDEN_FACTOR} if takes_width else {}
     if not takes_width:
-        raise ValueError(f"--widen-factor {demo.widen_factor}: model {demo.model!r} "
-                         "has no widen_factor argument; leave --widen-factor out.")
+        raise ValueError(
+            f"--widen-factor {demo.widen_factor}: model {demo.model!r} "
+            "has no widen_factor argument; leave --widen-factor out."
+        )
     return {"widen_factor": demo.widen_factor}
 
 
@@ -136,40 +155,44 @@ def step_train(demo):
 
     options = _model_options(demo)
     demo.widen_factor = options.get("widen_factor")  # recorded as resolved
-    run_dir = train({
-        "data": demo.facts["prepared"],
-        "run_dir": demo.path("run"),
-        "model": demo.model,
-        "model_options": options,
-        "class_regularization": True,
-        "clip_length": demo.clip_length,
-        "stride": 2,
-        "crop_size": demo.crop_size,
-        "epochs": demo.epochs,
-        "batch_size": demo.batch_size,
-        "learning_rate": demo.learning_rate,
-        "warmup_epochs": 1.0,
-        "seed": demo.seed,
-        # left/right and clockwise/counterclockwise swap under a mirror image
-        "flip": False,
-        # whole frames: random crops can cut the moving shape out of view,
-        # and on these few hundred clips the model learns much faster
-        # without them (8 epochs: val top-1 0.34 with scale jitter, 0.63+
-        # with whole frames)
-        "augmentation": "center",
-        "keep_checkpoints": 1,
-        "num_clips": demo.num_clips,
-        "verbose": 2,
-    })
+    run_dir = train(
+        {
+            "data": demo.facts["prepared"],
+            "run_dir": demo.path("run"),
+            "model": demo.model,
+            "model_options": options,
+            "class_regularization": True,
+            "clip_length": demo.clip_length,
+            "stride": 2,
+            "crop_size": demo.crop_size,
+            "epochs": demo.epochs,
+            "batch_size": demo.batch_size,
+            "learning_rate": demo.learning_rate,
+            "warmup_epochs": 1.0,
+            "seed": demo.seed,
+            # left/right and clockwise/counterclockwise swap under a mirror image
+            "flip": False,
+            # whole frames: random crops can cut the moving shape out of view,
+            # and on these few hundred clips the model learns much faster
+            # without them (8 epochs: val top-1 0.34 with scale jitter, 0.63+
+            # with whole frames)
+            "augmentation": "center",
+            "keep_checkpoints": 1,
+            "num_clips": demo.num_clips,
+            "verbose": 2,
+        }
+    )
     demo.facts["run_dir"] = run_dir
     with open(os.path.join(run_dir, "summary.json")) as file:
         summary = json.load(file)
     # the default configuration: XLA-compiled steps on one CPU
     demo.facts["train_seconds_per_step"] = summary["seconds_per_step"]
     demo.facts["xla_compiled"] = summary["xla_compiled"]
-    _say(f"training: {summary['seconds_per_step']:.2f} s per training step "
-         f"(validation included), steps "
-         f"{'compiled with XLA' if summary['xla_compiled'] else 'not compiled with XLA'}")
+    _say(
+        f"training: {summary['seconds_per_step']:.2f} s per training step "
+        f"(validation included), steps "
+        f"{'compiled with XLA' if summary['xla_compiled'] else 'not compiled with XLA'}"
+    )
     demo.facts["model_path"] = os.path.join(run_dir, "best.keras")
     demo.record("run", run_dir, "config.json, history.csv, tensorboard/, checkpoints/")
     demo.record("model", demo.facts["model_path"], "best epoch by validation top-1")
@@ -181,9 +204,11 @@ def step_evaluate(demo):
     report = evaluate(demo.facts["run_dir"], demo.facts["prepared"])
     path, png = write_report(report, demo.path("eval"))
     video, chance = report["video"], report["chance_top1"]
-    _say(f"video-level top-1 {video['top1']:.3f} on {video['count']} held-out "
-         f"videos ({demo.num_clips} clips each); clip-level "
-         f"{report['clip']['top1']:.3f}; chance {chance:.3f}")
+    _say(
+        f"video-level top-1 {video['top1']:.3f} on {video['count']} held-out "
+        f"videos ({demo.num_clips} clips each); clip-level "
+        f"{report['clip']['top1']:.3f}; chance {chance:.3f}"
+    )
     demo.facts["top1"] = video["top1"]
     demo.facts["chance_top1"] = chance
     demo.record("report", path, f"video top-1 {video['top1']:.3f} (chance {chance:.3f})")
@@ -202,9 +227,12 @@ def step_export(demo):
     # server then serves (the newest)
     version_dir = export_run(demo.facts["run_dir"], demo.path("export"), MODEL_NAME)
     demo.facts["export_base"] = os.path.dirname(version_dir)
-    demo.record("savedmodel", version_dir,
-                "signatures serving_default, predict_normalized, class_names, "
-                "clip_format, classify, explain")
+    demo.record(
+        "savedmodel",
+        version_dir,
+        "signatures serving_default, predict_normalized, class_names, "
+        "clip_format, classify, explain",
+    )
 
 
 def step_serve_and_classify(demo):
@@ -213,11 +241,12 @@ def step_serve_and_classify(demo):
 
     log = demo.path("server.log")
     video = demo.facts["test_video"]
-    args = [f"--model_name={MODEL_NAME}",
-            f"--model_base_path={demo.facts['export_base']}"]
+    args = [f"--model_name={MODEL_NAME}", f"--model_base_path={demo.facts['export_base']}"]
     with LocalServer(args, log_path=log) as server:
-        _say(f"serving {demo.facts['export_base']} over gRPC at {server.address} "
-             f"(python -m serving.server, pid {server.pid})")
+        _say(
+            f"serving {demo.facts['export_base']} over gRPC at {server.address} "
+            f"(python -m serving.server, pid {server.pid})"
+        )
         with ServingClient(server.address, timeout=60) as client:
             client.wait_until_available(MODEL_NAME, timeout=120)
             result = classify_video(client, MODEL_NAME, video, top_k=3)
@@ -234,17 +263,26 @@ def step_serve_and_classify(demo):
 def step_explain(demo):
     from training.explain import explain_one_video
 
-    summary = explain_one_video(demo.facts["run_dir"], demo.facts["test_video"],
-                                demo.path("explain"))
+    summary = explain_one_video(
+        demo.facts["run_dir"], demo.facts["test_video"], demo.path("explain")
+    )
     guesses = summary.get("files", {})
-    demo.record("explanation_png", guesses["png"],
-                "per-block class evidence (rows) over the clip's frames")
+    demo.record(
+        "explanation_png", guesses["png"], "per-block class evidence (rows) over the clip's frames"
+    )
     demo.record("explanation_gif", guesses["gif"], "the deepest block's overlay")
     demo.record("explanation_json", guesses["json"], "per-block guesses")
 
 
-STEPS = (step_synthesize, step_prepare, step_train, step_evaluate, step_export,
-         step_serve_and_classify, step_explain)
+STEPS = (
+    step_synthesize,
+    step_prepare,
+    step_train,
+    step_evaluate,
+    step_export,
+    step_serve_and_classify,
+    step_explain,
+)
 
 
 def run_demo(demo, steps=STEPS):
@@ -259,20 +297,31 @@ def run_demo(demo, steps=STEPS):
         step(demo)
         seconds = time.perf_counter() - begun
         demo.facts.setdefault("seconds", {})[step.__name__] = round(seconds, 1)
-        _say(f"step {number}/{len(steps)} done in {seconds:.1f} s "
-             f"({time.perf_counter() - started:.0f} s so far)")
+        _say(
+            f"step {number}/{len(steps)} done in {seconds:.1f} s "
+            f"({time.perf_counter() - started:.0f} s so far)"
+        )
     demo.facts["total_seconds"] = round(time.perf_counter() - started, 1)
     with open(demo.path("artefacts.json"), "w") as file:
-        json.dump({"artefacts": demo.artefacts,
-                   "seconds": demo.facts["seconds"],
-                   "total_seconds": demo.facts["total_seconds"],
-                   "settings": {field.name: getattr(demo, field.name)
-                                for field in dataclasses.fields(demo)
-                                if field.name not in ("out", "artefacts", "facts")},
-                   **{name: demo.facts[name]
-                      for name in ("train_seconds_per_step", "xla_compiled", "top1",
-                                   "chance_top1")
-                      if name in demo.facts}}, file, indent=2)
+        json.dump(
+            {
+                "artefacts": demo.artefacts,
+                "seconds": demo.facts["seconds"],
+                "total_seconds": demo.facts["total_seconds"],
+                "settings": {
+                    field.name: getattr(demo, field.name)
+                    for field in dataclasses.fields(demo)
+                    if field.name not in ("out", "artefacts", "facts")
+                },
+                **{
+                    name: demo.facts[name]
+                    for name in ("train_seconds_per_step", "xla_compiled", "top1", "chance_top1")
+                    if name in demo.facts
+                },
+            },
+            file,
+            indent=2,
+        )
     return demo
 
 
@@ -282,10 +331,12 @@ HELP = {
     "frames": "Frames per synthetic video.",
     "size": "Frame size of the synthetic videos (and the prepared short side).",
     "model": "Model: a keras_classreg.models name or 'module:builder'.",
-    "widen_factor": ("The model builder's widen_factor (1.0: the published "
-                     "widths; a quarter has 1/16 of the parameters) "
-                     f"(default: {DEFAULT_WIDEN_FACTOR} for models "
-                     "that have one, e.g. the ResNets; i3d has none)"),
+    "widen_factor": (
+        "The model builder's widen_factor (1.0: the published "
+        "widths; a quarter has 1/16 of the parameters) "
+        f"(default: {DEFAULT_WIDEN_FACTOR} for models "
+        "that have one, e.g. the ResNets; i3d has none)"
+    ),
     "clip_length": "Frames per clip (stride 2).",
     "crop_size": "Clip crop size.",
     "epochs": "Training epochs.",
@@ -313,19 +364,31 @@ def build_parser():
         if value is None:  # the help says what None means
             parser.add_argument("--" + name.replace("_", "-"), type=float, help=text + ".")
             continue
-        parser.add_argument("--" + name.replace("_", "-"), type=type(value),
-                            default=value, help=f"{text} (default: {value})")
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(value),
+            default=value,
+            help=f"{text} (default: {value})",
+        )
     return parser
 
 
 @cli.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    for name in ("classes", "per_class", "frames", "size", "clip_length",
-                 "crop_size", "epochs", "batch_size", "num_clips"):
+    for name in (
+        "classes",
+        "per_class",
+        "frames",
+        "size",
+        "clip_length",
+        "crop_size",
+        "epochs",
+        "batch_size",
+        "num_clips",
+    ):
         if getattr(args, name) < 1:
-            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got "
-                            f"{getattr(args, name)}).")
+            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
     if args.widen_factor is not None and not args.widen_factor > 0:
         return cli.fail(f"--widen-factor must be > 0 (got {args.widen_factor}).")
     cli.quiet_tensorflow()

@@ -9,22 +9,20 @@ Kinetics weights (`keras_classreg.pretrained`, its only file I/O). It has no
 command line; `clipspec`, `training` and `serving` build on it.
 """
 
-from keras_classreg.layers import (
-    ClassRegularization,
-    ClipAugmentation,
-    FoldedClassRegularization,
-)
+from keras_classreg import explanations, models, pretrained
 from keras_classreg.classreg_model import (
     ClassRegModel,
     class_regularization_blocks,
     wire_classifiers,
 )
-from keras_classreg import models
 from keras_classreg.flops import flops
 from keras_classreg.folding import fold_class_regularization
+from keras_classreg.layers import (
+    ClassRegularization,
+    ClipAugmentation,
+    FoldedClassRegularization,
+)
 from keras_classreg.surgery import add_class_regularization
-from keras_classreg import explanations
-from keras_classreg import pretrained
 
 __version__ = "0.2.0"
 

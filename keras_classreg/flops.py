@@ -41,7 +41,9 @@ def flops(model, input_shape=None):
     options = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     info = tf.compat.v1.profiler.profile(
-        graph=frozen.graph, run_meta=tf.compat.v1.RunMetadata(), cmd="op",
+        graph=frozen.graph,
+        run_meta=tf.compat.v1.RunMetadata(),
+        cmd="op",
         options=options,
     )
     return int(info.total_float_ops)

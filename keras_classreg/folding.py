@@ -10,9 +10,9 @@ copy of the model can hold it instead: same outputs, a fifth of the bytes.
 
 import keras
 
+from keras_classreg.classreg_model import class_regularization_blocks, wire_classifiers
 from keras_classreg.layers.class_regularization import ClassRegularization
 from keras_classreg.layers.folded_class_regularization import FoldedClassRegularization
-from keras_classreg.classreg_model import class_regularization_blocks, wire_classifiers
 
 
 def fold_class_regularization(model):
@@ -53,9 +53,7 @@ def fold_class_regularization(model):
         )
     blocks = class_regularization_blocks(model)
     if not blocks:
-        raise ValueError(
-            f"Model '{model.name}' has no ClassRegularization blocks to fold."
-        )
+        raise ValueError(f"Model '{model.name}' has no ClassRegularization blocks to fold.")
     weights = {}  # id(original block) -> its W_l as a NumPy array
     for block in blocks:
         if isinstance(block, ClassRegularization):
@@ -71,7 +69,9 @@ def fold_class_regularization(model):
                 affection_rate=layer.affection_rate,
                 classifier=layer.classifier_name,
                 normalization_range=layer.normalization_range,
-                name=layer.name, dtype=layer.dtype_policy, trainable=False,
+                name=layer.name,
+                dtype=layer.dtype_policy,
+                trainable=False,
             )
         else:
             copy = layer.__class__.from_config(layer.get_config())

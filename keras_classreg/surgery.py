@@ -16,8 +16,8 @@ import numbers
 import keras
 from keras.src.models.functional import Functional
 
-from keras_classreg.layers.class_regularization import ClassRegularization
 from keras_classreg.classreg_model import ClassRegModel, wire_classifiers
+from keras_classreg.layers.class_regularization import ClassRegularization
 
 # Layers that may sit between the classifier and a model output: they do not
 # change which layer holds the class weights.
@@ -136,7 +136,11 @@ def add_class_regularization(
                 f"Received: block_options={block_options!r}"
             )
     surgeon = _Surgeon(
-        targets, rates, head, options, share_layers,
+        targets,
+        rates,
+        head,
+        options,
+        share_layers,
         used_names={entry[0].name for entry in entries} | {graph.name},
     )
     rebuilt = surgeon.rebuild(graph)
@@ -148,9 +152,7 @@ def add_class_regularization(
             "never called on the way from the inputs to the outputs)."
         )
     surgeon.copy_weights()
-    new_model = ClassRegModel(
-        rebuilt.input, rebuilt.output, name=name or model.name
-    )
+    new_model = ClassRegModel(rebuilt.input, rebuilt.output, name=name or model.name)
     return wire_classifiers(new_model)
 
 
@@ -175,9 +177,11 @@ def _as_functional(model):
             )
         # one input and output tensor, not lists of one: the model is then
         # called (and exported) with a plain tensor, like the Sequential.
-        return keras.Model(inputs[0] if len(inputs) == 1 else inputs,
-                           outputs[0] if len(outputs) == 1 else outputs,
-                           name=model.name)
+        return keras.Model(
+            inputs[0] if len(inputs) == 1 else inputs,
+            outputs[0] if len(outputs) == 1 else outputs,
+            name=model.name,
+        )
     if isinstance(model, Functional):
         return model
     if isinstance(model, keras.Model):
@@ -190,8 +194,7 @@ def _as_functional(model):
             "functionally."
         )
     raise TypeError(
-        f"Invalid value for argument `model`. Expected {_SUPPORTED}. "
-        f"Received: model={model!r}"
+        f"Invalid value for argument `model`. Expected {_SUPPORTED}. Received: model={model!r}"
     )
 
 
@@ -202,8 +205,7 @@ def _is_graph_model(layer):
 def _sublayers(model):
     if isinstance(model, keras.Sequential):
         return model.layers
-    return [layer for layer in model.layers
-            if not isinstance(layer, keras.layers.InputLayer)]
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
 
 
 def _layer_entries(model, prefix=""):
@@ -260,17 +262,17 @@ def _resolve_classifier(model, graph, classifier):
     if isinstance(classifier, str):
         matches = [layer for layer in top_level if layer.name == classifier]
         if not matches:
-            nested = [path for layer, path in _layer_entries(graph)
-                      if layer.name == classifier]
+            nested = [path for layer, path in _layer_entries(graph) if layer.name == classifier]
             where = (
                 f" It exists inside a nested model ({', '.join(nested)}); "
                 "the classifier must be a layer of the model itself."
-                if nested else ""
+                if nested
+                else ""
             )
             raise ValueError(
                 "Invalid value for argument `classifier`. Model "
                 f"'{model.name}' has no layer named {classifier!r}.{where}"
-                f"{_did_you_mean(classifier, [l.name for l in top_level])}"
+                f"{_did_you_mean(classifier, [layer.name for layer in top_level])}"
             )
         layer = matches[0]
     else:
@@ -420,17 +422,16 @@ def _resolve_rates(affection_rates, targets):
 class _Surgeon:
     """Re-creates a functional graph layer by layer, inserting blocks."""
 
-    def __init__(self, targets, rates, classifier, options, share_layers,
-                 used_names):
+    def __init__(self, targets, rates, classifier, options, share_layers, used_names):
         self.rates = {id(layer): rate for layer, rate in zip(targets, rates)}
         self.targets = {id(layer): layer for layer in targets}
         self.classifier = classifier
         self.options = options
         self.share_layers = share_layers
         self.used_names = set(used_names)
-        self.copies = {}    # id(original) -> its copy (or itself)
+        self.copies = {}  # id(original) -> its copy (or itself)
         self.originals = {}  # id(copy) -> original
-        self.blocks = {}     # id(original target) -> its block
+        self.blocks = {}  # id(original target) -> its block
         self.rebuilt_models = set()  # ids of nested models rebuilt here
 
     def rebuild(self, graph):
@@ -440,9 +441,7 @@ class _Surgeon:
         )
 
     def _contains_target(self, model):
-        return any(
-            id(layer) in self.targets for layer, _ in _layer_entries(model)
-        )
+        return any(id(layer) in self.targets for layer, _ in _layer_entries(model))
 
     def copy_layer(self, layer):
         if id(layer) in self.copies:
@@ -455,7 +454,7 @@ class _Surgeon:
         else:
             try:
                 copy = layer.__class__.from_config(layer.get_config())
-            except Exception as error:  # noqa: BLE001 - re-raised with advice
+            except Exception as error:
                 raise ValueError(
                     f"Cannot re-create layer '{layer.name}' (class "
                     f"{type(layer).__name__}) from its config: {error}. Give "

@@ -47,16 +47,17 @@ _PER_REQUEST_CODES = (
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.OUT_OF_RANGE,
 )
+
+
 def _cpus():
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
-QUEUE_FULL_MESSAGE = (
-    "The batch scheduling queue to which this task was submitted is full"
-)
+QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,13 +79,14 @@ class BatchingOptions:
     num_batch_threads: int = 2
 
     def __post_init__(self):
-        for field, minimum in (("max_batch_size", 1),
-                               ("batch_timeout_micros", 0),
-                               ("max_enqueued_batches", 1),
-                               ("num_batch_threads", 1)):
+        for field, minimum in (
+            ("max_batch_size", 1),
+            ("batch_timeout_micros", 0),
+            ("max_enqueued_batches", 1),
+            ("num_batch_threads", 1),
+        ):
             value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or value < minimum:
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(
                     f"Invalid value for argument `{field}`. Expected an int "
                     f">= {minimum}. Received: {field}={value!r}"
@@ -94,8 +96,12 @@ class BatchingOptions:
     def tf_serving_defaults(cls):
         """TF Serving's batching when `--enable_batching` has no parameters
         file (its batch scheduler's defaults)."""
-        return cls(max_batch_size=1000, batch_timeout_micros=0,
-                   max_enqueued_batches=10, num_batch_threads=_cpus())
+        return cls(
+            max_batch_size=1000,
+            batch_timeout_micros=0,
+            max_enqueued_batches=10,
+            num_batch_threads=_cpus(),
+        )
 
     @classmethod
     def from_text(cls, text, path="batching parameters", **overrides):
@@ -105,15 +111,18 @@ class BatchingOptions:
         Serving's defaults (`tf_serving_defaults`)."""
         values = {}
         known = {field.name for field in dataclasses.fields(cls)}
-        ignored = {"thread_pool_name", "allowed_batch_sizes",
-                   "pad_variable_length_inputs", "enable_large_batch_splitting",
-                   "max_execution_batch_size"}
+        ignored = {
+            "thread_pool_name",
+            "allowed_batch_sizes",
+            "pad_variable_length_inputs",
+            "enable_large_batch_splitting",
+            "max_execution_batch_size",
+        }
         for number, line in enumerate(text.splitlines(), start=1):
             line = line.split("#", 1)[0].strip()
             if not line:
                 continue
-            match = re.fullmatch(
-                r"(\w+)\s*\{\s*value\s*:\s*(\"?[\w.-]*\"?)\s*\}", line)
+            match = re.fullmatch(r"(\w+)\s*\{\s*value\s*:\s*(\"?[\w.-]*\"?)\s*\}", line)
             if not match:
                 raise ValueError(
                     f"{path}, line {number}: expected `name {{ value: N }}` "
@@ -122,8 +131,7 @@ class BatchingOptions:
                 )
             name, value = match.groups()
             if name in ignored:
-                _LOG.warning("%s, line %d: %s is not used by this server",
-                             path, number, name)
+                _LOG.warning("%s, line %d: %s is not used by this server", path, number, name)
                 continue
             if name not in known:
                 raise ValueError(
@@ -134,8 +142,7 @@ class BatchingOptions:
                 values[name] = int(value)
             except ValueError:
                 raise ValueError(
-                    f"{path}, line {number}: {name} must be an integer. "
-                    f"Received: {value!r}"
+                    f"{path}, line {number}: {name} must be an integer. Received: {value!r}"
                 ) from None
         values.update({k: v for k, v in overrides.items() if v is not None})
         defaults = dataclasses.asdict(cls.tf_serving_defaults())
@@ -143,8 +150,7 @@ class BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "key", "done", "outputs", "error",
-                 "context")
+    __slots__ = ("inputs", "rows", "key", "done", "outputs", "error", "context")
 
     def __init__(self, inputs, rows, key, context=None):
         self.inputs, self.rows, self.key = inputs, rows, key
@@ -186,6 +192,7 @@ class _GroupContext:
                 last = state["left"] == 0
             if last:
                 callback()
+
         self._hooks[callback] = one_cancelled
         for context in self._contexts:
             context.on_cancel(one_cancelled)
@@ -254,17 +261,15 @@ class Batcher:
         rows = rows.pop()
         if rows == 0 or rows > self._options.max_batch_size:
             return self._run_now(inputs, context)
-        key = tuple(sorted(
-            (name, value.dtype.str, value.shape[1:])
-            for name, value in inputs.items()
-        ))
+        key = tuple(
+            sorted((name, value.dtype.str, value.shape[1:]) for name, value in inputs.items())
+        )
         task = _Task(inputs, rows, key, context)
         with self._cond:
             if self._closed:
                 task = None
             elif self._queued_rows + rows > self._capacity:
-                raise ServingError(grpc.StatusCode.UNAVAILABLE,
-                                   QUEUE_FULL_MESSAGE)
+                raise ServingError(grpc.StatusCode.UNAVAILABLE, QUEUE_FULL_MESSAGE)
             else:
                 self._queue.append(task)
                 self._queued_rows += rows
@@ -274,8 +279,7 @@ class Batcher:
         return _wait(task)
 
     def _run_now(self, inputs, context):
-        return self._run(inputs, context) if context is not None \
-            else self._run(inputs)
+        return self._run(inputs, context) if context is not None else self._run(inputs)
 
     def close(self):
         """Stops the workers once the queued requests are done."""
@@ -338,11 +342,9 @@ class Batcher:
             self._run_alone(batch[0])
             return
         names = list(batch[0].inputs)
-        inputs = {name: np.concatenate([t.inputs[name] for t in batch])
-                  for name in names}
+        inputs = {name: np.concatenate([t.inputs[name] for t in batch]) for name in names}
         contexts = [task.context for task in batch]
-        group = None if any(c is None for c in contexts) \
-            else _GroupContext(contexts)
+        group = None if any(c is None for c in contexts) else _GroupContext(contexts)
         try:
             outputs = self._run_now(inputs, group)
         except ServingError as error:
@@ -354,24 +356,29 @@ class Batcher:
             return
         except Exception as error:  # noqa: BLE001 (reported to every caller)
             _LOG.exception("batched call failed")
-            self._fail(batch, ServingError(grpc.StatusCode.INTERNAL,
-                                           f"batched call failed: {error}"))
+            self._fail(
+                batch, ServingError(grpc.StatusCode.INTERNAL, f"batched call failed: {error}")
+            )
             return
         total = sum(task.rows for task in batch)
         _LOG.debug("ran a batch of %d requests (%d rows)", len(batch), total)
-        bad = [name for name, value in outputs.items()
-               if np.ndim(value) == 0 or len(value) != total]
+        bad = [
+            name for name, value in outputs.items() if np.ndim(value) == 0 or len(value) != total
+        ]
         if bad:
-            self._fail(batch, ServingError(
-                grpc.StatusCode.INTERNAL,
-                f"outputs {bad} are not batch-major ({total} rows expected); "
-                "this signature cannot be batched"))
+            self._fail(
+                batch,
+                ServingError(
+                    grpc.StatusCode.INTERNAL,
+                    f"outputs {bad} are not batch-major ({total} rows expected); "
+                    "this signature cannot be batched",
+                ),
+            )
             return
         start = 0
         for task in batch:
             stop = start + task.rows
-            task.outputs = {name: value[start:stop]
-                            for name, value in outputs.items()}
+            task.outputs = {name: value[start:stop] for name, value in outputs.items()}
             start = stop
             task.done.set()
 

@@ -30,9 +30,14 @@ class ServingError(Exception):
         code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
         text = (error.message or str(error)).split("\n\t [[")[0]
         lines = [line.strip() for line in text.splitlines()]
-        lines = [line for line in lines if line and not line.startswith((
-            "Graph execution error", "Detected at node",
-            "<stack traces unavailable>"))]
+        lines = [
+            line
+            for line in lines
+            if line
+            and not line.startswith(
+                ("Graph execution error", "Detected at node", "<stack traces unavailable>")
+            )
+        ]
         return cls(code, " ".join(lines) or text.strip())
 
 
@@ -60,5 +65,11 @@ def tf_status_code(code):
     return code.value[0]
 
 
-__all__ = ["MESSAGE_LIMIT", "ServingError", "invalid_argument", "limit_message",
-           "not_found", "tf_status_code"]
+__all__ = [
+    "MESSAGE_LIMIT",
+    "ServingError",
+    "invalid_argument",
+    "limit_message",
+    "not_found",
+    "tf_status_code",
+]

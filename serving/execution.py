@@ -51,8 +51,11 @@ def install():
         _installed = True
         _install_state["class"] = manager_class
     except (ImportError, AttributeError) as error:  # another TensorFlow
-        _LOG.warning("TF2 model calls cannot be cancelled (%s); expired "
-                     "requests are still dropped before they run", error)
+        _LOG.warning(
+            "TF2 model calls cannot be cancelled (%s); expired "
+            "requests are still dropped before they run",
+            error,
+        )
         _installed = False
     return _installed
 

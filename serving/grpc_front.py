@@ -44,26 +44,41 @@ WIRE_COPIES = 2
 
 # (service, method) -> (request class, response class, handler name)
 _METHODS = {
-    ("tensorflow.serving.PredictionService", "Predict"):
-        (predict_pb2.PredictRequest, predict_pb2.PredictResponse, "predict"),
-    ("tensorflow.serving.PredictionService", "Classify"):
-        (classification_pb2.ClassificationRequest,
-         classification_pb2.ClassificationResponse, "classify"),
-    ("tensorflow.serving.PredictionService", "Regress"):
-        (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse,
-         "regress"),
-    ("tensorflow.serving.PredictionService", "MultiInference"):
-        (inference_pb2.MultiInferenceRequest,
-         inference_pb2.MultiInferenceResponse, "multi_inference"),
-    ("tensorflow.serving.PredictionService", "GetModelMetadata"):
-        (get_model_metadata_pb2.GetModelMetadataRequest,
-         get_model_metadata_pb2.GetModelMetadataResponse, "get_model_metadata"),
-    ("tensorflow.serving.ModelService", "GetModelStatus"):
-        (get_model_status_pb2.GetModelStatusRequest,
-         get_model_status_pb2.GetModelStatusResponse, "get_model_status"),
-    ("tensorflow.serving.ModelService", "HandleReloadConfigRequest"):
-        (model_management_pb2.ReloadConfigRequest,
-         model_management_pb2.ReloadConfigResponse, "reload_config"),
+    ("tensorflow.serving.PredictionService", "Predict"): (
+        predict_pb2.PredictRequest,
+        predict_pb2.PredictResponse,
+        "predict",
+    ),
+    ("tensorflow.serving.PredictionService", "Classify"): (
+        classification_pb2.ClassificationRequest,
+        classification_pb2.ClassificationResponse,
+        "classify",
+    ),
+    ("tensorflow.serving.PredictionService", "Regress"): (
+        regression_pb2.RegressionRequest,
+        regression_pb2.RegressionResponse,
+        "regress",
+    ),
+    ("tensorflow.serving.PredictionService", "MultiInference"): (
+        inference_pb2.MultiInferenceRequest,
+        inference_pb2.MultiInferenceResponse,
+        "multi_inference",
+    ),
+    ("tensorflow.serving.PredictionService", "GetModelMetadata"): (
+        get_model_metadata_pb2.GetModelMetadataRequest,
+        get_model_metadata_pb2.GetModelMetadataResponse,
+        "get_model_metadata",
+    ),
+    ("tensorflow.serving.ModelService", "GetModelStatus"): (
+        get_model_status_pb2.GetModelStatusRequest,
+        get_model_status_pb2.GetModelStatusResponse,
+        "get_model_status",
+    ),
+    ("tensorflow.serving.ModelService", "HandleReloadConfigRequest"): (
+        model_management_pb2.ReloadConfigRequest,
+        model_management_pb2.ReloadConfigResponse,
+        "reload_config",
+    ),
 }
 
 
@@ -80,26 +95,25 @@ class _Front:
 
     def __init__(self, handlers, workers):
         self.handlers = handlers
-        self.executor = futures.ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix="grpc")
+        self.executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
 
     def generic_handlers(self):
         services = {}
-        for (service, method), (request_class, response_class, name) in \
-                _METHODS.items():
-            services.setdefault(service, {})[method] = \
-                grpc.unary_unary_rpc_method_handler(
-                    self._method(method, request_class, getattr(
-                        self.handlers, name)),
-                    request_deserializer=None,  # bytes: parsed in `call`
-                    response_serializer=response_class.SerializeToString)
-        return [grpc.method_handlers_generic_handler(service, methods)
-                for service, methods in services.items()]
+        for (service, method), (request_class, response_class, name) in _METHODS.items():
+            services.setdefault(service, {})[method] = grpc.unary_unary_rpc_method_handler(
+                self._method(method, request_class, getattr(self.handlers, name)),
+                request_deserializer=None,  # bytes: parsed in `call`
+                response_serializer=response_class.SerializeToString,
+            )
+        return [
+            grpc.method_handlers_generic_handler(service, methods)
+            for service, methods in services.items()
+        ]
 
     def _method(self, method_name, request_class, handler):
         async def method(data, context):
-            return await self.call(handler, request_class, data, context,
-                                   method_name)
+            return await self.call(handler, request_class, data, context, method_name)
+
         return method
 
     async def call(self, method, request_class, data, context, name=""):
@@ -108,8 +122,7 @@ class _Front:
         try:
             if limits is not None:
                 ctx.max_request_bytes = limits.max_request_bytes
-                ctx.reservation = limits.budget.reserve(
-                    WIRE_COPIES * len(data), "request message")
+                ctx.reservation = limits.budget.reserve(WIRE_COPIES * len(data), "request message")
         except ServingError as error:
             await context.abort(error.code, error.message)
 
@@ -118,11 +131,11 @@ class _Front:
             try:
                 request = request_class.FromString(data)
             except Exception:  # noqa: BLE001 (gRPC's own answer to garbage)
-                raise ServingError(grpc.StatusCode.INTERNAL,
-                                   "Exception deserializing request!") from None
+                raise ServingError(
+                    grpc.StatusCode.INTERNAL, "Exception deserializing request!"
+                ) from None
             if name == "Predict":
-                _LOG.debug("Predict request received (model %r)",
-                           request.model_spec.name[:200])
+                _LOG.debug("Predict request received (model %r)", request.model_spec.name[:200])
             return method(request, ctx)
 
         running = self.executor.submit(job)
@@ -132,7 +145,7 @@ class _Front:
             if remaining is None:
                 return await future
             return await asyncio.wait_for(future, max(remaining, 0.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             ctx.cancel()
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"
         except asyncio.CancelledError:  # the client went away
@@ -141,22 +154,23 @@ class _Front:
         except ServingError as error:
             code, message = error.code, error.message
         except Exception as error:  # noqa: BLE001 (the server keeps serving)
-            _LOG.error("request failed: %s: %s", type(error).__name__,
-                       limit_message(error, 300))
+            _LOG.error("request failed: %s: %s", type(error).__name__, limit_message(error, 300))
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
         finally:
             if ctx.reservation is not None:
                 # An abandoned call keeps its bytes until its thread ends.
-                running.add_done_callback(
-                    lambda _, r=ctx.reservation: r.release())
+                running.add_done_callback(lambda _, r=ctx.reservation: r.release())
         await context.abort(code, limit_message(message))
 
 
 # Health service names: "" (the server), each model, and the services
 # (TF Serving's health service names "ModelService" and "PredictionService").
-SERVICE_NAMES = ("tensorflow.serving.PredictionService",
-                 "tensorflow.serving.ModelService", "PredictionService",
-                 "ModelService")
+SERVICE_NAMES = (
+    "tensorflow.serving.PredictionService",
+    "tensorflow.serving.ModelService",
+    "PredictionService",
+    "ModelService",
+)
 
 
 class GrpcServer:
@@ -175,10 +189,18 @@ class GrpcServer:
         health: serve `grpc.health.v1.Health`.
     """
 
-    def __init__(self, handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                 socket_path=None, channel_arguments=(), workers=16,
-                 max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
-                 credentials=None, health=True):
+    def __init__(
+        self,
+        handlers,
+        host=DEFAULT_HOST,
+        port=DEFAULT_PORT,
+        socket_path=None,
+        channel_arguments=(),
+        workers=16,
+        max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
+        credentials=None,
+        health=True,
+    ):
         if isinstance(handlers, ModelManager):
             handlers = Handlers(handlers)
         self.handlers = handlers
@@ -190,22 +212,21 @@ class GrpcServer:
         self._credentials = credentials
         self._addresses = []
         if port is not None:
-            self._addresses.append(f"[{host}]:{port}" if ":" in host
-                                   else f"{host}:{port}")
+            self._addresses.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
         if socket_path:
             self._addresses.append(f"unix:{socket_path}")
         self._health_on = health
         self.health = None
         self.port = None
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever,
-                                        name="grpc-loop", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="grpc-loop", daemon=True
+        )
         self._server = None
         self._stopping = False
 
     def _run(self, coroutine, timeout=None):
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop) \
-            .result(timeout)
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def start(self):
         """Binds and starts; returns the bound TCP port (or None)."""
@@ -221,8 +242,7 @@ class GrpcServer:
         return self.port
 
     async def _start(self):
-        server = grpc.aio.server(options=self._options,
-                                 maximum_concurrent_rpcs=self._max_rpcs)
+        server = grpc.aio.server(options=self._options, maximum_concurrent_rpcs=self._max_rpcs)
         server.add_generic_rpc_handlers(self._front.generic_handlers())
         if self._health_on:
             self.health = health.aio.HealthServicer()
@@ -255,11 +275,10 @@ class GrpcServer:
 
         async def apply():
             for name, ok in states.items():
-                await self.health.set(name, status.SERVING if ok
-                                      else status.NOT_SERVING)
+                await self.health.set(name, status.SERVING if ok else status.NOT_SERVING)
             for name in ("",) + SERVICE_NAMES:
-                await self.health.set(name, status.SERVING if overall
-                                      else status.NOT_SERVING)
+                await self.health.set(name, status.SERVING if overall else status.NOT_SERVING)
+
         try:
             self._run(apply(), timeout=10)
         except (RuntimeError, futures.TimeoutError):  # the loop has stopped
@@ -271,10 +290,12 @@ class GrpcServer:
         (the stop is done)."""
         self._stopping = True
         if self._server is not None and self._loop.is_running():
+
             async def stop():
                 if self.health is not None:
                     await self.health.enter_graceful_shutdown()
                 await self._server.stop(grace)
+
             self._run(stop())
         self._front.executor.shutdown(wait=False, cancel_futures=True)
         self._shutdown_loop()
@@ -291,16 +312,30 @@ class _Stopped:
         return True
 
 
-def create_server(handlers, host=DEFAULT_HOST, port=DEFAULT_PORT,
-                  socket_path=None, channel_arguments=(), workers=16,
-                  max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
-                  credentials=None, health=True):
+def create_server(
+    handlers,
+    host=DEFAULT_HOST,
+    port=DEFAULT_PORT,
+    socket_path=None,
+    channel_arguments=(),
+    workers=16,
+    max_concurrent_rpcs=DEFAULT_MAX_CONCURRENT_RPCS,
+    credentials=None,
+    health=True,
+):
     """A started `GrpcServer` serving `handlers` (or a `ModelManager`) on
     `host:port` (port 0: any free port; None: no TCP port) and/or the UNIX
     socket `socket_path`; returns `(server, bound TCP port or None)`."""
-    server = GrpcServer(handlers, host, port, socket_path, channel_arguments,
-                        workers, max_concurrent_rpcs, credentials, health)
+    server = GrpcServer(
+        handlers,
+        host,
+        port,
+        socket_path,
+        channel_arguments,
+        workers,
+        max_concurrent_rpcs,
+        credentials,
+        health,
+    )
     bound = server.start()
     return server, bound
-
-

@@ -71,8 +71,7 @@ class RequestContext:
 
     @classmethod
     def with_timeout(cls, entrypoint, seconds):
-        return cls(entrypoint, None if seconds is None
-                   else time.monotonic() + seconds)
+        return cls(entrypoint, None if seconds is None else time.monotonic() + seconds)
 
     def time_remaining(self):
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -92,8 +91,7 @@ class RequestContext:
         """Raises DEADLINE_EXCEEDED once the deadline has passed, CANCELLED
         once cancelled."""
         if self.expired():
-            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               "Deadline exceeded")
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
         if self.cancelled:
             raise ServingError(grpc.StatusCode.CANCELLED, "Request cancelled")
 
@@ -154,9 +152,11 @@ class ReloadPolicy:
         self.enabled = bool(enabled)
         self.roots = tuple(os.path.realpath(root) for root in roots)
         if self.enabled and not self.roots:
-            raise ValueError("--enable_model_config_reload needs "
-                             "--allowed_model_base_path_roots=DIR[,DIR]: the "
-                             "folders whose models a client may serve.")
+            raise ValueError(
+                "--enable_model_config_reload needs "
+                "--allowed_model_base_path_roots=DIR[,DIR]: the "
+                "folders whose models a client may serve."
+            )
 
     def check_enabled(self):
         if not self.enabled:
@@ -164,7 +164,8 @@ class ReloadPolicy:
                 grpc.StatusCode.PERMISSION_DENIED,
                 "HandleReloadConfigRequest is disabled on this server (start "
                 "it with --enable_model_config_reload and "
-                "--allowed_model_base_path_roots to allow it)")
+                "--allowed_model_base_path_roots to allow it)",
+            )
 
     def check_paths(self, config):
         for model in config.model_config_list.config:
@@ -172,15 +173,16 @@ class ReloadPolicy:
                 raise ServingError(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"model {limit_message(model.name, 200)!r}: base_path "
-                    "must be an absolute path inside an allowed root")
+                    "must be an absolute path inside an allowed root",
+                )
             real = os.path.realpath(model.base_path)
-            if not any(real == root or real.startswith(root + os.sep)
-                       for root in self.roots):
+            if not any(real == root or real.startswith(root + os.sep) for root in self.roots):
                 raise ServingError(
                     grpc.StatusCode.PERMISSION_DENIED,
                     f"model {limit_message(model.name, 200)!r}: base_path is "
                     "not inside a folder allowed by "
-                    "--allowed_model_base_path_roots")
+                    "--allowed_model_base_path_roots",
+                )
 
 
 class Handlers:
@@ -206,24 +208,29 @@ class Handlers:
         """Predict; `servable` (a resolved `ServableVersion`) skips the look
         up (REST resolves it first to type the JSON inputs)."""
         context = context if context is not None else RequestContext()
+
         def run():
             context.charge(*tensors_cost(request.inputs))
-            return (servable or self.resolve(request.model_spec)).predict(
-                request, context)
+            return (servable or self.resolve(request.model_spec)).predict(request, context)
+
         return self._observe("predict", request.model_spec.name, context, run)
 
     def classify(self, request, context=None):
         context = context if context is not None else RequestContext()
+
         def run():
             context.charge(*examples_cost(request.input), "examples")
             return self.resolve(request.model_spec).classify(request, context)
+
         return self._observe("classify", request.model_spec.name, context, run)
 
     def regress(self, request, context=None):
         context = context if context is not None else RequestContext()
+
         def run():
             context.charge(*examples_cost(request.input), "examples")
             return self.resolve(request.model_spec).regress(request, context)
+
         return self._observe("regress", request.model_spec.name, context, run)
 
     def multi_inference(self, request, context=None):
@@ -240,24 +247,29 @@ class Handlers:
             tasks = max(len(request.tasks), 1)  # each task runs on them
             context.charge(decoded, reserve * tasks, "examples")
             return self.resolve(spec).multi_inference(request, context)
+
         return self._observe("multi_inference", name, context, run)
 
     def get_model_metadata(self, request, context=None):
         context = context if context is not None else RequestContext()
+
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
             check_metadata_request(request)
             return self.resolve(request.model_spec).metadata(request)
+
         return self._observe("metadata", request.model_spec.name, context, run)
 
     # -- ModelService ----------------------------------------------------
     def get_model_status(self, request, context=None):
         context = context if context is not None else RequestContext()
+
         def run():
             if not request.HasField("model_spec"):
                 raise invalid_argument("Missing ModelSpec")
             return self.manager.status(request.model_spec)
+
         return self._observe("status", request.model_spec.name, context, run)
 
     def reload_config(self, request, context=None):
@@ -267,23 +279,27 @@ class Handlers:
         is INVALID_ARGUMENT, a label on a version that is not loaded
         FAILED_PRECONDITION. Each accepted change is logged."""
         context = context if context is not None else RequestContext()
+
         def run():
             self.reload_policy.check_enabled()
             if request.config.WhichOneof("config") != "model_config_list":
                 raise invalid_argument(
                     "ServerModelConfig type not supported by "
                     "HandleReloadConfigRequest. Only ModelConfigList is "
-                    "currently supported")
+                    "currently supported"
+                )
             try:
                 config = check_model_config(request.config, "ReloadConfigRequest")
             except ValueError as error:
                 raise invalid_argument(str(error)) from None
             self.reload_policy.check_paths(config)
-            _LOG.warning("HandleReloadConfigRequest: serving %s",
-                         "; ".join(f"{m.name} from {m.base_path}"
-                                   for m in config.model_config_list.config))
+            _LOG.warning(
+                "HandleReloadConfigRequest: serving %s",
+                "; ".join(f"{m.name} from {m.base_path}" for m in config.model_config_list.config),
+            )
             self.manager.reload(config)
             return model_management_pb2.ReloadConfigResponse()
+
         return self._observe("reload_config", "", context, run)
 
     # -- helpers -------------------------------------------------------
@@ -307,9 +323,13 @@ class Handlers:
         except ServingError as error:
             status = error.code.name
             # One line per failed request (TF Serving's VLOG(1)).
-            _LOG.debug("%s failed (model %r): %s: %s", api,
-                       model_name[:_NAME_IN_LOGS], error.code.name,
-                       error.message)
+            _LOG.debug(
+                "%s failed (model %r): %s: %s",
+                api,
+                model_name[:_NAME_IN_LOGS],
+                error.code.name,
+                error.message,
+            )
             raise
         except Exception:
             status = grpc.StatusCode.INTERNAL.name
@@ -321,11 +341,10 @@ class Handlers:
             if self.metrics is not None:
                 # Only configured models get their own label: a client
                 # cannot grow the metrics with made-up names.
-                label = model_name if self.manager.has_model(model_name) \
-                    else ""
+                label = model_name if self.manager.has_model(model_name) else ""
                 self.metrics.observe(
-                    label, api, context.entrypoint, status,
-                    (time.perf_counter() - started) * 1e6)
+                    label, api, context.entrypoint, status, (time.perf_counter() - started) * 1e6
+                )
 
 
 __all__ = ["Handlers", "ReloadPolicy", "RequestContext"]

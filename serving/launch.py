@@ -33,18 +33,15 @@ class LocalServer:
         rest: also serve the REST API (`rest_url`).
     """
 
-    def __init__(self, args, ready_timeout=180.0, log_path=None, env=None,
-                 rest=False):
+    def __init__(self, args, ready_timeout=180.0, log_path=None, env=None, rest=False):
         self.args = [str(a) for a in args]
         self.ready_timeout = ready_timeout
         if log_path is None:
-            handle, log_path = tempfile.mkstemp(prefix="classreg-serve-",
-                                                suffix=".log")
+            handle, log_path = tempfile.mkstemp(prefix="classreg-serve-", suffix=".log")
             os.close(handle)
         self.log_path = str(log_path)
         self.env = dict(os.environ if env is None else env)
-        paths = [str(_REPO)] + [p for p in self.env.get("PYTHONPATH", "").split(
-            os.pathsep) if p]
+        paths = [str(_REPO)] + [p for p in self.env.get("PYTHONPATH", "").split(os.pathsep) if p]
         self.env["PYTHONPATH"] = os.pathsep.join(paths)
         self.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.rest = rest
@@ -70,16 +67,17 @@ class LocalServer:
         grpc_port = self.port if same_ports and self.port else free_port()
         ports = [f"--port={grpc_port}"]
         if self.rest:
-            rest_port = self.rest_port if same_ports and self.rest_port \
-                else free_port()
+            rest_port = self.rest_port if same_ports and self.rest_port else free_port()
             ports.append(f"--rest_api_port={rest_port}")
         offset = os.path.getsize(self.log_path) if same_ports else 0
         with open(self.log_path, "ab" if same_ports else "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "serving.server", "--host", "127.0.0.1",
-                 *ports, *self.args],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                cwd=str(_REPO))
+                [sys.executable, "-m", "serving.server", "--host", "127.0.0.1", *ports, *self.args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=str(_REPO),
+            )
         deadline = time.monotonic() + self.ready_timeout
         grpc_line = re.compile(re.escape(READY_LINE) + r" \S+:(\d+)")
         rest_line = re.compile(re.escape(REST_READY_LINE) + r" \S+:(\d+)")
@@ -94,11 +92,13 @@ class LocalServer:
             if self.process.poll() is not None:
                 raise RuntimeError(
                     f"serving.server exited with code {self.process.returncode}"
-                    f" before it was ready:\n{self.log()[-4000:]}")
+                    f" before it was ready:\n{self.log()[-4000:]}"
+                )
             time.sleep(0.1)
         self.stop()
-        raise TimeoutError(f"serving.server was not ready after "
-                           f"{self.ready_timeout:.0f} s:\n{self.log()[-4000:]}")
+        raise TimeoutError(
+            f"serving.server was not ready after {self.ready_timeout:.0f} s:\n{self.log()[-4000:]}"
+        )
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:

@@ -29,7 +29,7 @@ import threading
 
 import grpc
 
-from serving.defaults import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES  # noqa: F401
+from serving.defaults import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYTES
 from serving.errors import ServingError
 from serving.tensors import STRING_ELEMENT_OVERHEAD, tensor_size
 
@@ -107,7 +107,8 @@ class MemoryBudget:
                     f"Server memory budget exhausted: this {what} needs "
                     f"{nbytes} bytes, {max(free, 0)} of the "
                     f"{self.limit} bytes for requests in flight are free "
-                    "(--max_inflight_bytes); retry later")
+                    "(--max_inflight_bytes); retry later"
+                )
             self.used += nbytes
             self.peak = max(self.peak, self.used)
 
@@ -122,7 +123,8 @@ def check_request_bytes(nbytes, limit, what="request tensors"):
     if limit and nbytes > limit:
         raise _resource_exhausted(
             f"The {what} would take {nbytes} bytes once decoded, more than "
-            f"the per-request limit of {limit} bytes (--max_request_bytes)")
+            f"the per-request limit of {limit} bytes (--max_request_bytes)"
+        )
 
 
 @dataclasses.dataclass
@@ -137,7 +139,8 @@ class RequestLimits:
 
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     budget: MemoryBudget = dataclasses.field(
-        default_factory=lambda: MemoryBudget(DEFAULT_MAX_INFLIGHT_BYTES))
+        default_factory=lambda: MemoryBudget(DEFAULT_MAX_INFLIGHT_BYTES)
+    )
 
     @classmethod
     def unlimited(cls):
@@ -172,8 +175,7 @@ def examples_cost(model_input):
     else:
         return 0, 0
     count = len(examples)
-    decoded = sum(e.ByteSize() for e in examples) + count * (
-        context + STRING_ELEMENT_OVERHEAD)
+    decoded = sum(e.ByteSize() for e in examples) + count * (context + STRING_ELEMENT_OVERHEAD)
     return decoded, DECODED_COPIES * decoded
 
 
@@ -183,8 +185,8 @@ def arrays_cost(arrays):
     for value in arrays.values():
         if value.dtype.kind == "O":
             total += value.size * STRING_ELEMENT_OVERHEAD + sum(
-                len(v) if isinstance(v, (bytes, str)) else 0
-                for v in value.ravel())
+                len(v) if isinstance(v, (bytes, str)) else 0 for v in value.ravel()
+            )
         else:
             total += value.nbytes
     return total

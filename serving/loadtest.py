@@ -62,8 +62,9 @@ def malformed_request(kind, model, clip):
         return predict_request(model, clip, version=987654321)
     if kind == "unknown_signature":
         return predict_request(model, clip, signature="no_such_signature")
-    raise ValueError(f"Unknown malformed kind {kind!r}. Expected one of: "
-                     f"{', '.join(MALFORMED_KINDS)}.")
+    raise ValueError(
+        f"Unknown malformed kind {kind!r}. Expected one of: {', '.join(MALFORMED_KINDS)}."
+    )
 
 
 @dataclasses.dataclass
@@ -101,8 +102,9 @@ def run_together(clients, worker):
     `barrier.wait()` when ready, and the clock starts when all are. Returns
     the seconds from then until the last thread ends."""
     barrier = threading.Barrier(clients + 1)
-    threads = [threading.Thread(target=worker, args=(i, barrier), daemon=True)
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=worker, args=(i, barrier), daemon=True) for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -112,8 +114,18 @@ def run_together(clients, worker):
     return time.perf_counter() - began
 
 
-def run_load(address, model, clips, expected, clients=8, requests=100,
-             malformed_share=0.05, seed=0, timeout=60.0, atol=1e-4):
+def run_load(
+    address,
+    model,
+    clips,
+    expected,
+    clients=8,
+    requests=100,
+    malformed_share=0.05,
+    seed=0,
+    timeout=60.0,
+    atol=1e-4,
+):
     """Runs the load; returns a `LoadReport`.
 
     Args:
@@ -129,9 +141,11 @@ def run_load(address, model, clips, expected, clients=8, requests=100,
             summation order slightly).
     """
     if not 0.0 <= malformed_share <= 1.0:
-        raise ValueError("Invalid value for argument `malformed_share`. "
-                         "Expected a float between 0 and 1. Received: "
-                         f"malformed_share={malformed_share!r}")
+        raise ValueError(
+            "Invalid value for argument `malformed_share`. "
+            "Expected a float between 0 and 1. Received: "
+            f"malformed_share={malformed_share!r}"
+        )
     total = clients * requests
     rng = np.random.default_rng(seed)
     n_bad = int(round(total * malformed_share))
@@ -163,12 +177,13 @@ def run_load(address, model, clips, expected, clients=8, requests=100,
                 my_latencies.append(elapsed)
                 got = tf.make_ndarray(response.outputs["probabilities"])
                 if got.shape != expected[choice[slot]].shape or not np.allclose(
-                        got, expected[choice[slot]], atol=atol):
+                    got, expected[choice[slot]], atol=atol
+                ):
                     my_wrong += 1
             elif code != MALFORMED_KINDS[kind]:
                 my_unexpected.append(
-                    f"{kind} -> {code.name} (expected "
-                    f"{MALFORMED_KINDS[kind].name})")
+                    f"{kind} -> {code.name} (expected {MALFORMED_KINDS[kind].name})"
+                )
         client.close()
         with lock:
             latencies.extend(my_latencies)
@@ -179,18 +194,21 @@ def run_load(address, model, clips, expected, clients=8, requests=100,
     duration = run_together(clients, worker)
     ms = np.array(latencies) * 1000.0
     return LoadReport(
-        clients=clients, requests=total, malformed=n_bad,
-        ok=codes.get("OK", 0), wrong_answers=wrong[0],
+        clients=clients,
+        requests=total,
+        malformed=n_bad,
+        ok=codes.get("OK", 0),
+        wrong_answers=wrong[0],
         errors_by_code={k: v for k, v in sorted(codes.items()) if k != "OK"},
-        unexpected_errors=unexpected, duration_s=duration,
+        unexpected_errors=unexpected,
+        duration_s=duration,
         throughput_rps=total / duration if duration else float("nan"),
         p50_ms=float(np.percentile(ms, 50)) if len(ms) else float("nan"),
         p99_ms=float(np.percentile(ms, 99)) if len(ms) else float("nan"),
     )
 
 
-def latency_overhead(address, model, version_dir, clip, repeats=50,
-                     warmup=5):
+def latency_overhead(address, model, version_dir, clip, repeats=50, warmup=5):
     """Median latency of Predict through the server vs an in-process call
     of the same SavedModel (`serving_default`), both at batch 1, calls
     interleaved. Returns `(served_p50_ms, in_process_p50_ms, ratio)`."""

@@ -24,7 +24,7 @@ DEFAULT_PATH = "/monitoring/prometheus/metrics"  # PrometheusExporter::kPromethe
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 # Microseconds: 10 us to ~ 30 min, x1.8 per bucket (TF Serving's buckets).
-BUCKETS = tuple(10 * 1.8 ** i for i in range(33))
+BUCKETS = tuple(10 * 1.8**i for i in range(33))
 
 
 def _monitoring_config_class():
@@ -34,16 +34,24 @@ def _monitoring_config_class():
     pool = descriptor_pool.DescriptorPool()
     file = descriptor_pb2.FileDescriptorProto(
         name="tensorflow_serving/config/monitoring_config.proto",
-        package="tensorflow.serving", syntax="proto3")
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
     prometheus = file.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=8, label=1)   # bool
-    prometheus.field.add(name="path", number=2, type=9, label=1)     # string
+    prometheus.field.add(name="enable", number=1, type=8, label=1)  # bool
+    prometheus.field.add(name="path", number=2, type=9, label=1)  # string
     monitoring = file.message_type.add(name="MonitoringConfig")
-    monitoring.field.add(name="prometheus_config", number=1, type=11, label=1,
-                         type_name=".tensorflow.serving.PrometheusConfig")
+    monitoring.field.add(
+        name="prometheus_config",
+        number=1,
+        type=11,
+        label=1,
+        type_name=".tensorflow.serving.PrometheusConfig",
+    )
     pool.Add(file)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
+        pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig")
+    )
 
 
 MonitoringConfig = _monitoring_config_class()
@@ -63,8 +71,8 @@ class Metrics:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._counts = collections.Counter()            # (model, status)
-        self._latency = {}                              # (model, api, entry) -> [counts]
+        self._counts = collections.Counter()  # (model, status)
+        self._latency = {}  # (model, api, entry) -> [counts]
         self._latency_sum = collections.Counter()
 
     def observe(self, model_name, api, entrypoint, status, micros):
@@ -81,26 +89,31 @@ class Metrics:
             counts = dict(self._counts)
             latency = {k: list(v) for k, v in self._latency.items()}
             sums = dict(self._latency_sum)
-        lines = [f"# HELP {REQUEST_COUNT} The total number of requests.",
-                 f"# TYPE {REQUEST_COUNT} counter"]
+        lines = [
+            f"# HELP {REQUEST_COUNT} The total number of requests.",
+            f"# TYPE {REQUEST_COUNT} counter",
+        ]
         for (model, status), value in sorted(counts.items()):
-            lines.append(f'{REQUEST_COUNT}{{model_name="{_escape(model)}",'
-                         f'status="{_escape(status)}"}} {value}')
-        lines += [f"# HELP {REQUEST_LATENCY} Distribution of wall time (in "
-                  "microseconds) for Tensorflow Serving request.",
-                  f"# TYPE {REQUEST_LATENCY} histogram"]
+            lines.append(
+                f'{REQUEST_COUNT}{{model_name="{_escape(model)}",'
+                f'status="{_escape(status)}"}} {value}'
+            )
+        lines += [
+            f"# HELP {REQUEST_LATENCY} Distribution of wall time (in "
+            "microseconds) for Tensorflow Serving request.",
+            f"# TYPE {REQUEST_LATENCY} histogram",
+        ]
         for (model, api, entry), buckets in sorted(latency.items()):
-            labels = (f'model_name="{_escape(model)}",API="{_escape(api)}",'
-                      f'entrypoint="{_escape(entry)}"')
+            labels = (
+                f'model_name="{_escape(model)}",API="{_escape(api)}",entrypoint="{_escape(entry)}"'
+            )
             total = 0
             for bound, count in zip(BUCKETS, buckets):
                 total += count
-                lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="{bound:g}"}} '
-                             f"{total}")
+                lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="{bound:g}"}} {total}')
             total += buckets[-1]
             lines.append(f'{REQUEST_LATENCY}_bucket{{{labels},le="+Inf"}} {total}')
-            lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} "
-                         f"{sums[(model, api, entry)]:g}")
+            lines.append(f"{REQUEST_LATENCY}_sum{{{labels}}} {sums[(model, api, entry)]:g}")
             lines.append(f"{REQUEST_LATENCY}_count{{{labels}}} {total}")
         return "\n".join(lines) + "\n"
 

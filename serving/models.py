@@ -91,10 +91,13 @@ def read_model_config_file(path):
     format) and checks it; relative base paths are taken from the file's
     folder."""
     config = read_text_proto(
-        path, model_server_config_pb2.ModelServerConfig(), "model config",
+        path,
+        model_server_config_pb2.ModelServerConfig(),
+        "model config",
         hint=" (expected TF Serving's ModelServerConfig text format: "
-             "model_config_list { config { name: '...' base_path: '...' "
-             "model_platform: 'tensorflow' } })")
+        "model_config_list { config { name: '...' base_path: '...' "
+        "model_platform: 'tensorflow' } })",
+    )
     folder = os.path.dirname(os.path.abspath(path))
     for model in config.model_config_list.config:
         if model.base_path and not os.path.isabs(model.base_path):
@@ -106,8 +109,7 @@ def read_model_config_file(path):
 def check_model_config(config, source="model config"):
     """Raises ValueError naming the problem if `config` cannot be served."""
     if config.WhichOneof("config") == "custom_model_config":
-        raise ValueError(f"{source}: custom_model_config is not supported; "
-                         "use model_config_list.")
+        raise ValueError(f"{source}: custom_model_config is not supported; use model_config_list.")
     names = set()
     for index, model in enumerate(config.model_config_list.config):
         where = f"{source}: config #{index + 1}"
@@ -122,12 +124,11 @@ def check_model_config(config, source="model config"):
             raise ValueError(
                 f"{where} ({model.name}): model_platform "
                 f"{model.model_platform!r} is not supported; expected "
-                "'tensorflow'.")
+                "'tensorflow'."
+            )
         policy = model.model_version_policy
-        if policy.WhichOneof("policy_choice") == "latest" \
-                and policy.latest.num_versions < 0:
-            raise ValueError(f"{where} ({model.name}): latest.num_versions "
-                             "must be positive.")
+        if policy.WhichOneof("policy_choice") == "latest" and policy.latest.num_versions < 0:
+            raise ValueError(f"{where} ({model.name}): latest.num_versions must be positive.")
     if not names:
         raise ValueError(f"{source}: no models (model_config_list is empty).")
     return config
@@ -142,7 +143,7 @@ def _aspired_versions(model_config, found):
     if choice == "specific":
         return set(found) & set(policy.specific.versions)
     count = policy.latest.num_versions if choice == "latest" else 1
-    return set(sorted(found)[-max(count, 1):])
+    return set(sorted(found)[-max(count, 1) :])
 
 
 # ----------------------------------------------------------------------
@@ -176,8 +177,8 @@ class ServingOptions:
 @dataclasses.dataclass
 class _Signature:
     name: str
-    definition: object   # the SignatureDef
-    function: object     # the loaded concrete function
+    definition: object  # the SignatureDef
+    function: object  # the loaded concrete function
     batcher: object = None
 
     @property
@@ -211,7 +212,8 @@ class ServableVersion:
         meta_graph = _read_meta_graph(path, tags)
         self.signature_defs = {
             key: meta_graph_pb2.SignatureDef.FromString(value.SerializeToString())
-            for key, value in meta_graph.signature_def.items()}
+            for key, value in meta_graph.signature_def.items()
+        }
         self.tf1 = not meta_graph.HasField("object_graph_def")
         with _quiet_tf_logger():
             if self.tf1:  # a TF1 graph: run it in a Session, as TF Serving
@@ -219,26 +221,34 @@ class ServableVersion:
                 self._session = tf.compat.v1.Session(graph=graph)
                 with graph.as_default():
                     tf.compat.v1.saved_model.loader.load(self._session, tags, path)
-                functions = {key: _SessionFunction(self._session, definition)
-                             for key, definition in self.signature_defs.items()}
+                functions = {
+                    key: _SessionFunction(self._session, definition)
+                    for key, definition in self.signature_defs.items()
+                }
             else:
                 self._saved_model = tf.saved_model.load(path, tags=tags)
-                functions = {key: _EagerFunction(function) for key, function
-                             in self._saved_model.signatures.items()}
+                functions = {
+                    key: _EagerFunction(function)
+                    for key, function in self._saved_model.signatures.items()
+                }
         self.signatures = {}
         for key, definition in self.signature_defs.items():
             if key not in functions:  # TF2's __saved_model_init_op
                 if key != INIT_OP_SIGNATURE:
-                        _LOG.warning("%s version %d: signature %r has no "
-                                 "function; requests for it will fail", name,
-                                 version, key)
+                    _LOG.warning(
+                        "%s version %d: signature %r has no function; requests for it will fail",
+                        name,
+                        version,
+                        key,
+                    )
                 continue
             signature = _Signature(key, definition, functions[key])
             if batching is not None and _batch_major(definition):
                 signature.batcher = Batcher(
-                    lambda values, context=None, s=signature: self._call(
-                        s, values, None, context),
-                    batching, name=f"batch-{name}-{version}-{key}")
+                    lambda values, context=None, s=signature: self._call(s, values, None, context),
+                    batching,
+                    name=f"batch-{name}-{version}-{key}",
+                )
             self.signatures[key] = signature
 
     def close(self):
@@ -252,16 +262,21 @@ class ServableVersion:
         """`PredictRequest` -> `PredictResponse` (TF Serving's predict_util)."""
         key = request.model_spec.signature_name or DEFAULT_SIGNATURE
         if key not in self.signature_defs:
-            raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                               f'Serving signature key "{key}" not found.')
+            raise ServingError(
+                grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.'
+            )
         signature = self._signature(key)
         if self.options.method_name_check and signature.method_name not in (
-                PREDICT_METHOD, CLASSIFY_METHOD, REGRESS_METHOD):
+            PREDICT_METHOD,
+            CLASSIFY_METHOD,
+            REGRESS_METHOD,
+        ):
             raise ServingError(
                 grpc.StatusCode.INTERNAL,
                 "Expected prediction signature method_name to be one of "
                 f"{{{PREDICT_METHOD}, {CLASSIFY_METHOD}, {REGRESS_METHOD}}}. "
-                f"Was: {signature.method_name}")
+                f"Was: {signature.method_name}",
+            )
         values = _input_values(signature, request.inputs)
         aliases = _output_aliases(signature, request.output_filter)
         outputs = self.run(signature, values, context, outputs=aliases)
@@ -270,26 +285,41 @@ class ServableVersion:
         response = predict_pb2.PredictResponse()
         self._fill_spec(response.model_spec, key)
         for alias in aliases:
-            response.outputs[alias].CopyFrom(to_proto(
-                outputs[alias], as_content=self.options.tensor_content))
+            response.outputs[alias].CopyFrom(
+                to_proto(outputs[alias], as_content=self.options.tensor_content)
+            )
         return response
 
     # -- Classify / Regress / MultiInference ---------------------------
     def classify(self, request, context=None):
         """`ClassificationRequest` -> `ClassificationResponse`."""
         return self._run_examples(
-            request, context, CLASSIFY_METHOD, "classification", _check_classify,
-            CLASSIFY_INPUTS, classification_pb2.ClassificationResponse(),
-            _classification_result)
+            request,
+            context,
+            CLASSIFY_METHOD,
+            "classification",
+            _check_classify,
+            CLASSIFY_INPUTS,
+            classification_pb2.ClassificationResponse(),
+            _classification_result,
+        )
 
     def regress(self, request, context=None):
         """`RegressionRequest` -> `RegressionResponse`."""
         return self._run_examples(
-            request, context, REGRESS_METHOD, "regression", _check_regress,
-            REGRESS_INPUTS, regression_pb2.RegressionResponse(), _regression_result)
+            request,
+            context,
+            REGRESS_METHOD,
+            "regression",
+            _check_regress,
+            REGRESS_INPUTS,
+            regression_pb2.RegressionResponse(),
+            _regression_result,
+        )
 
-    def _run_examples(self, request, context, method, kind, check, input_key,
-                      response, fill_result):
+    def _run_examples(
+        self, request, context, method, kind, check, input_key, response, fill_result
+    ):
         """Classify and Regress: the request's `tf.Example`s through the
         signature as one batch; `fill_result(definition, count, outputs,
         response.result)` writes the answer."""
@@ -314,46 +344,50 @@ class ServableVersion:
                 model_name = task.model_spec.name
             elif model_name != task.model_spec.name:
                 raise invalid_argument(
-                    "All ModelSpecs in a MultiInferenceRequest must access the "
-                    "same model name.")
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name."
+                )
             key = task.model_spec.signature_name or DEFAULT_SIGNATURE
             if key in seen:
                 raise invalid_argument(f"Duplicate evaluation of signature: {key}")
             seen.add(key)
             if key not in self.signature_defs:
-                raise invalid_argument(
-                    f"Requested signature not found in model graph: {key}")
+                raise invalid_argument(f"Requested signature not found in model graph: {key}")
             signature = self._signature(key)
             if task.method_name == CLASSIFY_METHOD:
-                _check_classify(signature.definition,
-                                self.options.method_name_check)
+                _check_classify(signature.definition, self.options.method_name_check)
             elif task.method_name == REGRESS_METHOD:
-                _check_regress(signature.definition,
-                               self.options.method_name_check)
+                _check_regress(signature.definition, self.options.method_name_check)
             else:
                 raise ServingError(
                     grpc.StatusCode.UNIMPLEMENTED,
-                    f"Unsupported signature method_name: {task.method_name}")
+                    f"Unsupported signature method_name: {task.method_name}",
+                )
             plan.append((task, signature))
         examples = serialized_examples(request.input)
         outputs = {}
         for _, signature in plan:
             outputs[signature.name] = self.run(
-                signature, {signature_input(signature): examples}, context,
-                batchable=False)
+                signature, {signature_input(signature): examples}, context, batchable=False
+            )
             if context is not None:
                 context.charge_outputs(outputs[signature.name])
         response = inference_pb2.MultiInferenceResponse()
         for task, signature in plan:
             result = response.results.add()
             if task.method_name == CLASSIFY_METHOD:
-                _classification_result(signature.definition, len(examples),
-                                       outputs[signature.name],
-                                       result.classification_result)
+                _classification_result(
+                    signature.definition,
+                    len(examples),
+                    outputs[signature.name],
+                    result.classification_result,
+                )
             else:
-                _regression_result(signature.definition, len(examples),
-                                   outputs[signature.name],
-                                   result.regression_result)
+                _regression_result(
+                    signature.definition,
+                    len(examples),
+                    outputs[signature.name],
+                    result.regression_result,
+                )
             result.model_spec.name = task.model_spec.name
             result.model_spec.signature_name = signature.name
             result.model_spec.version.value = self.version
@@ -378,8 +412,7 @@ class ServableVersion:
         JSON values); INVALID_ARGUMENT if there is no such signature."""
         key = signature_name or DEFAULT_SIGNATURE
         if key not in self.signature_defs:
-            raise invalid_argument(
-                f'Serving signature name: "{key}" not found in signature def')
+            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
         return self.signature_defs[key].inputs
 
     def warm_up(self, iterations=1):
@@ -403,15 +436,15 @@ class ServableVersion:
             if kind not in handlers:
                 raise ValueError(
                     f"{path}: warm-up record {count + 1} is a {kind}; "
-                    f"supported: {', '.join(handlers)}.")
+                    f"supported: {', '.join(handlers)}."
+                )
             for _ in range(iterations):
                 handlers[kind](getattr(log, kind))
             count += 1
         return count
 
     # -- helpers -------------------------------------------------------
-    def run(self, signature, values, context=None, batchable=True,
-            outputs=None):
+    def run(self, signature, values, context=None, batchable=True, outputs=None):
         """Runs a signature on `{input alias: array}`; returns `{output
         alias: array}` (at least the aliases of `outputs`; None: all).
         Batched with concurrent requests when batching is on and the inputs
@@ -421,8 +454,11 @@ class ServableVersion:
         (`serving.execution`)."""
         if context is not None:
             context.check()
-        if batchable and signature.batcher is not None \
-                and _matches_declared_shapes(signature, values):
+        if (
+            batchable
+            and signature.batcher is not None
+            and _matches_declared_shapes(signature, values)
+        ):
             result = signature.batcher.run(values, context)
         else:
             result = self._call(signature, values, outputs, context)
@@ -434,8 +470,11 @@ class ServableVersion:
         try:
             return signature.function(values, outputs, context)
         except tf.errors.OpError as error:
-            if context is not None and isinstance(
-                    error, tf.errors.CancelledError) and context.done():
+            if (
+                context is not None
+                and isinstance(error, tf.errors.CancelledError)
+                and context.done()
+            ):
                 context.check()  # CANCELLED / DEADLINE_EXCEEDED, as it is
             raise ServingError.from_tf_error(error) from None
         except (TypeError, ValueError) as error:
@@ -446,8 +485,7 @@ class ServableVersion:
     def _signature(self, key):
         signature = self.signatures.get(key)
         if signature is None:
-            raise ServingError(grpc.StatusCode.INTERNAL,
-                               f"signature {key!r} could not be restored")
+            raise ServingError(grpc.StatusCode.INTERNAL, f"signature {key!r} could not be restored")
         return signature
 
     def _example_signature(self, key, method, kind, check):
@@ -468,8 +506,7 @@ class ServableVersion:
 def check_metadata_request(request):
     """GetModelMetadata's request checks (before the model is looked up)."""
     if not request.metadata_field:
-        raise invalid_argument(
-            "GetModelMetadataRequest must specify at least one metadata_field")
+        raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
     for field in request.metadata_field:
         if field != SIGNATURE_DEF_FIELD:
             raise invalid_argument(f"Metadata field {field} is not supported")
@@ -482,12 +519,12 @@ def serialized_examples(model_input):
     example holds the context's features too)."""
     kind = model_input.WhichOneof("kind")
     if kind == "example_list":
-        examples = [e.SerializeToString()
-                    for e in model_input.example_list.examples]
+        examples = [e.SerializeToString() for e in model_input.example_list.examples]
     elif kind == "example_list_with_context":
         context = model_input.example_list_with_context.context.SerializeToString()
-        examples = [context + e.SerializeToString()
-                    for e in model_input.example_list_with_context.examples]
+        examples = [
+            context + e.SerializeToString() for e in model_input.example_list_with_context.examples
+        ]
     else:
         examples = []
     if not examples:
@@ -506,8 +543,8 @@ def _signature_text(definition):
 def _check_method(definition, method, kind):
     if definition.method_name != method:
         raise invalid_argument(
-            f"Expected {kind} signature method_name to be {method}. "
-            f"Was: {definition.method_name}")
+            f"Expected {kind} signature method_name to be {method}. Was: {definition.method_name}"
+        )
 
 
 def _check_classify(definition, method_check=False):
@@ -518,16 +555,18 @@ def _check_classify(definition, method_check=False):
         raise invalid_argument("Expected one input Tensor.")
     if len(definition.outputs) not in (1, 2):
         raise invalid_argument(
-            f"Expected one or two output Tensors, found {len(definition.outputs)}")
+            f"Expected one or two output Tensors, found {len(definition.outputs)}"
+        )
     if CLASSIFY_INPUTS not in definition.inputs:
-        raise invalid_argument("No classification inputs found in SignatureDef: "
-                               + _signature_text(definition))
-    if CLASSIFY_CLASSES not in definition.outputs \
-            and CLASSIFY_SCORES not in definition.outputs:
+        raise invalid_argument(
+            "No classification inputs found in SignatureDef: " + _signature_text(definition)
+        )
+    if CLASSIFY_CLASSES not in definition.outputs and CLASSIFY_SCORES not in definition.outputs:
         raise invalid_argument(
             "Expected classification signature outputs to contain at least "
             f'one of "{CLASSIFY_CLASSES}" or "{CLASSIFY_SCORES}". Signature '
-            f"was: {_signature_text(definition)}")
+            f"was: {_signature_text(definition)}"
+        )
 
 
 def _check_regress(definition, method_check=False):
@@ -539,11 +578,13 @@ def _check_regress(definition, method_check=False):
     if len(definition.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
     if REGRESS_INPUTS not in definition.inputs:
-        raise invalid_argument("No regression inputs found in SignatureDef: "
-                               + _signature_text(definition))
+        raise invalid_argument(
+            "No regression inputs found in SignatureDef: " + _signature_text(definition)
+        )
     if REGRESS_OUTPUTS not in definition.outputs:
-        raise invalid_argument("No regression outputs found in SignatureDef: "
-                               + _signature_text(definition))
+        raise invalid_argument(
+            "No regression outputs found in SignatureDef: " + _signature_text(definition)
+        )
 
 
 def _shape_text(array):
@@ -552,31 +593,32 @@ def _shape_text(array):
 
 def _classification_result(definition, num_examples, outputs, result):
     """TF Serving's PostProcessClassificationResult."""
-    classes = outputs.get(CLASSIFY_CLASSES) \
-        if CLASSIFY_CLASSES in definition.outputs else None
-    scores = outputs.get(CLASSIFY_SCORES) \
-        if CLASSIFY_SCORES in definition.outputs else None
-    for label, value, dtype in (("classes", classes, types_pb2.DT_STRING),
-                                ("scores", scores, types_pb2.DT_FLOAT)):
+    classes = outputs.get(CLASSIFY_CLASSES) if CLASSIFY_CLASSES in definition.outputs else None
+    scores = outputs.get(CLASSIFY_SCORES) if CLASSIFY_SCORES in definition.outputs else None
+    for label, value, dtype in (
+        ("classes", classes, types_pb2.DT_STRING),
+        ("scores", scores, types_pb2.DT_FLOAT),
+    ):
         if value is None:
             continue
         if value.ndim != 2:
             raise invalid_argument(
-                "Expected Tensor shape: [batch_size num_classes] but got "
-                + _shape_text(value))
+                "Expected Tensor shape: [batch_size num_classes] but got " + _shape_text(value)
+            )
         if dtype_enum(value) != dtype:
             raise invalid_argument(
                 f"Expected {label} Tensor of {types_pb2.DataType.Name(dtype)}. "
-                f"Got: {types_pb2.DataType.Name(dtype_enum(value))}")
+                f"Got: {types_pb2.DataType.Name(dtype_enum(value))}"
+            )
         if value.shape[0] != num_examples:
             raise invalid_argument(
-                f"Expected {label} output batch size of {num_examples}. Got: "
-                f"{value.shape[0]}")
-    if classes is not None and scores is not None \
-            and classes.shape[1] != scores.shape[1]:
+                f"Expected {label} output batch size of {num_examples}. Got: {value.shape[0]}"
+            )
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise invalid_argument(
             "Tensors class and score should match in dim_size(1). Got "
-            f"{classes.shape[1]} vs. {scores.shape[1]}")
+            f"{classes.shape[1]} vs. {scores.shape[1]}"
+        )
     width = (classes if classes is not None else scores).shape[1]
     for row in range(num_examples):
         classifications = result.classifications.add()
@@ -597,15 +639,18 @@ def _regression_result(definition, num_examples, outputs, result):
     if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
         raise invalid_argument(
             "Expected output Tensor shape to be either [batch_size] or "
-            f"[batch_size, 1] but got {_shape_text(output)}")
+            f"[batch_size, 1] but got {_shape_text(output)}"
+        )
     if output.shape[0] != num_examples:
         raise invalid_argument(
             "Input batch size did not match output batch size: "
-            f"{num_examples} vs. {output.shape[0]}")
+            f"{num_examples} vs. {output.shape[0]}"
+        )
     if output.dtype != np.float32:
         raise invalid_argument(
             "Expected output Tensor of DT_FLOAT.  Got: "
-            + types_pb2.DataType.Name(dtype_enum(output)))
+            + types_pb2.DataType.Name(dtype_enum(output))
+        )
     for value in output.reshape(-1).tolist():
         result.regressions.add().value = value
 
@@ -615,19 +660,20 @@ def _input_values(signature, inputs):
     SignatureDef fill missing inputs) -> `{alias: array}`."""
     definition = signature.definition
     expected, received = set(definition.inputs), set(inputs)
-    if len(received) > len(expected) or (
-            len(received) < len(expected) and not definition.defaults):
+    if len(received) > len(expected) or (len(received) < len(expected) and not definition.defaults):
         raise invalid_argument(
             f"input size does not match signature: {len(received)}!="
             f"{len(expected)} len({{{','.join(sorted(received))}}}) != "
             f"len({{{','.join(sorted(expected))}}}). Sent extra: "
             f"{{{','.join(sorted(received - expected))}}}. Missing but "
-            f"required: {{{','.join(sorted(expected - received))}}}.")
+            f"required: {{{','.join(sorted(expected - received))}}}."
+        )
     extra = sorted(received - expected)
     if extra:
         raise invalid_argument(
             f"input tensor alias not found in signature: {extra[0]}. Inputs "
-            f"expected to be in the set {{{','.join(sorted(expected))}}}.")
+            f"expected to be in the set {{{','.join(sorted(expected))}}}."
+        )
     values = {}
     for alias in sorted(expected):
         if alias in inputs:
@@ -635,8 +681,7 @@ def _input_values(signature, inputs):
         elif alias in definition.defaults:
             values[alias] = to_array(definition.defaults[alias], alias)
         else:
-            raise invalid_argument(
-                f"Missing input in request and no default value: {alias}")
+            raise invalid_argument(f"Missing input in request and no default value: {alias}")
     return values
 
 
@@ -648,7 +693,8 @@ def _output_aliases(signature, output_filter):
             raise invalid_argument(
                 f"output tensor alias not found in signature: {alias} "
                 "Outputs expected to be in the set "
-                f"{{{','.join(sorted(outputs))}}}.")
+                f"{{{','.join(sorted(outputs))}}}."
+            )
         if alias in seen:
             raise invalid_argument(f"duplicate output tensor alias: {alias}")
         seen.append(alias)
@@ -678,11 +724,16 @@ def _batch_major(definition):
 def _matches_declared_shapes(signature, values):
     for alias, value in values.items():
         shape = _declared_shape(signature.inputs[alias])
-        if shape is None or value.ndim != len(shape) or any(
-                want not in (-1, got) for want, got in zip(shape, value.shape)):
+        if (
+            shape is None
+            or value.ndim != len(shape)
+            or any(want not in (-1, got) for want, got in zip(shape, value.shape))
+        ):
             return False
-        if value.dtype.kind not in "OSU" and tf.as_dtype(value.dtype) \
-                .as_datatype_enum != signature.inputs[alias].dtype:
+        if (
+            value.dtype.kind not in "OSU"
+            and tf.as_dtype(value.dtype).as_datatype_enum != signature.inputs[alias].dtype
+        ):
             return False
     return True
 
@@ -739,7 +790,8 @@ class _SessionFunction:
             if run is None:
                 options = config_pb2.CallableOptions(
                     feed=[self._definition.inputs[a].name for a in feeds],
-                    fetch=[self._definition.outputs[a].name for a in fetches])
+                    fetch=[self._definition.outputs[a].name for a in fetches],
+                )
                 run = self._session._make_callable_from_options(options)
                 self._callables[key] = run
         results = run(*[values[alias] for alias in feeds])
@@ -755,10 +807,11 @@ class _SessionFunction:
         options = config_pb2.RunOptions(timeout_in_ms=max(1, int(seconds * 1000)))
         buffer = tf_session.TF_NewBufferFromString(options.SerializeToString())
         try:
-            feed = {graph.get_tensor_by_name(
-                self._definition.inputs[a].name).ref(): values[a] for a in feeds}
-            fetch = [graph.get_tensor_by_name(self._definition.outputs[a].name)
-                     for a in fetches]
+            feed = {
+                graph.get_tensor_by_name(self._definition.inputs[a].name).ref(): values[a]
+                for a in feeds
+            }
+            fetch = [graph.get_tensor_by_name(self._definition.outputs[a].name) for a in fetches]
             results = self._session._do_run(None, [], fetch, feed, buffer, None)
         finally:
             tf_session.TF_DeleteBuffer(buffer)
@@ -778,8 +831,7 @@ def _read_meta_graph(path, tags=(tf.saved_model.SERVING,)):
         if set(tags) == set(meta_graph.meta_info_def.tags):
             return meta_graph
     found = [sorted(m.meta_info_def.tags) for m in saved_model.meta_graphs]
-    raise ValueError(f"{path}: no MetaGraph tagged {sorted(tags)} (found "
-                     f"{found}).")
+    raise ValueError(f"{path}: no MetaGraph tagged {sorted(tags)} (found {found}).")
 
 
 # ----------------------------------------------------------------------
@@ -795,9 +847,9 @@ class _VersionState:
 class _Model:
     def __init__(self, config):
         self.config = config
-        self.available = {}   # version -> ServableVersion
-        self.states = {}      # version -> _VersionState
-        self.failed = {}      # version -> files stamp when the load failed
+        self.available = {}  # version -> ServableVersion
+        self.states = {}  # version -> _VersionState
+        self.failed = {}  # version -> files stamp when the load failed
 
 
 class ModelManager:
@@ -816,10 +868,16 @@ class ModelManager:
             new label may name a version that is not loaded (yet).
     """
 
-    def __init__(self, config, batching=None, poll_wait_seconds=1.0,
-                 warmup=True, options=None,
-                 allow_version_labels_for_unavailable_models=False,
-                 warmup_iterations=1):
+    def __init__(
+        self,
+        config,
+        batching=None,
+        poll_wait_seconds=1.0,
+        warmup=True,
+        options=None,
+        allow_version_labels_for_unavailable_models=False,
+        warmup_iterations=1,
+    ):
         check_model_config(config)
         self._batching = batching
         self._poll_wait = float(poll_wait_seconds)
@@ -827,10 +885,10 @@ class ModelManager:
         self._warmup_iterations = max(1, int(warmup_iterations))
         self.options = options or ServingOptions()
         self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
-        self._lock = threading.RLock()      # guards self._models, self._labels
+        self._lock = threading.RLock()  # guards self._models, self._labels
         self._poll_lock = threading.Lock()  # one poll at a time
         self._models = {m.name: _Model(m) for m in config.model_config_list.config}
-        self._labels = {}                   # model -> {label: version}
+        self._labels = {}  # model -> {label: version}
         self._stop = threading.Event()
         self._thread = None
         self._listeners = []
@@ -855,8 +913,7 @@ class ModelManager:
     def serving_status(self):
         """`{model name: whether it has an AVAILABLE version}`."""
         with self._lock:
-            return {name: bool(model.available)
-                    for name, model in self._models.items()}
+            return {name: bool(model.available) for name, model in self._models.items()}
 
     def unavailable_models(self):
         """`{model name: (reason, True if it can still become available)}`
@@ -870,18 +927,20 @@ class ModelManager:
                 continue
             found = _version_folders(model.config.base_path)
             if not found:
-                problems[name] = ("no version folder holding a SavedModel "
-                                  "under its base path yet", True)
+                problems[name] = (
+                    "no version folder holding a SavedModel under its base path yet",
+                    True,
+                )
                 continue
-            failures = [f"version {number}: {model.states[number].error_message}"
-                        for number in sorted(model.failed, reverse=True)
-                        if number in model.states]
+            failures = [
+                f"version {number}: {model.states[number].error_message}"
+                for number in sorted(model.failed, reverse=True)
+                if number in model.states
+            ]
             if failures:
-                problems[name] = ("no version could be loaded (" +
-                                  "; ".join(failures) + ")", False)
+                problems[name] = ("no version could be loaded (" + "; ".join(failures) + ")", False)
             else:
-                problems[name] = ("no version wanted by its version policy "
-                                  "is on disk", True)
+                problems[name] = ("no version wanted by its version policy is on disk", True)
         return problems
 
     # -- life cycle ----------------------------------------------------
@@ -892,8 +951,9 @@ class ModelManager:
         self.poll()
         self._update_labels()
         if self._poll_wait > 0:
-            self._thread = threading.Thread(target=self._poll_loop,
-                                            name="model-poller", daemon=True)
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="model-poller", daemon=True
+            )
             self._thread.start()
         return self
 
@@ -937,14 +997,14 @@ class ModelManager:
             for name, model in self._models.items():
                 for label, number in model.config.version_labels.items():
                     old = self._labels.get(name, {}).get(label)
-                    allowed = self._allow_unavailable_labels and old in (
-                        None, number)
+                    allowed = self._allow_unavailable_labels and old in (None, number)
                     if number not in model.available and not allowed:
                         raise ServingError(
                             grpc.StatusCode.FAILED_PRECONDITION,
                             f"Request to assign label to version {number} of "
                             f"model {name}, which is not currently available "
-                            "for inference")
+                            "for inference",
+                        )
                     labels.setdefault(name, {})[label] = number
             self._labels = labels
 
@@ -967,21 +1027,21 @@ class ModelManager:
         name, base = model.config.name, model.config.base_path
         found = _version_folders(base)
         if not found and not model.available:
-            _LOG.debug("No versions of servable %s found under base path %s",
-                       name, base)
+            _LOG.debug("No versions of servable %s found under base path %s", name, base)
         for _ in range(len(found) + 1):
             # Versions that failed to load (and whose files did not change
             # since) are passed over: the policy's newest *loadable*
             # versions are served, so a corrupt newest version leaves the
             # one before it serving (also at start-up).
-            usable = sorted(number for number, path in found.items()
-                            if number not in model.failed
-                            or model.failed[number] != _files_stamp(path))
+            usable = sorted(
+                number
+                for number, path in found.items()
+                if number not in model.failed or model.failed[number] != _files_stamp(path)
+            )
             aspired = _aspired_versions(model.config, usable)
             failed = False
             for number in sorted(aspired - set(model.available), reverse=True):
-                failed |= not self._load(model, number, found[number],
-                                         _files_stamp(found[number]))
+                failed |= not self._load(model, number, found[number], _files_stamp(found[number]))
             if not failed:
                 break
         if not aspired or any(v in model.available for v in aspired):
@@ -992,30 +1052,34 @@ class ModelManager:
         name = model.config.name
         with self._lock:
             model.states[number] = _VersionState(State.LOADING)
-        _LOG.info("Loading servable version {name: %s version: %d} from %s",
-                  name, number, path)
+        _LOG.info("Loading servable version {name: %s version: %d} from %s", name, number, path)
         started = time.monotonic()
         try:
             _check_contained(path, model.config.base_path, number)
-            version = ServableVersion(name, number, path, self._batching,
-                                      self.options)
-            warmed = version.warm_up(self._warmup_iterations) \
-                if self._warmup else 0
+            version = ServableVersion(name, number, path, self._batching, self.options)
+            warmed = version.warm_up(self._warmup_iterations) if self._warmup else 0
         except ServingError as error:
-            self._load_failed(model, number, stamp, error.code,
-                              f"warm-up request failed: {error.message}")
+            self._load_failed(
+                model, number, stamp, error.code, f"warm-up request failed: {error.message}"
+            )
             return False
         except Exception as error:  # noqa: BLE001 (any load failure)
-            self._load_failed(model, number, stamp, grpc.StatusCode.UNKNOWN,
-                              f"{type(error).__name__}: {error}")
+            self._load_failed(
+                model, number, stamp, grpc.StatusCode.UNKNOWN, f"{type(error).__name__}: {error}"
+            )
             return False
         with self._lock:
             model.available[number] = version
             model.states[number] = _VersionState(State.AVAILABLE)
         model.failed.pop(number, None)
-        _LOG.info("Successfully loaded servable version {name: %s version: "
-                  "%d} in %.1f s (%d warm-up requests)", name, number,
-                  time.monotonic() - started, warmed)
+        _LOG.info(
+            "Successfully loaded servable version {name: %s version: "
+            "%d} in %.1f s (%d warm-up requests)",
+            name,
+            number,
+            time.monotonic() - started,
+            warmed,
+        )
         self._changed()
         return True
 
@@ -1025,8 +1089,12 @@ class ModelManager:
         shown = _without_paths(message, model.config.base_path)
         with self._lock:
             model.states[number] = _VersionState(State.END, code, shown)
-        _LOG.error("Loading servable version {name: %s version: %d} failed: "
-                   "%s", model.config.name, number, message)
+        _LOG.error(
+            "Loading servable version {name: %s version: %d} failed: %s",
+            model.config.name,
+            number,
+            message,
+        )
         self._changed()
 
     def _unload(self, model, number):
@@ -1034,8 +1102,7 @@ class ModelManager:
             version = model.available.pop(number)
             model.states[number] = _VersionState(State.END)
         version.close()  # in-flight requests keep their reference
-        _LOG.info("Unloaded servable version {name: %s version: %d}",
-                  model.config.name, number)
+        _LOG.info("Unloaded servable version {name: %s version: %d}", model.config.name, number)
         self._changed()
 
     # -- queries -------------------------------------------------------
@@ -1053,18 +1120,15 @@ class ModelManager:
         if choice == "version":
             number = model_spec.version.value
             if number not in available:
-                raise not_found(
-                    f"Servable not found for request: Specific({name}, {number})")
+                raise not_found(f"Servable not found for request: Specific({name}, {number})")
             return available[number]
         if choice == "version_label":
             label = model_spec.version_label
             if label not in labels:
-                raise invalid_argument(
-                    f"Unrecognized servable version label: {label}")
+                raise invalid_argument(f"Unrecognized servable version label: {label}")
             number = labels[label]
             if number not in available:
-                raise not_found(
-                    f"Servable not found for request: Specific({name}, {number})")
+                raise not_found(f"Servable not found for request: Specific({name}, {number})")
             return available[number]
         if not available:
             raise not_found(f"Servable not found for request: Latest({name})")
@@ -1110,8 +1174,9 @@ def _version_folders(base):
     for entry in entries:
         path = os.path.join(base, entry)
         if entry.isdigit() and (
-                os.path.isfile(os.path.join(path, "saved_model.pb"))
-                or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))):
+            os.path.isfile(os.path.join(path, "saved_model.pb"))
+            or os.path.isfile(os.path.join(path, "saved_model.pbtxt"))
+        ):
             found[int(entry)] = path
     return found
 
@@ -1128,16 +1193,20 @@ def _check_contained(path, base_path, number):
     base = os.path.realpath(base_path)
     real = os.path.realpath(path)
     if not _inside(real, base):
-        raise ValueError(f"version {number} is a symbolic link to a folder "
-                         "outside the model's base path; refused")
+        raise ValueError(
+            f"version {number} is a symbolic link to a folder "
+            "outside the model's base path; refused"
+        )
     for root, folders, files in os.walk(path):
         for entry in folders + files:
             full = os.path.join(root, entry)
             if os.path.islink(full) and not _inside(os.path.realpath(full), real):
                 relative = os.path.relpath(full, path)
-                raise ValueError(f"version {number}: {relative} is a symbolic "
-                                 "link to a file outside the version folder; "
-                                 "refused")
+                raise ValueError(
+                    f"version {number}: {relative} is a symbolic "
+                    "link to a file outside the version folder; "
+                    "refused"
+                )
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"():;,]+/)+")
@@ -1146,8 +1215,9 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.~-])/(?:[^\s/'\"():;,]+/)+")
 def _without_paths(message, base_path):
     """A load error as clients may see it: the model's base path shown as
     `<base_path>`, other absolute folders cut to `.../`."""
-    for path in sorted({os.path.realpath(base_path),
-                        os.path.abspath(base_path)}, key=len, reverse=True):
+    for path in sorted(
+        {os.path.realpath(base_path), os.path.abspath(base_path)}, key=len, reverse=True
+    ):
         message = message.replace(path.rstrip(os.sep), "<base_path>")
     return _ABSOLUTE_PATH.sub(".../", message)
 
@@ -1160,8 +1230,9 @@ def _files_stamp(path):
                 info = os.stat(os.path.join(root, file))
             except OSError:
                 continue
-            stamp.append((os.path.relpath(os.path.join(root, file), path),
-                          info.st_size, info.st_mtime_ns))
+            stamp.append(
+                (os.path.relpath(os.path.join(root, file), path), info.st_size, info.st_mtime_ns)
+            )
     return tuple(sorted(stamp))
 
 

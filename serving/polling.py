@@ -7,8 +7,7 @@ import time
 POLL_SECONDS = 0.2
 
 
-def wait_until_available(status, model, where, timeout=60.0, version=None,
-                         errors=(), describe=str):
+def wait_until_available(status, model, where, timeout=60.0, version=None, errors=(), describe=str):
     """Polls `status(model, version)` (rows `(version, state, code,
     message)`, as both clients' `status` return) until a version is
     AVAILABLE; returns its number.
@@ -37,6 +36,7 @@ def wait_until_available(status, model, where, timeout=60.0, version=None,
         except errors as error:
             last = describe(error)
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Model {model!r} on {where} is not available after "
-                               f"{timeout:.0f} s ({last}).")
+            raise TimeoutError(
+                f"Model {model!r} on {where} is not available after {timeout:.0f} s ({last})."
+            )
         time.sleep(POLL_SECONDS)

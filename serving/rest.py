@@ -56,10 +56,14 @@ _LOG = logging.getLogger(__name__)
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE)
 _PREDICTION_PATH = re.compile(
     r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
-    r":(classify|regress|predict)", re.IGNORECASE)
+    r":(classify|regress|predict)",
+    re.IGNORECASE,
+)
 _STATUS_PATH = re.compile(
     r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
-    r"(?:/(metadata))?", re.IGNORECASE)
+    r"(?:/(metadata))?",
+    re.IGNORECASE,
+)
 
 # http_server.cc's ToHTTPStatusCode.
 HTTP_STATUS = {
@@ -82,15 +86,20 @@ HTTP_STATUS = {
     grpc.StatusCode.UNAUTHENTICATED: "401 Unauthorized",
 }
 _JSON = [("Content-Type", "application/json")]
-_CORS = [("Access-Control-Allow-Origin", "*"),
-         ("Access-Control-Allow-Methods", "POST, GET"),
-         ("Access-Control-Allow-Headers", "Content-Type")]
-_INT32 = (-2**31, 2**31 - 1)
+_CORS = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, GET"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+]
+_INT32 = (-(2**31), 2**31 - 1)
 _RANGES = {
-    types_pb2.DT_INT32: _INT32, types_pb2.DT_INT16: _INT32,
-    types_pb2.DT_INT8: _INT32, types_pb2.DT_UINT8: _INT32,
-    types_pb2.DT_INT64: (-2**63, 2**63 - 1),
-    types_pb2.DT_UINT32: (0, 2**32 - 1), types_pb2.DT_UINT64: (0, 2**64 - 1),
+    types_pb2.DT_INT32: _INT32,
+    types_pb2.DT_INT16: _INT32,
+    types_pb2.DT_INT8: _INT32,
+    types_pb2.DT_UINT8: _INT32,
+    types_pb2.DT_INT64: (-(2**63), 2**63 - 1),
+    types_pb2.DT_UINT32: (0, 2**32 - 1),
+    types_pb2.DT_UINT64: (0, 2**64 - 1),
 }
 _DEBUG_BYTES = 256  # kMaxJsonDebugStringBytes
 
@@ -106,8 +115,7 @@ class RestApp:
             (`--monitoring_config_file`), or None.
     """
 
-    def __init__(self, handlers, timeout_seconds=30.0, cors=False,
-                 metrics_path=None, threads=8):
+    def __init__(self, handlers, timeout_seconds=30.0, cors=False, metrics_path=None, threads=8):
         self.handlers = handlers
         self.timeout_seconds = timeout_seconds
         self.cors = cors
@@ -115,15 +123,14 @@ class RestApp:
         # API calls run here while the HTTP thread waits until the deadline
         # (a call still running then is answered 504 and cancelled).
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="rest-call")
+            max_workers=threads, thread_name_prefix="rest-call"
+        )
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
-        raw = environ.get("REQUEST_URI") or urllib.parse.quote(
-            environ.get("PATH_INFO", ""))
+        raw = environ.get("REQUEST_URI") or urllib.parse.quote(environ.get("PATH_INFO", ""))
         path = raw.split("?", 1)[0]
-        if self.metrics_path and path == self.metrics_path \
-                and self.handlers.metrics is not None:
+        if self.metrics_path and path == self.metrics_path and self.handlers.metrics is not None:
             body = self.handlers.metrics.render().encode()
             start_response("200 OK", [("Content-Type", "text/plain")])
             return [body]
@@ -131,15 +138,18 @@ class RestApp:
             start_response("404 Not Found", [("Content-Type", "text/plain")])
             return [b""]
         try:
-            body = environ["wsgi.input"].read(
-                int(environ.get("CONTENT_LENGTH") or 0)) \
-                if method == "POST" else b""
+            body = (
+                environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+                if method == "POST"
+                else b""
+            )
             if method == "OPTIONS":
                 origin = environ.get("HTTP_ORIGIN", "")
                 if not re.search(r"https?://", origin):
                     raise ServingError(
                         grpc.StatusCode.FAILED_PRECONDITION,
-                        "Origin header is missing in CORS preflight")
+                        "Origin header is missing in CORS preflight",
+                    )
                 output = b""
             else:
                 output = self._bounded(method, path, body)
@@ -148,14 +158,14 @@ class RestApp:
             code = error.code
             output = _dumps({"error": error.message})
         except Exception as error:  # noqa: BLE001 (answer, keep serving)
-            _LOG.error("REST request failed: %s: %s", type(error).__name__,
-                       limit_message(error, 300))
+            _LOG.error(
+                "REST request failed: %s: %s", type(error).__name__, limit_message(error, 300)
+            )
             code = grpc.StatusCode.INTERNAL
             output = _dumps({"error": limit_message(f"internal error: {error}")})
         headers = list(_JSON) + (list(_CORS) if self.cors else [])
         headers.append(("Content-Length", str(len(output))))
-        start_response(HTTP_STATUS.get(code, "500 Internal Server Error"),
-                       headers)
+        start_response(HTTP_STATUS.get(code, "500 Internal Server Error"), headers)
         return [output]
 
     def _bounded(self, method, path, body):
@@ -167,14 +177,14 @@ class RestApp:
         def job():
             context.check()
             return self.process(method, path, body, context)
+
         future = self._pool.submit(job)
         try:
             return future.result(context.time_remaining())
         except concurrent.futures.TimeoutError:
             context.cancel()
             future.cancel()
-            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               "Deadline exceeded") from None
+            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded") from None
 
     def close(self):
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -191,7 +201,8 @@ class RestApp:
             return self._process(method, path, body, context)
         context.max_request_bytes = limits.max_request_bytes
         context.reservation = limits.budget.reserve(
-            JSON_BYTES_PER_BODY_BYTE * len(body), "JSON body")
+            JSON_BYTES_PER_BODY_BYTE * len(body), "JSON body"
+        )
         try:
             return self._process(method, path, body, context)
         finally:
@@ -245,8 +256,7 @@ class RestApp:
         _fill_signature(document, request)
         servable = self.handlers.resolve(request.model_spec)
         infos = servable.input_infos(request.model_spec.signature_name)
-        columnar = predict_inputs_from_json(document, infos, request,
-                                            context.max_request_bytes)
+        columnar = predict_inputs_from_json(document, infos, request, context.max_request_bytes)
         response = self.handlers.predict(request, context, servable=servable)
         return predict_json(response.outputs, columnar)
 
@@ -254,14 +264,14 @@ class RestApp:
 def _fill_spec(spec, name, version, label):
     spec.name = name
     if version is not None and label is not None:
-        raise invalid_argument(f"Both model version ({version}) and model "
-                               f"version label ({label}) cannot be supplied.")
+        raise invalid_argument(
+            f"Both model version ({version}) and model version label ({label}) cannot be supplied."
+        )
     if version is not None:
         try:
             spec.version.value = int(version)
         except ValueError:
-            raise invalid_argument(
-                f"Failed to convert version: {version} to numeric.") from None
+            raise invalid_argument(f"Failed to convert version: {version} to numeric.") from None
     if label is not None:
         spec.version_label = label
 
@@ -300,11 +310,11 @@ def _parse_json(body):
     try:
         document = json.loads(body)
     except UnicodeDecodeError as error:
-        raise invalid_argument(f"JSON Parse error: Invalid encoding in string. "
-                               f"at offset: {error.start}") from None
+        raise invalid_argument(
+            f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"
+        ) from None
     except json.JSONDecodeError as error:
-        raise invalid_argument(f"JSON Parse error: {error.msg} at offset: "
-                               f"{error.pos}") from None
+        raise invalid_argument(f"JSON Parse error: {error.msg} at offset: {error.pos}") from None
     if not isinstance(document, dict):
         raise _format_error(document, "Is not object")
     return document
@@ -316,19 +326,20 @@ def _fill_signature(document, request):
         if not isinstance(value, str):
             raise invalid_argument(
                 f"JSON Value: {_debug(document)} not formatted correctly. "
-                "'signature_name' key must be a string value.")
+                "'signature_name' key must be a string value."
+            )
         request.model_spec.signature_name = value
 
 
 def _is_b64(value):
-    return isinstance(value, dict) and len(value) == 1 \
-        and isinstance(value.get("b64"), str)
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
 def _b64_decode(value):
     if not _is_b64(value):
-        raise invalid_argument(f"JSON Value: {_debug(value)} not formatted "
-                               "correctly for base64 data")
+        raise invalid_argument(
+            f"JSON Value: {_debug(value)} not formatted correctly for base64 data"
+        )
     try:
         return base64.b64decode(value["b64"], validate=True)
     except (binascii.Error, ValueError):
@@ -348,7 +359,8 @@ def _dense_shape(value):
 def _type_error(value, dtype):
     return invalid_argument(
         f"JSON Value: {_debug(value)} Type: {_json_type(value)} is not of "
-        f"expected type: {tf.as_dtype(dtype).name}")
+        f"expected type: {tf.as_dtype(dtype).name}"
+    )
 
 
 def _scalar(value, dtype):
@@ -359,8 +371,7 @@ def _scalar(value, dtype):
         return value
     if dtype in _RANGES:
         low, high = _RANGES[dtype]
-        if isinstance(value, bool) or not isinstance(value, int) \
-                or not low <= value <= high:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise _type_error(value, dtype)
         return value
     if dtype == types_pb2.DT_BOOL:
@@ -373,9 +384,10 @@ def _scalar(value, dtype):
         if not isinstance(value, str):
             raise _type_error(value, dtype)
         return value.encode("utf-8")
-    raise ServingError(grpc.StatusCode.UNIMPLEMENTED,
-                       f"Conversion of JSON Value: {_debug(value)} to type: "
-                       f"{tf.as_dtype(dtype).name}")
+    raise ServingError(
+        grpc.StatusCode.UNIMPLEMENTED,
+        f"Conversion of JSON Value: {_debug(value)} to type: {tf.as_dtype(dtype).name}",
+    )
 
 
 def _fill(value, level, shape, dtype, out):
@@ -385,28 +397,34 @@ def _fill(value, level, shape, dtype, out):
         if level != rank:
             raise invalid_argument(
                 f"JSON Value: {_debug(value)} found at incorrect level: "
-                f"{level + 1} in the JSON DOM. Expected at level: {rank}")
+                f"{level + 1} in the JSON DOM. Expected at level: {rank}"
+            )
         if isinstance(value, dict) and dtype != types_pb2.DT_STRING:
             raise _type_error(value, dtype)
         out.append(_scalar(value, dtype))
         return
     if level >= rank:
-        raise invalid_argument(f"Encountered list at unexpected level: {level} "
-                               f"expected < {rank}")
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
     if len(value) != shape[level]:
         raise invalid_argument(
             f"Encountered list at unexpected size: {len(value)} at level: "
-            f"{level} expected size: {shape[level]}")
+            f"{level} expected size: {shape[level]}"
+        )
     for item in value:
         _fill(item, level + 1, shape, dtype, out)
 
 
 _NUMPY = {
-    types_pb2.DT_FLOAT: np.float32, types_pb2.DT_DOUBLE: np.float64,
-    types_pb2.DT_INT32: np.int32, types_pb2.DT_INT16: np.int16,
-    types_pb2.DT_INT8: np.int8, types_pb2.DT_UINT8: np.uint8,
-    types_pb2.DT_INT64: np.int64, types_pb2.DT_UINT32: np.uint32,
-    types_pb2.DT_UINT64: np.uint64, types_pb2.DT_BOOL: np.bool_,
+    types_pb2.DT_FLOAT: np.float32,
+    types_pb2.DT_DOUBLE: np.float64,
+    types_pb2.DT_INT32: np.int32,
+    types_pb2.DT_INT16: np.int16,
+    types_pb2.DT_INT8: np.int8,
+    types_pb2.DT_UINT8: np.uint8,
+    types_pb2.DT_INT64: np.int64,
+    types_pb2.DT_UINT32: np.uint32,
+    types_pb2.DT_UINT64: np.uint64,
+    types_pb2.DT_BOOL: np.bool_,
 }
 
 
@@ -430,8 +448,9 @@ def _fast_array(value, dtype, shape):
         ok = kind == "b"
     else:
         low, high = _RANGES[dtype]
-        ok = kind in "iu" and (array.size == 0 or (
-            int(array.min()) >= low and int(array.max()) <= high))
+        ok = kind in "iu" and (
+            array.size == 0 or (int(array.min()) >= low and int(array.max()) <= high)
+        )
     if not ok:
         return None
     # Values wrap as TensorFlow's int_val -> uint8/int8/int16 casts do.
@@ -481,17 +500,17 @@ def predict_inputs_from_json(document, infos, request, limit=None):
     tensor is checked against `limit` bytes before it is built."""
     if not infos:
         name = request.model_spec.signature_name
-        raise invalid_argument("Failed to get input map for signature: "
-                               + (name or "DEFAULT"))
+        raise invalid_argument("Failed to get input map for signature: " + (name or "DEFAULT"))
     has_instances, has_inputs = "instances" in document, "inputs" in document
     if has_instances and has_inputs:
-        raise _format_error(document, "Not formatted correctly expecting only "
-                            "one of 'inputs' or 'instances' keys to exist ")
+        raise _format_error(
+            document,
+            "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ",
+        )
     if has_instances:
         instances = document["instances"]
         if not isinstance(instances, list):
-            raise _format_error(document,
-                                "Expecting 'instances' to be an list/array")
+            raise _format_error(document, "Expecting 'instances' to be an list/array")
         if not instances:
             raise _format_error(document, "No values in 'instances' array")
         _instances(instances, infos, request, limit)
@@ -511,7 +530,8 @@ def _instances(instances, infos, request, limit=None):
     if not isinstance(instances[0], dict) and len(infos) > 1:
         raise invalid_argument(
             "instances is a plain list, but expecting list of objects as "
-            "multiple input tensors required as per tensorinfo_map")
+            "multiple input tensors required as per tensorinfo_map"
+        )
     names = sorted(infos)
     if not _is_element_object(instances[0]):
         name = names[0]
@@ -527,14 +547,14 @@ def _instances(instances, infos, request, limit=None):
     shapes = {}
     for index, element in enumerate(instances):
         if not _is_element_object(element):
-            raise invalid_argument(f"Expecting object but got list at item "
-                                   f"{index} of input list")
+            raise invalid_argument(f"Expecting object but got list at item {index} of input list")
         for key, value in element.items():
             if key not in infos:
                 raise invalid_argument(
                     f"Failed to process element: {index} key: {key} of "
                     "'instances' list. Error: INVALID_ARGUMENT: JSON object: "
-                    f"does not have named input: {key}")
+                    f"does not have named input: {key}"
+                )
             try:
                 array = json_to_array(value, infos[key].dtype, limit)
             except ServingError as error:
@@ -543,14 +563,16 @@ def _instances(instances, infos, request, limit=None):
                 raise invalid_argument(
                     f"Failed to process element: {index} key: {key} of "
                     f"'instances' list. Error: {error.code.name}: "
-                    f"{error.message}") from None
+                    f"{error.message}"
+                ) from None
             _check_same_shape(shapes, key, array, index)
             rows[key].append(array)
         if set(element) != set(names):
             raise invalid_argument(
                 f"Failed to process element: {index} of 'instances' list. "
                 f"JSON object: {_debug(element)} keys must be equal to: "
-                f"{','.join(names)}")
+                f"{','.join(names)}"
+            )
     for name in names:
         _set_input(request, name, np.stack(rows[name]), infos[name].dtype)
 
@@ -560,16 +582,16 @@ def _check_same_shape(shapes, key, array, index):
         shapes[key] = array.shape
         return
     if array.size != int(np.prod(shapes[key])):
-        message = (f"Expecting tensor size: {int(np.prod(shapes[key]))} but "
-                   f"got: {array.size}")
+        message = f"Expecting tensor size: {int(np.prod(shapes[key]))} but got: {array.size}"
     elif array.shape != shapes[key]:
-        message = (f"Expecting shape {_shape(shapes[key])} but got: "
-                   f"{_shape(array.shape)}")
+        message = f"Expecting shape {_shape(shapes[key])} but got: {_shape(array.shape)}"
     else:
         return
-    raise invalid_argument(f"Failed to process element: {index} key: {key} of "
-                           f"'instances' list. Error: INVALID_ARGUMENT: "
-                           f"{message}")
+    raise invalid_argument(
+        f"Failed to process element: {index} key: {key} of "
+        f"'instances' list. Error: INVALID_ARGUMENT: "
+        f"{message}"
+    )
 
 
 def _plain_instances(instances, dtype):
@@ -578,23 +600,28 @@ def _plain_instances(instances, dtype):
     rows, first = [], None
     for index, element in enumerate(instances):
         if _is_element_object(element):
-            raise invalid_argument(f"Expecting value/list but got object at "
-                                   f"item {index} of input list")
+            raise invalid_argument(
+                f"Expecting value/list but got object at item {index} of input list"
+            )
         try:
             array = json_to_array(element, dtype)
         except ServingError as error:
             raise invalid_argument(
                 f"Failed to process element: {index} of 'instances' list. "
-                f"Error: {error.code.name}: {error.message}") from None
+                f"Error: {error.code.name}: {error.message}"
+            ) from None
         if first is not None and array.shape != first:
             size = int(np.prod(first))
-            message = (f"Expecting tensor size: {size} but got: {array.size}"
-                       if array.size != size else
-                       f"Expecting shape {_shape(first)} but got: "
-                       f"{_shape(array.shape)}")
-            raise invalid_argument(f"Failed to process element: {index} of "
-                                   f"'instances' list. Error: "
-                                   f"INVALID_ARGUMENT: {message}")
+            message = (
+                f"Expecting tensor size: {size} but got: {array.size}"
+                if array.size != size
+                else f"Expecting shape {_shape(first)} but got: {_shape(array.shape)}"
+            )
+            raise invalid_argument(
+                f"Failed to process element: {index} of "
+                f"'instances' list. Error: "
+                f"INVALID_ARGUMENT: {message}"
+            )
         first = array.shape
         rows.append(array)
     return np.stack(rows)
@@ -610,39 +637,40 @@ def _columns(value, infos, request, limit=None):
         if len(infos) > 1:
             raise invalid_argument(
                 "inputs is a plain value/list, but expecting an object as "
-                "multiple input tensors required as per tensorinfo_map")
+                "multiple input tensors required as per tensorinfo_map"
+            )
         name = next(iter(infos))
-        _set_input(request, name, json_to_array(value, infos[name].dtype,
-                                                limit), infos[name].dtype)
+        _set_input(request, name, json_to_array(value, infos[name].dtype, limit), infos[name].dtype)
         return
     for name in sorted(infos):
         if name not in value:
-            raise invalid_argument(f"Missing named input: {name} in 'inputs' "
-                                   "object.")
-        _set_input(request, name, json_to_array(value[name], infos[name].dtype,
-                                                limit), infos[name].dtype)
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        _set_input(
+            request, name, json_to_array(value[name], infos[name].dtype, limit), infos[name].dtype
+        )
 
 
 def _feature_error(name, feature):
     kind = feature.WhichOneof("kind")
-    words = {"bytes_list": "bytes", "float_list": "float",
-             "int64_list": "int64"}.get(kind, "UNKNOWN")
-    return invalid_argument(f"Unexpected element type in feature: {name} "
-                            f"expecting type: {words}")
+    words = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}.get(
+        kind, "UNKNOWN"
+    )
+    return invalid_argument(f"Unexpected element type in feature: {name} expecting type: {words}")
 
 
 def _add_feature_value(value, name, feature):
     """AddValueToFeature."""
+
     def require(kind):
         current = feature.WhichOneof("kind")
         if current not in (None, kind):
             raise _feature_error(name, feature)
         return getattr(feature, kind).value
 
-    if value is None or isinstance(value, list) or (
-            isinstance(value, dict) and not _is_b64(value)):
-        raise invalid_argument(f"Feature: {name} has element with unexpected "
-                               f"JSON type: {_json_type(value)}")
+    if value is None or isinstance(value, list) or (isinstance(value, dict) and not _is_b64(value)):
+        raise invalid_argument(
+            f"Feature: {name} has element with unexpected JSON type: {_json_type(value)}"
+        )
     if isinstance(value, bool):
         require("int64_list").append(int(value))
     elif isinstance(value, dict):
@@ -654,16 +682,16 @@ def _add_feature_value(value, name, feature):
     else:
         values = require("int64_list")
         if value > 2**63 - 1:
-            raise invalid_argument(f"Feature: {name} has uint64_t element. "
-                                   "Only int64_t is supported.")
+            raise invalid_argument(
+                f"Feature: {name} has uint64_t element. Only int64_t is supported."
+            )
         values.append(value)
 
 
 def _example(value, example):
     """MakeExampleFromJsonObject."""
     if not isinstance(value, dict):
-        raise invalid_argument("Example must be JSON object but got JSON "
-                               + _json_type(value))
+        raise invalid_argument("Example must be JSON object but got JSON " + _json_type(value))
     for name, content in value.items():
         feature = example.features.feature[name]
         for item in content if isinstance(content, list) else [content]:
@@ -677,19 +705,21 @@ def examples_from_json(body, request):
     _fill_signature(document, request)
     has_context = "context" in document
     if has_context:
-        _example(document["context"],
-                 request.input.example_list_with_context.context)
+        _example(document["context"], request.input.example_list_with_context.context)
     if "examples" not in document:
-        raise _format_error(document, "When method is classify, key "
-                            "'examples' is expected and was not found")
+        raise _format_error(
+            document, "When method is classify, key 'examples' is expected and was not found"
+        )
     examples = document["examples"]
     if not isinstance(examples, list):
-        raise _format_error(document, "Expecting 'examples' value to be an "
-                            "list/array")
+        raise _format_error(document, "Expecting 'examples' value to be an list/array")
     if not examples:
         raise _format_error(document, "'examples' value is an empty array")
-    target = (request.input.example_list_with_context.examples if has_context
-              else request.input.example_list.examples)
+    target = (
+        request.input.example_list_with_context.examples
+        if has_context
+        else request.input.example_list.examples
+    )
     for value in examples:
         _example(value, target.add())
 
@@ -708,9 +738,17 @@ def _json_values(name, proto):
     array = to_array(proto, name)
     if dtype == types_pb2.DT_FLOAT:
         return array.astype(str).astype(np.float64).tolist()
-    if dtype in (types_pb2.DT_DOUBLE, types_pb2.DT_INT32, types_pb2.DT_INT16,
-                 types_pb2.DT_INT8, types_pb2.DT_UINT8, types_pb2.DT_INT64,
-                 types_pb2.DT_BOOL, types_pb2.DT_UINT32, types_pb2.DT_UINT64):
+    if dtype in (
+        types_pb2.DT_DOUBLE,
+        types_pb2.DT_INT32,
+        types_pb2.DT_INT16,
+        types_pb2.DT_INT8,
+        types_pb2.DT_UINT8,
+        types_pb2.DT_INT64,
+        types_pb2.DT_BOOL,
+        types_pb2.DT_UINT32,
+        types_pb2.DT_UINT64,
+    ):
         return array.tolist()
     if dtype == types_pb2.DT_STRING:
         if name.endswith("_bytes"):
@@ -718,10 +756,8 @@ def _json_values(name, proto):
         else:
             convert = lambda v: v.decode("utf-8", "replace")  # noqa: E731
         flat = [convert(v) for v in array.ravel()]
-        return np.array(flat, dtype=object).reshape(array.shape).tolist() \
-            if array.ndim else flat[0]
-    raise invalid_argument("Failed to write JSON value for tensor type: "
-                           + tf.as_dtype(dtype).name)
+        return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]
+    raise invalid_argument("Failed to write JSON value for tensor type: " + tf.as_dtype(dtype).name)
 
 
 def predict_json(outputs, columnar):
@@ -738,17 +774,17 @@ def predict_json(outputs, columnar):
     for name in names:
         dims = outputs[name].tensor_shape.dim
         if not dims:
-            raise invalid_argument(f"Tensor name: {name} has no shape "
-                                   "information ")
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
         if batch is not None and dims[0].size != batch:
-            raise invalid_argument(f"Tensor name: {name} has inconsistent batch "
-                                   f"size: {dims[0].size} expecting: {batch}")
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch "
+                f"size: {dims[0].size} expecting: {batch}"
+            )
         batch = dims[0].size
     values = {name: _json_values(name, outputs[name]) for name in names}
     if len(names) == 1:
         return _dumps({"predictions": values[names[0]]})
-    return _dumps({"predictions": [{n: values[n][i] for n in names}
-                                   for i in range(batch)]})
+    return _dumps({"predictions": [{n: values[n][i] for n in names} for i in range(batch)]})
 
 
 def _float32(value):
@@ -757,12 +793,23 @@ def _float32(value):
 
 def classification_json(result):
     if not result.classifications:
-        raise invalid_argument("Cannot convert empty ClassificationResults "
-                               "to JSON")
-    return _dumps({"results": [
-        [[c.label.decode("utf-8", "replace") if isinstance(c.label, bytes)
-          else c.label, _float32(c.score)] for c in item.classes]
-        for item in result.classifications]})
+        raise invalid_argument("Cannot convert empty ClassificationResults to JSON")
+    return _dumps(
+        {
+            "results": [
+                [
+                    [
+                        c.label.decode("utf-8", "replace")
+                        if isinstance(c.label, bytes)
+                        else c.label,
+                        _float32(c.score),
+                    ]
+                    for c in item.classes
+                ]
+                for item in result.classifications
+            ]
+        }
+    )
 
 
 def regression_json(result):
@@ -773,25 +820,27 @@ def regression_json(result):
 
 def _message_json(message):
     return json_format.MessageToJson(
-        message, preserving_proto_field_name=True,
-        always_print_fields_with_no_presence=True).encode()
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    ).encode()
 
 
 def metadata_json(response):
     """GetModelMetadataResponse as TF Serving writes it (the `Any` unpacked
     to its SignatureDefMap)."""
     signatures = get_model_metadata_pb2.SignatureDefMap()
-    if SIGNATURE_DEF_FIELD not in response.metadata or not \
-            response.metadata[SIGNATURE_DEF_FIELD].Unpack(signatures):
-        raise ServingError(grpc.StatusCode.INTERNAL,
-                           "Failed to unpack 'Any' object to 'SignatureDefMap'.")
-    options = dict(preserving_proto_field_name=True,
-                   always_print_fields_with_no_presence=True)
-    return _dumps({
-        "model_spec": json_format.MessageToDict(response.model_spec, **options),
-        "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(
-            signatures, **options)},
-    })
+    if SIGNATURE_DEF_FIELD not in response.metadata or not response.metadata[
+        SIGNATURE_DEF_FIELD
+    ].Unpack(signatures):
+        raise ServingError(
+            grpc.StatusCode.INTERNAL, "Failed to unpack 'Any' object to 'SignatureDefMap'."
+        )
+    options = dict(preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return _dumps(
+        {
+            "model_spec": json_format.MessageToDict(response.model_spec, **options),
+            "metadata": {SIGNATURE_DEF_FIELD: json_format.MessageToDict(signatures, **options)},
+        }
+    )
 
 
 # ----------------------------------------------------------------------
@@ -810,18 +859,15 @@ class RestServer:
     def __init__(self, app, host, port, threads=8, max_body_bytes=None):
         from waitress.server import create_server
 
-        kwargs = {} if max_body_bytes is None else {
-            "max_request_body_size": max_body_bytes}
+        kwargs = {} if max_body_bytes is None else {"max_request_body_size": max_body_bytes}
         try:
-            self._server = create_server(app, host=host, port=port,
-                                         threads=threads, ident="classreg",
-                                         **kwargs)
+            self._server = create_server(
+                app, host=host, port=port, threads=threads, ident="classreg", **kwargs
+            )
         except OSError as error:
-            raise OSError(f"Cannot listen on {host}:{port} for the REST API: "
-                          f"{error}") from None
+            raise OSError(f"Cannot listen on {host}:{port} for the REST API: {error}") from None
         self.port = int(self._server.effective_port)
-        self._thread = threading.Thread(target=self._server.run,
-                                        name="rest-server", daemon=True)
+        self._thread = threading.Thread(target=self._server.run, name="rest-server", daemon=True)
 
     def start(self):
         self._thread.start()

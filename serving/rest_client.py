@@ -49,13 +49,13 @@ class RestClient:
             backoff from `backoff` seconds.
     """
 
-    def __init__(self, server=DEFAULT_REST_SERVER, timeout=30.0, retries=3,
-                 backoff=0.5):
+    def __init__(self, server=DEFAULT_REST_SERVER, timeout=30.0, retries=3, backoff=0.5):
         if not isinstance(server, str) or ":" not in server:
-            raise ValueError("Invalid value for argument `server`. Expected "
-                             f"'host:port'. Received: server={server!r}")
-        self.url = server if server.startswith(("http://", "https://")) \
-            else f"http://{server}"
+            raise ValueError(
+                "Invalid value for argument `server`. Expected "
+                f"'host:port'. Received: server={server!r}"
+            )
+        self.url = server if server.startswith(("http://", "https://")) else f"http://{server}"
         self.server, self.timeout = server, timeout
         self.retries, self.backoff = retries, float(backoff)
         self._class_names = {}
@@ -79,8 +79,8 @@ class RestClient:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             request = urllib.request.Request(
-                self.url + path, data=data,
-                headers={"Content-Type": "application/json"})
+                self.url + path, data=data, headers={"Content-Type": "application/json"}
+            )
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as answer:
                     return json.loads(answer.read())
@@ -106,21 +106,22 @@ class RestClient:
     def status(self, model, version=None):
         """`[(version, state, error code, message)]`."""
         answer = self.call(self._path(model, version))
-        return [(int(s["version"]), s["state"], s["status"]["error_code"],
-                 s["status"]["error_message"])
-                for s in answer["model_version_status"]]
+        return [
+            (int(s["version"]), s["state"], s["status"]["error_code"], s["status"]["error_message"])
+            for s in answer["model_version_status"]
+        ]
 
     def latest_version(self, model):
-        versions = [v for v, state, _, _ in self.status(model)
-                    if state == "AVAILABLE"]
+        versions = [v for v, state, _, _ in self.status(model) if state == "AVAILABLE"]
         if not versions:
             raise RestError(404, f"Model {model!r} has no AVAILABLE version.")
         return max(versions)
 
     def wait_until_available(self, model, timeout=60.0, version=None):
         """Waits until a version of `model` is AVAILABLE; returns its number."""
-        return polling.wait_until_available(self.status, model, self.url, timeout,
-                                            version, errors=(RestError, OSError))
+        return polling.wait_until_available(
+            self.status, model, self.url, timeout, version, errors=(RestError, OSError)
+        )
 
     def metadata(self, model, version=None):
         """`(version, {signature name: SignatureDef})`."""
@@ -129,8 +130,7 @@ class RestClient:
         json_format.ParseDict(answer["metadata"]["signature_def"], signatures)
         return int(answer["model_spec"]["version"]), dict(signatures.signature_def)
 
-    def predict(self, model, inputs, signature=None, version=None,
-                output_filter=()):
+    def predict(self, model, inputs, signature=None, version=None, output_filter=()):
         """Predict: `inputs` is an array (sent as `clips`) or a dict of
         arrays; returns a dict of NumPy arrays (of `output_filter` only,
         when given)."""
@@ -153,10 +153,10 @@ class RestClient:
         `PredictResponse` (the REST answer has no model spec: the version is
         the one requested, or the latest AVAILABLE one, looked up first)."""
         spec = request.model_spec
-        version = spec.version.value if spec.HasField("version") \
-            else self.latest_version(spec.name)
-        body = {"inputs": {name: _json_value(to_array(proto))
-                           for name, proto in request.inputs.items()}}
+        version = spec.version.value if spec.HasField("version") else self.latest_version(spec.name)
+        body = {
+            "inputs": {name: _json_value(to_array(proto)) for name, proto in request.inputs.items()}
+        }
         if spec.signature_name:
             body["signature_name"] = spec.signature_name
         answer = self.call(self._path(spec.name, version, ":predict"), body)
@@ -181,8 +181,9 @@ class RestClient:
             self._outputs[key] = list(signatures[key[2]].outputs)
         names = self._outputs[key]
         if len(names) != 1:
-            raise RestError(500, f"one unnamed output for signature {key[2]!r} "
-                            f"of {len(names)} outputs")
+            raise RestError(
+                500, f"one unnamed output for signature {key[2]!r} of {len(names)} outputs"
+            )
         return names[0]
 
     @staticmethod
@@ -192,7 +193,7 @@ class RestClient:
         return isinstance(error, RestError) and error.status == 400
 
     # The export helpers of ServingClient work unchanged on top of these.
-    from serving.client import ServingClient as _grpc  # noqa: E402
+    from serving.client import ServingClient as _grpc
 
     clip_format = _grpc.clip_format
     _legacy_clip_format = _grpc._legacy_clip_format
@@ -202,10 +203,8 @@ class RestClient:
 
 def _json_value(array):
     if array.dtype.kind in "OS":
-        flat = [{"b64": base64.b64encode(v).decode("ascii")}
-                for v in array.ravel()]
-        return np.array(flat, dtype=object).reshape(array.shape).tolist() \
-            if array.ndim else flat[0]
+        flat = [{"b64": base64.b64encode(v).decode("ascii")} for v in array.ravel()]
+        return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]
     return array.tolist()
 
 
@@ -226,8 +225,11 @@ def _from_json(value):
     if array.dtype == np.float64:
         return array.astype(np.float32)
     if array.dtype == np.int64:
-        return array.astype(np.int32) if array.size == 0 or (
-            array.min() >= -2**31 and array.max() < 2**31) else array
+        return (
+            array.astype(np.int32)
+            if array.size == 0 or (array.min() >= -(2**31) and array.max() < 2**31)
+            else array
+        )
     return array
 
 

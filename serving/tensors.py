@@ -73,8 +73,8 @@ def to_proto(array, as_content=False):
     field = _FIELDS.get(dtype)
     if field is None:
         raise invalid_argument(
-            f"Cannot encode a tensor of dtype {tf.as_dtype(dtype).name} as a "
-            "typed proto field.")
+            f"Cannot encode a tensor of dtype {tf.as_dtype(dtype).name} as a typed proto field."
+        )
     flat = array.ravel()
     if field == "half_val":  # the 16-bit patterns, as TensorFlow stores them
         flat = flat.view(np.uint16).astype(np.int32)
@@ -82,7 +82,7 @@ def to_proto(array, as_content=False):
         flat = np.stack([flat.real, flat.imag], axis=-1).ravel()
     target = getattr(proto, field)
     for start in range(0, flat.size, _CHUNK):  # no list of every value at once
-        target.extend(flat[start:start + _CHUNK].tolist())
+        target.extend(flat[start : start + _CHUNK].tolist())
     return proto
 
 
@@ -91,21 +91,40 @@ _CHUNK = 1 << 16
 # tstring, or a NumPy object slot and the bytes object's header).
 STRING_ELEMENT_OVERHEAD = 40
 _INT_VAL_RANGES = {
-    types_pb2.DT_INT8: (-2**7, 2**7 - 1),
+    types_pb2.DT_INT8: (-(2**7), 2**7 - 1),
     types_pb2.DT_UINT8: (0, 2**8 - 1),
-    types_pb2.DT_INT16: (-2**15, 2**15 - 1),
+    types_pb2.DT_INT16: (-(2**15), 2**15 - 1),
     types_pb2.DT_UINT16: (0, 2**16 - 1),
 }
 # Bytes one stored value of each typed field takes in the parsed proto.
 _FIELD_ITEM_BYTES = {
-    "float_val": 4, "double_val": 8, "int_val": 4, "int64_val": 8,
-    "uint32_val": 4, "uint64_val": 8, "bool_val": 1, "half_val": 4,
-    "scomplex_val": 4, "dcomplex_val": 8,
+    "float_val": 4,
+    "double_val": 8,
+    "int_val": 4,
+    "int64_val": 8,
+    "uint32_val": 4,
+    "uint64_val": 8,
+    "bool_val": 1,
+    "half_val": 4,
+    "scomplex_val": 4,
+    "dcomplex_val": 8,
 }
-_VALUE_FIELDS = ("float_val", "double_val", "int_val", "int64_val",
-                 "uint32_val", "uint64_val", "bool_val", "half_val",
-                 "scomplex_val", "dcomplex_val", "string_val",
-                 "resource_handle_val", "variant_val", "float8_val")
+_VALUE_FIELDS = (
+    "float_val",
+    "double_val",
+    "int_val",
+    "int64_val",
+    "uint32_val",
+    "uint64_val",
+    "bool_val",
+    "half_val",
+    "scomplex_val",
+    "dcomplex_val",
+    "string_val",
+    "resource_handle_val",
+    "variant_val",
+    "float8_val",
+)
 
 
 class TensorSize:
@@ -144,17 +163,21 @@ def tensor_size(proto, name="tensor"):
     elements = 1
     for dim in shape_proto.dim:
         if dim.size < 0:
-            raise _parse_error(name, f"dimension {len(shape)} is {dim.size}; "
-                               "sizes must be >= 0")
+            raise _parse_error(name, f"dimension {len(shape)} is {dim.size}; sizes must be >= 0")
         shape.append(int(dim.size))
         elements *= int(dim.size)
     dtype = proto.dtype
-    if dtype in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE,
-                 types_pb2.DT_VARIANT) or dtype > 100:
-        raise _parse_error(name, "dtype " + (types_pb2.DataType.Name(dtype)
-                                             if dtype in types_pb2.DataType.values()
-                                             else str(dtype))
-                           + " cannot be sent in a request")
+    if dtype in (types_pb2.DT_INVALID, types_pb2.DT_RESOURCE, types_pb2.DT_VARIANT) or dtype > 100:
+        raise _parse_error(
+            name,
+            "dtype "
+            + (
+                types_pb2.DataType.Name(dtype)
+                if dtype in types_pb2.DataType.values()
+                else str(dtype)
+            )
+            + " cannot be sent in a request",
+        )
     try:
         itemsize = tf.as_dtype(dtype).size
     except TypeError:
@@ -163,31 +186,32 @@ def tensor_size(proto, name="tensor"):
     given = [field for field in _VALUE_FIELDS if len(getattr(proto, field))]
     content = len(proto.tensor_content)
     if content and given:
-        raise _parse_error(name, "values given both in tensor_content and in "
-                           + ", ".join(given))
+        raise _parse_error(name, "values given both in tensor_content and in " + ", ".join(given))
     if given and (len(given) > 1 or given[0] != expected):
         raise _parse_error(
-            name, f"a {tf.as_dtype(dtype).name} tensor's values belong in "
-            f"{expected or 'tensor_content'}, not in {', '.join(given)}")
+            name,
+            f"a {tf.as_dtype(dtype).name} tensor's values belong in "
+            f"{expected or 'tensor_content'}, not in {', '.join(given)}",
+        )
     if dtype == types_pb2.DT_STRING:
         values = proto.string_val
         given_characters = sum(len(value) for value in values)
         characters = given_characters
         if elements > len(values) and len(values):
             characters += (elements - len(values)) * len(values[-1])
-        stored = given_characters + len(values) * STRING_ELEMENT_OVERHEAD \
-            + content
+        stored = given_characters + len(values) * STRING_ELEMENT_OVERHEAD + content
         decoded = elements * STRING_ELEMENT_OVERHEAD + characters + content
         return TensorSize(shape, elements, decoded, stored)
     decoded = elements * itemsize
     if content:
         if content != decoded:
             raise _parse_error(
-                name, f"tensor_content has {content} bytes; shape "
-                f"{shape} of {tf.as_dtype(dtype).name} needs {decoded}")
+                name,
+                f"tensor_content has {content} bytes; shape "
+                f"{shape} of {tf.as_dtype(dtype).name} needs {decoded}",
+            )
         return TensorSize(shape, elements, decoded, content)
-    stored = len(getattr(proto, expected)) * _FIELD_ITEM_BYTES.get(expected, 8) \
-        if expected else 0
+    stored = len(getattr(proto, expected)) * _FIELD_ITEM_BYTES.get(expected, 8) if expected else 0
     return TensorSize(shape, elements, decoded, stored)
 
 
@@ -215,8 +239,7 @@ def to_array(proto, name="tensor", size=None):
         return out.reshape(shape)
     np_dtype = tf.as_dtype(dtype).as_numpy_dtype
     if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=np_dtype) \
-            .copy().reshape(shape)
+        return np.frombuffer(proto.tensor_content, dtype=np_dtype).copy().reshape(shape)
     field = _FIELDS.get(dtype)
     if field is None:  # quantized and other rare dtypes: fixed size, checked
         return _make_ndarray(proto, name)
@@ -233,8 +256,10 @@ def to_array(proto, name="tensor", size=None):
             if bad.any():
                 index = int(np.argmax(bad))
                 raise _parse_error(
-                    name, f"int_val[{index}] = {int(head[index])} is out of "
-                    f"range for {tf.as_dtype(dtype).name} [{low}, {high}]")
+                    name,
+                    f"int_val[{index}] = {int(head[index])} is out of "
+                    f"range for {tf.as_dtype(dtype).name} [{low}, {high}]",
+                )
             del bad
             out[:k] = head
             del head
@@ -244,8 +269,7 @@ def to_array(proto, name="tensor", size=None):
             out.real[:k], out.imag[:k] = pairs[0::2], pairs[1::2]
             del pairs
         elif field == "half_val":
-            out.view(np.uint16)[:k] = np.fromiter(values, dtype=np.uint16,
-                                                  count=k)
+            out.view(np.uint16)[:k] = np.fromiter(values, dtype=np.uint16, count=k)
         else:
             out[:k] = np.fromiter(values, dtype=np_dtype, count=k)
         if k < n:
@@ -270,5 +294,11 @@ def _as_bytes(value):
     return str(value).encode("utf-8")
 
 
-__all__ = ["STRING_ELEMENT_OVERHEAD", "TensorSize", "dtype_enum", "tensor_size",
-           "to_array", "to_proto"]
+__all__ = [
+    "STRING_ELEMENT_OVERHEAD",
+    "TensorSize",
+    "dtype_enum",
+    "tensor_size",
+    "to_array",
+    "to_proto",
+]

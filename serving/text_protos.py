@@ -21,6 +21,7 @@ def read_text_proto(path, message, what, hint=""):
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as error:
-        raise ValueError(f"Error parsing text-format {message.DESCRIPTOR.full_name}: "
-                         f"{path}:{error}{hint}") from None
+        raise ValueError(
+            f"Error parsing text-format {message.DESCRIPTOR.full_name}: {path}:{error}{hint}"
+        ) from None
     return message

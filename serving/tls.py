@@ -26,15 +26,17 @@ def _ssl_config_class():
     pool = descriptor_pool.DescriptorPool()
     file = descriptor_pb2.FileDescriptorProto(
         name="tensorflow_serving/config/ssl_config.proto",
-        package="tensorflow.serving", syntax="proto3")
+        package="tensorflow.serving",
+        syntax="proto3",
+    )
     message = file.message_type.add(name="SSLConfig")
-    for number, name in enumerate(("server_key", "server_cert", "custom_ca"),
-                                  start=1):
+    for number, name in enumerate(("server_key", "server_cert", "custom_ca"), start=1):
         message.field.add(name=name, number=number, type=9, label=1)  # string
     message.field.add(name="client_verify", number=4, type=8, label=1)  # bool
     pool.Add(file)
     return message_factory.GetMessageClass(
-        pool.FindMessageTypeByName("tensorflow.serving.SSLConfig"))
+        pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    )
 
 
 SSLConfig = _ssl_config_class()
@@ -43,19 +45,23 @@ SSLConfig = _ssl_config_class()
 def read_ssl_config(path):
     """Parses and checks an `SSLConfig` text file; returns the message."""
     config = read_text_proto(path, SSLConfig(), "SSL config")
-    for field, kind in (("server_key", "PRIVATE KEY"),
-                        ("server_cert", "CERTIFICATE")):
+    for field, kind in (("server_key", "PRIVATE KEY"), ("server_cert", "CERTIFICATE")):
         value = getattr(config, field)
         if not value:
-            raise ValueError(f"{path}: {field} is empty (the PEM text of the "
-                             f"server's {kind.lower()} is needed)")
+            raise ValueError(
+                f"{path}: {field} is empty (the PEM text of the server's {kind.lower()} is needed)"
+            )
         if "-----BEGIN" not in value or kind not in value:
-            raise ValueError(f"{path}: {field} must hold PEM text "
-                             f"('-----BEGIN ...{kind}-----'), as in TF "
-                             "Serving; it is not a file name")
+            raise ValueError(
+                f"{path}: {field} must hold PEM text "
+                f"('-----BEGIN ...{kind}-----'), as in TF "
+                "Serving; it is not a file name"
+            )
     if config.client_verify and not config.custom_ca:
-        raise ValueError(f"{path}: client_verify needs custom_ca (the PEM "
-                         "text of the CA that signs client certificates)")
+        raise ValueError(
+            f"{path}: client_verify needs custom_ca (the PEM "
+            "text of the CA that signs client certificates)"
+        )
     if config.custom_ca and "-----BEGIN CERTIFICATE" not in config.custom_ca:
         raise ValueError(f"{path}: custom_ca must hold PEM certificate text")
     return config
@@ -67,7 +73,8 @@ def server_credentials(config):
     return grpc.ssl_server_credentials(
         [(config.server_key.encode(), config.server_cert.encode())],
         root_certificates=config.custom_ca.encode() or None,
-        require_client_auth=bool(config.client_verify))
+        require_client_auth=bool(config.client_verify),
+    )
 
 
 __all__ = ["SSLConfig", "read_ssl_config", "server_credentials"]

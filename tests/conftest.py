@@ -5,8 +5,8 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import pytest
+import tensorflow as tf
 
 # Two logical CPU devices, so MirroredStrategy has two replicas on CPU. This
 # must happen before TensorFlow initialises its devices.
@@ -18,6 +18,10 @@ try:
     )
 except RuntimeError:  # devices already initialised by an earlier import
     pass
+
+# Fixtures shared across modules (`prepared_data`): requested by name, never imported.
+pytest_plugins = ["test_train_support"]
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _release_models_after_each_module():

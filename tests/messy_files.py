@@ -27,7 +27,7 @@ def moving_frames(count=16, height=48, width=64, seed=0, gray=False):
     for t in range(count):
         frame = background.copy()
         x = (4 + 3 * t) % max(1, width - 12)
-        frame[height // 2 - 6:height // 2 + 6, x:x + 12] = (230, 200, 40)
+        frame[height // 2 - 6 : height // 2 + 6, x : x + 12] = (230, 200, 40)
         frame[:6, :10] = (250, 250, 250)  # the top-left marker
         if gray:
             frame[:] = frame.mean(axis=2, keepdims=True).astype(np.uint8)
@@ -35,8 +35,16 @@ def moving_frames(count=16, height=48, width=64, seed=0, gray=False):
     return np.stack(frames)
 
 
-def write_encoded(path, frames, codec="libx264", container_format=None,
-                  pix_fmt="yuv420p", rate=25, rotation=0, options=None):
+def write_encoded(
+    path,
+    frames,
+    codec="libx264",
+    container_format=None,
+    pix_fmt="yuv420p",
+    rate=25,
+    rotation=0,
+    options=None,
+):
     """Encodes RGB `frames` with PyAV. `rotation`: the display matrix's
     counter-clockwise degrees (0 for none)."""
     frames = np.asarray(frames, np.uint8)
@@ -60,8 +68,13 @@ def write_encoded(path, frames, codec="libx264", container_format=None,
 
 
 def write_h264(path, frames, **kwargs):
-    return write_encoded(path, frames, "libx264", options={
-        "crf": "18", "preset": "ultrafast", "tune": "zerolatency"}, **kwargs)
+    return write_encoded(
+        path,
+        frames,
+        "libx264",
+        options={"crf": "18", "preset": "ultrafast", "tune": "zerolatency"},
+        **kwargs,
+    )
 
 
 def write_rotated(path, upright, degrees):
@@ -99,7 +112,7 @@ def write_damaged_mjpeg(path, frames, bad_frame):
     position, size = packets[bad_frame]
     data = bytearray(path.read_bytes())
     noise = np.random.default_rng(1).integers(0, 255, size - 110, np.uint8)
-    data[position + 100:position + size - 10] = noise.tobytes()
+    data[position + 100 : position + size - 10] = noise.tobytes()
     path.write_bytes(bytes(data))
     return path
 
@@ -111,12 +124,11 @@ def write_png_as(path):
 
 def write_gif(path, frames):
     images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, format="GIF", save_all=True, append_images=images[1:],
-                   duration=40, loop=0)
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=40, loop=0)
     return pathlib.Path(path)
 
 
-NON_UTF8_NAME = b"caf\xe9_latin1.mp4"   # a Latin-1 name: not valid UTF-8
+NON_UTF8_NAME = b"caf\xe9_latin1.mp4"  # a Latin-1 name: not valid UTF-8
 UNICODE_NAME = "vidéo_ß_日本.mp4"
 
 
@@ -131,17 +143,22 @@ def odd_but_valid(folder, seed=0):
     def add(name, count):
         written[os.fsdecode(name)] = count
 
-    write_h264(folder / "three_frames.mp4", frames[:3]); add("three_frames.mp4", 3)
-    write_encoded(folder / "vp9.webm", frames, "libvpx-vp9"); add("vp9.webm", 12)
+    write_h264(folder / "three_frames.mp4", frames[:3])
+    add("three_frames.mp4", 3)
+    write_encoded(folder / "vp9.webm", frames, "libvpx-vp9")
+    add("vp9.webm", 12)
     write_encoded(folder / "mjpeg.avi", frames, "mjpeg", pix_fmt="yuvj420p")
     add("mjpeg.avi", 12)
-    write_encoded(folder / "odd_161x121.avi", moving_frames(12, 121, 161, seed),
-                  "mpeg4"); add("odd_161x121.avi", 12)
+    write_encoded(folder / "odd_161x121.avi", moving_frames(12, 121, 161, seed), "mpeg4")
+    add("odd_161x121.avi", 12)
     write_h264(folder / "portrait.mp4", moving_frames(12, 64, 48, seed))
     add("portrait.mp4", 12)
-    write_encoded(folder / "gray.mkv", moving_frames(12, seed=seed, gray=True),
-                  "ffv1", pix_fmt="gray"); add("gray.mkv", 12)
-    write_gif(folder / "anim.gif", frames); add("anim.gif", 12)
+    write_encoded(
+        folder / "gray.mkv", moving_frames(12, seed=seed, gray=True), "ffv1", pix_fmt="gray"
+    )
+    add("gray.mkv", 12)
+    write_gif(folder / "anim.gif", frames)
+    add("anim.gif", 12)
     for extension in (".ts", ".mts", ".m2ts"):
         write_h264(folder / f"transport{extension}", frames, container_format="mpegts")
         add(f"transport{extension}", 12)
@@ -150,8 +167,10 @@ def odd_but_valid(folder, seed=0):
     write_rotated(folder / "phone_rot90.mp4", moving_frames(12, 64, 48, seed), 90)
     add("phone_rot90.mp4", 12)
     non_utf8 = os.path.join(os.fsencode(folder), NON_UTF8_NAME)
-    write_h264(os.fsdecode(non_utf8), frames); add(NON_UTF8_NAME, 12)
-    write_h264(folder / UNICODE_NAME, frames); add(UNICODE_NAME, 12)
+    write_h264(os.fsdecode(non_utf8), frames)
+    add(NON_UTF8_NAME, 12)
+    write_h264(folder / UNICODE_NAME, frames)
+    add(UNICODE_NAME, 12)
     os.symlink(folder / "mjpeg.avi", folder / "link_to_mjpeg.avi")
     add("link_to_mjpeg.avi", 12)
     return written

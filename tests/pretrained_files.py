@@ -88,9 +88,19 @@ class _TorchPickler(pickle._Pickler):  # the pure-Python pickler: overridable di
         strides = tuple(s // array.itemsize for s in array.strides)
         if self.rebuild == "_rebuild_tensor":
             return _Global("torch._utils", "_rebuild_tensor"), (
-                storage, 0, tuple(obj.shape), strides)
+                storage,
+                0,
+                tuple(obj.shape),
+                strides,
+            )
         return _Global("torch._utils", "_rebuild_tensor_v2"), (
-            storage, 0, tuple(obj.shape), strides, False, collections.OrderedDict())
+            storage,
+            0,
+            tuple(obj.shape),
+            strides,
+            False,
+            collections.OrderedDict(),
+        )
 
 
 def write_pth(path, obj, layout="zip", rebuild="_rebuild_tensor_v2", location="cpu"):
@@ -113,16 +123,24 @@ def write_pth(path, obj, layout="zip", rebuild="_rebuild_tensor_v2", location="c
             archive.writestr(f"{stem}/data.pkl", buffer.getvalue())
             archive.writestr(f"{stem}/byteorder", "little")
             for storage in pickler.storages:
-                archive.writestr(f"{stem}/data/{storage.key}",
-                                 storage.array.astype(storage.array.dtype.newbyteorder("<")).tobytes())
+                archive.writestr(
+                    f"{stem}/data/{storage.key}",
+                    storage.array.astype(storage.array.dtype.newbyteorder("<")).tobytes(),
+                )
             archive.writestr(f"{stem}/version", "3\n")
         return
     if layout != "legacy":
         raise ValueError(f"layout must be 'zip' or 'legacy', not {layout!r}")
     with open(path, "wb") as file:
-        for header in (0x1950A86A20F9469CFC6C, 1001,
-                       {"protocol_version": 1001, "little_endian": True,
-                        "type_sizes": {"short": 2, "int": 4, "long": 4}}):
+        for header in (
+            0x1950A86A20F9469CFC6C,
+            1001,
+            {
+                "protocol_version": 1001,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+        ):
             pickle.dump(header, file, protocol=2)
         file.write(buffer.getvalue())
         keys = sorted(storage.key for storage in pickler.storages)
@@ -137,21 +155,37 @@ def write_pth(path, obj, layout="zip", rebuild="_rebuild_tensor_v2", location="c
 # ---------------------------------------------------------------------------
 # 3D-ResNets state dicts, from the architecture facts
 # ---------------------------------------------------------------------------
-BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3),
-          101: (3, 4, 23, 3), 152: (3, 8, 36, 3), 200: (3, 24, 36, 3)}
+BLOCKS = {
+    18: (2, 2, 2, 2),
+    34: (3, 4, 6, 3),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+    200: (3, 24, 36, 3),
+}
 
 
-def hara_spec(family, depth, planes, stem_filters=64, stem_t=7, shortcut="B",
-              cardinality=32, num_classes=400):
+def hara_spec(
+    family, depth, planes, stem_filters=64, stem_t=7, shortcut="B", cardinality=32, num_classes=400
+):
     """The facts that fix a 3D-ResNets state dict's names and shapes."""
     if family == "resnet":
         block, expansion = ("basic", 1) if depth in (18, 34) else ("bottleneck", 4)
     else:
         block, expansion = "bottleneck", 2
-    return dict(family=family, depth=depth, block=block, expansion=expansion,
-                blocks=BLOCKS[depth], planes=tuple(planes), stem_filters=stem_filters,
-                stem_t=stem_t, shortcut=shortcut, cardinality=cardinality,
-                num_classes=num_classes)
+    return dict(
+        family=family,
+        depth=depth,
+        block=block,
+        expansion=expansion,
+        blocks=BLOCKS[depth],
+        planes=tuple(planes),
+        stem_filters=stem_filters,
+        stem_t=stem_t,
+        shortcut=shortcut,
+        cardinality=cardinality,
+        num_classes=num_classes,
+    )
 
 
 def hara_shapes(spec):

@@ -42,10 +42,15 @@ def imports_of(package):
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_flow_one_way(package):
-    wrong = [f"{file}:{line} imports {name}" for file, line, name in imports_of(package)
-             if name.split(".")[0] not in ALLOWED[package]]
-    assert not wrong, (f"{package} may import only {sorted(ALLOWED[package]) or 'nothing of ours'}:\n"
-                       + "\n".join(wrong))
+    wrong = [
+        f"{file}:{line} imports {name}"
+        for file, line, name in imports_of(package)
+        if name.split(".")[0] not in ALLOWED[package]
+    ]
+    assert not wrong, (
+        f"{package} may import only {sorted(ALLOWED[package]) or 'nothing of ours'}:\n"
+        + "\n".join(wrong)
+    )
 
 
 def test_the_library_has_no_command_line():

@@ -6,10 +6,10 @@ are used when present."""
 import os
 import pathlib
 
+import messy_files as messy
 import numpy as np
 import pytest
 
-import messy_files as messy
 from clipspec.decode import (
     PARTIAL_MIN_SHARE,
     VIDEO_EXTENSIONS,
@@ -62,16 +62,17 @@ def test_rotated_phone_videos_decode_upright(tmp_path, degrees):
     upright = messy.moving_frames(8, 64, 48)  # portrait, marker top-left
     reference, _ = decode_video(messy.write_h264(tmp_path / "upright.mp4", upright))
     video = decode_video_details(
-        messy.write_rotated(tmp_path / f"rot{degrees}.mp4", upright, degrees))
+        messy.write_rotated(tmp_path / f"rot{degrees}.mp4", upright, degrees)
+    )
     assert video.rotation == degrees
     assert video.frames.shape == reference.shape == (8, 64, 48, 3)
+
     def error(a, b):
         return np.abs(a.astype(int) - b.astype(int)).mean()
 
     # up to H.264 noise, the upright video; far from it turned over
     assert error(video.frames, reference) < 6
-    assert error(video.frames[:, ::-1, ::-1], reference) > 5 * error(
-        video.frames, reference)
+    assert error(video.frames[:, ::-1, ::-1], reference) > 5 * error(video.frames, reference)
     # the marker is top-left, where it was filmed
     assert video.frames[0, :6, :10].mean() > 200
     assert video.frames[0, -6:, -10:].mean() < 100
@@ -90,8 +91,9 @@ def test_a_damaged_video_keeps_its_decodable_frames(tmp_path):
     assert damage["decoded"] == 49 and damage["expected"] == 50
     assert "after frame 28" in damage["reason"]
     # the frames kept are the right ones, in order (28 is missing)
-    intact, _ = decode_video(messy.write_encoded(
-        tmp_path / "intact.avi", frames, "mjpeg", pix_fmt="yuvj420p"))
+    intact, _ = decode_video(
+        messy.write_encoded(tmp_path / "intact.avi", frames, "mjpeg", pix_fmt="yuvj420p")
+    )
     kept = np.concatenate([intact[:28], intact[29:]])
     assert np.abs(video.frames.astype(int) - kept.astype(int)).max() == 0
 
@@ -106,12 +108,14 @@ def test_a_too_damaged_video_is_refused_with_the_threshold(tmp_path):
         packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
     data = bytearray(path.read_bytes())
     for position, size in packets[5:]:  # 15 of 20 frames ruined
-        data[position + 100:position + size - 10] = bytes(size - 110)
+        data[position + 100 : position + size - 10] = bytes(size - 110)
     path.write_bytes(bytes(data))
     needed = int(np.ceil(PARTIAL_MIN_SHARE * 20))
-    with pytest.raises(VideoDecodeError,
-                       match=rf"only 5 frames of the 20 expected decodable, a damaged "
-                             rf"video needs at least {needed}"):
+    with pytest.raises(
+        VideoDecodeError,
+        match=rf"only 5 frames of the 20 expected decodable, a damaged "
+        rf"video needs at least {needed}",
+    ):
         decode_video(path)
 
 
@@ -157,7 +161,8 @@ def test_real_clips_turned_by_metadata_decode_as_the_original(real_clips_dir, tm
     original = original[:, : original.shape[1] // 2 * 2, : original.shape[2] // 2 * 2]
     plain, _ = decode_video(messy.write_h264(tmp_path / "plain.mp4", original))
     for degrees in (90, 180, 270):
-        turned, _ = decode_video(messy.write_rotated(tmp_path / f"r{degrees}.mp4",
-                                                     original, degrees))
+        turned, _ = decode_video(
+            messy.write_rotated(tmp_path / f"r{degrees}.mp4", original, degrees)
+        )
         assert turned.shape == plain.shape
         assert np.abs(turned.astype(int) - plain.astype(int)).mean() < 6

@@ -16,14 +16,20 @@ import sys
 import tempfile
 import time
 
+import messy_files as messy
 import numpy as np
 import pytest
-
-import messy_files as messy
 from test_train_support import REPO, subprocess_env
+
 from training import prepare as prepare_cli
-from training.data import load_folder, load_manifest, load_ucf101, prepare_dataset
-from training.data import shard_format, shard_paths
+from training.data import (
+    load_folder,
+    load_manifest,
+    load_ucf101,
+    prepare_dataset,
+    shard_format,
+    shard_paths,
+)
 from training.data.layouts import AnnotationError
 
 
@@ -41,8 +47,13 @@ def written_videos(out):
     for subset in manifest["subsets"]:
         for shard in shard_paths(manifest, subset):
             for video in shard_format.read_videos(shard):
-                found[video["path"]] = (subset, video["label"], video["num_frames"],
-                                        video["height"], video["width"])
+                found[video["path"]] = (
+                    subset,
+                    video["label"],
+                    video["num_frames"],
+                    video["height"],
+                    video["width"],
+                )
     return found
 
 
@@ -56,30 +67,34 @@ def messy_root(tmp_path_factory):
     root = base / "videos"
     good = {}
     for index in range(6):
-        path = messy.write_h264(root / "a" / f"good_{index}.mp4",
-                                messy.moving_frames(12, seed=index))
+        path = messy.write_h264(
+            root / "a" / f"good_{index}.mp4", messy.moving_frames(12, seed=index)
+        )
         good[str(path)] = 12
     for name, count in messy.odd_but_valid(root / "a").items():
         good[os.path.join(str(root / "a"), name)] = count
     for index in range(4):
-        path = messy.write_h264(root / "b" / f"b_{index}.mp4",
-                                messy.moving_frames(10, seed=10 + index))
+        path = messy.write_h264(
+            root / "b" / f"b_{index}.mp4", messy.moving_frames(10, seed=10 + index)
+        )
         good[str(path)] = 10
     elsewhere = base / "elsewhere"
     for index in range(2):
-        messy.write_h264(elsewhere / f"linked_{index}.mp4",
-                         messy.moving_frames(8, seed=20 + index))
+        messy.write_h264(elsewhere / f"linked_{index}.mp4", messy.moving_frames(8, seed=20 + index))
         good[str(root / "b" / "linked" / f"linked_{index}.mp4")] = 8
     os.symlink(elsewhere, root / "b" / "linked")
-    damaged = messy.write_damaged_mjpeg(root / "b" / "damaged.avi",
-                                        messy.moving_frames(20), bad_frame=7)
+    damaged = messy.write_damaged_mjpeg(
+        root / "b" / "damaged.avi", messy.moving_frames(20), bad_frame=7
+    )
     good[str(damaged)] = 19
     (root / "b" / "notes.txt").write_text("not a video")
     messy.write_h264(root / "b" / ".hidden.mp4", messy.moving_frames(4))
     messy.write_audio_only(root / "b" / "song.m4a", container_format="mp4")
     reference = messy.write_h264(base / "reference.mp4", messy.moving_frames(12))
-    bad = {os.path.join(str(root / "c"), name): reason
-           for name, reason in messy.bad_files(root / "c", reference).items()}
+    bad = {
+        os.path.join(str(root / "c"), name): reason
+        for name, reason in messy.bad_files(root / "c", reference).items()
+    }
     (root / "a" / "empty.mp4").write_bytes(b"")
     messy.write_png_as(root / "a" / "image_renamed.avi")
     bad[str(root / "a" / "empty.mp4")] = "empty file"
@@ -95,8 +110,9 @@ def messy_root(tmp_path_factory):
 def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
     root, good, bad = messy_root
     dataset = load_folder(root, test_fraction=0.25, seed=0)
-    manifest = prepare_dataset(dataset, tmp_path / "out", short_side=32, workers=2,
-                               videos_per_shard=8, progress=False)
+    manifest = prepare_dataset(
+        dataset, tmp_path / "out", short_side=32, workers=2, videos_per_shard=8, progress=False
+    )
     written = written_videos(tmp_path / "out")
     # every good video, with every frame (the damaged one: the 19 decodable)
     assert {p: w[2] for p, w in written.items()} == good
@@ -106,11 +122,14 @@ def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
         assert phrase in skipped[path]["reason"], (path, skipped[path])
         assert skipped[path]["subset"] is None  # found before the split
     # the split is drawn from usable videos: no bad file took a test slot
-    tests = {name: sum(1 for p, w in written.items() if w[0] == "test"
-                       and f"/{name}/" in p) for name in "abd"}
+    tests = {
+        name: sum(1 for p, w in written.items() if w[0] == "test" and f"/{name}/" in p)
+        for name in "abd"
+    }
     usable = {name: sum(1 for p in good if f"/{name}/" in p) for name in "abd"}
-    assert tests == {name: int(usable[name] * 0.25 + 0.5) if usable[name] > 1 else 0
-                     for name in "abd"}
+    assert tests == {
+        name: int(usable[name] * 0.25 + 0.5) if usable[name] > 1 else 0 for name in "abd"
+    }
     # the all-bad class stays (labels do not move) and is named
     assert manifest["class_names"] == ["a", "b", "c", "d"]
     assert {w[1] for p, w in written.items() if "/d/" in p} == {3}
@@ -136,11 +155,11 @@ def test_prepare_on_a_messy_folder_keeps_all_good_work(messy_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, tmp_path,
-                                                                   capsys):
+def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, tmp_path, capsys):
     root, good, _ = messy_root
-    manifest = prepare_dataset(load_folder(root), tmp_path / "out", short_side=32,
-                               workers=0, progress=False)
+    manifest = prepare_dataset(
+        load_folder(root), tmp_path / "out", short_side=32, workers=0, progress=False
+    )
     on_disk = json.loads((tmp_path / "out" / "manifest.json").read_bytes().decode("utf-8"))
     name = os.fsdecode(os.path.join(os.fsencode(root / "a"), messy.NON_UTF8_NAME))
     assert name in written_videos(tmp_path / "out")
@@ -148,8 +167,11 @@ def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, t
     # an escape that json.loads turns back into the same name
     raw = b"".join(p.read_bytes() for p in (tmp_path / "out").glob("*-of-*.json"))
     assert b"caf\\udce9_latin1.mp4" in raw
-    paths = {v["path"] for p in (tmp_path / "out").glob("*-of-*.json")
-             for v in json.loads(p.read_bytes().decode("utf-8"))["videos"]}
+    paths = {
+        v["path"]
+        for p in (tmp_path / "out").glob("*-of-*.json")
+        for v in json.loads(p.read_bytes().decode("utf-8"))["videos"]
+    }
     assert name in paths and os.fsencode(name).endswith(messy.NON_UTF8_NAME)
     assert any(messy.UNICODE_NAME in p for p in paths)
     assert on_disk["subsets"] == manifest["subsets"]
@@ -161,8 +183,19 @@ def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, t
         handle.write(b"text")
     with open(os.path.join(folder, b"notes\xfe.txt"), "wb") as handle:
         handle.write(b"text")
-    code = prepare_cli.main(["--root", str(small), "--out", str(tmp_path / "small_out"),
-                             "--short-side", "24", "--workers", "0", "--quiet"])
+    code = prepare_cli.main(
+        [
+            "--root",
+            str(small),
+            "--out",
+            str(tmp_path / "small_out"),
+            "--short-side",
+            "24",
+            "--workers",
+            "0",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()  # (pytest's capture encodes strictly)
     assert code == 0
     assert "bad\\xff.mp4: not a video FFmpeg can read" in captured.err
@@ -176,24 +209,24 @@ def test_any_file_name_survives_to_the_shards_and_a_valid_manifest(messy_root, t
 def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(messy_root, tmp_path):
     root, _, _ = messy_root
     dataset = load_folder(root, test_fraction=0.0)
-    dataset = type(dataset)([i for i in dataset.items if "/b/b_" in i.path],
-                            dataset.class_names)
+    dataset = type(dataset)([i for i in dataset.items if "/b/b_" in i.path], dataset.class_names)
     out = tmp_path / "out"
     out.mkdir()
-    foreign = {"imagenet-00000-of-00004.tfrecord": b"x\n",
-               "imagenet-00000-of-00004.tfrecord.json": b"{}\n",
-               "notes.txt": b"mine\n"}
+    foreign = {
+        "imagenet-00000-of-00004.tfrecord": b"x\n",
+        "imagenet-00000-of-00004.tfrecord.json": b"{}\n",
+        "notes.txt": b"mine\n",
+    }
     for name, data in foreign.items():
         (out / name).write_bytes(data)
-    first = prepare_dataset(dataset, out, short_side=24, workers=0,
-                            videos_per_shard=1, progress=False)
+    first = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=1, progress=False
+    )
     assert len(first["subsets"]["train"]["shards"]) == 4
     # a different plan: its own old shards go, the foreign files stay
-    prepare_dataset(dataset, out, short_side=24, workers=0, videos_per_shard=2,
-                    progress=False)
+    prepare_dataset(dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False)
     names = sorted(p.name for p in out.glob("train-*.frames.tfrecord"))
-    assert names == ["train-00000-of-00002.frames.tfrecord",
-                     "train-00001-of-00002.frames.tfrecord"]
+    assert names == ["train-00000-of-00002.frames.tfrecord", "train-00001-of-00002.frames.tfrecord"]
     for name, data in foreign.items():
         assert (out / name).read_bytes() == data
     # a foreign file where prepare must write: an error, nothing touched
@@ -201,8 +234,9 @@ def test_prepare_never_deletes_or_overwrites_files_it_did_not_write(messy_root, 
     other.mkdir()
     (other / "train-00000-of-00001.frames.tfrecord").write_bytes(b"someone's\n")
     with pytest.raises(FileExistsError, match="was not written by prepare"):
-        prepare_dataset(dataset, other, short_side=24, workers=0,
-                        videos_per_shard=8, progress=False)
+        prepare_dataset(
+            dataset, other, short_side=24, workers=0, videos_per_shard=8, progress=False
+        )
     assert sorted(p.name for p in other.iterdir()) == ["train-00000-of-00001.frames.tfrecord"]
     assert (other / "train-00000-of-00001.frames.tfrecord").read_bytes() == b"someone's\n"
     (other / "train-00000-of-00001.frames.tfrecord").unlink()
@@ -216,18 +250,19 @@ def test_an_interrupted_shard_is_known_as_prepares_own(messy_root, tmp_path):
     in between) is still prepare's: the rerun redoes it."""
     root, _, _ = messy_root
     dataset = load_folder(root, test_fraction=0.0)
-    dataset = type(dataset)([i for i in dataset.items if "/b/b_" in i.path],
-                            dataset.class_names)
+    dataset = type(dataset)([i for i in dataset.items if "/b/b_" in i.path], dataset.class_names)
     out = tmp_path / "out"
-    manifest = prepare_dataset(dataset, out, short_side=24, workers=0,
-                               videos_per_shard=2, progress=False)
+    manifest = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     shard = out / manifest["subsets"]["train"]["shards"][0]
     sidecar = json.loads(pathlib.Path(f"{shard}.json").read_text())
     claim = {k: sidecar[k] for k in ("signature", "subset", "settings")}
     pathlib.Path(f"{shard}.json").write_text(json.dumps(dict(claim, state="writing")))
     (out / "manifest.json").unlink()
-    again = prepare_dataset(dataset, out, short_side=24, workers=0,
-                            videos_per_shard=2, progress=False)
+    again = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     assert again["decode"]["this_run"]["shards_written"] == 1
     assert again["decode"]["this_run"]["shards_reused"] == 1
 
@@ -254,12 +289,25 @@ def test_out_inside_root_is_not_listed_as_a_class(tmp_path, capsys):
     root = tmp_path / "videos"
     for name in ("p", "q"):
         for index in range(2):
-            messy.write_h264(root / name / f"{name}{index}.mp4",
-                             messy.moving_frames(6, seed=index))
+            messy.write_h264(root / name / f"{name}{index}.mp4", messy.moving_frames(6, seed=index))
     out = root / "prepared"
     for _ in range(2):
-        assert prepare_cli.main(["--root", str(root), "--out", str(out), "--workers",
-                                 "0", "--short-side", "24", "--quiet"]) == 0
+        assert (
+            prepare_cli.main(
+                [
+                    "--root",
+                    str(root),
+                    "--out",
+                    str(out),
+                    "--workers",
+                    "0",
+                    "--short-side",
+                    "24",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
         manifest = load_manifest(out)
         assert manifest["class_names"] == ["p", "q"]
     ignored = {e["path"]: e["reason"] for e in manifest["ignored"]}
@@ -269,16 +317,29 @@ def test_out_inside_root_is_not_listed_as_a_class(tmp_path, capsys):
 
 def test_prepare_reports_counts_that_are_true(messy_root, tmp_path, capsys):
     root, _, bad = messy_root
-    code = prepare_cli.main(["--root", str(root / "c"), "--out", str(tmp_path / "o"),
-                             "--layout", "folder", "--workers", "2", "--quiet"])
+    code = prepare_cli.main(
+        [
+            "--root",
+            str(root / "c"),
+            "--out",
+            str(tmp_path / "o"),
+            "--layout",
+            "folder",
+            "--workers",
+            "2",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     # root/c holds files, not class folders: a usage error naming the root
     assert code == 2 and "no class folders found" in captured.err
     only_bad = tmp_path / "only_bad"
-    shutil.copytree(root / "c", only_bad / "c", symlinks=True,
-                    ignore=shutil.ignore_patterns("fifo.mp4"))
-    code = prepare_cli.main(["--root", str(only_bad), "--out", str(tmp_path / "o"),
-                             "--workers", "2", "--quiet"])
+    shutil.copytree(
+        root / "c", only_bad / "c", symlinks=True, ignore=shutil.ignore_patterns("fifo.mp4")
+    )
+    code = prepare_cli.main(
+        ["--root", str(only_bad), "--out", str(tmp_path / "o"), "--workers", "2", "--quiet"]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert "PyAV decode: no frames decoded" in captured.out
@@ -286,13 +347,13 @@ def test_prepare_reports_counts_that_are_true(messy_root, tmp_path, capsys):
     assert "error: no usable video: all 8 listed file(s) were skipped" in captured.err
     single = tmp_path / "single"
     messy.write_h264(single / "k" / "one.mp4", messy.moving_frames(6))
-    code = prepare_cli.main(["--root", str(single), "--out", str(tmp_path / "s"),
-                             "--workers", "2", "--quiet"])
+    code = prepare_cli.main(
+        ["--root", str(single), "--out", str(tmp_path / "s"), "--workers", "2", "--quiet"]
+    )
     captured = capsys.readouterr()
     assert code == 0
     assert "1 videos in" in captured.out
-    assert "in this process (--workers 2: never more than the videos to decode)" \
-        in captured.out
+    assert "in this process (--workers 2: never more than the videos to decode)" in captured.out
     assert "warning: 1 class(es) have no test videos (k)" not in captured.err  # no test subset
 
 
@@ -304,30 +365,51 @@ def test_a_video_listed_twice_or_in_train_and_test(tmp_path, capsys):
         (root / "Archery").mkdir(parents=True, exist_ok=True)
         (root / "Archery" / name).write_bytes(b"x")
     (lists / "trainlist01.txt").write_text(
-        "Archery/v_Archery_g01_c01.avi 1\nArchery/v_Archery_g01_c01.avi 1\n")
+        "Archery/v_Archery_g01_c01.avi 1\nArchery/v_Archery_g01_c01.avi 1\n"
+    )
     (lists / "testlist01.txt").write_text("Archery/v_Archery_g02_c01.avi\n")
     dataset = load_ucf101(root, lists)
     assert [os.path.basename(i.path) for i in dataset.items] == [
-        "v_Archery_g01_c01.avi", "v_Archery_g02_c01.avi"]
+        "v_Archery_g01_c01.avi",
+        "v_Archery_g02_c01.avi",
+    ]
     (entry,) = dataset.ignored
     assert "listed twice for train" in entry["reason"] and "line 2" in entry["reason"]
     (lists / "testlist01.txt").write_text("Archery/v_Archery_g01_c01.avi\n")
-    with pytest.raises(AnnotationError, match=r"testlist01.txt, line 1: .* listed for "
-                                              r"test here and for train in .*line 1"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"testlist01.txt, line 1: .* listed for "
+        r"test here and for train in .*line 1",
+    ):
         load_ucf101(root, lists)
-    assert prepare_cli.main(["--layout", "ucf101", "--root", str(root), "--annotations",
-                             str(lists), "--out", str(tmp_path / "o")]) == 2
+    assert (
+        prepare_cli.main(
+            [
+                "--layout",
+                "ucf101",
+                "--root",
+                str(root),
+                "--annotations",
+                str(lists),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "leaks the test set" in err and len(
-        err.strip().splitlines()) == 1
+    assert (
+        err.startswith("error: ")
+        and "leaks the test set" in err
+        and len(err.strip().splitlines()) == 1
+    )
 
 
 def test_unwritable_out_is_one_error_before_decoding(messy_root, tmp_path, capsys):
     root, _, _ = messy_root
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
-    assert prepare_cli.main(["--root", str(root), "--out", str(blocker / "sub"),
-                             "--quiet"]) == 2
+    assert prepare_cli.main(["--root", str(root), "--out", str(blocker / "sub"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --out") and len(err.strip().splitlines()) == 1
 
@@ -343,15 +425,27 @@ def test_read_only_out_fails_before_decoding_without_a_traceback(tmp_path):
         out = base / "out"
         out.mkdir()
         os.chmod(out, 0o555)
-        command = [sys.executable, "-m", "training.prepare", "--root",
-                   str(base / "videos"), "--out", str(out)]
+        command = [
+            sys.executable,
+            "-m",
+            "training.prepare",
+            "--root",
+            str(base / "videos"),
+            "--out",
+            str(out),
+        ]
         if os.geteuid() == 0:
             if not shutil.which("setpriv"):
                 pytest.skip("running as root without setpriv")
-            command = ["setpriv", "--reuid=65534", "--regid=65534",
-                       "--clear-groups"] + command
-        result = subprocess.run(command, cwd=REPO, env=subprocess_env(HOME=str(base)),
-                                capture_output=True, text=True, timeout=300)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] + command
+        result = subprocess.run(
+            command,
+            cwd=REPO,
+            env=subprocess_env(HOME=str(base)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     finally:
         os.chmod(base / "out", 0o755)
         shutil.rmtree(base)
@@ -398,9 +492,25 @@ def _alive(pid):
 
 
 def _prepare_command(root, out):
-    return [sys.executable, "-m", "training.prepare", "--root", str(root), "--out",
-            str(out), "--workers", "2", "--videos-per-shard", "1", "--short-side", "0",
-            "--test-fraction", "0", "--jpeg-quality", "95"]
+    return [
+        sys.executable,
+        "-m",
+        "training.prepare",
+        "--root",
+        str(root),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--videos-per-shard",
+        "1",
+        "--short-side",
+        "0",
+        "--test-fraction",
+        "0",
+        "--jpeg-quality",
+        "95",
+    ]
 
 
 def _finished_shards(out):
@@ -416,10 +526,15 @@ def _finished_shards(out):
 @pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(slow_root, tmp_path, capsys):
     out = tmp_path / "out"
-    process = subprocess.Popen(_prepare_command(slow_root, out), cwd=REPO,
-                               env=subprocess_env(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        _prepare_command(slow_root, out),
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while _finished_shards(out) < 2 and process.poll() is None:
         assert time.monotonic() < deadline
@@ -436,9 +551,13 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(slow_root, tmp_path, ca
 @pytest.mark.slow
 def test_workers_do_not_outlive_a_killed_prepare(slow_root, tmp_path):
     out = tmp_path / "out"
-    process = subprocess.Popen(_prepare_command(slow_root, out), cwd=REPO,
-                               env=subprocess_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _prepare_command(slow_root, out),
+        cwd=REPO,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while _finished_shards(out) < 2 and process.poll() is None:
         assert time.monotonic() < deadline
@@ -464,9 +583,24 @@ def test_the_prepare_command_on_a_messy_folder(messy_root, tmp_path):
 
     root, _, bad = messy_root
     result = subprocess.run(
-        [sys.executable, "-m", "training.prepare", "--root", str(root), "--out",
-         str(tmp_path / "out"), "--workers", "2", "--short-side", "32"],
-        cwd=REPO, env=without_tf_log_level(), capture_output=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "training.prepare",
+            "--root",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--short-side",
+            "32",
+        ],
+        cwd=REPO,
+        env=without_tf_log_level(),
+        capture_output=True,
+        timeout=600,
+    )
     out, err = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")
     assert result.returncode == 0, err
     assert "Traceback" not in err

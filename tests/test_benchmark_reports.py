@@ -11,8 +11,7 @@ from benchmarks import report
 
 def test_markdown_table_escapes_and_checks_widths():
     table = report.markdown_table(["name", "value"], [["a|b", 1.5], ["c", "x\ny"]])
-    assert table.splitlines() == ["| name | value |", "|---|---|",
-                                  "| a\\|b | 1.5 |", "| c | x y |"]
+    assert table.splitlines() == ["| name | value |", "|---|---|", "| a\\|b | 1.5 |", "| c | x y |"]
     with pytest.raises(ValueError, match="row 0 has 1 cells, the header 2"):
         report.markdown_table(["a", "b"], [["only one"]])
     with pytest.raises(ValueError, match="at least one column"):
@@ -20,14 +19,20 @@ def test_markdown_table_escapes_and_checks_widths():
 
 
 def test_command_is_pasteable():
-    assert report.command("benchmarks.x", ["--docs", "a b.md", "--runs", 3]) == \
-        "python -m benchmarks.x --docs 'a b.md' --runs 3"
+    assert (
+        report.command("benchmarks.x", ["--docs", "a b.md", "--runs", 3])
+        == "python -m benchmarks.x --docs 'a b.md' --runs 3"
+    )
 
 
 def test_page_names_command_date_and_machine(tmp_path):
-    path = report.write_page(tmp_path / "sub" / "page.md", "Title",
-                             "python -m benchmarks.x --docs page.md",
-                             ["First.", "| a |\n|---|\n| 1 |"], date="2030-01-02 03:04 UTC")
+    path = report.write_page(
+        tmp_path / "sub" / "page.md",
+        "Title",
+        "python -m benchmarks.x --docs page.md",
+        ["First.", "| a |\n|---|\n| 1 |"],
+        date="2030-01-02 03:04 UTC",
+    )
     text = path.read_text()
     assert text.startswith("# Title\n")
     assert "python -m benchmarks.x --docs page.md" in text
@@ -46,7 +51,9 @@ def test_reproduction_study_docs_copy_the_harness_outputs(tmp_path):
     (out / "results.md").write_text("# Study title\n\n| arm | top-1 |\n|---|---|\n| base | 70 |\n")
     (out / "results.json").write_text(json.dumps({"arms": {}}))
     (out / "curves.png").write_bytes(b"\x89PNG fake")
-    page = reproduce.write_docs(out, tmp_path / "docs", "python -m benchmarks.reproduce --out study")
+    page = reproduce.write_docs(
+        out, tmp_path / "docs", "python -m benchmarks.reproduce --out study"
+    )
     text = page.read_text()
     assert text.startswith("# Study title\n")
     assert "| base | 70 |" in text and "python -m benchmarks.reproduce --out study" in text
@@ -61,8 +68,12 @@ def test_reproduction_study_docs_copy_the_harness_outputs(tmp_path):
 def test_reproduce_cli_knows_docs_and_hands_the_rest_to_the_harness():
     from benchmarks import reproduce
 
-    assert reproduce._without_docs(["--data", "d", "--docs", "x", "--out", "o",
-                                    "--docs=y"]) == ["--data", "d", "--out", "o"]
+    assert reproduce._without_docs(["--data", "d", "--docs", "x", "--out", "o", "--docs=y"]) == [
+        "--data",
+        "d",
+        "--out",
+        "o",
+    ]
     args = reproduce.build_parser().parse_args(["--data", "d", "--out", "o", "--docs", "x"])
     assert args.docs == "x"
 
@@ -71,16 +82,31 @@ def test_serving_load_docs_page(tmp_path):
     from benchmarks import serving_load
 
     result = {
-        "model": "resnet18_3d", "input_shape": [8, 64, 64, 3], "num_classes": 10,
-        "max_batch_size": 16, "cpu": "cpu", "cpus": 2,
-        "throughput": {"in_process_clips_per_s": {"1": 10.0, "2": 12.0},
-                       "in_process_best": {"batch": 2, "clips_per_s": 12.0},
-                       "served_clips_per_s": 11.0, "clients": 16, "failures": 0,
-                       "ratio": 0.917, "target": ">= 0.85"},
+        "model": "resnet18_3d",
+        "input_shape": [8, 64, 64, 3],
+        "num_classes": 10,
+        "max_batch_size": 16,
+        "cpu": "cpu",
+        "cpus": 2,
+        "throughput": {
+            "in_process_clips_per_s": {"1": 10.0, "2": 12.0},
+            "in_process_best": {"batch": 2, "clips_per_s": 12.0},
+            "served_clips_per_s": 11.0,
+            "clients": 16,
+            "failures": 0,
+            "ratio": 0.917,
+            "target": ">= 0.85",
+        },
         "rest_vs_grpc_batch1": {"rest_p50_ms": 12.0, "grpc_p50_ms": 10.0, "ratio": 1.2},
-        "load": {"requests": 100, "malformed": 5, "wrong_answers": 0,
-                 "unexpected_errors": [], "throughput_rps": 20.0, "p50_ms": 50.0,
-                 "p99_ms": 90.0},
+        "load": {
+            "requests": 100,
+            "malformed": 5,
+            "wrong_answers": 0,
+            "unexpected_errors": [],
+            "throughput_rps": 20.0,
+            "p50_ms": 50.0,
+            "p99_ms": 90.0,
+        },
         "server_rss_mb": {"before": 1000.0, "after": 1001.0},
         "batch1_latency": {"served_p50_ms": 11.0, "in_process_p50_ms": 10.0, "ratio": 1.1},
     }
@@ -96,8 +122,22 @@ def test_overhead_writes_its_tables_into_the_docs(tmp_path):
     from benchmarks import overhead
 
     path = tmp_path / "overhead.md"
-    assert overhead.main(["resnet18_3d:4x32x32", "--num-classes", "5", "--runs", "2",
-                          "--warmup", "1", "--docs", str(path)]) == 0
+    assert (
+        overhead.main(
+            [
+                "resnet18_3d:4x32x32",
+                "--num-classes",
+                "5",
+                "--runs",
+                "2",
+                "--warmup",
+                "1",
+                "--docs",
+                str(path),
+            ]
+        )
+        == 0
+    )
     text = path.read_text()
     assert "python -m benchmarks.overhead resnet18_3d:4x32x32" in text
     rows = [line for line in text.splitlines() if line.startswith("| resnet18_3d | 4x32x32 |")]
@@ -118,35 +158,73 @@ def test_overhead_rejects_a_malformed_case(capsys):
 def test_train_step_and_input_pipeline_docs_pages(tmp_path):
     from benchmarks import input_pipeline, train_step
 
-    row = {"model": "resnet50_3d", "clip": "8x112x112", "default_ms": 2550.0,
-           "best_ms": 2500.0, "best_config": "XLA off, oneDNN on, 2 threads",
-           "default_over_best": 1.02, "forward_ms": 1100.0, "forward_no_xla_ms": 740.0,
-           "step_over_forward": 2.3, "base_ms": 2450.0, "classreg_over_base": 1.04,
-           "all": [[2550.0, "XLA on, oneDNN on, 2 threads"],
-                   [2500.0, "XLA off, oneDNN on, 2 threads"]],
-           "failures": {}}
-    meta = {"command": "python -m benchmarks.train_step --docs x", "batch_size": 2,
-            "num_classes": 400, "mixed_precision": False, "steps": 5, "warmup": 1,
-            "physical_cores": 1, "seconds": 120.0}
+    row = {
+        "model": "resnet50_3d",
+        "clip": "8x112x112",
+        "default_ms": 2550.0,
+        "best_ms": 2500.0,
+        "best_config": "XLA off, oneDNN on, 2 threads",
+        "default_over_best": 1.02,
+        "forward_ms": 1100.0,
+        "forward_no_xla_ms": 740.0,
+        "step_over_forward": 2.3,
+        "base_ms": 2450.0,
+        "classreg_over_base": 1.04,
+        "all": [
+            [2550.0, "XLA on, oneDNN on, 2 threads"],
+            [2500.0, "XLA off, oneDNN on, 2 threads"],
+        ],
+        "failures": {},
+    }
+    meta = {
+        "command": "python -m benchmarks.train_step --docs x",
+        "batch_size": 2,
+        "num_classes": 400,
+        "mixed_precision": False,
+        "steps": 5,
+        "warmup": 1,
+        "physical_cores": 1,
+        "seconds": 120.0,
+    }
     train_step.write_docs([row], meta, tmp_path / "train_step.md")
     text = (tmp_path / "train_step.md").read_text()
-    assert "| resnet50_3d | 8x112x112 | 2.55 s | 2.50 s (XLA off, oneDNN on, 2 threads) | 1.02 |" in text
+    assert (
+        "| resnet50_3d | 8x112x112 | 2.55 s | 2.50 s (XLA off, oneDNN on, 2 threads) | 1.02 |"
+        in text
+    )
     assert "| 1.04 |" in text and "python -m benchmarks.train_step --docs x" in text
     input_pipeline.write_docs(
-        {"clip": [16, 112, 112, 3], "stride": 2, "batch_size": 8, "videos": 48,
-         "frames": 3072, "augmentation": "scale_jitter", "frame_size": [128, 170],
-         "rounds": 3, "clips_per_round": 240, "load_average": [1.0, 1.0, 1.0],
-         "pyav_decode_fps_per_process": 600.0, "prepare_workers": 2,
-         "prepare_videos_per_second": 3.4, "raw_decode_clips_per_second": 500.0,
-         "raw_decode_clips_per_cpu_second": 260.0,
-         "device_pipeline_clips_per_second": 450.0,
-         "device_pipeline_clips_per_cpu_second": 240.0, "device_ratio": 0.9,
-         "host_pipeline_clips_per_second": 350.0,
-         "host_pipeline_clips_per_cpu_second": 180.0, "host_ratio": 0.7,
-         "test_views_per_second": 90.0, "test_views_per_cpu_second": 50.0,
-         "cpu_ms_per_clip_by_stage": {"read": 0.5, "+ decode_jpeg": 3.5},
-         "raw_decode_cpu_ms_per_clip": 3.6, "clip_augmentation_layer_cpu_ms_per_clip": 17.0},
-        tmp_path / "input_pipeline.md", "python -m benchmarks.input_pipeline --docs x")
+        {
+            "clip": [16, 112, 112, 3],
+            "stride": 2,
+            "batch_size": 8,
+            "videos": 48,
+            "frames": 3072,
+            "augmentation": "scale_jitter",
+            "frame_size": [128, 170],
+            "rounds": 3,
+            "clips_per_round": 240,
+            "load_average": [1.0, 1.0, 1.0],
+            "pyav_decode_fps_per_process": 600.0,
+            "prepare_workers": 2,
+            "prepare_videos_per_second": 3.4,
+            "raw_decode_clips_per_second": 500.0,
+            "raw_decode_clips_per_cpu_second": 260.0,
+            "device_pipeline_clips_per_second": 450.0,
+            "device_pipeline_clips_per_cpu_second": 240.0,
+            "device_ratio": 0.9,
+            "host_pipeline_clips_per_second": 350.0,
+            "host_pipeline_clips_per_cpu_second": 180.0,
+            "host_ratio": 0.7,
+            "test_views_per_second": 90.0,
+            "test_views_per_cpu_second": 50.0,
+            "cpu_ms_per_clip_by_stage": {"read": 0.5, "+ decode_jpeg": 3.5},
+            "raw_decode_cpu_ms_per_clip": 3.6,
+            "clip_augmentation_layer_cpu_ms_per_clip": 17.0,
+        },
+        tmp_path / "input_pipeline.md",
+        "python -m benchmarks.input_pipeline --docs x",
+    )
     text = (tmp_path / "input_pipeline.md").read_text()
     assert text.startswith("# Input-pipeline benchmark") and "python -m benchmarks." in text
     assert '| train, `augment_on="device"` (uint8 frames) | 450.0 | 240.0 | 0.9 |' in text
@@ -156,9 +234,13 @@ def test_train_step_and_input_pipeline_docs_pages(tmp_path):
 def test_demo_time_page(tmp_path):
     from benchmarks import demo_time
 
-    facts = {"seconds": {"step_synthesize": 20.0, "step_train": 400.5},
-             "total_seconds": 420.5, "wall_seconds": 431.0,
-             "train_seconds_per_step": 1.1, "xla_compiled": True}
+    facts = {
+        "seconds": {"step_synthesize": 20.0, "step_train": 400.5},
+        "total_seconds": 420.5,
+        "wall_seconds": 431.0,
+        "train_seconds_per_step": 1.1,
+        "xla_compiled": True,
+    }
     demo_time.write_docs(facts, tmp_path / "demo.md", "python -m benchmarks.demo_time --docs x")
     text = (tmp_path / "demo.md").read_text()
     assert "| train | 400.5 |" in text and "**met** (431 s)" in text

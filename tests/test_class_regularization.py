@@ -1,10 +1,10 @@
 """The ClassRegularization layer against a plain NumPy reference and its
 defining properties (design §1)."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from keras_classreg import ClassRegularization
 
@@ -51,18 +51,24 @@ def test_matches_numpy_reference(use_bias, mode, shape):
     np.testing.assert_allclose(block.class_logits(x).numpy(), z, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(
         block.class_weights().numpy(),
-        classifier.kernel.numpy().T @ block.projection_kernel.numpy() + (0 if bias is None else bias),
-        rtol=1e-5, atol=1e-5,
+        classifier.kernel.numpy().T @ block.projection_kernel.numpy()
+        + (0 if bias is None else bias),
+        rtol=1e-5,
+        atol=1e-5,
     )
     # class evidence for the block's own class: sum_c A[..., c] W_l[k, c]
     w_l = block.class_weights().numpy()
     np.testing.assert_allclose(
         block.class_evidence(x).numpy(),
-        np.einsum("n...c,nc->n...", x, w_l[k]), rtol=1e-4, atol=1e-4,
+        np.einsum("n...c,nc->n...", x, w_l[k]),
+        rtol=1e-4,
+        atol=1e-4,
     )
     np.testing.assert_allclose(
         block.class_evidence(x, class_index=2).numpy(),
-        np.einsum("n...c,c->n...", x, w_l[2]), rtol=1e-4, atol=1e-4,
+        np.einsum("n...c,c->n...", x, w_l[2]),
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 

@@ -22,9 +22,18 @@ def test_defaults_and_derived_fields():
 
 
 def test_json_round_trip_and_unknown_fields():
-    fmt = ClipFormat(clip_length=8, stride=3, crop_size=56, short_side=80, num_clips=4,
-                     num_crops=3, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
-                     class_names=("jump", "run"), short_video="pad")
+    fmt = ClipFormat(
+        clip_length=8,
+        stride=3,
+        crop_size=56,
+        short_side=80,
+        num_clips=4,
+        num_crops=3,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        class_names=("jump", "run"),
+        short_video="pad",
+    )
     assert ClipFormat.from_json(fmt.to_json()) == fmt
     values = json.loads(fmt.to_json())
     assert values["format_version"] == 1 and values["class_names"] == ["jump", "run"]
@@ -36,18 +45,21 @@ def test_json_round_trip_and_unknown_fields():
         ClipFormat.from_json("{", "x.json")
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"clip_length": 0}, "`clip_length`. Expected an int >= 1"),
-    ({"stride": True}, "`stride`"),
-    ({"num_crops": 2}, "`num_crops`. Expected 1 or 3"),
-    ({"crop_size": 112, "short_side": 100}, "Expected at least crop_size=112"),
-    ({"std": (0.2, 0.0, 0.2)}, "`std`. Expected 3 positive floats"),
-    ({"mean": (0.5, 0.5)}, "`mean`. Expected 3 floats"),
-    ({"class_names": ["a", "a"]}, "distinct"),
-    ({"class_names": ["a", "b\nc"]}, "line breaks"),
-    ({"class_names": "ab"}, "Expected a list of class names"),
-    ({"short_video": "mirror"}, "`short_video`"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"clip_length": 0}, "`clip_length`. Expected an int >= 1"),
+        ({"stride": True}, "`stride`"),
+        ({"num_crops": 2}, "`num_crops`. Expected 1 or 3"),
+        ({"crop_size": 112, "short_side": 100}, "Expected at least crop_size=112"),
+        ({"std": (0.2, 0.0, 0.2)}, "`std`. Expected 3 positive floats"),
+        ({"mean": (0.5, 0.5)}, "`mean`. Expected 3 floats"),
+        ({"class_names": ["a", "a"]}, "distinct"),
+        ({"class_names": ["a", "b\nc"]}, "line breaks"),
+        ({"class_names": "ab"}, "Expected a list of class names"),
+        ({"short_video": "mirror"}, "`short_video`"),
+    ],
+)
 def test_invalid_fields_are_named(fields, message):
     with pytest.raises(ValueError, match=message):
         ClipFormat(**fields)
@@ -58,18 +70,24 @@ def test_replace_ignores_none_and_keeps_the_short_side_consistent():
     assert fmt.replace(stride=None, num_clips=None) == fmt
     assert fmt.replace(num_clips=3).num_clips == 3
     assert fmt.replace(crop_size=224).short_side == 256  # grows with the crop
-    assert fmt.replace(crop_size=56).short_side == 128   # the data's stays
+    assert fmt.replace(crop_size=56).short_side == 128  # the data's stays
     assert fmt.replace(crop_size=56, short_side=64).short_side == 64
 
 
 def test_from_run_config_of_older_runs():
-    config = {"clip_length": 8, "crop_size": 32, "stride": 1, "mean": [0.1] * 3,
-              "std": [0.2] * 3, "class_names": ["a"], "epochs": 30}
+    config = {
+        "clip_length": 8,
+        "crop_size": 32,
+        "stride": 1,
+        "mean": [0.1] * 3,
+        "std": [0.2] * 3,
+        "class_names": ["a"],
+        "epochs": 30,
+    }
     fmt = ClipFormat.from_run_config(config)
     assert (fmt.clip_length, fmt.crop_size, fmt.stride, fmt.mean) == (8, 32, 1, (0.1,) * 3)
     # no clip shape: the config's input_shape, else the model's
-    assert ClipFormat.from_run_config({"input_shape": [4, 24, 24, 3]}).input_shape == \
-        (4, 24, 24, 3)
+    assert ClipFormat.from_run_config({"input_shape": [4, 24, 24, 3]}).input_shape == (4, 24, 24, 3)
     assert ClipFormat.from_run_config({}, input_shape=(6, 40, 40, 3)).crop_size == 40
 
 
@@ -85,8 +103,7 @@ def _model(shape=(4, 16, 16, 3), classes=2):
 def test_for_model_finds_the_run_of_a_model_file(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
-    write_json(run / "config.json", {"clip_length": 4, "crop_size": 16,
-                                     "class_names": ["a", "b"]})
+    write_json(run / "config.json", {"clip_length": 4, "crop_size": 16, "class_names": ["a", "b"]})
     for name in ("best.keras", "final.keras", "checkpoints/epoch_002.keras"):
         (run / name).write_text("x")
     assert RunDir.for_model(run)[1].name == "best.keras"
@@ -113,12 +130,15 @@ def test_clip_format_file_wins_and_is_checked_against_the_model(tmp_path):
     run.write_clip_format(fmt)
     assert RunDir(tmp_path).clip_format == fmt
     assert run.clip_format_for(_model()) == fmt
-    with pytest.raises(RunDirError, match=r"clips of \(4, 16, 16, 3\) but model .* "
-                                          r"takes \(8, 16, 16, 3\)"):
+    with pytest.raises(
+        RunDirError,
+        match=r"clips of \(4, 16, 16, 3\) but model .* "
+        r"takes \(8, 16, 16, 3\)",
+    ):
         run.clip_format_for(_model((8, 16, 16, 3)))
     (tmp_path / "clip_format.json").write_text("{")
     with pytest.raises(ValueError, match="clip_format.json: not valid JSON"):
-        RunDir(tmp_path).clip_format
+        _ = RunDir(tmp_path).clip_format
 
 
 def test_older_config_without_a_clip_shape_takes_the_models(tmp_path):
@@ -130,10 +150,15 @@ def test_older_config_without_a_clip_shape_takes_the_models(tmp_path):
 def test_partial_files_of_a_killed_process_are_removed(tmp_path):
     run = RunDir(tmp_path, create=True)
     (tmp_path / "checkpoints").mkdir()
-    stale = [partial_path(tmp_path / "best.keras"),
-             partial_path(tmp_path / "checkpoints" / "epoch_002.keras")]
+    stale = [
+        partial_path(tmp_path / "best.keras"),
+        partial_path(tmp_path / "checkpoints" / "epoch_002.keras"),
+    ]
     for path in stale + [tmp_path / "best.keras", tmp_path / "notes.partial"]:
         path.write_text("x")
     assert sorted(run.remove_partial_files()) == sorted(p.name for p in stale)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "best.keras", "checkpoints", "notes.partial"]
+        "best.keras",
+        "checkpoints",
+        "notes.partial",
+    ]

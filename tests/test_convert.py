@@ -13,13 +13,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from pretrained_files import hara_shapes, hara_spec, random_state_dict, write_pth
+from test_train_support import CLASSES, tiny_config
 
 import keras_classreg
 from clipspec import ClipFormat, RunDir
 from keras_classreg import models
 from keras_classreg.pretrained import load_3d_resnets_pth
-from pretrained_files import hara_shapes, hara_spec, random_state_dict, write_pth
-from test_train_support import CLASSES, prepared_data, tiny_config  # noqa: F401
 from training import convert
 from training.train import freeze_layers, train
 
@@ -35,34 +35,65 @@ def _manifest_classes(data):
 def checkpoint(tmp_path_factory):
     """A 2018-release ResNet-18 (shortcut A) .pth of 4 classes, tiny widths."""
     folder = tmp_path_factory.mktemp("pth")
-    spec = hara_spec("resnet", 18, (8, 16, 32, 64), stem_filters=8, shortcut="A",
-                     num_classes=CLASSES)
+    spec = hara_spec(
+        "resnet", 18, (8, 16, 32, 64), stem_filters=8, shortcut="A", num_classes=CLASSES
+    )
     state = random_state_dict(hara_shapes(spec), seed=7)
     path = folder / "resnet-18-kinetics.pth"
-    write_pth(path, {"arch": "resnet-18", "epoch": 200, "state_dict": {
-        "module." + name: value for name, value in state.items()}}, layout="legacy")
+    write_pth(
+        path,
+        {
+            "arch": "resnet-18",
+            "epoch": 200,
+            "state_dict": {"module." + name: value for name, value in state.items()},
+        },
+        layout="legacy",
+    )
     return path
 
 
 @pytest.fixture(scope="module")
-def converted(checkpoint, prepared_data, tmp_path_factory):  # noqa: F811
+def converted(checkpoint, prepared_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("converted")
     names = folder / "classes.txt"
     names.write_text("\n".join(_manifest_classes(prepared_data)) + "\n")
     run_dir = folder / "r18"
-    assert convert.main(["--source", "3d-resnets", "--weights", str(checkpoint),
-                         "--out", str(run_dir), "--clip-length", "8", "--crop-size", "32",
-                         "--class-names", str(names)]) == 0
+    assert (
+        convert.main(
+            [
+                "--source",
+                "3d-resnets",
+                "--weights",
+                str(checkpoint),
+                "--out",
+                str(run_dir),
+                "--clip-length",
+                "8",
+                "--crop-size",
+                "32",
+                "--class-names",
+                str(names),
+            ]
+        )
+        == 0
+    )
     return run_dir
 
 
 @pytest.mark.slow
-def test_run_directory(converted, checkpoint, prepared_data, capsys):  # noqa: F811
+def test_run_directory(converted, checkpoint, prepared_data, capsys):
     run = RunDir(converted)
     assert run.clip_format == ClipFormat(
-        clip_length=8, stride=1, crop_size=32, short_side=32, num_clips=10, num_crops=1,
-        mean=[m / 255 for m in (114.7748, 107.7354, 99.4750)], std=[1 / 255] * 3,
-        class_names=_manifest_classes(prepared_data))
+        clip_length=8,
+        stride=1,
+        crop_size=32,
+        short_side=32,
+        num_clips=10,
+        num_crops=1,
+        mean=[m / 255 for m in (114.7748, 107.7354, 99.4750)],
+        std=[1 / 255] * 3,
+        class_names=_manifest_classes(prepared_data),
+    )
     assert run.model_path.name == "final.keras"
     config = json.loads((converted / "config.json").read_text())
     assert config["model"] == "resnet18_3d"
@@ -70,8 +101,12 @@ def test_run_directory(converted, checkpoint, prepared_data, capsys):  # noqa: F
     assert config["model_options"]["shortcut"] == "A"
     assert config["class_regularization"] is False
     assert config["input_shape"] == list(CLIPS)
-    assert (config["clip_length"], config["stride"], config["crop_size"],
-            config["short_side"]) == (8, 1, 32, 32)
+    assert (config["clip_length"], config["stride"], config["crop_size"], config["short_side"]) == (
+        8,
+        1,
+        32,
+        32,
+    )
     np.testing.assert_allclose(np.array(config["mean"]) * 255, [114.7748, 107.7354, 99.4750])
     np.testing.assert_allclose(np.array(config["std"]) * 255, [1, 1, 1])
     assert config["class_names"] == _manifest_classes(prepared_data)
@@ -80,30 +115,58 @@ def test_run_directory(converted, checkpoint, prepared_data, capsys):  # noqa: F
     model = keras.saving.load_model(converted / "final.keras")
     reference = load_3d_resnets_pth(checkpoint, input_shape=CLIPS).model
     x = np.random.default_rng(0).normal(size=(2, *CLIPS)).astype(np.float32)
-    np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6
+    )
     # a second conversion into the same directory is refused
-    assert convert.main(["--source", "3d-resnets", "--weights", str(checkpoint),
-                         "--out", str(converted)]) == 2
+    assert (
+        convert.main(
+            ["--source", "3d-resnets", "--weights", str(checkpoint), "--out", str(converted)]
+        )
+        == 2
+    )
     assert "already holds final.keras" in capsys.readouterr().err
 
 
 def test_convert_errors(checkpoint, tmp_path, capsys):
-    assert convert.main(["--source", "kinetics-i3d", "--weights", str(checkpoint),
-                         "--out", str(tmp_path / "x"), "--release", "2018"]) == 2
+    assert (
+        convert.main(
+            [
+                "--source",
+                "kinetics-i3d",
+                "--weights",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "x"),
+                "--release",
+                "2018",
+            ]
+        )
+        == 2
+    )
     assert "apply to --source 3d-resnets only" in capsys.readouterr().err
-    assert convert.main(["--source", "3d-resnets", "--weights", str(tmp_path / "none.pth"),
-                         "--out", str(tmp_path / "y")]) == 2
+    assert (
+        convert.main(
+            [
+                "--source",
+                "3d-resnets",
+                "--weights",
+                str(tmp_path / "none.pth"),
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "No such file" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noqa: F811
+def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):
     from training.evaluate import evaluate
     from training.export import export_run
 
-    report = evaluate(str(converted / "final.keras"), prepared_data, num_clips=1,
-                      progress=False)
+    report = evaluate(str(converted / "final.keras"), prepared_data, num_clips=1, progress=False)
     config = json.loads((converted / "config.json").read_text())
     assert report["settings"]["stride"] == 1
     assert report["settings"]["mean"] == config["mean"]
@@ -114,21 +177,31 @@ def test_evaluate_and_export_take_it(converted, prepared_data, tmp_path):  # noq
     out = loaded.signatures["serving_default"](clips=tf.constant(clips))
     model = keras.saving.load_model(converted / "final.keras")
     normalized = (clips / 255.0 - np.array(config["mean"])) / np.array(config["std"])
-    np.testing.assert_allclose(out["probabilities"].numpy(),
-                               model.predict(normalized.astype(np.float32), verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        out["probabilities"].numpy(),
+        model.predict(normalized.astype(np.float32), verbose=0),
+        atol=1e-5,
+    )
     names = loaded.signatures["class_names"](class_index=tf.constant([0], tf.int32))
     assert names["class_name"].numpy()[0].decode() == config["class_names"][0]
 
 
 @pytest.mark.slow
-def test_fine_tune_from_converted_run(converted, prepared_data, tmp_path):  # noqa: F811
+def test_fine_tune_from_converted_run(converted, prepared_data, tmp_path):
     """The paper's protocol in one call: the converted backbone, a Class
     Regularization block after each stage, stages 1-3 frozen."""
     run_dir = tmp_path / "finetuned"
-    config = tiny_config(prepared_data, run_dir, model=None, init_from=str(converted),
-                         epochs=1, validation=False, stride=1, freeze_until="stage4",
-                         learning_rate=0.05)
+    config = tiny_config(
+        prepared_data,
+        run_dir,
+        model=None,
+        init_from=str(converted),
+        epochs=1,
+        validation=False,
+        stride=1,
+        freeze_until="stage4",
+        learning_rate=0.05,
+    )
     train(config)
     saved = json.loads((run_dir / "config.json").read_text())
     source = json.loads((converted / "config.json").read_text())
@@ -146,42 +219,86 @@ def test_fine_tune_from_converted_run(converted, prepared_data, tmp_path):  # no
     for name in ("stem_conv", "stem_bn", "stage1_block1_1_conv", "stage3_block2_2_bn"):
         for before, after in zip(base.get_layer(name).weights, tuned.get_layer(name).weights):
             np.testing.assert_array_equal(after.numpy(), before.numpy())
-    changed = [not np.array_equal(a.numpy(), b.numpy()) for a, b in zip(
-        base.get_layer("stage4_block2_2_conv").weights, tuned.get_layer("stage4_block2_2_conv").weights)]
+    changed = [
+        not np.array_equal(a.numpy(), b.numpy())
+        for a, b in zip(
+            base.get_layer("stage4_block2_2_conv").weights,
+            tuned.get_layer("stage4_block2_2_conv").weights,
+        )
+    ]
     assert all(changed)
 
 
 @pytest.mark.slow
-def test_fine_tune_with_other_classes_gets_a_new_classifier(checkpoint, prepared_data,  # noqa: F811
-                                                             tmp_path):
+def test_fine_tune_with_other_classes_gets_a_new_classifier(
+    checkpoint,
+    prepared_data,
+    tmp_path,
+):
     names = tmp_path / "other.txt"
     names.write_text("\n".join(f"kinetics_{i}" for i in range(CLASSES)) + "\n")
     source = tmp_path / "source"
-    assert convert.main(["--source", "3d-resnets", "--weights", str(checkpoint),
-                         "--out", str(source), "--clip-length", "8", "--crop-size", "32",
-                         "--class-names", str(names)]) == 0
+    assert (
+        convert.main(
+            [
+                "--source",
+                "3d-resnets",
+                "--weights",
+                str(checkpoint),
+                "--out",
+                str(source),
+                "--clip-length",
+                "8",
+                "--crop-size",
+                "32",
+                "--class-names",
+                str(names),
+            ]
+        )
+        == 0
+    )
     run_dir = tmp_path / "tuned"
-    train(tiny_config(prepared_data, run_dir, model=None, init_from=str(source), epochs=1,
-                      validation=False, freeze_backbone=True, learning_rate=1e-12,
-                      weight_decay=0.0))
+    train(
+        tiny_config(
+            prepared_data,
+            run_dir,
+            model=None,
+            init_from=str(source),
+            epochs=1,
+            validation=False,
+            freeze_backbone=True,
+            learning_rate=1e-12,
+            weight_decay=0.0,
+        )
+    )
     report = json.loads((run_dir / "config.json").read_text())["init_from_report"]
     assert "classifier" in report["new"] and "classifier" not in report["transferred"]
 
 
 @pytest.mark.slow
-def test_explain_the_fine_tuned_model(converted, prepared_data, tmp_path):  # noqa: F811
+def test_explain_the_fine_tuned_model(converted, prepared_data, tmp_path):
     from training.data.synthetic import write_video
     from training.explain import explain_videos
 
     run_dir = tmp_path / "tuned"
-    train(tiny_config(prepared_data, run_dir, model=None, init_from=str(converted),
-                      epochs=1, validation=False, freeze_backbone=True))
+    train(
+        tiny_config(
+            prepared_data,
+            run_dir,
+            model=None,
+            init_from=str(converted),
+            epochs=1,
+            validation=False,
+            freeze_backbone=True,
+        )
+    )
     video = tmp_path / "clip.mp4"
     frames = np.random.default_rng(0).integers(0, 256, (16, 40, 48, 3), dtype=np.uint8)
     write_video(video, frames, fps=25)
     summaries = explain_videos(run_dir / "final.keras", [video], tmp_path / "explained")
     assert [block["block"] for block in summaries[0]["blocks"]] == [
-        f"stage{i}_classreg" for i in range(1, 5)]
+        f"stage{i}_classreg" for i in range(1, 5)
+    ]
     assert summaries[0]["predicted_class"] in _manifest_classes(prepared_data)
 
 
@@ -197,7 +314,8 @@ def test_freeze_layers():
     frozen = freeze_layers(model, backbone=True)
     trainable = [layer.name for layer in model.layers if layer.trainable_weights]
     assert trainable == [f"stage{i}_classreg" for i in range(1, 5)] + ["classifier"]
-    with pytest.raises(ValueError, match="Stages of this model: stem, stage1, stage2, "
-                                         "stage3, stage4, classifier"):
+    with pytest.raises(
+        ValueError, match="Stages of this model: stem, stage1, stage2, stage3, stage4, classifier"
+    ):
         freeze_layers(model, until="layer4")
     keras.backend.clear_session()

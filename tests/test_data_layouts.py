@@ -54,8 +54,7 @@ def test_ucf101_items_labels_and_subsets(ucf):
     root, notes = ucf
     dataset = load_ucf101(root, notes, split=1)
     assert dataset.class_names == ["ApplyEyeMakeup", "Archery", "HandstandPushups"]
-    got = [(os.path.relpath(i.path, root), i.label, i.class_name, i.subset)
-           for i in dataset.items]
+    got = [(os.path.relpath(i.path, root), i.label, i.class_name, i.subset) for i in dataset.items]
     assert got == [
         ("ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi", 0, "ApplyEyeMakeup", "train"),
         ("Archery/v_Archery_g08_c01.avi", 1, "Archery", "train"),
@@ -66,13 +65,16 @@ def test_ucf101_items_labels_and_subsets(ucf):
     assert dataset.subsets() == ["train", "test"]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("Archery/v_Archery_g08_c01.avi", "expected '<ClassName>/<video> <index>'"),
-    ("Archery/v_Archery_g08_c01.avi two", "must be an integer"),
-    ("Archery/v_Archery_g08_c01.avi 1", "does not match folder 'Archery'"),
-    ("Boxing/v_Boxing_g08_c01.avi 2", "unknown class 'Boxing'"),
-    ("v_Archery_g08_c01.avi 2", "expected a path '<ClassName>/<video>'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("Archery/v_Archery_g08_c01.avi", "expected '<ClassName>/<video> <index>'"),
+        ("Archery/v_Archery_g08_c01.avi two", "must be an integer"),
+        ("Archery/v_Archery_g08_c01.avi 1", "does not match folder 'Archery'"),
+        ("Boxing/v_Boxing_g08_c01.avi 2", "unknown class 'Boxing'"),
+        ("v_Archery_g08_c01.avi 2", "expected a path '<ClassName>/<video>'"),
+    ],
+)
 def test_ucf101_malformed_trainlist_names_file_and_line(ucf, line, message):
     root, notes = ucf
     (notes / "trainlist01.txt").write_text(
@@ -91,8 +93,11 @@ def test_ucf101_bad_class_index_and_missing_video(ucf):
         load_ucf101(root, notes)
     (notes / "classInd.txt").write_text("1 ApplyEyeMakeup\n2 Archery\n3 HandstandPushups\n")
     os.remove(root / "Archery/v_Archery_g01_c01.avi")
-    with pytest.raises(MissingVideoError, match=r"v_Archery_g01_c01.avi: no such video "
-                                                r"file \(listed in .*testlist01.txt, line 3\)"):
+    with pytest.raises(
+        MissingVideoError,
+        match=r"v_Archery_g01_c01.avi: no such video "
+        r"file \(listed in .*testlist01.txt, line 3\)",
+    ):
         load_ucf101(root, notes)
     dataset = load_ucf101(root, notes, missing="skip")
     assert len(dataset.items) == 4
@@ -117,8 +122,13 @@ def test_ucf101_argument_errors(ucf, tmp_path):
 def hmdb(tmp_path):
     root, splits = tmp_path / "hmdb51", tmp_path / "splits"
     splits.mkdir()
-    for name in ("brush_hair/a.avi", "brush_hair/b.avi", "brush_hair/c.avi",
-                 "cartwheel/d.avi", "cartwheel/e.avi"):
+    for name in (
+        "brush_hair/a.avi",
+        "brush_hair/b.avi",
+        "brush_hair/c.avi",
+        "cartwheel/d.avi",
+        "cartwheel/e.avi",
+    ):
         touch(root / name)
     (splits / "brush_hair_test_split1.txt").write_text("a.avi 1 \nb.avi 2 \nc.avi 0 \n")
     (splits / "cartwheel_test_split1.txt").write_text("d.avi 2\ne.avi 1\n")
@@ -131,15 +141,22 @@ def test_hmdb51_ids_1_train_2_test_0_unused(hmdb):
     dataset = load_hmdb51(root, splits, split=1)
     assert dataset.class_names == ["brush_hair", "cartwheel"]
     got = [(pathlib.Path(i.path).name, i.label, i.subset) for i in dataset.items]
-    assert got == [("a.avi", 0, "train"), ("b.avi", 0, "test"),
-                   ("d.avi", 1, "test"), ("e.avi", 1, "train")]
+    assert got == [
+        ("a.avi", 0, "train"),
+        ("b.avi", 0, "test"),
+        ("d.avi", 1, "test"),
+        ("e.avi", 1, "train"),
+    ]
 
 
 def test_hmdb51_malformed_and_missing(hmdb):
     root, splits = hmdb
     (splits / "cartwheel_test_split1.txt").write_text("d.avi 2\ne.avi 3\n")
-    with pytest.raises(AnnotationError, match=r"cartwheel_test_split1.txt, line 2: "
-                                              r"expected '<video file> <0\|1\|2>'"):
+    with pytest.raises(
+        AnnotationError,
+        match=r"cartwheel_test_split1.txt, line 2: "
+        r"expected '<video file> <0\|1\|2>'",
+    ):
         load_hmdb51(root, splits)
     (splits / "cartwheel_test_split1.txt").write_text("d.avi 2\nf.avi 1\n")
     with pytest.raises(MissingVideoError, match=r"f.avi: no such video file"):
@@ -153,10 +170,10 @@ def test_hmdb51_malformed_and_missing(hmdb):
 # --------------------------------------------------------------------------
 def test_kinetics_csv_file_names_and_folder_arrangements(tmp_path):
     root = tmp_path / "k400"
-    touch(root / "abseiling" / "aaa_000010_000020.mp4")            # root/label
+    touch(root / "abseiling" / "aaa_000010_000020.mp4")  # root/label
     touch(root / "val" / "air drumming" / "bbb_000000_000010.mp4")  # root/split/label
-    touch(root / "air_drumming" / "ccc_000005_000015.mp4")          # spaces -> _
-    touch(root / "ddd_000001_000011.mp4")                           # flat
+    touch(root / "air_drumming" / "ccc_000005_000015.mp4")  # spaces -> _
+    touch(root / "ddd_000001_000011.mp4")  # flat
     csv_path = tmp_path / "k.csv"
     csv_path.write_text(
         "label,youtube_id,time_start,time_end,split,is_cc\n"
@@ -176,19 +193,32 @@ def test_kinetics_csv_file_names_and_folder_arrangements(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("rows, message", [
-    ("label,youtube_id,time_start,split\n", r"line 1: header lacks column\(s\) time_end"),
-    ("label,youtube_id,time_start,time_end,split\nabseiling,aaa,10,train\n",
-     r"line 2: expected 5 fields"),
-    ("label,youtube_id,time_start,time_end,split\nabseiling,aaa,ten,20,train\n",
-     r"line 2: column 'time_start' must be a number"),
-    ("label,youtube_id,time_start,time_end,split\nabseiling,aaa,20,10,train\n",
-     r"line 2: time_end \(10\) must be after time_start \(20\)"),
-    ("label,youtube_id,time_start,time_end,split\n\nabseiling,aaa,10,20,holdout\n",
-     r"line 3: unknown split 'holdout'"),
-    ("label,youtube_id,time_start,time_end,split\nbaking,aaa,10,20,train\n",
-     r"line 2: unknown class 'baking'"),
-])
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ("label,youtube_id,time_start,split\n", r"line 1: header lacks column\(s\) time_end"),
+        (
+            "label,youtube_id,time_start,time_end,split\nabseiling,aaa,10,train\n",
+            r"line 2: expected 5 fields",
+        ),
+        (
+            "label,youtube_id,time_start,time_end,split\nabseiling,aaa,ten,20,train\n",
+            r"line 2: column 'time_start' must be a number",
+        ),
+        (
+            "label,youtube_id,time_start,time_end,split\nabseiling,aaa,20,10,train\n",
+            r"line 2: time_end \(10\) must be after time_start \(20\)",
+        ),
+        (
+            "label,youtube_id,time_start,time_end,split\n\nabseiling,aaa,10,20,holdout\n",
+            r"line 3: unknown split 'holdout'",
+        ),
+        (
+            "label,youtube_id,time_start,time_end,split\nbaking,aaa,10,20,train\n",
+            r"line 2: unknown class 'baking'",
+        ),
+    ],
+)
 def test_kinetics_malformed_rows(tmp_path, rows, message):
     touch(tmp_path / "abseiling" / "aaa_000010_000020.mp4")
     (tmp_path / "k.csv").write_text(rows)
@@ -198,9 +228,13 @@ def test_kinetics_malformed_rows(tmp_path, rows, message):
 
 def test_kinetics_missing_clip(tmp_path):
     (tmp_path / "k.csv").write_text(
-        "label,youtube_id,time_start,time_end,split\nabseiling,zzz,0,10,train\n")
-    with pytest.raises(MissingVideoError, match=r"zzz_000000_000010.mp4: no such video "
-                                                r"file \(listed in .*k.csv, line 2\)"):
+        "label,youtube_id,time_start,time_end,split\nabseiling,zzz,0,10,train\n"
+    )
+    with pytest.raises(
+        MissingVideoError,
+        match=r"zzz_000000_000010.mp4: no such video "
+        r"file \(listed in .*k.csv, line 2\)",
+    ):
         load_kinetics(tmp_path, tmp_path / "k.csv")
     dataset = load_kinetics(tmp_path, tmp_path / "k.csv", missing="skip")
     assert dataset.items == [] and len(dataset.missing) == 1
@@ -237,9 +271,15 @@ def test_folder_presplit_train_test_and_errors(tmp_path):
     dataset = load_folder(tmp_path)
     assert dataset.class_names == ["jump", "run"]
     assert [(pathlib.Path(i.path).name, i.label, i.subset) for i in dataset.items] == [
-        ("a.mp4", 0, "train"), ("b.mp4", 1, "train"), ("c.mp4", 1, "test")]
-    with pytest.raises(ValueError, match=r"Expected a float in \[0, 1\). Received: "
-                                         r"test_fraction=1.5"):
+        ("a.mp4", 0, "train"),
+        ("b.mp4", 1, "train"),
+        ("c.mp4", 1, "test"),
+    ]
+    with pytest.raises(
+        ValueError,
+        match=r"Expected a float in \[0, 1\). Received: "
+        r"test_fraction=1.5",
+    ):
         load_folder(tmp_path, test_fraction=1.5)
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no class folders found"):

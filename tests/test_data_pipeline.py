@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from clipspec import sampling, views
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD
 from training.data import (
     clip_dataset,
     load_manifest,
     predict_video_scores,
+    shard_format,
     shard_paths,
     video_level_scores,
     write_synthetic_dataset,
 )
-from clipspec import sampling, views
-from training.data import shard_format
 from training.data.layouts import VideoDataset, VideoItem
 from training.data.shard_writer import prepare_dataset
 from training.data.synthetic import write_video
@@ -44,9 +44,9 @@ def test_test_clip_starts_hand_computed():
     # span = 7; last start = 13.
     assert sampling.eval_clip_starts(20, 4, 2, 1) == [6]
     assert sampling.eval_clip_starts(20, 4, 2, 2) == [0, 13]
-    assert sampling.eval_clip_starts(20, 4, 2, 3) == [0, 7, 13]   # 6.5 rounds up
+    assert sampling.eval_clip_starts(20, 4, 2, 3) == [0, 7, 13]  # 6.5 rounds up
     assert sampling.eval_clip_starts(20, 4, 2, 5) == [0, 3, 7, 10, 13]
-    assert sampling.eval_clip_starts(5, 4, 2, 3) == [0, 0, 0]      # short video
+    assert sampling.eval_clip_starts(5, 4, 2, 3) == [0, 0, 0]  # short video
     with pytest.raises(ValueError, match="Received: num_clips=0"):
         sampling.eval_clip_starts(20, 4, 2, 0)
 
@@ -54,7 +54,8 @@ def test_test_clip_starts_hand_computed():
 @pytest.mark.slow
 def test_graph_sampling_matches_numpy():
     for n, length, stride, mode in itertools.product(
-            (1, 2, 7, 16, 31, 40), (1, 4, 8), (1, 2, 3), ("loop", "pad")):
+        (1, 2, 7, 16, 31, 40), (1, 4, 8), (1, 2, 3), ("loop", "pad")
+    ):
         last = sampling.max_clip_start(n, length, stride)
         assert int(views.max_start(n, length, stride)) == last
         for start in {0, last // 2, last, n - 1}:
@@ -72,14 +73,15 @@ def test_test_views_crops_hand_computed():
     # the crops are plain slices. Pixel = 10 * frame index + column.
     n, h, w = 9, 8, 14
     frames = np.zeros((n, h, w, 3), np.uint8)
-    frames[:] = (10 * np.arange(n)[:, None, None, None] + np.arange(w)[None, None, :, None])
-    views = sampling.eval_views(frames, clip_length=3, stride=2, crop_size=8,
-                                num_clips=2, num_crops=3)
+    frames[:] = 10 * np.arange(n)[:, None, None, None] + np.arange(w)[None, None, :, None]
+    views = sampling.eval_views(
+        frames, clip_length=3, stride=2, crop_size=8, num_clips=2, num_crops=3
+    )
     assert views.shape == (6, 3, 8, 8, 3) and views.dtype == np.uint8
-    starts = [0, 4]                      # last start = 9 - 5 = 4
-    offsets = [0, 3, 6]                  # start, centre, end of the long side
+    starts = [0, 4]  # last start = 9 - 5 = 4
+    offsets = [0, 3, 6]  # start, centre, end of the long side
     for v, (start, offset) in enumerate(itertools.product(starts, offsets)):
-        expected = frames[[start, start + 2, start + 4], :, offset:offset + 8]
+        expected = frames[[start, start + 2, start + 4], :, offset : offset + 8]
         np.testing.assert_array_equal(views[v], expected)
     centre = sampling.eval_views(frames, 3, 2, 8, num_clips=1, num_crops=1)
     np.testing.assert_array_equal(centre[0], frames[[2, 4, 6], :, 3:11])
@@ -104,17 +106,25 @@ def test_test_views_resize_matches_tf_image_resize():
 def test_short_side_shape_rules_agree():
     from clipspec.decode import resized_shape
 
-    for h, w, side in [(240, 320, 128), (320, 240, 128), (256, 340, 112), (3, 5, 2),
-                       (100, 150, 20), (7, 7, 3), (480, 854, 128)]:
+    for h, w, side in [
+        (240, 320, 128),
+        (320, 240, 128),
+        (256, 340, 112),
+        (3, 5, 2),
+        (100, 150, 20),
+        (7, 7, 3),
+        (480, 854, 128),
+    ]:
         got = tuple(int(v) for v in views.short_side_shape(h, w, side))
         assert got == resized_shape(h, w, side), (h, w, side)
-    assert resized_shape(3, 5, 2) == (2, 3)   # 5 * 2 / 3 = 3.33 -> 3
-    assert resized_shape(4, 6, 3) == (3, 5)   # 6 * 3 / 4 = 4.5 -> 5 (halves up)
+    assert resized_shape(3, 5, 2) == (2, 3)  # 5 * 2 / 3 = 3.33 -> 3
+    assert resized_shape(4, 6, 3) == (3, 5)  # 6 * 3 / 4 = 4.5 -> 5 (halves up)
 
 
 def test_video_level_scores_hand_computed():
     ids, scores = video_level_scores(
-        [[0.2, 0.8], [0.4, 0.6], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7]], [7, 7, 3, 3, 7])
+        [[0.2, 0.8], [0.4, 0.6], [1.0, 0.0], [0.0, 1.0], [0.3, 0.7]], [7, 7, 3, 3, 7]
+    )
     assert ids.tolist() == [3, 7]
     np.testing.assert_allclose(scores, [[0.5, 0.5], [0.3, 0.7]], rtol=1e-6)
     with pytest.raises(ValueError, match="Expected view_scores"):
@@ -127,16 +137,17 @@ def test_video_level_scores_hand_computed():
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    dataset = write_synthetic_dataset(root / "videos", classes=3, per_class=3, frames=12,
-                                      size=48, seed=1, test_fraction=0.34)
+    dataset = write_synthetic_dataset(
+        root / "videos", classes=3, per_class=3, frames=12, size=48, seed=1, test_fraction=0.34
+    )
     # A short video (5 frames) to exercise looping.
     short = root / "videos" / "left" / "short.mp4"
-    write_video(short, np.random.default_rng(2).integers(0, 256, (5, 48, 48, 3),
-                                                          dtype=np.uint8))
+    write_video(short, np.random.default_rng(2).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8))
     items = dataset.items + [VideoItem(str(short), 0, "clockwise", "test")]
     dataset = VideoDataset(items, dataset.class_names)
-    prepare_dataset(dataset, root / "prepared", short_side=32, workers=0,
-                    videos_per_shard=2, progress=False)
+    prepare_dataset(
+        dataset, root / "prepared", short_side=32, workers=0, videos_per_shard=2, progress=False
+    )
     return root / "prepared"
 
 
@@ -159,9 +170,18 @@ def collect(dataset, limit=None):
 def test_train_clips_shapes_dtypes_and_pixels(prepared):
     manifest = load_manifest(prepared)
     train_videos = manifest["subsets"]["train"]["videos"]
-    data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                        batch_size=3, augmentation="center", flip=False,
-                        deterministic=True, seed=0)
+    data = clip_dataset(
+        prepared,
+        "train",
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=3,
+        augmentation="center",
+        flip=False,
+        deterministic=True,
+        seed=0,
+    )
     clips, labels = collect(data)
     assert clips.shape == (train_videos // 3 * 3, T, S, S, 3)
     assert clips.dtype == np.float32 and labels.dtype == np.int32
@@ -173,7 +193,7 @@ def test_train_clips_shapes_dtypes_and_pixels(prepared):
         matches = []
         for frames, video_label in videos:
             for start in range(len(frames) - (T - 1) * STRIDE):
-                run = frames[start:start + T * STRIDE:STRIDE]
+                run = frames[start : start + T * STRIDE : STRIDE]
                 want = tf.image.resize(run, (S, S)).numpy()
                 want = (want / 255.0 - DEFAULT_MEAN) / DEFAULT_STD
                 if np.abs(want - clip).max() < 1e-4:
@@ -184,8 +204,9 @@ def test_train_clips_shapes_dtypes_and_pixels(prepared):
 @pytest.mark.slow
 def test_train_randomness_and_determinism(prepared):
     def first_batches(**kwargs):
-        data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                            batch_size=2, **kwargs)
+        data = clip_dataset(
+            prepared, "train", clip_length=T, stride=STRIDE, crop_size=S, batch_size=2, **kwargs
+        )
         return collect(data, 2)
 
     a = first_batches(deterministic=True, seed=7)
@@ -194,8 +215,16 @@ def test_train_randomness_and_determinism(prepared):
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
     assert not np.array_equal(a[0], c[0])
     # Each pass over a dataset (epoch) draws new clips, reproducibly.
-    data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                        batch_size=2, deterministic=True, seed=7)
+    data = clip_dataset(
+        prepared,
+        "train",
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=2,
+        deterministic=True,
+        seed=7,
+    )
     epoch1, epoch2 = collect(data, 2), collect(data, 2)
     assert np.array_equal(epoch1[0], a[0]) and not np.array_equal(epoch1[0], epoch2[0])
     # Without a seed, two datasets differ.
@@ -205,15 +234,26 @@ def test_train_randomness_and_determinism(prepared):
 def test_train_flip_and_crop_are_per_clip(prepared):
     """With one video and many draws: every clip is that video's (possibly
     mirrored) crop; both orientations and several crop sizes occur."""
-    data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                        batch_size=1, shuffle=False, repeat=True, seed=3,
-                        deterministic=True, augmentation="center")
+    data = clip_dataset(
+        prepared,
+        "train",
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=1,
+        shuffle=False,
+        repeat=True,
+        seed=3,
+        deterministic=True,
+        augmentation="center",
+    )
     videos = shard_frames(prepared, "train")
     first_id = min(videos)
     frames = videos[first_id][0]
-    runs = [frames[s:s + T * STRIDE:STRIDE] for s in range(len(frames) - (T - 1) * STRIDE)]
-    plain = [((tf.image.resize(r, (S, S)).numpy() / 255.0 - DEFAULT_MEAN) / DEFAULT_STD)
-             for r in runs]
+    runs = [frames[s : s + T * STRIDE : STRIDE] for s in range(len(frames) - (T - 1) * STRIDE)]
+    plain = [
+        ((tf.image.resize(r, (S, S)).numpy() / 255.0 - DEFAULT_MEAN) / DEFAULT_STD) for r in runs
+    ]
     seen = set()
     count = len(videos)
     for i, (clip, _) in enumerate(data.take(count * 12)):
@@ -232,8 +272,17 @@ def test_train_flip_and_crop_are_per_clip(prepared):
 def test_test_mode_views_grouping_and_scores(prepared):
     manifest = load_manifest(prepared)
     videos = shard_frames(prepared, "test")
-    data = clip_dataset(prepared, "test", mode="test", clip_length=T, stride=STRIDE,
-                        crop_size=S, batch_size=4, num_clips=2, num_crops=3)
+    data = clip_dataset(
+        prepared,
+        "test",
+        mode="test",
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=4,
+        num_clips=2,
+        num_crops=3,
+    )
     clips, labels, ids = collect(data)
     assert manifest["subsets"]["test"]["videos"] == len(videos)
     assert clips.shape == (6 * len(videos), T, S, S, 3)
@@ -250,6 +299,7 @@ def test_test_mode_views_grouping_and_scores(prepared):
     assert len(frames) == 5
     want = sampling.normalize(sampling.eval_views(frames[[0, 2, 4, 1]], T, 1, S, 1, 1))
     np.testing.assert_allclose(clips[ids == short_id][1], want[0], atol=1e-5)
+
     # Video-level scores: mean over the views of a "model".
     def brightness(batch):
         mean = tf.reduce_mean(batch, axis=[1, 2, 3, 4])
@@ -260,16 +310,24 @@ def test_test_mode_views_grouping_and_scores(prepared):
     assert model_scores["video_ids"].tolist() == ids_by_hand.tolist() == sorted(videos)
     np.testing.assert_allclose(model_scores["scores"], scores_by_hand, rtol=1e-5)
     np.testing.assert_allclose(
-        model_scores["scores"][:, 0],
-        [clips[ids == v].mean() for v in sorted(videos)], rtol=1e-4)
+        model_scores["scores"][:, 0], [clips[ids == v].mean() for v in sorted(videos)], rtol=1e-4
+    )
     assert model_scores["labels"].tolist() == [videos[v][1] for v in sorted(videos)]
     assert model_scores["views"].tolist() == [6] * len(videos)
 
 
 @pytest.mark.slow
 def test_keras_model_and_distribution(prepared):
-    data = clip_dataset(prepared, "train", clip_length=T, stride=STRIDE, crop_size=S,
-                        batch_size=4, repeat=True, seed=0)
+    data = clip_dataset(
+        prepared,
+        "train",
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=4,
+        repeat=True,
+        seed=0,
+    )
     # the process's shared strategy: two MirroredStrategy objects in one
     # process reuse collective instance keys and abort each other's all-reduce
     strategy = make_strategy()
@@ -281,14 +339,17 @@ def test_keras_model_and_distribution(prepared):
 
     @tf.function
     def count(labels):
-        return strategy.reduce("SUM", strategy.run(lambda y: tf.size(y), args=(labels,)),
-                               axis=None)
+        return strategy.reduce("SUM", strategy.run(lambda y: tf.size(y), args=(labels,)), axis=None)
 
     assert int(count(labels)) == 4
     with strategy.scope():
-        model = keras.Sequential([keras.Input((T, S, S, 3)),
-                                  keras.layers.GlobalAveragePooling3D(),
-                                  keras.layers.Dense(3, activation="softmax")])
+        model = keras.Sequential(
+            [
+                keras.Input((T, S, S, 3)),
+                keras.layers.GlobalAveragePooling3D(),
+                keras.layers.Dense(3, activation="softmax"),
+            ]
+        )
         model.compile("sgd", "sparse_categorical_crossentropy")
     history = model.fit(data, steps_per_epoch=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -318,8 +379,15 @@ def test_clip_dataset_argument_errors(prepared, tmp_path):
 def test_device_augmentation_equals_host_augmentation(prepared, augmentation):
     from keras_classreg import ClipAugmentation
 
-    common = dict(clip_length=T, stride=STRIDE, crop_size=S, batch_size=2,
-                  augmentation=augmentation, deterministic=True, seed=5)
+    common = dict(
+        clip_length=T,
+        stride=STRIDE,
+        crop_size=S,
+        batch_size=2,
+        augmentation=augmentation,
+        deterministic=True,
+        seed=5,
+    )
     host = collect(clip_dataset(prepared, "train", **common))
     device = list(clip_dataset(prepared, "train", augment_on="device", **common))
     layer = ClipAugmentation(S, DEFAULT_MEAN, DEFAULT_STD)
@@ -334,8 +402,7 @@ def test_device_augmentation_equals_host_augmentation(prepared, augmentation):
 
 
 def test_device_augmentation_argument_errors(prepared, tmp_path):
-    with pytest.raises(ValueError,
-                       match="Expected 'host' or 'device'. Received: augment_on='gpu'"):
+    with pytest.raises(ValueError, match="Expected 'host' or 'device'. Received: augment_on='gpu'"):
         clip_dataset(prepared, augment_on="gpu")
     with pytest.raises(ValueError, match="'scale_jitter' or 'center' with augment_on='device'"):
         clip_dataset(prepared, augment_on="device", augmentation="random_resized_crop")

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 
+import messy_files
 import numpy as np
 import pytest
 
@@ -17,15 +18,13 @@ from training.data import (
     clip_dataset,
     load_folder,
     load_manifest,
+    shard_format,
     shard_paths,
     write_synthetic_dataset,
 )
-from training.data import shard_format
 from training.data.layouts import VideoDataset, VideoItem
 from training.data.shard_writer import CRASH_REASON, _Runner, prepare_dataset
 from training.data.synthetic import write_video
-
-import messy_files
 
 
 def write_audio_only(path):
@@ -36,8 +35,9 @@ def write_audio_only(path):
 def videos(tmp_path_factory):
     """Synthetic good videos plus one of each kind of bad file."""
     root = tmp_path_factory.mktemp("videos")
-    dataset = write_synthetic_dataset(root, classes=3, per_class=4, frames=12,
-                                      size=48, seed=5, test_fraction=0.25)
+    dataset = write_synthetic_dataset(
+        root, classes=3, per_class=4, frames=12, size=48, seed=5, test_fraction=0.25
+    )
     good = [item.path for item in dataset.items]
     bad = {
         "empty": root / "left" / "empty.mp4",
@@ -57,14 +57,17 @@ def videos(tmp_path_factory):
     return root, good, {k: str(v) for k, v in bad.items()}
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("empty", "empty file (0 bytes)"),
-    ("truncated", "not a video FFmpeg can read"),
-    ("text", "not a video FFmpeg can read"),
-    ("audio", "no video stream (the file has audio streams only)"),
-    ("one_frame", "only 1 decodable frame; a video needs at least 2"),
-    ("broken_link", "broken symbolic link"),
-])
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("empty", "empty file (0 bytes)"),
+        ("truncated", "not a video FFmpeg can read"),
+        ("text", "not a video FFmpeg can read"),
+        ("audio", "no video stream (the file has audio streams only)"),
+        ("one_frame", "only 1 decodable frame; a video needs at least 2"),
+        ("broken_link", "broken symbolic link"),
+    ],
+)
 def test_decode_video_names_the_problem(videos, kind, reason):
     _, _, bad = videos
     with pytest.raises(VideoDecodeError) as error:
@@ -92,8 +95,11 @@ def test_decode_video_frames_sizes_and_errors(videos, tmp_path):
 
 def best_shift(a, b, reach=4):
     """The circular shift (dx, dy) that best maps frame `a` onto frame `b`."""
-    errors = {(dx, dy): np.square(np.roll(a, (dy, dx), axis=(0, 1)) - b).sum()
-              for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)}
+    errors = {
+        (dx, dy): np.square(np.roll(a, (dy, dx), axis=(0, 1)) - b).sum()
+        for dx in range(-reach, reach + 1)
+        for dy in range(-reach, reach + 1)
+    }
     return np.array(min(errors, key=errors.get))
 
 
@@ -101,24 +107,31 @@ def best_shift(a, b, reach=4):
 def test_synthetic_motion_goes_the_named_way_and_is_reproducible(tmp_path):
     """The (white, noise-free) shape moves the way its class says, while
     first frames of `left` and `right` videos look alike."""
-    dataset = write_synthetic_dataset(tmp_path / "a", classes=4, per_class=6, frames=10,
-                                      size=48, seed=3, random_colour=False)
+    dataset = write_synthetic_dataset(
+        tmp_path / "a", classes=4, per_class=6, frames=10, size=48, seed=3, random_colour=False
+    )
     starts = {}
     for item in dataset.items:
         frames, _ = decode_video(item.path)
         gray = frames.astype(float).mean(-1)
         dx, dy = sum(best_shift(a, b) for a, b in zip(gray[:-1], gray[1:]))
-        expected = {"left": dx < -8 and abs(dy) < 3, "right": dx > 8 and abs(dy) < 3,
-                    "up": dy < -8 and abs(dx) < 3, "down": dy > 8 and abs(dx) < 3}
+        expected = {
+            "left": dx < -8 and abs(dy) < 3,
+            "right": dx > 8 and abs(dy) < 3,
+            "up": dy < -8 and abs(dx) < 3,
+            "down": dy > 8 and abs(dx) < 3,
+        }
         assert expected[item.class_name], (item.path, dx, dy)
         starts.setdefault(item.class_name, []).append(np.nonzero(gray[0] > 128)[1].mean())
     # Start positions overlap: the first frame does not tell left from right.
     assert min(starts["left"]) < max(starts["right"])
     assert min(starts["right"]) < max(starts["left"])
-    again = write_synthetic_dataset(tmp_path / "b", classes=4, per_class=6, frames=10,
-                                    size=48, seed=3, random_colour=False)
-    other = write_synthetic_dataset(tmp_path / "c", classes=4, per_class=6, frames=10,
-                                    size=48, seed=4, random_colour=False)
+    again = write_synthetic_dataset(
+        tmp_path / "b", classes=4, per_class=6, frames=10, size=48, seed=3, random_colour=False
+    )
+    other = write_synthetic_dataset(
+        tmp_path / "c", classes=4, per_class=6, frames=10, size=48, seed=4, random_colour=False
+    )
     a, b, c = (decode_video(d.items[0].path)[0] for d in (dataset, again, other))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     with pytest.raises(TypeError, match="Unknown difficulty setting"):
@@ -135,10 +148,10 @@ def test_prepare_skips_exactly_the_bad_files_and_keeps_all_good(videos, tmp_path
     assert set(good) | set(bad.values()) == listed
     # An unreadable path listed by annotations is reported too.
     missing = str(tmp_path / "gone.mp4")
-    dataset.missing.append({"path": missing, "subset": "train",
-                            "reason": "listed but not found"})
-    manifest = prepare_dataset(dataset, tmp_path / "out", short_side=32, workers=2,
-                               videos_per_shard=4, progress=False)
+    dataset.missing.append({"path": missing, "subset": "train", "reason": "listed but not found"})
+    manifest = prepare_dataset(
+        dataset, tmp_path / "out", short_side=32, workers=2, videos_per_shard=4, progress=False
+    )
     skipped = {entry["path"]: entry["reason"] for entry in manifest["skipped"]}
     assert set(skipped) == set(bad.values()) | {missing}
     assert "0 bytes" in skipped[bad["empty"]]
@@ -150,8 +163,9 @@ def test_prepare_skips_exactly_the_bad_files_and_keeps_all_good(videos, tmp_path
                 written[video["path"]] = (subset, video)
     assert set(written) == set(good)
     # the split is drawn over the usable videos only
-    by_path = {i.path: i for i in dataset.redraw_split(
-        [i for i in dataset.items if i.path in set(good)])}
+    by_path = {
+        i.path: i for i in dataset.redraw_split([i for i in dataset.items if i.path in set(good)])
+    }
     for path, (subset, video) in written.items():
         assert by_path[path].subset == subset
         assert video["label"] == by_path[path].label
@@ -175,8 +189,9 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     root, good, _ = videos
     dataset = VideoDataset([VideoItem(p, 0, "all", "train") for p in good[:6]], ["all"])
     out = tmp_path / "out"
-    first = prepare_dataset(dataset, out, short_side=24, workers=0,
-                            videos_per_shard=2, progress=False)
+    first = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     assert first["decode"]["this_run"]["shards_written"] == 3
     shards = [out / name for name in first["subsets"]["train"]["shards"]]
     shard = pathlib.Path(shard_format.frames_path(shards[1]))
@@ -186,26 +201,34 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     os.remove(f"{shards[0]}.json")
     os.remove(shard_format.index_path(shards[2]))
     pathlib.Path(shard_format.index_path(shards[2]) + ".tmp").write_bytes(b"partial")
-    again = prepare_dataset(dataset, out, short_side=24, workers=0,
-                            videos_per_shard=2, progress=False)
+    again = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     run = again["decode"]["this_run"]
     assert (run["shards_written"], run["shards_reused"], run["videos_processed"]) == (2, 1, 4)
     assert shard.stat().st_mtime_ns == stamp
     assert again["subsets"] == first["subsets"]
     # A video that changed on disk redoes its shard only.
     os.utime(good[0], ns=(1, 1))
-    touched = prepare_dataset(dataset, out, short_side=24, workers=0,
-                              videos_per_shard=2, progress=False)
+    touched = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     assert touched["decode"]["this_run"]["shards_written"] == 1
     assert touched["decode"]["this_run"]["videos_processed"] == 2
     # Other settings: every shard is redone; a different shard count removes
     # the old files.
-    changed = prepare_dataset(dataset, out, short_side=24, workers=0,
-                              videos_per_shard=4, progress=False)
+    changed = prepare_dataset(
+        dataset, out, short_side=24, workers=0, videos_per_shard=4, progress=False
+    )
     assert changed["decode"]["this_run"]["shards_written"] == 2
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["manifest.json"] + [f"train-0000{i}-of-00002{suffix}" for i in (0, 1)
-                             for suffix in (".json", ".frames.tfrecord", ".index.tfrecord")])
+        ["manifest.json"]
+        + [
+            f"train-0000{i}-of-00002{suffix}"
+            for i in (0, 1)
+            for suffix in (".json", ".frames.tfrecord", ".index.tfrecord")
+        ]
+    )
 
 
 def test_runner_survives_a_crashing_worker():
@@ -217,14 +240,26 @@ def test_runner_survives_a_crashing_worker():
 @pytest.mark.slow
 def test_round_trip_pixels_match_a_direct_pyav_decode(videos, tmp_path):
     _, good, _ = videos
-    dataset = VideoDataset([VideoItem(p, i % 2, f"c{i % 2}", "test")
-                            for i, p in enumerate(good[:3])], ["c0", "c1"])
-    prepare_dataset(dataset, tmp_path / "out", short_side=None, workers=0,
-                    jpeg_quality=95, progress=False)
-    views = clip_dataset(tmp_path / "out", "test", mode="test", clip_length=4, stride=3,
-                         crop_size=40, batch_size=2, num_clips=2, num_crops=3)
-    clips, labels, ids = (np.concatenate(parts) for parts in zip(*[
-        [t.numpy() for t in batch] for batch in views]))
+    dataset = VideoDataset(
+        [VideoItem(p, i % 2, f"c{i % 2}", "test") for i, p in enumerate(good[:3])], ["c0", "c1"]
+    )
+    prepare_dataset(
+        dataset, tmp_path / "out", short_side=None, workers=0, jpeg_quality=95, progress=False
+    )
+    views = clip_dataset(
+        tmp_path / "out",
+        "test",
+        mode="test",
+        clip_length=4,
+        stride=3,
+        crop_size=40,
+        batch_size=2,
+        num_clips=2,
+        num_crops=3,
+    )
+    clips, labels, ids = (
+        np.concatenate(parts) for parts in zip(*[[t.numpy() for t in batch] for batch in views])
+    )
     assert clips.shape == (18, 4, 40, 40, 3) and clips.dtype == np.float32
     assert ids.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     assert labels.tolist() == [0] * 6 + [1] * 6 + [0] * 6
@@ -241,19 +276,47 @@ def test_round_trip_pixels_match_a_direct_pyav_decode(videos, tmp_path):
 def test_prepare_cli_exit_codes_and_output(videos, tmp_path, capsys):
     root, _, bad = videos
     out = tmp_path / "cli"
-    code = prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side", "24",
-                             "--workers", "1", "--test-fraction", "0.25", "--quiet"])
+    code = prepare_cli.main(
+        [
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--short-side",
+            "24",
+            "--workers",
+            "1",
+            "--test-fraction",
+            "0.25",
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0  # finished; the skipped files are listed
     assert "train: " in captured.out and "PyAV decode:" in captured.out
     assert f"{bad['text']}: not a video FFmpeg can read" in captured.err
     assert load_manifest(out)["short_side"] == 24
-    assert prepare_cli.main(["--root", str(root), "--out", str(out), "--short-side",
-                             "24", "--workers", "1", "--test-fraction", "0.25",
-                             "--quiet", "--strict"]) == 1
+    assert (
+        prepare_cli.main(
+            [
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--short-side",
+                "24",
+                "--workers",
+                "1",
+                "--test-fraction",
+                "0.25",
+                "--quiet",
+                "--strict",
+            ]
+        )
+        == 1
+    )
     assert "error: --strict: 6 file(s) were skipped" in capsys.readouterr().err
-    assert prepare_cli.main(["--layout", "ucf101", "--root", str(root),
-                             "--out", str(out)]) == 2
+    assert prepare_cli.main(["--layout", "ucf101", "--root", str(root), "--out", str(out)]) == 2
     assert "needs --annotations" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         prepare_cli.main(["--help"])
@@ -261,9 +324,26 @@ def test_prepare_cli_exit_codes_and_output(videos, tmp_path, capsys):
 
 
 def test_synth_cli(tmp_path, capsys):
-    code = synth_cli.main(["--out", str(tmp_path / "s"), "--classes", "3", "--per-class",
-                           "2", "--frames", "6", "--size", "32", "--preset", "hard",
-                           "--noise", "4", "--size-range", "0.1,0.2"])
+    code = synth_cli.main(
+        [
+            "--out",
+            str(tmp_path / "s"),
+            "--classes",
+            "3",
+            "--per-class",
+            "2",
+            "--frames",
+            "6",
+            "--size",
+            "32",
+            "--preset",
+            "hard",
+            "--noise",
+            "4",
+            "--size-range",
+            "0.1,0.2",
+        ]
+    )
     assert code == 0
     assert "Wrote 6 videos of 3 classes" in capsys.readouterr().out
     info = json.loads((tmp_path / "s" / "synth.json").read_text())
@@ -296,8 +376,8 @@ def test_real_clips_decode_and_prepare(real_clips_dir, tmp_path):
         assert frames.shape[1:3] == expected
     # The DivX file with non-UTF-8 metadata, through prepare.
     avi = next(r for r in rows if "non-UTF-8" in r["codec"])
-    dataset = VideoDataset([VideoItem(str(real_clips_dir / avi["file"]), 0, "x", "test")],
-                           ["x"])
-    manifest = prepare_dataset(dataset, tmp_path, short_side=64, workers=0,
-                               max_frames=20, progress=False)
+    dataset = VideoDataset([VideoItem(str(real_clips_dir / avi["file"]), 0, "x", "test")], ["x"])
+    manifest = prepare_dataset(
+        dataset, tmp_path, short_side=64, workers=0, max_frames=20, progress=False
+    )
     assert manifest["skipped"] == [] and manifest["subsets"]["test"]["frames"] == 20

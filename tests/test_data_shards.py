@@ -34,10 +34,12 @@ LEGACY = ROOT / "tests" / "data" / "legacy_prepared"
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
-    dataset = write_synthetic_dataset(root / "videos", classes=3, per_class=3, frames=10,
-                                      size=32, seed=2, test_fraction=0.34)
-    prepare_dataset(dataset, root / "prepared", short_side=24, workers=0,
-                    videos_per_shard=2, progress=False)
+    dataset = write_synthetic_dataset(
+        root / "videos", classes=3, per_class=3, frames=10, size=32, seed=2, test_fraction=0.34
+    )
+    prepare_dataset(
+        dataset, root / "prepared", short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     return dataset, root / "prepared"
 
 
@@ -67,24 +69,23 @@ def test_index_offsets_are_the_frame_records(prepared):
     for number, prefix in enumerate(prefixes):
         assert pathlib.Path(shard_format.frames_path(prefix)).is_file()
         assert pathlib.Path(shard_format.index_path(prefix)).is_file()
-        records = [r.numpy() for r in tf.data.TFRecordDataset(
-            shard_format.frames_path(prefix))]
+        records = [r.numpy() for r in tf.data.TFRecordDataset(shard_format.frames_path(prefix))]
         videos = list(shard_format.read_videos(prefix))
         assert [j for v in videos for j in v["frames"]] == records
         assert all(j.startswith(b"\xff\xd8") for j in records)
         sidecar = json.loads(pathlib.Path(f"{prefix}.json").read_text())
         assert [(v["video_id"], v["label"], v["num_frames"]) for v in videos] == [
-            (v["video_id"], v["label"], v["frames"]) for v in sidecar["videos"]]
-        assert sidecar["frames_bytes"] == pathlib.Path(
-            shard_format.frames_path(prefix)).stat().st_size
+            (v["video_id"], v["label"], v["frames"]) for v in sidecar["videos"]
+        ]
+        assert (
+            sidecar["frames_bytes"] == pathlib.Path(shard_format.frames_path(prefix)).stat().st_size
+        )
         rows = np.flatnonzero(table["shard"] == number)
         for row, video in zip(rows, videos):
             n = video["num_frames"]
             for indices in ([0], [n - 1], [3, 1, 5, 3], list(range(n))[::-1]):
-                got = read(int(table["shard"][row]), int(table["first"][row]),
-                           tf.constant(indices))
-                assert [bytes(j) for j in got.numpy()] == [video["frames"][i]
-                                                          for i in indices]
+                got = read(int(table["shard"][row]), int(table["first"][row]), tf.constant(indices))
+                assert [bytes(j) for j in got.numpy()] == [video["frames"][i] for i in indices]
 
 
 @pytest.mark.slow
@@ -96,10 +97,12 @@ def test_ram_filesystem_reads_like_local_disk(prepared):
     for path in prepared.iterdir():
         tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
     assert shard_paths(load_manifest(remote), "train")[0].startswith(remote + "/")
-    common = dict(clip_length=T, stride=2, crop_size=S, batch_size=2,
-                  deterministic=True, seed=3)
-    for mode, extra in (("train", {}), ("train", {"augment_on": "device"}),
-                        ("test", {"num_clips": 2, "num_crops": 3})):
+    common = dict(clip_length=T, stride=2, crop_size=S, batch_size=2, deterministic=True, seed=3)
+    for mode, extra in (
+        ("train", {}),
+        ("train", {"augment_on": "device"}),
+        ("test", {"num_clips": 2, "num_crops": 3}),
+    ):
         subset = "train" if mode == "train" else "test"
         local = clip_dataset(prepared, subset, mode=mode, **common, **extra)
         ram = clip_dataset(remote, subset, mode=mode, **common, **extra)
@@ -108,19 +111,30 @@ def test_ram_filesystem_reads_like_local_disk(prepared):
     # The writer too: a shard written straight to ram:// reads back.
     prefix = "ram://written/train-00000-of-00001"
     with shard_format.ShardWriter(prefix) as writer:
-        writer.add([b"\xff\xd8one", b"\xff\xd8two!"], label=1, video_id=0, fps=25.0,
-                   path="a.mp4", height=24, width=32)
-        writer.add([b"\xff\xd8three"], label=0, video_id=1, fps=30.0, path="b.mp4",
-                   height=24, width=32)
+        writer.add(
+            [b"\xff\xd8one", b"\xff\xd8two!"],
+            label=1,
+            video_id=0,
+            fps=25.0,
+            path="a.mp4",
+            height=24,
+            width=32,
+        )
+        writer.add(
+            [b"\xff\xd8three"], label=0, video_id=1, fps=30.0, path="b.mp4", height=24, width=32
+        )
     videos = list(shard_format.read_videos(prefix))
-    assert [v["frames"] for v in videos] == [[b"\xff\xd8one", b"\xff\xd8two!"],
-                                             [b"\xff\xd8three"]]
+    assert [v["frames"] for v in videos] == [[b"\xff\xd8one", b"\xff\xd8two!"], [b"\xff\xd8three"]]
     assert [(v["label"], v["path"], v["fps"]) for v in videos] == [
-        (1, "a.mp4", 25.0), (0, "b.mp4", 30.0)]
+        (1, "a.mp4", 25.0),
+        (0, "b.mp4", 30.0),
+    ]
     table = shard_format.load_table([prefix])
     read = shard_format.frame_reader([prefix], table["offsets"])
-    assert read(0, int(table["first"][1]), tf.constant([0, 0])).numpy().tolist() == [
-        b"\xff\xd8three"] * 2
+    assert (
+        read(0, int(table["first"][1]), tf.constant([0, 0])).numpy().tolist()
+        == [b"\xff\xd8three"] * 2
+    )
 
 
 def test_writer_checks_the_offsets_add_up(tmp_path, monkeypatch):
@@ -129,8 +143,15 @@ def test_writer_checks_the_offsets_add_up(tmp_path, monkeypatch):
     monkeypatch.setattr(shard_format, "RECORD_FRAMING", 15)
     with pytest.raises(OSError, match="bytes after writing, but its records add up to"):
         with shard_format.ShardWriter(tmp_path / "train-00000-of-00001") as writer:
-            writer.add([b"\xff\xd8a", b"\xff\xd8bc"], label=0, video_id=0, fps=25.0,
-                       path="a.mp4", height=8, width=8)
+            writer.add(
+                [b"\xff\xd8a", b"\xff\xd8bc"],
+                label=0,
+                video_id=0,
+                fps=25.0,
+                path="a.mp4",
+                height=8,
+                width=8,
+            )
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="a.mp4: a video needs at least one frame"):
         shard_format.ShardWriter(tmp_path / "x").add([], 0, 0, 25.0, "a.mp4", 8, 8)
@@ -145,8 +166,8 @@ PYTHON_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 def graph_ops(dataset):
     """Every op type in the dataset's graph, nested functions included."""
     serialized = tf.raw_ops.DatasetToGraphV2(
-        input_dataset=tf.data.experimental.to_variant(dataset),
-        external_state_policy=1)  # ignore: we only read the op types
+        input_dataset=tf.data.experimental.to_variant(dataset), external_state_policy=1
+    )  # ignore: we only read the op types
     graph = tf.compat.v1.GraphDef.FromString(serialized.numpy())
     ops = {node.op for node in graph.node}
     for function in graph.library.function:
@@ -158,13 +179,16 @@ def graph_ops(dataset):
 def test_pipeline_graphs_run_no_python(prepared):
     # The check finds Python where there is some (the old reader's kind).
     numpy_fn = tf.data.Dataset.range(3).map(
-        lambda x: tf.numpy_function(lambda v: v, [x], tf.int64, stateful=False))
-    py_fn = tf.data.Dataset.range(3).map(lambda x: tf.py_function(lambda v: v, [x],
-                                                                  tf.int64))
+        lambda x: tf.numpy_function(lambda v: v, [x], tf.int64, stateful=False)
+    )
+    py_fn = tf.data.Dataset.range(3).map(lambda x: tf.py_function(lambda v: v, [x], tf.int64))
     assert graph_ops(numpy_fn) & PYTHON_OPS == {"PyFuncStateless"}
     assert graph_ops(py_fn) & PYTHON_OPS == {"EagerPyFunc"}
-    for kwargs in ({"subset": "train"}, {"subset": "train", "augment_on": "device"},
-                   {"subset": "test", "mode": "test", "num_clips": 2}):
+    for kwargs in (
+        {"subset": "train"},
+        {"subset": "train", "augment_on": "device"},
+        {"subset": "test", "mode": "test", "num_clips": 2},
+    ):
         ops = graph_ops(clip_dataset(prepared, clip_length=T, crop_size=S, **kwargs))
         assert not ops & PYTHON_OPS, (kwargs, ops & PYTHON_OPS)
         # The frames are read inside the map function, by TF's own reader.
@@ -176,11 +200,12 @@ def test_train_pipeline_runs_in_the_tf_data_service(prepared):
     now that the graph holds no Python function."""
     service = tf.data.experimental.service
     dispatcher = service.DispatchServer()
-    worker = service.WorkerServer(service.WorkerConfig(
-        dispatcher_address=dispatcher.target.split("://")[1]))
-    dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2,
-                           repeat=True).apply(
-        service.distribute("parallel_epochs", dispatcher.target))
+    worker = service.WorkerServer(
+        service.WorkerConfig(dispatcher_address=dispatcher.target.split("://")[1])
+    )
+    dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2, repeat=True).apply(
+        service.distribute("parallel_epochs", dispatcher.target)
+    )
     clips, labels = next(iter(dataset))
     assert clips.shape == (2, T, S, S, 3) and set(labels.numpy()) <= {0, 1, 2}
     del worker
@@ -201,8 +226,9 @@ def test_a_process_holding_a_live_train_iterator_exits(prepared):
         "crop_size=112, batch_size=4, repeat=True))\n"
         "print(next(it)[0].shape, flush=True)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, timeout=120,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, timeout=120, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(4, 8, 112, 112, 3)" in done.stdout
 
@@ -243,15 +269,21 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
         restore()
 
     size = len(pristine[frames])
-    with open(frames, "ab") as handle:   # the frames file changed
+    with open(frames, "ab") as handle:  # the frames file changed
         handle.write(b"more")
-    fails(ValueError, rf"{index}: stale: it describes a frames file of {size} bytes "
-                      rf"but {frames} has {size + 4}")
+    fails(
+        ValueError,
+        rf"{index}: stale: it describes a frames file of {size} bytes "
+        rf"but {frames} has {size + 4}",
+    )
     pathlib.Path(index).write_bytes(b"not a TFRecord file")
     fails(ValueError, f"{index}: not a readable shard index")
     shutil.copy(shard_format.index_path(second), index)
-    fails(ValueError, f"{index}: the index of shard '{pathlib.Path(second).name}', "
-                      f"not of '{pathlib.Path(first).name}'")
+    fails(
+        ValueError,
+        f"{index}: the index of shard '{pathlib.Path(second).name}', "
+        f"not of '{pathlib.Path(first).name}'",
+    )
     record = next(iter(tf.data.TFRecordDataset(index))).numpy()
     with tf.io.TFRecordWriter(index) as writer:
         writer.write(record)  # the index, twice
@@ -275,9 +307,10 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
             pass
     restore()
     last = shard_format.read_index(first)["offsets"][-2]
-    os.truncate(frames, last + 5)    # cut short inside its last record
-    with pytest.raises(tf.errors.InvalidArgumentError,
-                       match="Fewer frame records than the shard index lists"):
+    os.truncate(frames, last + 5)  # cut short inside its last record
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="Fewer frame records than the shard index lists"
+    ):
         for _ in dataset:
             pass
     restore()
@@ -287,8 +320,7 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
 # Folders of the old layout (format_version 1)
 # --------------------------------------------------------------------------
 def old_videos(path):
-    return [shard_format.read_old_video(r.numpy())
-            for r in tf.data.TFRecordDataset(str(path))]
+    return [shard_format.read_old_video(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
 
 
 @pytest.mark.slow
@@ -303,13 +335,15 @@ def test_old_layout_folder_is_named_and_converted_in_place(tmp_path):
     sidecars = {p.name: json.loads(p.read_text()) for p in folder.glob("*.tfrecord.json")}
     assert len(before) == 3
     assert shard_format.convert_folder(folder, progress=False) == 3
-    assert sorted(p.name for p in folder.iterdir() if ".frames." not in p.name
-                  and ".index." not in p.name) == sorted(
-        ["manifest.json"] + [n.replace(".tfrecord", ".json") for n in before])
+    assert sorted(
+        p.name for p in folder.iterdir() if ".frames." not in p.name and ".index." not in p.name
+    ) == sorted(["manifest.json"] + [n.replace(".tfrecord", ".json") for n in before])
     manifest = load_manifest(folder)
     assert manifest["format_version"] == 2
-    assert manifest["subsets"]["train"]["shards"] == ["train-00000-of-00002",
-                                                      "train-00001-of-00002"]
+    assert manifest["subsets"]["train"]["shards"] == [
+        "train-00000-of-00002",
+        "train-00001-of-00002",
+    ]
     for name, videos in before.items():
         prefix = folder / name.replace(".tfrecord", "")
         converted = list(shard_format.read_videos(prefix))
@@ -322,8 +356,9 @@ def test_old_layout_folder_is_named_and_converted_in_place(tmp_path):
         assert sidecar["layout_version"] == 2 and "bytes" not in sidecar
     clips, labels = collect(clip_dataset(folder, clip_length=T, crop_size=S, batch_size=2))
     assert clips.shape == (4, T, S, S, 3)
-    _, _, ids = collect(clip_dataset(folder, "test", mode="test", clip_length=T,
-                                     crop_size=S, num_clips=2))
+    _, _, ids = collect(
+        clip_dataset(folder, "test", mode="test", clip_length=T, crop_size=S, num_clips=2)
+    )
     assert ids.tolist() == [0, 0, 1, 1]
     with pytest.raises(ValueError, match="already in shard layout 2"):
         shard_format.convert_folder(folder, progress=False)
@@ -340,27 +375,34 @@ def write_old_layout(folder):
             old = folder / f"{name}.tfrecord"
             with tf.io.TFRecordWriter(str(old)) as writer:
                 for video in shard_format.read_videos(prefix):
+
                     def ints(v):
                         return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+
                     feature = {
-                        "frames": tf.train.Feature(bytes_list=tf.train.BytesList(
-                            value=video["frames"])),
+                        "frames": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=video["frames"])
+                        ),
                         "num_frames": ints(video["num_frames"]),
-                        "fps": tf.train.Feature(float_list=tf.train.FloatList(
-                            value=[video["fps"]])),
-                        "path": tf.train.Feature(bytes_list=tf.train.BytesList(
-                            value=[video["path"].encode()])),
-                        **{k: ints(video[k]) for k in ("label", "video_id", "height",
-                                                        "width")}}
-                    writer.write(tf.train.Example(features=tf.train.Features(
-                        feature=feature)).SerializeToString())
+                        "fps": tf.train.Feature(
+                            float_list=tf.train.FloatList(value=[video["fps"]])
+                        ),
+                        "path": tf.train.Feature(
+                            bytes_list=tf.train.BytesList(value=[video["path"].encode()])
+                        ),
+                        **{k: ints(video[k]) for k in ("label", "video_id", "height", "width")},
+                    }
+                    writer.write(
+                        tf.train.Example(
+                            features=tf.train.Features(feature=feature)
+                        ).SerializeToString()
+                    )
             sidecar = json.loads((folder / f"{name}.json").read_text())
             for key in ("frames_bytes", "index_bytes", "layout_version"):
                 sidecar.pop(key)
             sidecar["bytes"] = old.stat().st_size
             (folder / f"{name}.tfrecord.json").write_text(json.dumps(sidecar))
-            for path in (f"{name}.json", f"{name}.frames.tfrecord",
-                         f"{name}.index.tfrecord"):
+            for path in (f"{name}.json", f"{name}.frames.tfrecord", f"{name}.index.tfrecord"):
                 (folder / path).unlink()
             (folder / f"{name}.tfrecord.index.npz").write_bytes(b"old frame index")
         entry["shards"] = [f"{n}.tfrecord" for n in entry["shards"]]
@@ -376,26 +418,35 @@ def test_prepare_converts_an_old_folder_without_decoding(synthetic, tmp_path):
     write_old_layout(folder)
     with pytest.raises(ValueError, match="old shard layout"):
         clip_dataset(folder)
-    manifest = prepare_dataset(dataset, folder, short_side=24, workers=0,
-                               videos_per_shard=2, progress=False)
+    manifest = prepare_dataset(
+        dataset, folder, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     run = manifest["decode"]["this_run"]
     shards = sum(len(s["shards"]) for s in manifest["subsets"].values())
-    assert (run["videos_processed"], run["shards_written"], run["shards_reused"],
-            run["shards_converted"]) == (0, 0, 0, shards)
+    assert (
+        run["videos_processed"],
+        run["shards_written"],
+        run["shards_reused"],
+        run["shards_converted"],
+    ) == (0, 0, 0, shards)
     assert {p.name: p.read_bytes() for p in folder.glob("*.tfrecord")} == want
-    assert not list(folder.glob("*.tfrecord.*"))    # old sidecars and indexes gone
+    assert not list(folder.glob("*.tfrecord.*"))  # old sidecars and indexes gone
     assert manifest["subsets"] == load_manifest(prepared)["subsets"]
-    again = prepare_dataset(dataset, folder, short_side=24, workers=0,
-                            videos_per_shard=2, progress=False)
+    again = prepare_dataset(
+        dataset, folder, short_side=24, workers=0, videos_per_shard=2, progress=False
+    )
     assert again["decode"]["this_run"]["shards_reused"] == shards
     # Old shards of other settings are decoded again and their files removed.
     other = copy_folder(prepared, tmp_path / "other")
     write_old_layout(other)
-    changed = prepare_dataset(dataset, other, short_side=16, workers=0,
-                              videos_per_shard=2, progress=False)
+    changed = prepare_dataset(
+        dataset, other, short_side=16, workers=0, videos_per_shard=2, progress=False
+    )
     assert changed["decode"]["this_run"]["shards_written"] == shards
     assert changed["decode"]["this_run"]["shards_converted"] == 0
-    assert not [p for p in other.iterdir()
-                if p.name.endswith((".tfrecord.json", ".npz"))
-                or (p.suffix == ".tfrecord" and ".frames." not in p.name
-                    and ".index." not in p.name)]
+    assert not [
+        p
+        for p in other.iterdir()
+        if p.name.endswith((".tfrecord.json", ".npz"))
+        or (p.suffix == ".tfrecord" and ".frames." not in p.name and ".index." not in p.name)
+    ]

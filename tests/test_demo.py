@@ -7,11 +7,9 @@ import os
 
 import pytest
 from PIL import Image
-
-from demo import walkthrough as demo_module
-
 from test_train_support import TINY_SPEC
 
+from demo import walkthrough as demo_module
 
 # The whole demo chain: synthesis, training, export, a server.
 pytestmark = pytest.mark.slow
@@ -19,25 +17,56 @@ pytestmark = pytest.mark.slow
 
 def test_demo_chain_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo_out"
-    code = demo_module.main([
-        "--out", str(out), "--classes", "4", "--per-class", "32",
-        "--frames", "16", "--size", "32", "--model", TINY_SPEC,
-        "--clip-length", "8", "--crop-size", "32", "--epochs", "10",
-        "--learning-rate", "0.1", "--seed", "3", "--num-clips", "2",
-    ])
+    code = demo_module.main(
+        [
+            "--out",
+            str(out),
+            "--classes",
+            "4",
+            "--per-class",
+            "32",
+            "--frames",
+            "16",
+            "--size",
+            "32",
+            "--model",
+            TINY_SPEC,
+            "--clip-length",
+            "8",
+            "--crop-size",
+            "32",
+            "--epochs",
+            "10",
+            "--learning-rate",
+            "0.1",
+            "--seed",
+            "3",
+            "--num-clips",
+            "2",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     index = json.load(open(out / "artefacts.json"))
     artefacts = index["artefacts"]
-    for name in ("videos", "shards", "run", "model", "report",
-                 "confusion_matrix", "savedmodel", "grpc_prediction",
-                 "server_log", "explanation_png", "explanation_gif"):
+    for name in (
+        "videos",
+        "shards",
+        "run",
+        "model",
+        "report",
+        "confusion_matrix",
+        "savedmodel",
+        "grpc_prediction",
+        "server_log",
+        "explanation_png",
+        "explanation_gif",
+    ):
         assert name in artefacts, name
         path = artefacts[name]["path"]
         assert os.path.exists(path), path
         assert path in printed  # every artefact's location is printed
-    assert [step for step in index["seconds"]] == [
-        step.__name__ for step in demo_module.STEPS]
+    assert [step for step in index["seconds"]] == [step.__name__ for step in demo_module.STEPS]
 
     report = json.load(open(artefacts["report"]["path"]))
     assert report["video"]["top1"] >= 2 * report["chance_top1"]

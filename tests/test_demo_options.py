@@ -3,11 +3,10 @@ builders that have a `widen_factor`, the model's own widths for those that
 do not, and a clear error (before any work) for a width they cannot take."""
 
 import pytest
+from test_train_support import TINY_SPEC
 
 from demo import walkthrough as demo_module
 from demo.walkthrough import DEFAULT_WIDEN_FACTOR, Demo, _model_options
-
-from test_train_support import TINY_SPEC
 
 
 def test_default_width_applies_where_the_builder_has_one(tmp_path):
@@ -22,8 +21,7 @@ def test_a_width_for_a_builder_without_one_is_refused_before_any_work(tmp_path, 
     with pytest.raises(ValueError, match="'i3d' has no widen_factor"):
         _model_options(Demo(out=str(tmp_path), model="i3d", widen_factor=0.5))
     out = tmp_path / "demo_out"
-    assert demo_module.main(["--out", str(out), "--model", "i3d",
-                             "--widen-factor", "0.5"]) == 2
+    assert demo_module.main(["--out", str(out), "--model", "i3d", "--widen-factor", "0.5"]) == 2
     assert "has no widen_factor argument" in capsys.readouterr().err
     assert not out.exists()  # nothing synthesized
 

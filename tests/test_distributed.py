@@ -1,12 +1,12 @@
 """`model.fit` under MirroredStrategy on two logical CPU devices, and a whole
 model under mixed precision."""
 
-import numpy as np
-import tensorflow as tf
 import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
 import keras_classreg
-import pytest
 from keras_classreg import models
 from training.distribute import make_strategy
 
@@ -24,10 +24,13 @@ def test_fit_two_epochs_under_mirrored_strategy():
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         model = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE)
-        model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
-                      "sparse_categorical_crossentropy", metrics=["accuracy"])
-    bns = [l for l in model.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bns and all(l.synchronized for l in bns)
+        model.compile(
+            keras.optimizers.SGD(0.01, momentum=0.9),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bns and all(bn.synchronized for bn in bns)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, *SHAPE)).astype("float32")
     y = rng.integers(0, 3, size=8)
@@ -37,17 +40,18 @@ def test_fit_two_epochs_under_mirrored_strategy():
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2
     assert np.isfinite(history.history["loss"]).all()
-    assert all(not np.array_equal(b0, b.projection_kernel.numpy())
-               for b0, b in zip(before, blocks))
+    assert all(not np.array_equal(b0, b.projection_kernel.numpy()) for b0, b in zip(before, blocks))
     assert not np.array_equal(classifier_before, model.get_layer("classifier").kernel.numpy())
     # the same variable is read by the blocks and trained by the classifier
     assert all(b.get_classifier() is model.get_layer("classifier") for b in blocks)
     # replicas agree: the distributed model equals a single-device copy of it
-    single = models.get("resnet18_3d", num_classes=3, input_shape=SHAPE,
-                        synchronized_batchnorm=False)
+    single = models.get(
+        "resnet18_3d", num_classes=3, input_shape=SHAPE, synchronized_batchnorm=False
+    )
     single.set_weights(model.get_weights())
-    np.testing.assert_allclose(model.predict(x, verbose=0), single.predict(x, verbose=0),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), single.predict(x, verbose=0), rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.slow  # XLA-compiled float16 step on CPU
@@ -72,8 +76,9 @@ def test_mixed_precision_model_forward_and_step():
         forward = tf.function(lambda t: model(t, training=False), jit_compile=True)
         out = forward(x)
         assert out.dtype == tf.float32 and np.isfinite(out.numpy()).all()
-        model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy",
-                      jit_compile=True)
+        model.compile(
+            keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy", jit_compile=True
+        )
         loss = model.train_on_batch(x, np.array([0, 2]))
         assert np.isfinite(loss)
     finally:

@@ -53,7 +53,11 @@ def test_links_resolve(page):
         if not file.exists():
             # Pages written by the benchmarks (docs/benchmarks/*.md) appear
             # when the lead runs them; everything else must exist.
-            if file.parent == ROOT / "docs" / "benchmarks" and file.suffix in (".md", ".png", ".json"):
+            if file.parent == ROOT / "docs" / "benchmarks" and file.suffix in (
+                ".md",
+                ".png",
+                ".json",
+            ):
                 continue
             broken.append(f"{target}: no such file")
         elif anchor and file.suffix == ".md" and anchor not in _anchors(file):
@@ -94,18 +98,33 @@ def _our_commands():
 def test_python_m_commands_name_modules_of_this_repository():
     found = _our_commands()
     assert "demo" in found and "training.train" in found and "serving.server" in found
-    missing = sorted(f"{module} (in {pages[0][0]})" for module, pages in found.items()
-                     if _module_file(module) is None)
+    missing = sorted(
+        f"{module} (in {pages[0][0]})"
+        for module, pages in found.items()
+        if _module_file(module) is None
+    )
     assert not missing, f"python -m of modules that do not exist: {missing}"
 
 
 def test_no_old_paths_in_the_docs():
-    old = ["python -m training.demo", "python benchmarks/", "training/viz.py",
-           "training.data.decode", "training/demo.py", "--model-base-path",
-           "--model-name ", "--max-batch-size", "keras_classreg.explain(", "training/export.py"]
-    found = [(str(page.relative_to(ROOT)), text) for page in PAGES
-             for text in old if text in _text(page)
-             and page.name not in ("reproduction.md",)]  # the previous study's record
+    old = [
+        "python -m training.demo",
+        "python benchmarks/",
+        "training/viz.py",
+        "training.data.decode",
+        "training/demo.py",
+        "--model-base-path",
+        "--model-name ",
+        "--max-batch-size",
+        "keras_classreg.explain(",
+        "training/export.py",
+    ]
+    found = [
+        (str(page.relative_to(ROOT)), text)
+        for page in PAGES
+        for text in old
+        if text in _text(page) and page.name not in ("reproduction.md",)
+    ]  # the previous study's record
     assert not found, found
 
 
@@ -113,32 +132,55 @@ def test_no_old_paths_in_the_docs():
 def test_python_m_flags_exist():
     """Every `--flag` of a documented `python -m` command appears in that
     command's `--help` (one subprocess per module)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
     unknown = []
     for module, uses in sorted(_our_commands().items()):
-        flags = {arg.split("=")[0].rstrip(").,;:`'\"") for _, args in uses
-                 for arg in args if arg.startswith("--") and len(arg) > 2}
+        flags = {
+            arg.split("=")[0].rstrip(").,;:`'\"")
+            for _, args in uses
+            for arg in args
+            if arg.startswith("--") and len(arg) > 2
+        }
         if not flags:
             continue
-        help_text = subprocess.run([sys.executable, "-m", module, "--help"], env=env,
-                                   cwd=ROOT, capture_output=True, text=True,
-                                   timeout=300).stdout
+        help_text = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        ).stdout
         assert "usage:" in help_text, (module, help_text[-2000:])
-        unknown += [f"python -m {module} {flag}" for flag in sorted(flags)
-                    if not re.search(re.escape(flag) + r"(?![\w-])", help_text)]
+        unknown += [
+            f"python -m {module} {flag}"
+            for flag in sorted(flags)
+            if not re.search(re.escape(flag) + r"(?![\w-])", help_text)
+        ]
     assert not unknown, unknown
 
 
 @pytest.mark.slow
 def test_readme_keras_example_runs(tmp_path):
-    python = [body for language, body in _fences(_text(ROOT / "README.md"))
-              if language == "python"]
+    python = [body for language, body in _fences(_text(ROOT / "README.md")) if language == "python"]
     assert len(python) == 1, "README.md should hold one Python example"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", python[0]], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    env = dict(
+        os.environ,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", python[0]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "stage4_classreg" in result.stdout and "GFLOPs per clip" in result.stdout
     assert (tmp_path / "model.keras").is_file()

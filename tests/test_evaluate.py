@@ -3,22 +3,21 @@ computation, the confusion-matrix PNG, the CLI and its errors."""
 
 import json
 
+import keras
 import numpy as np
 import pytest
-import keras
 from PIL import Image
+from test_train_support import tiny_c3d
 
 from clipspec.format import ClipFormat
 from training.data import clip_dataset, load_manifest, video_level_scores
 from training.evaluate import evaluate, main
 
-from test_train_support import prepared_data, tiny_c3d  # noqa: F401
-
 MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
 
 
 @pytest.fixture(scope="module")
-def saved_model(tmp_path_factory, prepared_data):  # noqa: F811
+def saved_model(tmp_path_factory, prepared_data):
     """An untrained tiny model in a run directory with its config.json."""
     run_dir = tmp_path_factory.mktemp("eval_run")
     keras.utils.set_random_seed(7)
@@ -26,27 +25,46 @@ def saved_model(tmp_path_factory, prepared_data):  # noqa: F811
     path = run_dir / "best.keras"
     model.save(path)
     names = load_manifest(prepared_data)["class_names"]
-    (run_dir / "config.json").write_text(json.dumps({
-        "model": "tiny_c3d", "input_shape": [6, 24, 24, 3], "clip_length": 6,
-        "stride": 2, "crop_size": 24, "mean": MEAN, "std": STD,
-        "class_names": names}))
+    (run_dir / "config.json").write_text(
+        json.dumps(
+            {
+                "model": "tiny_c3d",
+                "input_shape": [6, 24, 24, 3],
+                "clip_length": 6,
+                "stride": 2,
+                "crop_size": 24,
+                "mean": MEAN,
+                "std": STD,
+                "class_names": names,
+            }
+        )
+    )
     return str(path), model
 
 
 @pytest.mark.slow
-def test_report_matches_an_independent_computation(saved_model, prepared_data):  # noqa: F811
+def test_report_matches_an_independent_computation(saved_model, prepared_data):
     path, model = saved_model
-    report = evaluate(path, prepared_data, num_clips=2, num_crops=3,
-                      batch_size=5, progress=False)
+    report = evaluate(path, prepared_data, num_clips=2, num_crops=3, batch_size=5, progress=False)
     # settings come from the run's config.json
     settings = report["settings"]
     assert (settings["clip_length"], settings["stride"], settings["crop_size"]) == (6, 2, 24)
     assert settings["mean"] == MEAN and settings["std"] == STD
     assert settings["num_clips"] == 2 and settings["num_crops"] == 3
     # independently: the same views, the model, the data package's averaging
-    views = clip_dataset(prepared_data, "test", mode="test", clip_length=6,
-                         stride=2, crop_size=24, batch_size=16, num_clips=2,
-                         num_crops=3, mean=MEAN, std=STD)
+    views = clip_dataset(
+        prepared_data,
+        "test",
+        mode="test",
+        clip_length=6,
+        stride=2,
+        crop_size=24,
+        batch_size=16,
+        num_clips=2,
+        num_crops=3,
+        mean=MEAN,
+        std=STD,
+    )
     scores, labels, ids = [], [], []
     for clips, label, video in views:
         scores.append(model(clips, training=False).numpy())
@@ -79,24 +97,33 @@ def test_report_matches_an_independent_computation(saved_model, prepared_data): 
 
 
 @pytest.mark.slow
-def test_cli_writes_json_and_png(saved_model, prepared_data, tmp_path, capsys):  # noqa: F811
+def test_cli_writes_json_and_png(saved_model, prepared_data, tmp_path, capsys):
     path, _ = saved_model
     out = tmp_path / "eval"
-    assert main(["--model", path, "--data", prepared_data, "--num-clips", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(["--model", path, "--data", prepared_data, "--num-clips", "1", "--out", str(out)]) == 0
+    )
     printed = capsys.readouterr().out
     assert "video-level top-1" in printed and str(out / "report.json") in printed
     report = json.load(open(out / "report.json"))
-    for key in ("clip", "video", "per_class", "mean_class_accuracy",
-                "confusion_matrix", "class_names", "settings", "videos",
-                "confusion_matrix_png"):
+    for key in (
+        "clip",
+        "video",
+        "per_class",
+        "mean_class_accuracy",
+        "confusion_matrix",
+        "class_names",
+        "settings",
+        "videos",
+        "confusion_matrix_png",
+    ):
         assert key in report
     assert report["class_names"] == ["down", "left", "right", "up"]
     with Image.open(out / "confusion_matrix.png") as image:
         assert image.format == "PNG" and min(image.size) > 200
 
 
-def test_errors_name_the_problem(saved_model, prepared_data, tmp_path):  # noqa: F811
+def test_errors_name_the_problem(saved_model, prepared_data, tmp_path):
     path, _ = saved_model
 
     def fmt(names):
@@ -104,12 +131,13 @@ def test_errors_name_the_problem(saved_model, prepared_data, tmp_path):  # noqa:
 
     with pytest.raises(ValueError, match=r"predicts 4 classes but its clip format names 3"):
         evaluate(path, prepared_data, clip_format=fmt(["a", "b", "c"]), progress=False)
-    with pytest.raises(ValueError, match=r"classes of .* are not the model's .*"
-                                         r"only the model has a, b, c, d"):
-        evaluate(path, prepared_data, clip_format=fmt(["a", "b", "c", "d"]),
-                 progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"classes of .* are not the model's .*"
+        r"only the model has a, b, c, d",
+    ):
+        evaluate(path, prepared_data, clip_format=fmt(["a", "b", "c", "d"]), progress=False)
     with pytest.raises(ValueError, match="no such model file"):
         evaluate(str(tmp_path / "missing.keras"), prepared_data)
-    with pytest.raises(ValueError,
-                       match=r"Subset 'val' is not in .* \(its subsets: train, test\)"):
+    with pytest.raises(ValueError, match=r"Subset 'val' is not in .* \(its subsets: train, test\)"):
         evaluate(path, prepared_data, subset="val", progress=False)

@@ -24,13 +24,14 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Packages whose code each side runs (keras_classreg and clipspec come with
 # both); console scripts are assigned to a side by their module's package.
 SIDES = {
-    "train": {"packages": ("keras_classreg", "clipspec", "training"),
-              "scripts_from": ("training",)},
-    "serve": {"packages": ("keras_classreg", "clipspec", "serving"),
-              "scripts_from": ("serving",)},
+    "train": {
+        "packages": ("keras_classreg", "clipspec", "training"),
+        "scripts_from": ("training",),
+    },
+    "serve": {"packages": ("keras_classreg", "clipspec", "serving"), "scripts_from": ("serving",)},
 }
 
-CHECK = r'''
+CHECK = r"""
 import ast, importlib, importlib.util, pkgutil, sys
 
 packages = sys.argv[1].split(",")
@@ -74,7 +75,7 @@ print(f"checked {len(modules)} modules")
 for problem in problems:
     print("PROBLEM", problem)
 sys.exit(1 if problems else 0)
-'''
+"""
 
 
 def console_scripts():
@@ -89,8 +90,11 @@ def console_scripts():
 
 
 def side_scripts(extra):
-    return {name: target for name, target in console_scripts().items()
-            if target.split(".")[0].split(":")[0] in SIDES[extra]["scripts_from"]}
+    return {
+        name: target
+        for name, target in console_scripts().items()
+        if target.split(".")[0].split(":")[0] in SIDES[extra]["scripts_from"]
+    }
 
 
 def test_every_console_script_belongs_to_a_side_or_needs_both():
@@ -121,8 +125,12 @@ def test_console_scripts_point_at_functions_that_exist():
         assert path.is_file(), f"{name}: no module {module}"
         tree = ast.parse(path.read_text())
         defined = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
-        defined |= {alias.asname or alias.name for node in tree.body
-                    if isinstance(node, ast.ImportFrom) for alias in node.names}
+        defined |= {
+            alias.asname or alias.name
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
         assert function in defined, f"{name}: {module} has no {function}()"
 
 
@@ -138,7 +146,8 @@ def _run(command, **kwargs):
     result = subprocess.run(command, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, (
         f"{' '.join(map(str, command))} exited {result.returncode}:\n"
-        f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    )
     return result
 
 
@@ -146,22 +155,32 @@ def _run(command, **kwargs):
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("extra", sorted(SIDES))
 def test_extra_installs_what_its_side_imports(extra, tmp_path):
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+    }
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)], env=env)  # no system site-packages
     python, bin_dir = venv / "bin" / "python", venv / "bin"
-    _run([str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[{extra}]"],
-         env=env, cwd=tmp_path, timeout=1500)
+    _run(
+        [str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[{extra}]"],
+        env=env,
+        cwd=tmp_path,
+        timeout=1500,
+    )
     # Only this extra: the other side's own dependencies are absent.
     other_only = {"train": "waitress", "serve": "yaml"}[extra]
-    absent = subprocess.run([str(python), "-c", f"import {other_only}"], env=env,
-                            cwd=tmp_path, capture_output=True)
+    absent = subprocess.run(
+        [str(python), "-c", f"import {other_only}"], env=env, cwd=tmp_path, capture_output=True
+    )
     assert absent.returncode != 0, f"{other_only} is installed with only [{extra}]"
 
-    check = _run([str(python), "-c", CHECK, ",".join(SIDES[extra]["packages"])],
-                 env=env, cwd=tmp_path, timeout=900)
+    check = _run(
+        [str(python), "-c", CHECK, ",".join(SIDES[extra]["packages"])],
+        env=env,
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert "checked" in check.stdout
     for name in side_scripts(extra):
         result = _run([str(bin_dir / name), "--help"], env=env, cwd=tmp_path, timeout=300)

@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from pretrained_files import hara_shapes, hara_spec, random_state_dict, write_pth
 
 from keras_classreg import models
 from keras_classreg.models._common import conv_bn
@@ -36,7 +37,6 @@ from keras_classreg.pretrained import (
     load_kinetics_i3d,
     read_pth,
 )
-from pretrained_files import hara_shapes, hara_spec, random_state_dict, write_pth
 
 I3D_INDEXES = os.path.join(os.path.dirname(__file__), "data", "kinetics_i3d")
 TINY_CLIPS = (16, 64, 64, 3)
@@ -66,8 +66,16 @@ SLOW_AGAINST_TORCH = SLOW | {"resnet34_B", "resnet50_A", "wideresnet50_B"}
 
 def _spec(key, num_classes=10, stem_t=7):
     family, depth, planes, stem, shortcut, cardinality = ARCHITECTURES[key]
-    return hara_spec(family, depth, planes, stem_filters=stem, shortcut=shortcut,
-                     cardinality=cardinality, num_classes=num_classes, stem_t=stem_t)
+    return hara_spec(
+        family,
+        depth,
+        planes,
+        stem_filters=stem,
+        shortcut=shortcut,
+        cardinality=cardinality,
+        num_classes=num_classes,
+        stem_t=stem_t,
+    )
 
 
 def _params(keys, slow=SLOW):
@@ -77,31 +85,51 @@ def _params(keys, slow=SLOW):
 def _checkpoint(state_dict, release, arch):
     """The dict the 2018 (CVPR2018 train.py) / 2020 (main.py) code saves."""
     if release == "2018":
-        return {"epoch": 200, "arch": arch,
-                "state_dict": collections.OrderedDict(
-                    ("module." + name, value) for name, value in state_dict.items()),
-                "optimizer": {"state": {}, "param_groups": [
-                    {"lr": 0.001, "momentum": 0.9, "params": [1, 2, 3]}]}}
-    return {"epoch": 200, "arch": arch, "state_dict": state_dict,
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "params": [1]}]},
-            "scheduler": {"milestones": collections.Counter({50: 1}), "last_epoch": 200}}
+        return {
+            "epoch": 200,
+            "arch": arch,
+            "state_dict": collections.OrderedDict(
+                ("module." + name, value) for name, value in state_dict.items()
+            ),
+            "optimizer": {
+                "state": {},
+                "param_groups": [{"lr": 0.001, "momentum": 0.9, "params": [1, 2, 3]}],
+            },
+        }
+    return {
+        "epoch": 200,
+        "arch": arch,
+        "state_dict": state_dict,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.001, "params": [1]}]},
+        "scheduler": {"milestones": collections.Counter({50: 1}), "last_epoch": 200},
+    }
 
 
 # ---------------------------------------------------------------------------
 # .pth reading, without PyTorch
 # ---------------------------------------------------------------------------
-@pytest.mark.parametrize("layout, rebuild, location", [
-    ("zip", "_rebuild_tensor_v2", "cpu"),
-    ("legacy", "_rebuild_tensor_v2", "cuda:0"),
-    ("legacy", "_rebuild_tensor", "cuda:0"),  # PyTorch 0.3
-])
+@pytest.mark.parametrize(
+    "layout, rebuild, location",
+    [
+        ("zip", "_rebuild_tensor_v2", "cpu"),
+        ("legacy", "_rebuild_tensor_v2", "cuda:0"),
+        ("legacy", "_rebuild_tensor", "cuda:0"),  # PyTorch 0.3
+    ],
+)
 def test_read_pth_both_formats(tmp_path, layout, rebuild, location):
     rng = np.random.default_rng(0)
-    obj = {"arch": "resnet-18", "epoch": 3, "state_dict": collections.OrderedDict([
-        ("conv1.weight", rng.normal(size=(4, 3, 7, 7, 7)).astype(np.float32)),
-        ("bn1.num_batches_tracked", np.array(17, np.int64)),
-        ("half", rng.normal(size=(2, 3)).astype(np.float16)),
-    ]), "optimizer": {"param_groups": [{"lr": 0.1, "nesterov": False, "params": [0]}]}}
+    obj = {
+        "arch": "resnet-18",
+        "epoch": 3,
+        "state_dict": collections.OrderedDict(
+            [
+                ("conv1.weight", rng.normal(size=(4, 3, 7, 7, 7)).astype(np.float32)),
+                ("bn1.num_batches_tracked", np.array(17, np.int64)),
+                ("half", rng.normal(size=(2, 3)).astype(np.float16)),
+            ]
+        ),
+        "optimizer": {"param_groups": [{"lr": 0.1, "nesterov": False, "params": [0]}]},
+    }
     path = tmp_path / "model.pth"
     write_pth(path, obj, layout, rebuild, location)
     read = read_pth(path)
@@ -160,6 +188,7 @@ def test_read_pth_refuses_other_files(tmp_path):
         read_pth(script)
     tar = tmp_path / "old.pth"
     import tarfile
+
     with tarfile.open(tar, "w") as archive:
         archive.add(text, arcname="pickle")
     with pytest.raises(PthFormatError, match="tar-format"):
@@ -175,10 +204,13 @@ def test_read_pth_matches_torch_load(tmp_path):
     optimizer = torch.optim.SGD(module.parameters(), lr=0.1, momentum=0.9)
     module(torch.rand(2, 3, 4, 4, 4)).sum().backward()
     optimizer.step()
-    saved = {"arch": "resnet-18", "state_dict": module.state_dict(),
-             "optimizer": optimizer.state_dict(),
-             "view": torch.arange(20.0).reshape(4, 5)[1:, ::2],
-             "bf16": torch.rand(5).bfloat16()}
+    saved = {
+        "arch": "resnet-18",
+        "state_dict": module.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "view": torch.arange(20.0).reshape(4, 5)[1:, ::2],
+        "bf16": torch.rand(5).bfloat16(),
+    }
     for zip_format in (True, False):
         path = tmp_path / f"torch_{zip_format}.pth"
         torch.save(saved, path, _use_new_zipfile_serialization=zip_format)
@@ -190,9 +222,11 @@ def test_read_pth_matches_torch_load(tmp_path):
         np.testing.assert_array_equal(read["view"], saved["view"].numpy())
         np.testing.assert_array_equal(read["bf16"], saved["bf16"].float().numpy())
     state = random_state_dict(hara_shapes(_spec("resnet18_A")))
-    for layout, rebuild, location in [("zip", "_rebuild_tensor_v2", "cpu"),
-                                      ("legacy", "_rebuild_tensor_v2", "cuda:0"),
-                                      ("legacy", "_rebuild_tensor", "cuda:0")]:
+    for layout, rebuild, location in [
+        ("zip", "_rebuild_tensor_v2", "cpu"),
+        ("legacy", "_rebuild_tensor_v2", "cuda:0"),
+        ("legacy", "_rebuild_tensor", "cuda:0"),
+    ]:
         path = tmp_path / f"ours_{layout}_{rebuild}.pth"
         write_pth(path, _checkpoint(state, "2018", "resnet-18"), layout, rebuild, location)
         loaded = torch.load(path, weights_only=True, map_location="cpu")
@@ -223,29 +257,38 @@ def test_3d_resnets_every_weight_used_once(tmp_path, key, release):
     assert loaded.source["release"] == release
     assert loaded.source["dataparallel_prefix"] == (release == "2018")
     assert loaded.source["architecture"]["shortcut"] == spec["shortcut"]
-    expected_builder = {"resnet": f"resnet{spec['depth']}_3d", "wideresnet": "wide_resnet50_3d",
-                        "resnext": "resnext101_3d"}[spec["family"]]
+    expected_builder = {
+        "resnet": f"resnet{spec['depth']}_3d",
+        "wideresnet": "wide_resnet50_3d",
+        "resnext": "resnext101_3d",
+    }[spec["family"]]
     assert loaded.builder == expected_builder
     assert loaded.builder_options["padding"] == "symmetric"
     assert loaded.builder_options["batchnorm_epsilon"] == 1e-5
     # every weight landed where its name says, transposed to channels-last
     model = loaded.model
-    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(),
-                                  state["conv1.weight"].transpose(2, 3, 4, 1, 0))
-    np.testing.assert_array_equal(model.get_layer("classifier").kernel.numpy(),
-                                  state["fc.weight"].T)
+    np.testing.assert_array_equal(
+        model.get_layer("stem_conv").kernel.numpy(), state["conv1.weight"].transpose(2, 3, 4, 1, 0)
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("classifier").kernel.numpy(), state["fc.weight"].T
+    )
     bn = model.get_layer("stage3_block2_1_bn")
     np.testing.assert_array_equal(bn.moving_variance.numpy(), state["layer3.1.bn1.running_var"])
     np.testing.assert_array_equal(bn.gamma.numpy(), state["layer3.1.bn1.weight"])
     if spec["shortcut"] == "B":
         np.testing.assert_array_equal(
             model.get_layer("stage2_block1_shortcut_conv").kernel.numpy(),
-            state["layer2.0.downsample.0.weight"].transpose(2, 3, 4, 1, 0))
+            state["layer2.0.downsample.0.weight"].transpose(2, 3, 4, 1, 0),
+        )
     else:
         assert not any(".downsample." in name for name in state)
         assert model.get_layer("stage2_block1_shortcut").weights == []
-    assert all(layer.epsilon == 1e-5 for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        layer.epsilon == 1e-5
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     keras.backend.clear_session()
 
 
@@ -256,8 +299,9 @@ def test_3d_resnets_conventions_and_class_names(tmp_path):
     old = load_3d_resnets_pth(tmp_path / "old.pth", input_shape=TINY_CLIPS)
     assert old.source["release"] == "2018"
     # their [0, 255] pixels minus the ActivityNet mean, std 1, as [0, 1] mean/std
-    np.testing.assert_allclose(np.array(old.clip_format["mean"]) * 255,
-                               [114.7748, 107.7354, 99.4750])
+    np.testing.assert_allclose(
+        np.array(old.clip_format["mean"]) * 255, [114.7748, 107.7354, 99.4750]
+    )
     np.testing.assert_allclose(np.array(old.clip_format["std"]) * 255, [1, 1, 1])
     assert old.clip_format["class_names"] == kinetics_class_names(400)
     assert (old.clip_format["short_side"], old.clip_format["crop_size"]) == (64, 64)
@@ -288,8 +332,9 @@ def test_3d_resnets_conventions_and_class_names(tmp_path):
 def test_3d_resnets_options_not_in_the_weights(tmp_path):
     spec = _spec("resnet18_A", stem_t=3)
     write_pth(tmp_path / "m.pth", random_state_dict(hara_shapes(spec)))
-    loaded = load_3d_resnets_pth(tmp_path / "m.pth", input_shape=TINY_CLIPS,
-                                 conv1_t_stride=2, no_max_pool=True)
+    loaded = load_3d_resnets_pth(
+        tmp_path / "m.pth", input_shape=TINY_CLIPS, conv1_t_stride=2, no_max_pool=True
+    )
     assert loaded.builder_options["stem_kernel_size"] == [3, 7, 7]
     assert loaded.builder_options["stem_strides"] == [2, 2, 2]
     assert loaded.builder_options["stem_pool"] is False
@@ -314,11 +359,15 @@ def test_3d_resnets_errors(tmp_path):
     with pytest.raises(ValueError, match="'layer2.1.bn2.running_var' is missing"):
         load(missing)
     wrong = dict(state, **{"layer4.1.conv2.weight": np.zeros((64, 64, 3, 3, 1), np.float32)})
-    with pytest.raises(ValueError, match=r"layer4\.1\.conv2\.weight' has shape \(64, 64, 3, 3, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"layer4\.1\.conv2\.weight' has shape \(64, 64, 3, 3, 1\)"
+    ):
         load(wrong)
     with pytest.raises(ValueError, match="arch says 'resnet-34'"):
         load({"arch": "resnet-34", "state_dict": state})
-    with pytest.raises(ValueError, match="pre-activation ResNets are not in the keras_classreg zoo"):
+    with pytest.raises(
+        ValueError, match="pre-activation ResNets are not in the keras_classreg zoo"
+    ):
         load({"arch": "preresnet-200", "state_dict": state})
     with pytest.raises(ValueError, match="DenseNet"):
         load({"features.conv0.weight": np.zeros((64, 3, 7, 7, 7), np.float32)})
@@ -348,8 +397,9 @@ def test_symmetric_padding_by_hand():
         model = keras.Model(inputs, y)
         model.get_layer("unit_conv").set_weights([np.ones((1, 3, 3, 1, 1), np.float32)])
         # BN as identity: (x - 0) / sqrt(1 - eps + eps) * 1 + 0
-        model.get_layer("unit_bn").set_weights([np.ones(1), np.zeros(1), np.zeros(1),
-                                                np.ones(1) - 1e-5])
+        model.get_layer("unit_bn").set_weights(
+            [np.ones(1), np.zeros(1), np.zeros(1), np.ones(1) - 1e-5]
+        )
         outputs[padding] = model(x, training=False).numpy()[0, 0, :, :, 0]
         if padding == "symmetric":
             assert [layer.name for layer in model.layers][1] == "unit_pad"
@@ -374,35 +424,65 @@ def test_batchnorm_epsilon_by_hand():
 @pytest.mark.slow
 def test_symmetric_max_pool_equals_padding_with_minus_infinity():
     """The stem pool pads zeros; after the ReLU that equals PyTorch's -inf."""
-    model = models.resnet3d(18, num_classes=3, input_shape=(8, 32, 32, 3),
-                            class_regularization=False, padding="symmetric")
+    model = models.resnet3d(
+        18,
+        num_classes=3,
+        input_shape=(8, 32, 32, 3),
+        class_regularization=False,
+        padding="symmetric",
+    )
     pool = keras.Model(model.get_layer("stem_pool_pad").input, model.get_layer("stem_pool").output)
     x = np.maximum(np.random.default_rng(0).normal(size=(1, 8, 16, 16, 64)), 0).astype(np.float32)
     padded = np.pad(x, [(0, 0), (1, 1), (1, 1), (1, 1), (0, 0)], constant_values=-np.inf)
-    expected = np.stack([
-        np.stack([
-            np.stack([padded[:, 2 * t:2 * t + 3, 2 * h:2 * h + 3, 2 * w:2 * w + 3].max(axis=(1, 2, 3))
-                      for w in range(8)], axis=1)
-            for h in range(8)], axis=1)
-        for t in range(4)], axis=1)
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    np.stack(
+                        [
+                            padded[:, 2 * t : 2 * t + 3, 2 * h : 2 * h + 3, 2 * w : 2 * w + 3].max(
+                                axis=(1, 2, 3)
+                            )
+                            for w in range(8)
+                        ],
+                        axis=1,
+                    )
+                    for h in range(8)
+                ],
+                axis=1,
+            )
+            for t in range(4)
+        ],
+        axis=1,
+    )
     np.testing.assert_array_equal(pool(x).numpy(), expected)
 
 
 @pytest.mark.slow
 def test_padding_option_keeps_layer_names_and_flops():
     same = models.resnet3d(18, num_classes=3, input_shape=(4, 16, 16, 3), widen_factor=0.125)
-    symmetric = models.resnet3d(18, num_classes=3, input_shape=(4, 16, 16, 3),
-                                widen_factor=0.125, padding="symmetric")
+    symmetric = models.resnet3d(
+        18, num_classes=3, input_shape=(4, 16, 16, 3), widen_factor=0.125, padding="symmetric"
+    )
 
     def weighted(model):
-        return [(layer.name, [tuple(w.shape) for w in layer.weights])
-                for layer in model.layers if layer.weights]
+        return [
+            (layer.name, [tuple(w.shape) for w in layer.weights])
+            for layer in model.layers
+            if layer.weights
+        ]
 
     assert weighted(same) == weighted(symmetric)
     added = {layer.name for layer in symmetric.layers} - {layer.name for layer in same.layers}
-    assert added == {"stem_pad", "stem_pool_pad", "stage2_block1_1_pad",
-                     "stage3_block1_1_pad", "stage4_block1_1_pad"}
+    assert added == {
+        "stem_pad",
+        "stem_pool_pad",
+        "stage2_block1_1_pad",
+        "stage3_block1_1_pad",
+        "stage4_block1_1_pad",
+    }
     from keras_classreg import flops
+
     assert flops(symmetric) == flops(same)
     with pytest.raises(ValueError, match="Invalid value for argument `padding`"):
         models.resnet3d(18, num_classes=3, input_shape=(8, 32, 32, 3), padding="torch")
@@ -419,8 +499,13 @@ def test_converted_model_saves_and_reloads(tmp_path):
     loaded.model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(again.predict(x, verbose=0), before)
-    rebuilt = models.get(loaded.builder, num_classes=10, input_shape=(8, 32, 32, 3),
-                         class_regularization=False, **loaded.builder_options)
+    rebuilt = models.get(
+        loaded.builder,
+        num_classes=10,
+        input_shape=(8, 32, 32, 3),
+        class_regularization=False,
+        **loaded.builder_options,
+    )
     assert [layer.name for layer in rebuilt.layers] == [layer.name for layer in again.layers]
     keras.backend.clear_session()
 
@@ -464,7 +549,8 @@ def _torch_reference(spec, conv1_t_stride=1, no_max_pool=False):
                 if self.shortcut == "B":
                     self.downsample = nn.Sequential(
                         nn.Conv3d(in_planes, self.out, 1, stride, bias=False),
-                        nn.BatchNorm3d(self.out))
+                        nn.BatchNorm3d(self.out),
+                    )
 
         def forward(self, x):
             y = functional.relu(self.bn1(self.conv1(x)))
@@ -476,8 +562,9 @@ def _torch_reference(spec, conv1_t_stride=1, no_max_pool=False):
                 residual = self.downsample(x)
             elif self.shortcut == "A":
                 residual = functional.avg_pool3d(x, kernel_size=1, stride=self.stride)
-                zeros = residual.new_zeros(residual.shape[0], self.out - residual.shape[1],
-                                           *residual.shape[2:])
+                zeros = residual.new_zeros(
+                    residual.shape[0], self.out - residual.shape[1], *residual.shape[2:]
+                )
                 residual = torch.cat([residual, zeros], dim=1)
             else:
                 residual = x
@@ -487,8 +574,14 @@ def _torch_reference(spec, conv1_t_stride=1, no_max_pool=False):
         def __init__(self):
             super().__init__()
             t = spec["stem_t"]
-            self.conv1 = nn.Conv3d(3, spec["stem_filters"], (t, 7, 7), (conv1_t_stride, 2, 2),
-                                   (t // 2, 3, 3), bias=False)
+            self.conv1 = nn.Conv3d(
+                3,
+                spec["stem_filters"],
+                (t, 7, 7),
+                (conv1_t_stride, 2, 2),
+                (t // 2, 3, 3),
+                bias=False,
+            )
             self.bn1 = nn.BatchNorm3d(spec["stem_filters"])
             in_planes = spec["stem_filters"]
             for stage, (count, planes) in enumerate(zip(spec["blocks"], spec["planes"]), 1):
@@ -540,8 +633,14 @@ def test_3d_resnets_match_pytorch(tmp_path, key):
         # and the Keras "same" padding is measurably another function
         if release == "2018" and key == "resnet18_A":
             options = dict(loaded.builder_options, padding="same")
-            same = models.get(loaded.builder, num_classes=10, input_shape=TINY_CLIPS,
-                              class_regularization=False, classifier_activation=None, **options)
+            same = models.get(
+                loaded.builder,
+                num_classes=10,
+                input_shape=TINY_CLIPS,
+                class_regularization=False,
+                classifier_activation=None,
+                **options,
+            )
             same.set_weights(loaded.model.get_weights())
             assert np.abs(same(x, training=False).numpy() - expected).max() > 1e-2
     keras.backend.clear_session()
@@ -555,8 +654,13 @@ def test_3d_resnets_stem_options_match_pytorch(tmp_path):
     state = random_state_dict(hara_shapes(spec), seed=3)
     reference.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in state.items()})
     torch.save({"arch": "resnet-18", "state_dict": reference.state_dict()}, tmp_path / "m.pth")
-    loaded = load_3d_resnets_pth(tmp_path / "m.pth", input_shape=TINY_CLIPS, conv1_t_stride=2,
-                                 no_max_pool=True, classifier_activation=None)
+    loaded = load_3d_resnets_pth(
+        tmp_path / "m.pth",
+        input_shape=TINY_CLIPS,
+        conv1_t_stride=2,
+        no_max_pool=True,
+        classifier_activation=None,
+    )
     x = np.random.default_rng(4).normal(size=(1, *TINY_CLIPS)).astype(np.float32)
     with torch.no_grad():
         expected = reference(torch.from_numpy(x.transpose(0, 4, 1, 2, 3))).numpy()
@@ -567,11 +671,16 @@ def test_3d_resnets_stem_options_match_pytorch(tmp_path):
 # ---------------------------------------------------------------------------
 # DeepMind I3D: the variables of their published index files
 # ---------------------------------------------------------------------------
-I3D_MIXED = [  # end point: Branch_0 1x1, Branch_1 1x1 -> 3x3, Branch_2 1x1 -> 3x3, Branch_3 pool -> 1x1
-    ("Mixed_3b", (64, 96, 128, 16, 32, 32)), ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
-    ("Mixed_4b", (192, 96, 208, 16, 48, 64)), ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
-    ("Mixed_4d", (128, 128, 256, 24, 64, 64)), ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
-    ("Mixed_4f", (256, 160, 320, 32, 128, 128)), ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
+# end point: Branch_0 1x1, Branch_1 1x1 -> 3x3, Branch_2 1x1 -> 3x3, Branch_3 pool -> 1x1
+I3D_MIXED = [
+    ("Mixed_3b", (64, 96, 128, 16, 32, 32)),
+    ("Mixed_3c", (128, 128, 192, 32, 96, 64)),
+    ("Mixed_4b", (192, 96, 208, 16, 48, 64)),
+    ("Mixed_4c", (160, 112, 224, 24, 64, 64)),
+    ("Mixed_4d", (128, 128, 256, 24, 64, 64)),
+    ("Mixed_4e", (112, 144, 288, 32, 64, 64)),
+    ("Mixed_4f", (256, 160, 320, 32, 128, 128)),
+    ("Mixed_5b", (256, 160, 320, 32, 128, 128)),
     ("Mixed_5c", (384, 192, 384, 48, 128, 128)),
 ]
 
@@ -598,14 +707,18 @@ def _write_i3d_checkpoint(shapes, prefix, seed=0):
         values[name] = value.astype(np.float32)
     names = sorted(values)
     prefix.parent.mkdir(parents=True, exist_ok=True)
-    tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=names,
-                      shape_and_slices=[""] * len(names),
-                      tensors=[tf.constant(values[n]) for n in names])
+    tf.raw_ops.SaveV2(
+        prefix=str(prefix),
+        tensor_names=names,
+        shape_and_slices=[""] * len(names),
+        tensors=[tf.constant(values[n]) for n in names],
+    )
     return values
 
 
 def _i3d_reference_logits(values, scope, clips):
     """kinetics-i3d's `InceptionI3d` up to 'Logits', from `i3d.py`'s facts."""
+
     def unit(x, name, stride=(1, 1, 1)):
         prefix = scope + name
         x = tf.nn.conv3d(x, values[prefix + "/conv_3d/w"], [1, *stride, 1], "SAME")
@@ -614,8 +727,14 @@ def _i3d_reference_logits(values, scope, clips):
         def stat(key):
             return tf.reshape(values[f"{prefix}/batch_norm/{key}"], [channels])
 
-        x = tf.nn.batch_normalization(x, stat("moving_mean"), stat("moving_variance"),
-                                      offset=stat("beta"), scale=None, variance_epsilon=1e-3)
+        x = tf.nn.batch_normalization(
+            x,
+            stat("moving_mean"),
+            stat("moving_variance"),
+            offset=stat("beta"),
+            scale=None,
+            variance_epsilon=1e-3,
+        )
         return tf.nn.relu(x)
 
     x = unit(clips, "Conv3d_1a_7x7", (2, 2, 2))
@@ -628,13 +747,20 @@ def _i3d_reference_logits(values, scope, clips):
         if name == "Mixed_5b":
             x = tf.nn.max_pool3d(x, [1, 2, 2, 2, 1], [1, 2, 2, 2, 1], "SAME")
         branch_2_second = "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"
-        x = tf.concat([
-            unit(x, f"{name}/Branch_0/Conv3d_0a_1x1"),
-            unit(unit(x, f"{name}/Branch_1/Conv3d_0a_1x1"), f"{name}/Branch_1/Conv3d_0b_3x3"),
-            unit(unit(x, f"{name}/Branch_2/Conv3d_0a_1x1"), f"{name}/Branch_2/{branch_2_second}"),
-            unit(tf.nn.max_pool3d(x, [1, 3, 3, 3, 1], [1] * 5, "SAME"),
-                 f"{name}/Branch_3/Conv3d_0b_1x1"),
-        ], axis=4)
+        x = tf.concat(
+            [
+                unit(x, f"{name}/Branch_0/Conv3d_0a_1x1"),
+                unit(unit(x, f"{name}/Branch_1/Conv3d_0a_1x1"), f"{name}/Branch_1/Conv3d_0b_3x3"),
+                unit(
+                    unit(x, f"{name}/Branch_2/Conv3d_0a_1x1"), f"{name}/Branch_2/{branch_2_second}"
+                ),
+                unit(
+                    tf.nn.max_pool3d(x, [1, 3, 3, 3, 1], [1] * 5, "SAME"),
+                    f"{name}/Branch_3/Conv3d_0b_1x1",
+                ),
+            ],
+            axis=4,
+        )
     x = tf.nn.avg_pool3d(x, [1, 2, 7, 7, 1], [1] * 5, "VALID")
     logits = tf.nn.conv3d(x, values[scope + "Logits/Conv3d_0c_1x1/conv_3d/w"], [1] * 5, "VALID")
     logits = tf.squeeze(logits + values[scope + "Logits/Conv3d_0c_1x1/conv_3d/b"], [2, 3])
@@ -646,28 +772,44 @@ def test_i3d_reference_covers_the_published_variables(tmp_path):
     shapes = _published_i3d_variables("rgb_imagenet", tmp_path)
     read = set()
     for name, _ in I3D_MIXED:
-        for branch, units in (("Branch_0", ["Conv3d_0a_1x1"]),
-                              ("Branch_1", ["Conv3d_0a_1x1", "Conv3d_0b_3x3"]),
-                              ("Branch_2", ["Conv3d_0a_1x1",
-                                            "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"]),
-                              ("Branch_3", ["Conv3d_0b_1x1"])):
+        for branch, units in (
+            ("Branch_0", ["Conv3d_0a_1x1"]),
+            ("Branch_1", ["Conv3d_0a_1x1", "Conv3d_0b_3x3"]),
+            (
+                "Branch_2",
+                ["Conv3d_0a_1x1", "Conv3d_0a_3x3" if name == "Mixed_5b" else "Conv3d_0b_3x3"],
+            ),
+            ("Branch_3", ["Conv3d_0b_1x1"]),
+        ):
             read.update(f"{name}/{branch}/{unit}" for unit in units)
     read.update(["Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3"])
-    expected = {f"RGB/inception_i3d/{unit}/{leaf}" for unit in read
-                for leaf in ("conv_3d/w", "batch_norm/beta", "batch_norm/moving_mean",
-                             "batch_norm/moving_variance")}
-    expected |= {"RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w",
-                 "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b"}
+    expected = {
+        f"RGB/inception_i3d/{unit}/{leaf}"
+        for unit in read
+        for leaf in (
+            "conv_3d/w",
+            "batch_norm/beta",
+            "batch_norm/moving_mean",
+            "batch_norm/moving_variance",
+        )
+    }
+    expected |= {
+        "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/w",
+        "RGB/inception_i3d/Logits/Conv3d_0c_1x1/conv_3d/b",
+    }
     assert set(shapes) == expected
-    for name, (b0, b1a, b1b, b2a, b2b, b3) in I3D_MIXED:
+    for name, (b0, _b1a, _b1b, _b2a, _b2b, b3) in I3D_MIXED:
         assert shapes[f"RGB/inception_i3d/{name}/Branch_0/Conv3d_0a_1x1/conv_3d/w"][-1] == b0
         assert shapes[f"RGB/inception_i3d/{name}/Branch_3/Conv3d_0b_1x1/conv_3d/w"][-1] == b3
 
 
-@pytest.mark.parametrize("name, scope, classes, momentum", [
-    ("rgb_imagenet", "RGB/inception_i3d/", 400, 0),
-    ("rgb_scratch_kin600", "", 600, 116),
-])
+@pytest.mark.parametrize(
+    "name, scope, classes, momentum",
+    [
+        ("rgb_imagenet", "RGB/inception_i3d/", 400, 0),
+        ("rgb_scratch_kin600", "", 600, 116),
+    ],
+)
 @pytest.mark.slow
 def test_i3d_every_published_variable_used_once(tmp_path, name, scope, classes, momentum):
     shapes = _published_i3d_variables(name, tmp_path)
@@ -681,14 +823,19 @@ def test_i3d_every_published_variable_used_once(tmp_path, name, scope, classes, 
     model = loaded.model
     np.testing.assert_array_equal(
         model.get_layer("Mixed_5b_Branch_2_Conv3d_0b_3x3_conv").kernel.numpy(),
-        values[scope + "Mixed_5b/Branch_2/Conv3d_0a_3x3/conv_3d/w"])
+        values[scope + "Mixed_5b/Branch_2/Conv3d_0a_3x3/conv_3d/w"],
+    )
     bn = model.get_layer("Mixed_4c_Branch_1_Conv3d_0b_3x3_bn")
     np.testing.assert_array_equal(
         bn.moving_mean.numpy(),
-        values[scope + "Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"].reshape(-1))
+        values[scope + "Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"].reshape(-1),
+    )
     np.testing.assert_array_equal(bn.gamma.numpy(), np.ones(224))  # Sonnet: no scale
-    assert all(layer.epsilon == 1e-3 for layer in model.layers
-               if isinstance(layer, keras.layers.BatchNormalization))
+    assert all(
+        layer.epsilon == 1e-3
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    )
     assert model.output_shape == (None, classes)
     assert loaded.clip_format["class_names"] == kinetics_class_names(classes)
     assert (loaded.clip_format["mean"], loaded.clip_format["std"]) == ([0.5] * 3, [0.5] * 3)
@@ -701,12 +848,14 @@ def test_i3d_matches_reference(tmp_path):
     shapes = _published_i3d_variables("rgb_imagenet", tmp_path)
     prefix = tmp_path / "rgb_imagenet" / "model.ckpt"
     values = _write_i3d_checkpoint(shapes, prefix, seed=5)
-    loaded = load_kinetics_i3d(prefix.parent, input_shape=(16, 224, 224, 3),
-                               classifier_activation=None)
+    loaded = load_kinetics_i3d(
+        prefix.parent, input_shape=(16, 224, 224, 3), classifier_activation=None
+    )
     clips = np.random.default_rng(6).uniform(-1, 1, (1, 16, 224, 224, 3)).astype(np.float32)
     expected = _i3d_reference_logits(values, "RGB/inception_i3d/", clips)
-    np.testing.assert_allclose(loaded.model(clips, training=False).numpy(), expected,
-                               atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        loaded.model(clips, training=False).numpy(), expected, atol=1e-4, rtol=0
+    )
     keras.backend.clear_session()
 
 

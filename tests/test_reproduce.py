@@ -12,15 +12,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _result(arm, seed, top1, top5=1.0):
-    return {"arm": arm, "seed": seed, "top1": top1, "top5": top5, "wall_seconds": 10.0,
-            "history": [{"epoch": 1, "epoch_seconds": 4.0},
-                        {"epoch": 2, "epoch_seconds": 3.0}]}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "top1": top1,
+        "top5": top5,
+        "wall_seconds": 10.0,
+        "history": [{"epoch": 1, "epoch_seconds": 4.0}, {"epoch": 2, "epoch_seconds": 3.0}],
+    }
 
 
 def test_summary_and_paired_differences_match_hand_computed_values():
-    results = [_result("base", 0, 0.60), _result("base", 1, 0.70), _result("base", 2, 0.80),
-               _result("classreg", 0, 0.65), _result("classreg", 1, 0.70),
-               _result("classreg", 2, 0.74)]
+    results = [
+        _result("base", 0, 0.60),
+        _result("base", 1, 0.70),
+        _result("base", 2, 0.80),
+        _result("classreg", 0, 0.65),
+        _result("classreg", 1, 0.70),
+        _result("classreg", 2, 0.74),
+    ]
     summary = reproduce.summarise(results, ["base", "classreg", "absent"])
     assert set(summary) == {"base", "classreg"}
     assert summary["base"]["top1_mean"] == pytest.approx(0.70)
@@ -36,15 +46,33 @@ def test_summary_and_paired_differences_match_hand_computed_values():
 
 def test_plan_shares_seed_init_and_data_between_arms(tmp_path):
     common = {"model": "resnet18_3d", "epochs": 3, "learning_rate": 0.1}
-    plan = reproduce.study_plan(common, [0, 1], finetune_epochs=2, finetune_lr=0.01,
-                                ablation=[0.0, 0.2], ablation_seeds=1, num_blocks=4,
-                                out=str(tmp_path))
+    plan = reproduce.study_plan(
+        common,
+        [0, 1],
+        finetune_epochs=2,
+        finetune_lr=0.01,
+        ablation=[0.0, 0.2],
+        ablation_seeds=1,
+        num_blocks=4,
+        out=str(tmp_path),
+    )
     arms = [(r["arm"], r["seed"]) for r in plan]
-    assert arms == [("base", 0), ("classreg", 0), ("base+cr_ft", 0), ("base_cont", 0),
-                    ("base", 1), ("classreg", 1), ("base+cr_ft", 1), ("base_cont", 1),
-                    ("alpha=0", 0), ("alpha=0.2", 0)]
+    assert arms == [
+        ("base", 0),
+        ("classreg", 0),
+        ("base+cr_ft", 0),
+        ("base_cont", 0),
+        ("base", 1),
+        ("classreg", 1),
+        ("base+cr_ft", 1),
+        ("base_cont", 1),
+        ("alpha=0", 0),
+        ("alpha=0.2", 0),
+    ]
     by = {(r["arm"], r["seed"]): r["config"] for r in plan}
-    assert by["base", 0]["init_from"] == by["classreg", 0]["init_from"] != by["base", 1]["init_from"]
+    assert (
+        by["base", 0]["init_from"] == by["classreg", 0]["init_from"] != by["base", 1]["init_from"]
+    )
     assert by["base", 0]["class_regularization"] is False
     assert by["classreg", 0]["class_regularization"] is True
     finetune = by["base+cr_ft", 1]
@@ -73,22 +101,46 @@ def test_tiny_study_end_to_end(tmp_path):
     (identity blocks, same initial weights and data order) matches base."""
     from training.data import prepare_dataset, write_synthetic_dataset
 
-    dataset = write_synthetic_dataset(tmp_path / "videos", classes=2, per_class=6,
-                                      frames=12, size=32, test_fraction=0.34)
-    prepare_dataset(dataset, tmp_path / "prepared", short_side=24, workers=0,
-                    progress=False)
+    dataset = write_synthetic_dataset(
+        tmp_path / "videos", classes=2, per_class=6, frames=12, size=32, test_fraction=0.34
+    )
+    prepare_dataset(dataset, tmp_path / "prepared", short_side=24, workers=0, progress=False)
     out = tmp_path / "study"
     # one replica: faster than the 2 test CPU devices; no XLA: compiling the
     # steps of five tiny one-epoch runs costs more than it saves
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"devices": ["/cpu:0"], "xla": False}))
-    code = reproduce.main([
-        "--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1",
-        "--model", str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
-        "--epochs", "1", "--finetune-epochs", "1", "--ablation", "0",
-        "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
-        "--eval-clips", "2", "--no-overhead", "--config", str(config),
-    ])
+    code = reproduce.main(
+        [
+            "--data",
+            str(tmp_path / "prepared"),
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--model",
+            str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
+            "--epochs",
+            "1",
+            "--finetune-epochs",
+            "1",
+            "--ablation",
+            "0",
+            "--clip-length",
+            "4",
+            "--stride",
+            "1",
+            "--crop-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--eval-clips",
+            "2",
+            "--no-overhead",
+            "--config",
+            str(config),
+        ]
+    )
     assert code == 0
     study = json.loads((out / "results.json").read_text())
     assert study["finished_runs"] == study["planned_runs"] == 5
@@ -100,13 +152,40 @@ def test_tiny_study_end_to_end(tmp_path):
     assert "| base |" in (out / "results.md").read_text()
     # a second run reads the cached results instead of training again
     runs_before = {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")}
-    assert reproduce.main([
-        "--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1",
-        "--model", str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
-        "--epochs", "1", "--finetune-epochs", "1", "--ablation", "0",
-        "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
-        "--eval-clips", "2", "--no-overhead", "--config", str(config),
-    ]) == 0
+    assert (
+        reproduce.main(
+            [
+                "--data",
+                str(tmp_path / "prepared"),
+                "--out",
+                str(out),
+                "--seeds",
+                "1",
+                "--model",
+                str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
+                "--epochs",
+                "1",
+                "--finetune-epochs",
+                "1",
+                "--ablation",
+                "0",
+                "--clip-length",
+                "4",
+                "--stride",
+                "1",
+                "--crop-size",
+                "16",
+                "--batch-size",
+                "4",
+                "--eval-clips",
+                "2",
+                "--no-overhead",
+                "--config",
+                str(config),
+            ]
+        )
+        == 0
+    )
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")} == runs_before
 
 
@@ -117,8 +196,9 @@ def _official_layouts(tmp_path):
 
     from training.data import write_synthetic_dataset
 
-    videos = write_synthetic_dataset(tmp_path / "videos", classes=2, per_class=6,
-                                     frames=12, size=32, test_fraction=0.0)
+    videos = write_synthetic_dataset(
+        tmp_path / "videos", classes=2, per_class=6, frames=12, size=32, test_fraction=0.0
+    )
     by_class = {}
     for item in videos.items:
         by_class.setdefault(videos.class_names[item.label], []).append(item.path)
@@ -135,8 +215,7 @@ def _official_layouts(tmp_path):
             ucf_name = f"{camel}/v_{camel}_g{group:02d}_c01.avi"
             (ucf / ucf_name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(path, ucf / ucf_name)
-            (train if group > 2 else test).append(
-                f"{ucf_name} {number}" if group > 2 else ucf_name)
+            (train if group > 2 else test).append(f"{ucf_name} {number}" if group > 2 else ucf_name)
             hmdb_name = f"{name}_clip_{group}.avi"
             (hmdb / name).mkdir(parents=True, exist_ok=True)
             shutil.copy(path, hmdb / name / hmdb_name)
@@ -155,14 +234,41 @@ def test_study_straight_from_an_official_layout(tmp_path, layout):
     out, prepared = tmp_path / "study", tmp_path / "prepared"
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"devices": ["/cpu:0"], "xla": False}))
-    code = reproduce.main([
-        "--layout", layout, "--root", str(root), "--annotations", str(annotations),
-        "--prepared", str(prepared), "--short-side", "24", "--out", str(out),
-        "--seeds", "1", "--epochs", "1", "--model",
-        str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
-        "--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4",
-        "--eval-clips", "1", "--no-overhead", "--config", str(config),
-    ])
+    code = reproduce.main(
+        [
+            "--layout",
+            layout,
+            "--root",
+            str(root),
+            "--annotations",
+            str(annotations),
+            "--prepared",
+            str(prepared),
+            "--short-side",
+            "24",
+            "--out",
+            str(out),
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--model",
+            str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
+            "--clip-length",
+            "4",
+            "--stride",
+            "1",
+            "--crop-size",
+            "16",
+            "--batch-size",
+            "4",
+            "--eval-clips",
+            "1",
+            "--no-overhead",
+            "--config",
+            str(config),
+        ]
+    )
     assert code == 0
     manifest = json.loads((prepared / "manifest.json").read_text())
     assert manifest["skipped"] == []

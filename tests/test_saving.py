@@ -5,11 +5,11 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import keras
+import numpy as np
+import pytest
 
 import keras_classreg
-import pytest
 from keras_classreg import models
 
 SHAPE = (4, 32, 32, 3)
@@ -18,7 +18,9 @@ SHAPE = (4, 32, 32, 3)
 def _run(code, *args):
     result = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"TF_CPP_MIN_LOG_LEVEL": "2", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -26,13 +28,18 @@ def _run(code, *args):
 
 
 def _model_and_data(tmp_path):
-    model = models.get("resnet18_3d", num_classes=5, input_shape=SHAPE,
-                       class_regularization_options={"use_bias": True})
+    model = models.get(
+        "resnet18_3d",
+        num_classes=5,
+        input_shape=SHAPE,
+        class_regularization_options={"use_bias": True},
+    )
     x = np.random.default_rng(0).normal(size=(3, *SHAPE)).astype("float32")
     # make the blocks matter: non-trivial projections
     for block in keras_classreg.class_regularization_blocks(model):
         block.projection_kernel.assign(
-            np.random.default_rng(1).normal(size=block.projection_kernel.shape))
+            np.random.default_rng(1).normal(size=block.projection_kernel.shape)
+        )
     np.save(tmp_path / "x.npy", x)
     return model, x
 
@@ -63,10 +70,18 @@ def test_keras_round_trip_in_fresh_process(tmp_path):
                           "updated": updated, "seen": seen,
                           "type": type(model).__name__}))
         """,
-        tmp_path / "model.keras", tmp_path / "x.npy", tmp_path / "expected.npy",
+        tmp_path / "model.keras",
+        tmp_path / "x.npy",
+        tmp_path / "expected.npy",
     )
-    assert out == {"same": True, "wired": True, "blocks": 4, "updated": True,
-                   "seen": True, "type": "ClassRegModel"}
+    assert out == {
+        "same": True,
+        "wired": True,
+        "blocks": 4,
+        "updated": True,
+        "seen": True,
+        "type": "ClassRegModel",
+    }
 
 
 def test_plain_keras_model_needs_wiring(tmp_path):
@@ -104,6 +119,8 @@ def test_export_loads_without_this_package(tmp_path):
             "imported": any(m.startswith("keras_classreg") for m in sys.modules),
         }))
         """,
-        tmp_path / "export", tmp_path / "x.npy", tmp_path / "expected.npy",
+        tmp_path / "export",
+        tmp_path / "x.npy",
+        tmp_path / "expected.npy",
     )
     assert out == {"close": True, "imported": False}

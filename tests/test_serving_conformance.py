@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+import tiny_exports as testing
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -38,7 +39,6 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-import tiny_exports as testing
 from training import export
 
 ADDRESS = os.environ.get("CLASSREG_SERVING_ADDRESS")
@@ -62,19 +62,25 @@ class Served:
 
     def connect(self, address):
         self.address = address
-        channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_send_message_length", 64 * 2**20),
-            ("grpc.max_receive_message_length", 64 * 2**20)])
+        channel = grpc.insecure_channel(
+            address,
+            options=[
+                ("grpc.max_send_message_length", 64 * 2**20),
+                ("grpc.max_receive_message_length", 64 * 2**20),
+            ],
+        )
         self.channel = channel
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(channel)
         self.model_service = model_service_pb2_grpc.ModelServiceStub(channel)
 
     def export(self, seed):
-        model, path = testing.export_tiny(os.path.dirname(self.model_dir),
-                                          os.path.basename(self.model_dir),
-                                          seed=seed,
-                                          num_classes=NUM_CLASSES,
-                                          input_shape=SHAPE)
+        model, path = testing.export_tiny(
+            os.path.dirname(self.model_dir),
+            os.path.basename(self.model_dir),
+            seed=seed,
+            num_classes=NUM_CLASSES,
+            input_shape=SHAPE,
+        )
         version = int(os.path.basename(path))
         self.models[version] = model
         return version
@@ -103,8 +109,10 @@ def served(tmp_path_factory):
     if ADDRESS:
         base = os.environ.get("CLASSREG_SERVING_MODEL_BASE")
         if not base:
-            pytest.fail("CLASSREG_SERVING_ADDRESS needs CLASSREG_SERVING_MODEL_BASE "
-                        "(the folder the server watches for the model)")
+            pytest.fail(
+                "CLASSREG_SERVING_ADDRESS needs CLASSREG_SERVING_MODEL_BASE "
+                "(the folder the server watches for the model)"
+            )
         limit = os.environ.get("CLASSREG_SERVING_MAX_MESSAGE_BYTES")
         served = Served(base, int(limit) if limit else None)
         served.connect(ADDRESS)
@@ -116,10 +124,14 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("conformance") / MODEL
     served = Served(base, LOCAL_LIMIT)
     first = served.export(seed=11)
-    server = LocalServer([f"--model_name={MODEL}", f"--model_base_path={base}",
-                          "--grpc_channel_arguments="
-                          f"grpc.max_receive_message_length={LOCAL_LIMIT}",
-                          "--file_system_poll_wait_seconds=0.5"])
+    server = LocalServer(
+        [
+            f"--model_name={MODEL}",
+            f"--model_base_path={base}",
+            f"--grpc_channel_arguments=grpc.max_receive_message_length={LOCAL_LIMIT}",
+            "--file_system_poll_wait_seconds=0.5",
+        ]
+    )
     server.start()
     try:
         served.connect(server.address)
@@ -154,8 +166,9 @@ def check_good_predict(served, seed=0):
     clips = testing.random_clips(2, SHAPE, seed=seed)
     response = served.predictions.Predict(predict_request(clips), timeout=60)
     version = response.model_spec.version.value
-    np.testing.assert_allclose(outputs(response)["probabilities"],
-                               served.expected(version, clips), atol=1e-5)
+    np.testing.assert_allclose(
+        outputs(response)["probabilities"], served.expected(version, clips), atol=1e-5
+    )
     return response
 
 
@@ -186,8 +199,9 @@ def test_predict_returns_probabilities_and_top_k(served):
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
     order = np.argsort(-expected, axis=1)[:, :5]
     np.testing.assert_array_equal(out["top_k_indices"], order)
-    np.testing.assert_allclose(out["top_k_scores"],
-                               np.take_along_axis(expected, order, 1), atol=1e-5)
+    np.testing.assert_allclose(
+        out["top_k_scores"], np.take_along_axis(expected, order, 1), atol=1e-5
+    )
     names = np.array(testing.class_names(NUM_CLASSES))
     assert out["top_k_classes"].astype(str).tolist() == names[order].tolist()
 
@@ -202,15 +216,13 @@ def test_predict_any_clip_size_and_output_filter(served):
     version = response.model_spec.version.value
     best = np.argsort(-served.expected(version, cropped), axis=1)[:, :5]
     names = np.array(testing.class_names(NUM_CLASSES))
-    assert outputs(response)["top_k_classes"].astype(str).tolist() == \
-        names[best].tolist()
+    assert outputs(response)["top_k_classes"].astype(str).tolist() == names[best].tolist()
 
 
 def test_predict_a_named_version(served):
     version = latest(served)
     clips = testing.random_clips(1, SHAPE, seed=3)
-    response = served.predictions.Predict(
-        predict_request(clips, version=version), timeout=60)
+    response = served.predictions.Predict(predict_request(clips, version=version), timeout=60)
     assert response.model_spec.version.value == version
 
 
@@ -223,12 +235,15 @@ def test_model_metadata_lists_the_signatures(served):
     signatures = get_model_metadata_pb2.SignatureDefMap()
     assert response.metadata["signature_def"].Unpack(signatures)
     defs = signatures.signature_def
-    assert {"serving_default", "predict_normalized", "class_names",
-            "classify", "explain"} <= set(defs)
+    assert {"serving_default", "predict_normalized", "class_names", "classify", "explain"} <= set(
+        defs
+    )
     clips = defs["serving_default"].inputs["clips"]
     assert clips.dtype == tf.uint8.as_datatype_enum
-    assert [d.size for d in defs["predict_normalized"].inputs["clips"]
-            .tensor_shape.dim] == [-1, *SHAPE]
+    assert [d.size for d in defs["predict_normalized"].inputs["clips"].tensor_shape.dim] == [
+        -1,
+        *SHAPE,
+    ]
     assert defs["classify"].method_name == "tensorflow/serving/classify"
 
 
@@ -240,17 +255,25 @@ def test_classify_with_jpeg_frame_examples(served):
     request.model_spec.signature_name = "classify"
     request.input.example_list.examples.extend(examples)
     response = served.predictions.Classify(request, timeout=60)
-    decoded = np.stack([
-        np.stack([tf.io.decode_jpeg(f).numpy()
-                  for f in e.features.feature["image/encoded"].bytes_list.value])
-        for e in examples])
+    decoded = np.stack(
+        [
+            np.stack(
+                [
+                    tf.io.decode_jpeg(f).numpy()
+                    for f in e.features.feature["image/encoded"].bytes_list.value
+                ]
+            )
+            for e in examples
+        ]
+    )
     expected = served.expected(response.model_spec.version.value, decoded)
     names = testing.class_names(NUM_CLASSES)
     for row, result in enumerate(response.result.classifications):
         order = np.argsort(-expected[row])[:5]
         assert [c.label for c in result.classes] == [names[i] for i in order]
-        np.testing.assert_allclose([c.score for c in result.classes],
-                                   expected[row][order], atol=1e-5)
+        np.testing.assert_allclose(
+            [c.score for c in result.classes], expected[row][order], atol=1e-5
+        )
 
 
 # ----------------------------------------------------------------------
@@ -274,8 +297,7 @@ def _extra_input():
 
 def _truncated_content():
     request = predict_request(_clip())
-    request.inputs["clips"].tensor_content = \
-        request.inputs["clips"].tensor_content[:-7]
+    request.inputs["clips"].tensor_content = request.inputs["clips"].tensor_content[:-7]
     return request
 
 
@@ -286,29 +308,42 @@ def _unknown_output():
 
 
 BAD_PREDICTS = {
-    "unknown model": (lambda: predict_request(_clip(), model="no-such-model"),
-                      grpc.StatusCode.NOT_FOUND, "no-such-model"),
-    "unknown version": (lambda: predict_request(_clip(), version=424242),
-                        grpc.StatusCode.NOT_FOUND, "424242"),
+    "unknown model": (
+        lambda: predict_request(_clip(), model="no-such-model"),
+        grpc.StatusCode.NOT_FOUND,
+        "no-such-model",
+    ),
+    "unknown version": (
+        lambda: predict_request(_clip(), version=424242),
+        grpc.StatusCode.NOT_FOUND,
+        "424242",
+    ),
     # TF Serving answers an unknown signature key with FAILED_PRECONDITION.
-    "unknown signature": (lambda: predict_request(_clip(), signature="nope"),
-                          grpc.StatusCode.FAILED_PRECONDITION, "nope"),
-    "missing input": (_missing_input, grpc.StatusCode.INVALID_ARGUMENT,
-                      "clips"),
+    "unknown signature": (
+        lambda: predict_request(_clip(), signature="nope"),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "nope",
+    ),
+    "missing input": (_missing_input, grpc.StatusCode.INVALID_ARGUMENT, "clips"),
     "extra input": (_extra_input, grpc.StatusCode.INVALID_ARGUMENT, "extra"),
-    "wrong dtype": (lambda: predict_request(_clip(), dtype=np.float32),
-                    grpc.StatusCode.INVALID_ARGUMENT, ""),
-    "wrong rank": (lambda: predict_request(_clip()[0]),
-                   grpc.StatusCode.INVALID_ARGUMENT, ""),
-    "wrong channels": (lambda: predict_request(
-        np.zeros((1, 4, 16, 16, 4), np.uint8)),
-        grpc.StatusCode.INVALID_ARGUMENT, ""),
-    "empty clip": (lambda: predict_request(np.zeros((1, 0, 16, 16, 3), np.uint8)),
-                   grpc.StatusCode.INVALID_ARGUMENT, ""),
-    "truncated tensor": (_truncated_content, grpc.StatusCode.INVALID_ARGUMENT,
-                         "clips"),
-    "unknown output": (_unknown_output, grpc.StatusCode.INVALID_ARGUMENT,
-                       "no_such_output"),
+    "wrong dtype": (
+        lambda: predict_request(_clip(), dtype=np.float32),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "",
+    ),
+    "wrong rank": (lambda: predict_request(_clip()[0]), grpc.StatusCode.INVALID_ARGUMENT, ""),
+    "wrong channels": (
+        lambda: predict_request(np.zeros((1, 4, 16, 16, 4), np.uint8)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "",
+    ),
+    "empty clip": (
+        lambda: predict_request(np.zeros((1, 0, 16, 16, 3), np.uint8)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "",
+    ),
+    "truncated tensor": (_truncated_content, grpc.StatusCode.INVALID_ARGUMENT, "clips"),
+    "unknown output": (_unknown_output, grpc.StatusCode.INVALID_ARGUMENT, "no_such_output"),
 }
 
 
@@ -331,8 +366,7 @@ def test_bad_classify_requests(served):
     with pytest.raises(grpc.RpcError) as caught:
         served.predictions.Classify(request, timeout=60)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "Expected one or two output Tensors, found 4" in \
-        caught.value.details()
+    assert "Expected one or two output Tensors, found 4" in caught.value.details()
     request.model_spec.signature_name = "classify"
     del request.input.example_list.examples[:]
     with pytest.raises(grpc.RpcError) as caught:
@@ -396,8 +430,8 @@ def test_new_version_is_swapped_in_without_a_failed_request(served):
             version = response.model_spec.version.value
             seen.append(version)
             if version in served.models and not np.allclose(
-                    outputs(response)["probabilities"],
-                    served.expected(version, clips), atol=1e-5):
+                outputs(response)["probabilities"], served.expected(version, clips), atol=1e-5
+            ):
                 wrong.append(version)
 
     threads = [threading.Thread(target=hammer) for _ in range(2)]
@@ -418,11 +452,12 @@ def test_new_version_is_swapped_in_without_a_failed_request(served):
     assert failures == []
     assert wrong == []
     assert seen[0] == old and seen[-1] == new
-    assert not np.allclose(served.expected(old, clips),
-                           served.expected(new, clips), atol=1e-3)
+    assert not np.allclose(served.expected(old, clips), served.expected(new, clips), atol=1e-3)
     status = get_model_status_pb2.GetModelStatusRequest()
     status.model_spec.name = MODEL
-    states = {s.version: s.state for s in served.model_service.GetModelStatus(
-        status, timeout=10).model_version_status}
+    states = {
+        s.version: s.state
+        for s in served.model_service.GetModelStatus(status, timeout=10).model_version_status
+    }
     assert states[new] == get_model_status_pb2.ModelVersionStatus.AVAILABLE
     assert states[old] == get_model_status_pb2.ModelVersionStatus.END

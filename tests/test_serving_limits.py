@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+import tf_serving_models
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -23,7 +24,6 @@ from tensorflow_serving.apis import (
 )
 from tensorflow_serving.config import model_server_config_pb2
 
-import tf_serving_models
 from serving import server as server_cli
 from serving.batching import Batcher, BatchingOptions
 from serving.errors import MESSAGE_LIMIT, ServingError
@@ -53,18 +53,24 @@ def _proto(dtype, shape, **values):
 # ----------------------------------------------------------------------
 # Tensors
 # ----------------------------------------------------------------------
-@pytest.mark.parametrize("proto, words", [
-    (_proto(types_pb2.DT_UINT8, [1], int_val=[300]),
-     "int_val[0] = 300 is out of range for uint8"),
-    (_proto(types_pb2.DT_INT8, [2], int_val=[1, -129]), "out of range for int8"),
-    (_proto(types_pb2.DT_INT32, [1], int_val=[3], tensor_content=b"\0" * 4),
-     "both in tensor_content and in int_val"),
-    (_proto(types_pb2.DT_INT32, [2, -1], int_val=[3]), "dimension 1 is -1"),
-    (_proto(types_pb2.DT_FLOAT, [3], tensor_content=b"\0" * 8),
-     "tensor_content has 8 bytes"),
-    (_proto(types_pb2.DT_INT32, [1], float_val=[1.0]), "belong in int_val"),
-    (_proto(types_pb2.DT_VARIANT, [1]), "cannot be sent"),
-])
+@pytest.mark.parametrize(
+    "proto, words",
+    [
+        (
+            _proto(types_pb2.DT_UINT8, [1], int_val=[300]),
+            "int_val[0] = 300 is out of range for uint8",
+        ),
+        (_proto(types_pb2.DT_INT8, [2], int_val=[1, -129]), "out of range for int8"),
+        (
+            _proto(types_pb2.DT_INT32, [1], int_val=[3], tensor_content=b"\0" * 4),
+            "both in tensor_content and in int_val",
+        ),
+        (_proto(types_pb2.DT_INT32, [2, -1], int_val=[3]), "dimension 1 is -1"),
+        (_proto(types_pb2.DT_FLOAT, [3], tensor_content=b"\0" * 8), "tensor_content has 8 bytes"),
+        (_proto(types_pb2.DT_INT32, [1], float_val=[1.0]), "belong in int_val"),
+        (_proto(types_pb2.DT_VARIANT, [1]), "cannot be sent"),
+    ],
+)
 def test_bad_tensors_are_invalid_argument(proto, words):
     code, message = _code(lambda: to_array(proto, "x"))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
@@ -79,18 +85,25 @@ def test_unknown_rank_is_invalid_argument():
 
 
 def test_decoding_matches_tensorflow():
-    for array in (np.arange(6, dtype=np.float32).reshape(2, 3),
-                  np.arange(5, dtype=np.uint8), np.array([1.5, 2], np.float16),
-                  np.array([[1 + 2j, 3 - 1j]], np.complex64),
-                  np.array([True, False]), np.array([b"a", b"bc"], object),
-                  np.arange(4, dtype=np.int64), np.array(3.0)):
+    for array in (
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.arange(5, dtype=np.uint8),
+        np.array([1.5, 2], np.float16),
+        np.array([[1 + 2j, 3 - 1j]], np.complex64),
+        np.array([True, False]),
+        np.array([b"a", b"bc"], object),
+        np.arange(4, dtype=np.int64),
+        np.array(3.0),
+    ):
         proto = tf.make_tensor_proto(array)
         got, want = to_array(proto), tf.make_ndarray(proto)
         assert got.dtype == want.dtype and got.shape == want.shape
         assert (got == want).all()
-    for proto in (tf.make_tensor_proto(7, dtype=tf.int32, shape=[2, 3]),
-                  tf.make_tensor_proto(b"z", shape=[3]),
-                  _proto(types_pb2.DT_FLOAT, [4])):  # padding as TensorFlow
+    for proto in (
+        tf.make_tensor_proto(7, dtype=tf.int32, shape=[2, 3]),
+        tf.make_tensor_proto(b"z", shape=[3]),
+        _proto(types_pb2.DT_FLOAT, [4]),
+    ):  # padding as TensorFlow
         assert (to_array(proto) == tf.make_ndarray(proto)).all()
 
 
@@ -112,9 +125,13 @@ def test_padded_tensor_costs_its_decoded_size_once():
 
 @pytest.mark.slow
 def test_json_parse_worst_case_is_within_the_reserved_factor():
-    for body in (b"[" + b"{}," * 200_000 + b"{}]", b"[" + b"[]," * 200_000 + b"[]]",
-                 b"[" + b"1e1," * 200_000 + b"1]", b"[" + b'"ab",' * 200_000 + b"1]",
-                 b"[" + b"999," * 200_000 + b"1]"):
+    for body in (
+        b"[" + b"{}," * 200_000 + b"{}]",
+        b"[" + b"[]," * 200_000 + b"[]]",
+        b"[" + b"1e1," * 200_000 + b"1]",
+        b"[" + b'"ab",' * 200_000 + b"1]",
+        b"[" + b"999," * 200_000 + b"1]",
+    ):
         tracemalloc.start()
         try:
             document = json.loads(body)
@@ -164,10 +181,12 @@ def _x_request(model, proto):
 def test_amplifying_requests_are_refused_before_decoding(manager):
     handlers = Handlers(manager, limits=RequestLimits(16 * MIB, MemoryBudget(64 * MIB)))
     started = time.monotonic()
-    for proto in (_proto(types_pb2.DT_FLOAT, [1, 2**26], float_val=[0.0]),
-                  _proto(types_pb2.DT_INT32, [2**20, 2**20, 2**20], int_val=[0]),
-                  _proto(types_pb2.DT_STRING, [2**24], string_val=[b"x" * 64])):
-        code, message = _code(lambda: handlers.predict(_x_request("hp2", proto)))
+    for proto in (
+        _proto(types_pb2.DT_FLOAT, [1, 2**26], float_val=[0.0]),
+        _proto(types_pb2.DT_INT32, [2**20, 2**20, 2**20], int_val=[0]),
+        _proto(types_pb2.DT_STRING, [2**24], string_val=[b"x" * 64]),
+    ):
+        code, message = _code(lambda proto=proto: handlers.predict(_x_request("hp2", proto)))
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, message
         assert "per-request limit" in message and "--max_request_bytes" in message
     assert time.monotonic() - started < 1.0  # nothing was decoded
@@ -202,7 +221,8 @@ def test_rest_json_reserves_its_parse_cost(manager):
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "JSON body" in message
     small = json.dumps({"instances": [1.0]}).encode()
     assert json.loads(app.process("POST", "/v1/models/hp2:predict", small)) == {
-        "predictions": [2.5]}
+        "predictions": [2.5]
+    }
     # a declared shape above the per-request limit is refused before NumPy builds it
     tight = RestApp(Handlers(manager, limits=RequestLimits(1024, MemoryBudget(None))))
     body = json.dumps({"inputs": [[0.0] * 300]}).encode()
@@ -251,8 +271,9 @@ def test_expired_request_is_dropped_inside_a_forming_batch():
     assert code == grpc.StatusCode.CANCELLED
     alive = RequestContext.with_timeout("GRPC", 10)
     result = {}
-    waiter = threading.Thread(target=lambda: result.update(
-        batcher.run({"x": np.full((1, 1), 3.0)}, alive)))
+    waiter = threading.Thread(
+        target=lambda: result.update(batcher.run({"x": np.full((1, 1), 3.0)}, alive))
+    )
     waiter.start()
     time.sleep(0.1)
     release.set()
@@ -278,8 +299,10 @@ def test_tf2_loop_is_cancelled_and_other_calls_are_not(manager):
 
     doomed = RequestContext.with_timeout("GRPC", 30)
     other = RequestContext.with_timeout("GRPC", 60)
-    threads = [threading.Thread(target=call, args=("doomed", 100_000, doomed)),
-               threading.Thread(target=call, args=("other", 300, other))]
+    threads = [
+        threading.Thread(target=call, args=("doomed", 100_000, doomed)),
+        threading.Thread(target=call, args=("other", 300, other)),
+    ]
     for thread in threads:
         thread.start()
     time.sleep(0.5)
@@ -299,17 +322,23 @@ def test_tf2_loop_is_cancelled_and_other_calls_are_not(manager):
 def test_tf1_session_run_gets_the_deadline(tmp_path):
     """TF Serving's RunOptions.timeout_in_ms: the session stops the step."""
     tf_serving_models.slow_loop_tf1(tmp_path / "slow1" / "1")
-    manager = ModelManager(single_model_config("slow1", tmp_path / "slow1"),
-                           poll_wait_seconds=0).start()
+    manager = ModelManager(
+        single_model_config("slow1", tmp_path / "slow1"), poll_wait_seconds=0
+    ).start()
     try:
         version = manager.resolve(_x_request("slow1", tf.make_tensor_proto([1.0])).model_spec)
         signature = version.signatures["serving_default"]
-        assert version.run(signature, {"x": np.array([3.0], np.float32)},
-                           RequestContext.with_timeout("GRPC", 30))["y"].tolist() == [3.0]
+        assert version.run(
+            signature, {"x": np.array([3.0], np.float32)}, RequestContext.with_timeout("GRPC", 30)
+        )["y"].tolist() == [3.0]
         started = time.monotonic()
-        code, _ = _code(lambda: version.run(
-            signature, {"x": np.array([100_000.0], np.float32)},
-            RequestContext.with_timeout("GRPC", 0.3)))
+        code, _ = _code(
+            lambda: version.run(
+                signature,
+                {"x": np.array([100_000.0], np.float32)},
+                RequestContext.with_timeout("GRPC", 0.3),
+            )
+        )
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 3
     finally:
@@ -348,8 +377,17 @@ def test_no_loadable_version_exits_non_zero_with_the_reason(tmp_path, capsys):
     base = tmp_path / "model"
     (base / "3").mkdir(parents=True)
     (base / "3" / "saved_model.pb").write_bytes(b"garbage")
-    assert server_cli.main([f"--model_base_path={base}", "--model_name=m",
-                            "--port=0", f"--grpc_socket_path={tmp_path}/s"]) == 2
+    assert (
+        server_cli.main(
+            [
+                f"--model_base_path={base}",
+                "--model_name=m",
+                "--port=0",
+                f"--grpc_socket_path={tmp_path}/s",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "model m: no version could be loaded (version 3:" in err
 
@@ -371,10 +409,11 @@ def test_symlinks_leaving_the_version_or_base_are_refused(tmp_path):
         spec = get_model_status_pb2.GetModelStatusRequest().model_spec
         spec.name = "m"
         states = {s.version: s for s in manager.status(spec).model_version_status}
-        assert "version 5 is a symbolic link to a folder outside" in \
-            states[5].status.error_message
-        assert "assets/class_names.txt is a symbolic link to a file outside" in \
-            states[4].status.error_message
+        assert "version 5 is a symbolic link to a folder outside" in states[5].status.error_message
+        assert (
+            "assets/class_names.txt is a symbolic link to a file outside"
+            in states[4].status.error_message
+        )
         assert manager.resolve(spec).version == 3
     finally:
         manager.stop()
@@ -397,30 +436,53 @@ def test_reload_rpc_is_off_by_default_and_confined_to_roots(manager, tmp_path, c
     elsewhere = tmp_path / "elsewhere"
     tf_serving_models.half_plus_two_tf2(elsewhere / "evil" / "1")
     os.symlink(elsewhere / "evil", allowed / "sneaky")
-    request = _reload({"hp2": manager._models["hp2"].config.base_path,
-                       "slow": manager._models["slow"].config.base_path})
+    request = _reload(
+        {
+            "hp2": manager._models["hp2"].config.base_path,
+            "slow": manager._models["slow"].config.base_path,
+        }
+    )
     code, message = _code(lambda: Handlers(manager).reload_config(request))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     assert "--enable_model_config_reload" in message
     with pytest.raises(ValueError, match="allowed_model_base_path_roots"):
         ReloadPolicy(True, [])
     handlers = Handlers(manager, reload_policy=ReloadPolicy(True, [allowed]))
-    for path in (elsewhere / "evil", allowed / "sneaky", allowed / ".." / "elsewhere" / "evil",
-                 "relative/path"):
-        code, message = _code(lambda: handlers.reload_config(_reload({"x": path})))
+    for path in (
+        elsewhere / "evil",
+        allowed / "sneaky",
+        allowed / ".." / "elsewhere" / "evil",
+        "relative/path",
+    ):
+        code, message = _code(lambda path=path: handlers.reload_config(_reload({"x": path})))
         assert code == grpc.StatusCode.PERMISSION_DENIED, path
         assert "x" in message
     assert not manager.has_model("x")
     own = tmp_path / "own"
     own.mkdir()
-    mixed = Handlers(manager, reload_policy=ReloadPolicy(
-        True, [allowed, manager._models["hp2"].config.base_path,
-               manager._models["slow"].config.base_path]))
+    mixed = Handlers(
+        manager,
+        reload_policy=ReloadPolicy(
+            True,
+            [
+                allowed,
+                manager._models["hp2"].config.base_path,
+                manager._models["slow"].config.base_path,
+            ],
+        ),
+    )
     with caplog.at_level(logging.WARNING, logger="serving.handlers"):
-        mixed.reload_config(_reload({
-            "hp2": manager._models["hp2"].config.base_path,
-            "slow": manager._models["slow"].config.base_path,
-            "good": allowed / "good"}))
+        mixed.reload_config(
+            _reload(
+                {
+                    "hp2": manager._models["hp2"].config.base_path,
+                    "slow": manager._models["slow"].config.base_path,
+                    "good": allowed / "good",
+                }
+            )
+        )
     assert manager.has_model("good")
-    assert any("HandleReloadConfigRequest: serving" in r.message and "good from" in r.message
-               for r in caplog.records)
+    assert any(
+        "HandleReloadConfigRequest: serving" in r.message and "good from" in r.message
+        for r in caplog.records
+    )

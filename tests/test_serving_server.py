@@ -8,12 +8,12 @@ import time
 import grpc
 import numpy as np
 import pytest
+import tiny_exports as testing
 from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
 from serving import client as client_cli
 from serving import server as server_cli
-import tiny_exports as testing
 from serving.client import ServingClient
 from serving.launch import LocalServer
 from serving.loadtest import predict_request
@@ -61,12 +61,19 @@ def farm(tmp_path_factory):
     }
     (root / "models.config").write_text(MODELS_CONFIG)
     (root / "batching_parameters.txt").write_text(BATCHING)
-    server = LocalServer([
-        f"--model_config_file={root / 'models.config'}", "--enable_batching",
-        f"--batching_parameters_file={root / 'batching_parameters.txt'}",
-        "--file_system_poll_wait_seconds=0.3", "--log-level", "DEBUG",
-        "--enable_model_config_reload", f"--allowed_model_base_path_roots={root}"],
-        rest=True)
+    server = LocalServer(
+        [
+            f"--model_config_file={root / 'models.config'}",
+            "--enable_batching",
+            f"--batching_parameters_file={root / 'batching_parameters.txt'}",
+            "--file_system_poll_wait_seconds=0.3",
+            "--log-level",
+            "DEBUG",
+            "--enable_model_config_reload",
+            f"--allowed_model_base_path_roots={root}",
+        ],
+        rest=True,
+    )
     server.start()
     client = ServingClient(server.address, timeout=60, retries=0)
     try:
@@ -90,7 +97,8 @@ def test_models_config_policy_and_labels(farm):
         np.testing.assert_allclose(
             out["probabilities"],
             testing.reference_probabilities(models[(name, 1)], clips),
-            atol=1e-5)
+            atol=1e-5,
+        )
     # beta/2 exists on disk but the policy serves only version 1.
     assert [s[:2] for s in client.status("beta")] == [(1, AVAILABLE)]
     code, _ = _code(lambda: client.predict("beta", clips, version=2))
@@ -112,7 +120,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(farm):
 
     def ask(index):
         barrier.wait()
-        results[index] = client.predict("alpha", clips[index:index + 1])
+        results[index] = client.predict("alpha", clips[index : index + 1])
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
     for thread in threads:
@@ -120,11 +128,13 @@ def test_concurrent_requests_are_batched_and_each_gets_its_answer(farm):
     for thread in threads:
         thread.join()
     for index, out in enumerate(results):
-        np.testing.assert_allclose(out["probabilities"][0], expected[index],
-                                   atol=1e-5)
+        np.testing.assert_allclose(out["probabilities"][0], expected[index], atol=1e-5)
         assert out["probabilities"].shape == (1, 7)
-    sizes = [int(line.split("a batch of ")[1].split()[0])
-             for line in server.log().splitlines() if "a batch of " in line]
+    sizes = [
+        int(line.split("a batch of ")[1].split()[0])
+        for line in server.log().splitlines()
+        if "a batch of " in line
+    ]
     assert sizes and max(sizes) >= 2, "no request was batched with another"
 
 
@@ -157,9 +167,23 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     frames = testing.random_clips(1, (12, 20, 24, 3), seed=4)[0]
     video = tmp_path / "clip.mp4"
     write_video(video, frames)
-    assert client_cli.main(["--server", server.address, "--model", "alpha",
-                            "--num-clips", "2", "--views-per-request", "1",
-                            "--json", str(video)]) == 0
+    assert (
+        client_cli.main(
+            [
+                "--server",
+                server.address,
+                "--model",
+                "alpha",
+                "--num-clips",
+                "2",
+                "--views-per-request",
+                "1",
+                "--json",
+                str(video),
+            ]
+        )
+        == 0
+    )
     report = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     # The same decoding and views, computed here, through the model.
     decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
@@ -169,21 +193,44 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     names = testing.class_names(7)
     assert report[0]["num_views"] == 2
     assert [c["class"] for c in report[0]["top_k"]] == [names[i] for i in best]
-    np.testing.assert_allclose([c["score"] for c in report[0]["top_k"]],
-                               mean[best], atol=1e-4)
+    np.testing.assert_allclose([c["score"] for c in report[0]["top_k"]], mean[best], atol=1e-4)
     # The same over TF Serving's REST API.
-    assert client_cli.main(["--rest", "--server", f"127.0.0.1:{server.rest_port}",
-                            "--model", "alpha", "--num-clips", "2", "--json",
-                            str(video)]) == 0
+    assert (
+        client_cli.main(
+            [
+                "--rest",
+                "--server",
+                f"127.0.0.1:{server.rest_port}",
+                "--model",
+                "alpha",
+                "--num-clips",
+                "2",
+                "--json",
+                str(video),
+            ]
+        )
+        == 0
+    )
     over_rest = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
-    np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]],
-                               mean[best], atol=1e-4)
+    np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]], mean[best], atol=1e-4)
     assert over_rest[0]["model_version"] == 1
     # Text output, and a bad file among good ones: exit 1, the rest printed.
-    assert client_cli.main(["--server", server.address, "--model", "alpha",
-                            "--top-k", "2", str(video),
-                            str(tmp_path / "missing.mp4")]) == 1
+    assert (
+        client_cli.main(
+            [
+                "--server",
+                server.address,
+                "--model",
+                "alpha",
+                "--top-k",
+                "2",
+                str(video),
+                str(tmp_path / "missing.mp4"),
+            ]
+        )
+        == 1
+    )
     captured = capsys.readouterr()
     assert names[best[0]] in captured.out
     assert "missing.mp4: error" in captured.err
@@ -197,20 +244,20 @@ def test_client_on_real_videos(farm, real_clips_dir):
     from clipspec.sampling import eval_views
 
     _, server, _, models = farm
-    videos = sorted(p for p in real_clips_dir.iterdir()
-                    if p.suffix in (".mp4", ".avi", ".mkv", ".webm"))
+    videos = sorted(
+        p for p in real_clips_dir.iterdir() if p.suffix in (".mp4", ".avi", ".mkv", ".webm")
+    )
     assert videos
     with ServingClient(server.address, timeout=60) as client:
         for video in videos:
-            result = client_cli.classify_video(client, "alpha", str(video),
-                                               num_clips=3, num_crops=3)
+            result = client_cli.classify_video(
+                client, "alpha", str(video), num_clips=3, num_crops=3
+            )
             decoded, _ = decode_video(str(video), short_side=round(16 * 8 / 7))
             views = eval_views(decoded, 4, 2, 16, num_clips=3, num_crops=3)
-            mean = testing.reference_probabilities(
-                models[("alpha", 1)], views).mean(0)
+            mean = testing.reference_probabilities(models[("alpha", 1)], views).mean(0)
             assert result.num_views == 9
-            np.testing.assert_allclose(result.probabilities, mean, atol=1e-4,
-                                       err_msg=video.name)
+            np.testing.assert_allclose(result.probabilities, mean, atol=1e-4, err_msg=video.name)
 
 
 def test_reload_config_label_on_a_version_not_loaded_fails(farm):
@@ -225,12 +272,16 @@ def test_reload_config_label_on_a_version_not_loaded_fails(farm):
     beta.model_version_policy.specific.versions.append(1)
     beta.version_labels["stable"] = 1
     beta.version_labels["canary"] = 2  # on disk, not loaded by the policy
-    code, details = _code(lambda: client.call(
-        "HandleReloadConfigRequest",
-        model_management_pb2.ReloadConfigRequest(config=config)))
+    code, details = _code(
+        lambda: client.call(
+            "HandleReloadConfigRequest", model_management_pb2.ReloadConfigRequest(config=config)
+        )
+    )
     assert code == grpc.StatusCode.FAILED_PRECONDITION
-    assert details == ("Request to assign label to version 2 of model beta, "
-                       "which is not currently available for inference")
+    assert details == (
+        "Request to assign label to version 2 of model beta, "
+        "which is not currently available for inference"
+    )
     request = predict_request("beta", testing.random_clips(1, SHAPE, seed=7))
     request.model_spec.version_label = "stable"
     assert client.predict_response(request).model_spec.version.value == 1
@@ -253,9 +304,11 @@ def test_reload_config_removes_a_model(farm):
     assert client.predict("alpha", clips)["probabilities"].shape == (1, 7)
     bad = model_server_config_pb2.ModelServerConfig()
     bad.model_config_list.config.add(name="x")  # no base_path
-    code, details = _code(lambda: client.call(
-        "HandleReloadConfigRequest",
-        model_management_pb2.ReloadConfigRequest(config=bad)))
+    code, details = _code(
+        lambda: client.call(
+            "HandleReloadConfigRequest", model_management_pb2.ReloadConfigRequest(config=bad)
+        )
+    )
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "base_path" in details
 
 
@@ -296,25 +349,37 @@ def test_cli_rejects_bad_arguments_and_files(tmp_path, capsys):
     assert "models.config:3" in err and "bogus" in err
     batching = tmp_path / "batching.txt"
     batching.write_text("max_batch_size { value: 8 }\nmax_batch_sise { value: 8 }\n")
-    assert server_cli.main([f"--model_base_path={tmp_path}", "--enable_batching",
-                            f"--batching_parameters_file={batching}"]) == 2
+    assert (
+        server_cli.main(
+            [
+                f"--model_base_path={tmp_path}",
+                "--enable_batching",
+                f"--batching_parameters_file={batching}",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "line 2" in err and "max_batch_sise" in err
-    assert server_cli.main([f"--model_base_path={tmp_path}",
-                            f"--batching_parameters_file={batching}"]) == 2
+    assert (
+        server_cli.main([f"--model_base_path={tmp_path}", f"--batching_parameters_file={batching}"])
+        == 2
+    )
     assert "without --enable_batching" in capsys.readouterr().err
     assert server_cli.main([]) == 2
-    assert "--model_base_path and --model_config_file are empty" in \
-        capsys.readouterr().err
+    assert "--model_base_path and --model_config_file are empty" in capsys.readouterr().err
     assert server_cli.main([f"--model_base_path={tmp_path}", "--port=0"]) == 2
     assert "--grpc_socket_path" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag, words", [
-    ("--ssl_config_file=/etc/ssl.conf", "/etc/ssl.conf"),
-    ("--prefer_tflite_model=true", "TF Lite"),
-    ("--enable_profiler", "profiler"),
-])
+@pytest.mark.parametrize(
+    "flag, words",
+    [
+        ("--ssl_config_file=/etc/ssl.conf", "/etc/ssl.conf"),
+        ("--prefer_tflite_model=true", "TF Lite"),
+        ("--enable_profiler", "profiler"),
+    ],
+)
 def test_cli_refuses_tf_serving_features_it_lacks(tmp_path, capsys, flag, words):
     assert server_cli.main([f"--model_base_path={tmp_path}", flag]) == 2
     assert words in capsys.readouterr().err
@@ -331,17 +396,29 @@ def test_cli_unknown_flags_are_named(tmp_path, capsys):
 
 
 def test_cli_takes_tf_servings_flags():
-    args = server_cli.build_parser().parse_args([
-        "--port=8500", "--rest_api_port", "8501", "--model_name=m",
-        "--model_base_path=/m", "--enable_batching", "--enable_model_warmup=false",
-        "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,"
-        "grpc.lb_policy_name=grpclb", "--enable_profiler=false",
-        "--flush_filesystem_caches=true", "--rest_api_timeout_in_ms=5000",
-        "--file_system_poll_wait_seconds=0", "--num_load_threads=0"])
+    args = server_cli.build_parser().parse_args(
+        [
+            "--port=8500",
+            "--rest_api_port",
+            "8501",
+            "--model_name=m",
+            "--model_base_path=/m",
+            "--enable_batching",
+            "--enable_model_warmup=false",
+            "--grpc_channel_arguments=grpc.max_connection_age_ms=2000,grpc.lb_policy_name=grpclb",
+            "--enable_profiler=false",
+            "--flush_filesystem_caches=true",
+            "--rest_api_timeout_in_ms=5000",
+            "--file_system_poll_wait_seconds=0",
+            "--num_load_threads=0",
+        ]
+    )
     settings = server_cli.settings_from_args(args)
     assert (settings.port, settings.rest_port, settings.warmup) == (8500, 8501, False)
-    assert settings.channel_arguments == (("grpc.max_connection_age_ms", 2000),
-                                          ("grpc.lb_policy_name", "grpclb"))
+    assert settings.channel_arguments == (
+        ("grpc.max_connection_age_ms", 2000),
+        ("grpc.lb_policy_name", "grpclb"),
+    )
     assert settings.batching.max_batch_size == 1000  # TF Serving's default
     assert settings.rest_timeout_seconds == 5.0 and settings.host == "127.0.0.1"
     assert not settings.options.method_name_check
@@ -350,11 +427,10 @@ def test_cli_takes_tf_servings_flags():
 
 def test_status_of_a_model_without_versions(tmp_path):
     # The manager alone: an empty base path has no versions (NOT_FOUND).
-    from serving.models import ModelManager, single_model_config
     from serving.errors import ServingError
+    from serving.models import ModelManager, single_model_config
 
-    manager = ModelManager(single_model_config("empty", tmp_path),
-                           poll_wait_seconds=0).start()
+    manager = ModelManager(single_model_config("empty", tmp_path), poll_wait_seconds=0).start()
     spec = get_model_status_pb2.GetModelStatusRequest().model_spec
     spec.name = "empty"
     with pytest.raises(ServingError) as caught:

@@ -57,8 +57,7 @@ def _run_together(batcher, inputs):
 
 def test_concurrent_calls_share_batches_and_get_their_own_rows():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000,
-                                             num_batch_threads=1))
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000, num_batch_threads=1))
     inputs = [{"x": np.full((1 + i % 2, 3), float(i))} for i in range(6)]
     results = _run_together(batcher, inputs)
     batcher.close()
@@ -71,10 +70,13 @@ def test_concurrent_calls_share_batches_and_get_their_own_rows():
 
 def test_shapes_are_never_mixed_and_big_requests_run_alone():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(4, batch_timeout_micros=100_000,
-                                             num_batch_threads=1))
-    inputs = [{"x": np.ones((1, 3))}, {"x": np.ones((1, 5))},
-              {"x": np.ones((1, 3))}, {"x": np.ones((6, 3))}]
+    batcher = Batcher(model, BatchingOptions(4, batch_timeout_micros=100_000, num_batch_threads=1))
+    inputs = [
+        {"x": np.ones((1, 3))},
+        {"x": np.ones((1, 5))},
+        {"x": np.ones((1, 3))},
+        {"x": np.ones((6, 3))},
+    ]
     results = _run_together(batcher, inputs)
     batcher.close()
     for i, out in enumerate(results):
@@ -85,8 +87,7 @@ def test_shapes_are_never_mixed_and_big_requests_run_alone():
 
 def test_a_bad_request_fails_alone():
     model = Recorder()
-    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000,
-                                             num_batch_threads=1))
+    batcher = Batcher(model, BatchingOptions(8, batch_timeout_micros=500_000, num_batch_threads=1))
     inputs = [{"x": np.full((1, 2), -1.0 if i == 2 else 1.0)} for i in range(4)]
     results = _run_together(batcher, inputs)
     batcher.close()
@@ -99,8 +100,7 @@ def test_a_bad_request_fails_alone():
 @pytest.mark.slow
 def test_full_queue_is_unavailable():
     model = Recorder(delay=1.5)
-    batcher = Batcher(model, BatchingOptions(1, max_enqueued_batches=1,
-                                             num_batch_threads=1))
+    batcher = Batcher(model, BatchingOptions(1, max_enqueued_batches=1, num_batch_threads=1))
     pool = futures.ThreadPoolExecutor(3)
     first = pool.submit(batcher.run, {"x": np.ones((1, 1))})
     while not model.calls:  # the first one is running
@@ -126,13 +126,16 @@ def test_batching_parameters_text_format():
     options = BatchingOptions.from_text(
         "max_batch_size { value: 16 }  # clips\n"
         "batch_timeout_micros { value: 2000 }\n\n"
-        "num_batch_threads { value: 4 }\n", num_batch_threads=2)
+        "num_batch_threads { value: 4 }\n",
+        num_batch_threads=2,
+    )
     assert options == BatchingOptions(16, 2000, 10, 2)
     with pytest.raises(ValueError, match="line 1: expected"):
         BatchingOptions.from_text("max_batch_size: 16")
     # Fields left out take TF Serving's defaults.
-    assert BatchingOptions.from_text("num_batch_threads { value: 4 }") == \
-        BatchingOptions(1000, 0, 10, 4)
+    assert BatchingOptions.from_text("num_batch_threads { value: 4 }") == BatchingOptions(
+        1000, 0, 10, 4
+    )
     with pytest.raises(ValueError, match="`max_batch_size`"):
         BatchingOptions(0)
 
@@ -140,16 +143,24 @@ def test_batching_parameters_text_format():
 # ----------------------------------------------------------------------
 # models.config
 # ----------------------------------------------------------------------
-@pytest.mark.parametrize("text, words", [
-    ("model_config_list { config { name: 'a' } }", "has no base_path"),
-    ("model_config_list { config { base_path: '/m' } }", "has no name"),
-    ("model_config_list { config { name: 'a' base_path: '/m' } "
-     "config { name: 'a' base_path: '/n' } }", "repeats"),
-    ("model_config_list { config { name: 'a' base_path: '/m' "
-     "model_platform: 'pytorch' } }", "pytorch"),
-    ("model_config_list { }", "no models"),
-    ("model_config_list { config { name: 'a' base_path: '/m' } ", ":1:"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("model_config_list { config { name: 'a' } }", "has no base_path"),
+        ("model_config_list { config { base_path: '/m' } }", "has no name"),
+        (
+            "model_config_list { config { name: 'a' base_path: '/m' } "
+            "config { name: 'a' base_path: '/n' } }",
+            "repeats",
+        ),
+        (
+            "model_config_list { config { name: 'a' base_path: '/m' model_platform: 'pytorch' } }",
+            "pytorch",
+        ),
+        ("model_config_list { }", "no models"),
+        ("model_config_list { config { name: 'a' base_path: '/m' } ", ":1:"),
+    ],
+)
 def test_bad_model_configs_are_explained(tmp_path, text, words):
     path = tmp_path / "models.config"
     path.write_text(text)
@@ -159,8 +170,10 @@ def test_bad_model_configs_are_explained(tmp_path, text, words):
 
 def test_model_config_relative_paths(tmp_path):
     path = tmp_path / "models.config"
-    path.write_text("model_config_list { config { name: 'a' base_path: 'm/a' "
-                    "model_version_policy { latest { num_versions: 2 } } } }")
+    path.write_text(
+        "model_config_list { config { name: 'a' base_path: 'm/a' "
+        "model_version_policy { latest { num_versions: 2 } } } }"
+    )
     config = read_model_config_file(str(path))
     entry = config.model_config_list.config[0]
     assert entry.base_path == str(tmp_path / "m" / "a")
@@ -192,8 +205,7 @@ def scripted():
     def start(codes, delay=0.0):
         servicer = Scripted(codes, delay)
         server = grpc.server(futures.ThreadPoolExecutor(2))
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            servicer, server)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         port = server.add_insecure_port("127.0.0.1:0")
         server.start()
         servers.append(server)
@@ -219,8 +231,13 @@ def test_client_retries_unavailable_with_backoff(scripted):
     # gRPC's own retry policy does it (so calls through the stubs retry too):
     # 4 attempts, backoff from 0.05 s doubling, on UNAVAILABLE only
     policy = json.loads(retry_service_config(3, 0.05))["methodConfig"][0]["retryPolicy"]
-    assert policy == {"maxAttempts": 4, "initialBackoff": "0.050s", "maxBackoff": "10s",
-                      "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}
+    assert policy == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.050s",
+        "maxBackoff": "10s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
     assert retry_service_config(0, 0.05) is None
 
 
@@ -259,8 +276,7 @@ def test_client_argument_checks():
 # and parse with the local server's readers (they cannot be built here:
 # no Docker engine)
 # ----------------------------------------------------------------------
-DOCKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                      "docker")
+DOCKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docker")
 
 
 def test_docker_config_files_parse():
@@ -280,8 +296,12 @@ def test_docker_files_use_the_official_images():
         serving = handle.read()
     assert "FROM tensorflow/serving:${TF_SERVING_VERSION}" in serving
     assert "/config/batching_parameters.txt" in serving
-    for flag in ("--enable_batching", "--batching_parameters_file",
-                 "--grpc_channel_arguments", "--file_system_poll_wait_seconds"):
+    for flag in (
+        "--enable_batching",
+        "--batching_parameters_file",
+        "--grpc_channel_arguments",
+        "--file_system_poll_wait_seconds",
+    ):
         assert f'"{flag}' in serving
     assert "EXPOSE 8500 8501" in serving
     with open(os.path.join(DOCKER, "Dockerfile.train")) as handle:
@@ -292,5 +312,4 @@ def test_docker_files_use_the_official_images():
     serving_service = compose["services"]["serving"]
     assert "127.0.0.1:8500:8500" in serving_service["ports"]
     assert serving_service["build"]["dockerfile"] == "../docker/Dockerfile.serving"
-    assert compose["services"]["train"]["build"]["dockerfile"] == \
-        "docker/Dockerfile.train"
+    assert compose["services"]["train"]["build"]["dockerfile"] == "docker/Dockerfile.train"

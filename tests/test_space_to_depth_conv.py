@@ -1,10 +1,10 @@
 """`SpaceToDepthConv3D` computes what `keras.layers.Conv3D` computes — outputs,
 input and kernel gradients — with and without XLA, and the zoo uses it."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
 
 from keras_classreg import models
 from keras_classreg.layers import SpaceToDepthConv3D
@@ -13,14 +13,14 @@ from keras_classreg.layers.space_to_depth_conv import _axis_plan
 CASES = [
     # input shape, kernel, strides, padding, groups
     ((2, 5, 9, 8, 4), 3, (2, 2, 2), "same", 1),
-    ((2, 8, 16, 15, 3), 7, (1, 2, 2), "same", 1),     # the ResNets' stem
-    ((1, 8, 16, 16, 3), 7, (2, 2, 2), "same", 1),     # I3D's stem
-    ((2, 5, 9, 8, 4), 1, (2, 2, 2), "same", 1),       # projection shortcut
-    ((2, 5, 9, 8, 8), 3, (2, 2, 2), "same", 4),       # ResNeXt (grouped)
+    ((2, 8, 16, 15, 3), 7, (1, 2, 2), "same", 1),  # the ResNets' stem
+    ((1, 8, 16, 16, 3), 7, (2, 2, 2), "same", 1),  # I3D's stem
+    ((2, 5, 9, 8, 4), 1, (2, 2, 2), "same", 1),  # projection shortcut
+    ((2, 5, 9, 8, 8), 3, (2, 2, 2), "same", 4),  # ResNeXt (grouped)
     ((2, 5, 9, 8, 4), (3, 7, 7), (3, 2, 1), "valid", 2),
-    ((1, 1, 4, 4, 8), 3, (1, 1, 1), "same", 1),       # 1 frame: taps pruned
+    ((1, 1, 4, 4, 8), 3, (1, 1, 1), "same", 1),  # 1 frame: taps pruned
     ((1, 1, 7, 7, 8), 3, (2, 2, 2), "same", 1),
-    ((2, 10, 22, 21, 3), 7, (1, 2, 2), "valid", 1),   # padding="symmetric" stem
+    ((2, 10, 22, 21, 3), 7, (1, 2, 2), "valid", 1),  # padding="symmetric" stem
 ]
 
 
@@ -40,17 +40,18 @@ def _outputs_and_gradients(layer, x, jit):
 @pytest.mark.parametrize("shape, kernel, strides, padding, groups", CASES)
 def test_same_outputs_and_gradients_as_conv3d(shape, kernel, strides, padding, groups, jit):
     x = tf.constant(np.random.default_rng(0).standard_normal(shape), tf.float32)
-    plain = keras.layers.Conv3D(8, kernel, strides=strides, padding=padding,
-                                groups=groups, use_bias=False)
-    fast = SpaceToDepthConv3D(8, kernel, strides=strides, padding=padding,
-                              groups=groups, use_bias=False)
+    plain = keras.layers.Conv3D(
+        8, kernel, strides=strides, padding=padding, groups=groups, use_bias=False
+    )
+    fast = SpaceToDepthConv3D(
+        8, kernel, strides=strides, padding=padding, groups=groups, use_bias=False
+    )
     plain.build(shape)
     fast.build(shape)
     fast.set_weights(plain.get_weights())
     expected = _outputs_and_gradients(plain, x, jit)
     received = _outputs_and_gradients(fast, x, jit)
-    for name, a, b in zip(("output", "input gradient", "kernel gradient"),
-                          expected, received):
+    for name, a, b in zip(("output", "input gradient", "kernel gradient"), expected, received):
         assert a.shape == b.shape, name
         scale = float(tf.reduce_max(tf.abs(a)))
         np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2e-6 * scale, err_msg=name)
@@ -82,9 +83,12 @@ def test_config_round_trip_and_weights_interchange_with_conv3d():
 
 @pytest.mark.slow
 def test_zoo_convolutions_are_space_to_depth_convolutions():
-    for name, options in (("resnet18_3d", {}), ("i3d", {}),
-                          ("resnet34_3d", {"padding": "symmetric", "shortcut": "A"})):
+    for name, options in (
+        ("resnet18_3d", {}),
+        ("i3d", {}),
+        ("resnet34_3d", {"padding": "symmetric", "shortcut": "A"}),
+    ):
         model = models.get(name, num_classes=3, input_shape=(4, 32, 32, 3), **options)
-        convs = [l for l in model.layers if isinstance(l, keras.layers.Conv3D)]
-        assert convs and all(isinstance(l, SpaceToDepthConv3D) for l in convs)
-        assert any(max(l.strides) > 1 for l in convs)
+        convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv3D)]
+        assert convs and all(isinstance(conv, SpaceToDepthConv3D) for conv in convs)
+        assert any(max(conv.strides) > 1 for conv in convs)

@@ -1,12 +1,11 @@
 """`add_class_regularization`: Class Regularization added to existing models
 (zoo 3D models, hand-made functional/sequential models, keras.applications)."""
 
+import keras
 import numpy as np
 import pytest
-import keras
 import tensorflow as tf
 
-import keras_classreg
 from keras_classreg import (
     ClassRegModel,
     ClassRegularization,
@@ -15,8 +14,7 @@ from keras_classreg import (
     models,
 )
 
-RESNET50_STAGES = ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
-                   "conv5_block3_out"]
+RESNET50_STAGES = ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
 MOBILENET_STAGES = ["block_2_add", "block_5_add", "block_12_add", "block_15_add"]
 
 
@@ -26,8 +24,11 @@ def _clips(shape, n=3, seed=0):
 
 def _producers(layer):
     """The layers whose outputs `layer` consumes, over all its calls."""
-    return [tensor._keras_history.operation
-            for node in layer._inbound_nodes for tensor in node.input_tensors]
+    return [
+        tensor._keras_history.operation
+        for node in layer._inbound_nodes
+        for tensor in node.input_tensors
+    ]
 
 
 def _assert_blocks_follow(model, targets, container=None):
@@ -43,7 +44,8 @@ def _assert_blocks_follow(model, targets, container=None):
             if layer is block:
                 continue
             assert target not in [p.name for p in _producers(layer)], (
-                f"{layer.name} still reads {target} directly")
+                f"{layer.name} still reads {target} directly"
+            )
     for output in container.outputs:
         assert output._keras_history.operation.name not in targets
 
@@ -52,7 +54,8 @@ def _randomize_projections(model, seed=1):
     rng = np.random.default_rng(seed)
     for block in class_regularization_blocks(model):
         block.projection_kernel.assign(
-            rng.normal(size=block.projection_kernel.shape).astype("float32"))
+            rng.normal(size=block.projection_kernel.shape).astype("float32")
+        )
 
 
 # ----------------------------------------------------------------------
@@ -74,8 +77,7 @@ def test_block_on_rank4_pools_over_height_and_width():
     np.testing.assert_allclose(out, x * scales[:, None, None, :], rtol=1e-5, atol=1e-6)
     evidence = block.class_evidence(x).numpy()
     assert evidence.shape == (3, 5, 7)
-    np.testing.assert_allclose(evidence, np.einsum("nhwc,nc->nhw", x, sel),
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(evidence, np.einsum("nhwc,nc->nhw", x, sel), rtol=1e-4, atol=1e-5)
 
 
 # ----------------------------------------------------------------------
@@ -84,15 +86,13 @@ def test_block_on_rank4_pools_over_height_and_width():
 @pytest.mark.slow  # full-size models
 def test_zoo_model_without_blocks_identity_and_positions():
     shape = (4, 32, 32, 3)
-    base = models.get("resnet18_3d", num_classes=5, input_shape=shape,
-                      class_regularization=False)
+    base = models.get("resnet18_3d", num_classes=5, input_shape=shape, class_regularization=False)
     stages = [f"stage{s}_block2_out" for s in range(1, 5)]
     x = _clips(shape)
     model = add_class_regularization(base, stages, affection_rates=0.0)
     assert isinstance(model, ClassRegModel)
     _randomize_projections(model)  # a = 0 must hold for any projection
-    np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                  base.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), base.predict(x, verbose=0))
     blocks = class_regularization_blocks(model)
     assert [b.name for b in blocks] == [f"{s}_classreg" for s in stages]
     classifier = model.get_layer("classifier")
@@ -108,12 +108,9 @@ def test_zoo_surgery_equals_zoo_model_built_with_blocks():
     """Surgery after each stage = the zoo's own ClassReg model (same weights),
     an independent check of positions, wiring and the default rates."""
     shape = (2, 32, 32, 3)
-    base = models.get("resnet18_3d", num_classes=4, input_shape=shape,
-                      class_regularization=False)
-    surgered = add_class_regularization(
-        base, [f"stage{s}_block2_out" for s in range(1, 5)])
-    assert [b.affection_rate for b in class_regularization_blocks(surgered)] == [
-        0.1, 0.2, 0.3, 0.4]
+    base = models.get("resnet18_3d", num_classes=4, input_shape=shape, class_regularization=False)
+    surgered = add_class_regularization(base, [f"stage{s}_block2_out" for s in range(1, 5)])
+    assert [b.affection_rate for b in class_regularization_blocks(surgered)] == [0.1, 0.2, 0.3, 0.4]
     _randomize_projections(surgered)
     reference = models.get("resnet18_3d", num_classes=4, input_shape=shape)
     for layer in reference.layers:
@@ -124,10 +121,10 @@ def test_zoo_surgery_equals_zoo_model_built_with_blocks():
             source = surgered.get_layer(layer.name)
         layer.set_weights(source.get_weights())
     x = _clips(shape, n=4)
-    np.testing.assert_allclose(surgered.predict(x, verbose=0),
-                               reference.predict(x, verbose=0), rtol=1e-6, atol=1e-7)
-    assert not np.allclose(surgered.predict(x, verbose=0), base.predict(x, verbose=0),
-                           atol=1e-4)
+    np.testing.assert_allclose(
+        surgered.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-6, atol=1e-7
+    )
+    assert not np.allclose(surgered.predict(x, verbose=0), base.predict(x, verbose=0), atol=1e-4)
 
 
 def _hand_made_3d(num_classes=3):
@@ -140,11 +137,14 @@ def _hand_made_3d(num_classes=3):
     shared = keras.layers.Conv3D(6, 1, name="shared")
     x = keras.layers.Add(name="merge")([shared(left), shared(right), x])
     nested = keras.Sequential(
-        [keras.Input((4, 12, 12, 6)),
-         keras.layers.Conv3D(8, 3, strides=2, padding="same", name="inner_conv"),
-         keras.layers.BatchNormalization(name="inner_bn"),
-         keras.layers.ReLU(name="inner_relu")],
-        name="tower")
+        [
+            keras.Input((4, 12, 12, 6)),
+            keras.layers.Conv3D(8, 3, strides=2, padding="same", name="inner_conv"),
+            keras.layers.BatchNormalization(name="inner_bn"),
+            keras.layers.ReLU(name="inner_relu"),
+        ],
+        name="tower",
+    )
     x = nested(x)
     x = keras.layers.GlobalAveragePooling3D(name="pool")(x)
     logits = keras.layers.Dense(num_classes, name="logits")(x)
@@ -163,11 +163,11 @@ def test_hand_made_functional_identity_shared_layer_and_nested_model():
     targets = ["stem", "shared", "merge", "tower/inner_relu"]
     model = add_class_regularization(base, targets, affection_rates=0.0)
     x = _clips((4, 12, 12, 3))
-    np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                  base.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), base.predict(x, verbose=0))
     blocks = class_regularization_blocks(model)
     assert sorted(b.name for b in blocks) == sorted(
-        ["stem_classreg", "shared_classreg", "merge_classreg", "inner_relu_classreg"])
+        ["stem_classreg", "shared_classreg", "merge_classreg", "inner_relu_classreg"]
+    )
     assert all(b.get_classifier() is model.get_layer("logits") for b in blocks)
     # the classifier was found behind the Activation layer
     _assert_blocks_follow(model, ["stem", "shared", "merge"])
@@ -175,7 +175,10 @@ def test_hand_made_functional_identity_shared_layer_and_nested_model():
     shared_block = model.get_layer("shared_classreg")
     assert [p.name for p in _producers(shared_block)] == ["shared", "shared"]
     assert [p.name for p in _producers(model.get_layer("merge"))] == [
-        "shared_classreg", "shared_classreg", "stem_classreg"]
+        "shared_classreg",
+        "shared_classreg",
+        "stem_classreg",
+    ]
     # inside the nested model, which became functional
     tower = model.get_layer("tower")
     _assert_blocks_follow(model, ["inner_relu"], container=tower)
@@ -185,22 +188,31 @@ def test_hand_made_functional_identity_shared_layer_and_nested_model():
 def test_callable_after_and_rates_in_graph_order():
     base = _hand_made_3d()
     model = add_class_regularization(
-        base, lambda layer: isinstance(layer, keras.layers.Conv3D),
-        affection_rates=[0.0, 0.1, 0.2, 0.3, 0.4])
+        base,
+        lambda layer: isinstance(layer, keras.layers.Conv3D),
+        affection_rates=[0.0, 0.1, 0.2, 0.3, 0.4],
+    )
     blocks = {b.name: b.affection_rate for b in class_regularization_blocks(model)}
-    assert blocks == {"stem_classreg": 0.0, "left_classreg": 0.1,
-                      "right_classreg": 0.2, "shared_classreg": 0.3,
-                      "inner_conv_classreg": 0.4}
+    assert blocks == {
+        "stem_classreg": 0.0,
+        "left_classreg": 0.1,
+        "right_classreg": 0.2,
+        "shared_classreg": 0.3,
+        "inner_conv_classreg": 0.4,
+    }
 
 
 def test_sequential_model():
-    base = keras.Sequential([
-        keras.Input((2, 8, 8, 3)),
-        keras.layers.Conv3D(4, 3, padding="same", activation="relu", name="c1"),
-        keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="c2"),
-        keras.layers.GlobalAveragePooling3D(),
-        keras.layers.Dense(3, activation="softmax", name="head"),
-    ], name="seq")
+    base = keras.Sequential(
+        [
+            keras.Input((2, 8, 8, 3)),
+            keras.layers.Conv3D(4, 3, padding="same", activation="relu", name="c1"),
+            keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="c2"),
+            keras.layers.GlobalAveragePooling3D(),
+            keras.layers.Dense(3, activation="softmax", name="head"),
+        ],
+        name="seq",
+    )
     model = add_class_regularization(base, ["c1", "c2"], affection_rates=0.0)
     assert isinstance(model, ClassRegModel) and model.name == "seq"
     x = _clips((2, 8, 8, 3))
@@ -214,16 +226,17 @@ def test_resnet50_application_identity_and_stage_positions():
     model = add_class_regularization(base, RESNET50_STAGES, affection_rates=0.0)
     _randomize_projections(model)
     x = np.random.default_rng(0).uniform(0, 255, size=(2, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                  base.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), base.predict(x, verbose=0))
     blocks = class_regularization_blocks(model)
     assert [b.name for b in blocks] == [f"{s}_classreg" for s in RESNET50_STAGES]
     assert all(b.get_classifier() is model.get_layer("predictions") for b in blocks)
     # conv2_block3_out fed two layers (the next stage's shortcut and branch)
     _assert_blocks_follow(model, RESNET50_STAGES)
-    assert sorted(l.name for l in model.layers
-                  if model.get_layer("conv2_block3_out_classreg") in _producers(l)) == [
-        "conv3_block1_0_conv", "conv3_block1_1_conv"]
+    assert sorted(
+        layer.name
+        for layer in model.layers
+        if model.get_layer("conv2_block3_out_classreg") in _producers(layer)
+    ) == ["conv3_block1_0_conv", "conv3_block1_1_conv"]
     # the original model is untouched
     assert not class_regularization_blocks(base)
     assert len(base.layers) + 4 == len(model.layers)
@@ -232,10 +245,10 @@ def test_resnet50_application_identity_and_stage_positions():
 @pytest.mark.slow  # full-size models
 def test_mobilenet_v2_fit_save_load_export(tmp_path):
     base = keras.applications.MobileNetV2(
-        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=4)
+        weights=None, input_shape=(32, 32, 3), alpha=0.35, classes=4
+    )
     model = add_class_regularization(base, MOBILENET_STAGES)
-    assert [b.affection_rate for b in class_regularization_blocks(model)] == [
-        0.1, 0.2, 0.3, 0.4]
+    assert [b.affection_rate for b in class_regularization_blocks(model)] == [0.1, 0.2, 0.3, 0.4]
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, size=(8, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 4, size=(8,))
@@ -246,7 +259,8 @@ def test_mobilenet_v2_fit_save_load_export(tmp_path):
     assert np.isfinite(history.history["loss"][0])
     # the blocks learn, the original model is not trained along
     assert not np.array_equal(
-        projection, model.get_layer("block_2_add_classreg").projection_kernel.numpy())
+        projection, model.get_layer("block_2_add_classreg").projection_kernel.numpy()
+    )
     np.testing.assert_array_equal(base.get_layer("predictions").kernel.numpy(), base_kernel)
 
     expected = model.predict(x, verbose=0)
@@ -254,7 +268,9 @@ def test_mobilenet_v2_fit_save_load_export(tmp_path):
     loaded = keras.saving.load_model(tmp_path / "surgered.keras")
     assert isinstance(loaded, ClassRegModel)
     classifier = loaded.get_layer("predictions")
-    assert [b.get_classifier() is classifier for b in class_regularization_blocks(loaded)] == [True] * 4
+    assert [b.get_classifier() is classifier for b in class_regularization_blocks(loaded)] == [
+        True
+    ] * 4
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), expected)
 
     loaded.export(str(tmp_path / "export"), verbose=False)
@@ -269,15 +285,15 @@ def test_nested_backbone_round_trip(tmp_path):
     blocks of the nested model are re-wired to the outer classifier on load."""
     frames = keras.Input((16, 16, 3))
     f = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="b_conv1")(frames)
-    f = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu",
-                            name="b_conv2")(f)
+    f = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="b_conv2")(f)
     backbone = keras.Model(frames, f, name="backbone")
     inputs = keras.Input((16, 16, 3))
     x = backbone(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     base = keras.Model(inputs, keras.layers.Dense(3, name="classifier")(x))
-    model = add_class_regularization(base, ["b_conv1", "backbone/b_conv2"],
-                                     affection_rates=[0.5, 0.5])
+    model = add_class_regularization(
+        base, ["b_conv1", "backbone/b_conv2"], affection_rates=[0.5, 0.5]
+    )
     _randomize_projections(model)
     x = _clips((16, 16, 3), n=4)
     expected = model.predict(x, verbose=0)
@@ -300,8 +316,7 @@ def test_model_with_blocks_gets_more_blocks():
     assert len(blocks) == 5
     assert all(b.get_classifier() is model.get_layer("classifier") for b in blocks)
     x = _clips(shape)
-    np.testing.assert_array_equal(model.predict(x, verbose=0),
-                                  base.predict(x, verbose=0))
+    np.testing.assert_array_equal(model.predict(x, verbose=0), base.predict(x, verbose=0))
 
 
 def test_share_layers_reuses_the_original_weights():
@@ -313,6 +328,7 @@ def test_share_layers_reuses_the_original_weights():
 
 def test_default_rates():
     from keras_classreg.surgery import _default_rates
+
     assert _default_rates(1) == (0.4,)
     assert _default_rates(3) == (0.2, 0.3, 0.4)  # the design's I3D defaults
     assert _default_rates(4) == (0.1, 0.2, 0.3, 0.4)  # ResNet defaults
@@ -346,9 +362,11 @@ def test_error_no_dense_classifier():
 def test_error_ambiguous_classifier():
     inputs = keras.Input((2, 8, 8, 3))
     x = keras.layers.GlobalAveragePooling3D()(
-        keras.layers.Conv3D(4, 3, padding="same", name="conv")(inputs))
-    model = keras.Model(inputs, [keras.layers.Dense(3, name="a")(x),
-                                 keras.layers.Dense(2, name="b")(x)])
+        keras.layers.Conv3D(4, 3, padding="same", name="conv")(inputs)
+    )
+    model = keras.Model(
+        inputs, [keras.layers.Dense(3, name="a")(x), keras.layers.Dense(2, name="b")(x)]
+    )
     with pytest.raises(ValueError, match=r"several outputs produced by Dense layers \(a, b\)"):
         add_class_regularization(model, ["conv"])
     chosen = add_class_regularization(model, ["conv"], classifier="b")
@@ -367,7 +385,9 @@ def test_error_subclassed_model():
 
     net = Net()
     net(np.zeros((1, 2, 8, 8, 3), "float32"))
-    with pytest.raises(TypeError, match="supports a functional model.*subclassed model of class Net"):
+    with pytest.raises(
+        TypeError, match="supports a functional model.*subclassed model of class Net"
+    ):
         add_class_regularization(net, ["conv"])
 
 
@@ -387,8 +407,7 @@ def test_error_wrong_rank_layer_and_rates():
 def test_error_unbuilt_sequential_and_layer_inside_wrapper():
     with pytest.raises(ValueError, match="is not built"):
         add_class_regularization(keras.Sequential([keras.layers.Dense(2)]), ["x"])
-    inner = keras.Sequential([keras.Input((8, 8, 3)),
-                              keras.layers.Conv2D(4, 3, name="frame_conv")])
+    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="frame_conv")])
     inputs = keras.Input((2, 8, 8, 3))
     x = keras.layers.TimeDistributed(inner, name="per_frame")(inputs)
     x = keras.layers.GlobalAveragePooling3D()(x)
@@ -416,8 +435,7 @@ def test_error_custom_layer_without_config_suggests_share_layers():
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
     with pytest.raises(ValueError, match="share_layers=True"):
         add_class_regularization(model, ["conv"])
-    shared = add_class_regularization(model, ["conv"], affection_rates=0.0,
-                                      share_layers=True)
+    shared = add_class_regularization(model, ["conv"], affection_rates=0.0, share_layers=True)
     clips = _clips((2, 8, 8, 3))
     np.testing.assert_array_equal(shared(clips).numpy(), model(clips).numpy())
 
@@ -438,8 +456,10 @@ def test_multi_input_model_under_mixed_precision():
     finally:
         keras.mixed_precision.set_global_policy("float32")
     rng = np.random.default_rng(0)
-    data = {"rgb": rng.normal(size=(2, 2, 8, 8, 3)).astype("float32"),
-            "flow": rng.normal(size=(2, 2, 8, 8, 2)).astype("float32")}
+    data = {
+        "rgb": rng.normal(size=(2, 2, 8, 8, 3)).astype("float32"),
+        "flow": rng.normal(size=(2, 2, 8, 8, 2)).astype("float32"),
+    }
     assert zero.get_layer("rgb_conv").output.dtype == "float16"
     np.testing.assert_array_equal(zero(data).numpy(), base(data).numpy())
     _randomize_projections(active)

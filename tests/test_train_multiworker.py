@@ -9,41 +9,41 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
-import numpy as np
 import keras
+import numpy as np
 import pytest
-
-import keras_classreg  # noqa: F401  (registers the layer and model)
-from training import distribute
-
-from test_train_support import (  # noqa: F401
+from test_train_support import (
     REPO,
     free_ports,
-    prepared_data,
     subprocess_env,
     tiny_config,
     train_command,
 )
 
+import keras_classreg  # noqa: F401  (registers the layer and model)
+from training import distribute
 
 # Two worker processes training together.
 pytestmark = pytest.mark.slow
 
 
-def test_two_workers_finish_an_epoch_with_identical_weights(prepared_data, tmp_path):  # noqa: F811
+def test_two_workers_finish_an_epoch_with_identical_weights(prepared_data, tmp_path):
     run_dir = str(tmp_path / "run")
-    command = train_command(tiny_config(prepared_data, run_dir, epochs=1,
-                                        verbose=2))
+    command = train_command(tiny_config(prepared_data, run_dir, epochs=1, verbose=2))
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = []
     for index in range(2):
-        tf_config = json.dumps({"cluster": cluster,
-                                "task": {"type": "worker", "index": index}})
-        workers.append(subprocess.Popen(
-            command, cwd=REPO, env=subprocess_env(TF_CONFIG=tf_config),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        workers.append(
+            subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=subprocess_env(TF_CONFIG=tf_config),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outputs = []
     try:
         for worker in workers:
@@ -61,8 +61,7 @@ def test_two_workers_finish_an_epoch_with_identical_weights(prepared_data, tmp_p
     assert config["num_workers"] == 2 and config["num_replicas"] == 2
     # only the chief writes the run's history, checkpoints and best model
     assert os.path.isfile(os.path.join(run_dir, "history.csv"))
-    assert not os.path.exists(os.path.join(run_dir, "workers", "worker-1",
-                                           "history.csv"))
+    assert not os.path.exists(os.path.join(run_dir, "workers", "worker-1", "history.csv"))
     a = keras.saving.load_model(chief, compile=False)
     b = keras.saving.load_model(other, compile=False)
     assert len(a.weights) == len(b.weights) == 14
@@ -99,14 +98,20 @@ def test_installed_keras_still_needs_the_multi_worker_patch(tmp_path):
     `LAST_KERAS_NEEDING_MULTI_WORKER_PATCH`)."""
     assert distribute.keras_needs_multi_worker_patch(), (
         f"Keras {keras.version()} is newer than the last release known to need "
-        "the multi-worker patch; this test checks whether it still does.")
+        "the multi-worker patch; this test checks whether it still does."
+    )
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-c", _UNPATCHED_FIT], cwd=tmp_path,
-            env=subprocess_env(TF_CONFIG=json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": i}})),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-c", _UNPATCHED_FIT],
+            cwd=tmp_path,
+            env=subprocess_env(
+                TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for i in range(2)
     ]
     try:
@@ -115,12 +120,15 @@ def test_installed_keras_still_needs_the_multi_worker_patch(tmp_path):
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    known = ("Attempt to convert a value (PerReplica",
-             "Invalid reduction dimension 0 for input with 0 dimensions")
+    known = (
+        "Attempt to convert a value (PerReplica",
+        "Invalid reduction dimension 0 for input with 0 dimensions",
+    )
     assert all(w.returncode != 0 for w in workers), (
         f"Keras {keras.version()} fits under MultiWorkerMirroredStrategy without "
         "the patch: keras-team/keras#20585 is fixed; remove "
-        "training.distribute.patch_multi_worker_build.\n" + outputs[0][-2000:])
+        "training.distribute.patch_multi_worker_build.\n" + outputs[0][-2000:]
+    )
     assert any(any(k in output for k in known) for output in outputs), outputs[0][-3000:]
 
 
@@ -135,15 +143,26 @@ def test_tf_config_errors_name_the_problem(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG environment variable is not valid"):
         distribute.worker_role()
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 5}}),
+    )
     with pytest.raises(ValueError, match="names task worker:5, which is not in its cluster"):
         distribute.worker_role()
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"chief": ["a:1"], "worker": ["b:2"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {
+                "cluster": {"chief": ["a:1"], "worker": ["b:2"]},
+                "task": {"type": "worker", "index": 0},
+            }
+        ),
+    )
     assert distribute.worker_role() == ("worker", 0, False)
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}),
+    )
     assert distribute.worker_role() == ("worker", 0, True)
     monkeypatch.delenv("TF_CONFIG")
     assert distribute.worker_role() == ("chief", 0, True)

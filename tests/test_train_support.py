@@ -42,13 +42,17 @@ def tiny_c3d(
     for stage, (filters, strides) in enumerate(zip(widths, ((1, 2, 2), 2)), start=1):
         x = conv_bn(x, filters, 3, strides, f"stage{stage}", sync)
         if class_regularization:
-            x = class_regularization_block(x, classifier, rates[stage - 1],
-                                           f"stage{stage}_classreg",
-                                           class_regularization_options)
+            x = class_regularization_block(
+                x,
+                classifier,
+                rates[stage - 1],
+                f"stage{stage}_classreg",
+                class_regularization_options,
+            )
     return head(x, classifier, dropout, inputs, "tiny_c3d")
 
 
-# --- shared fixtures (import them into a test module to use them) ----------
+# --- shared fixtures (a plugin of tests/conftest.py: request them by name) --
 import os  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -69,11 +73,16 @@ def prepared_data(tmp_path_factory):
     from training.data import prepare_dataset, write_synthetic_dataset
 
     root = tmp_path_factory.mktemp("motion")
-    dataset = write_synthetic_dataset(root / "videos", classes=CLASSES,
-                                      per_class=PER_CLASS, frames=16, size=32,
-                                      seed=0, test_fraction=0.25)
-    prepare_dataset(dataset, root / "prepared", short_side=32, workers=0,
-                    progress=False)
+    dataset = write_synthetic_dataset(
+        root / "videos",
+        classes=CLASSES,
+        per_class=PER_CLASS,
+        frames=16,
+        size=32,
+        seed=0,
+        test_fraction=0.25,
+    )
+    prepare_dataset(dataset, root / "prepared", short_side=32, workers=0, progress=False)
     return str(root / "prepared")
 
 
@@ -83,10 +92,21 @@ def tiny_config(data, run_dir, **overrides):
     `xla=False`: the tests train tiny models many times, where compiling
     each run's steps costs more than it saves; `tests/test_train_xla.py`
     checks the default (compiled) path and passes `xla` itself."""
-    config = dict(data=data, run_dir=str(run_dir), model=TINY_SPEC,
-                  clip_length=8, stride=2, crop_size=32, batch_size=8,
-                  epochs=2, learning_rate=0.1, flip=False, augmentation="center",
-                  verbose=0, xla=False)
+    config = dict(
+        data=data,
+        run_dir=str(run_dir),
+        model=TINY_SPEC,
+        clip_length=8,
+        stride=2,
+        crop_size=32,
+        batch_size=8,
+        epochs=2,
+        learning_rate=0.1,
+        flip=False,
+        augmentation="center",
+        verbose=0,
+        xla=False,
+    )
     config.update(overrides)
     return config
 
@@ -108,8 +128,7 @@ def train_command(config):
 
 
 def subprocess_env(**extra):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO,
-               PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=REPO, PYTHONDONTWRITEBYTECODE="1")
     env.update(extra)
     return env
 
@@ -125,5 +144,6 @@ def free_ports(count):
 
 
 def run(command, **kwargs):
-    return subprocess.run(command, cwd=REPO, env=subprocess_env(),
-                          capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        command, cwd=REPO, env=subprocess_env(), capture_output=True, text=True, **kwargs
+    )

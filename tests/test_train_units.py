@@ -5,20 +5,19 @@ import json
 import math
 import os
 
+import keras
 import numpy as np
 import pytest
-import keras
+from test_train_support import tiny_c3d
 
 import keras_classreg
+from clipspec.rundir import RunDir
 from training import callbacks as run_callbacks
 from training.config import TrainConfig, load_config_file
-from clipspec.rundir import RunDir
 from training.evaluate import compute_report
-from training.optimization import learning_rate_schedule, make_optimizer
 from training.model_building import resolve_model_builder, transfer_weights
+from training.optimization import learning_rate_schedule, make_optimizer
 from training.train import build_parser, config_from_args
-
-from test_train_support import tiny_c3d
 
 SUPPORT = os.path.join(os.path.dirname(__file__), "test_train_support.py")
 
@@ -26,10 +25,13 @@ SUPPORT = os.path.join(os.path.dirname(__file__), "test_train_support.py")
 # --- config ---------------------------------------------------------------
 def test_config_file_then_flags_override(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("data: d\nrun_dir: r\nepochs: 7\nbatch_size: 4\n"
-                    "affection_rates: [0.1, 0.2, 0.3, 0.4]\nlabel_smoothing: 0.1\n")
+    path.write_text(
+        "data: d\nrun_dir: r\nepochs: 7\nbatch_size: 4\n"
+        "affection_rates: [0.1, 0.2, 0.3, 0.4]\nlabel_smoothing: 0.1\n"
+    )
     args = build_parser().parse_args(
-        ["--config", str(path), "--batch-size", "16", "--no-class-regularization"])
+        ["--config", str(path), "--batch-size", "16", "--no-class-regularization"]
+    )
     config = config_from_args(args)
     assert config.epochs == 7 and config.batch_size == 16
     assert config.class_regularization is False
@@ -52,23 +54,39 @@ def test_config_errors_name_file_field_and_line(tmp_path):
     with pytest.raises(ValueError, match=r"broken.json line 3"):
         load_config_file(broken)
     with pytest.raises(ValueError, match=r"`step_epochs`"):
-        TrainConfig.from_dict({"data": "d", "run_dir": "r", "epochs": 10,
-                               "step_epochs": [8, 4]})
+        TrainConfig.from_dict({"data": "d", "run_dir": "r", "epochs": 10, "step_epochs": [8, 4]})
     with pytest.raises(ValueError, match=r"`data`.*required"):
         TrainConfig.from_dict({"run_dir": "r"})
     with pytest.raises(ValueError, match=r"`augment_on`.*one of \('host', 'device'\)"):
         TrainConfig.from_dict({"data": "d", "run_dir": "r", "augment_on": "gpu"})
     with pytest.raises(ValueError, match=r"'scale_jitter' or 'center' with augment_on"):
-        TrainConfig.from_dict({"data": "d", "run_dir": "r", "augment_on": "device",
-                               "augmentation": "random_resized_crop"})
+        TrainConfig.from_dict(
+            {
+                "data": "d",
+                "run_dir": "r",
+                "augment_on": "device",
+                "augmentation": "random_resized_crop",
+            }
+        )
 
 
 def test_help_lists_every_field():
     text = build_parser().format_help()
-    for flag in ("--class-regularization", "--no-class-regularization",
-                 "--affection-rates", "--mixed-precision", "--xla", "--seed",
-                 "--label-smoothing", "--weight-decay", "--init-from",
-                 "--warmup-epochs", "--lr-schedule", "--config", "--augment-on"):
+    for flag in (
+        "--class-regularization",
+        "--no-class-regularization",
+        "--affection-rates",
+        "--mixed-precision",
+        "--xla",
+        "--seed",
+        "--label-smoothing",
+        "--weight-decay",
+        "--init-from",
+        "--warmup-epochs",
+        "--lr-schedule",
+        "--config",
+        "--augment-on",
+    ):
         assert flag in text
 
 
@@ -87,10 +105,10 @@ def test_cosine_schedule_with_warmup_matches_formula():
 
 def test_step_schedule_with_warmup_matches_hand_values():
     # 4 warm-up steps, decays after steps 9 and 14 (epochs 2 and 3 of 5 steps)
-    schedule = learning_rate_schedule(0.4, "step", 25, warmup_steps=4,
-                                      step_boundaries=[10, 15], step_gamma=0.5)
-    expected = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4, 4: 0.4, 9: 0.4, 10: 0.2,
-                14: 0.2, 15: 0.1, 24: 0.1}
+    schedule = learning_rate_schedule(
+        0.4, "step", 25, warmup_steps=4, step_boundaries=[10, 15], step_gamma=0.5
+    )
+    expected = {0: 0.1, 1: 0.2, 2: 0.3, 3: 0.4, 4: 0.4, 9: 0.4, 10: 0.2, 14: 0.2, 15: 0.1, 24: 0.1}
     for step, value in expected.items():
         assert float(schedule(step)) == pytest.approx(value, rel=1e-6), step
     with pytest.raises(ValueError, match="inside the warm-up"):
@@ -98,24 +116,41 @@ def test_step_schedule_with_warmup_matches_hand_values():
 
 
 def test_default_step_epochs_at_half_and_three_quarters():
-    config = TrainConfig(data="d", run_dir="r", epochs=8, lr_schedule="step",
-                         warmup_epochs=0, learning_rate=1.0, step_gamma=0.1)
+    config = TrainConfig(
+        data="d",
+        run_dir="r",
+        epochs=8,
+        lr_schedule="step",
+        warmup_epochs=0,
+        learning_rate=1.0,
+        step_gamma=0.1,
+    )
     optimizer = make_optimizer(config, steps_per_epoch=10)
-    schedule = keras.optimizers.schedules.deserialize(
-        optimizer.get_config()["learning_rate"])
+    schedule = keras.optimizers.schedules.deserialize(optimizer.get_config()["learning_rate"])
     assert [round(float(schedule(s)), 6) for s in (39, 40, 59, 60)] == [1.0, 0.1, 0.1, 0.01]
 
 
 def test_weight_decay_spares_batchnorm_and_biases():
-    config = TrainConfig(data="d", run_dir="r", epochs=1, learning_rate=0.5,
-                         warmup_epochs=0, weight_decay=0.1, momentum=0.0)
+    config = TrainConfig(
+        data="d",
+        run_dir="r",
+        epochs=1,
+        learning_rate=0.5,
+        warmup_epochs=0,
+        weight_decay=0.1,
+        momentum=0.0,
+    )
     optimizer = make_optimizer(config, steps_per_epoch=100)
     kernel = keras.Variable(np.ones((2, 2), "float32"), name="kernel")
     bias = keras.Variable(np.ones((2,), "float32"), name="bias")
     gamma = keras.Variable(np.ones((2,), "float32"), name="gamma")
-    optimizer.apply_gradients([(np.zeros((2, 2), "float32"), kernel),
-                               (np.zeros((2,), "float32"), bias),
-                               (np.zeros((2,), "float32"), gamma)])
+    optimizer.apply_gradients(
+        [
+            (np.zeros((2, 2), "float32"), kernel),
+            (np.zeros((2,), "float32"), bias),
+            (np.zeros((2,), "float32"), gamma),
+        ]
+    )
     # decoupled decay: w <- w - lr * wd * w = 1 - 0.5 * 0.1
     np.testing.assert_allclose(kernel.numpy(), 0.95, rtol=1e-6)
     np.testing.assert_allclose(bias.numpy(), 1.0)
@@ -145,18 +180,17 @@ def test_transfer_weights_base_into_class_regularization_model():
     report = transfer_weights(base, target)
     assert sorted(report["new"]) == ["stage1_classreg", "stage2_classreg"]
     assert report["mismatched"] == [] and report["unused"] == []
-    assert set(report["transferred"]) == {
-        l.name for l in base.layers if l.weights}
+    assert set(report["transferred"]) == {layer.name for layer in base.layers if layer.weights}
     for layer in base.layers:
-        for w_base, w_new in zip(layer.get_weights(),
-                                 target.get_layer(layer.name).get_weights()):
+        for w_base, w_new in zip(layer.get_weights(), target.get_layer(layer.name).get_weights()):
             np.testing.assert_array_equal(w_base, w_new)
     for block in blocks:  # untouched, still the fresh initialisation
         np.testing.assert_array_equal(block.projection_kernel.numpy(), fresh[block.name])
         assert block.get_classifier() is target.get_layer("classifier")
     # the blocks read the transferred classifier
     np.testing.assert_array_equal(
-        blocks[0].get_classifier().kernel.numpy(), base.get_layer("classifier").kernel.numpy())
+        blocks[0].get_classifier().kernel.numpy(), base.get_layer("classifier").kernel.numpy()
+    )
 
 
 def test_transfer_weights_reports_shape_mismatch_and_refuses_strangers():
@@ -247,8 +281,9 @@ def test_checkpoints_save_the_inference_model_of_a_training_wrapper(tmp_path):
             self.inference_model = _FakeModel()
 
     wrapper = Wrapper()
-    best = run_callbacks.BestModel(str(tmp_path / "best.keras"), "top1",
-                                   str(tmp_path / "history.csv"))
+    best = run_callbacks.BestModel(
+        str(tmp_path / "best.keras"), "top1", str(tmp_path / "history.csv")
+    )
     epochs = run_callbacks.EpochCheckpoints(str(tmp_path / "checkpoints"), keep=0)
     for callback in (best, epochs):
         callback.set_model(wrapper)
@@ -266,9 +301,14 @@ def test_compute_report_against_hand_counts():
     # video 0 (label 0): views say b, a  -> mean [0.45, 0.5, 0.05] -> b (wrong)
     # video 1 (label 1): views say b, b  -> b (right)
     # video 2 (label 2): views say c, a  -> mean [0.4, 0.1, 0.5]  -> c (right)
-    probabilities = [[0.3, 0.6, 0.1], [0.6, 0.4, 0.0],
-                     [0.1, 0.8, 0.1], [0.2, 0.7, 0.1],
-                     [0.2, 0.1, 0.7], [0.6, 0.1, 0.3]]
+    probabilities = [
+        [0.3, 0.6, 0.1],
+        [0.6, 0.4, 0.0],
+        [0.1, 0.8, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.2, 0.1, 0.7],
+        [0.6, 0.1, 0.3],
+    ]
     labels = [0, 0, 1, 1, 2, 2]
     videos = [7, 7, 3, 3, 5, 5]
     report = compute_report(probabilities, labels, videos, names)

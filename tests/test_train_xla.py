@@ -6,10 +6,11 @@ each kind of zoo block trains compiled."""
 import importlib
 import json
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
+from test_train_support import tiny_config
 
 import keras_classreg
 from keras_classreg import models
@@ -19,8 +20,6 @@ from training.config import TrainConfig
 from training.device_augmentation import DeviceAugmentedModel
 from training.distribute import make_strategy
 from training.train import train
-
-from test_train_support import prepared_data, tiny_config  # noqa: F401
 
 # the module (the package's `resnet3d` attribute is the builder function)
 resnet3d_module = importlib.import_module("keras_classreg.models.resnet3d")
@@ -35,8 +34,10 @@ def _step_tf_function(keras_step_function):
         if id(item) in seen:
             continue
         seen.add(id(item))
-        if isinstance(item, tf.types.experimental.PolymorphicFunction) and \
-                "one_step_on_data" in item.__name__:
+        if (
+            isinstance(item, tf.types.experimental.PolymorphicFunction)
+            and "one_step_on_data" in item.__name__
+        ):
             return item
         if getattr(item, "__wrapped__", None) is not None:
             stack.append(item.__wrapped__)
@@ -75,19 +76,21 @@ def test_default_config_turns_xla_on():
 
 @pytest.mark.slow
 def test_default_training_and_validation_steps_are_xla_compiled(
-        prepared_data, tmp_path, fitted_models):  # noqa: F811
+    prepared_data, tmp_path, fitted_models
+):
     # the defaults as on a machine with one CPU device (conftest splits
     # this process's CPU into two logical devices, i.e. two replicas)
-    config = tiny_config(prepared_data, tmp_path / "run", epochs=1,
-                         steps_per_epoch=2, devices=["/cpu:0"])
+    config = tiny_config(
+        prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=2, devices=["/cpu:0"]
+    )
     del config["xla"]  # the default
     train(config)
     (model,) = fitted_models
     assert model.jit_compile is True
-    spec = (tf.TensorSpec((8, 8, 32, 32, 3), tf.float32),
-            tf.TensorSpec((8, 4), tf.float32))
+    spec = (tf.TensorSpec((8, 8, 32, 32, 3), tf.float32), tf.TensorSpec((8, 4), tf.float32))
     train_hlo = _hlo(_step_tf_function(model.train_function), spec)
     test_hlo = _hlo(_step_tf_function(model.test_function), spec)
+
     # the validation step: the forward convolutions; the training step: the
     # gradient convolutions as well, in the same XLA computation
     def products(hlo):
@@ -104,9 +107,18 @@ def test_default_training_and_validation_steps_are_xla_compiled(
 
 
 @pytest.mark.slow
-def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):  # noqa: F811
-    train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
-                      devices=["/cpu:0"], xla=False, validation=False))
+def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):
+    train(
+        tiny_config(
+            prepared_data,
+            tmp_path / "run",
+            epochs=1,
+            steps_per_epoch=1,
+            devices=["/cpu:0"],
+            xla=False,
+            validation=False,
+        )
+    )
     (model,) = fitted_models
     assert model.jit_compile is False
     spec = (tf.TensorSpec((8, 8, 32, 32, 3), tf.float32), tf.TensorSpec((8, 4), tf.float32))
@@ -115,17 +127,28 @@ def test_no_xla_runs_tensorflow_kernels(prepared_data, tmp_path, fitted_models):
 
 
 @pytest.mark.slow
-def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_path,
-                                                            fitted_models):  # noqa: F811
+def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_path, fitted_models):
     from tensorflow.python.framework import config as tf_config
 
     was_on = tf_config.is_op_determinism_enabled()
     weights = []
     try:
         for name in ("a", "b"):
-            train(tiny_config(prepared_data, tmp_path / name, epochs=1, steps_per_epoch=2,
-                              devices=["/cpu:0"], deterministic=True, seed=5, xla=True,
-                              augmentation="scale_jitter", flip=True, validation=False))
+            train(
+                tiny_config(
+                    prepared_data,
+                    tmp_path / name,
+                    epochs=1,
+                    steps_per_epoch=2,
+                    devices=["/cpu:0"],
+                    deterministic=True,
+                    seed=5,
+                    xla=True,
+                    augmentation="scale_jitter",
+                    flip=True,
+                    validation=False,
+                )
+            )
             weights.append([w.numpy() for w in fitted_models[-1].weights])
             assert tf_config.is_op_determinism_enabled()
             assert fitted_models[-1].jit_compile is True
@@ -171,8 +194,12 @@ def test_compile_model_keeps_xla_under_op_determinism():
 
 
 def _compiled_step(model, x, y):
-    compile_model(model, True, optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss="categorical_crossentropy")
+    compile_model(
+        model,
+        True,
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss="categorical_crossentropy",
+    )
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
     assert _step_tf_function(model.train_function) is not None
@@ -195,20 +222,34 @@ def _batch(shape, classes=3):
 def _one_block_per_stage(block, planes, out_per_plane, **block_kwargs):
     def build(shape):
         return resnet3d_module._resnet(
-            "shallow", block, (1, 1, 1, 1), planes, 3, shape, True, None,
-            planes[-1] * out_per_plane, block_kwargs=block_kwargs or None,
-            stem_filters=planes[0])
+            "shallow",
+            block,
+            (1, 1, 1, 1),
+            planes,
+            3,
+            shape,
+            True,
+            None,
+            planes[-1] * out_per_plane,
+            block_kwargs=block_kwargs or None,
+            stem_filters=planes[0],
+        )
+
     return build
 
 
 BLOCKS = {
-    "basic": lambda shape: models.get("resnet18_3d", num_classes=3, input_shape=shape,
-                                      widen_factor=0.125),
-    "bottleneck": _one_block_per_stage(resnet3d_module._bottleneck_block,
-                                       (8, 16, 32, 64), 4),
-    "grouped_bottleneck": _one_block_per_stage(resnet3d_module._grouped_bottleneck_block,
-                                               (32, 64, 128, 256), 2, expansion=2,
-                                               cardinality=32),
+    "basic": lambda shape: models.get(
+        "resnet18_3d", num_classes=3, input_shape=shape, widen_factor=0.125
+    ),
+    "bottleneck": _one_block_per_stage(resnet3d_module._bottleneck_block, (8, 16, 32, 64), 4),
+    "grouped_bottleneck": _one_block_per_stage(
+        resnet3d_module._grouped_bottleneck_block,
+        (32, 64, 128, 256),
+        2,
+        expansion=2,
+        cardinality=32,
+    ),
     "inception": lambda shape: models.get("i3d", num_classes=3, input_shape=shape),
 }
 
@@ -223,12 +264,26 @@ def test_each_kind_of_zoo_block_trains_compiled(kind):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("options", [{"mixed_precision": True}, {"augment_on": "device"}],
-                         ids=["mixed_precision", "augment_on_device"])
+@pytest.mark.parametrize(
+    "options",
+    [{"mixed_precision": True}, {"augment_on": "device"}],
+    ids=["mixed_precision", "augment_on_device"],
+)
 def test_mixed_precision_and_device_augmentation_train_compiled(
-        prepared_data, tmp_path, fitted_models, options):  # noqa: F811
-    train(tiny_config(prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=1,
-                      devices=["/cpu:0"], validation=False, xla=True, **options))
+    prepared_data, tmp_path, fitted_models, options
+):
+    train(
+        tiny_config(
+            prepared_data,
+            tmp_path / "run",
+            epochs=1,
+            steps_per_epoch=1,
+            devices=["/cpu:0"],
+            validation=False,
+            xla=True,
+            **options,
+        )
+    )
     (model,) = fitted_models
     if options.get("augment_on") == "device":
         # ClipAugmentation runs inside the compiled step
@@ -248,8 +303,9 @@ def test_folded_blocks_compile():
     x, _ = _batch(shape)
     model = tiny_c3d(3, input_shape=shape)
     folded = keras_classreg.fold_class_regularization(model)
-    assert any(isinstance(layer, keras_classreg.FoldedClassRegularization)
-               for layer in folded.layers)
+    assert any(
+        isinstance(layer, keras_classreg.FoldedClassRegularization) for layer in folded.layers
+    )
     forward = tf.function(lambda t: folded(t, training=False), jit_compile=True)
     hlo = forward.experimental_get_compiler_ir(tf.constant(x))(stage="hlo")
     assert "convolution(" in hlo

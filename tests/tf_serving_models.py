@@ -42,27 +42,37 @@ def half_plus_two_tf1(export_dir, b=2.0):
         def signature(inputs, outputs, method=tf.saved_model.PREDICT_METHOD_NAME):
             return utils.build_signature_def(
                 {k: info(v) for k, v in inputs.items()},
-                {k: info(v) for k, v in outputs.items()}, method)
+                {k: info(v) for k, v in outputs.items()},
+                method,
+            )
 
         signatures = {
-            tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-                signature({"x": x}, {"y": y}),
-            "classify_x_to_y": utils.classification_signature_def(
-                examples, None, y),
+            tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: signature({"x": x}, {"y": y}),
+            "classify_x_to_y": utils.classification_signature_def(examples, None, y),
             "regress_x_to_y": utils.regression_signature_def(examples, y),
             "regress_x_to_y2": utils.regression_signature_def(examples, y2),
             "regress_x2_to_y3": signature(
                 {tf.saved_model.REGRESS_INPUTS: x2},
                 {tf.saved_model.REGRESS_OUTPUTS: y3},
-                tf.saved_model.REGRESS_METHOD_NAME),
-            "typed": signature({"x": x}, {
-                "y": y, "ints": ints, "int64s": int64s, "strings": strings,
-                "bools": bools, "doubles": doubles}),
+                tf.saved_model.REGRESS_METHOD_NAME,
+            ),
+            "typed": signature(
+                {"x": x},
+                {
+                    "y": y,
+                    "ints": ints,
+                    "int64s": int64s,
+                    "strings": strings,
+                    "bools": bools,
+                    "doubles": doubles,
+                },
+            ),
             "two_inputs": signature({"x": x, "x2": x2}, {"y": y, "y3": y3}),
         }
         builder = utils.Builder(os.fspath(export_dir))
         builder.add_meta_graph_and_variables(
-            session, [tf.saved_model.SERVING], signature_def_map=signatures)
+            session, [tf.saved_model.SERVING], signature_def_map=signatures
+        )
         builder.save()
     return export_dir
 
@@ -78,20 +88,24 @@ class _HalfPlusTwo(tf.Module):
     def predict(self, x):
         return {"y": self.a * x + self.b}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                                name=tf.saved_model.REGRESS_INPUTS)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.REGRESS_INPUTS)]
+    )
     def regress(self, serialized):
         x = tf.io.parse_example(serialized, FEATURES)["x"]
         return {tf.saved_model.REGRESS_OUTPUTS: self.a * x + self.b}
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string,
-                                                name=tf.saved_model.CLASSIFY_INPUTS)])
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.CLASSIFY_INPUTS)]
+    )
     def classify(self, serialized):
         x = tf.io.parse_example(serialized, FEATURES)["x"]
         scores = tf.concat([self.a * x + self.b, self.a * x + self.c], axis=1)
         classes = tf.tile(tf.constant([["two", "three"]]), [tf.shape(x)[0], 1])
-        return {tf.saved_model.CLASSIFY_OUTPUT_SCORES: scores,
-                tf.saved_model.CLASSIFY_OUTPUT_CLASSES: classes}
+        return {
+            tf.saved_model.CLASSIFY_OUTPUT_SCORES: scores,
+            tf.saved_model.CLASSIFY_OUTPUT_CLASSES: classes,
+        }
 
 
 def half_plus_two_tf2(export_dir):
@@ -100,11 +114,15 @@ def half_plus_two_tf2(export_dir):
     `classify_x_to_y` (two classes, 'two' and 'three', with scores y and
     y + 1)."""
     module = _HalfPlusTwo()
-    tf.saved_model.save(module, os.fspath(export_dir), signatures={
-        tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.predict,
-        "regress_x_to_y": module.regress,
-        "classify_x_to_y": module.classify,
-    })
+    tf.saved_model.save(
+        module,
+        os.fspath(export_dir),
+        signatures={
+            tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.predict,
+            "regress_x_to_y": module.regress,
+            "classify_x_to_y": module.classify,
+        },
+    )
     return export_dir
 
 
@@ -125,6 +143,7 @@ class _Slow(tf.Module):
 
         def body(i, y):
             return i + 1, tf.tanh(tf.matmul(y, y))
+
         _, y = tf.while_loop(lambda i, y: i < steps, body, (0, start))
         return {"y": x + 0.0 * tf.reduce_sum(y)}
 
@@ -133,8 +152,11 @@ def slow_loop_tf2(export_dir):
     """A TF2 model whose `serving_default` (x float [n] -> y = x) runs x[0]
     loop iterations of about 1 ms: a request as long as it asks for."""
     module = _Slow()
-    tf.saved_model.save(module, os.fspath(export_dir), signatures={
-        tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.loop})
+    tf.saved_model.save(
+        module,
+        os.fspath(export_dir),
+        signatures={tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.loop},
+    )
     return export_dir
 
 
@@ -148,15 +170,20 @@ def slow_loop_tf1(export_dir):
         _, y = tf.compat.v1.while_loop(
             lambda i, y: i < steps,
             lambda i, y: (i + 1, tf.tanh(tf.matmul(y, y))),
-            (0, tf.ones([256, 256]) / 256.0))
+            (0, tf.ones([256, 256]) / 256.0),
+        )
         out = tf.identity(x + 0.0 * tf.reduce_sum(y), "y")
         builder = utils.Builder(os.fspath(export_dir))
         builder.add_meta_graph_and_variables(
-            session, [tf.saved_model.SERVING], signature_def_map={
-                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-                    utils.build_signature_def(
-                        {"x": utils.build_tensor_info(x)},
-                        {"y": utils.build_tensor_info(out)},
-                        tf.saved_model.PREDICT_METHOD_NAME)})
+            session,
+            [tf.saved_model.SERVING],
+            signature_def_map={
+                tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: utils.build_signature_def(
+                    {"x": utils.build_tensor_info(x)},
+                    {"y": utils.build_tensor_info(out)},
+                    tf.saved_model.PREDICT_METHOD_NAME,
+                )
+            },
+        )
         builder.save()
     return export_dir

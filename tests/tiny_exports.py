@@ -18,13 +18,14 @@ def tiny_model(num_classes=7, input_shape=(4, 16, 16, 3), seed=0):
     probabilities are far from uniform, so top-k orders are stable."""
     keras.utils.set_random_seed(seed)
     classifier = keras.layers.Dense(
-        num_classes, activation="softmax", name="classifier",
-        kernel_initializer=keras.initializers.RandomNormal(stddev=3.0,
-                                                           seed=seed))
+        num_classes,
+        activation="softmax",
+        name="classifier",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=3.0, seed=seed),
+    )
     classifier.build((None, 8))
     inputs = keras.Input(input_shape)
-    x = keras.layers.Conv3D(8, 3, padding="same", activation="relu",
-                            name="conv")(inputs)
+    x = keras.layers.Conv3D(8, 3, padding="same", activation="relu", name="conv")(inputs)
     x = ClassRegularization(0.3, classifier, name="block")(x)
     x = keras.layers.GlobalAveragePooling3D(name="pool")(x)
     return ClassRegModel(inputs, classifier(x), name="tiny")
@@ -37,8 +38,9 @@ def class_names(num_classes):
 def normalize(clips, mean=DEFAULT_MEAN, std=DEFAULT_STD):
     """The export's normalisation in NumPy: `(x / 255 - mean) / std`."""
     clips = np.asarray(clips, np.float32)
-    return ((clips / 255.0 - np.asarray(mean, np.float32))
-            / np.asarray(std, np.float32)).astype(np.float32)
+    return ((clips / 255.0 - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).astype(
+        np.float32
+    )
 
 
 def reference_probabilities(model, clips):
@@ -48,12 +50,24 @@ def reference_probabilities(model, clips):
 
 def clip_format(num_classes=7, input_shape=(4, 16, 16, 3), **fields):
     """The `ClipFormat` of a tiny model (fields override the defaults)."""
-    return ClipFormat(clip_length=input_shape[0], crop_size=input_shape[1],
-                      class_names=class_names(num_classes), **fields)
+    return ClipFormat(
+        clip_length=input_shape[0],
+        crop_size=input_shape[1],
+        class_names=class_names(num_classes),
+        **fields,
+    )
 
 
-def export_tiny(export_base, name, seed=0, version=None, num_classes=7,
-                input_shape=(4, 16, 16, 3), clip_format_fields=None, **kwargs):
+def export_tiny(
+    export_base,
+    name,
+    seed=0,
+    version=None,
+    num_classes=7,
+    input_shape=(4, 16, 16, 3),
+    clip_format_fields=None,
+    **kwargs,
+):
     """Exports `tiny_model(seed)`; returns `(model, version folder)`."""
     model = tiny_model(num_classes, input_shape, seed)
     fmt = clip_format(num_classes, input_shape, **(clip_format_fields or {}))
@@ -62,8 +76,7 @@ def export_tiny(export_base, name, seed=0, version=None, num_classes=7,
 
 
 def random_clips(count, shape=(4, 16, 16, 3), seed=0):
-    return np.random.default_rng(seed).integers(
-        0, 256, size=(count, *shape), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(0, 256, size=(count, *shape), dtype=np.uint8)
 
 
 __all__ = [

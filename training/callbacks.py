@@ -121,17 +121,14 @@ class HistoryCSV(_FirstEpochMixin, keras.callbacks.Callback):
         row = {"epoch": epoch + 1}
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:
-            row["learning_rate"] = float(
-                keras.ops.convert_to_numpy(optimizer.learning_rate)
-            )
+            row["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         row["epoch_seconds"] = round(time.perf_counter() - self._start, 3)
         row.update({key: float(value) for key, value in (logs or {}).items()})
         self.rows.append(row)
         _write_history(self.path, self.rows)
 
 
-class BestModel(_SavesInferenceModel, _FirstEpochMixin,
-                keras.callbacks.ModelCheckpoint):
+class BestModel(_SavesInferenceModel, _FirstEpochMixin, keras.callbacks.ModelCheckpoint):
     """`ModelCheckpoint(save_best_only=True, mode="max")` for `path`, which
     also counts the epochs before a resume (their scores are read from the
     history CSV) and replaces `path` atomically.
@@ -143,8 +140,12 @@ class BestModel(_SavesInferenceModel, _FirstEpochMixin,
 
     def __init__(self, path, monitor, history_path):
         self.final_path = os.fspath(path)
-        super().__init__(str(partial_path(os.path.abspath(self.final_path))),
-                         monitor=monitor, mode="max", save_best_only=True)
+        super().__init__(
+            str(partial_path(os.path.abspath(self.final_path))),
+            monitor=monitor,
+            mode="max",
+            save_best_only=True,
+        )
         self.history_path = history_path
         self.best_epoch = None
 
@@ -152,15 +153,19 @@ class BestModel(_SavesInferenceModel, _FirstEpochMixin,
         self.best, self.best_epoch = -math.inf, None
         for row in read_history(self.history_path):
             value = row.get(self.monitor)
-            if row["epoch"] <= first_epoch and isinstance(value, (int, float)) \
-                    and value > self.best:
+            if (
+                row["epoch"] <= first_epoch
+                and isinstance(value, (int, float))
+                and value > self.best
+            ):
                 self.best, self.best_epoch = value, row["epoch"]
 
     def on_epoch_end(self, epoch, logs=None):
         if (logs or {}).get(self.monitor) is None:  # Keras only warns
             raise KeyError(
                 f"BestModel: metric {self.monitor!r} is not in the epoch logs "
-                f"({', '.join(sorted(logs or {}))}).")
+                f"({', '.join(sorted(logs or {}))})."
+            )
         before = self.best
         super().on_epoch_end(epoch, logs)
         if self.best != before:  # ModelCheckpoint saved an improvement
@@ -183,7 +188,8 @@ class EpochCheckpoints(_SavesInferenceModel, keras.callbacks.ModelCheckpoint):
         super().on_epoch_end(epoch, logs or {})
         if self.keep:
             saved = sorted(
-                name for name in os.listdir(self.directory)
+                name
+                for name in os.listdir(self.directory)
                 if name.startswith("epoch_") and name.endswith(".keras")
             )
             for name in saved[: -self.keep]:

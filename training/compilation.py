@@ -63,23 +63,35 @@ def resolve_xla(requested, strategy, deterministic=False, num_workers=1):
         an `XlaDecision`.
     """
     if not requested:
-        return XlaDecision(False, (
-            "XLA off (--no-xla): steps run TensorFlow's kernels. Models built "
-            "from plain keras.layers.Conv3D can be tens of times slower on "
-            "some CPUs (strided-convolution gradients); the zoo's models are "
-            "not."))
+        return XlaDecision(
+            False,
+            (
+                "XLA off (--no-xla): steps run TensorFlow's kernels. Models built "
+                "from plain keras.layers.Conv3D can be tens of times slower on "
+                "some CPUs (strided-convolution gradients); the zoo's models are "
+                "not."
+            ),
+        )
     if strategy.num_replicas_in_sync > 1:
-        return XlaDecision(False, (
-            f"XLA off: {strategy.num_replicas_in_sync} replicas "
-            f"({num_workers} worker(s)). Keras 3 compiles one step across all "
-            "replicas' devices, which XLA cannot place; steps run "
-            "TensorFlow's kernels."))
+        return XlaDecision(
+            False,
+            (
+                f"XLA off: {strategy.num_replicas_in_sync} replicas "
+                f"({num_workers} worker(s)). Keras 3 compiles one step across all "
+                "replicas' devices, which XLA cannot place; steps run "
+                "TensorFlow's kernels."
+            ),
+        )
     if deterministic and _gpus():
-        return XlaDecision(False, (
-            "XLA off (--deterministic on a GPU): XLA's deterministic mode "
-            "cannot compile max-pooling gradients (select-and-scatter), so "
-            "the step runs TensorFlow's deterministic GPU kernels, typically "
-            "slower than XLA. Drop --deterministic for XLA's speed."))
+        return XlaDecision(
+            False,
+            (
+                "XLA off (--deterministic on a GPU): XLA's deterministic mode "
+                "cannot compile max-pooling gradients (select-and-scatter), so "
+                "the step runs TensorFlow's deterministic GPU kernels, typically "
+                "slower than XLA. Drop --deterministic for XLA's speed."
+            ),
+        )
     return XlaDecision(True)
 
 
@@ -112,10 +124,14 @@ def compile_model(model, jit_compile, **compile_kwargs):
     with _op_determinism_suspended():
         model.compile(jit_compile=jit_compile, **compile_kwargs)
     if bool(model.jit_compile) != bool(jit_compile):
-        unsupported = [layer.name for layer in model._flatten_layers()
-                       if not getattr(layer, "supports_jit", True)]
+        unsupported = [
+            layer.name
+            for layer in model._flatten_layers()
+            if not getattr(layer, "supports_jit", True)
+        ]
         raise RuntimeError(
             f"Keras would not compile model '{model.name}' with XLA; layers "
             f"that do not support it: {', '.join(unsupported) or 'none found'}. "
-            "Train with --no-xla.")
+            "Train with --no-xla."
+        )
     return model

@@ -11,7 +11,7 @@ same names (YAML or JSON); flags given on the command line override it.
 >>> TrainConfig.from_dict({"data": "d", "run_dir": "r", "batch_size": 0})
 Traceback (most recent call last):
 ...
-ValueError: Invalid value for config field `batch_size`. Expected a positive int. Received: batch_size=0
+ValueError: Invalid value for config field `batch_size`. ...
 """
 
 import argparse
@@ -22,8 +22,14 @@ import os
 DEFAULT_MODEL = "resnet18_3d"
 LR_SCHEDULES = ("cosine", "step")
 # Builder arguments that TrainConfig sets through its own fields.
-BUILDER_ARGUMENTS = ("num_classes", "input_shape", "class_regularization",
-                     "affection_rates", "dropout", "class_regularization_options")
+BUILDER_ARGUMENTS = (
+    "num_classes",
+    "input_shape",
+    "class_regularization",
+    "affection_rates",
+    "dropout",
+    "class_regularization_options",
+)
 AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
 AUGMENT_ON = ("host", "device")
 
@@ -33,16 +39,14 @@ def json_object(text):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(f"invalid JSON ({error.msg}): {text}")
+        raise argparse.ArgumentTypeError(f"invalid JSON ({error.msg}): {text}") from None
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object: {text}")
     return value
 
 
 def _field(default, help, cli=True, **kwargs):
-    return dataclasses.field(
-        default=default, metadata={"help": help, "cli": cli, **kwargs}
-    )
+    return dataclasses.field(default=default, metadata={"help": help, "cli": cli, **kwargs})
 
 
 @dataclasses.dataclass
@@ -80,9 +84,7 @@ class TrainConfig:
         "published network).",
         type=json_object,
     )
-    class_regularization: bool = _field(
-        True, "Add a Class Regularization block after each stage."
-    )
+    class_regularization: bool = _field(True, "Add a Class Regularization block after each stage.")
     affection_rates: list = _field(
         None,
         "One affection rate per block (e.g. 0.1 0.2 0.3 0.4); default: the "
@@ -160,17 +162,12 @@ class TrainConfig:
     )
     # --- optimisation -------------------------------------------------------
     epochs: int = _field(30, "Number of epochs.")
-    batch_size: int = _field(
-        8, "Global batch size (split over all replicas and workers)."
-    )
+    batch_size: int = _field(8, "Global batch size (split over all replicas and workers).")
     steps_per_epoch: int = _field(
         None,
-        "Training steps per epoch; default: training videos // batch size "
-        "(at least 1).",
+        "Training steps per epoch; default: training videos // batch size (at least 1).",
     )
-    learning_rate: float = _field(
-        0.05, "Peak learning rate (after warm-up), for the global batch."
-    )
+    learning_rate: float = _field(0.05, "Peak learning rate (after warm-up), for the global batch.")
     lr_schedule: str = _field(
         "cosine",
         "'cosine': linear warm-up, then cosine decay to "
@@ -194,14 +191,11 @@ class TrainConfig:
     nesterov: bool = _field(False, "Use Nesterov momentum.")
     weight_decay: float = _field(
         1e-4,
-        "Decoupled weight decay of SGD (not applied to BatchNorm parameters "
-        "and biases).",
+        "Decoupled weight decay of SGD (not applied to BatchNorm parameters and biases).",
     )
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy.")
     # --- execution ----------------------------------------------------------
-    mixed_precision: bool = _field(
-        False, "Train with the mixed_float16 policy (on GPUs)."
-    )
+    mixed_precision: bool = _field(False, "Train with the mixed_float16 policy (on GPUs).")
     xla: bool = _field(
         True,
         "Compile the training and validation steps with XLA where it can "
@@ -232,9 +226,7 @@ class TrainConfig:
         "best.keras is the epoch with the best val top-1.",
     )
     val_subset: str = _field("test", "Subset of the manifest used for validation.")
-    val_num_clips: int = _field(
-        1, "Clips per validation video (uniformly spaced, centre crop)."
-    )
+    val_num_clips: int = _field(1, "Clips per validation video (uniformly spaced, centre crop).")
     num_clips: int = _field(
         10,
         "Test-time clips per video recorded in the run's clip format "
@@ -247,9 +239,7 @@ class TrainConfig:
         "3 (along the long side).",
         choices=(1, 3),
     )
-    keep_checkpoints: int = _field(
-        5, "How many per-epoch checkpoints to keep (0: keep all)."
-    )
+    keep_checkpoints: int = _field(5, "How many per-epoch checkpoints to keep (0: keep all).")
     verbose: int = _field(1, "0: silent, 1: progress bar, 2: one line per epoch.")
 
     # -----------------------------------------------------------------------
@@ -303,16 +293,26 @@ class TrainConfig:
                 fail("model_options", "a dict of builder arguments")
             reserved = sorted(set(self.model_options) & set(BUILDER_ARGUMENTS))
             if reserved:
-                fail("model_options", "builder arguments other than "
-                     f"{', '.join(BUILDER_ARGUMENTS)} (set by their own fields)")
+                fail(
+                    "model_options",
+                    "builder arguments other than "
+                    f"{', '.join(BUILDER_ARGUMENTS)} (set by their own fields)",
+                )
         if self.freeze_until is not None and (
             not isinstance(self.freeze_until, str) or not self.freeze_until
         ):
             fail("freeze_until", "a stage (layer-name prefix) such as 'stage4'")
         if self.freeze_backbone and self.freeze_until is not None:
             fail("freeze_until", "null with freeze_backbone (choose one)")
-        for name in ("clip_length", "stride", "crop_size", "epochs",
-                     "batch_size", "val_num_clips", "num_clips"):
+        for name in (
+            "clip_length",
+            "stride",
+            "crop_size",
+            "epochs",
+            "batch_size",
+            "val_num_clips",
+            "num_clips",
+        ):
             if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 fail(name, "a positive int")
         if self.steps_per_epoch is not None and (
@@ -371,15 +371,22 @@ class TrainConfig:
                 or not all(is_number(v) for v in value)
                 or (name == "std" and not all(v > 0 for v in value))
             ):
-                fail(name, "3 numbers (one per RGB channel" +
-                     (", > 0)" if name == "std" else ")"))
+                fail(name, "3 numbers (one per RGB channel" + (", > 0)" if name == "std" else ")"))
         if self.devices is not None and (
             not isinstance(self.devices, (list, tuple))
             or not all(isinstance(d, str) for d in self.devices)
         ):
             fail("devices", "a list of device names such as /gpu:0")
-        for name in ("class_regularization", "nesterov", "mixed_precision",
-                     "xla", "deterministic", "validation", "flip", "freeze_backbone"):
+        for name in (
+            "class_regularization",
+            "nesterov",
+            "mixed_precision",
+            "xla",
+            "deterministic",
+            "validation",
+            "flip",
+            "freeze_backbone",
+        ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "true or false")
         if not isinstance(self.val_subset, str):
@@ -404,21 +411,17 @@ def load_config_file(path):
             mark = getattr(error, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""
             raise ValueError(
-                f"Invalid YAML in config file {path}{line}: "
-                f"{getattr(error, 'problem', error)}"
+                f"Invalid YAML in config file {path}{line}: {getattr(error, 'problem', error)}"
             ) from None
     elif path.endswith(".json"):
         try:
             values = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(
-                f"Invalid JSON in config file {path} line {error.lineno}: "
-                f"{error.msg}"
+                f"Invalid JSON in config file {path} line {error.lineno}: {error.msg}"
             ) from None
     else:
-        raise ValueError(
-            f"Config file {path}: expected a .yaml, .yml or .json file."
-        )
+        raise ValueError(f"Config file {path}: expected a .yaml, .yml or .json file.")
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -442,13 +445,13 @@ def add_config_arguments(parser, cls=TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         default = field.default
         shown = "" if default is None else f" (default: {default})"
-        kwargs = {"default": argparse.SUPPRESS, "dest": field.name,
-                  "help": meta["help"] + shown}
+        kwargs = {"default": argparse.SUPPRESS, "dest": field.name, "help": meta["help"] + shown}
         if field.type is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
-            kwargs["type"] = meta.get("type", field.type if field.type in (
-                int, float, str) else str)
+            kwargs["type"] = meta.get(
+                "type", field.type if field.type in (int, float, str) else str
+            )
             for key in ("nargs", "choices"):
                 if key in meta:
                     kwargs[key] = meta[key]

@@ -42,8 +42,17 @@ DEFAULT_CLIP_LENGTH = {"3d-resnets": 16, "kinetics-i3d": 64}
 DEFAULT_CROP_SIZE = {"3d-resnets": 112, "kinetics-i3d": 224}
 
 
-def convert(source, weights, out, clip_length=None, crop_size=None,
-            class_names=None, release=None, conv1_t_stride=1, no_max_pool=False):
+def convert(
+    source,
+    weights,
+    out,
+    clip_length=None,
+    crop_size=None,
+    class_names=None,
+    release=None,
+    conv1_t_stride=1,
+    no_max_pool=False,
+):
     """Loads published weights and writes them as a run directory.
 
     Args:
@@ -67,24 +76,27 @@ def convert(source, weights, out, clip_length=None, crop_size=None,
     out = os.path.abspath(out)
     for name in ("final.keras", "best.keras"):
         if os.path.exists(os.path.join(out, name)):
-            raise FileExistsError(
-                f"{out} already holds {name}; choose a new --out directory."
-            )
+            raise FileExistsError(f"{out} already holds {name}; choose a new --out directory.")
     clip_length = clip_length or DEFAULT_CLIP_LENGTH[source]
     crop_size = crop_size or DEFAULT_CROP_SIZE[source]
     input_shape = (clip_length, crop_size, crop_size, 3)
     if source == "3d-resnets":
         loaded = pretrained.load_3d_resnets_pth(
-            weights, input_shape=input_shape, conv1_t_stride=conv1_t_stride,
-            no_max_pool=no_max_pool, release=release, class_names=class_names)
+            weights,
+            input_shape=input_shape,
+            conv1_t_stride=conv1_t_stride,
+            no_max_pool=no_max_pool,
+            release=release,
+            class_names=class_names,
+        )
     else:
         if release is not None or conv1_t_stride != 1 or no_max_pool:
             raise ValueError(
-                "--release, --conv1-t-stride and --no-max-pool apply to "
-                "--source 3d-resnets only."
+                "--release, --conv1-t-stride and --no-max-pool apply to --source 3d-resnets only."
             )
-        loaded = pretrained.load_kinetics_i3d(weights, input_shape=input_shape,
-                                              class_names=class_names)
+        loaded = pretrained.load_kinetics_i3d(
+            weights, input_shape=input_shape, class_names=class_names
+        )
     os.makedirs(out, exist_ok=True)
     run_callbacks.save_model_atomically(loaded.model, os.path.join(out, "final.keras"))
     write_run_config(out, loaded)
@@ -97,10 +109,16 @@ def write_run_config(out, loaded):
     converted model."""
     clip = loaded.clip_format
     clip_format = ClipFormat(
-        clip_length=clip["clip_length"], stride=clip["stride"],
-        crop_size=clip["crop_size"], short_side=clip["short_side"],
-        num_clips=clip["num_clips"], num_crops=clip["num_crops"],
-        mean=clip["mean"], std=clip["std"], class_names=clip["class_names"] or ())
+        clip_length=clip["clip_length"],
+        stride=clip["stride"],
+        crop_size=clip["crop_size"],
+        short_side=clip["short_side"],
+        num_clips=clip["num_clips"],
+        num_crops=clip["num_crops"],
+        mean=clip["mean"],
+        std=clip["std"],
+        class_names=clip["class_names"] or (),
+    )
     values = TrainConfig(
         data=None,
         run_dir=str(out),
@@ -123,8 +141,11 @@ def write_run_config(out, loaded):
         input_shape=list(clip_format.input_shape),
         short_side=clip_format.short_side,
         pretrained=loaded.source,
-        versions={"tensorflow": tf.__version__, "keras": keras.__version__,
-                  "keras_classreg": keras_classreg.__version__},
+        versions={
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_classreg": keras_classreg.__version__,
+        },
     )
     run = RunDir(out, create=True)
     run.write_config(values)
@@ -146,33 +167,57 @@ def build_parser():
             "Regularization on your classes. See docs/pretrained.md."
         ),
     )
-    parser.add_argument("--source", required=True, choices=SOURCES,
-                        help="3d-resnets: a kenshohara/3D-ResNets-PyTorch .pth file; "
-                             "kinetics-i3d: a deepmind/kinetics-i3d RGB checkpoint.")
-    parser.add_argument("--weights", required=True,
-                        help="The .pth file, or the I3D checkpoint prefix "
-                             "(.../rgb_imagenet/model.ckpt), its .index file or folder.")
+    parser.add_argument(
+        "--source",
+        required=True,
+        choices=SOURCES,
+        help="3d-resnets: a kenshohara/3D-ResNets-PyTorch .pth file; "
+        "kinetics-i3d: a deepmind/kinetics-i3d RGB checkpoint.",
+    )
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="The .pth file, or the I3D checkpoint prefix "
+        "(.../rgb_imagenet/model.ckpt), its .index file or folder.",
+    )
     parser.add_argument("--out", required=True, help="Run directory to write.")
-    parser.add_argument("--clip-length", type=int,
-                        help="Frames per clip of the Keras model (default: 16 for "
-                             "3d-resnets, 64 for kinetics-i3d).")
-    parser.add_argument("--crop-size", type=int,
-                        help="Crop size (default: 112 for 3d-resnets, 224 for "
-                             "kinetics-i3d: the sizes the weights were trained at).")
-    parser.add_argument("--class-names",
-                        help="Class names, one per line in class-index order (or a "
-                             "JSON list); needed for models whose classes are not "
-                             "Kinetics-400/600/700 (e.g. 3D-ResNets' Moments in Time "
-                             "or merged-dataset files).")
-    parser.add_argument("--release", choices=("2018", "2020"),
-                        help="3d-resnets: which release's input convention applies "
-                             "(default: detected from the file; see docs/pretrained.md).")
-    parser.add_argument("--conv1-t-stride", type=int, default=1,
-                        help="3d-resnets: the --conv1_t_stride the model was trained "
-                             "with (default 1, as all published files).")
-    parser.add_argument("--no-max-pool", action="store_true",
-                        help="3d-resnets: the model was trained with --no_max_pool "
-                             "(no published file was).")
+    parser.add_argument(
+        "--clip-length",
+        type=int,
+        help="Frames per clip of the Keras model (default: 16 for "
+        "3d-resnets, 64 for kinetics-i3d).",
+    )
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        help="Crop size (default: 112 for 3d-resnets, 224 for "
+        "kinetics-i3d: the sizes the weights were trained at).",
+    )
+    parser.add_argument(
+        "--class-names",
+        help="Class names, one per line in class-index order (or a "
+        "JSON list); needed for models whose classes are not "
+        "Kinetics-400/600/700 (e.g. 3D-ResNets' Moments in Time "
+        "or merged-dataset files).",
+    )
+    parser.add_argument(
+        "--release",
+        choices=("2018", "2020"),
+        help="3d-resnets: which release's input convention applies "
+        "(default: detected from the file; see docs/pretrained.md).",
+    )
+    parser.add_argument(
+        "--conv1-t-stride",
+        type=int,
+        default=1,
+        help="3d-resnets: the --conv1_t_stride the model was trained "
+        "with (default 1, as all published files).",
+    )
+    parser.add_argument(
+        "--no-max-pool",
+        action="store_true",
+        help="3d-resnets: the model was trained with --no_max_pool (no published file was).",
+    )
     return parser
 
 
@@ -185,28 +230,44 @@ def main(argv=None):
             from training.export.class_names import read_class_names
 
             class_names = read_class_names(args.class_names)
-        out = convert(args.source, args.weights, args.out, clip_length=args.clip_length,
-                      crop_size=args.crop_size, class_names=class_names,
-                      release=args.release, conv1_t_stride=args.conv1_t_stride,
-                      no_max_pool=args.no_max_pool)
+        out = convert(
+            args.source,
+            args.weights,
+            args.out,
+            clip_length=args.clip_length,
+            crop_size=args.crop_size,
+            class_names=class_names,
+            release=args.release,
+            conv1_t_stride=args.conv1_t_stride,
+            no_max_pool=args.no_max_pool,
+        )
     except (ValueError, OSError) as error:
         return cli.fail(error)
     with open(os.path.join(out, "config.json"), encoding="utf-8") as file:
         config = json.load(file)
     report = config["pretrained"]["weights"]
     print(f"converted {args.weights} -> {out}")
-    print(f"  model {config['model']} {config['model_options']}, "
-          f"{config['num_classes']} classes, input {config['input_shape']}")
-    print(f"  weights: {report['loaded']} loaded, {len(report['ignored'])} ignored "
-          f"(optimizer state, batch-norm counters), of {report['entries']} entries")
-    print(f"  clips: {config['clip_length']} frames, stride {config['stride']}, short "
-          f"side {config['short_side']}, crop {config['crop_size']}, mean "
-          f"{[round(v, 4) for v in config['mean']]}, std {[round(v, 4) for v in config['std']]}")
+    print(
+        f"  model {config['model']} {config['model_options']}, "
+        f"{config['num_classes']} classes, input {config['input_shape']}"
+    )
+    print(
+        f"  weights: {report['loaded']} loaded, {len(report['ignored'])} ignored "
+        f"(optimizer state, batch-norm counters), of {report['entries']} entries"
+    )
+    print(
+        f"  clips: {config['clip_length']} frames, stride {config['stride']}, short "
+        f"side {config['short_side']}, crop {config['crop_size']}, mean "
+        f"{[round(v, 4) for v in config['mean']]}, std {[round(v, 4) for v in config['std']]}"
+    )
     source = config["pretrained"]
     print(f"  class names: {source['class_names_source']}")
     if config["class_names"] is None:
-        print("  warning: no class names; evaluate and export need them "
-              "(re-run with --class-names FILE).", file=sys.stderr)
+        print(
+            "  warning: no class names; evaluate and export need them "
+            "(re-run with --class-names FILE).",
+            file=sys.stderr,
+        )
     if "release" in source:
         print(f"  release {source['release']}: {source['release_evidence']}")
     return 0

@@ -31,8 +31,8 @@ def cluster_resolver():
     except ValueError as error:  # json.JSONDecodeError included
         raise ValueError(
             f"The TF_CONFIG environment variable is not valid ({error}). It must "
-            "look like {\"cluster\": {\"worker\": [\"host:port\", ...]}, "
-            f"\"task\": {{\"type\": \"worker\", \"index\": 0}}}}. Received: {text!r}"
+            'look like {"cluster": {"worker": ["host:port", ...]}, '
+            f'"task": {{"type": "worker", "index": 0}}}}. Received: {text!r}'
         ) from None
     if not spec:
         return None
@@ -41,7 +41,8 @@ def cluster_resolver():
     if task_type is None or index is None or not 0 <= int(index) < len(members):
         raise ValueError(
             f"TF_CONFIG names task {task_type}:{index}, which is not in its "
-            f"cluster {spec}. Received: {text!r}")
+            f"cluster {spec}. Received: {text!r}"
+        )
     return resolver
 
 
@@ -56,9 +57,7 @@ def worker_role():
         return "chief", 0, True
     task_type, index = resolver.task_type, int(resolver.task_id)
     has_chief = bool(resolver.cluster_spec().as_dict().get("chief"))
-    is_chief = task_type == "chief" or (
-        not has_chief and task_type == "worker" and index == 0
-    )
+    is_chief = task_type == "chief" or (not has_chief and task_type == "worker" and index == 0)
     return task_type, index, is_chief
 
 
@@ -85,13 +84,12 @@ def make_strategy(devices=None):
     elif tf.config.list_logical_devices("GPU"):
         key = ("mirrored", "all-gpus")
     else:
-        key = ("mirrored",) + tuple(
-            device.name for device in tf.config.list_logical_devices("CPU")
-        )
+        key = ("mirrored",) + tuple(device.name for device in tf.config.list_logical_devices("CPU"))
     if key not in _STRATEGIES:
         if key[0] == "multi_worker":
             strategy = tf.distribute.MultiWorkerMirroredStrategy(
-                cluster_resolver=cluster_resolver())
+                cluster_resolver=cluster_resolver()
+            )
         elif key[1:] == ("all-gpus",):
             strategy = tf.distribute.MirroredStrategy()
         else:
@@ -173,11 +171,7 @@ def barrier(strategy):
     workers = num_workers(strategy)
     if workers < 2:
         return
-    total = strategy.reduce(
-        "SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None
-    )
+    total = strategy.reduce("SUM", strategy.run(tf.function(lambda: tf.constant(1.0))), axis=None)
     expected = float(strategy.num_replicas_in_sync)
     if float(total) != expected:
-        raise RuntimeError(
-            f"Worker barrier counted {float(total)} replicas, expected {expected}."
-        )
+        raise RuntimeError(f"Worker barrier counted {float(total)} replicas, expected {expected}.")

@@ -85,11 +85,13 @@ def compute_report(view_probabilities, view_labels, view_videos, class_names):
     per_class = []
     for index, name in enumerate(class_names):
         count = int(confusion[index].sum())
-        per_class.append({
-            "class": name,
-            "videos": count,
-            "top1": float(confusion[index, index] / count) if count else None,
-        })
+        per_class.append(
+            {
+                "class": name,
+                "videos": count,
+                "top1": float(confusion[index, index] / count) if count else None,
+            }
+        )
     present = [row["top1"] for row in per_class if row["top1"] is not None]
     return {
         "class_names": list(class_names),
@@ -187,8 +189,12 @@ def evaluate(
     if not clip_format.class_names:
         clip_format = clip_format.replace(class_names=manifest["class_names"])
     clip_format = clip_format.replace(
-        num_clips=num_clips, num_crops=num_crops, clip_length=clip_length,
-        stride=stride, crop_size=crop_size)
+        num_clips=num_clips,
+        num_crops=num_crops,
+        clip_length=clip_length,
+        stride=stride,
+        crop_size=crop_size,
+    )
     class_names = list(clip_format.class_names)
     if len(class_names) != model.output_shape[-1]:
         raise ValueError(
@@ -196,17 +202,24 @@ def evaluate(
             f"format names {len(class_names)}."
         )
     check_same_classes(manifest, class_names)
-    empty = [row["class"] for row in
-             _per_class_counts(manifest, subset) if not row["videos"]]
+    empty = [row["class"] for row in _per_class_counts(manifest, subset) if not row["videos"]]
     dataset = video_data.clip_dataset(
-        data, subset=subset, mode="test", clip_length=clip_format.clip_length,
-        stride=clip_format.stride, crop_size=clip_format.crop_size,
-        batch_size=batch_size, num_clips=clip_format.num_clips,
-        num_crops=clip_format.num_crops, mean=clip_format.mean, std=clip_format.std,
+        data,
+        subset=subset,
+        mode="test",
+        clip_length=clip_format.clip_length,
+        stride=clip_format.stride,
+        crop_size=clip_format.crop_size,
+        batch_size=batch_size,
+        num_clips=clip_format.num_clips,
+        num_crops=clip_format.num_crops,
+        mean=clip_format.mean,
+        std=clip_format.std,
         short_video=clip_format.short_video,
     )
     probabilities, labels, videos = _predict_views(
-        model, dataset,
+        model,
+        dataset,
         total=-(-subset_videos * clip_format.num_views // batch_size),
         progress=progress,
     )
@@ -216,10 +229,12 @@ def evaluate(
         row["path"] = paths.get(row["video"])
     report["warnings"] = []
     if empty:
-        line = (f"{len(empty)} class(es) have no {subset} videos in "
-                f"{manifest['root']} ({', '.join(empty)}): their accuracy is "
-                "not measured (per_class top1 null) and mean_class_accuracy "
-                "averages the other classes.")
+        line = (
+            f"{len(empty)} class(es) have no {subset} videos in "
+            f"{manifest['root']} ({', '.join(empty)}): their accuracy is "
+            "not measured (per_class top1 null) and mean_class_accuracy "
+            "averages the other classes."
+        )
         report["warnings"].append(line)
         warnings.warn(cli.DataWarning(line), stacklevel=2)
     report["settings"] = {
@@ -244,15 +259,20 @@ def check_evaluation_data(manifest, subset):
     if subset not in subsets:
         raise ValueError(
             f"Subset {subset!r} is not in {manifest['root']} (its subsets: "
-            f"{', '.join(subsets) or 'none'}).")
+            f"{', '.join(subsets) or 'none'})."
+        )
     count = int(subsets[subset].get("videos", 0))
     if not count:
-        skipped = [e for e in manifest.get("skipped", [])
-                   if e.get("subset") in (subset, None)]
-        why = (f"{len(skipped)} of its videos were skipped by prepare (see "
-               "'skipped' in its manifest.json)" if skipped else "it is empty")
-        raise ValueError(f"Subset {subset!r} of {manifest['root']} has no "
-                         f"videos to evaluate: {why}.")
+        skipped = [e for e in manifest.get("skipped", []) if e.get("subset") in (subset, None)]
+        why = (
+            f"{len(skipped)} of its videos were skipped by prepare (see "
+            "'skipped' in its manifest.json)"
+            if skipped
+            else "it is empty"
+        )
+        raise ValueError(
+            f"Subset {subset!r} of {manifest['root']} has no videos to evaluate: {why}."
+        )
     return count
 
 
@@ -266,25 +286,29 @@ def check_same_classes(manifest, class_names):
     only_model = [c for c in class_names if c not in data]
 
     def some(names):
-        return ", ".join(names[:8]) + (f" and {len(names) - 8} more"
-                                       if len(names) > 8 else "")
+        return ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
 
     if only_data or only_model:
-        detail = "; ".join(part for part in (
-            f"only the data has {some(only_data)}" if only_data else "",
-            f"only the model has {some(only_model)}" if only_model else "") if part)
+        detail = "; ".join(
+            part
+            for part in (
+                f"only the data has {some(only_data)}" if only_data else "",
+                f"only the model has {some(only_model)}" if only_model else "",
+            )
+            if part
+        )
     else:
         detail = "the same names in another order"
     raise ValueError(
         f"The classes of {manifest['root']} ({len(data)}) are not the model's "
         f"({len(class_names)}): {detail}. Evaluate on data prepared with the "
-        "model's classes.")
+        "model's classes."
+    )
 
 
 def _per_class_counts(manifest, subset):
     counts = manifest["subsets"][subset].get("per_class", {})
-    return [{"class": name, "videos": int(counts.get(name, 0))}
-            for name in manifest["class_names"]]
+    return [{"class": name, "videos": int(counts.get(name, 0))} for name in manifest["class_names"]]
 
 
 def _predict_views(model, dataset, total, progress):
@@ -292,15 +316,15 @@ def _predict_views(model, dataset, total, progress):
     from tqdm import tqdm
 
     probabilities, labels, videos = [], [], []
-    for clips, label, video in tqdm(dataset, total=total, unit="batch",
-                                    desc="evaluating", disable=not progress):
+    for clips, label, video in tqdm(
+        dataset, total=total, unit="batch", desc="evaluating", disable=not progress
+    ):
         probabilities.append(np.asarray(model.predict_on_batch(clips)))
         labels.append(label.numpy())
         videos.append(video.numpy())
     if not probabilities:
         raise ValueError("The evaluation dataset is empty.")
-    return (np.concatenate(probabilities), np.concatenate(labels),
-            np.concatenate(videos))
+    return (np.concatenate(probabilities), np.concatenate(labels), np.concatenate(videos))
 
 
 def plot_confusion_matrix(report, path):
@@ -317,8 +341,9 @@ def plot_confusion_matrix(report, path):
     size = min(4 + 0.35 * len(names), 30)
     figure, axes = plt.subplots(figsize=(size + 1.5, size))
     image = axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04,
-                    label="fraction of the true class's videos")
+    figure.colorbar(
+        image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class's videos"
+    )
     if len(names) <= 40:
         axes.set_xticks(range(len(names)), names, rotation=90)
         axes.set_yticks(range(len(names)), names)
@@ -326,14 +351,19 @@ def plot_confusion_matrix(report, path):
         for i in range(len(names)):
             for j in range(len(names)):
                 if matrix[i, j]:
-                    axes.text(j, i, int(matrix[i, j]), ha="center", va="center",
-                              color="white" if normalised[i, j] > 0.5 else "black",
-                              fontsize=8)
+                    axes.text(
+                        j,
+                        i,
+                        int(matrix[i, j]),
+                        ha="center",
+                        va="center",
+                        color="white" if normalised[i, j] > 0.5 else "black",
+                        fontsize=8,
+                    )
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     video = report["video"]
-    axes.set_title(f"video-level confusion: top-1 {video['top1']:.1%} "
-                   f"({video['count']} videos)")
+    axes.set_title(f"video-level confusion: top-1 {video['top1']:.1%} ({video['count']} videos)")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -364,28 +394,43 @@ def build_parser():
         epilog="Example: python -m training.evaluate --model runs/r18/best.keras "
         "--data prepared --num-clips 10 --num-crops 3 --out runs/r18/eval",
     )
-    parser.add_argument("--model", required=True,
-                        help="A run directory (its best.keras, else "
-                        "final.keras) or a .keras file; the run's "
-                        "clip_format.json supplies the clip format.")
-    parser.add_argument("--data", required=True,
-                        help="Prepared dataset folder (or its manifest.json).")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="A run directory (its best.keras, else "
+        "final.keras) or a .keras file; the run's "
+        "clip_format.json supplies the clip format.",
+    )
+    parser.add_argument(
+        "--data", required=True, help="Prepared dataset folder (or its manifest.json)."
+    )
     parser.add_argument("--subset", default="test", help="Subset to evaluate (default: test).")
-    parser.add_argument("--num-clips", type=int,
-                        help="Uniformly spaced clips per video (default: the "
-                        "run's clip format, 10 unless trained otherwise).")
-    parser.add_argument("--num-crops", type=int, choices=(1, 3),
-                        help="Spatial crops per clip: 1 (centre) or 3 "
-                        "(default: the run's clip format).")
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="Views per forward pass (default: 8).")
+    parser.add_argument(
+        "--num-clips",
+        type=int,
+        help="Uniformly spaced clips per video (default: the "
+        "run's clip format, 10 unless trained otherwise).",
+    )
+    parser.add_argument(
+        "--num-crops",
+        type=int,
+        choices=(1, 3),
+        help="Spatial crops per clip: 1 (centre) or 3 (default: the run's clip format).",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="Views per forward pass (default: 8)."
+    )
     parser.add_argument("--clip-length", type=int, help="Frames per clip (default: the run's).")
     parser.add_argument("--stride", type=int, help="Frame stride (default: the run's).")
     parser.add_argument("--crop-size", type=int, help="Crop size (default: the run's).")
     parser.add_argument("--out", help="Output folder (default: eval/ beside the model).")
-    parser.add_argument("--xla", action=argparse.BooleanOptionalAction, default=None,
-                        help="Compile the forward pass with XLA (default: only "
-                        "with a GPU; slower than TensorFlow's kernels on CPUs).")
+    parser.add_argument(
+        "--xla",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Compile the forward pass with XLA (default: only "
+        "with a GPU; slower than TensorFlow's kernels on CPUs).",
+    )
     return parser
 
 
@@ -394,31 +439,40 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     for name in ("num_clips", "batch_size", "clip_length", "stride", "crop_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 "
-                            f"(got {getattr(args, name)}).")
-    model_dir = args.model if os.path.isdir(args.model) else os.path.dirname(
-        os.path.abspath(args.model))
+            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+    model_dir = (
+        args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
+    )
     out = args.out or os.path.join(model_dir, "eval")
     try:
         video_data.load_manifest(args.data)  # a wrong --data fails at once
         cli.quiet_tensorflow()
         with cli.plain_warnings():
             report = evaluate(
-                args.model, args.data, subset=args.subset,
-                num_clips=args.num_clips, num_crops=args.num_crops,
-                clip_length=args.clip_length, stride=args.stride,
-                crop_size=args.crop_size, batch_size=args.batch_size,
+                args.model,
+                args.data,
+                subset=args.subset,
+                num_clips=args.num_clips,
+                num_crops=args.num_crops,
+                clip_length=args.clip_length,
+                stride=args.stride,
+                crop_size=args.crop_size,
+                batch_size=args.batch_size,
                 xla=args.xla,
             )
         path, png = write_report(report, out)
     except (ValueError, OSError) as error:
         return cli.fail(error)
     clip, video = report["clip"], report["video"]
-    print(f"clip-level  top-1 {clip['top1']:.4f}  top-{report['top5_k']} "
-          f"{clip['top5']:.4f}  ({clip['count']} views)")
-    print(f"video-level top-1 {video['top1']:.4f}  top-{report['top5_k']} "
-          f"{video['top5']:.4f}  ({video['count']} videos; chance "
-          f"{report['chance_top1']:.4f})")
+    print(
+        f"clip-level  top-1 {clip['top1']:.4f}  top-{report['top5_k']} "
+        f"{clip['top5']:.4f}  ({clip['count']} views)"
+    )
+    print(
+        f"video-level top-1 {video['top1']:.4f}  top-{report['top5_k']} "
+        f"{video['top5']:.4f}  ({video['count']} videos; chance "
+        f"{report['chance_top1']:.4f})"
+    )
     print(f"report: {path}\nconfusion matrix: {png}")
     return 0
 

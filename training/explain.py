@@ -34,8 +34,7 @@ from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir, load_model
 
 
-def clip_format_for(model, model_path, class_names=None, stride=None,
-                    short_side=None):
+def clip_format_for(model, model_path, class_names=None, stride=None, short_side=None):
     """The clip format to explain `model` with: its run's `ClipFormat` (or,
     outside a run, its input shape with the defaults and `class_<i>` names),
     with the given overrides."""
@@ -44,20 +43,24 @@ def clip_format_for(model, model_path, class_names=None, stride=None,
     if None in (t, h, w) or h != w:
         raise ValueError(
             f"The model takes clips of shape {(t, h, w)}; expected a fixed "
-            "T x S x S clip (square crops).")
+            "T x S x S clip (square crops)."
+        )
     num_classes = int(model.outputs[0].shape[-1])
     if run is not None:
         clip_format = run.clip_format_for(model)
     else:
         clip_format = ClipFormat(
-            clip_length=int(t), crop_size=int(h),
-            class_names=[f"class_{i}" for i in range(num_classes)])
-    clip_format = clip_format.replace(class_names=class_names, stride=stride,
-                                      short_side=short_side)
+            clip_length=int(t),
+            crop_size=int(h),
+            class_names=[f"class_{i}" for i in range(num_classes)],
+        )
+    clip_format = clip_format.replace(class_names=class_names, stride=stride, short_side=short_side)
     if clip_format.num_classes != num_classes:
         source = "--class-names" if class_names is not None else str(run.path)
-        raise ValueError(f"{source}: {clip_format.num_classes} class names for "
-                         f"a model with {num_classes} classes.")
+        raise ValueError(
+            f"{source}: {clip_format.num_classes} class names for "
+            f"a model with {num_classes} classes."
+        )
     return clip_format
 
 
@@ -73,10 +76,24 @@ def class_index_of(name, class_names):
     )
 
 
-def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
-                   num_frames=8, focus=False, threshold=None, scale=None,
-                   class_names=None, stride=None, short_side=None,
-                   num_clips=1, clip=0, method=None, on_error=None):
+def explain_videos(
+    model_path,
+    videos,
+    out_dir,
+    class_name=None,
+    block=None,
+    num_frames=8,
+    focus=False,
+    threshold=None,
+    scale=None,
+    class_names=None,
+    stride=None,
+    short_side=None,
+    num_clips=1,
+    clip=0,
+    method=None,
+    on_error=None,
+):
     """Explains one clip of each video and writes its PNG grid, GIF and JSON.
 
     The model is loaded once. Args as the command line's flags; `on_error`
@@ -105,18 +122,15 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
     get_method(method)  # an unknown name fails before the model is loaded
     if not 0 <= clip < num_clips:
         raise ValueError(
-            f"Invalid value for --clip. Expected an int in [0, {num_clips}). "
-            f"Received: {clip}"
+            f"Invalid value for --clip. Expected an int in [0, {num_clips}). Received: {clip}"
         )
     _, model_file = RunDir.for_model(model_path)
     model = load_model(model_file)
     settings = clip_format_for(model, model_path, class_names, stride, short_side)
-    target = (None if class_name is None
-              else class_index_of(class_name, settings.class_names))
+    target = None if class_name is None else class_index_of(class_name, settings.class_names)
     if block is not None and block not in block_names(model):
         raise ValueError(
-            f"Unknown block {block!r}. The model's blocks: "
-            f"{', '.join(block_names(model))}."
+            f"Unknown block {block!r}. The model's blocks: {', '.join(block_names(model))}."
         )
     summaries = []
     names = output_names(videos)  # two videos named alike get two sets of files
@@ -124,18 +138,32 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
         try:
             check_video_file(video)
             frames, fps = decode_video(video, short_side=settings.short_side)
-            views = np.asarray(eval_views(
-                frames, settings.clip_length, settings.stride,
-                settings.crop_size, num_clips, 1,
-            ))
+            views = np.asarray(
+                eval_views(
+                    frames,
+                    settings.clip_length,
+                    settings.stride,
+                    settings.crop_size,
+                    num_clips,
+                    1,
+                )
+            )
             clip_frames = views[clip].astype("uint8")
             inputs = normalize(clip_frames, settings.mean, settings.std)
             explanation = explain(model, inputs[None], target, method)
             summary = write_explanation(
-                explanation, clip_frames, settings.class_names, out_dir,
-                str(video), block=block, num_frames=num_frames, focus=focus,
-                threshold=threshold, scale=scale,
-                fps=fps / settings.stride, requested=target is not None,
+                explanation,
+                clip_frames,
+                settings.class_names,
+                out_dir,
+                str(video),
+                block=block,
+                num_frames=num_frames,
+                focus=focus,
+                threshold=threshold,
+                scale=scale,
+                fps=fps / settings.stride,
+                requested=target is not None,
                 name=names[str(video)],
             )
         except (OSError, VideoDecodeError, ValueError) as error:
@@ -143,9 +171,17 @@ def explain_videos(model_path, videos, out_dir, class_name=None, block=None,
                 raise
             on_error(video, error)
             continue
-        update_summary(summary, method=method, clip={
-            "index": clip, "of": num_clips, "clip_length": settings.clip_length,
-            "stride": settings.stride, "crop_size": settings.crop_size})
+        update_summary(
+            summary,
+            method=method,
+            clip={
+                "index": clip,
+                "of": num_clips,
+                "clip_length": settings.clip_length,
+                "stride": settings.stride,
+                "crop_size": settings.crop_size,
+            },
+        )
         summaries.append(summary)
     return summaries
 
@@ -158,8 +194,7 @@ def explain_one_video(model_path, video, out_dir, **options):
 def _class_names_arg(text):
     path = pathlib.Path(text)
     if path.is_file():
-        names = [line.strip() for line in path.read_text().splitlines()
-                 if line.strip()]
+        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     else:
         names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
@@ -183,61 +218,110 @@ def build_parser():
             "--video clip.mp4 --out explain_out --class jump --focus"
         ),
     )
-    parser.add_argument("--model", required=True,
-                        help="Trained model: a run directory (its best.keras) "
-                             "or a .keras file; the run's clip format gives "
-                             "the clip settings and class names.")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="Trained model: a run directory (its best.keras) "
+        "or a .keras file; the run's clip format gives "
+        "the clip settings and class names.",
+    )
     # Checked against the registry after parsing: listing its methods here
     # would import Keras (and TensorFlow) for --help.
-    parser.add_argument("--method", default=None,
-                        help="Explanation method, a name registered in "
-                             "keras_classreg.explanations (built in: "
-                             "class_evidence, the default: where each block "
-                             "sees the class; activation: where each block "
-                             "is active, whatever the class).")
-    parser.add_argument("--video", required=True, nargs="+",
-                        help="Video file(s) to explain (anything FFmpeg "
-                             "decodes). With several, the model is loaded "
-                             "once and the share of clips where each block's "
-                             "guess is the model's top class is printed.")
-    parser.add_argument("--out", required=True,
-                        help="Output folder for <video>_explain.png, "
-                             "<video>_<block>.gif and <video>_explain.json.")
-    parser.add_argument("--class", dest="class_name", default=None,
-                        help="Show the evidence for this class (name or "
-                             "index) instead of the predicted one.")
-    parser.add_argument("--block", default=None,
-                        help="Block whose overlay the GIF shows (default: the "
-                             "deepest, e.g. stage4_classreg).")
-    parser.add_argument("--frames", type=int, default=8,
-                        help="Frames (columns) sampled evenly in the PNG grid "
-                             "(default: 8).")
-    parser.add_argument("--focus", action="store_true",
-                        help="Focus view: show the heat map only where the "
-                             "normalised evidence is >= --threshold.")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="Focus threshold in [0, 1]; implies --focus "
-                             "(default with --focus: 0.2, Saliency Tubes' "
-                             "value).")
-    parser.add_argument("--scale", type=int, default=None,
-                        help="Integer up-scaling of the frames in the pictures "
-                             "(default: tiles of at least 160 px).")
-    parser.add_argument("--class-names", type=_class_names_arg, default=None,
-                        help="Class names, comma-separated or a file with one "
-                             "per line (default: config.json's, else class_<i>).")
-    parser.add_argument("--stride", type=int, default=None,
-                        help="Temporal stride between clip frames (default: "
-                             "config.json's, else the training default 2).")
-    parser.add_argument("--short-side", type=int, default=None,
-                        help="Resize the video's short side to this before "
-                             "the centre crop (default: crop size x 8/7, "
-                             "e.g. 128 for 112).")
-    parser.add_argument("--num-clips", type=int, default=1,
-                        help="Cut the video into this many uniformly spaced "
-                             "test clips ... (default: 1, the centre clip)")
-    parser.add_argument("--clip", type=int, default=0,
-                        help="... and explain clip number CLIP of them "
-                             "(0-based, default: 0).")
+    parser.add_argument(
+        "--method",
+        default=None,
+        help="Explanation method, a name registered in "
+        "keras_classreg.explanations (built in: "
+        "class_evidence, the default: where each block "
+        "sees the class; activation: where each block "
+        "is active, whatever the class).",
+    )
+    parser.add_argument(
+        "--video",
+        required=True,
+        nargs="+",
+        help="Video file(s) to explain (anything FFmpeg "
+        "decodes). With several, the model is loaded "
+        "once and the share of clips where each block's "
+        "guess is the model's top class is printed.",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="Output folder for <video>_explain.png, <video>_<block>.gif and <video>_explain.json.",
+    )
+    parser.add_argument(
+        "--class",
+        dest="class_name",
+        default=None,
+        help="Show the evidence for this class (name or index) instead of the predicted one.",
+    )
+    parser.add_argument(
+        "--block",
+        default=None,
+        help="Block whose overlay the GIF shows (default: the deepest, e.g. stage4_classreg).",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=8,
+        help="Frames (columns) sampled evenly in the PNG grid (default: 8).",
+    )
+    parser.add_argument(
+        "--focus",
+        action="store_true",
+        help="Focus view: show the heat map only where the normalised evidence is >= --threshold.",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="Focus threshold in [0, 1]; implies --focus "
+        "(default with --focus: 0.2, Saliency Tubes' "
+        "value).",
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=None,
+        help="Integer up-scaling of the frames in the pictures "
+        "(default: tiles of at least 160 px).",
+    )
+    parser.add_argument(
+        "--class-names",
+        type=_class_names_arg,
+        default=None,
+        help="Class names, comma-separated or a file with one "
+        "per line (default: config.json's, else class_<i>).",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="Temporal stride between clip frames (default: "
+        "config.json's, else the training default 2).",
+    )
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=None,
+        help="Resize the video's short side to this before "
+        "the centre crop (default: crop size x 8/7, "
+        "e.g. 128 for 112).",
+    )
+    parser.add_argument(
+        "--num-clips",
+        type=int,
+        default=1,
+        help="Cut the video into this many uniformly spaced "
+        "test clips ... (default: 1, the centre clip)",
+    )
+    parser.add_argument(
+        "--clip",
+        type=int,
+        default=0,
+        help="... and explain clip number CLIP of them (0-based, default: 0).",
+    )
     return parser
 
 
@@ -245,8 +329,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        build_parser().error(
-            f"--threshold: expected a value in [0, 1], got {args.threshold}")
+        build_parser().error(f"--threshold: expected a value in [0, 1], got {args.threshold}")
     failures = []
 
     def report(video, error):
@@ -254,18 +337,29 @@ def main(argv=None):
 
         failures.append(video)
         reason = error.reason if isinstance(error, VideoDecodeError) else cli.one_line(error)
-        print(f"{cli.printable(video)}: error: {cli.printable(reason)}",
-              file=sys.stderr, flush=True)
+        print(
+            f"{cli.printable(video)}: error: {cli.printable(reason)}", file=sys.stderr, flush=True
+        )
 
     cli.quiet_tensorflow()
     try:
         summaries = explain_videos(
-            args.model, args.video, args.out, class_name=args.class_name,
-            block=args.block, num_frames=args.frames, focus=args.focus,
-            threshold=args.threshold, scale=args.scale,
-            class_names=args.class_names, stride=args.stride,
-            short_side=args.short_side, num_clips=args.num_clips,
-            clip=args.clip, method=args.method, on_error=report,
+            args.model,
+            args.video,
+            args.out,
+            class_name=args.class_name,
+            block=args.block,
+            num_frames=args.frames,
+            focus=args.focus,
+            threshold=args.threshold,
+            scale=args.scale,
+            class_names=args.class_names,
+            stride=args.stride,
+            short_side=args.short_side,
+            num_clips=args.num_clips,
+            clip=args.clip,
+            method=args.method,
+            on_error=report,
         )
     except (ValueError, OSError) as error:
         return cli.fail(error)
@@ -274,12 +368,12 @@ def main(argv=None):
     print(cli.printable("\n\n".join(format_summary(s) for s in summaries)))
     if len(summaries) > 1:
         agreement = block_agreement(summaries)
-        print(f"\nblock guess = model's top class, over {len(summaries)} "
-              "clips: " + ", ".join(f"{name} {share:.0%}"
-                                   for name, share in agreement.items()))
+        print(
+            f"\nblock guess = model's top class, over {len(summaries)} "
+            "clips: " + ", ".join(f"{name} {share:.0%}" for name, share in agreement.items())
+        )
     if failures:
-        print(f"{len(failures)} of {len(args.video)} videos failed.",
-              file=sys.stderr)
+        print(f"{len(failures)} of {len(args.video)} videos failed.", file=sys.stderr)
         return 1
     return 0
 

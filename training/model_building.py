@@ -40,7 +40,9 @@ def resolve_model_builder(spec):
         module = importlib.import_module(module_name)
     builder = getattr(module, attribute, None)
     if not callable(builder):
-        raise ValueError(f"Model builder {attribute!r} not found in {module_name} (model={spec!r}).")
+        raise ValueError(
+            f"Model builder {attribute!r} not found in {module_name} (model={spec!r})."
+        )
     return builder
 
 
@@ -75,9 +77,7 @@ def transfer_weights(source, target, skip=()):
         of that name, and holding weights), `mismatched` (shape differs) and
         `unused` (source layers with weights that `target` lacks).
     """
-    source_layers = {
-        layer.name: layer for layer in source._flatten_layers(include_self=False)
-    }
+    source_layers = {layer.name: layer for layer in source._flatten_layers(include_self=False)}
     report = {"transferred": [], "new": [], "mismatched": [], "unused": []}
     seen = set()
     for layer in target._flatten_layers(include_self=False):
@@ -96,8 +96,7 @@ def transfer_weights(source, target, skip=()):
         layer.set_weights(values)
         report["transferred"].append(layer.name)
     report["unused"] = [
-        name for name, layer in source_layers.items()
-        if layer.weights and name not in seen
+        name for name, layer in source_layers.items() if layer.weights and name not in seen
     ]
     if not report["transferred"]:
         raise ValueError(

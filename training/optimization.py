@@ -84,8 +84,7 @@ def learning_rate_schedule(
             return keras.optimizers.schedules.PiecewiseConstantDecay([0], [rate, rate])
         return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     raise ValueError(
-        "Invalid value for argument `kind`. Expected 'cosine' or 'step'. "
-        f"Received: kind={kind!r}"
+        f"Invalid value for argument `kind`. Expected 'cosine' or 'step'. Received: kind={kind!r}"
     )
 
 
@@ -94,8 +93,9 @@ def make_optimizer(config, steps_per_epoch):
     total_steps = config.epochs * steps_per_epoch
     step_epochs = config.step_epochs
     if step_epochs is None:
-        step_epochs = sorted({e for e in (config.epochs // 2, (3 * config.epochs) // 4)
-                              if 0 < e < config.epochs})
+        step_epochs = sorted(
+            {e for e in (config.epochs // 2, (3 * config.epochs) // 4) if 0 < e < config.epochs}
+        )
     schedule = learning_rate_schedule(
         config.learning_rate,
         config.lr_schedule,

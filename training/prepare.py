@@ -34,52 +34,95 @@ import sys
 
 from clipspec import cli
 
+
 def build_parser():
     from training.data import layouts
 
     parser = cli.ArgumentParser(
-        prog="python -m training.prepare", description=__doc__,
+        prog="python -m training.prepare",
+        description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--layout", choices=layouts.names(), default="folder",
-                        help="How the videos are listed: " + "; ".join(
-                            f"{name} = {layouts.get(name).description}"
-                            for name in layouts.names()) + ". Default: folder.")
+    parser.add_argument(
+        "--layout",
+        choices=layouts.names(),
+        default="folder",
+        help="How the videos are listed: "
+        + "; ".join(f"{name} = {layouts.get(name).description}" for name in layouts.names())
+        + ". Default: folder.",
+    )
     parser.add_argument("--root", required=True, help="Folder holding the videos.")
-    parser.add_argument("--annotations", nargs="+",
-                        help="The layout's annotation paths: " + "; ".join(
-                            f"{name}: {layouts.get(name).annotations_help}"
-                            for name in layouts.names()
-                            if layouts.get(name).annotations != "none")
-                        + ". Not used by the folder layout.")
-    parser.add_argument("--split", type=int, default=1, choices=(1, 2, 3),
-                        help="Official split for ucf101/hmdb51. Default: 1.")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="folder layout: share of each class put in the test "
-                             "subset. Default: 0.2.")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="folder layout: seed of the train/test split. Default: 0.")
-    parser.add_argument("--missing", choices=("error", "skip"), default="skip",
-                        help="A video listed in the annotations but absent on disk: "
-                             "'skip' lists it in the manifest's skipped files, 'error' "
-                             "stops before decoding. Default: skip.")
+    parser.add_argument(
+        "--annotations",
+        nargs="+",
+        help="The layout's annotation paths: "
+        + "; ".join(
+            f"{name}: {layouts.get(name).annotations_help}"
+            for name in layouts.names()
+            if layouts.get(name).annotations != "none"
+        )
+        + ". Not used by the folder layout.",
+    )
+    parser.add_argument(
+        "--split",
+        type=int,
+        default=1,
+        choices=(1, 2, 3),
+        help="Official split for ucf101/hmdb51. Default: 1.",
+    )
+    parser.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="folder layout: share of each class put in the test subset. Default: 0.2.",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="folder layout: seed of the train/test split. Default: 0.",
+    )
+    parser.add_argument(
+        "--missing",
+        choices=("error", "skip"),
+        default="skip",
+        help="A video listed in the annotations but absent on disk: "
+        "'skip' lists it in the manifest's skipped files, 'error' "
+        "stops before decoding. Default: skip.",
+    )
     parser.add_argument("--out", required=True, help="Output folder for shards + manifest.")
-    parser.add_argument("--short-side", type=int, default=128,
-                        help="Resize frames so the short side has this many pixels "
-                             "(0 keeps the original size). Default: 128.")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                        help="Decoding processes. Default: number of CPUs "
-                             f"({os.cpu_count()}).")
-    parser.add_argument("--videos-per-shard", type=int, default=64,
-                        help="Videos per TFRecord file. Default: 64.")
-    parser.add_argument("--jpeg-quality", type=int, default=90,
-                        help="JPEG quality of the stored frames, 1-100. Default: 90.")
-    parser.add_argument("--max-frames", type=int,
-                        help="Keep at most this many frames of each video (from the "
-                             "start). Default: all.")
-    parser.add_argument("--strict", action="store_true",
-                        help="Exit with status 1 when any file was skipped "
-                             "(default: 0, the skipped files listed).")
+    parser.add_argument(
+        "--short-side",
+        type=int,
+        default=128,
+        help="Resize frames so the short side has this many pixels "
+        "(0 keeps the original size). Default: 128.",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help=f"Decoding processes. Default: number of CPUs ({os.cpu_count()}).",
+    )
+    parser.add_argument(
+        "--videos-per-shard", type=int, default=64, help="Videos per TFRecord file. Default: 64."
+    )
+    parser.add_argument(
+        "--jpeg-quality",
+        type=int,
+        default=90,
+        help="JPEG quality of the stored frames, 1-100. Default: 90.",
+    )
+    parser.add_argument(
+        "--max-frames",
+        type=int,
+        help="Keep at most this many frames of each video (from the start). Default: all.",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="Exit with status 1 when any file was skipped (default: 0, the skipped files listed).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     return parser
 
@@ -90,9 +133,15 @@ def load_dataset(args):
     from training.data import layouts
 
     return layouts.load_dataset(
-        args.layout, args.root, args.annotations, split=args.split,
-        test_fraction=args.test_fraction, seed=args.seed, missing=args.missing,
-        exclude=(args.out,))
+        args.layout,
+        args.root,
+        args.annotations,
+        split=args.split,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        missing=args.missing,
+        exclude=(args.out,),
+    )
 
 
 def _list(title, entries, limit=None):
@@ -101,23 +150,28 @@ def _list(title, entries, limit=None):
     print(f"{title}:", file=sys.stderr)
     shown = entries if limit is None else entries[:limit]
     for entry in shown:
-        print(f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}",
-              file=sys.stderr)
+        print(
+            f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}", file=sys.stderr
+        )
     if len(shown) < len(entries):
-        print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)",
-              file=sys.stderr)
+        print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)", file=sys.stderr)
 
 
 def report(manifest, out):
     """Prints what `prepare_dataset` did (counts on stdout, the files it
     skipped, damaged videos, files not taken and warnings on stderr)."""
     for name, subset in manifest["subsets"].items():
-        print(f"{name}: {subset['videos']} videos, {subset['frames']} frames, "
-              f"{len(subset['shards'])} shards")
+        print(
+            f"{name}: {subset['videos']} videos, {subset['frames']} frames, "
+            f"{len(subset['shards'])} shards"
+        )
     decode = manifest["decode"]
     run = decode["this_run"]
-    speed = (f"{decode['decode_fps']} frames/s per process" if decode["decode_fps"]
-             else "no frames decoded")
+    speed = (
+        f"{decode['decode_fps']} frames/s per process"
+        if decode["decode_fps"]
+        else "no frames decoded"
+    )
     if not run["videos_processed"]:
         how = "nothing to decode"
     elif run["workers"]:
@@ -125,18 +179,25 @@ def report(manifest, out):
     else:
         how = "in this process"
     if run["workers_requested"] > max(run["workers"], 1):
-        how += (f" (--workers {run['workers_requested']}: never more than the "
-                "videos to decode)")
-    converted = (f", {run['shards_converted']} converted from the old layout"
-                 if run.get("shards_converted") else "")
-    print(f"PyAV decode: {speed}; this run: {run['videos_processed']} videos in "
-          f"{run['wall_seconds']} s {how}, {run['shards_reused']} shard(s) "
-          f"reused{converted}.")
+        how += f" (--workers {run['workers_requested']}: never more than the videos to decode)"
+    converted = (
+        f", {run['shards_converted']} converted from the old layout"
+        if run.get("shards_converted")
+        else ""
+    )
+    print(
+        f"PyAV decode: {speed}; this run: {run['videos_processed']} videos in "
+        f"{run['wall_seconds']} s {how}, {run['shards_reused']} shard(s) "
+        f"reused{converted}."
+    )
     _list(f"Skipped {len(manifest['skipped'])} file(s)", manifest["skipped"])
-    _list(f"Kept {len(manifest['damaged'])} damaged video(s) with their "
-          "decodable frames", manifest["damaged"])
-    _list(f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)",
-          manifest["ignored"], limit=20)
+    _list(
+        f"Kept {len(manifest['damaged'])} damaged video(s) with their decodable frames",
+        manifest["damaged"],
+    )
+    _list(
+        f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)", manifest["ignored"], limit=20
+    )
     for line in manifest["warnings"]:
         print(f"warning: {cli.printable(line)}", file=sys.stderr)
     print(f"manifest: {cli.printable(os.path.join(out, 'manifest.json'))}")
@@ -151,21 +212,27 @@ def main(argv=None):
         from training.data.shard_writer import prepare_dataset
 
         manifest = prepare_dataset(
-            dataset, args.out, short_side=args.short_side or None,
-            workers=args.workers, videos_per_shard=args.videos_per_shard,
-            jpeg_quality=args.jpeg_quality, max_frames=args.max_frames,
+            dataset,
+            args.out,
+            short_side=args.short_side or None,
+            workers=args.workers,
+            videos_per_shard=args.videos_per_shard,
+            jpeg_quality=args.jpeg_quality,
+            max_frames=args.max_frames,
             progress=not args.quiet,
         )
     except (ValueError, OSError) as error:
         return cli.fail(error)
     report(manifest, args.out)
     if not any(s["videos"] for s in manifest["subsets"].values()):
-        return cli.fail(f"no usable video: all {len(manifest['skipped'])} "
-                        "listed file(s) were skipped (reasons above and in "
-                        "manifest.json).", code=1)
+        return cli.fail(
+            f"no usable video: all {len(manifest['skipped'])} "
+            "listed file(s) were skipped (reasons above and in "
+            "manifest.json).",
+            code=1,
+        )
     if args.strict and manifest["skipped"]:
-        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were "
-                        "skipped.", code=1)
+        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
     return 0
 
 

@@ -58,17 +58,17 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
 
-from keras_classreg.classreg_model import class_regularization_blocks  # noqa: E402
-from training import data as video_data  # noqa: E402
-from training.data import layouts  # noqa: E402
-from training import train as trainer  # noqa: E402
-from training.config import DEFAULT_MODEL, TrainConfig, load_config_file  # noqa: E402
-from training.evaluate import evaluate  # noqa: E402
-from training.optimization import make_optimizer  # noqa: E402
+from keras_classreg.classreg_model import class_regularization_blocks
+from training import data as video_data
+from training import train as trainer
+from training.config import DEFAULT_MODEL, TrainConfig, load_config_file
+from training.data import layouts
+from training.evaluate import evaluate
+from training.optimization import make_optimizer
 
 ARM_TEXT = {
     "base": "base model, E epochs",
@@ -82,8 +82,9 @@ RESULT_FILE = "harness_result.json"
 # ---------------------------------------------------------------------------
 # The plan: which runs, with which config
 # ---------------------------------------------------------------------------
-def study_plan(common, seeds, finetune_epochs, finetune_lr, ablation, ablation_seeds,
-               num_blocks, out):
+def study_plan(
+    common, seeds, finetune_epochs, finetune_lr, ablation, ablation_seeds, num_blocks, out
+):
     """The runs of the study, in execution order.
 
     Args:
@@ -112,29 +113,47 @@ def study_plan(common, seeds, finetune_epochs, finetune_lr, ablation, ablation_s
 
     for seed in seeds:
         for arm, class_regularization in (("base", False), ("classreg", True)):
-            config = dict(common, seed=seed, class_regularization=class_regularization,
-                          run_dir=run_dir(arm, seed), init_from=init_path(seed))
-            runs.append({"arm": arm, "seed": seed, "config": config,
-                         "init": init_path(seed), "after": None})
+            config = dict(
+                common,
+                seed=seed,
+                class_regularization=class_regularization,
+                run_dir=run_dir(arm, seed),
+                init_from=init_path(seed),
+            )
+            runs.append(
+                {"arm": arm, "seed": seed, "config": config, "init": init_path(seed), "after": None}
+            )
         if finetune_epochs:
             base_final = os.path.join(run_dir("base", seed), "final.keras")
             for arm, class_regularization in (("base+cr_ft", True), ("base_cont", False)):
                 config = dict(
-                    common, seed=seed, class_regularization=class_regularization,
-                    run_dir=run_dir(arm, seed), init_from=base_final,
-                    epochs=finetune_epochs, learning_rate=finetune_lr,
-                    warmup_epochs=0.0, step_epochs=None,
+                    common,
+                    seed=seed,
+                    class_regularization=class_regularization,
+                    run_dir=run_dir(arm, seed),
+                    init_from=base_final,
+                    epochs=finetune_epochs,
+                    learning_rate=finetune_lr,
+                    warmup_epochs=0.0,
+                    step_epochs=None,
                 )
-                runs.append({"arm": arm, "seed": seed, "config": config,
-                             "init": None, "after": "base"})
+                runs.append(
+                    {"arm": arm, "seed": seed, "config": config, "init": None, "after": "base"}
+                )
     for seed in seeds[:ablation_seeds]:
         for rate in ablation:
             arm = f"alpha={rate:g}"
-            config = dict(common, seed=seed, class_regularization=True,
-                          affection_rates=[float(rate)] * num_blocks,
-                          run_dir=run_dir(arm, seed), init_from=init_path(seed))
-            runs.append({"arm": arm, "seed": seed, "config": config,
-                         "init": init_path(seed), "after": None})
+            config = dict(
+                common,
+                seed=seed,
+                class_regularization=True,
+                affection_rates=[float(rate)] * num_blocks,
+                run_dir=run_dir(arm, seed),
+                init_from=init_path(seed),
+            )
+            runs.append(
+                {"arm": arm, "seed": seed, "config": config, "init": init_path(seed), "after": None}
+            )
     return runs
 
 
@@ -144,8 +163,9 @@ def study_plan(common, seeds, finetune_epochs, finetune_lr, ablation, ablation_s
 def _model_config(fields, **overrides):
     """A `TrainConfig` for building a model outside a run."""
     values = dict(fields, **overrides)
-    values.update(data=values.get("data") or "-", run_dir=values.get("run_dir") or "-",
-                  init_from=None)
+    values.update(
+        data=values.get("data") or "-", run_dir=values.get("run_dir") or "-", init_from=None
+    )
     return TrainConfig.from_dict(values)
 
 
@@ -156,8 +176,7 @@ def write_initial_weights(config, num_classes, path):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     keras.backend.clear_session()
     keras.utils.set_random_seed(config["seed"])
-    model = trainer.model_of(_model_config(config, class_regularization=False),
-                                num_classes)
+    model = trainer.model_of(_model_config(config, class_regularization=False), num_classes)
     partial = path + ".partial.keras"
     model.save(partial)
     os.replace(partial, path)
@@ -199,10 +218,15 @@ def run_arm(run, data, eval_views):
     history = _history(run_dir)
     keras.backend.clear_session()
     num_clips, num_crops = eval_views
-    report = evaluate(os.path.join(run_dir, "final.keras"), data,
-                      subset=config.get("val_subset", "test"), num_clips=num_clips,
-                      num_crops=num_crops, batch_size=config["batch_size"],
-                      progress=False)
+    report = evaluate(
+        os.path.join(run_dir, "final.keras"),
+        data,
+        subset=config.get("val_subset", "test"),
+        num_clips=num_clips,
+        num_crops=num_crops,
+        batch_size=config["batch_size"],
+        progress=False,
+    )
     result = {
         "arm": run["arm"],
         "seed": run["seed"],
@@ -226,8 +250,7 @@ def _history(run_dir):
     if not os.path.isfile(path):
         return []
     with open(path, newline="", encoding="utf-8") as file:
-        return [{key: float(value) for key, value in row.items()}
-                for row in csv.DictReader(file)]
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
 
 
 # ---------------------------------------------------------------------------
@@ -245,16 +268,20 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
     config = _model_config(common)
     shape = (config.batch_size, config.clip_length, config.crop_size, config.crop_size, 3)
     x = tf.constant(rng.standard_normal(shape).astype("float32"))
-    y = tf.constant(np.eye(num_classes, dtype="float32")[
-        rng.integers(0, num_classes, config.batch_size)])
+    y = tf.constant(
+        np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, config.batch_size)]
+    )
     models = {}
     for name, class_regularization in (("base", False), ("classreg", True)):
         keras.utils.set_random_seed(0)
         model = trainer.model_of(
-            _model_config(common, class_regularization=class_regularization), num_classes)
-        model.compile(optimizer=make_optimizer(config, steps + warmup),
-                      loss=keras.losses.CategoricalCrossentropy(),
-                      jit_compile=config.xla)
+            _model_config(common, class_regularization=class_regularization), num_classes
+        )
+        model.compile(
+            optimizer=make_optimizer(config, steps + warmup),
+            loss=keras.losses.CategoricalCrossentropy(),
+            jit_compile=config.xla,
+        )
         models[name] = model
     times = {name: [] for name in models}
     for step in range(warmup + steps):
@@ -276,8 +303,7 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
 
 def count_blocks(common, num_classes):
     keras.backend.clear_session()
-    model = trainer.model_of(_model_config(common, class_regularization=True),
-                                num_classes)
+    model = trainer.model_of(_model_config(common, class_regularization=True), num_classes)
     count = len(class_regularization_blocks(model))
     keras.backend.clear_session()
     if not count:
@@ -307,8 +333,10 @@ def summarise(results, arms):
         top5, top5_std = mean_std(r["top5"] for r in rows)
         summary[arm] = {
             "runs": len(rows),
-            "top1_mean": top1, "top1_std": top1_std,
-            "top5_mean": top5, "top5_std": top5_std,
+            "top1_mean": top1,
+            "top1_std": top1_std,
+            "top5_mean": top5,
+            "top5_std": top5_std,
             "top1_per_seed": {str(r["seed"]): r["top1"] for r in rows},
             "top5_per_seed": {str(r["seed"]): r["top5"] for r in rows},
             "wall_seconds_mean": round(statistics.fmean(r["wall_seconds"] for r in rows), 1),
@@ -320,22 +348,31 @@ def summarise(results, arms):
 
 def _median_epoch_seconds(rows):
     # epoch 1 includes tracing; it is left out when there are later epochs
-    seconds = [h["epoch_seconds"] for r in rows for h in r["history"]
-               if h["epoch"] > 1 or len(r["history"]) == 1]
+    seconds = [
+        h["epoch_seconds"]
+        for r in rows
+        for h in r["history"]
+        if h["epoch"] > 1 or len(r["history"]) == 1
+    ]
     return round(statistics.median(seconds), 2) if seconds else None
 
 
 def paired_differences(results, arm, reference):
     """Per seed `arm − reference` top-1, with mean ± std and wins."""
     by_seed = {r["seed"]: r for r in results if r["arm"] == reference}
-    diffs = {r["seed"]: r["top1"] - by_seed[r["seed"]]["top1"]
-             for r in results if r["arm"] == arm and r["seed"] in by_seed}
+    diffs = {
+        r["seed"]: r["top1"] - by_seed[r["seed"]]["top1"]
+        for r in results
+        if r["arm"] == arm and r["seed"] in by_seed
+    }
     if not diffs:
         return None
     mean, std = mean_std(diffs.values())
     return {
-        "arm": arm, "reference": reference,
-        "top1_diff_mean": mean, "top1_diff_std": std,
+        "arm": arm,
+        "reference": reference,
+        "top1_diff_mean": mean,
+        "top1_diff_std": std,
         "top1_diff_per_seed": {str(k): v for k, v in sorted(diffs.items())},
         "wins": sum(d > 0 for d in diffs.values()),
         "ties": sum(d == 0 for d in diffs.values()),
@@ -379,11 +416,16 @@ def markdown(study):
         "|---|---|---|---|---|---|---|---|",
     ]
     for arm, row in study["arms"].items():
+
         def spread(std, runs=row["runs"]):
             return std if runs > 1 else None  # one run: no spread to show
 
-        text = ARM_TEXT.get(arm, f"ClassReg, α={arm.split('=')[1]} in every block, E epochs"
-                            if arm.startswith("alpha=") else arm)
+        text = ARM_TEXT.get(
+            arm,
+            f"ClassReg, α={arm.split('=')[1]} in every block, E epochs"
+            if arm.startswith("alpha=")
+            else arm,
+        )
         per_seed = ", ".join(f"{100 * v:.1f}" for v in row["top1_per_seed"].values())
         lines.append(
             f"| {arm} | {text} | {row['runs']} | {_pct(row['top1_mean'], spread(row['top1_std']))} "
@@ -391,23 +433,31 @@ def markdown(study):
             f"{row['wall_seconds_mean']} | {row['epoch_seconds_median']} |"
         )
     if study["paired"]:
-        lines += ["", "Paired differences (same seed, same data order, same initial "
-                  "weights), top-1 percentage points:", "",
-                  "| comparison | mean ± std | per seed | wins / ties / losses |",
-                  "|---|---|---|---|"]
+        lines += [
+            "",
+            "Paired differences (same seed, same data order, same initial "
+            "weights), top-1 percentage points:",
+            "",
+            "| comparison | mean ± std | per seed | wins / ties / losses |",
+            "|---|---|---|---|",
+        ]
         for p in study["paired"]:
             per_seed = ", ".join(f"{100 * v:+.1f}" for v in p["top1_diff_per_seed"].values())
-            lines.append(f"| {p['arm']} − {p['reference']} | "
-                         f"{_signed(p['top1_diff_mean'], p['top1_diff_std'], len(p['top1_diff_per_seed']))} | "
-                         f"{per_seed} | {p['wins']} / {p['ties']} / {p['losses']} |")
+            diff = _signed(p["top1_diff_mean"], p["top1_diff_std"], len(p["top1_diff_per_seed"]))
+            lines.append(
+                f"| {p['arm']} − {p['reference']} | {diff} | "
+                f"{per_seed} | {p['wins']} / {p['ties']} / {p['losses']} |"
+            )
     o = study.get("overhead")
     if o:
-        lines += ["", f"Training-step time (batch {o['batch_size']}, median of "
-                  f"{o['steps']} alternating steps): base {o['base_step_ms']} ms, "
-                  f"ClassReg {o['classreg_step_ms']} ms, relative overhead "
-                  f"{100 * o['relative_overhead']:+.1f} %."]
-    lines += ["", f"Machine: {study['machine']}. Command:", "", "```",
-              study["command"], "```", ""]
+        lines += [
+            "",
+            f"Training-step time (batch {o['batch_size']}, median of "
+            f"{o['steps']} alternating steps): base {o['base_step_ms']} ms, "
+            f"ClassReg {o['classreg_step_ms']} ms, relative overhead "
+            f"{100 * o['relative_overhead']:+.1f} %.",
+        ]
+    lines += ["", f"Machine: {study['machine']}. Command:", "", "```", study["command"], "```", ""]
     return "\n".join(lines)
 
 
@@ -422,12 +472,14 @@ def plot_curves(study, results, path):
     ablation = [a for a in study["arms"] if a.startswith("alpha=")]
     main = [a for a in study["arms"] if not a.startswith("alpha=")]
     panels = [("arms", main)] + ([("affection-rate ablation", ablation)] if ablation else [])
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5),
-                                squeeze=False)
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for axis, (title, arms) in zip(axes[0], panels):
         for arm in arms:
-            curves = [[h.get("val_top1", math.nan) for h in r["history"]]
-                      for r in results if r["arm"] == arm and r["history"]]
+            curves = [
+                [h.get("val_top1", math.nan) for h in r["history"]]
+                for r in results
+                if r["arm"] == arm and r["history"]
+            ]
             if not curves:
                 continue
             length = min(len(c) for c in curves)
@@ -435,12 +487,14 @@ def plot_curves(study, results, path):
             offset = epochs if arm in ("base+cr_ft", "base_cont") else 0
             x = np.arange(1, length + 1) + offset
             mean = values.mean(axis=0)
-            line, = axis.plot(x, 100 * mean, marker="o", markersize=3,
-                              label=f"{arm} (n={len(curves)})")
+            (line,) = axis.plot(
+                x, 100 * mean, marker="o", markersize=3, label=f"{arm} (n={len(curves)})"
+            )
             if len(curves) > 1:
                 std = values.std(axis=0, ddof=1)
-                axis.fill_between(x, 100 * (mean - std), 100 * (mean + std),
-                                  color=line.get_color(), alpha=0.15)
+                axis.fill_between(
+                    x, 100 * (mean - std), 100 * (mean + std), color=line.get_color(), alpha=0.15
+                )
         if any(a in arms for a in ("base+cr_ft", "base_cont")):
             axis.axvline(epochs + 0.5, color="grey", linestyle=":", linewidth=1)
         axis.set_xlabel("epoch")
@@ -459,9 +513,20 @@ def plot_curves(study, results, path):
 # ---------------------------------------------------------------------------
 # The study
 # ---------------------------------------------------------------------------
-def run_study(data, out, common, seeds=(0, 1, 2), finetune_epochs=0, finetune_lr=None,
-              ablation=(), ablation_seeds=1, eval_views=(4, 1), measure_overhead=True,
-              command="", log=print):
+def run_study(
+    data,
+    out,
+    common,
+    seeds=(0, 1, 2),
+    finetune_epochs=0,
+    finetune_lr=None,
+    ablation=(),
+    ablation_seeds=1,
+    eval_views=(4, 1),
+    measure_overhead=True,
+    command="",
+    log=print,
+):
     """Runs (or resumes) the whole study and writes results.json/md + curves.png.
 
     Args:
@@ -491,12 +556,12 @@ def run_study(data, out, common, seeds=(0, 1, 2), finetune_epochs=0, finetune_lr
         common.pop(name, None)
     common.setdefault("deterministic", True)
     TrainConfig.from_dict(dict(common, data=data, run_dir=out))  # validate early
-    finetune_lr = finetune_lr or 0.1 * common.get("learning_rate",
-                                                   TrainConfig.learning_rate)
+    finetune_lr = finetune_lr or 0.1 * common.get("learning_rate", TrainConfig.learning_rate)
     seeds = [int(s) for s in seeds]
     num_blocks = count_blocks(common, num_classes) if ablation else 0
-    plan = study_plan(common, seeds, finetune_epochs, finetune_lr, list(ablation),
-                      ablation_seeds, num_blocks, out)
+    plan = study_plan(
+        common, seeds, finetune_epochs, finetune_lr, list(ablation), ablation_seeds, num_blocks, out
+    )
     results = []
     for index, run in enumerate(plan, 1):
         label = f"[{index}/{len(plan)}] {run['arm']} seed {run['seed']}"
@@ -504,28 +569,70 @@ def run_study(data, out, common, seeds=(0, 1, 2), finetune_epochs=0, finetune_lr
             write_initial_weights(run["config"], num_classes, run["init"])
         log(f"{label}: {run['config']['run_dir']}")
         result = run_arm(run, data, eval_views)
-        log(f"{label}: video top-1 {100 * result['top1']:.1f} %, "
-            f"{result['wall_seconds']:.0f} s")
+        log(f"{label}: video top-1 {100 * result['top1']:.1f} %, {result['wall_seconds']:.0f} s")
         results.append(result)
-        study = _assemble(results, plan, data, manifest, common, seeds, finetune_epochs,
-                          finetune_lr, eval_views, command, None)
+        study = _assemble(
+            results,
+            plan,
+            data,
+            manifest,
+            common,
+            seeds,
+            finetune_epochs,
+            finetune_lr,
+            eval_views,
+            command,
+            None,
+        )
         write_outputs(study, results, out)
     overhead = step_time_overhead(common, num_classes) if measure_overhead else None
-    study = _assemble(results, plan, data, manifest, common, seeds, finetune_epochs,
-                      finetune_lr, eval_views, command, overhead)
+    study = _assemble(
+        results,
+        plan,
+        data,
+        manifest,
+        common,
+        seeds,
+        finetune_epochs,
+        finetune_lr,
+        eval_views,
+        command,
+        overhead,
+    )
     write_outputs(study, results, out)
     return study
 
 
-def _assemble(results, plan, data, manifest, common, seeds, finetune_epochs, finetune_lr,
-              eval_views, command, overhead):
+def _assemble(
+    results,
+    plan,
+    data,
+    manifest,
+    common,
+    seeds,
+    finetune_epochs,
+    finetune_lr,
+    eval_views,
+    command,
+    overhead,
+):
     arms = list(dict.fromkeys(run["arm"] for run in plan))
     config = TrainConfig.from_dict(dict(common, data=data, run_dir="-"))
-    paired = [p for p in (paired_differences(results, "classreg", "base"),
-                          paired_differences(results, "base+cr_ft", "base_cont"))
-              if p]
-    paired += [p for a in arms if a.startswith("alpha=")
-               for p in [paired_differences(results, a, "base")] if p]
+    paired = [
+        p
+        for p in (
+            paired_differences(results, "classreg", "base"),
+            paired_differences(results, "base+cr_ft", "base_cont"),
+        )
+        if p
+    ]
+    paired += [
+        p
+        for a in arms
+        if a.startswith("alpha=")
+        for p in [paired_differences(results, a, "base")]
+        if p
+    ]
     subsets = manifest["subsets"]
     return {
         "settings": {
@@ -534,11 +641,17 @@ def _assemble(results, plan, data, manifest, common, seeds, finetune_epochs, fin
             "num_classes": len(manifest["class_names"]),
             "train_videos": int(subsets.get("train", {}).get("videos", 0)),
             "test_videos": int(subsets.get(config.val_subset, {}).get("videos", 0)),
-            "clip_length": config.clip_length, "crop_size": config.crop_size,
-            "stride": config.stride, "batch_size": config.batch_size,
-            "epochs": config.epochs, "learning_rate": config.learning_rate,
-            "finetune_epochs": finetune_epochs, "finetune_lr": finetune_lr,
-            "seeds": seeds, "eval_clips": eval_views[0], "eval_crops": eval_views[1],
+            "clip_length": config.clip_length,
+            "crop_size": config.crop_size,
+            "stride": config.stride,
+            "batch_size": config.batch_size,
+            "epochs": config.epochs,
+            "learning_rate": config.learning_rate,
+            "finetune_epochs": finetune_epochs,
+            "finetune_lr": finetune_lr,
+            "seeds": seeds,
+            "eval_clips": eval_views[0],
+            "eval_crops": eval_views[1],
             "common_config": common,
         },
         "planned_runs": len(plan),
@@ -549,7 +662,7 @@ def _assemble(results, plan, data, manifest, common, seeds, finetune_epochs, fin
         "overhead": overhead,
         "runs": [{k: v for k, v in r.items() if k != "history"} for r in results],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                   f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
+        f"TensorFlow {tf.__version__}, Keras {keras.__version__}",
         "command": command,
     }
 
@@ -576,57 +689,99 @@ def build_parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_argument_group("data (one of --data or --layout)")
-    source.add_argument("--data", help="Prepared dataset folder (written by "
-                        "python -m training.prepare).")
-    source.add_argument("--layout", choices=layouts.names(),
-                        help="Prepare a raw dataset first: its layout.")
+    source.add_argument(
+        "--data", help="Prepared dataset folder (written by python -m training.prepare)."
+    )
+    source.add_argument(
+        "--layout", choices=layouts.names(), help="Prepare a raw dataset first: its layout."
+    )
     source.add_argument("--root", help="With --layout: the folder of videos.")
-    source.add_argument("--annotations", nargs="+",
-                        help="With --layout: the layout's annotation paths (e.g. "
-                        "ucfTrainTestlist/, testTrainMulti_7030_splits/).")
+    source.add_argument(
+        "--annotations",
+        nargs="+",
+        help="With --layout: the layout's annotation paths (e.g. "
+        "ucfTrainTestlist/, testTrainMulti_7030_splits/).",
+    )
     source.add_argument("--split", type=int, default=1, help="With --layout: split 1-3.")
-    source.add_argument("--prepared", help="With --layout: where to write the "
-                        "prepared shards (default: OUT/prepared).")
-    source.add_argument("--short-side", type=int, default=128,
-                        help="With --layout: resize frames' short side to this.")
+    source.add_argument(
+        "--prepared",
+        help="With --layout: where to write the prepared shards (default: OUT/prepared).",
+    )
+    source.add_argument(
+        "--short-side",
+        type=int,
+        default=128,
+        help="With --layout: resize frames' short side to this.",
+    )
 
     study = parser.add_argument_group("study")
     study.add_argument("--out", required=True, help="Study folder (results + runs/).")
-    study.add_argument("--seeds", type=int, default=3,
-                       help="Number of seeds (0, 1, ...); default 3.")
+    study.add_argument(
+        "--seeds", type=int, default=3, help="Number of seeds (0, 1, ...); default 3."
+    )
     study.add_argument("--first-seed", type=int, default=0, help="Seed of the first run.")
-    study.add_argument("--finetune-epochs", type=int, default=0, metavar="F",
-                       help="Paper protocol: fine-tune base + ClassReg (and base "
-                       "alone) for F epochs after the E epochs; 0 skips these arms.")
-    study.add_argument("--finetune-lr", type=float,
-                       help="Peak learning rate of the F epochs (default: lr / 10).")
-    study.add_argument("--ablation", type=float, nargs="*", default=(), metavar="ALPHA",
-                       help="Affection rates for a uniform-α ablation (the same α in "
-                       "every block), e.g. 0 0.1 0.2 0.4.")
-    study.add_argument("--ablation-seeds", type=int, default=1,
-                       help="On how many seeds the ablation runs (default 1).")
-    study.add_argument("--eval-clips", type=int, default=4,
-                       help="Clips per test video for the video-level score.")
-    study.add_argument("--eval-crops", type=int, default=1, choices=(1, 3),
-                       help="Spatial crops per clip (1 or 3).")
-    study.add_argument("--no-overhead", action="store_true",
-                       help="Skip the training-step timing of base vs ClassReg.")
+    study.add_argument(
+        "--finetune-epochs",
+        type=int,
+        default=0,
+        metavar="F",
+        help="Paper protocol: fine-tune base + ClassReg (and base "
+        "alone) for F epochs after the E epochs; 0 skips these arms.",
+    )
+    study.add_argument(
+        "--finetune-lr", type=float, help="Peak learning rate of the F epochs (default: lr / 10)."
+    )
+    study.add_argument(
+        "--ablation",
+        type=float,
+        nargs="*",
+        default=(),
+        metavar="ALPHA",
+        help="Affection rates for a uniform-α ablation (the same α in "
+        "every block), e.g. 0 0.1 0.2 0.4.",
+    )
+    study.add_argument(
+        "--ablation-seeds",
+        type=int,
+        default=1,
+        help="On how many seeds the ablation runs (default 1).",
+    )
+    study.add_argument(
+        "--eval-clips", type=int, default=4, help="Clips per test video for the video-level score."
+    )
+    study.add_argument(
+        "--eval-crops", type=int, default=1, choices=(1, 3), help="Spatial crops per clip (1 or 3)."
+    )
+    study.add_argument(
+        "--no-overhead",
+        action="store_true",
+        help="Skip the training-step timing of base vs ClassReg.",
+    )
 
     training = parser.add_argument_group("training (shared by every arm)")
-    training.add_argument("--config", help="YAML/JSON file of training.train fields "
-                          "(the flags below override it).")
+    training.add_argument(
+        "--config", help="YAML/JSON file of training.train fields (the flags below override it)."
+    )
     training.add_argument("--model", default="resnet18_3d", help="Zoo model name.")
-    training.add_argument("--epochs", type=int, default=12, metavar="E",
-                          help="Epochs of the from-scratch arms.")
+    training.add_argument(
+        "--epochs", type=int, default=12, metavar="E", help="Epochs of the from-scratch arms."
+    )
     training.add_argument("--batch-size", type=int, default=16)
     training.add_argument("--learning-rate", type=float, default=0.05)
     training.add_argument("--clip-length", type=int, default=8)
     training.add_argument("--stride", type=int, default=2)
     training.add_argument("--crop-size", type=int, default=32)
-    training.add_argument("--affection-rates", type=float, nargs="+",
-                          help="Rates of the ClassReg arms (default: the model's).")
-    training.add_argument("--no-deterministic", action="store_true",
-                          help="Faster, but data order then varies between arms.")
+    training.add_argument(
+        "--affection-rates",
+        type=float,
+        nargs="+",
+        help="Rates of the ClassReg arms (default: the model's).",
+    )
+    training.add_argument(
+        "--no-deterministic",
+        action="store_true",
+        help="Faster, but data order then varies between arms.",
+    )
     return parser
 
 
@@ -636,12 +791,15 @@ def prepare_raw(args):
 
     prepared = args.prepared or os.path.join(args.out, "prepared")
     dataset = layouts.load_dataset(
-        args.layout, args.root, args.annotations or (),
-        split=args.split, missing="skip")
+        args.layout, args.root, args.annotations or (), split=args.split, missing="skip"
+    )
     manifest = prepare_dataset(dataset, prepared, short_side=args.short_side)
     if manifest["skipped"]:
-        print(f"prepare: skipped {len(manifest['skipped'])} unreadable or missing "
-              f"video(s); listed in {prepared}/manifest.json", file=sys.stderr)
+        print(
+            f"prepare: skipped {len(manifest['skipped'])} unreadable or missing "
+            f"video(s); listed in {prepared}/manifest.json",
+            file=sys.stderr,
+        )
     return prepared
 
 
@@ -652,10 +810,11 @@ def main(argv=None):
         parser.error("give either --data (a prepared dataset) or --layout with --root")
     if args.layout and not args.root:
         parser.error("--layout needs --root (the folder of videos)")
-    if args.layout and layouts.get(args.layout).annotations != "none" \
-            and not args.annotations:
-        parser.error(f"--layout {args.layout} needs --annotations "
-                     f"({layouts.get(args.layout).annotations_help})")
+    if args.layout and layouts.get(args.layout).annotations != "none" and not args.annotations:
+        parser.error(
+            f"--layout {args.layout} needs --annotations "
+            f"({layouts.get(args.layout).annotations_help})"
+        )
     for name in ("seeds", "epochs", "eval_clips", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
@@ -665,10 +824,15 @@ def main(argv=None):
         parser.error(f"--ablation rates must be between 0 and 1; received {args.ablation}")
     common = load_config_file(args.config) if args.config else {}
     common.update(
-        model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, clip_length=args.clip_length,
-        stride=args.stride, crop_size=args.crop_size,
-        deterministic=not args.no_deterministic, verbose=2,
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        clip_length=args.clip_length,
+        stride=args.stride,
+        crop_size=args.crop_size,
+        deterministic=not args.no_deterministic,
+        verbose=2,
     )
     if args.affection_rates:
         common["affection_rates"] = args.affection_rates
@@ -679,15 +843,21 @@ def main(argv=None):
         return 2
     command = "python -m benchmarks.reproduce " + " ".join(
         a if a and all(c.isalnum() or c in "-_./=:" for c in a) else repr(a)
-        for a in (argv if argv is not None else sys.argv[1:]))
+        for a in (argv if argv is not None else sys.argv[1:])
+    )
     try:
         study = run_study(
-            data, args.out, common,
+            data,
+            args.out,
+            common,
             seeds=range(args.first_seed, args.first_seed + args.seeds),
-            finetune_epochs=args.finetune_epochs, finetune_lr=args.finetune_lr,
-            ablation=args.ablation, ablation_seeds=args.ablation_seeds,
+            finetune_epochs=args.finetune_epochs,
+            finetune_lr=args.finetune_lr,
+            ablation=args.ablation,
+            ablation_seeds=args.ablation_seeds,
             eval_views=(args.eval_clips, args.eval_crops),
-            measure_overhead=not args.no_overhead, command=command,
+            measure_overhead=not args.no_overhead,
+            command=command,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)

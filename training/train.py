@@ -58,13 +58,16 @@ def model_of(config, num_classes, model_builder=None):
     """The model a `TrainConfig` describes (call inside the strategy's
     scope); a given `model_builder` replaces the one `config.model` names."""
     return model_building.build_model(
-        config.model or DEFAULT_MODEL, num_classes,
+        config.model or DEFAULT_MODEL,
+        num_classes,
         (config.clip_length, config.crop_size, config.crop_size, 3),
         model_builder=model_builder,
         class_regularization=config.class_regularization,
-        affection_rates=config.affection_rates, dropout=config.dropout,
+        affection_rates=config.affection_rates,
+        dropout=config.dropout,
         class_regularization_options=config.class_regularization_options or None,
-        **(config.model_options or {}))
+        **(config.model_options or {}),
+    )
 
 
 def inherit_from_init_source(config, source):
@@ -80,8 +83,11 @@ def inherit_from_init_source(config, source):
     if config.model is None and source.get("model"):
         inherited["model"] = source["model"]
     model = inherited.get("model", config.model or DEFAULT_MODEL)
-    if (config.model_options is None and source.get("model_options")
-            and source.get("model") == model):
+    if (
+        config.model_options is None
+        and source.get("model_options")
+        and source.get("model") == model
+    ):
         inherited["model_options"] = dict(source["model_options"])
     for name in ("mean", "std"):
         if getattr(config, name) is None and source.get(name) is not None:
@@ -113,14 +119,11 @@ def freeze_layers(model, backbone=False, until=None):
     Returns:
         the names of the layers frozen.
     """
-    layers = [layer for layer in model.layers
-              if not isinstance(layer, keras.layers.InputLayer)]
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if until is not None:
-        index = next((i for i, layer in enumerate(layers)
-                      if layer.name.startswith(until)), None)
+        index = next((i for i, layer in enumerate(layers) if layer.name.startswith(until)), None)
         if index is None:
-            stages = list(dict.fromkeys(
-                _stage_of(layer.name) for layer in layers if layer.weights))
+            stages = list(dict.fromkeys(_stage_of(layer.name) for layer in layers if layer.weights))
             raise ValueError(
                 f"--freeze-until {until!r}: no layer of model '{model.name}' has a "
                 f"name starting with it. Stages of this model: {', '.join(stages)}."
@@ -133,8 +136,11 @@ def freeze_layers(model, backbone=False, until=None):
     classifier = layers[-1]
     frozen = []
     for layer in candidates:
-        if layer is classifier or isinstance(layer, keras_classreg.layers.ClassRegularizationBase) \
-                or not layer.weights:
+        if (
+            layer is classifier
+            or isinstance(layer, keras_classreg.layers.ClassRegularizationBase)
+            or not layer.weights
+        ):
             continue
         layer.trainable = False
         frozen.append(layer.name)
@@ -157,9 +163,7 @@ def make_datasets(config, manifest, num_classes):
     options = tf.data.Options()
     # Shard by element so that any number of shard files works with any
     # number of workers.
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-    )
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     train = video_data.clip_dataset(
         config.data,
         subset="train",
@@ -241,12 +245,18 @@ def clip_format_of(config, manifest):
     it is evaluated and served with, and its classes."""
     mean, std = _normalisation(config)
     return ClipFormat(
-        clip_length=config.clip_length, stride=config.stride,
+        clip_length=config.clip_length,
+        stride=config.stride,
         crop_size=config.crop_size,
         short_side=max(int(manifest.get("short_side") or 0), config.crop_size)
-        if manifest.get("short_side") else None,
-        num_clips=config.num_clips, num_crops=config.num_crops,
-        mean=mean, std=std, class_names=manifest["class_names"])
+        if manifest.get("short_side")
+        else None,
+        num_clips=config.num_clips,
+        num_crops=config.num_crops,
+        mean=mean,
+        std=std,
+        class_names=manifest["class_names"],
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -268,8 +278,11 @@ def resolved_config(config, manifest, strategy, steps_per_epoch):
         train_videos=manifest_videos(manifest, "train"),
         num_replicas=strategy.num_replicas_in_sync,
         num_workers=distribute.num_workers(strategy),
-        versions={"tensorflow": tf.__version__, "keras": keras.__version__,
-                  "keras_classreg": keras_classreg.__version__},
+        versions={
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "keras_classreg": keras_classreg.__version__,
+        },
     )
     return values
 
@@ -280,17 +293,22 @@ def _check_resume(run, values):
     # A field added after the run started counts as having its default.
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     fields = list(defaults)
-    derived = ("num_classes", "class_names", "input_shape", "mean", "std",
-               "steps_per_epoch_resolved")
+    derived = (
+        "num_classes",
+        "class_names",
+        "input_shape",
+        "mean",
+        "std",
+        "steps_per_epoch_resolved",
+    )
     differing = [
-        name for name in fields + list(derived)
-        if name not in RESUMABLE_CHANGES
-        and saved.get(name, defaults.get(name)) != values.get(name)
+        name
+        for name in fields + list(derived)
+        if name not in RESUMABLE_CHANGES and saved.get(name, defaults.get(name)) != values.get(name)
     ]
     if differing:
         details = "; ".join(
-            f"{name}: saved {saved.get(name)!r}, now {values.get(name)!r}"
-            for name in differing
+            f"{name}: saved {saved.get(name)!r}, now {values.get(name)!r}" for name in differing
         )
         if run.is_finished:
             raise ValueError(
@@ -316,20 +334,24 @@ def check_training_data(config, manifest):
     skipped = len(manifest.get("skipped", []))
     videos = manifest_videos(manifest, "train") if "train" in subsets else 0
     if not videos:
-        why = (f"all {skipped} video(s) it lists were skipped by prepare (see "
-               "'skipped' in its manifest.json)" if skipped else
-               "its manifest lists no training videos")
+        why = (
+            f"all {skipped} video(s) it lists were skipped by prepare (see "
+            "'skipped' in its manifest.json)"
+            if skipped
+            else "its manifest lists no training videos"
+        )
         raise ValueError(f"--data {root} has no training videos: {why}.")
     warned = []
     check = [("train", "the model cannot learn them")]
     if config.validation and config.val_subset in subsets:
         check.append((config.val_subset, "their validation accuracy is not measured"))
     for subset, consequence in check:
-        empty = [name for name, count in
-                 subsets[subset].get("per_class", {}).items() if not count]
+        empty = [name for name, count in subsets[subset].get("per_class", {}).items() if not count]
         if empty:
-            warned.append(f"{len(empty)} class(es) have no {subset} videos in "
-                          f"{root} ({', '.join(empty)}): {consequence}.")
+            warned.append(
+                f"{len(empty)} class(es) have no {subset} videos in "
+                f"{root} ({', '.join(empty)}): {consequence}."
+            )
     return warned
 
 
@@ -373,11 +395,11 @@ def train(config, model_builder=None):
     task_type, task_index, is_chief = distribute.worker_role()
     run_dir = os.path.abspath(config.run_dir)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
-        raise NotADirectoryError(f"--run-dir {run_dir}: a file is in the way "
-                                 "(expected a directory).")
+        raise NotADirectoryError(
+            f"--run-dir {run_dir}: a file is in the way (expected a directory)."
+        )
     chief_run = RunDir(run_dir, create=True)
-    run = chief_run if is_chief else RunDir(chief_run.worker(task_type, task_index),
-                                            create=True)
+    run = chief_run if is_chief else RunDir(chief_run.worker(task_type, task_index), create=True)
     work_dir = str(run.path)
 
     num_classes = len(manifest["class_names"])
@@ -387,8 +409,9 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
 
     values = resolved_config(config, manifest, strategy, steps)
-    xla = compilation.resolve_xla(config.xla, strategy, config.deterministic,
-                                  distribute.num_workers(strategy))
+    xla = compilation.resolve_xla(
+        config.xla, strategy, config.deterministic, distribute.num_workers(strategy)
+    )
     values["xla_compiled"] = xla.enabled
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
@@ -403,12 +426,12 @@ def train(config, model_builder=None):
 
     previous_policy = keras.config.dtype_policy()
     _log(config, xla.reason or "training and validation steps compiled with XLA")
-    if config.mixed_precision and not tf.config.list_logical_devices("GPU") \
-            and not xla.enabled:
+    if config.mixed_precision and not tf.config.list_logical_devices("GPU") and not xla.enabled:
         warnings.warn(
             "--mixed-precision without a GPU and without XLA: TensorFlow has no "
             "float16 CPU kernels for some 3D ops (e.g. MaxPool3D); train with "
-            "XLA on (the default, one replica) or in float32 on CPU."
+            "XLA on (the default, one replica) or in float32 on CPU.",
+            stacklevel=2,
         )
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
@@ -420,22 +443,32 @@ def train(config, model_builder=None):
                 source = load_model(source_path)
                 # a classifier of other classes is no start, even of the same size
                 source_classes = init_source.get("class_names")
-                skip = (model.layers[-1].name,) if (
-                    source_classes is not None
-                    and list(source_classes) != values["class_names"]) else ()
+                skip = (
+                    (model.layers[-1].name,)
+                    if (
+                        source_classes is not None and list(source_classes) != values["class_names"]
+                    )
+                    else ()
+                )
                 report = model_building.transfer_weights(source, model, skip=skip)
                 del source
                 values["init_from_report"] = report
                 run.write_config(values)
-                _log(config, (
-                    f"init-from {source_path}: {len(report['transferred'])} layers "
-                    f"transferred, {len(report['new'])} new "
-                    f"({', '.join(report['new']) or '-'}), "
-                    f"{len(report['mismatched'])} shape-mismatched "
-                    f"({', '.join(report['mismatched']) or '-'})"
-                    + (f"; from its config: {', '.join(sorted(inherited))}"
-                       if inherited else "")
-                ))
+                _log(
+                    config,
+                    (
+                        f"init-from {source_path}: {len(report['transferred'])} layers "
+                        f"transferred, {len(report['new'])} new "
+                        f"({', '.join(report['new']) or '-'}), "
+                        f"{len(report['mismatched'])} shape-mismatched "
+                        f"({', '.join(report['mismatched']) or '-'})"
+                        + (
+                            f"; from its config: {', '.join(sorted(inherited))}"
+                            if inherited
+                            else ""
+                        )
+                    ),
+                )
                 _note_clip_format(config, init_source)
             frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
             if frozen:
@@ -451,14 +484,10 @@ def train(config, model_builder=None):
                 model,
                 xla.enabled,
                 optimizer=optimization.make_optimizer(config, steps),
-                loss=keras.losses.CategoricalCrossentropy(
-                    label_smoothing=config.label_smoothing
-                ),
+                loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
                 metrics=[
                     keras.metrics.CategoricalAccuracy(name="top1"),
-                    keras.metrics.TopKCategoricalAccuracy(
-                        k=min(5, num_classes), name="top5"
-                    ),
+                    keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
                 ],
             )
         distribute.patch_multi_worker_build(model, strategy, train_data.element_spec)
@@ -503,19 +532,24 @@ def train(config, model_builder=None):
     if is_chief:
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
         seconds = time.perf_counter() - started
-        run.write_summary({
-            "best_epoch": best.best_epoch,
-            "best_" + best.monitor: best.best,
-            "last_epoch_metrics": last,
-            "epochs_run_in_this_process": len(history.epoch),
-            "seconds_in_this_process": round(seconds, 1),
-            # fit's wall time per training step, validation and checkpoints
-            # included
-            "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
-            "xla_compiled": xla.enabled,
-        })
-        _log(config, f"run finished: {run_dir} (best epoch {best.best_epoch}, "
-                     f"{best.monitor} {best.best:.4f})")
+        run.write_summary(
+            {
+                "best_epoch": best.best_epoch,
+                "best_" + best.monitor: best.best,
+                "last_epoch_metrics": last,
+                "epochs_run_in_this_process": len(history.epoch),
+                "seconds_in_this_process": round(seconds, 1),
+                # fit's wall time per training step, validation and checkpoints
+                # included
+                "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
+                "xla_compiled": xla.enabled,
+            }
+        )
+        _log(
+            config,
+            f"run finished: {run_dir} (best epoch {best.best_epoch}, "
+            f"{best.monitor} {best.best:.4f})",
+        )
     return run_dir
 
 
@@ -527,8 +561,9 @@ def _note_clip_format(config, source):
         if source.get(name) is not None and source[name] != getattr(config, name)
     ]
     if differing and source.get("pretrained"):
-        _log(config, "note: clips differ from the published weights' format: "
-                     + ", ".join(differing))
+        _log(
+            config, "note: clips differ from the published weights' format: " + ", ".join(differing)
+        )
 
 
 def _log(config, message):

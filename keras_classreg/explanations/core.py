@@ -40,8 +40,14 @@ from keras_classreg.explanations import registry
 #: Saliency Tubes' "focus" threshold: normalised evidence below it is hidden.
 FOCUS_THRESHOLD = 0.2
 
-_OUTPUT_KEYS = ("maps", "class_index", "predicted_class", "probabilities",
-                "block_classes", "block_confidences")
+_OUTPUT_KEYS = (
+    "maps",
+    "class_index",
+    "predicted_class",
+    "probabilities",
+    "block_classes",
+    "block_confidences",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +89,7 @@ class Explanation:
             )
         arrays = {key: np.asarray(outputs[key]) for key in _OUTPUT_KEYS}
         names = tuple(
-            name.decode() if isinstance(name, bytes) else str(name)
-            for name in block_names
+            name.decode() if isinstance(name, bytes) else str(name) for name in block_names
         )
         if arrays["maps"].ndim != 5 or arrays["maps"].shape[1] != len(names):
             raise ValueError(
@@ -140,7 +145,8 @@ def explanation_model(model):
             ) from error
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
     return keras.Model(
-        inputs, activations + [model.output],
+        inputs,
+        activations + [model.output],
         name=f"{model.name}_explanation",
     )
 
@@ -203,9 +209,7 @@ def evidence_maps(model, method=registry.DEFAULT_METHOD):
             evidence = block_map(block, activation, target)
             maps.append(normalize_per_clip(trilinear_zoom(evidence, size)))
             block_probabilities = tf.nn.softmax(block.class_logits(activation))
-            classes.append(
-                tf.argmax(block_probabilities, axis=-1, output_type=tf.int32)
-            )
+            classes.append(tf.argmax(block_probabilities, axis=-1, output_type=tf.int32))
             confidences.append(tf.reduce_max(block_probabilities, axis=-1))
         return {
             "maps": tf.stack(maps, axis=1),
@@ -244,9 +248,7 @@ def explain(model, clips, class_index=None, method=registry.DEFAULT_METHOD):
             f"clip). Received: clips.shape={clips.shape}"
         )
     expected = tuple(model.inputs[0].shape[1:]) if model.inputs else None
-    if expected and any(
-        e is not None and e != r for e, r in zip(expected, clips.shape[1:])
-    ):
+    if expected and any(e is not None and e != r for e, r in zip(expected, clips.shape[1:])):
         raise ValueError(
             f"Invalid value for argument `clips`. Model '{model.name}' takes "
             f"clips of shape (N, {', '.join(str(e) for e in expected)}). "
@@ -265,9 +267,7 @@ def explain(model, clips, class_index=None, method=registry.DEFAULT_METHOD):
     result = evidence_maps(model, method)(
         clips, None if target is None else tf.constant(target, tf.int32)
     )
-    return Explanation.from_outputs(
-        {key: value.numpy() for key, value in result.items()}, names
-    )
+    return Explanation.from_outputs({key: value.numpy() for key, value in result.items()}, names)
 
 
 def trilinear_zoom(volumes, size):
@@ -284,8 +284,7 @@ def trilinear_zoom(volumes, size):
         dim if isinstance(dim, int) else tf.get_static_value(dim)
         for dim in (size if isinstance(size, (list, tuple)) else [None] * 3)
     ]
-    size = tf.cast(tf.stack(size) if isinstance(size, (list, tuple)) else size,
-                   tf.int32)
+    size = tf.cast(tf.stack(size) if isinstance(size, (list, tuple)) else size, tf.int32)
     shape = tf.shape(volumes)
     n, t, h, w = shape[0], shape[1], shape[2], shape[3]
     # Height and width: the time steps are a batch of images.
@@ -293,14 +292,10 @@ def trilinear_zoom(volumes, size):
     x = tf.image.resize(x, size[1:3], method="bilinear")
     # Time: an image of t rows and H*W columns, resized along the rows only.
     x = tf.reshape(x, tf.stack([n, t, size[1] * size[2], 1]))
-    x = tf.image.resize(
-        x, tf.stack([size[0], size[1] * size[2]]), method="bilinear"
-    )
+    x = tf.image.resize(x, tf.stack([size[0], size[1] * size[2]]), method="bilinear")
     x = tf.reshape(x, tf.stack([n, size[0], size[1], size[2]]))
     # Keep the static shape where it is known (e.g. for export signatures).
-    x.set_shape([volumes.shape[0]] + [
-        None if dim is None else int(dim) for dim in static
-    ])
+    x.set_shape([volumes.shape[0]] + [None if dim is None else int(dim) for dim in static])
     return x
 
 
@@ -330,9 +325,7 @@ def _blocks(model):
 
 def _probability_function(classifier):
     activation = keras.activations.serialize(classifier.activation)
-    name = activation if isinstance(activation, str) else activation.get(
-        "config", activation
-    )
+    name = activation if isinstance(activation, str) else activation.get("config", activation)
     if name == "softmax":
         return lambda output: output
     if name == "linear":
@@ -370,9 +363,11 @@ def _check_class_index(class_index, num_clips, num_classes):
 
 
 def _check_threshold(threshold):
-    if isinstance(threshold, bool) or not isinstance(
-        threshold, (int, float)
-    ) or not 0.0 <= threshold <= 1.0:
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, (int, float))
+        or not 0.0 <= threshold <= 1.0
+    ):
         raise ValueError(
             "Invalid value for argument `threshold`. Expected a float between "
             f"0 and 1. Received: threshold={threshold!r}"

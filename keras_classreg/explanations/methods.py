@@ -14,14 +14,19 @@ from keras import ops
 from keras_classreg.explanations.registry import register
 
 
-@register("class_evidence", "sum_c A[..., c] W_l[k, c]: where the block sees "
-          "class k (its own projected class weights)")
+@register(
+    "class_evidence",
+    "sum_c A[..., c] W_l[k, c]: where the block sees class k (its own projected class weights)",
+)
 def class_evidence(block, activations, class_index):
     return block.class_evidence(activations, class_index)
 
 
-@register("activation", "mean |A| over the channels: where the block is "
-          "active, whatever the class (a class-agnostic baseline)")
+@register(
+    "activation",
+    "mean |A| over the channels: where the block is "
+    "active, whatever the class (a class-agnostic baseline)",
+)
 def activation(block, activations, class_index):
     del block, class_index  # class-agnostic
     return ops.mean(ops.abs(ops.cast(activations, "float32")), axis=-1)

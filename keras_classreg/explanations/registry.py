@@ -45,12 +45,15 @@ def register(name, description):
     if not isinstance(name, str) or not name.isidentifier():
         raise ValueError(
             "Invalid value for argument `name`. Expected an identifier such "
-            f"as 'class_evidence'. Received: name={name!r}")
+            f"as 'class_evidence'. Received: name={name!r}"
+        )
 
     def decorator(block_map):
         if name in _METHODS:
-            raise ValueError(f"Explanation method {name!r} is already registered "
-                             f"(by {_METHODS[name].block_map!r}).")
+            raise ValueError(
+                f"Explanation method {name!r} is already registered "
+                f"(by {_METHODS[name].block_map!r})."
+            )
         _METHODS[name] = ExplanationMethod(name, description, block_map)
         return block_map
 
@@ -68,8 +71,8 @@ def get(name):
     _load_builtin()
     if name not in _METHODS:
         raise ValueError(
-            f"Unknown explanation method {name!r}. Expected one of: "
-            f"{', '.join(sorted(_METHODS))}.")
+            f"Unknown explanation method {name!r}. Expected one of: {', '.join(sorted(_METHODS))}."
+        )
     return _METHODS[name]
 
 

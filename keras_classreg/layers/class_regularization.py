@@ -7,6 +7,7 @@ from keras_classreg.layers.class_regularization_base import (
     NORMALIZATION_RANGES,
     ClassRegularizationBase,
 )
+
 # Imported before `ClassRegularization` is registered (see the end of that
 # module): it registers the legacy folded form under the same name.
 from keras_classreg.layers.folded_class_regularization import (
@@ -99,7 +100,8 @@ class ClassRegularization(ClassRegularizationBase):
     ):
         if classifier_features is not None and (
             isinstance(classifier_features, bool)
-            or not isinstance(classifier_features, int) or classifier_features < 1
+            or not isinstance(classifier_features, int)
+            or classifier_features < 1
         ):
             raise ValueError(
                 "Invalid value for argument `classifier_features`. Expected a "
@@ -118,12 +120,24 @@ class ClassRegularization(ClassRegularizationBase):
         # store it as ClassRegularization(folded_classes=K).
         folded_classes = config.pop("folded_classes", None)
         if folded_classes is not None:
-            return LegacyFoldedClassRegularization.from_config({
-                "num_classes": folded_classes,
-                **{k: v for k, v in config.items() if k in (
-                    "name", "trainable", "dtype", "affection_rate",
-                    "normalization_range", "classifier")},
-            })
+            return LegacyFoldedClassRegularization.from_config(
+                {
+                    "num_classes": folded_classes,
+                    **{
+                        k: v
+                        for k, v in config.items()
+                        if k
+                        in (
+                            "name",
+                            "trainable",
+                            "dtype",
+                            "affection_rate",
+                            "normalization_range",
+                            "classifier",
+                        )
+                    },
+                }
+            )
         return cls(**config)
 
     # ------------------------------------------------------------------
@@ -136,8 +150,7 @@ class ClassRegularization(ClassRegularizationBase):
     def _check_compatible(self, classifier):
         if not classifier.built:
             return
-        expected = (self.projection_kernel.shape[0] if self.built
-                    else self.classifier_features)
+        expected = self.projection_kernel.shape[0] if self.built else self.classifier_features
         received = classifier.kernel.shape[0]
         if expected is not None and received != expected:
             raise ValueError(
@@ -174,9 +187,7 @@ class ClassRegularization(ClassRegularizationBase):
 
     def class_weights(self):
         """`W_l = W^T P (+ b)`: class weights in this stage's space, `[K, C_l]`."""
-        weights = ops.matmul(
-            ops.transpose(self._classifier_kernel()), self.projection_kernel
-        )
+        weights = ops.matmul(ops.transpose(self._classifier_kernel()), self.projection_kernel)
         if self.projection_bias is not None:
             weights = weights + self.projection_bias
         return weights
@@ -197,9 +208,7 @@ class ClassRegularization(ClassRegularizationBase):
             self._classifier_kernel(),
         )
         if self.projection_bias is not None:
-            logits = logits + ops.sum(
-                pooled * self.projection_bias, axis=-1, keepdims=True
-            )
+            logits = logits + ops.sum(pooled * self.projection_bias, axis=-1, keepdims=True)
         return logits
 
     def _selected_class_weights(self, class_index):
@@ -216,9 +225,7 @@ class ClassRegularization(ClassRegularizationBase):
         config.update(
             use_bias=self.use_bias,
             stop_classifier_gradient=self.stop_classifier_gradient,
-            projection_initializer=keras.initializers.serialize(
-                self.projection_initializer
-            ),
+            projection_initializer=keras.initializers.serialize(self.projection_initializer),
             classifier_features=self.classifier_features,
         )
         return config

@@ -21,8 +21,9 @@ class ClassRegularizationBase(keras.layers.Layer):
     `_selected_class_weights(class_index)` and `_num_classes()`.
     """
 
-    def __init__(self, affection_rate=0.2, classifier=None,
-                 normalization_range="symmetric", **kwargs):
+    def __init__(
+        self, affection_rate=0.2, classifier=None, normalization_range="symmetric", **kwargs
+    ):
         # Dtypes are handled by hand: the maths runs in float32 and the
         # classifier kernel must not be autocast to float16 under mixed
         # precision (that would round the class weights).

@@ -85,8 +85,10 @@ class ClipAugmentation(keras.layers.Layer):
         low = ops.cast(low, "int32")
         high = ops.minimum(low + 1, ops.cast(size, "int32") - 1)
         start = ops.cast(start, "int32")[:, None]
-        return (ops.one_hot(start + low, limit) * (1.0 - fraction)[..., None]
-                + ops.one_hot(start + high, limit) * fraction[..., None])
+        return (
+            ops.one_hot(start + low, limit) * (1.0 - fraction)[..., None]
+            + ops.one_hot(start + high, limit) * fraction[..., None]
+        )
 
     def call(self, inputs):
         frames = ops.cast(inputs["frames"], "float32")
@@ -98,8 +100,7 @@ class ClipAugmentation(keras.layers.Layer):
         out = ops.einsum("bsh,bthwc->btswc", rows, frames)
         out = ops.einsum("brw,btswc->btsrc", cols, out)
         scale = ops.convert_to_tensor([1.0 / (255.0 * s) for s in self.std], "float32")
-        offset = ops.convert_to_tensor([m / s for m, s in zip(self.mean, self.std)],
-                                       "float32")
+        offset = ops.convert_to_tensor([m / s for m, s in zip(self.mean, self.std)], "float32")
         return ops.cast(out * scale - offset, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

@@ -44,13 +44,19 @@ class FoldedClassRegularization(ClassRegularizationBase):
     (4, 8)
     """
 
-    def __init__(self, num_classes, affection_rate=0.2, classifier=None,
-                 normalization_range="symmetric", **kwargs):
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) \
-                or num_classes < 1:
+    def __init__(
+        self,
+        num_classes,
+        affection_rate=0.2,
+        classifier=None,
+        normalization_range="symmetric",
+        **kwargs,
+    ):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(
                 "Invalid value for argument `num_classes`. Expected a positive "
-                f"int. Received: num_classes={num_classes!r}")
+                f"int. Received: num_classes={num_classes!r}"
+            )
         self.num_classes = num_classes
         super().__init__(affection_rate, classifier, normalization_range, **kwargs)
 
@@ -118,6 +124,6 @@ LegacyFoldedClassRegularization.__qualname__ = "ClassRegularization"
 # imports this module before it registers `ClassRegularization`, so that
 # name still loads `ClassRegularization` (registering a name again replaces
 # the class it loads, and keeps this class's name).
-keras.saving.register_keras_serializable(package="keras_classreg",
-                                         name="ClassRegularization")(
-    LegacyFoldedClassRegularization)
+keras.saving.register_keras_serializable(package="keras_classreg", name="ClassRegularization")(
+    LegacyFoldedClassRegularization
+)

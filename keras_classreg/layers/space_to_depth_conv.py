@@ -53,8 +53,11 @@ def _axis_plan(size, kernel, stride, padding, rearrange):
     else:
         out = (size - kernel) // stride + 1
         before = 0
-    used = [tap for tap in range(kernel)
-            if any(0 <= o * stride + tap - before < size for o in range(out))]
+    used = [
+        tap
+        for tap in range(kernel)
+        if any(0 <= o * stride + tap - before < size for o in range(out))
+    ]
     first, taps = used[0], used[-1] - used[0] + 1
     before -= first
     factor, step = 1, 1
@@ -69,8 +72,10 @@ def _axis_plan(size, kernel, stride, padding, rearrange):
 
 
 def _plans(x, kernel, strides, padding, rearrange):
-    return [_axis_plan(size, k, s, padding, rearrange)
-            for size, k, s in zip(x.shape[1:4], kernel.shape[:3], strides)]
+    return [
+        _axis_plan(size, k, s, padding, rearrange)
+        for size, k, s in zip(x.shape[1:4], kernel.shape[:3], strides)
+    ]
 
 
 def _pad_crop_prune(x, kernel, plans):
@@ -82,9 +87,13 @@ def _pad_crop_prune(x, kernel, plans):
         x = tf.pad(x, pads)
     crops = [slice(None)]
     for before, after, _, _, _, step in plans:
-        crops.append(slice(max(-before, 0) or None,
-                           (x.shape[len(crops)] - max(-after, 0)) if after < 0 else None,
-                           step if step > 1 else None))
+        crops.append(
+            slice(
+                max(-before, 0) or None,
+                (x.shape[len(crops)] - max(-after, 0)) if after < 0 else None,
+                step if step > 1 else None,
+            )
+        )
     crops.append(slice(None))
     if any(c != slice(None) for c in crops):
         x = x[tuple(crops)]
@@ -112,18 +121,24 @@ def _matmul_convolution(x, kernel, groups):
     out = [x.shape[1 + i] - taps[i] + 1 for i in range(3)]
     channels, outputs = x.shape[-1], kernel.shape[-1]
     per_group = channels // groups
-    patches = tf.stack([x[:, a:a + out[0], b:b + out[1], c:c + out[2], :]
-                        for a in range(taps[0]) for b in range(taps[1])
-                        for c in range(taps[2])], axis=-2)
+    patches = tf.stack(
+        [
+            x[:, a : a + out[0], b : b + out[1], c : c + out[2], :]
+            for a in range(taps[0])
+            for b in range(taps[1])
+            for c in range(taps[2])
+        ],
+        axis=-2,
+    )
     count = math.prod(taps)
     # [N, T, H, W, taps, G, C/G] -> [G, N*T*H*W, taps*C/G]
     patches = tf.reshape(patches, [-1, count, groups, per_group])
-    patches = tf.reshape(tf.transpose(patches, [2, 0, 1, 3]),
-                         [groups, -1, count * per_group])
+    patches = tf.reshape(tf.transpose(patches, [2, 0, 1, 3]), [groups, -1, count * per_group])
     # [taps, C/G, G, O/G] -> [G, taps*C/G, O/G]
     weights = tf.reshape(kernel, [count, per_group, groups, outputs // groups])
-    weights = tf.reshape(tf.transpose(weights, [2, 0, 1, 3]),
-                         [groups, count * per_group, outputs // groups])
+    weights = tf.reshape(
+        tf.transpose(weights, [2, 0, 1, 3]), [groups, count * per_group, outputs // groups]
+    )
     y = tf.matmul(patches, weights)  # [G, N*T*H*W, O/G]
     y = tf.transpose(y, [1, 0, 2])
     return tf.reshape(y, [-1, *out, outputs])
@@ -146,19 +161,43 @@ def space_to_depth_convolution(x, kernel, strides, padding, groups=1, matmul=Fal
         per_group = channels // groups
         sizes = [x.shape[1 + i] // f for i, f in enumerate(factors)]
         # [N, T/ft, ft, H/fh, fh, W/fw, fw, G, C/G] -> [N, T', H', W', G, ft, fh, fw, C/G]
-        x = tf.reshape(x, [batch, sizes[0], factors[0], sizes[1], factors[1],
-                           sizes[2], factors[2], groups, per_group])
+        x = tf.reshape(
+            x,
+            [
+                batch,
+                sizes[0],
+                factors[0],
+                sizes[1],
+                factors[1],
+                sizes[2],
+                factors[2],
+                groups,
+                per_group,
+            ],
+        )
         x = tf.transpose(x, [0, 1, 3, 5, 7, 2, 4, 6, 8])
         x = tf.reshape(x, [batch, *sizes, channels * math.prod(factors)])
         # kernel [kt, kh, kw, C/G, O] -> [qt, ft, qh, fh, qw, fw, C/G, O]
         # (zero taps past the end) -> [qt, qh, qw, ft*fh*fw*C/G, O]
         taps = kernel.shape[:3]
         grouped = [-(-k // f) for k, f in zip(taps, factors)]
-        kernel = tf.pad(kernel, [[0, q * f - k] for q, f, k in zip(grouped, factors, taps)]
-                        + [[0, 0], [0, 0]])
+        kernel = tf.pad(
+            kernel, [[0, q * f - k] for q, f, k in zip(grouped, factors, taps)] + [[0, 0], [0, 0]]
+        )
         outputs = kernel.shape[-1]
-        kernel = tf.reshape(kernel, [grouped[0], factors[0], grouped[1], factors[1],
-                                     grouped[2], factors[2], per_group, outputs])
+        kernel = tf.reshape(
+            kernel,
+            [
+                grouped[0],
+                factors[0],
+                grouped[1],
+                factors[1],
+                grouped[2],
+                factors[2],
+                per_group,
+                outputs,
+            ],
+        )
         kernel = tf.transpose(kernel, [0, 2, 4, 1, 3, 5, 6, 7])
         kernel = tf.reshape(kernel, [*grouped, math.prod(factors) * per_group, outputs])
     if matmul:
@@ -195,8 +234,9 @@ def _in_xla():
     import tensorflow as tf
     from tensorflow.python.ops import control_flow_util
 
-    return (not tf.executing_eagerly()
-            and control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+    return not tf.executing_eagerly() and control_flow_util.GraphOrParentsInXlaContext(
+        tf.compat.v1.get_default_graph()
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_classreg")
@@ -220,21 +260,26 @@ class SpaceToDepthConv3D(keras.layers.Conv3D):
         of patches (`matmul`: under XLA, small outputs), and whether the
         forward pass drops padding-only taps (`pruned`: under XLA). All
         False: the plain convolution."""
-        if (keras.backend.backend() != "tensorflow"
-                or any(d != 1 for d in self.dilation_rate)
-                or self.data_format != "channels_last"
-                or any(size is None for size in inputs.shape[1:])):
+        if (
+            keras.backend.backend() != "tensorflow"
+            or any(d != 1 for d in self.dilation_rate)
+            or self.data_format != "channels_last"
+            or any(size is None for size in inputs.shape[1:])
+        ):
             return False, False, False
-        plans = [_axis_plan(size, k, s, self.padding, False) for size, k, s in
-                 zip(inputs.shape[1:4], self.kernel_size, self.strides)]
+        plans = [
+            _axis_plan(size, k, s, self.padding, False)
+            for size, k, s in zip(inputs.shape[1:4], self.kernel_size, self.strides)
+        ]
         xla = _in_xla()
         # TensorFlow's kernels need no pruning (and the FLOPs profiler then
         # counts the convolution as written); XLA's do
         pruned = xla and any(p[3] < k for p, k in zip(plans, self.kernel_size))
-        outputs = math.prod(_output_size(size, k, s, self.padding) for size, k, s in
-                            zip(inputs.shape[1:4], self.kernel_size, self.strides))
-        matmul = (xla and outputs <= MATMUL_GRADIENT_MAX_OUTPUTS
-                  and math.prod(self.kernel_size) > 1)
+        outputs = math.prod(
+            _output_size(size, k, s, self.padding)
+            for size, k, s in zip(inputs.shape[1:4], self.kernel_size, self.strides)
+        )
+        matmul = xla and outputs <= MATMUL_GRADIENT_MAX_OUTPUTS and math.prod(self.kernel_size) > 1
         return any(s > 1 for s in self.strides), pruned, matmul
 
     def convolution_op(self, inputs, kernel):
@@ -255,9 +300,9 @@ class SpaceToDepthConv3D(keras.layers.Conv3D):
             # TensorFlow's kernels (benchmarks/layer_cliffs.py, 2-core AMD
             # EPYC under load)
             def forward(x, w):
-                return space_to_depth_convolution(x, w, strides, padding, groups,
-                                                  matmul=True)
+                return space_to_depth_convolution(x, w, strides, padding, groups, matmul=True)
         elif pruned:
+
             def forward(x, w):
                 return pruned_convolution(x, w, strides, padding)
         else:
@@ -270,8 +315,7 @@ class SpaceToDepthConv3D(keras.layers.Conv3D):
             def gradients(upstream):
                 with tf.GradientTape() as tape:
                     tape.watch([x, w])
-                    y = space_to_depth_convolution(x, w, strides, padding, groups,
-                                                   matmul=matmul)
+                    y = space_to_depth_convolution(x, w, strides, padding, groups, matmul=matmul)
                 return tape.gradient(y, [x, w], output_gradients=upstream)
 
             return forward(x, w), gradients

@@ -41,9 +41,7 @@ def builder(name):
     True
     """
     if name not in _REGISTRY:
-        raise ValueError(
-            f"Unknown model name {name!r}. Expected one of: {', '.join(names())}."
-        )
+        raise ValueError(f"Unknown model name {name!r}. Expected one of: {', '.join(names())}.")
     return _REGISTRY[name]
 
 

@@ -3,9 +3,9 @@
 import keras
 import tensorflow as tf
 
+from keras_classreg.classreg_model import ClassRegModel
 from keras_classreg.layers.class_regularization import ClassRegularization
 from keras_classreg.layers.space_to_depth_conv import SpaceToDepthConv3D
-from keras_classreg.classreg_model import ClassRegModel
 
 
 def use_synchronized_bn(synchronized_batchnorm):
@@ -18,10 +18,7 @@ def use_synchronized_bn(synchronized_batchnorm):
     """
     if synchronized_batchnorm is not None:
         return bool(synchronized_batchnorm)
-    return (
-        tf.distribute.has_strategy()
-        and tf.distribute.get_strategy().num_replicas_in_sync > 1
-    )
+    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
 
 
 PADDINGS = ("same", "symmetric")
@@ -36,8 +33,7 @@ def check_padding(padding, model_name):
 
 
 def check_epsilon(epsilon, model_name):
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) \
-            or not epsilon > 0:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not epsilon > 0:
         raise ValueError(
             f"Invalid value for argument `batchnorm_epsilon` of {model_name}. "
             f"Expected a float > 0. Received: batchnorm_epsilon={epsilon!r}"
@@ -72,8 +68,18 @@ def batch_norm(x, name, synchronized, epsilon=1e-5):
     )(x)
 
 
-def conv_bn(x, filters, kernel_size, strides=1, name="", synchronized=False,
-            groups=1, activation=True, padding="same", epsilon=1e-5):
+def conv_bn(
+    x,
+    filters,
+    kernel_size,
+    strides=1,
+    name="",
+    synchronized=False,
+    groups=1,
+    activation=True,
+    padding="same",
+    epsilon=1e-5,
+):
     """Conv3D (no bias) → BatchNorm → optional ReLU, with stable layer names.
 
     `padding="same"` is Keras/TensorFlow "SAME" (a strided convolution pads

@@ -50,16 +50,13 @@ def _inception(x, name, filters, sync, eps):
     b0, b1a, b1b, b2a, b2b, b3 = filters
     branch0 = conv_bn(x, b0, 1, 1, f"{name}_Branch_0_Conv3d_0a_1x1", sync, epsilon=eps)
     branch1 = conv_bn(x, b1a, 1, 1, f"{name}_Branch_1_Conv3d_0a_1x1", sync, epsilon=eps)
-    branch1 = conv_bn(branch1, b1b, 3, 1, f"{name}_Branch_1_Conv3d_0b_3x3", sync,
-                      epsilon=eps)
+    branch1 = conv_bn(branch1, b1b, 3, 1, f"{name}_Branch_1_Conv3d_0b_3x3", sync, epsilon=eps)
     branch2 = conv_bn(x, b2a, 1, 1, f"{name}_Branch_2_Conv3d_0a_1x1", sync, epsilon=eps)
-    branch2 = conv_bn(branch2, b2b, 3, 1, f"{name}_Branch_2_Conv3d_0b_3x3", sync,
-                      epsilon=eps)
+    branch2 = conv_bn(branch2, b2b, 3, 1, f"{name}_Branch_2_Conv3d_0b_3x3", sync, epsilon=eps)
     branch3 = keras.layers.MaxPooling3D(
         3, strides=1, padding="same", name=f"{name}_Branch_3_MaxPool3d_0a_3x3"
     )(x)
-    branch3 = conv_bn(branch3, b3, 1, 1, f"{name}_Branch_3_Conv3d_0b_1x1", sync,
-                      epsilon=eps)
+    branch3 = conv_bn(branch3, b3, 1, 1, f"{name}_Branch_3_Conv3d_0b_1x1", sync, epsilon=eps)
     return keras.layers.Concatenate(name=name)([branch0, branch1, branch2, branch3])
 
 
@@ -119,23 +116,24 @@ def i3d(
 
     inputs = keras.Input(shape=tuple(input_shape), name="clips")
     x = conv_bn(inputs, 64, 7, 2, "Conv3d_1a_7x7", sync, epsilon=eps)
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same",
-                                  name="MaxPool3d_2a_3x3")(x)
+    x = keras.layers.MaxPooling3D(
+        (1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool3d_2a_3x3"
+    )(x)
     x = conv_bn(x, 64, 1, 1, "Conv3d_2b_1x1", sync, epsilon=eps)
     x = conv_bn(x, 192, 3, 1, "Conv3d_2c_3x3", sync, epsilon=eps)
-    x = keras.layers.MaxPooling3D((1, 3, 3), strides=(1, 2, 2), padding="same",
-                                  name="MaxPool3d_3a_3x3")(x)
+    x = keras.layers.MaxPooling3D(
+        (1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool3d_3a_3x3"
+    )(x)
     for group, pool, rate in zip(_GROUPS, _GROUP_POOLS, rates):
         if pool is not None:
             pool_name, size = pool
-            x = keras.layers.MaxPooling3D(size, strides=2, padding="same",
-                                          name=pool_name)(x)
+            x = keras.layers.MaxPooling3D(size, strides=2, padding="same", name=pool_name)(x)
         for name in group:
             x = _inception(x, name, _MIXED[name], sync, eps)
         if class_regularization:
-            x = class_regularization_block(x, classifier, rate,
-                                           f"{group[-1]}_classreg",
-                                           class_regularization_options)
+            x = class_regularization_block(
+                x, classifier, rate, f"{group[-1]}_classreg", class_regularization_options
+            )
     if logits_pool is not None:
         x = _logits_pool(x, logits_pool)
     return head(x, classifier, dropout, inputs, "i3d")
@@ -151,5 +149,6 @@ def _logits_pool(x, logits_pool):
             f"3 positive ints (t, h, w). Received: logits_pool={logits_pool!r}"
         )
     size = tuple(min(p, d) for p, d in zip(pool, x.shape[1:4]))
-    return keras.layers.AveragePooling3D(size, strides=1, padding="valid",
-                                         name="Logits_AvgPool3d")(x)
+    return keras.layers.AveragePooling3D(size, strides=1, padding="valid", name="Logits_AvgPool3d")(
+        x
+    )

@@ -47,51 +47,86 @@ _DEPTHS = {
 }
 
 
-def _basic_block(x, planes, strides, name, sync, padding="same",
-                 epsilon=1e-5, shortcut="B"):
+def _basic_block(x, planes, strides, name, sync, padding="same", epsilon=1e-5, shortcut="B"):
     residual = x
-    out = conv_bn(x, planes, 3, strides, f"{name}_1", sync, padding=padding,
-                  epsilon=epsilon)
-    out = conv_bn(out, planes, 3, 1, f"{name}_2", sync, activation=False,
-                  padding=padding, epsilon=epsilon)
-    return _residual(residual, out, planes, strides, name, sync, padding,
-                     epsilon, shortcut)
+    out = conv_bn(x, planes, 3, strides, f"{name}_1", sync, padding=padding, epsilon=epsilon)
+    out = conv_bn(
+        out, planes, 3, 1, f"{name}_2", sync, activation=False, padding=padding, epsilon=epsilon
+    )
+    return _residual(residual, out, planes, strides, name, sync, padding, epsilon, shortcut)
 
 
-def _bottleneck_block(x, planes, strides, name, sync, width=None,
-                      expansion=4, groups=1, padding="same", epsilon=1e-5,
-                      shortcut="B"):
+def _bottleneck_block(
+    x,
+    planes,
+    strides,
+    name,
+    sync,
+    width=None,
+    expansion=4,
+    groups=1,
+    padding="same",
+    epsilon=1e-5,
+    shortcut="B",
+):
     residual = x
     width = planes if width is None else width
-    out = conv_bn(x, width, 1, 1, f"{name}_1", sync, padding=padding,
-                  epsilon=epsilon)
-    out = conv_bn(out, width, 3, strides, f"{name}_2", sync, groups=groups,
-                  padding=padding, epsilon=epsilon)
-    out = conv_bn(out, planes * expansion, 1, 1, f"{name}_3", sync,
-                  activation=False, padding=padding, epsilon=epsilon)
-    return _residual(residual, out, planes * expansion, strides, name, sync,
-                     padding, epsilon, shortcut)
+    out = conv_bn(x, width, 1, 1, f"{name}_1", sync, padding=padding, epsilon=epsilon)
+    out = conv_bn(
+        out, width, 3, strides, f"{name}_2", sync, groups=groups, padding=padding, epsilon=epsilon
+    )
+    out = conv_bn(
+        out,
+        planes * expansion,
+        1,
+        1,
+        f"{name}_3",
+        sync,
+        activation=False,
+        padding=padding,
+        epsilon=epsilon,
+    )
+    return _residual(
+        residual, out, planes * expansion, strides, name, sync, padding, epsilon, shortcut
+    )
 
 
-def _grouped_bottleneck_block(x, planes, strides, name, sync, cardinality=32,
-                              expansion=2, **kwargs):
+def _grouped_bottleneck_block(
+    x, planes, strides, name, sync, cardinality=32, expansion=2, **kwargs
+):
     """ResNeXt bottleneck: `cardinality * (planes // 32)` channels in the
     grouped 3x3x3 convolution (Hara et al.'s `mid_planes`)."""
-    return _bottleneck_block(x, planes, strides, name, sync,
-                             width=cardinality * (planes // 32),
-                             expansion=expansion, groups=cardinality, **kwargs)
+    return _bottleneck_block(
+        x,
+        planes,
+        strides,
+        name,
+        sync,
+        width=cardinality * (planes // 32),
+        expansion=expansion,
+        groups=cardinality,
+        **kwargs,
+    )
 
 
-def _residual(residual, out, filters, strides, name, sync, padding="same",
-              epsilon=1e-5, shortcut="B"):
+def _residual(
+    residual, out, filters, strides, name, sync, padding="same", epsilon=1e-5, shortcut="B"
+):
     if strides != 1 or residual.shape[-1] != filters:
         if shortcut == "A":
-            residual = ZeroPaddingShortcut(filters, strides,
-                                           name=f"{name}_shortcut")(residual)
+            residual = ZeroPaddingShortcut(filters, strides, name=f"{name}_shortcut")(residual)
         else:
-            residual = conv_bn(residual, filters, 1, strides,
-                               f"{name}_shortcut", sync, activation=False,
-                               padding=padding, epsilon=epsilon)
+            residual = conv_bn(
+                residual,
+                filters,
+                1,
+                strides,
+                f"{name}_shortcut",
+                sync,
+                activation=False,
+                padding=padding,
+                epsilon=epsilon,
+            )
     out = keras.layers.Add(name=f"{name}_add")([residual, out])
     return keras.layers.ReLU(name=f"{name}_out")(out)
 
@@ -127,41 +162,59 @@ def _resnet(
             f"Invalid value for argument `shortcut` of {model_name}. Expected "
             f"'A' (zero-padding) or 'B' (projection). Received: shortcut={shortcut!r}"
         )
-    rates = resolve_affection_rates(affection_rates, RESNET_AFFECTION_RATES,
-                                    model_name)
+    rates = resolve_affection_rates(affection_rates, RESNET_AFFECTION_RATES, model_name)
     sync = use_synchronized_bn(synchronized_batchnorm)
-    classifier = make_classifier(num_classes, out_features,
-                                 classifier_activation)
+    classifier = make_classifier(num_classes, out_features, classifier_activation)
     options = dict(padding=padding, epsilon=batchnorm_epsilon, shortcut=shortcut)
 
     inputs = keras.Input(shape=tuple(input_shape), name="clips")
-    x = conv_bn(inputs, stem_filters, stem_kernel_size, stem_strides, "stem",
-                sync, padding=padding, epsilon=batchnorm_epsilon)
+    x = conv_bn(
+        inputs,
+        stem_filters,
+        stem_kernel_size,
+        stem_strides,
+        "stem",
+        sync,
+        padding=padding,
+        epsilon=batchnorm_epsilon,
+    )
     if stem_pool:
         if padding == "symmetric":
             # Zeros instead of PyTorch's -inf padding give the same maxima:
             # the pool follows a ReLU, so every window holds a value >= 0.
             x = symmetric_pad(x, 3, "stem_pool_pad")
         x = keras.layers.MaxPooling3D(
-            3, strides=2, padding="valid" if padding == "symmetric" else "same",
-            name="stem_pool")(x)
-    for stage, (num_blocks, stage_planes) in enumerate(
-        zip(blocks_per_stage, planes), start=1
-    ):
+            3, strides=2, padding="valid" if padding == "symmetric" else "same", name="stem_pool"
+        )(x)
+    for stage, (num_blocks, stage_planes) in enumerate(zip(blocks_per_stage, planes), start=1):
         for index in range(num_blocks):
             strides = 2 if (stage > 1 and index == 0) else 1
-            x = block(x, stage_planes, strides, f"stage{stage}_block{index + 1}",
-                      sync, **(block_kwargs or {}), **options)
+            x = block(
+                x,
+                stage_planes,
+                strides,
+                f"stage{stage}_block{index + 1}",
+                sync,
+                **(block_kwargs or {}),
+                **options,
+            )
         if class_regularization:
-            x = class_regularization_block(x, classifier, rates[stage - 1],
-                                           f"stage{stage}_classreg",
-                                           class_regularization_options)
+            x = class_regularization_block(
+                x,
+                classifier,
+                rates[stage - 1],
+                f"stage{stage}_classreg",
+                class_regularization_options,
+            )
     return head(x, classifier, dropout, inputs, model_name)
 
 
 def _widths(base, widen_factor, argument="widen_factor"):
-    if isinstance(widen_factor, bool) or not isinstance(widen_factor, (int, float)) \
-            or widen_factor <= 0:
+    if (
+        isinstance(widen_factor, bool)
+        or not isinstance(widen_factor, (int, float))
+        or widen_factor <= 0
+    ):
         raise ValueError(
             f"Invalid value for argument `{argument}`. Expected a number > 0. "
             f"Received: {argument}={widen_factor!r}"
@@ -232,9 +285,18 @@ def resnet3d(
         block, out_features = _basic_block, planes[-1]
     else:
         block, out_features = _bottleneck_block, planes[-1] * 4
-    return _resnet(f"resnet{depth}_3d", block, blocks, planes,
-                   num_classes, input_shape, class_regularization,
-                   affection_rates, out_features, **kwargs)
+    return _resnet(
+        f"resnet{depth}_3d",
+        block,
+        blocks,
+        planes,
+        num_classes,
+        input_shape,
+        class_regularization,
+        affection_rates,
+        out_features,
+        **kwargs,
+    )
 
 
 def wide_resnet50_3d(
@@ -252,10 +314,19 @@ def wide_resnet50_3d(
     `wideresnet-50-kinetics.pth`; their 2020 code widens it too: pass
     `stem_filters=64 * widen_factor`). Other arguments as `resnet3d`."""
     planes = _widths((64, 128, 256, 512), widen_factor)
-    return _resnet("wide_resnet50_3d", _bottleneck_block, (3, 4, 6, 3), planes,
-                   num_classes, input_shape, class_regularization,
-                   affection_rates, planes[-1] * 2,
-                   block_kwargs={"expansion": 2}, **kwargs)
+    return _resnet(
+        "wide_resnet50_3d",
+        _bottleneck_block,
+        (3, 4, 6, 3),
+        planes,
+        num_classes,
+        input_shape,
+        class_regularization,
+        affection_rates,
+        planes[-1] * 2,
+        block_kwargs={"expansion": 2},
+        **kwargs,
+    )
 
 
 def resnext101_3d(
@@ -274,8 +345,7 @@ def resnext101_3d(
     `widen_factor` scales the stage widths (1.0: the published sizes; the
     stem keeps 64 filters unless `stem_filters` is given). Other arguments as
     `resnet3d`."""
-    if isinstance(cardinality, bool) or not isinstance(cardinality, int) \
-            or cardinality < 1:
+    if isinstance(cardinality, bool) or not isinstance(cardinality, int) or cardinality < 1:
         raise ValueError(
             "Invalid value for argument `cardinality`. Expected a positive "
             f"int. Received: cardinality={cardinality!r}"
@@ -287,8 +357,16 @@ def resnext101_3d(
             f"first stage width {planes[0]} leaves no channels per group "
             f"(cardinality * (width // 32)). Received: widen_factor={widen_factor!r}"
         )
-    return _resnet("resnext101_3d", _grouped_bottleneck_block, (3, 4, 23, 3),
-                   planes, num_classes, input_shape, class_regularization,
-                   affection_rates, planes[-1] * 2,
-                   block_kwargs={"expansion": 2, "cardinality": cardinality},
-                   **kwargs)
+    return _resnet(
+        "resnext101_3d",
+        _grouped_bottleneck_block,
+        (3, 4, 23, 3),
+        planes,
+        num_classes,
+        input_shape,
+        class_regularization,
+        affection_rates,
+        planes[-1] * 2,
+        block_kwargs={"expansion": 2, "cardinality": cardinality},
+        **kwargs,
+    )

@@ -57,8 +57,7 @@ class WeightSource:
         if shape is not None and tuple(value.shape) != tuple(shape):
             raise ValueError(
                 f"{self.origin}: the entry '{name}' has shape {tuple(value.shape)}, "
-                f"expected {tuple(shape)}"
-                + (f" for {what}" if what else "") + "."
+                f"expected {tuple(shape)}" + (f" for {what}" if what else "") + "."
             )
         self.used.add(name)
         return value

@@ -26,8 +26,11 @@ def kinetics_class_names(num_classes):
             f"{KINETICS_CLASS_COUNTS} (Kinetics-400/600/700). "
             f"Received: num_classes={num_classes!r}"
         )
-    text = (importlib.resources.files("keras_classreg.pretrained") / "data"
-            / f"kinetics{num_classes}.txt").read_text(encoding="utf-8")
+    text = (
+        importlib.resources.files("keras_classreg.pretrained")
+        / "data"
+        / f"kinetics{num_classes}.txt"
+    ).read_text(encoding="utf-8")
     names = text.splitlines()
     if len(names) != num_classes:
         raise RuntimeError(

@@ -37,9 +37,13 @@ _LOGITS = "Logits/Conv3d_0c_1x1/conv_3d/"
 _RENAMED = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
 
 
-def load_kinetics_i3d(checkpoint_prefix, input_shape=(64, 224, 224, 3),
-                      class_names=None, classifier_activation="softmax",
-                      dropout=0.5):
+def load_kinetics_i3d(
+    checkpoint_prefix,
+    input_shape=(64, 224, 224, 3),
+    class_names=None,
+    classifier_activation="softmax",
+    dropout=0.5,
+):
     """Loads a `deepmind/kinetics-i3d` RGB checkpoint into the zoo's I3D.
 
     Args:
@@ -63,13 +67,19 @@ def load_kinetics_i3d(checkpoint_prefix, input_shape=(64, 224, 224, 3),
         raise ValueError(f"{origin}: not a readable TensorFlow checkpoint: {error}") from None
     shapes = reader.get_variable_to_shape_map()
     scope = _scope_of(shapes, origin)
-    values = {name[len(scope):]: reader.get_tensor(name)
-              for name in shapes if name.startswith(scope)}
+    values = {
+        name[len(scope) :]: reader.get_tensor(name) for name in shapes if name.startswith(scope)
+    }
     others = sorted(name for name in shapes if not name.startswith(scope))
     return convert_kinetics_i3d_variables(
-        values, origin, input_shape=input_shape, class_names=class_names,
-        classifier_activation=classifier_activation, dropout=dropout,
-        scope=scope, other_variables=others,
+        values,
+        origin,
+        input_shape=input_shape,
+        class_names=class_names,
+        classifier_activation=classifier_activation,
+        dropout=dropout,
+        scope=scope,
+        other_variables=others,
     )
 
 
@@ -111,10 +121,16 @@ def _scope_of(shapes, origin):
     )
 
 
-def convert_kinetics_i3d_variables(values, origin="checkpoint",
-                                   input_shape=(64, 224, 224, 3), class_names=None,
-                                   classifier_activation="softmax", dropout=0.5,
-                                   scope="", other_variables=()):
+def convert_kinetics_i3d_variables(
+    values,
+    origin="checkpoint",
+    input_shape=(64, 224, 224, 3),
+    class_names=None,
+    classifier_activation="softmax",
+    dropout=0.5,
+    scope="",
+    other_variables=(),
+):
     """`load_kinetics_i3d` for variables already read: `{name: array}` with
     the names inside the model's scope (`Conv3d_1a_7x7/conv_3d/w`, ...)."""
     weights = WeightSource(values, origin)
@@ -126,9 +142,15 @@ def convert_kinetics_i3d_variables(values, origin="checkpoint",
         raise ValueError(f"{origin}: no '{bias_name}'; not a kinetics-i3d checkpoint.")
     num_classes = int(np.shape(values[bias_name])[0])
     options = {"batchnorm_epsilon": 1e-3, "logits_pool": [2, 7, 7]}
-    model = models.get("i3d", num_classes=num_classes, input_shape=tuple(input_shape),
-                       class_regularization=False, dropout=dropout,
-                       classifier_activation=classifier_activation, **options)
+    model = models.get(
+        "i3d",
+        num_classes=num_classes,
+        input_shape=tuple(input_shape),
+        class_regularization=False,
+        dropout=dropout,
+        classifier_activation=classifier_activation,
+        **options,
+    )
     _set_weights(model, weights, origin)
     weights.check_all_used()
 
@@ -141,8 +163,10 @@ def convert_kinetics_i3d_variables(values, origin="checkpoint",
         names_source = "given"
     elif num_classes in (400, 600):
         names = kinetics_class_names(num_classes)
-        names_source = (f"Kinetics-{num_classes} (kinetics-i3d "
-                        f"{'label_map.txt' if num_classes == 400 else 'label_map_600.txt'})")
+        names_source = (
+            f"Kinetics-{num_classes} (kinetics-i3d "
+            f"{'label_map.txt' if num_classes == 400 else 'label_map_600.txt'})"
+        )
     else:
         names, names_source = None, f"none shipped for {num_classes} classes"
     clip_format = {
@@ -162,7 +186,7 @@ def convert_kinetics_i3d_variables(values, origin="checkpoint",
         "format": "TensorFlow checkpoint (Sonnet I3D)",
         "scope": scope,
         "input_convention": "RGB at 25 fps, pixels in [-1, 1] (2 * x / 255 - 1), "
-                            "short side 256, centre crop 224",
+        "short side 256, centre crop 224",
         "class_names_source": names_source,
         "weights": weights.report(),
         "other_variables": list(other_variables),
@@ -179,8 +203,9 @@ def checkpoint_scope(keras_layer_name):
     >>> checkpoint_scope("Mixed_5b_Branch_2_Conv3d_0b_3x3_bn")
     'Mixed_5b/Branch_2/Conv3d_0a_3x3/batch_norm'
     """
-    match = re.fullmatch(r"(Mixed_\d[a-z])_(Branch_\d)_(\w+)_(conv|bn)|(\w+)_(conv|bn)",
-                         keras_layer_name)
+    match = re.fullmatch(
+        r"(Mixed_\d[a-z])_(Branch_\d)_(\w+)_(conv|bn)|(\w+)_(conv|bn)", keras_layer_name
+    )
     if not match:
         raise ValueError(f"The I3D layer '{keras_layer_name}' has no checkpoint scope.")
     if match.group(1):

@@ -94,10 +94,15 @@ class _TensorRef(_Frozen):
                 f"A tensor in the file is rebuilt from {type(storage).__name__}, "
                 "not from a storage."
             )
-        if not (_is_int(offset) and offset >= 0
-                and isinstance(size, (tuple, list)) and all(_is_int(n) and n >= 0 for n in size)
-                and isinstance(stride, (tuple, list)) and len(stride) == len(size)
-                and all(_is_int(s) and s >= 0 for s in stride)):
+        if not (
+            _is_int(offset)
+            and offset >= 0
+            and isinstance(size, (tuple, list))
+            and all(_is_int(n) and n >= 0 for n in size)
+            and isinstance(stride, (tuple, list))
+            and len(stride) == len(size)
+            and all(_is_int(s) and s >= 0 for s in stride)
+        ):
             raise PthFormatError(
                 "A tensor in the file has an invalid layout: "
                 f"offset={offset!r}, size={size!r}, stride={stride!r}."
@@ -116,8 +121,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride):
     return _TensorRef(storage, storage_offset, size, stride)
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad,
-                       backward_hooks, metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None
+):
     del requires_grad, backward_hooks  # not part of the values
     if metadata:
         raise PthFormatError(
@@ -177,9 +183,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise PthFormatError(f"{self._path}: unexpected persistent id {pid!r}.")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
-            raise PthFormatError(
-                f"{self._path}: a storage of unsupported type {storage_type!r}."
-            )
+            raise PthFormatError(f"{self._path}: a storage of unsupported type {storage_type!r}.")
         if not _is_int(numel) or numel < 0:
             raise PthFormatError(f"{self._path}: a storage of invalid size {numel!r}.")
         view = None
@@ -262,14 +266,11 @@ def _read_legacy(path):
                 f"legacy torch.save format): {error}"
             ) from None
         if magic != _MAGIC_NUMBER:
-            raise PthFormatError(
-                f"{path}: not a PyTorch file (no torch.save magic number)."
-            )
+            raise PthFormatError(f"{path}: not a PyTorch file (no torch.save magic number).")
         protocol = _RestrictedUnpickler(file, path, legacy=True).load()
         if protocol != _PROTOCOL_VERSION:
             raise PthFormatError(
-                f"{path}: legacy torch.save protocol {protocol!r}; expected "
-                f"{_PROTOCOL_VERSION}."
+                f"{path}: legacy torch.save protocol {protocol!r}; expected {_PROTOCOL_VERSION}."
             )
         sys_info = _RestrictedUnpickler(file, path, legacy=True).load()
         little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
@@ -339,7 +340,7 @@ def _materialize(obj, path, storage_bytes, byteorder):
         array = storages[ref.key]
         if ref.view is not None:
             _, offset, size = ref.view
-            array = array[offset:offset + size]
+            array = array[offset : offset + size]
         return array
 
     def tensor(ref):
@@ -353,7 +354,8 @@ def _materialize(obj, path, storage_bytes, byteorder):
                 f"storage ({flat.size} elements)."
             )
         return np.lib.stride_tricks.as_strided(
-            flat[ref.offset:], shape=ref.size,
+            flat[ref.offset :],
+            shape=ref.size,
             strides=tuple(s * flat.itemsize for s in ref.stride),
         ).copy()
 

@@ -49,9 +49,15 @@ _UNSUPPORTED = {
 }
 
 
-def load_3d_resnets_pth(path, input_shape=(16, 112, 112, 3), conv1_t_stride=1,
-                        no_max_pool=False, release=None, class_names=None,
-                        classifier_activation="softmax"):
+def load_3d_resnets_pth(
+    path,
+    input_shape=(16, 112, 112, 3),
+    conv1_t_stride=1,
+    no_max_pool=False,
+    release=None,
+    class_names=None,
+    classifier_activation="softmax",
+):
     """Loads a `kenshohara/3D-ResNets-PyTorch` `.pth` file into the zoo.
 
     The file is read without PyTorch (`keras_classreg.pretrained.read_pth`).
@@ -84,17 +90,27 @@ def load_3d_resnets_pth(path, input_shape=(16, 112, 112, 3), conv1_t_stride=1,
         source).
     """
     return convert_3d_resnets_checkpoint(
-        read_pth(path), str(path), input_shape=input_shape,
-        conv1_t_stride=conv1_t_stride, no_max_pool=no_max_pool,
-        release=release, class_names=class_names,
+        read_pth(path),
+        str(path),
+        input_shape=input_shape,
+        conv1_t_stride=conv1_t_stride,
+        no_max_pool=no_max_pool,
+        release=release,
+        class_names=class_names,
         classifier_activation=classifier_activation,
     )
 
 
-def convert_3d_resnets_checkpoint(checkpoint, origin="checkpoint",
-                                  input_shape=(16, 112, 112, 3), conv1_t_stride=1,
-                                  no_max_pool=False, release=None,
-                                  class_names=None, classifier_activation="softmax"):
+def convert_3d_resnets_checkpoint(
+    checkpoint,
+    origin="checkpoint",
+    input_shape=(16, 112, 112, 3),
+    conv1_t_stride=1,
+    no_max_pool=False,
+    release=None,
+    class_names=None,
+    classifier_activation="softmax",
+):
     """`load_3d_resnets_pth` for a checkpoint already read (a dict with
     `state_dict`, or a state dict) of NumPy arrays."""
     if release is not None and release not in RELEASES:
@@ -102,8 +118,11 @@ def convert_3d_resnets_checkpoint(checkpoint, origin="checkpoint",
             f"Invalid value for argument `release`. Expected one of {RELEASES}. "
             f"Received: release={release!r}"
         )
-    if isinstance(conv1_t_stride, bool) or not isinstance(conv1_t_stride, int) \
-            or conv1_t_stride < 1:
+    if (
+        isinstance(conv1_t_stride, bool)
+        or not isinstance(conv1_t_stride, int)
+        or conv1_t_stride < 1
+    ):
         raise ValueError(
             "Invalid value for argument `conv1_t_stride`. Expected a positive "
             f"int. Received: conv1_t_stride={conv1_t_stride!r}"
@@ -112,9 +131,14 @@ def convert_3d_resnets_checkpoint(checkpoint, origin="checkpoint",
     state_dict, prefixed = _strip_module_prefix(state_dict, origin)
     spec = infer_architecture(state_dict, arch, origin)
     builder, options = _builder_for(spec, conv1_t_stride, no_max_pool, origin)
-    model = models.get(builder, num_classes=spec["num_classes"],
-                       input_shape=tuple(input_shape), class_regularization=False,
-                       classifier_activation=classifier_activation, **options)
+    model = models.get(
+        builder,
+        num_classes=spec["num_classes"],
+        input_shape=tuple(input_shape),
+        class_regularization=False,
+        classifier_activation=classifier_activation,
+        **options,
+    )
     weights = WeightSource(state_dict, origin)
     _set_weights(model, weights, origin)
     weights.check_all_used()
@@ -124,13 +148,17 @@ def convert_3d_resnets_checkpoint(checkpoint, origin="checkpoint",
     if release == "2018":
         mean = [m / 255.0 for m in ACTIVITYNET_MEAN_255]
         std = [1.0 / 255.0] * 3
-        convention = ("pixels in [0, 255] minus the ActivityNet mean "
-                      f"{list(ACTIVITYNET_MEAN_255)}, not divided (CVPR2018 "
-                      "code: --norm_value 1, --mean_dataset activitynet)")
+        convention = (
+            "pixels in [0, 255] minus the ActivityNet mean "
+            f"{list(ACTIVITYNET_MEAN_255)}, not divided (CVPR2018 "
+            "code: --norm_value 1, --mean_dataset activitynet)"
+        )
     else:
         mean, std = list(KINETICS_MEAN_2020), list(KINETICS_STD_2020)
-        convention = ("pixels in [0, 1], Kinetics mean/std of mean.py "
-                      "(2020 code: --mean_dataset kinetics, --value_scale 1)")
+        convention = (
+            "pixels in [0, 1], Kinetics mean/std of mean.py "
+            "(2020 code: --mean_dataset kinetics, --value_scale 1)"
+        )
     clip_format = {
         "clip_length": int(input_shape[0]),
         "stride": 1,
@@ -186,7 +214,7 @@ def _strip_module_prefix(state_dict, origin):
             "others do not; cannot tell the model's own names."
         )
     if all(prefixed):
-        return {key[len("module."):]: value for key, value in state_dict.items()}, True
+        return {key[len("module.") :]: value for key, value in state_dict.items()}, True
     return dict(state_dict), False
 
 
@@ -221,8 +249,7 @@ def infer_architecture(state_dict, arch=None, origin="checkpoint"):
         raise ValueError(f"{origin}: an R(2+1)D state dict; R(2+1)D is not in the zoo.")
     if "conv1.weight" not in state_dict or "fc.weight" not in state_dict:
         raise ValueError(
-            f"{origin}: not a 3D-ResNets ResNet state dict (no conv1.weight / "
-            "fc.weight)."
+            f"{origin}: not a 3D-ResNets ResNet state dict (no conv1.weight / fc.weight)."
         )
 
     def shape(name):
@@ -278,10 +305,7 @@ def infer_architecture(state_dict, arch=None, origin="checkpoint"):
             "200: bottleneck (3,4,6,3)/(3,4,23,3)/(3,8,36,3)/(3,24,36,3))."
         )
     if family_from_arch is not None and (family_from_arch, depth_from_arch) != (family, depth):
-        raise ValueError(
-            f"{origin}: arch says {arch!r} but the weights are of a "
-            f"{family}-{depth}."
-        )
+        raise ValueError(f"{origin}: arch says {arch!r} but the weights are of a {family}-{depth}.")
     fc = shape("fc.weight")
     return {
         "family": family,
@@ -350,8 +374,10 @@ def _set_weights(model, weights, origin):
             set_layer_weights(layer, [value.transpose(2, 3, 4, 1, 0)], origin)
         else:  # batch norm: gamma, beta, moving mean, moving variance
             size = (layer.weights[0].shape[0],)
-            values = [weights.take(f"{torch_name}.{key}", size, name)
-                      for key in ("weight", "bias", "running_mean", "running_var")]
+            values = [
+                weights.take(f"{torch_name}.{key}", size, name)
+                for key in ("weight", "bias", "running_mean", "running_var")
+            ]
             set_layer_weights(layer, values, origin)
             counter = f"{torch_name}.num_batches_tracked"
             if counter in weights.values:
@@ -376,16 +402,22 @@ def _detect_release(release, extras, prefixed, num_classes):
     if release is not None:
         return release, "given"
     if "scheduler" in extras:
-        return "2020", ("the file has a 'scheduler' entry, which only the 2020 "
-                        "code's save_checkpoint writes")
+        return "2020", (
+            "the file has a 'scheduler' entry, which only the 2020 code's save_checkpoint writes"
+        )
     if prefixed:
-        return "2018", ("DataParallel 'module.' names: the 2018 code saved the "
-                        "wrapped model's state dict (the 2020 code unwraps it)")
+        return "2018", (
+            "DataParallel 'module.' names: the 2018 code saved the "
+            "wrapped model's state dict (the 2020 code unwraps it)"
+        )
     if num_classes == 400:
-        return "2018", ("400 classes: the 2018 release is Kinetics-400; no "
-                        "2020 model has 400 classes")
-    return "2020", (f"{num_classes} classes, no 'module.' names: the 2020 "
-                    "release (Kinetics-700, Moments in Time, ...)")
+        return "2018", (
+            "400 classes: the 2018 release is Kinetics-400; no 2020 model has 400 classes"
+        )
+    return "2020", (
+        f"{num_classes} classes, no 'module.' names: the 2020 "
+        "release (Kinetics-700, Moments in Time, ...)"
+    )
 
 
 def _class_names(class_names, release, num_classes):

@@ -21,7 +21,6 @@ Example:
 """
 
 from clipspec.lazy import lazy_exports
-
 from training.data.layouts import (
     AnnotationError,
     MissingVideoError,
@@ -49,8 +48,21 @@ __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
 
 
 __all__ = [
-    "AnnotationError", "MOTIONS", "MissingVideoError", "VideoDataset", "VideoItem",
-    "clip_dataset", "load_folder", "load_hmdb51", "load_kinetics", "load_manifest",
-    "load_ucf101", "predict_video_scores", "prepare_dataset", "shard_paths",
-    "video_level_scores", "video_paths", "write_synthetic_dataset",
+    "AnnotationError",
+    "MOTIONS",
+    "MissingVideoError",
+    "VideoDataset",
+    "VideoItem",
+    "clip_dataset",
+    "load_folder",
+    "load_hmdb51",
+    "load_kinetics",
+    "load_manifest",
+    "load_ucf101",
+    "predict_video_scores",
+    "prepare_dataset",
+    "shard_paths",
+    "video_level_scores",
+    "video_paths",
+    "write_synthetic_dataset",
 ]

@@ -59,8 +59,10 @@ def _is_url(path):
 
 
 def _absent(path):
-    return (f"{path}: no such manifest. Create it with `python -m training.prepare "
-            "--layout ... --root VIDEOS --out FOLDER`.")
+    return (
+        f"{path}: no such manifest. Create it with `python -m training.prepare "
+        "--layout ... --root VIDEOS --out FOLDER`."
+    )
 
 
 def _load_url(url):
@@ -74,7 +76,7 @@ def _load_url(url):
         raise FileNotFoundError(_absent(path))
     with tf.io.gfile.GFile(path, "r") as handle:
         manifest = _parse(path, handle.read())
-    manifest["root"] = path[:-len(MANIFEST_NAME) - 1]
+    manifest["root"] = path[: -len(MANIFEST_NAME) - 1]
     return manifest
 
 
@@ -114,23 +116,31 @@ def shard_paths(manifest, subset):
     manifest = load_manifest(manifest)
     version = manifest.get("format_version", 1)
     if version != shard_format.LAYOUT_VERSION:
-        raise ValueError(shard_format.old_layout_message(manifest["root"])
-                         if version < shard_format.LAYOUT_VERSION else
-                         f"{manifest['root']}: shard layout {version}, written by a "
-                         f"newer version of this code (this one reads "
-                         f"{shard_format.LAYOUT_VERSION}).")
+        raise ValueError(
+            shard_format.old_layout_message(manifest["root"])
+            if version < shard_format.LAYOUT_VERSION
+            else f"{manifest['root']}: shard layout {version}, written by a "
+            f"newer version of this code (this one reads "
+            f"{shard_format.LAYOUT_VERSION})."
+        )
     subsets = manifest["subsets"]
     if subset not in subsets:
         raise ValueError(
             f"Subset {subset!r} is not in the manifest of {manifest['root']} "
             f"(subsets: {', '.join(subsets) or 'none'})."
         )
-    join = (lambda name: f"{manifest['root']}/{name}") if _is_url(manifest["root"]) \
+    join = (
+        (lambda name: f"{manifest['root']}/{name}")
+        if _is_url(manifest["root"])
         else (lambda name: os.path.join(manifest["root"], name))
+    )
     paths = [join(s) for s in subsets[subset]["shards"]]
-    absent = [f for p in paths
-              for f in (shard_format.frames_path(p), shard_format.index_path(p))
-              if not tf.io.gfile.exists(f)]
+    absent = [
+        f
+        for p in paths
+        for f in (shard_format.frames_path(p), shard_format.index_path(p))
+        if not tf.io.gfile.exists(f)
+    ]
     if absent:
         raise FileNotFoundError(
             f"{len(absent)} shard file(s) of subset {subset!r} are missing, e.g. "

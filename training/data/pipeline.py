@@ -71,8 +71,7 @@ DEFAULT_SHUFFLE_BUFFER = 128
 
 def _fail(name, value, expected):
     raise ValueError(
-        f"Invalid value for argument `{name}`. Expected {expected}. "
-        f"Received: {name}={value!r}"
+        f"Invalid value for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
     )
 
 
@@ -102,13 +101,32 @@ def _pair(name, value, low, high):
     return a, b
 
 
-def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
-                 stride=2, crop_size=112, batch_size=8, num_clips=None, num_crops=1,
-                 mean=DEFAULT_MEAN, std=DEFAULT_STD, deterministic=False, seed=None,
-                 shuffle=None, repeat=False, augmentation="scale_jitter", flip=True,
-                 short_video="loop", shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
-                 drop_remainder=None, jitter_scale=(1.0, 1.43), crop_area=(0.25, 1.0),
-                 aspect_ratio=(3 / 4, 4 / 3), augment_on="host"):
+def clip_dataset(
+    manifest_or_dir,
+    subset="train",
+    mode="train",
+    clip_length=16,
+    stride=2,
+    crop_size=112,
+    batch_size=8,
+    num_clips=None,
+    num_crops=1,
+    mean=DEFAULT_MEAN,
+    std=DEFAULT_STD,
+    deterministic=False,
+    seed=None,
+    shuffle=None,
+    repeat=False,
+    augmentation="scale_jitter",
+    flip=True,
+    short_video="loop",
+    shuffle_buffer=DEFAULT_SHUFFLE_BUFFER,
+    drop_remainder=None,
+    jitter_scale=(1.0, 1.43),
+    crop_area=(0.25, 1.0),
+    aspect_ratio=(3 / 4, 4 / 3),
+    augment_on="host",
+):
     """A `tf.data.Dataset` of normalised clips from prepared shards.
 
     Args:
@@ -166,8 +184,12 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     if augment_on not in AUGMENT_ON:
         _fail("augment_on", augment_on, "'host' or 'device'")
     if augment_on == "device" and mode == "train" and augmentation == "random_resized_crop":
-        _fail("augmentation", augmentation, "'scale_jitter' or 'center' with "
-              "augment_on='device' (its windows are squares within the short side)")
+        _fail(
+            "augmentation",
+            augmentation,
+            "'scale_jitter' or 'center' with "
+            "augment_on='device' (its windows are squares within the short side)",
+        )
     if mode == "test":
         num_clips = _int("num_clips", DEFAULT_TEST_CLIPS if num_clips is None else num_clips)
         if isinstance(num_crops, bool) or num_crops not in (1, 3):
@@ -186,8 +208,10 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     manifest = load_manifest(manifest_or_dir)
     prefixes = shard_paths(manifest, subset)
     if manifest["subsets"][subset].get("videos", 1) == 0:
-        raise ValueError(f"Subset {subset!r} of {manifest['root']} has no videos "
-                         "(all were skipped; see the manifest's 'skipped').")
+        raise ValueError(
+            f"Subset {subset!r} of {manifest['root']} has no videos "
+            "(all were skipped; see the manifest's 'skipped')."
+        )
     table = shard_format.load_table(prefixes)
     reader = shard_format.frame_reader(prefixes, table.pop("offsets"))
     options = tf.data.Options()
@@ -198,30 +222,48 @@ def clip_dataset(manifest_or_dir, subset="train", mode="train", clip_length=16,
     if mode == "train":
         canvas = _canvas_side(manifest, table) if augment_on == "device" else None
         if shuffle:
-            dataset = dataset.shuffle(len(table["video_id"]), seed=seed,
-                                      reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(
+                len(table["video_id"]), seed=seed, reshuffle_each_iteration=True
+            )
         if repeat:
             dataset = dataset.repeat()
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip((dataset, seeds))
-        train_clip = _train_clip_fn(reader, clip_length, stride, crop_size, augmentation,
-                                    flip, short_video, jitter_scale, crop_area,
-                                    aspect_ratio, normalise, canvas)
-        dataset = dataset.map(train_clip, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=ordered)
+        train_clip = _train_clip_fn(
+            reader,
+            clip_length,
+            stride,
+            crop_size,
+            augmentation,
+            flip,
+            short_video,
+            jitter_scale,
+            crop_area,
+            aspect_ratio,
+            normalise,
+            canvas,
+        )
+        dataset = dataset.map(
+            train_clip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered
+        )
     else:
         # Rows in shard order: videos come in video_id order.
         if shuffle:
-            dataset = dataset.shuffle(shuffle_buffer, seed=seed,
-                                      reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
             dataset = dataset.repeat()
-        test_views = _test_views_fn(reader, clip_length, stride, crop_size, num_clips,
-                                    num_crops, short_video, normalise)
-        dataset = dataset.map(test_views, num_parallel_calls=tf.data.AUTOTUNE,
-                              deterministic=True).unbatch()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder,
-                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered)
+        test_views = _test_views_fn(
+            reader, clip_length, stride, crop_size, num_clips, num_crops, short_video, normalise
+        )
+        dataset = dataset.map(
+            test_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        ).unbatch()
+    dataset = dataset.batch(
+        batch_size,
+        drop_remainder=drop_remainder,
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=ordered,
+    )
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
@@ -238,6 +280,8 @@ def _canvas_side(manifest, table):
             "--short-side N, or use augment_on='host'."
         )
     return int(side)
+
+
 def _normaliser(mean, std):
     """`(pixels, mirror=False) -> (x / 255 - mean) / std`, flipped if `mirror`.
 
@@ -271,52 +315,70 @@ def _decode(jpegs, length=None):
     decode = lambda j: tf.io.decode_jpeg(j, channels=3)  # noqa: E731
     if length is not None:
         return tf.stack([decode(jpegs[i]) for i in range(length)])
-    return tf.map_fn(decode, jpegs, fn_output_signature=tf.uint8,
-                     parallel_iterations=16)
+    return tf.map_fn(decode, jpegs, fn_output_signature=tf.uint8, parallel_iterations=16)
 
 
-def _train_clip_fn(reader, clip_length, stride, crop_size, augmentation, flip,
-                   short_video, jitter_scale, crop_area, aspect_ratio, normalise,
-                   canvas=None):
+def _train_clip_fn(
+    reader,
+    clip_length,
+    stride,
+    crop_size,
+    augmentation,
+    flip,
+    short_video,
+    jitter_scale,
+    crop_area,
+    aspect_ratio,
+    normalise,
+    canvas=None,
+):
     """The train-mode map function over rows of the video table; with a
     `canvas` side it returns device-augmentation inputs instead of clips."""
+
     def train_clip(video, seed):
         seeds = tf.random.experimental.stateless_split(seed, 3)
         num_frames = video["num_frames"]
         last = clip_views.max_start(num_frames, clip_length, stride)
         start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
-        indices = clip_views.clip_indices(num_frames, clip_length, stride, start,
-                                          short_video)
+        indices = clip_views.clip_indices(num_frames, clip_length, stride, start, short_video)
         window = transforms.crop_window(
-            video["height"], video["width"], seeds[1], augmentation,
-            jitter_scale=jitter_scale, crop_area=crop_area, aspect_ratio=aspect_ratio,
+            video["height"],
+            video["width"],
+            seeds[1],
+            augmentation,
+            jitter_scale=jitter_scale,
+            crop_area=crop_area,
+            aspect_ratio=aspect_ratio,
         )
         jpegs = reader(video["shard"], video["first"], indices)
         frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
-        mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else \
-            tf.constant(False)
+        mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else tf.constant(False)
         if canvas is not None:
             frames, window = transforms.canvas_square(frames, window, canvas)
-            inputs = {"frames": tf.ensure_shape(frames, [clip_length, canvas, canvas, 3]),
-                      "window": window, "mirror": tf.cast(mirror, tf.int32)}
+            inputs = {
+                "frames": tf.ensure_shape(frames, [clip_length, canvas, canvas, 3]),
+                "window": window,
+                "mirror": tf.cast(mirror, tf.int32),
+            }
             return inputs, video["label"]
-        frames = frames[:, window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+        frames = frames[:, window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
         clip = clip_views.resize(frames, crop_size, crop_size, antialias=False)
         clip = tf.ensure_shape(clip, [clip_length, crop_size, crop_size, 3])
-        clip = tf.ensure_shape(normalise(clip, mirror),
-                               [clip_length, crop_size, crop_size, 3])
+        clip = tf.ensure_shape(normalise(clip, mirror), [clip_length, crop_size, crop_size, 3])
         return clip, video["label"]
 
     return train_clip
 
 
-def _test_views_fn(reader, clip_length, stride, crop_size, num_clips, num_crops,
-                   short_video, normalise):
+def _test_views_fn(
+    reader, clip_length, stride, crop_size, num_clips, num_crops, short_video, normalise
+):
     count = num_clips * num_crops
 
     def video_views(video):
-        indices = clip_views.eval_indices(video["num_frames"], clip_length, stride,
-                                          num_clips, short_video)
+        indices = clip_views.eval_indices(
+            video["num_frames"], clip_length, stride, num_clips, short_video
+        )
         unique, positions = tf.unique(tf.reshape(indices, [-1]))
         # The records from the first to the last frame used, in one read;
         # each used frame decoded once.
@@ -325,10 +387,8 @@ def _test_views_fn(reader, clip_length, stride, crop_size, num_clips, num_crops,
             pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
         )
         clips = tf.ensure_shape(clips, [count, clip_length, crop_size, crop_size, 3])
-        clips = tf.ensure_shape(normalise(clips),
-                                [count, clip_length, crop_size, crop_size, 3])
-        return (clips, tf.fill([count], video["label"]),
-                tf.fill([count], video["video_id"]))
+        clips = tf.ensure_shape(normalise(clips), [count, clip_length, crop_size, crop_size, 3])
+        return (clips, tf.fill([count], video["label"]), tf.fill([count], video["video_id"]))
 
     return video_views
 
@@ -384,8 +444,9 @@ def predict_video_scores(model, dataset):
     outputs, labels, ids = [], [], []
     for element in dataset:
         if len(element) != 3:
-            raise ValueError("predict_video_scores needs a test-mode clip_dataset "
-                             "(clips, labels, video_ids).")
+            raise ValueError(
+                "predict_video_scores needs a test-mode clip_dataset (clips, labels, video_ids)."
+            )
         clips, label, video_id = element
         outputs.append(np.asarray(call(clips)))
         labels.append(label.numpy())
@@ -396,5 +457,9 @@ def predict_video_scores(model, dataset):
     labels = np.concatenate(labels)
     video_ids, scores = video_level_scores(np.concatenate(outputs), ids)
     first = {v: labels[i] for i, v in reversed(list(enumerate(ids)))}
-    return {"video_ids": video_ids, "labels": np.array([first[v] for v in video_ids]),
-            "scores": scores, "views": np.bincount(np.searchsorted(video_ids, ids))}
+    return {
+        "video_ids": video_ids,
+        "labels": np.array([first[v] for v in video_ids]),
+        "scores": scores,
+        "views": np.bincount(np.searchsorted(video_ids, ids)),
+    }

@@ -73,12 +73,18 @@ INDEX_SUFFIX = ".index.tfrecord"
 VIDEO_COLUMNS = ("video_id", "label", "num_frames", "height", "width")
 # The index Example's features and their kinds.
 INDEX_FEATURES = {
-    "layout_version": "int64", "shard": "bytes", **{n: "int64" for n in VIDEO_COLUMNS},
-    "fps": "float", "path": "bytes", "record_offsets": "int64",
+    "layout_version": "int64",
+    "shard": "bytes",
+    **{n: "int64" for n in VIDEO_COLUMNS},
+    "fps": "float",
+    "path": "bytes",
+    "record_offsets": "int64",
 }
-REPREPARE = ("re-run the `python -m training.prepare` command that wrote the "
-             "folder (same --out): it rewrites the shards that are missing or "
-             "changed")
+REPREPARE = (
+    "re-run the `python -m training.prepare` command that wrote the "
+    "folder (same --out): it rewrites the shards that are missing or "
+    "changed"
+)
 
 
 def frames_path(prefix):
@@ -124,9 +130,14 @@ class ShardWriter:
         for jpeg in jpegs:
             self._writer.write(jpeg)
             self._offsets.append(self._offsets[-1] + len(jpeg) + RECORD_FRAMING)
-        for name, value in (("video_id", video_id), ("label", label),
-                            ("num_frames", len(jpegs)), ("height", height),
-                            ("width", width), ("fps", fps)):
+        for name, value in (
+            ("video_id", video_id),
+            ("label", label),
+            ("num_frames", len(jpegs)),
+            ("height", height),
+            ("width", width),
+            ("fps", fps),
+        ):
             self._columns[name].append(value)
         self._columns["path"].append(str(path).encode("utf-8", "surrogateescape"))
 
@@ -136,15 +147,19 @@ class ShardWriter:
         size = tf.io.gfile.stat(self._frames_tmp).length
         if size != self._offsets[-1]:
             self.abort()
-            raise OSError(f"{self._frames_tmp}: {size} bytes after writing, but its "
-                          f"records add up to {self._offsets[-1]}; nothing was kept.")
+            raise OSError(
+                f"{self._frames_tmp}: {size} bytes after writing, but its "
+                f"records add up to {self._offsets[-1]}; nothing was kept."
+            )
         index_tmp = index_path(self.prefix) + ".tmp"
         with tf.io.TFRecordWriter(index_tmp) as writer:
             writer.write(self._index_example())
         tf.io.gfile.rename(self._frames_tmp, frames_path(self.prefix), overwrite=True)
         tf.io.gfile.rename(index_tmp, index_path(self.prefix), overwrite=True)
-        return {"frames_bytes": size,
-                "index_bytes": tf.io.gfile.stat(index_path(self.prefix)).length}
+        return {
+            "frames_bytes": size,
+            "index_bytes": tf.io.gfile.stat(index_path(self.prefix)).length,
+        }
 
     def abort(self):
         """Closes and deletes the unfinished files."""
@@ -164,20 +179,21 @@ class ShardWriter:
 
     def _index_example(self):
         def ints(values):
-            return tf.train.Feature(int64_list=tf.train.Int64List(
-                value=[int(v) for v in values]))
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
         feature = {name: ints(self._columns[name]) for name in VIDEO_COLUMNS}
-        feature["fps"] = tf.train.Feature(float_list=tf.train.FloatList(
-            value=[float(v) for v in self._columns["fps"]]))
-        feature["path"] = tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=self._columns["path"]))
+        feature["fps"] = tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(v) for v in self._columns["fps"]])
+        )
+        feature["path"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=self._columns["path"])
+        )
         feature["record_offsets"] = ints(self._offsets)
         feature["layout_version"] = ints([LAYOUT_VERSION])
-        feature["shard"] = tf.train.Feature(bytes_list=tf.train.BytesList(
-            value=[_name(self.prefix).encode("utf-8")]))
-        return tf.train.Example(
-            features=tf.train.Features(feature=feature)).SerializeToString()
+        feature["shard"] = tf.train.Feature(
+            bytes_list=tf.train.BytesList(value=[_name(self.prefix).encode("utf-8")])
+        )
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def check_written(prefix, info):
@@ -185,8 +201,7 @@ def check_written(prefix, info):
     (prepare's sidecar) recorded for this layout."""
     if info.get("layout_version") != LAYOUT_VERSION:
         return False
-    for path, key in ((frames_path(prefix), "frames_bytes"),
-                      (index_path(prefix), "index_bytes")):
+    for path, key in ((frames_path(prefix), "frames_bytes"), (index_path(prefix), "index_bytes")):
         if not tf.io.gfile.exists(path) or tf.io.gfile.stat(path).length != info.get(key):
             return False
     return True
@@ -204,8 +219,11 @@ def _parse_index(serialized):
         if name not in feature:
             raise ValueError(f"no feature {name!r}")
         values = getattr(feature[name], f"{kind}_list").value
-        out[name] = (list(values) if kind == "bytes" else
-                     np.asarray(values, np.float32 if kind == "float" else np.int64))
+        out[name] = (
+            list(values)
+            if kind == "bytes"
+            else np.asarray(values, np.float32 if kind == "float" else np.int64)
+        )
     out["path"] = np.asarray(out["path"], dtype=object)
     if len(out["layout_version"]) != 1 or len(out["shard"]) != 1:
         raise ValueError("layout_version and shard must hold one value each")
@@ -240,11 +258,14 @@ def read_index(prefix):
     try:
         records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(2)]
     except tf.errors.OpError as error:
-        raise ValueError(f"{path}: not a readable shard index ({error.message}); "
-                         f"{REPREPARE}.") from error
+        raise ValueError(
+            f"{path}: not a readable shard index ({error.message}); {REPREPARE}."
+        ) from error
     if len(records) != 1:
-        raise ValueError(f"{path}: a shard index holds one record, this file has "
-                         f"{len(records) or 'none'}; {REPREPARE}.")
+        raise ValueError(
+            f"{path}: a shard index holds one record, this file has "
+            f"{len(records) or 'none'}; {REPREPARE}."
+        )
     try:
         record = _parse_index(records[0])
     except ValueError as error:
@@ -260,12 +281,13 @@ def _checked(prefix, record):
         raise ValueError(f"{path}: {problem}; {REPREPARE}.")
 
     if int(record["layout_version"]) != LAYOUT_VERSION:
-        fail(f"layout version {int(record['layout_version'])}, this code reads "
-             f"version {LAYOUT_VERSION}")
+        fail(
+            f"layout version {int(record['layout_version'])}, this code reads "
+            f"version {LAYOUT_VERSION}"
+        )
     shard = record["shard"].decode("utf-8", "replace")
     if shard != _name(prefix):
-        fail(f"the index of shard {shard!r}, not of {_name(prefix)!r} (a renamed "
-             "or copied file)")
+        fail(f"the index of shard {shard!r}, not of {_name(prefix)!r} (a renamed or copied file)")
     columns = {name: record[name].astype(np.int64) for name in VIDEO_COLUMNS}
     columns["fps"] = record["fps"]
     columns["path"] = record["path"]
@@ -276,15 +298,18 @@ def _checked(prefix, record):
     if np.any(columns["num_frames"] < 1):
         fail("a video without frames (a corrupt index)")
     frames = int(columns["num_frames"].sum())
-    if (len(offsets) != frames + 1 or offsets[0] != 0
-            or np.any(np.diff(offsets) <= 0)):
-        fail(f"{len(offsets)} record offsets for {frames} frames, or not "
-             "increasing from 0 (a corrupt index)")
+    if len(offsets) != frames + 1 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
+        fail(
+            f"{len(offsets)} record offsets for {frames} frames, or not "
+            "increasing from 0 (a corrupt index)"
+        )
     size = tf.io.gfile.stat(frames_path(prefix)).length
     if size != offsets[-1]:
-        fail(f"stale: it describes a frames file of {offsets[-1]} bytes but "
-             f"{frames_path(prefix)} has {size} (the frames file changed after "
-             "the index was written)")
+        fail(
+            f"stale: it describes a frames file of {offsets[-1]} bytes but "
+            f"{frames_path(prefix)} has {size} (the frames file changed after "
+            "the index was written)"
+        )
     columns["offsets"] = offsets
     return columns
 
@@ -309,12 +334,16 @@ def load_table(prefixes):
         table["shard"].append(np.full(count, number))
         for name in VIDEO_COLUMNS:
             table[name].append(index[name])
-        table["first"].append(rows + np.concatenate(
-            [[0], np.cumsum(index["num_frames"])[:-1]]).astype(np.int64)[:count])
+        table["first"].append(
+            rows
+            + np.concatenate([[0], np.cumsum(index["num_frames"])[:-1]]).astype(np.int64)[:count]
+        )
         offsets.append(index["offsets"])
         rows += len(index["offsets"])
-    out = {name: np.concatenate(values).astype(np.int32) if values else
-           np.zeros(0, np.int32) for name, values in table.items()}
+    out = {
+        name: np.concatenate(values).astype(np.int32) if values else np.zeros(0, np.int32)
+        for name, values in table.items()
+    }
     out["offsets"] = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
     return out
 
@@ -330,14 +359,15 @@ def _read_indexes(prefixes):
         records = [_parse_index(r.numpy()) for r in dataset]
     except (tf.errors.OpError, ValueError):
         records = None
-    if records is None or len(records) != len(prefixes) or any(
-            r["shard"].decode("utf-8", "replace") != _name(p)
-            for r, p in zip(records, prefixes)):
+    if (
+        records is None
+        or len(records) != len(prefixes)
+        or any(r["shard"].decode("utf-8", "replace") != _name(p) for r, p in zip(records, prefixes))
+    ):
         return [read_index(p) for p in prefixes]
     for prefix in prefixes:
         if not tf.io.gfile.exists(frames_path(prefix)):
-            raise FileNotFoundError(
-                f"{frames_path(prefix)}: no such shard file; {REPREPARE}.")
+            raise FileNotFoundError(f"{frames_path(prefix)}: no such shard file; {REPREPARE}.")
     return [_checked(p, r) for p, r in zip(prefixes, records)]
 
 
@@ -355,13 +385,22 @@ def read_records(path, start, stop, count):
     start = tf.cast(start, tf.int64)
     count = tf.cast(count, tf.int64)
     variant = tf.raw_ops.TFRecordDatasetV2(
-        filenames=tf.reshape(path, [1]), compression_type="",
-        buffer_size=tf.cast(stop, tf.int64) - start, byte_offsets=tf.reshape(start, [1]))
+        filenames=tf.reshape(path, [1]),
+        compression_type="",
+        buffer_size=tf.cast(stop, tf.int64) - start,
+        byte_offsets=tf.reshape(start, [1]),
+    )
     records = tf.data.experimental.from_variant(variant, tf.TensorSpec([], tf.string))
     span = records.take(count).batch(count).get_single_element()
-    check = tf.debugging.Assert(tf.equal(tf.size(span, out_type=tf.int64), count), [
-        "Fewer frame records than the shard index lists (the frames file changed "
-        "after the pipeline was built); file and byte offset:", path, start])
+    check = tf.debugging.Assert(
+        tf.equal(tf.size(span, out_type=tf.int64), count),
+        [
+            "Fewer frame records than the shard index lists (the frames file changed "
+            "after the pipeline was built); file and byte offset:",
+            path,
+            start,
+        ],
+    )
     with tf.control_dependencies([check]):
         return tf.identity(span)
 
@@ -378,8 +417,9 @@ def frame_reader(prefixes, offsets):
         indices = tf.cast(indices, tf.int64)
         low, high = tf.reduce_min(indices), tf.reduce_max(indices)
         first = tf.cast(first, tf.int64)
-        span = read_records(files[shard], offsets[first + low],
-                            offsets[first + high + 1], high - low + 1)
+        span = read_records(
+            files[shard], offsets[first + low], offsets[first + high + 1], high - low + 1
+        )
         return tf.gather(span, indices - low)
 
     return read
@@ -412,8 +452,8 @@ def old_layout_message(root):
         "tf.train.Example per video, read through Python), which this version no "
         f"longer reads (it reads format_version {LAYOUT_VERSION}: frame records "
         "plus an index). Convert it in place, without decoding the videos again "
-        "(about as fast as copying the folder): python -c \"from "
-        f"training.data.shard_format import convert_folder; convert_folder({str(root)!r})\""
+        '(about as fast as copying the folder): python -c "from '
+        f'training.data.shard_format import convert_folder; convert_folder({str(root)!r})"'
         " -- or re-run the `python -m training.prepare` command that wrote it "
         "(same arguments): it converts the shards whose videos and settings are "
         "unchanged."
@@ -435,13 +475,23 @@ def convert_old_shard(old_path, prefix):
             for number, record in enumerate(tf.data.TFRecordDataset(old_path)):
                 video = read_old_video(record.numpy())
                 if video is None:
-                    raise ValueError(f"{old_path}: record {number} is not a video of "
-                                     f"the old layout; {REPREPARE}.")
-                writer.add(video["frames"], video["label"], video["video_id"],
-                           video["fps"], video["path"], video["height"], video["width"])
+                    raise ValueError(
+                        f"{old_path}: record {number} is not a video of "
+                        f"the old layout; {REPREPARE}."
+                    )
+                writer.add(
+                    video["frames"],
+                    video["label"],
+                    video["video_id"],
+                    video["fps"],
+                    video["path"],
+                    video["height"],
+                    video["width"],
+                )
     except tf.errors.OpError as error:
-        raise ValueError(f"{old_path}: not a readable old-layout shard "
-                         f"({error.message}); {REPREPARE}.") from error
+        raise ValueError(
+            f"{old_path}: not a readable old-layout shard ({error.message}); {REPREPARE}."
+        ) from error
     return writer.result
 
 
@@ -450,11 +500,12 @@ def read_old_video(serialized):
     dict (`frames`: list of JPEG bytes), or None if it is not one."""
     try:
         feature = _example(serialized).features.feature
-        video = {name: feature[name].int64_list.value[0]
-                 for name in ("label", "video_id", "height", "width")}
+        video = {
+            name: feature[name].int64_list.value[0]
+            for name in ("label", "video_id", "height", "width")
+        }
         video["fps"] = feature["fps"].float_list.value[0]
-        video["path"] = feature["path"].bytes_list.value[0].decode("utf-8",
-                                                                   "surrogateescape")
+        video["path"] = feature["path"].bytes_list.value[0].decode("utf-8", "surrogateescape")
     except (ValueError, IndexError, KeyError):
         return None
     video["frames"] = list(feature["frames"].bytes_list.value)
@@ -484,8 +535,9 @@ def convert_folder(folder, progress=True):
         manifest = json.load(handle)
     if manifest.get("format_version") == LAYOUT_VERSION:
         raise ValueError(f"{folder} is already in shard layout {LAYOUT_VERSION}.")
-    names = [(subset, name) for subset, entry in manifest["subsets"].items()
-             for name in entry["shards"]]
+    names = [
+        (subset, name) for subset, entry in manifest["subsets"].items() for name in entry["shards"]
+    ]
     iterator = names
     if progress:
         from tqdm import tqdm
@@ -493,13 +545,15 @@ def convert_folder(folder, progress=True):
         iterator = tqdm(names, unit="shard", desc="convert", dynamic_ncols=True)
     converted = 0
     for _, name in iterator:
-        prefix = os.path.join(folder, name[:-len(OLD_SUFFIX)]
-                              if name.endswith(OLD_SUFFIX) else name)
+        prefix = os.path.join(
+            folder, name[: -len(OLD_SUFFIX)] if name.endswith(OLD_SUFFIX) else name
+        )
         if convert_old_files(prefix) is not None:
             converted += 1
     for entry in manifest["subsets"].values():
-        entry["shards"] = [n[:-len(OLD_SUFFIX)] if n.endswith(OLD_SUFFIX) else n
-                           for n in entry["shards"]]
+        entry["shards"] = [
+            n[: -len(OLD_SUFFIX)] if n.endswith(OLD_SUFFIX) else n for n in entry["shards"]
+        ]
     manifest["format_version"] = LAYOUT_VERSION
     manifest["features"] = sorted(INDEX_FEATURES)
     _write_json(manifest_file, manifest)
@@ -517,8 +571,7 @@ def convert_old_files(prefix, expect=None):
     old, old_sidecar, _ = old_files(prefix)
     sidecar = os.fspath(prefix) + ".json"
     if not tf.io.gfile.exists(old):
-        converted = all(tf.io.gfile.exists(p) for p in (frames_path(prefix),
-                                                         index_path(prefix)))
+        converted = all(tf.io.gfile.exists(p) for p in (frames_path(prefix), index_path(prefix)))
         if expect is None and not converted:
             raise FileNotFoundError(f"{old}: no such shard file; {REPREPARE}.")
         return None
@@ -529,8 +582,10 @@ def convert_old_files(prefix, expect=None):
                 info = json.load(handle)
             except json.JSONDecodeError:
                 info = {}
-    if expect is not None and (info.get("signature") != expect.get("signature")
-                               or info.get("bytes") != tf.io.gfile.stat(old).length):
+    if expect is not None and (
+        info.get("signature") != expect.get("signature")
+        or info.get("bytes") != tf.io.gfile.stat(old).length
+    ):
         return None
     info.pop("bytes", None)
     info.update(convert_old_shard(old, prefix), layout_version=LAYOUT_VERSION)

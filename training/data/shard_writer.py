@@ -59,8 +59,8 @@ import tempfile
 import time
 
 from clipspec import cli
-from training.data import shard_format
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
+from training.data import shard_format
 from training.data.manifest import MANIFEST_NAME
 
 DEFAULT_VIDEOS_PER_SHARD = 64
@@ -110,8 +110,8 @@ class _Runner:
 
     def _executor(self, workers):
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=self.context, initializer=cli.watch_parent,
-            initargs=(os.getpid(),))
+            workers, mp_context=self.context, initializer=cli.watch_parent, initargs=(os.getpid(),)
+        )
 
     def _submit(self, job):
         if self.pool is None:
@@ -151,8 +151,7 @@ class _Runner:
 def _check_args(short_side, workers, videos_per_shard, jpeg_quality, max_frames):
     def fail(name, value, expected):
         raise ValueError(
-            f"Invalid value for argument `{name}`. Expected {expected}. "
-            f"Received: {name}={value!r}"
+            f"Invalid value for argument `{name}`. Expected {expected}. Received: {name}={value!r}"
         )
 
     def is_int(value):
@@ -181,14 +180,19 @@ def _plan(dataset, settings, videos_per_shard):
             )
         items = list(enumerate(dataset.subset(subset)))
         stamps = {item.path: _stamp(item.path) for _, item in items}
-        chunks = [items[i:i + videos_per_shard]
-                  for i in range(0, len(items), videos_per_shard)]
+        chunks = [items[i : i + videos_per_shard] for i in range(0, len(items), videos_per_shard)]
         for index, chunk in enumerate(chunks):
-            content = json.dumps({
-                "settings": settings, "format": shard_format.CONTENT_VERSION,
-                "videos": [[item.path, item.label, item.class_name, vid,
-                            stamps[item.path]] for vid, item in chunk],
-            }, sort_keys=True)
+            content = json.dumps(
+                {
+                    "settings": settings,
+                    "format": shard_format.CONTENT_VERSION,
+                    "videos": [
+                        [item.path, item.label, item.class_name, vid, stamps[item.path]]
+                        for vid, item in chunk
+                    ],
+                },
+                sort_keys=True,
+            )
             signature = hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
             plan.append((subset, _shard_name(subset, index, len(chunks)), chunk, signature))
     return plan
@@ -215,8 +219,7 @@ def _finished(out_dir, name, signature):
         return None
     if not isinstance(info, dict) or info.get("state") == "writing":
         return None
-    if info.get("signature") != signature or not shard_format.check_written(
-            out_dir / name, info):
+    if info.get("signature") != signature or not shard_format.check_written(out_dir / name, info):
         return None
     return info
 
@@ -228,7 +231,8 @@ def _finished(out_dir, name, signature):
 _SHARD_FILE = re.compile(
     r"^(?P<shard>.+-\d{5}-of-\d{5})"
     r"(\.frames\.tfrecord|\.index\.tfrecord|\.tfrecord(\.index\.npz)?)?"
-    r"(\.json)?(\.tmp(\.npz)?)?$")
+    r"(\.json)?(\.tmp(\.npz)?)?$"
+)
 
 
 def _read_json_object(path):
@@ -272,12 +276,12 @@ def _check_out_dir(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise NotADirectoryError(
-            f"--out {cli.printable(out_dir)}: a file is in the way (expected a "
-            "folder).") from None
+            f"--out {cli.printable(out_dir)}: a file is in the way (expected a folder)."
+        ) from None
     except OSError as error:
         raise PermissionError(
-            f"--out {cli.printable(out_dir)}: cannot create the folder "
-            f"({error.strerror or error}).") from None
+            f"--out {cli.printable(out_dir)}: cannot create the folder ({error.strerror or error})."
+        ) from None
     try:
         handle, probe = tempfile.mkstemp(prefix=".prepare-write-check-", dir=out_dir)
         os.close(handle)
@@ -285,7 +289,8 @@ def _check_out_dir(out_dir):
     except OSError as error:
         raise PermissionError(
             f"--out {cli.printable(out_dir)}: cannot write there "
-            f"({error.strerror or error}); choose a writable folder.") from None
+            f"({error.strerror or error}); choose a writable folder."
+        ) from None
 
 
 def _check_foreign(out_dir, plan, owned):
@@ -299,19 +304,23 @@ def _check_foreign(out_dir, plan, owned):
             raise FileExistsError(
                 f"{cli.printable(manifest)} exists and was not written by "
                 "prepare; prepare never overwrites other files: move it or "
-                "choose another --out.")
+                "choose another --out."
+            )
     for _, name, _, _ in plan:
         if name in owned:
             continue
-        for path in (pathlib.Path(shard_format.frames_path(out_dir / name)),
-                     pathlib.Path(shard_format.index_path(out_dir / name)),
-                     out_dir / f"{name}.json"):
+        for path in (
+            pathlib.Path(shard_format.frames_path(out_dir / name)),
+            pathlib.Path(shard_format.index_path(out_dir / name)),
+            out_dir / f"{name}.json",
+        ):
             if os.path.lexists(path):
                 raise FileExistsError(
                     f"{cli.printable(path)} exists and was not written by prepare "
                     "(no sidecar of prepare's, not in its manifest); prepare "
                     "never overwrites other files: move it or choose another "
-                    "--out.")
+                    "--out."
+                )
 
 
 def _remove_stale(out_dir, plan, owned=None):
@@ -344,7 +353,8 @@ def split_from_usable(dataset, workers=0, progress=False):
 
         bar = tqdm(total=len(items), unit="video", desc="check", dynamic_ncols=True)
     results = _Runner(max(0, min(workers, len(items))), try_probe_video).map(
-        (item.path,) for item in items)
+        (item.path,) for item in items
+    )
     bad = {}
     try:
         for item, result in zip(items, results):
@@ -357,14 +367,20 @@ def split_from_usable(dataset, workers=0, progress=False):
         if bar is not None:
             bar.close()
     usable = [item for item in items if item.path not in bad]
-    skipped = [{"path": path, "reason": reason, "subset": None}
-               for path, reason in bad.items()]
+    skipped = [{"path": path, "reason": reason, "subset": None} for path, reason in bad.items()]
     return dataclasses.replace(dataset, items=dataset.redraw_split(usable)), skipped
 
 
-def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
-                    videos_per_shard=DEFAULT_VIDEOS_PER_SHARD, jpeg_quality=90,
-                    max_frames=None, progress=True):
+def prepare_dataset(
+    dataset,
+    out_dir,
+    short_side=128,
+    workers=None,
+    videos_per_shard=DEFAULT_VIDEOS_PER_SHARD,
+    jpeg_quality=90,
+    max_frames=None,
+    progress=True,
+):
     """Decodes a `VideoDataset` into sharded TFRecords and a manifest.
 
     Args:
@@ -412,8 +428,7 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
     out_dir = pathlib.Path(out_dir)
     _check_out_dir(out_dir)
     owned = own_shards(out_dir)
-    settings = {"short_side": short_side, "jpeg_quality": jpeg_quality,
-                "max_frames": max_frames}
+    settings = {"short_side": short_side, "jpeg_quality": jpeg_quality, "max_frames": max_frames}
     # The plan as listed, to refuse a foreign file in the way before the
     # (longer) usability check; the split may move videos, not shard names.
     _check_foreign(out_dir, _plan(dataset, settings, videos_per_shard), owned)
@@ -441,14 +456,18 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         from tqdm import tqdm
 
         bar = tqdm(total=total, unit="video", desc="prepare", dynamic_ncols=True)
-    jobs = ((item.path, short_side, jpeg_quality, max_frames)
-            for _, _, chunk, _ in pending for _, item in chunk)
+    jobs = (
+        (item.path, short_side, jpeg_quality, max_frames)
+        for _, _, chunk, _ in pending
+        for _, item in chunk
+    )
     results = _Runner(used_workers, try_decode_to_jpeg).map(jobs)
     try:
         skipped_so_far = 0
         for subset, name, chunk, signature in pending:
-            info = _write_shard(out_dir, subset, name, chunk, signature, settings,
-                                results, bar, skipped_so_far)
+            info = _write_shard(
+                out_dir, subset, name, chunk, signature, settings, results, bar, skipped_so_far
+            )
             skipped_so_far += len(info["skipped"])
             infos[name] = info
             if name in owned:  # an old-layout shard of ours under this name
@@ -458,36 +477,53 @@ def prepare_dataset(dataset, out_dir, short_side=128, workers=None,
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - started
-    manifest = _manifest(dataset, plan, infos, settings, videos_per_shard, {
-        "videos_processed": total, "shards_written": len(pending),
-        "shards_reused": reused, "shards_converted": converted,
-        # worker processes decoding in parallel; 0: decoded in this process
-        "workers": used_workers if used_workers > 1 else 0,
-        "workers_requested": workers,
-        "wall_seconds": round(wall, 3),
-        "videos_per_second": round(total / wall, 2) if total and wall > 0 else None,
-    }, unusable)
+    manifest = _manifest(
+        dataset,
+        plan,
+        infos,
+        settings,
+        videos_per_shard,
+        {
+            "videos_processed": total,
+            "shards_written": len(pending),
+            "shards_reused": reused,
+            "shards_converted": converted,
+            # worker processes decoding in parallel; 0: decoded in this process
+            "workers": used_workers if used_workers > 1 else 0,
+            "workers_requested": workers,
+            "wall_seconds": round(wall, 3),
+            "videos_per_second": round(total / wall, 2) if total and wall > 0 else None,
+        },
+        unusable,
+    )
     _write_json(out_dir / MANIFEST_NAME, manifest)
     return manifest
 
 
-def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar,
-                 skipped_before):
+def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar, skipped_before):
     # Claim the shard's name first: a rerun after an interruption knows the
     # shard (and its temporary files) are prepare's own.
-    _write_json(out_dir / f"{name}.json", {"signature": signature, "subset": subset,
-                                           "settings": settings, "state": "writing"})
+    _write_json(
+        out_dir / f"{name}.json",
+        {"signature": signature, "subset": subset, "settings": settings, "state": "writing"},
+    )
     written, skipped = [], []
     stats = {"frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
     with shard_format.ShardWriter(out_dir / name) as writer:
         for video_id, item in chunk:
             result = next(results)
             if "error" in result:
-                skipped.append({"path": item.path, "reason": result["error"],
-                                "subset": subset})
+                skipped.append({"path": item.path, "reason": result["error"], "subset": subset})
             else:
-                writer.add(result["jpegs"], item.label, video_id, result["fps"],
-                           item.path, result["height"], result["width"])
+                writer.add(
+                    result["jpegs"],
+                    item.label,
+                    video_id,
+                    result["fps"],
+                    item.path,
+                    result["height"],
+                    result["width"],
+                )
                 written.append(_written_entry(item, video_id, result))
                 for key in stats:
                     stats[key] += result[key]
@@ -495,16 +531,27 @@ def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar
                 bar.update(1)
                 if skipped:
                     bar.set_postfix(skipped=skipped_before + len(skipped))
-    info = {"signature": signature, "subset": subset, "settings": settings,
-            **writer.result, "layout_version": shard_format.LAYOUT_VERSION,
-            "videos": written, "skipped": skipped, **stats}
+    info = {
+        "signature": signature,
+        "subset": subset,
+        "settings": settings,
+        **writer.result,
+        "layout_version": shard_format.LAYOUT_VERSION,
+        "videos": written,
+        "skipped": skipped,
+        **stats,
+    }
     _write_json(out_dir / f"{name}.json", info)
     return info
 
 
 def _written_entry(item, video_id, result):
-    entry = {"path": item.path, "video_id": video_id, "label": item.label,
-             "frames": result["frames"]}
+    entry = {
+        "path": item.path,
+        "video_id": video_id,
+        "label": item.label,
+        "frames": result["frames"],
+    }
     if result.get("rotation"):
         entry["rotation"] = result["rotation"]
     if result.get("damage"):
@@ -516,8 +563,10 @@ def _data_warnings(dataset, subsets):
     """`(empty_classes, warnings)`: per subset, the classes without videos,
     and what a person should know about them."""
     names = list(dataset.class_names)
-    empty = {subset: [c for c in names if not entry["per_class"].get(c)]
-             for subset, entry in subsets.items()}
+    empty = {
+        subset: [c for c in names if not entry["per_class"].get(c)]
+        for subset, entry in subsets.items()
+    }
     empty = {subset: classes for subset, classes in empty.items() if classes}
     lines = []
     kept = {c for entry in subsets.values() for c, n in entry["per_class"].items() if n}
@@ -526,48 +575,57 @@ def _data_warnings(dataset, subsets):
         lines.append(
             f"{len(lost)} class(es) have no usable video at all ({', '.join(lost)}): "
             "they stay in class_names with their labels (nothing is renumbered); "
-            "a model trained on this data cannot learn them.")
+            "a model trained on this data cannot learn them."
+        )
     for subset, classes in empty.items():
         others = [c for c in classes if c not in lost]
         if others:
-            what = ("cannot be learned" if subset == "train"
-                    else "get no accuracy measured")
-            lines.append(f"{len(others)} class(es) have no {subset} videos "
-                         f"({', '.join(others)}): they {what} from this subset.")
+            what = "cannot be learned" if subset == "train" else "get no accuracy measured"
+            lines.append(
+                f"{len(others)} class(es) have no {subset} videos "
+                f"({', '.join(others)}): they {what} from this subset."
+            )
     return empty, lines
 
 
-def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run,
-              unusable=()):
+def _manifest(dataset, plan, infos, settings, videos_per_shard, this_run, unusable=()):
     subsets = {}
     skipped = list(unusable)
     damaged = []
     totals = {"videos": 0, "frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
     for subset, name, _, _ in plan:
         info = infos[name]
-        entry = subsets.setdefault(subset, {
-            "shards": [], "videos": 0, "frames": 0,
-            "per_class": {c: 0 for c in dataset.class_names},
-        })
+        entry = subsets.setdefault(
+            subset,
+            {
+                "shards": [],
+                "videos": 0,
+                "frames": 0,
+                "per_class": {c: 0 for c in dataset.class_names},
+            },
+        )
         entry["shards"].append(name)
         entry["videos"] += len(info["videos"])
         entry["frames"] += info["frames"]
         for video in info["videos"]:
             entry["per_class"][dataset.class_names[video["label"]]] += 1
             if video.get("damage"):
-                damaged.append({"path": video["path"], "subset": subset,
-                                **video["damage"]})
+                damaged.append({"path": video["path"], "subset": subset, **video["damage"]})
         skipped.extend(info["skipped"])
         totals["videos"] += len(info["videos"])
         for key in ("frames", "decode_seconds", "encode_seconds"):
             totals[key] += info[key]
     skipped.extend(dict(m) for m in dataset.missing)
     decode = {
-        "videos": totals["videos"], "frames": totals["frames"],
+        "videos": totals["videos"],
+        "frames": totals["frames"],
         "decode_seconds": round(totals["decode_seconds"], 3),
         "encode_seconds": round(totals["encode_seconds"], 3),
-        "decode_fps": (round(totals["frames"] / totals["decode_seconds"], 1)
-                       if totals["decode_seconds"] > 0 else None),
+        "decode_fps": (
+            round(totals["frames"] / totals["decode_seconds"], 1)
+            if totals["decode_seconds"] > 0
+            else None
+        ),
         "this_run": this_run,
     }
     empty_classes, warnings = _data_warnings(dataset, subsets)

@@ -32,9 +32,20 @@ import pathlib
 import numpy as np
 
 MOTIONS = (
-    "left", "right", "up", "down", "clockwise", "counterclockwise",
-    "zoom_in", "zoom_out", "up_left", "up_right", "down_left", "down_right",
-    "shake_horizontal", "shake_vertical",
+    "left",
+    "right",
+    "up",
+    "down",
+    "clockwise",
+    "counterclockwise",
+    "zoom_in",
+    "zoom_out",
+    "up_left",
+    "up_right",
+    "down_left",
+    "down_right",
+    "shake_horizontal",
+    "shake_vertical",
 )
 SHAPES = ("circle", "square", "triangle", "diamond")
 
@@ -49,16 +60,31 @@ DIFFICULTY_DEFAULTS = {
 }
 PRESETS = {
     "easy": {},
-    "medium": {"distractors": 1, "noise": 6.0, "camera_jitter": 0.5,
-               "size_range": (0.12, 0.24), "speed_range": (0.3, 0.6)},
-    "hard": {"distractors": 3, "noise": 16.0, "camera_jitter": 1.5,
-             "size_range": (0.1, 0.2), "speed_range": (0.2, 0.6)},
+    "medium": {
+        "distractors": 1,
+        "noise": 6.0,
+        "camera_jitter": 0.5,
+        "size_range": (0.12, 0.24),
+        "speed_range": (0.3, 0.6),
+    },
+    "hard": {
+        "distractors": 3,
+        "noise": 16.0,
+        "camera_jitter": 1.5,
+        "size_range": (0.1, 0.2),
+        "speed_range": (0.2, 0.6),
+    },
 }
 
 _DIRECTIONS = {
-    "left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1),
-    "up_left": (-1, -1), "up_right": (1, -1),
-    "down_left": (-1, 1), "down_right": (1, 1),
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+    "up_left": (-1, -1),
+    "up_right": (1, -1),
+    "down_left": (-1, 1),
+    "down_right": (1, 1),
 }
 # Zooms start at a size factor in _ZOOM and grow (shrink) by _ZOOM_GROWTH.
 _ZOOM = (0.6, 1.4)
@@ -94,8 +120,11 @@ def difficulty_settings(preset="easy", **overrides):
             f"Unknown difficulty setting(s) {', '.join(unknown)}; known: "
             f"{', '.join(DIFFICULTY_DEFAULTS)}."
         )
-    settings = {**DIFFICULTY_DEFAULTS, **PRESETS[preset],
-                **{k: v for k, v in overrides.items() if v is not None}}
+    settings = {
+        **DIFFICULTY_DEFAULTS,
+        **PRESETS[preset],
+        **{k: v for k, v in overrides.items() if v is not None},
+    }
     shapes = settings["shapes"]
     if isinstance(shapes, str):
         shapes = tuple(s.strip() for s in shapes.split(",") if s.strip())
@@ -156,7 +185,7 @@ def _trajectory(motion, t, rng, radius, speed):
     if motion in ("zoom_in", "zoom_out"):
         start = np.exp(rng.uniform(np.log(_ZOOM[0]), np.log(_ZOOM[1])))
         growth = _ZOOM_GROWTH if motion == "zoom_in" else 1.0 / _ZOOM_GROWTH
-        scale = start * growth ** t
+        scale = start * growth**t
         big = radius * float(scale.max()) + 0.02
         x0, y0 = rng.uniform(min(big, 0.5), max(1 - big, 0.5), size=2)
         return x0 * ones, y0 * ones, scale
@@ -213,8 +242,7 @@ def render_video(motion, rng, frames=32, size=64, settings=None):
             return rng.uniform(110, 255, size=3)
         return np.full(3, 255.0)
 
-    background = (rng.uniform(0, 60, size=3) if settings["random_colour"]
-                  else np.zeros(3))
+    background = rng.uniform(0, 60, size=3) if settings["random_colour"] else np.zeros(3)
     objects = []
     diameter = rng.uniform(*settings["size_range"])
     speed = rng.uniform(*settings["speed_range"])
@@ -222,8 +250,9 @@ def render_video(motion, rng, frames=32, size=64, settings=None):
     objects.append((rng.choice(settings["shapes"]), diameter, colour(), target))
     for _ in range(settings["distractors"]):
         d = rng.uniform(*settings["size_range"])
-        objects.insert(0, (rng.choice(settings["shapes"]), d, colour(),
-                           _random_walk(t, rng, d / 2)))
+        objects.insert(
+            0, (rng.choice(settings["shapes"]), d, colour(), _random_walk(t, rng, d / 2))
+        )
     shake = rng.normal(0.0, settings["camera_jitter"], size=(frames, 2))
     video = np.empty((frames, size, size, 3), np.float32)
     for f in range(frames):
@@ -235,8 +264,10 @@ def render_video(motion, rng, frames=32, size=64, settings=None):
             # re-enters on the other side.
             for ox in (-size, 0, size):
                 for oy in (-size, 0, size):
-                    if (-2 * half <= cx + ox <= size + 2 * half
-                            and -2 * half <= cy + oy <= size + 2 * half):
+                    if (
+                        -2 * half <= cx + ox <= size + 2 * half
+                        and -2 * half <= cy + oy <= size + 2 * half
+                    ):
                         alpha = _coverage(shape, xx, yy, cx + ox, cy + oy, half)
                         image = image * (1 - alpha[..., None]) + rgb * alpha[..., None]
         video[f] = image
@@ -266,9 +297,19 @@ def write_video(path, frames, fps=25, crf=18):
             container.mux(packet)
 
 
-def write_synthetic_dataset(out_dir, classes=6, per_class=20, frames=32, size=64,
-                            fps=25, seed=0, test_fraction=0.2, preset="easy",
-                            progress=False, **difficulty):
+def write_synthetic_dataset(
+    out_dir,
+    classes=6,
+    per_class=20,
+    frames=32,
+    size=64,
+    fps=25,
+    seed=0,
+    test_fraction=0.2,
+    preset="easy",
+    progress=False,
+    **difficulty,
+):
     """Writes a synthetic motion dataset in the folder layout.
 
     Args:
@@ -292,11 +333,20 @@ def write_synthetic_dataset(out_dir, classes=6, per_class=20, frames=32, size=64
     """
     from training.data.layouts import load_folder
 
-    checks = {"classes": (classes, 2, len(MOTIONS)), "per_class": (per_class, 1, None),
-              "frames": (frames, 2, None), "size": (size, 16, None), "fps": (fps, 1, 240)}
+    checks = {
+        "classes": (classes, 2, len(MOTIONS)),
+        "per_class": (per_class, 1, None),
+        "frames": (frames, 2, None),
+        "size": (size, 16, None),
+        "fps": (fps, 1, 240),
+    }
     for name, (value, low, high) in checks.items():
-        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                or value < low or (high is not None and value > high)):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or value < low
+            or (high is not None and value > high)
+        ):
             bound = f"between {low} and {high}" if high else f">= {low}"
             raise ValueError(
                 f"Invalid value for argument `{name}`. Expected an int {bound}. "
@@ -310,8 +360,11 @@ def write_synthetic_dataset(out_dir, classes=6, per_class=20, frames=32, size=64
     settings = difficulty_settings(preset, **difficulty)
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(label, motion, i) for label, motion in enumerate(MOTIONS[:classes])
-            for i in range(per_class)]
+    jobs = [
+        (label, motion, i)
+        for label, motion in enumerate(MOTIONS[:classes])
+        for i in range(per_class)
+    ]
     if progress:
         from tqdm import tqdm
 
@@ -322,8 +375,15 @@ def write_synthetic_dataset(out_dir, classes=6, per_class=20, frames=32, size=64
         folder = out_dir / motion
         folder.mkdir(exist_ok=True)
         write_video(folder / f"{motion}_{i:04d}.mp4", video, fps)
-    info = {"classes": list(MOTIONS[:classes]), "per_class": per_class, "frames": frames,
-            "size": size, "fps": fps, "seed": seed, "preset": preset,
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
+    info = {
+        "classes": list(MOTIONS[:classes]),
+        "per_class": per_class,
+        "frames": frames,
+        "size": size,
+        "fps": fps,
+        "seed": seed,
+        "preset": preset,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+    }
     (out_dir / "synth.json").write_text(json.dumps(info, indent=2) + "\n")
     return load_folder(out_dir, test_fraction=test_fraction, seed=seed)

@@ -15,9 +15,15 @@ Example:
 import tensorflow as tf
 
 
-def crop_window(height, width, seed, augmentation="scale_jitter",
-                jitter_scale=(1.0, 1.43), crop_area=(0.25, 1.0),
-                aspect_ratio=(3 / 4, 4 / 3)):
+def crop_window(
+    height,
+    width,
+    seed,
+    augmentation="scale_jitter",
+    jitter_scale=(1.0, 1.43),
+    crop_area=(0.25, 1.0),
+    aspect_ratio=(3 / 4, 4 / 3),
+):
     """A random crop window `[y, x, h, w]` (int32) in an `height x width` frame.
 
     `scale_jitter`: the frame's short side is (virtually) resized to

@@ -31,5 +31,6 @@ def read_class_names(path):
         if not line:
             raise ValueError(
                 f"{path}, line {number}: empty class name (expected one class "
-                "name per line, in class-index order).")
+                "name per line, in class-index order)."
+            )
     return list(check_class_names(names, source=path))

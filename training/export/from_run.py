@@ -22,11 +22,9 @@ def resolve_clip_format(run, model, class_names_path=None, clip_format_path=None
             clip_format = source.clip_format_for(model)
         else:
             try:
-                clip_format = ClipFormat.from_json(path.read_text(encoding="utf-8"),
-                                                   str(path))
+                clip_format = ClipFormat.from_json(path.read_text(encoding="utf-8"), str(path))
             except OSError as error:
-                raise ValueError(f"{path}: cannot read it ({error.strerror}).") \
-                    from None
+                raise ValueError(f"{path}: cannot read it ({error.strerror}).") from None
     elif run is not None and run.has_config:
         clip_format = run.clip_format_for(model)
     else:
@@ -39,9 +37,11 @@ def resolve_clip_format(run, model, class_names_path=None, clip_format_path=None
         raise ValueError(
             "No class names: the model is not inside a training run directory "
             "(no config.json beside it or above it); pass --class-names FILE "
-            "(one name per line) or --clip-format FILE.")
-    check_class_names(clip_format.class_names, num_classes,
-                      source=class_names_path or "the run's class_names")
+            "(one name per line) or --clip-format FILE."
+        )
+    check_class_names(
+        clip_format.class_names, num_classes, source=class_names_path or "the run's class_names"
+    )
     return clip_format
 
 
@@ -53,29 +53,45 @@ def load_for_export(model_path):
         if run is None or not run.has_config:
             raise RunDirError(
                 f"{path}: exporting a weights checkpoint needs its run's "
-                "config.json (beside it or one folder up) to rebuild the network.")
+                "config.json (beside it or one folder up) to rebuild the network."
+            )
         from training.model_building import build_model
 
         config = run.config
         missing = [key for key in ("model", "input_shape") if key not in config]
         if missing:
-            raise RunDirError(f"{run.config_path} lacks "
-                              f"{', '.join(repr(m) for m in missing)}; cannot "
-                              f"rebuild the network of {path}.")
-        options = {key: config[key] for key in (
-            "class_regularization", "affection_rates", "dropout",
-            "class_regularization_options") if config.get(key) is not None}
+            raise RunDirError(
+                f"{run.config_path} lacks "
+                f"{', '.join(repr(m) for m in missing)}; cannot "
+                f"rebuild the network of {path}."
+            )
+        options = {
+            key: config[key]
+            for key in (
+                "class_regularization",
+                "affection_rates",
+                "dropout",
+                "class_regularization_options",
+            )
+            if config.get(key) is not None
+        }
         options.update(config.get("model_options") or {})  # the architecture
         num_classes = config.get("num_classes") or run.clip_format.num_classes
-        model = build_model(config["model"], num_classes, config["input_shape"],
-                            **options)
+        model = build_model(config["model"], num_classes, config["input_shape"], **options)
         model.load_weights(path)
         return run, model
     return run, load_model(path)
 
 
-def export_run(model_path, export_base, name, version=None, class_names_path=None,
-               clip_format_path=None, **kwargs):
+def export_run(
+    model_path,
+    export_base,
+    name,
+    version=None,
+    class_names_path=None,
+    clip_format_path=None,
+    **kwargs,
+):
     """Loads a trained model (run directory, `.keras` or `.weights.h5`) and
     exports it to `export_base/name/version/` with its run's clip format.
 
@@ -84,5 +100,4 @@ def export_run(model_path, export_base, name, version=None, class_names_path=Non
     """
     run, model = load_for_export(os.fspath(model_path))
     clip_format = resolve_clip_format(run, model, class_names_path, clip_format_path)
-    return export_version(model, export_base, name, clip_format, version=version,
-                          **kwargs)
+    return export_version(model, export_base, name, clip_format, version=version, **kwargs)

@@ -31,9 +31,16 @@ from training.export.warmup import write_warmup_requests
 DEFAULT_TOP_K = 5
 
 
-def export_model(model, export_dir, clip_format, top_k=DEFAULT_TOP_K,
-                 signature_builders=None, warmup=True, fold=True,
-                 explanation_method=DEFAULT_METHOD):
+def export_model(
+    model,
+    export_dir,
+    clip_format,
+    top_k=DEFAULT_TOP_K,
+    signature_builders=None,
+    warmup=True,
+    fold=True,
+    explanation_method=DEFAULT_METHOD,
+):
     """Writes `model` as a self-contained SavedModel in `export_dir`.
 
     Args:
@@ -63,14 +70,19 @@ def export_model(model, export_dir, clip_format, top_k=DEFAULT_TOP_K,
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise ValueError(
             f"Invalid value for argument `export_dir`. Expected a new or empty "
-            f"folder. Received: export_dir={export_dir!r}, which is not empty.")
+            f"folder. Received: export_dir={export_dir!r}, which is not empty."
+        )
     if not isinstance(clip_format, ClipFormat):
-        raise TypeError("Invalid value for argument `clip_format`. Expected a "
-                        f"clipspec.ClipFormat. Received: {clip_format!r}")
+        raise TypeError(
+            "Invalid value for argument `clip_format`. Expected a "
+            f"clipspec.ClipFormat. Received: {clip_format!r}"
+        )
     _check_model(model, clip_format)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ValueError("Invalid value for argument `top_k`. Expected a "
-                         f"positive int. Received: top_k={top_k!r}")
+        raise ValueError(
+            "Invalid value for argument `top_k`. Expected a "
+            f"positive int. Received: top_k={top_k!r}"
+        )
     if fold and class_regularization_blocks(model):
         model = fold_class_regularization(model)
 
@@ -104,8 +116,7 @@ def export_model(model, export_dir, clip_format, top_k=DEFAULT_TOP_K,
             archive.add_endpoint(name, signature.function)
         archive.write_out(export_dir, verbose=False)
 
-    custom = {n: s.method_name for n, s in signatures.items()
-              if s.method_name != PREDICT_METHOD}
+    custom = {n: s.method_name for n, s in signatures.items() if s.method_name != PREDICT_METHOD}
     if custom:
         _set_method_names(export_dir, custom)
     if warmup:
@@ -119,8 +130,10 @@ def _line_table(path):
     return tf.lookup.StaticHashTable(
         tf.lookup.TextFileInitializer(
             path,
-            tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
-            tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+            tf.int64,
+            tf.lookup.TextFileIndex.LINE_NUMBER,
+            tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE,
         ),
         default_value="",
     )
@@ -131,14 +144,18 @@ def _collect(builders, context):
     for builder in builders:
         for name, signature in builder(context).items():
             if name in signatures:
-                raise ValueError(f"Two signature builders define the signature "
-                                 f"{name!r} (the second is {builder!r}).")
+                raise ValueError(
+                    f"Two signature builders define the signature "
+                    f"{name!r} (the second is {builder!r})."
+                )
             if not isinstance(signature, Signature):
                 signature = Signature(signature)
             signatures[name] = signature
     if names.SERVING not in signatures:
-        raise ValueError(f"No signature builder defines {names.SERVING!r}, which "
-                         "TF Serving uses when a request names no signature.")
+        raise ValueError(
+            f"No signature builder defines {names.SERVING!r}, which "
+            "TF Serving uses when a request names no signature."
+        )
     return signatures
 
 
@@ -149,15 +166,19 @@ def _check_model(model, clip_format):
             f"Model '{model.name}' takes clips of shape (N, "
             f"{', '.join(map(str, shape))}), but its clip format says "
             f"{clip_format.input_shape} (clip_length={clip_format.clip_length}, "
-            f"crop_size={clip_format.crop_size}).")
+            f"crop_size={clip_format.crop_size})."
+        )
     output = tuple(model.outputs[0].shape)
     if len(output) != 2 or output[-1] is None:
-        raise ValueError(f"Model '{model.name}' must output class probabilities "
-                         f"[N, K]; its output shape is {output}.")
+        raise ValueError(
+            f"Model '{model.name}' must output class probabilities "
+            f"[N, K]; its output shape is {output}."
+        )
     if output[-1] != clip_format.num_classes:
         raise ValueError(
             f"Model '{model.name}' has {output[-1]} classes but its clip format "
-            f"names {clip_format.num_classes}: {list(clip_format.class_names)[:5]}...")
+            f"names {clip_format.num_classes}: {list(clip_format.class_names)[:5]}..."
+        )
     sample = np.zeros((1, *shape), np.float32)
     probabilities = np.asarray(model(sample, training=False), np.float64)
     if np.any(probabilities < -1e-6) or abs(probabilities.sum() - 1.0) > 1e-3:
@@ -165,15 +186,14 @@ def _check_model(model, clip_format):
             f"Model '{model.name}' does not output class probabilities: its "
             f"outputs sum to {probabilities.sum():.4f} for one clip. The export "
             "expects softmax probabilities (a Dense `classifier` with "
-            "activation='softmax' as the last layer).")
+            "activation='softmax' as the last layer)."
+        )
 
 
 def _set_method_names(export_dir, method_names):
-    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(
-        export_dir)
+    updater = tf.compat.v1.saved_model.signature_def_utils.MethodNameUpdater(export_dir)
     for name, method in method_names.items():
-        updater.replace_method_name(signature_key=name, method_name=method,
-                                    tags="serve")
+        updater.replace_method_name(signature_key=name, method_name=method, tags="serve")
     updater.save()
     # Keep fingerprint.pb consistent with the rewritten saved_model.pb, as
     # `tf.saved_model.save` itself writes it.

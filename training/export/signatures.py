@@ -63,8 +63,7 @@ class ExportContext:
 
 def _check_class_index(class_index, num_classes, what):
     check = tf.debugging.assert_equal(
-        tf.logical_and(tf.reduce_all(class_index >= 0),
-                       tf.reduce_all(class_index < num_classes)),
+        tf.logical_and(tf.reduce_all(class_index >= 0), tf.reduce_all(class_index < num_classes)),
         True,
         message=f"`class_index` must hold class indices in [0, {num_classes}){what}",
     )
@@ -87,25 +86,32 @@ def prediction_signatures(context):
             "top_k_classes": context.class_name_lookup(indices),
         }
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, None, None, None, 3], tf.uint8, name=names.CLIPS_INPUT)
-    ], autograph=False)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None, None, None, 3], tf.uint8, name=names.CLIPS_INPUT)
+        ],
+        autograph=False,
+    )
     def serving_default(clips):
         return outputs(context.preprocess(clips))
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None, length, size, size, 3], tf.float32,
-                      name=names.CLIPS_INPUT)
-    ], autograph=False)
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, length, size, size, 3], tf.float32, name=names.CLIPS_INPUT)
+        ],
+        autograph=False,
+    )
     def predict_normalized(clips):
         check = tf.debugging.assert_positive(
-            tf.shape(clips)[0], message="`clips` must hold at least one clip")
+            tf.shape(clips)[0], message="`clips` must hold at least one clip"
+        )
         with tf.control_dependencies([check]):
             return outputs(tf.identity(clips))
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.int32, name=names.CLASS_INDEX_INPUT)
-    ], autograph=False)
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.int32, name=names.CLASS_INDEX_INPUT)],
+        autograph=False,
+    )
     def class_names(class_index):
         class_index = _check_class_index(class_index, context.num_classes, "")
         return {"class_name": context.class_name_lookup(class_index)}
@@ -135,21 +141,19 @@ def classify_signatures(context):
         )
         with tf.control_dependencies([check]):
             frames = tf.map_fn(
-                lambda data: tf.io.decode_image(data, channels=3,
-                                                expand_animations=False),
+                lambda data: tf.io.decode_image(data, channels=3, expand_animations=False),
                 encoded_frames,
                 fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
             )
         return context.preprocess(frames[tf.newaxis])[0]
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string, name=tf.saved_model.CLASSIFY_INPUTS)
-    ], autograph=False)
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string, name=tf.saved_model.CLASSIFY_INPUTS)],
+        autograph=False,
+    )
     def classify(inputs):
-        parsed = tf.io.parse_example(
-            inputs, {names.FRAMES_FEATURE: tf.io.RaggedFeature(tf.string)})
-        x = tf.map_fn(one_clip, parsed[names.FRAMES_FEATURE],
-                      fn_output_signature=model_clip)
+        parsed = tf.io.parse_example(inputs, {names.FRAMES_FEATURE: tf.io.RaggedFeature(tf.string)})
+        x = tf.map_fn(one_clip, parsed[names.FRAMES_FEATURE], fn_output_signature=model_clip)
         probabilities = tf.cast(context.model(x, training=False), tf.float32)
         scores, indices = tf.math.top_k(probabilities, k=context.top_k)
         return {
@@ -174,27 +178,27 @@ def explain_signatures(context):
         result = compute(context.preprocess(clips), class_index)
         batch = tf.shape(result["class_index"])[0]
         result["class_name"] = context.class_name_lookup(result["class_index"])
-        result["block_class_names"] = context.class_name_lookup(
-            result["block_classes"])
+        result["block_class_names"] = context.class_name_lookup(result["block_classes"])
         result["block_names"] = tf.tile(block_names[tf.newaxis], [batch, 1])
         return result
 
-    clips_spec = tf.TensorSpec([None, None, None, None, 3], tf.uint8,
-                               name=names.CLIPS_INPUT)
+    clips_spec = tf.TensorSpec([None, None, None, None, 3], tf.uint8, name=names.CLIPS_INPUT)
 
     @tf.function(input_signature=[clips_spec], autograph=False)
     def explain(clips):
         return outputs(clips)
 
-    @tf.function(input_signature=[
-        clips_spec, tf.TensorSpec([None], tf.int32, name=names.CLASS_INDEX_INPUT)
-    ], autograph=False)
+    @tf.function(
+        input_signature=[clips_spec, tf.TensorSpec([None], tf.int32, name=names.CLASS_INDEX_INPUT)],
+        autograph=False,
+    )
     def explain_class(clips, class_index):
-        class_index = _check_class_index(class_index, context.num_classes,
-                                         ", one per clip")
+        class_index = _check_class_index(class_index, context.num_classes, ", one per clip")
         same = tf.debugging.assert_equal(
-            tf.shape(class_index)[0], tf.shape(clips)[0],
-            message="`class_index` must hold one class per clip")
+            tf.shape(class_index)[0],
+            tf.shape(clips)[0],
+            message="`class_index` must hold one class per clip",
+        )
         with tf.control_dependencies([same]):
             class_index = tf.identity(class_index)
         return outputs(clips, class_index)

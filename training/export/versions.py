@@ -24,28 +24,34 @@ def export_version(model, export_base, name, clip_format, version=None, **kwargs
     Returns:
         the version folder, as a string.
     """
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", name) \
-            or name in (".", ".."):
+    if (
+        not isinstance(name, str)
+        or not re.fullmatch(r"[A-Za-z0-9._-]+", name)
+        or name in (".", "..")
+    ):
         raise ValueError(
             "Invalid value for argument `name`. Expected a model name made of "
-            f"letters, digits, '.', '_' or '-'. Received: name={name!r}")
+            f"letters, digits, '.', '_' or '-'. Received: name={name!r}"
+        )
     base = os.path.join(os.fspath(export_base), name)
     os.makedirs(base, exist_ok=True)
     if version is None:
         version = next_version(base)
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError("Invalid value for argument `version`. Expected a "
-                         f"positive int. Received: version={version!r}")
+        raise ValueError(
+            "Invalid value for argument `version`. Expected a "
+            f"positive int. Received: version={version!r}"
+        )
     target = os.path.join(base, str(version))
     if os.path.exists(target):
         raise ValueError(
             f"Version {version} of model {name!r} already exists at {target}; "
             "versions are immutable (TF Serving may be serving it). Pick "
-            "another --version or leave it out for the next free number.")
+            "another --version or leave it out for the next free number."
+        )
     scratch = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base)
     try:
-        export_model(model, os.path.join(scratch, "saved_model"), clip_format,
-                     **kwargs)
+        export_model(model, os.path.join(scratch, "saved_model"), clip_format, **kwargs)
         os.rename(os.path.join(scratch, "saved_model"), target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

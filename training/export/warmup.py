@@ -19,7 +19,9 @@ def write_warmup_requests(export_dir, clip_format, signatures):
     `export_dir/assets.extra/tf_serving_warmup_requests`."""
     try:
         from tensorflow_serving.apis import (
-            classification_pb2, predict_pb2, prediction_log_pb2,
+            classification_pb2,
+            predict_pb2,
+            prediction_log_pb2,
         )
     except ImportError as error:
         raise ImportError(
@@ -34,8 +36,11 @@ def write_warmup_requests(export_dir, clip_format, signatures):
             request = classification_pb2.ClassificationRequest()
             request.model_spec.signature_name = name
             request.input.example_list.examples.append(clip_example(clip))
-            logs.append(prediction_log_pb2.PredictionLog(
-                classify_log=prediction_log_pb2.ClassifyLog(request=request)))
+            logs.append(
+                prediction_log_pb2.PredictionLog(
+                    classify_log=prediction_log_pb2.ClassifyLog(request=request)
+                )
+            )
             continue
         request = predict_pb2.PredictRequest()
         request.model_spec.signature_name = name
@@ -45,8 +50,11 @@ def write_warmup_requests(export_dir, clip_format, signatures):
                 shape = [1, *clip_format.input_shape]
             value = np.zeros(shape, spec.dtype.as_numpy_dtype)
             request.inputs[spec.name].CopyFrom(tf.make_tensor_proto(value))
-        logs.append(prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request)))
+        logs.append(
+            prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+        )
     path = os.path.join(export_dir, names.WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
@@ -63,9 +71,13 @@ def clip_example(frames, quality=95):
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(
             "Invalid value for argument `frames`. Expected uint8 frames "
-            f"[T, H, W, 3]. Received: dtype={frames.dtype}, shape={frames.shape}")
+            f"[T, H, W, 3]. Received: dtype={frames.dtype}, shape={frames.shape}"
+        )
     encoded = [tf.io.encode_jpeg(frame, quality=quality).numpy() for frame in frames]
-    return tf.train.Example(features=tf.train.Features(feature={
-        names.FRAMES_FEATURE: tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=encoded))
-    }))
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                names.FRAMES_FEATURE: tf.train.Feature(bytes_list=tf.train.BytesList(value=encoded))
+            }
+        )
+    )

@@ -40,6 +40,11 @@ from training.data.layouts.base import (
     VideoDataset,
     VideoItem,
 )
+
+# The built-in layouts register themselves on import.
+from training.data.layouts.folder import load_folder
+from training.data.layouts.hmdb51 import load_hmdb51
+from training.data.layouts.kinetics import kinetics_file_name, load_kinetics
 from training.data.layouts.registry import (
     Layout,
     LayoutOptions,
@@ -48,16 +53,22 @@ from training.data.layouts.registry import (
     names,
     register_layout,
 )
-
-# The built-in layouts register themselves on import.
-from training.data.layouts.folder import load_folder  # noqa: E402
-from training.data.layouts.hmdb51 import load_hmdb51  # noqa: E402
-from training.data.layouts.kinetics import kinetics_file_name, load_kinetics  # noqa: E402
-from training.data.layouts.ucf101 import load_ucf101  # noqa: E402
+from training.data.layouts.ucf101 import load_ucf101
 
 __all__ = [
-    "AnnotationError", "Layout", "LayoutOptions", "MissingVideoError",
-    "VideoDataset", "VideoItem", "get", "kinetics_file_name", "load_dataset",
-    "load_folder", "load_hmdb51", "load_kinetics", "load_ucf101", "names",
+    "AnnotationError",
+    "Layout",
+    "LayoutOptions",
+    "MissingVideoError",
+    "VideoDataset",
+    "VideoItem",
+    "get",
+    "kinetics_file_name",
+    "load_dataset",
+    "load_folder",
+    "load_hmdb51",
+    "load_kinetics",
+    "load_ucf101",
+    "names",
     "register_layout",
 ]

@@ -5,6 +5,7 @@ import dataclasses
 import os
 import pathlib
 
+
 @dataclasses.dataclass(frozen=True)
 class VideoItem:
     """One video: its file, integer label, class name and subset."""
@@ -101,8 +102,7 @@ def _read_lines(path):
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise AnnotationError(
-            path, None, f"not a UTF-8 text file ({error.reason} at byte "
-                        f"{error.start})"
+            path, None, f"not a UTF-8 text file ({error.reason} at byte {error.start})"
         ) from error
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -138,8 +138,9 @@ class _Collector:
                     "(--missing skip) to prepare the videos that exist and "
                     "list the missing ones in the manifest."
                 )
-            self.missing.append({"path": path, "subset": subset,
-                                 "reason": f"listed but not found{where}"})
+            self.missing.append(
+                {"path": path, "subset": subset, "reason": f"listed but not found{where}"}
+            )
             return
         self.items.append(VideoItem(path, int(label), self.class_names[label], subset))
 
@@ -152,19 +153,28 @@ class _Collector:
         first_label, first_subset, first = self.seen[key]
         if first_subset != subset:
             raise AnnotationError(
-                listed_in, line,
+                listed_in,
+                line,
                 f"{path} is listed for {subset} here and for {first_subset} in "
                 f"{first}: a video in both subsets leaks the test set into "
-                "training; remove one of the lines")
+                "training; remove one of the lines",
+            )
         if first_label != label:
             raise AnnotationError(
-                listed_in, line,
+                listed_in,
+                line,
                 f"{path} is listed as class {self.class_names[label]!r} here "
-                f"and as {self.class_names[first_label]!r} in {first}")
-        self.ignored.append({"path": path, "reason": f"listed twice for "
-                             f"{subset}: in {first} and in {here}; taken once"})
+                f"and as {self.class_names[first_label]!r} in {first}",
+            )
+        self.ignored.append(
+            {
+                "path": path,
+                "reason": f"listed twice for {subset}: in {first} and in {here}; taken once",
+            }
+        )
         return True
 
     def dataset(self):
-        return VideoDataset(self.items, self.class_names, self.missing, self.source,
-                            ignored=self.ignored)
+        return VideoDataset(
+            self.items, self.class_names, self.missing, self.source, ignored=self.ignored
+        )

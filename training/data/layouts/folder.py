@@ -51,8 +51,11 @@ def load_folder(root, test_fraction=0.2, seed=0, exclude=()):
     Returns:
         a `VideoDataset` (with `ignored` and `redraw_split`).
     """
-    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
-            or not 0 <= test_fraction < 1):
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0 <= test_fraction < 1
+    ):
         raise ValueError(
             "Invalid value for argument `test_fraction`. Expected a float in "
             f"[0, 1). Received: test_fraction={test_fraction!r}"
@@ -69,28 +72,34 @@ def load_folder(root, test_fraction=0.2, seed=0, exclude=()):
             for label, name in enumerate(names):
                 for path in listing.videos(folder / name):
                     items.append(VideoItem(path, label, name, folder.name))
-        return VideoDataset(items, names, [], {**source, "split": "folders"},
-                            ignored=listing.ignored)
+        return VideoDataset(
+            items, names, [], {**source, "split": "folders"}, ignored=listing.ignored
+        )
     classes = listing.class_dirs(root)
     if not classes:
         raise FileNotFoundError(
             f"{root}: no class folders found; expected root/<class_name>/<video>."
         )
     names = [d.name for d in classes]
-    items = [VideoItem(path, label, folder.name, "train")
-             for label, folder in enumerate(classes)
-             for path in listing.videos(folder)]
+    items = [
+        VideoItem(path, label, folder.name, "train")
+        for label, folder in enumerate(classes)
+        for path in listing.videos(folder)
+    ]
     if not items:
         raise FileNotFoundError(
             f"{root}: the class folders hold no video files (extensions: "
             f"{' '.join(VIDEO_EXTENSIONS)})."
         )
-    split = functools.partial(split_items, root=str(root),
-                              test_fraction=test_fraction, seed=seed)
-    return VideoDataset(split(items), names, [],
-                        {**source, "split": "hash", "test_fraction": test_fraction,
-                         "seed": seed},
-                        ignored=listing.ignored, redraw_split=split)
+    split = functools.partial(split_items, root=str(root), test_fraction=test_fraction, seed=seed)
+    return VideoDataset(
+        split(items),
+        names,
+        [],
+        {**source, "split": "hash", "test_fraction": test_fraction, "seed": seed},
+        ignored=listing.ignored,
+        redraw_split=split,
+    )
 
 
 def split_rank(relative_path, seed=0):
@@ -111,22 +120,31 @@ def split_items(items, root, test_fraction, seed):
         n_test = int(count * test_fraction + 0.5)
         if test_fraction > 0 and count >= 2:
             n_test = min(max(n_test, 1), count - 1)
-        ranked = sorted(members, key=lambda item: split_rank(
-            os.path.relpath(item.path, root), seed))
+        ranked = sorted(
+            members, key=lambda item: split_rank(os.path.relpath(item.path, root), seed)
+        )
         test.update(item.path for item in ranked[:n_test])
-    return [VideoItem(item.path, item.label, item.class_name,
-                      "test" if item.path in test else "train") for item in items]
+    return [
+        VideoItem(item.path, item.label, item.class_name, "test" if item.path in test else "train")
+        for item in items
+    ]
 
 
 def _not_a_video(name):
     extension = os.path.splitext(name)[1].lower()
     if not extension:
         return "no file extension; not listed as a video"
-    kind = ("an audio file" if extension in AUDIO_EXTENSIONS else
-            "an image file" if extension in IMAGE_EXTENSIONS else
-            "not a video extension")
-    return (f"extension {extension} is {kind}; videos are listed by their "
-            "extension (rename the file if it is a video)")
+    kind = (
+        "an audio file"
+        if extension in AUDIO_EXTENSIONS
+        else "an image file"
+        if extension in IMAGE_EXTENSIONS
+        else "not a video extension"
+    )
+    return (
+        f"extension {extension} is {kind}; videos are listed by their "
+        "extension (rename the file if it is a video)"
+    )
 
 
 class _Listing:
@@ -150,16 +168,16 @@ class _Listing:
             if entry.is_dir():
                 if self._excluded(entry):
                     if record:
-                        self._skip(entry, "the output folder (--out) lies in the "
-                                          "dataset root; not listed")
+                        self._skip(
+                            entry, "the output folder (--out) lies in the dataset root; not listed"
+                        )
                 elif entry.name.startswith("."):
                     if record:
                         self._skip(entry, "hidden folder; not listed")
                 else:
                     found.append(entry)
             elif record:
-                self._skip(entry, "not inside a class folder (videos go in "
-                                  "root/<class_name>/)")
+                self._skip(entry, "not inside a class folder (videos go in root/<class_name>/)")
         return found
 
     def skip_root_entries(self, keep):
@@ -172,8 +190,11 @@ class _Listing:
         for directory, dirs, files in os.walk(folder, followlinks=True):
             real = os.path.realpath(directory)
             if real in self.visited:
-                self._skip(directory, f"a folder already listed (as {real}, e.g. "
-                                      "through a symbolic-link loop); listed once")
+                self._skip(
+                    directory,
+                    f"a folder already listed (as {real}, e.g. "
+                    "through a symbolic-link loop); listed once",
+                )
                 dirs[:] = []
                 continue
             self.visited.add(real)
@@ -181,8 +202,9 @@ class _Listing:
             for name in sorted(dirs):
                 path = os.path.join(directory, name)
                 if self._excluded(path):
-                    self._skip(path, "the output folder (--out) lies in the "
-                                     "dataset root; not listed")
+                    self._skip(
+                        path, "the output folder (--out) lies in the dataset root; not listed"
+                    )
                 elif name.startswith("."):
                     self._skip(path, "hidden folder; not listed")
                 else:
@@ -199,7 +221,9 @@ class _Listing:
         return found
 
 
-@register_layout("folder", "ROOT/<class>/<video>, split by --test-fraction "
-                 "(or ROOT/train/<class>, ROOT/test/<class>)")
+@register_layout(
+    "folder",
+    "ROOT/<class>/<video>, split by --test-fraction (or ROOT/train/<class>, ROOT/test/<class>)",
+)
 def _load(root, annotations, options):
     return load_folder(root, options.test_fraction, options.seed, options.exclude)

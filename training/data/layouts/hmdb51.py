@@ -11,7 +11,6 @@ from training.data.layouts.base import (
 )
 from training.data.layouts.registry import register_layout
 
-
 _HMDB_NAME = re.compile(r"^(?P<name>.+)_test_split(?P<split>[1-3])\.txt$")
 
 
@@ -37,14 +36,18 @@ def load_hmdb51(root, splits_dir, split=1, missing="error"):
         if match and int(match["split"]) == split:
             files[match["name"]] = path
     if not files:
-        raise FileNotFoundError(
-            f"{splits}: no '<class>_test_split{split}.txt' files found."
-        )
+        raise FileNotFoundError(f"{splits}: no '<class>_test_split{split}.txt' files found.")
     class_names = sorted(files)
-    collector = _Collector(class_names, missing, {
-        "layout": "hmdb51", "root": str(root), "split": split,
-        "annotations": [str(files[name]) for name in class_names],
-    })
+    collector = _Collector(
+        class_names,
+        missing,
+        {
+            "layout": "hmdb51",
+            "root": str(root),
+            "split": split,
+            "annotations": [str(files[name]) for name in class_names],
+        },
+    )
     subsets = {"1": "train", "2": "test"}
     for label, name in enumerate(class_names):
         split_file = files[name]
@@ -52,18 +55,21 @@ def load_hmdb51(root, splits_dir, split=1, missing="error"):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise AnnotationError(
-                    split_file, number,
+                    split_file,
+                    number,
                     "expected '<video file> <0|1|2>' (1 = train, 2 = test, "
-                    f"0 = unused); got {line!r}"
+                    f"0 = unused); got {line!r}",
                 )
             if parts[1] in subsets:
-                collector.add(root / name / parts[0], label, subsets[parts[1]],
-                              split_file, number)
+                collector.add(root / name / parts[0], label, subsets[parts[1]], split_file, number)
     return collector.dataset()
 
 
-@register_layout("hmdb51", "HMDB-51: <class>_test_split<N>.txt files (official "
-                 "splits 1-3)", annotations="one",
-                 annotations_help="the folder with the split files")
+@register_layout(
+    "hmdb51",
+    "HMDB-51: <class>_test_split<N>.txt files (official splits 1-3)",
+    annotations="one",
+    annotations_help="the folder with the split files",
+)
 def _load(root, annotations, options):
     return load_hmdb51(root, annotations[0], options.split, options.missing)

@@ -11,11 +11,17 @@ from training.data.layouts.base import (
 )
 from training.data.layouts.registry import register_layout
 
-
 KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
-_KINETICS_SUBSETS = {"train": "train", "training": "train", "val": "val",
-                     "valid": "val", "validate": "val", "validation": "val",
-                     "test": "test", "testing": "test"}
+_KINETICS_SUBSETS = {
+    "train": "train",
+    "training": "train",
+    "val": "val",
+    "valid": "val",
+    "validate": "val",
+    "validation": "val",
+    "test": "test",
+    "testing": "test",
+}
 
 
 def kinetics_file_name(youtube_id, time_start, time_end, extension=".mp4"):
@@ -29,8 +35,9 @@ def kinetics_file_name(youtube_id, time_start, time_end, extension=".mp4"):
 
 def _kinetics_candidates(root, label, split, name):
     labels = dict.fromkeys([label, label.replace(" ", "_")])
-    splits = dict.fromkeys([split, *(s for s, v in _KINETICS_SUBSETS.items()
-                                     if v == _KINETICS_SUBSETS.get(split))])
+    splits = dict.fromkeys(
+        [split, *(s for s, v in _KINETICS_SUBSETS.items() if v == _KINETICS_SUBSETS.get(split))]
+    )
     yield root / name
     for folder in labels:
         yield root / folder / name
@@ -49,8 +56,9 @@ def _parse_time(text, path, number, column):
         ) from None
     if value < 0 or value != int(value):
         raise AnnotationError(
-            path, number,
-            f"column {column!r} must be a whole, non-negative number of seconds; got {text!r}"
+            path,
+            number,
+            f"column {column!r} must be a whole, non-negative number of seconds; got {text!r}",
         )
     return int(value)
 
@@ -76,8 +84,10 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
     root = _require_dir(root, "Kinetics videos")
     paths = [csv_path] if isinstance(csv_path, (str, os.PathLike)) else list(csv_path)
     if not paths:
-        raise ValueError("Invalid value for argument `csv_path`. Expected a path "
-                         "or a non-empty list of paths. Received: []")
+        raise ValueError(
+            "Invalid value for argument `csv_path`. Expected a path "
+            "or a non-empty list of paths. Received: []"
+        )
     rows = []
     for path in paths:
         path = pathlib.Path(path)
@@ -87,15 +97,18 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
-                raise AnnotationError(path, 1, "empty CSV (expected a header "
-                                               f"{','.join(KINETICS_COLUMNS)})")
+                raise AnnotationError(
+                    path, 1, f"empty CSV (expected a header {','.join(KINETICS_COLUMNS)})"
+                )
             header = [h.strip() for h in header]
             absent = [c for c in KINETICS_COLUMNS if c not in header]
             if absent:
                 raise AnnotationError(
-                    path, 1, f"header lacks column(s) {', '.join(absent)}; "
-                             f"expected {','.join(KINETICS_COLUMNS)}; got "
-                             f"{','.join(header)}"
+                    path,
+                    1,
+                    f"header lacks column(s) {', '.join(absent)}; "
+                    f"expected {','.join(KINETICS_COLUMNS)}; got "
+                    f"{','.join(header)}",
                 )
             where = {c: header.index(c) for c in KINETICS_COLUMNS}
             for row in reader:
@@ -104,8 +117,10 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
                     continue
                 if len(row) != len(header):
                     raise AnnotationError(
-                        path, number, f"expected {len(header)} fields like the "
-                                      f"header; got {len(row)}: {','.join(row)!r}"
+                        path,
+                        number,
+                        f"expected {len(header)} fields like the "
+                        f"header; got {len(row)}: {','.join(row)!r}",
                     )
                 values = {c: row[i].strip() for c, i in where.items()}
                 if not values["label"] or not values["youtube_id"]:
@@ -113,8 +128,9 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
                 split = values["split"].lower()
                 if split not in _KINETICS_SUBSETS:
                     raise AnnotationError(
-                        path, number, f"unknown split {values['split']!r}; expected "
-                                      "train, val/validate or test"
+                        path,
+                        number,
+                        f"unknown split {values['split']!r}; expected train, val/validate or test",
                     )
                 start = _parse_time(values["time_start"], path, number, "time_start")
                 end = _parse_time(values["time_end"], path, number, "time_end")
@@ -122,20 +138,27 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
                     raise AnnotationError(
                         path, number, f"time_end ({end}) must be after time_start ({start})"
                     )
-                rows.append((path, number, values["label"], values["youtube_id"],
-                             start, end, split))
+                rows.append(
+                    (path, number, values["label"], values["youtube_id"], start, end, split)
+                )
     if class_names is None:
         class_names = sorted({row[2] for row in rows})
     lookup = {name: i for i, name in enumerate(class_names)}
-    collector = _Collector(class_names, missing, {
-        "layout": "kinetics", "root": str(root),
-        "annotations": [str(p) for p in paths],
-    })
+    collector = _Collector(
+        class_names,
+        missing,
+        {
+            "layout": "kinetics",
+            "root": str(root),
+            "annotations": [str(p) for p in paths],
+        },
+    )
     for path, number, label, youtube_id, start, end, split in rows:
         if label not in lookup:
             raise AnnotationError(
-                path, number, f"unknown class {label!r} (not in the "
-                              f"{len(class_names)} given class names)"
+                path,
+                number,
+                f"unknown class {label!r} (not in the {len(class_names)} given class names)",
             )
         name = kinetics_file_name(youtube_id, start, end)
         candidates = list(_kinetics_candidates(root, label, split, name))
@@ -144,8 +167,11 @@ def load_kinetics(root, csv_path, class_names=None, missing="error"):
     return collector.dataset()
 
 
-@register_layout("kinetics", "Kinetics: CSV(s) label,youtube_id,time_start,"
-                 "time_end,split", annotations="many",
-                 annotations_help="one or more CSV files")
+@register_layout(
+    "kinetics",
+    "Kinetics: CSV(s) label,youtube_id,time_start,time_end,split",
+    annotations="many",
+    annotations_help="one or more CSV files",
+)
 def _load(root, annotations, options):
     return load_kinetics(root, annotations, missing=options.missing)

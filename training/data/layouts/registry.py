@@ -67,14 +67,15 @@ _LAYOUTS = {}
 def register_layout(name, description, annotations="none", annotations_help=""):
     """Decorator registering `loader(root, annotations, options)` as `name`."""
     if annotations not in ANNOTATION_KINDS:
-        raise ValueError(f"Invalid value for argument `annotations`. Expected one "
-                         f"of {ANNOTATION_KINDS}. Received: {annotations!r}")
+        raise ValueError(
+            f"Invalid value for argument `annotations`. Expected one "
+            f"of {ANNOTATION_KINDS}. Received: {annotations!r}"
+        )
 
     def decorator(loader):
         if name in _LAYOUTS:
             raise ValueError(f"Dataset layout {name!r} is already registered.")
-        _LAYOUTS[name] = Layout(name, description, annotations, annotations_help,
-                                loader)
+        _LAYOUTS[name] = Layout(name, description, annotations, annotations_help, loader)
         return loader
 
     return decorator
@@ -88,8 +89,7 @@ def names():
 def get(name):
     """The `Layout` registered as `name` (a clear error if none)."""
     if name not in _LAYOUTS:
-        raise ValueError(f"Unknown dataset layout {name!r}. Expected one of: "
-                         f"{', '.join(names())}.")
+        raise ValueError(f"Unknown dataset layout {name!r}. Expected one of: {', '.join(names())}.")
     return _LAYOUTS[name]
 
 
@@ -107,12 +107,11 @@ def load_dataset(layout, root, annotations=(), **options):
     entry = get(layout)
     annotations = [str(a) for a in (annotations or ())]
     if entry.annotations == "none" and annotations:
-        raise ValueError(f"--layout {layout} takes no --annotations "
-                         f"({entry.description}).")
+        raise ValueError(f"--layout {layout} takes no --annotations ({entry.description}).")
     if entry.annotations == "one" and len(annotations) != 1:
-        raise ValueError(f"--layout {layout} needs --annotations with one path: "
-                         f"{entry.annotations_help}.")
+        raise ValueError(
+            f"--layout {layout} needs --annotations with one path: {entry.annotations_help}."
+        )
     if entry.annotations == "many" and not annotations:
-        raise ValueError(f"--layout {layout} needs --annotations: "
-                         f"{entry.annotations_help}.")
+        raise ValueError(f"--layout {layout} needs --annotations: {entry.annotations_help}.")
     return entry.loader(root, annotations, LayoutOptions(**options))

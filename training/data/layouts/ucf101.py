@@ -22,14 +22,16 @@ def _read_ucf_class_index(path):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit():
             raise AnnotationError(
-                path, number, f"expected '<index> <ClassName>' (e.g. "
-                              f"'1 ApplyEyeMakeup'); got {line!r}"
+                path,
+                number,
+                f"expected '<index> <ClassName>' (e.g. '1 ApplyEyeMakeup'); got {line!r}",
             )
         index, name = int(parts[0]), parts[1]
         if index != len(names) + 1:
             raise AnnotationError(
-                path, number, f"class indices must count up from 1; expected "
-                              f"{len(names) + 1}, got {index}"
+                path,
+                number,
+                f"class indices must count up from 1; expected {len(names) + 1}, got {index}",
             )
         if name in seen:
             raise AnnotationError(
@@ -64,51 +66,57 @@ def load_ucf101(root, annotations_dir, split=1, missing="error"):
     class_names = _read_ucf_class_index(class_file)
     lookup = _class_lookup(class_names)
     files = {s: annotations / f"{s}list{split:02d}.txt" for s in ("train", "test")}
-    collector = _Collector(class_names, missing, {
-        "layout": "ucf101", "root": str(root), "split": split,
-        "annotations": [str(class_file)] + [str(f) for f in files.values()],
-    })
+    collector = _Collector(
+        class_names,
+        missing,
+        {
+            "layout": "ucf101",
+            "root": str(root),
+            "split": split,
+            "annotations": [str(class_file)] + [str(f) for f in files.values()],
+        },
+    )
     for subset, list_file in files.items():
         for number, line in _read_lines(list_file):
             parts = line.split()
-            expected = ("'<ClassName>/<video> <index>'" if subset == "train"
-                        else "'<ClassName>/<video>'")
+            expected = (
+                "'<ClassName>/<video> <index>'" if subset == "train" else "'<ClassName>/<video>'"
+            )
             if len(parts) not in (1, 2) or (subset == "train" and len(parts) != 2):
-                raise AnnotationError(
-                    list_file, number, f"expected {expected}; got {line!r}"
-                )
+                raise AnnotationError(list_file, number, f"expected {expected}; got {line!r}")
             relative = parts[0].replace("\\", "/")
             if "/" not in relative:
                 raise AnnotationError(
-                    list_file, number,
-                    f"expected a path '<ClassName>/<video>'; got {relative!r}"
+                    list_file, number, f"expected a path '<ClassName>/<video>'; got {relative!r}"
                 )
             folder = relative.split("/")[0]
             label = lookup(folder)
             if label is None:
                 raise AnnotationError(
-                    list_file, number,
-                    f"unknown class {folder!r} (not in {class_file.name})"
+                    list_file, number, f"unknown class {folder!r} (not in {class_file.name})"
                 )
             if len(parts) == 2:
                 if not parts[1].isdigit():
                     raise AnnotationError(
-                        list_file, number,
-                        f"the class index must be an integer; got {parts[1]!r}"
+                        list_file, number, f"the class index must be an integer; got {parts[1]!r}"
                     )
                 index = int(parts[1])
                 if index - 1 != label:
                     raise AnnotationError(
-                        list_file, number,
+                        list_file,
+                        number,
                         f"class index {index} does not match folder "
-                        f"{folder!r} (index {label + 1} in {class_file.name})"
+                        f"{folder!r} (index {label + 1} in {class_file.name})",
                     )
             collector.add(root / relative, label, subset, list_file, number)
     return collector.dataset()
 
 
-@register_layout("ucf101", "UCF-101: classInd.txt + trainlist0N/testlist0N.txt "
-                 "(official splits 1-3)", annotations="one",
-                 annotations_help="the folder with classInd.txt and the lists")
+@register_layout(
+    "ucf101",
+    "UCF-101: classInd.txt + trainlist0N/testlist0N.txt (official splits 1-3)",
+    annotations="one",
+    annotations_help="the folder with classInd.txt and the lists",
+)
 def _load(root, annotations, options):
     return load_ucf101(root, annotations[0], options.split, options.missing)
