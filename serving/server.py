@@ -33,6 +33,8 @@ Usage:
         --enable_batching --batching_parameters_file=docker/batching_parameters.txt
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import logging
@@ -40,8 +42,9 @@ import os
 import signal
 import sys
 import threading
+import typing
 
-from clipspec import cli
+import cliutil
 from serving.defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONCURRENT_RPCS,
@@ -55,13 +58,13 @@ from serving.defaults import (
 from serving.errors import ServingError
 
 # The model manager, the handlers and the gRPC and REST front ends import
-# TensorFlow: loaded on first use, so that `--help` answers at once.
-batching = cli.lazy_import("serving.batching")
-grpc_front = cli.lazy_import("serving.grpc_front")
-handlers_module = cli.lazy_import("serving.handlers")
-limits = cli.lazy_import("serving.limits")
-metrics_module = cli.lazy_import("serving.metrics")
-models = cli.lazy_import("serving.models")
+# TensorFlow: imported inside the functions that use them (after
+# `cliutil.quiet_tensorflow()` in `main`), so that `--help` answers at once.
+if typing.TYPE_CHECKING:
+    from serving.batching import BatchingOptions
+    from serving.handlers import ReloadPolicy
+    from serving.models import ServingOptions
+    from serving.tls import SSLConfig
 
 _LOG = logging.getLogger("serving.server")
 
@@ -90,6 +93,20 @@ def parse_channel_arguments(text):
     return arguments
 
 
+# `ServerSettings`' defaults whose classes live in modules that import
+# TensorFlow.
+def _default_serving_options():
+    from serving.models import ServingOptions
+
+    return ServingOptions()
+
+
+def _default_reload_policy():
+    from serving.handlers import ReloadPolicy
+
+    return ReloadPolicy()
+
+
 @dataclasses.dataclass
 class ServerSettings:
     """Everything `serve` needs besides the model config (from the flags)."""
@@ -103,25 +120,21 @@ class ServerSettings:
     rest_cors: bool = False
     channel_arguments: tuple = ()
     grpc_threads: int = 16
-    batching: object = None
+    batching: BatchingOptions | None = None
     poll_wait_seconds: float = 1.0
     config_file: str = ""
     config_poll_wait_seconds: float = 0.0
     warmup: bool = True
     warmup_iterations: int = 1
-    options: object = dataclasses.field(  # a serving.models.ServingOptions
-        default_factory=lambda: models.ServingOptions()
-    )
+    options: ServingOptions = dataclasses.field(default_factory=_default_serving_options)
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
-    ssl_config: object = None  # serving.tls.SSLConfig, or None
-    reload_policy: object = dataclasses.field(  # a serving.handlers.ReloadPolicy
-        default_factory=lambda: handlers_module.ReloadPolicy()
-    )
+    ssl_config: SSLConfig | None = None
+    reload_policy: ReloadPolicy = dataclasses.field(default_factory=_default_reload_policy)
     health: bool = True
 
 
@@ -129,6 +142,10 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     """Loads the models of `config`, serves them (gRPC, and REST when
     `settings.rest_port`) until SIGTERM/SIGINT or `stop_event`, then drains
     in-flight requests and returns."""
+    from serving import grpc_front, limits, models
+    from serving import handlers as handlers_module
+    from serving import metrics as metrics_module
+
     settings = settings or ServerSettings()
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -292,6 +309,8 @@ def _poll_config_file(path, seconds, manager, stop_event):
     """TF Serving's PollFilesystemAndReloadConfig: re-read the model config
     file every `seconds` and apply it (a file that does not parse is
     logged and the running config kept)."""
+    from serving import models
+
     last = None
     while not stop_event.wait(seconds):
         try:
@@ -653,6 +672,8 @@ def _check_default_only(args):
 
 
 def _config_from_args(args):
+    from serving import models
+
     if args.model_config_file:
         return models.read_model_config_file(args.model_config_file)
     if not args.model_base_path:
@@ -666,6 +687,8 @@ def _config_from_args(args):
 def batching_from_args(args):
     """`BatchingOptions` of `--enable_batching [--batching_parameters_file]`
     (TF Serving's defaults without a file), or None."""
+    from serving import batching
+
     if not args.enable_batching:
         if args.batching_parameters_file:
             raise ValueError("--batching_parameters_file is set without --enable_batching.")
@@ -681,6 +704,10 @@ def batching_from_args(args):
 
 
 def settings_from_args(args):
+    from serving import handlers as handlers_module
+    from serving import metrics as metrics_module
+    from serving import models
+
     _check_default_only(args)
     if args.port == 0 and not args.grpc_socket_path:
         raise ValueError("At least one of --port or --grpc_socket_path must be set.")
@@ -774,6 +801,7 @@ def _set_parallelism(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    cliutil.quiet_tensorflow()
     if args.version:
         import tensorflow as tf
 

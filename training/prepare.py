@@ -32,13 +32,13 @@ import argparse
 import os
 import sys
 
-from clipspec import cli
+import cliutil
 
 
 def build_parser():
     from training.data import layouts
 
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.prepare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,7 +151,8 @@ def _list(title, entries, limit=None):
     shown = entries if limit is None else entries[:limit]
     for entry in shown:
         print(
-            f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}", file=sys.stderr
+            f"  {cliutil.printable(entry['path'])}: {cliutil.printable(entry['reason'])}",
+            file=sys.stderr,
         )
     if len(shown) < len(entries):
         print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)", file=sys.stderr)
@@ -199,16 +200,16 @@ def report(manifest, out):
         f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)", manifest["ignored"], limit=20
     )
     for line in manifest["warnings"]:
-        print(f"warning: {cli.printable(line)}", file=sys.stderr)
-    print(f"manifest: {cli.printable(os.path.join(out, 'manifest.json'))}")
+        print(f"warning: {cliutil.printable(line)}", file=sys.stderr)
+    print(f"manifest: {cliutil.printable(os.path.join(out, 'manifest.json'))}")
 
 
-@cli.entry_point(resume=True)
+@cliutil.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         dataset = load_dataset(args)
-        cli.quiet_tensorflow()
+        cliutil.quiet_tensorflow()
         from training.data.shard_writer import prepare_dataset
 
         manifest = prepare_dataset(
@@ -222,17 +223,17 @@ def main(argv=None):
             progress=not args.quiet,
         )
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     report(manifest, args.out)
     if not any(s["videos"] for s in manifest["subsets"].values()):
-        return cli.fail(
+        return cliutil.fail(
             f"no usable video: all {len(manifest['skipped'])} "
             "listed file(s) were skipped (reasons above and in "
             "manifest.json).",
             code=1,
         )
     if args.strict and manifest["skipped"]:
-        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
+        return cliutil.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
     return 0
 
 

@@ -58,7 +58,7 @@ import re
 import tempfile
 import time
 
-from clipspec import cli
+import cliutil
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
 from training.data import shard_format
 from training.data.manifest import MANIFEST_NAME
@@ -74,7 +74,7 @@ def _shard_name(subset, index, count):
 
 
 def _write_json(path, value):
-    cli.write_json(path, value)
+    cliutil.write_json(path, value)
 
 
 class _Runner:
@@ -110,7 +110,10 @@ class _Runner:
 
     def _executor(self, workers):
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=self.context, initializer=cli.watch_parent, initargs=(os.getpid(),)
+            workers,
+            mp_context=self.context,
+            initializer=cliutil.watch_parent,
+            initargs=(os.getpid(),),
         )
 
     def _submit(self, job):
@@ -276,11 +279,12 @@ def _check_out_dir(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise NotADirectoryError(
-            f"--out {cli.printable(out_dir)}: a file is in the way (expected a folder)."
+            f"--out {cliutil.printable(out_dir)}: a file is in the way (expected a folder)."
         ) from None
     except OSError as error:
         raise PermissionError(
-            f"--out {cli.printable(out_dir)}: cannot create the folder ({error.strerror or error})."
+            f"--out {cliutil.printable(out_dir)}: cannot create the folder "
+            f"({error.strerror or error})."
         ) from None
     try:
         handle, probe = tempfile.mkstemp(prefix=".prepare-write-check-", dir=out_dir)
@@ -288,7 +292,7 @@ def _check_out_dir(out_dir):
         os.remove(probe)
     except OSError as error:
         raise PermissionError(
-            f"--out {cli.printable(out_dir)}: cannot write there "
+            f"--out {cliutil.printable(out_dir)}: cannot write there "
             f"({error.strerror or error}); choose a writable folder."
         ) from None
 
@@ -302,7 +306,7 @@ def _check_foreign(out_dir, plan, owned):
         info = _read_json_object(manifest)
         if info is None or info.get("format") != MANIFEST_FORMAT:
             raise FileExistsError(
-                f"{cli.printable(manifest)} exists and was not written by "
+                f"{cliutil.printable(manifest)} exists and was not written by "
                 "prepare; prepare never overwrites other files: move it or "
                 "choose another --out."
             )
@@ -316,7 +320,7 @@ def _check_foreign(out_dir, plan, owned):
         ):
             if os.path.lexists(path):
                 raise FileExistsError(
-                    f"{cli.printable(path)} exists and was not written by prepare "
+                    f"{cliutil.printable(path)} exists and was not written by prepare "
                     "(no sidecar of prepare's, not in its manifest); prepare "
                     "never overwrites other files: move it or choose another "
                     "--out."
