@@ -8,7 +8,8 @@ imports nothing of ours, and nothing heavy).
   CUDA start-up noise of a machine without an NVIDIA driver.
 - `cliutil.workers`: `watch_parent`, the initializer of worker processes
   that end with their parent.
-- `cliutil.json_text`: JSON that stays valid UTF-8 with any file name.
+- `cliutil.json_text`: JSON that stays valid UTF-8 with any file name,
+  written atomically, read with a one-line error.
 - `cliutil.lazy`: package attributes imported on first use, so that
   `--help` and decoding workers never load TensorFlow.
 
@@ -37,7 +38,7 @@ from cliutil.errors import (
     plain_warnings,
     printable,
 )
-from cliutil.json_text import dumps_json, write_json
+from cliutil.json_text import dumps_json, read_json, write_json
 from cliutil.tf_startup import has_nvidia_driver, quiet_tensorflow
 from cliutil.workers import PARENT_CHECK_SECONDS, watch_parent
 
@@ -56,6 +57,7 @@ __all__ = [
     "plain_warnings",
     "printable",
     "quiet_tensorflow",
+    "read_json",
     "watch_parent",
     "write_json",
 ]

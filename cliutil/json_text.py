@@ -25,3 +25,16 @@ def write_json(path, value):
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(dumps_json(value) + "\n")
     os.replace(tmp, path)
+
+
+def read_json(path):
+    """The JSON value in `path`; a file that is not JSON raises `ValueError`
+    naming it, the line and what is wrong."""
+    path = os.fspath(path)
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: not valid JSON ({error.msg} at line {error.lineno})."
+            ) from None
