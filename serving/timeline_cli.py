@@ -279,8 +279,9 @@ def run(args):
                     from serving.live import live_timeline
 
                     status = live_timeline(args, predictor, source, stems[source], Outputs)
-                    if status:
+                    if status == cli.INTERRUPTED:
                         return status
+                    failures += status != 0
                 else:
                     file_timeline(args, predictor, source, stems[source])
             except KeyboardInterrupt:
