@@ -116,10 +116,8 @@ class FrameStream:
             kwargs["format"] = device
         try:
             return av.open(source, **kwargs)
-        except av.error.ExitError as error:  # the timeout's interrupt
-            raise VideoDecodeError(
-                self.source, f"no answer within {self.timeout:g} s ({_ffmpeg_message(error)})"
-            ) from None
+        except av.error.ExitError:  # the timeout's interrupt
+            raise VideoDecodeError(self.source, f"no answer within {self.timeout:g} s") from None
         except av.error.FFmpegError as error:
             raise VideoDecodeError(
                 self.source, f"cannot open as a video: {_ffmpeg_message(error)}"
@@ -150,11 +148,10 @@ class FrameStream:
                     packet = next(packets)
                 except StopIteration:
                     return
-                except av.error.ExitError as error:
+                except av.error.ExitError:
                     raise VideoDecodeError(
                         self.source,
-                        f"no data for {self.timeout:g} s after frame {self.frames} "
-                        f"({_ffmpeg_message(error)})",
+                        f"no data for {self.timeout:g} s after frame {self.frames}",
                     ) from None
                 except av.error.FFmpegError as error:
                     if self.frames == 0:

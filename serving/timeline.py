@@ -91,11 +91,15 @@ class WindowCutter:
         self.count, self.restarts = 0, 0
         self._next_start, self._covered = None, None
 
-    def add(self, frame):
+    def push(self, frame):
+        """Adds a frame without cutting a window (live streams)."""
         if self.frames and frame.image.shape != self.frames[-1].image.shape:
             self.frames.clear()
             self.restarts += 1
         self.frames.append(frame)
+
+    def add(self, frame):
+        self.push(frame)
         if len(self.frames) < self.span:
             return None
         if self._next_start is not None and self.frames[0].time < self._next_start - 1e-6:

@@ -181,6 +181,11 @@ class Outputs:
         self._stack.close()
         if self.explainer is not None:
             self.explainer.close()
+            files = [str(path) for path in self.explainer.files]
+            if self.args.json:
+                _print_json({"source": self.source, "kind": "explanation", "files": files})
+            else:
+                print("explanations: " + ", ".join(map(cli.printable, files)), flush=True)
         if self.plot is not None and self.plot.rows:
             self.plot.save(self.args.plot, title=title or cli.printable(self.source))
 
@@ -279,8 +284,9 @@ def run(args):
                     from serving.live import live_timeline
 
                     status = live_timeline(args, predictor, source, stems[source], Outputs)
-                    if status:
+                    if status == cli.INTERRUPTED:
                         return status
+                    failures += status != 0
                 else:
                     file_timeline(args, predictor, source, stems[source])
             except KeyboardInterrupt:

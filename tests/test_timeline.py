@@ -294,3 +294,46 @@ def test_client_memory_stays_bounded_on_a_long_video(tmp_path):
     assert [r["class"] for r in lines if r["kind"] == "segment"] == ["red", "blue"]
     assert model.calls == len([r for r in lines if r["kind"] == "window"]) >= 115
     assert max(peak) < 300 * 2**20, f"peak RSS {max(peak) / 2**20:.0f} MB"
+
+
+def test_explanations_over_time_write_maps_summaries_and_an_overlay_video(colour_video, tmp_path):
+    import av
+
+    path, _ = colour_video
+    out = tmp_path / "explain"
+    with grpc_stub() as (address, _):
+        run = run_client(
+            "--server", address, "--timeline", "--json", path, "--explain", out,
+            "--explain-every", "2",
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = records(run.stdout)
+    windows = [r for r in lines if r["kind"] == "window"]
+    [files] = [r["files"] for r in lines if r["kind"] == "explanation"]
+    explained = [json.loads(line) for line in (out / "colours_explain.jsonl").open()]
+    assert [e["index"] for e in explained] == list(range(0, len(windows), 2))
+    assert explained[0]["blocks"][-1] == {"block": "stage2", "guess": "red", "confidence": 0.5}
+    maps = np.load(out / explained[-1]["maps"])
+    assert maps["maps"].shape == (2, 4, 16, 16) and list(maps["block_names"]) == [
+        "stage1",
+        "stage2",
+    ]
+    with av.open(files[-1]) as video:
+        frames = sum(1 for _ in video.decode(video=0))
+    assert files[-1].endswith("colours_overlay.mp4") and frames >= len(explained)
+
+
+def test_overlay_falls_back_to_a_gif_without_an_mp4_encoder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from serving import timeline_explain
+
+    monkeypatch.setattr(timeline_explain, "_CODECS", ("no_such_encoder",))
+    video = timeline_explain.OverlayVideo(tmp_path / "clip", fps=5)
+    for value in (0, 128, 255):
+        video.add(Image.new("RGB", (33, 20), (value, 0, 0)))
+    video.close()
+    assert video.path == tmp_path / "clip_overlay.gif"
+    with Image.open(video.path) as gif:
+        assert gif.n_frames == 3
+    assert not (tmp_path / "clip_overlay.mp4").exists()

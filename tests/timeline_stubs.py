@@ -212,3 +212,44 @@ def write_colour_video(path, parts, fps=10, size=(48, 32), codec="libx264", cont
         for packet in stream.encode():
             output.mux(packet)
     return changes
+
+
+def free_port(kind="udp"):
+    """A free port on 127.0.0.1 (UDP or TCP)."""
+    import socket
+
+    with socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    ) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, sizes=None):
+    """Sends MPEG-TS to udp://127.0.0.1:`port` in real time: solid colours
+    `parts` `[(seconds, colour name)]`; `sizes` `{part index: (w, h)}`
+    changes the resolution from that part on (a new encoder, as a camera
+    that changes mode). Stops early when `stop` (an Event) is set."""
+    import av
+
+    start = time.monotonic()
+    count = 0
+    for part, (seconds, colour) in enumerate(parts):
+        width, height = (sizes or {}).get(part, size)
+        with av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts") as output:
+            stream = output.add_stream("libx264", rate=fps)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            stream.options = {"tune": "zerolatency", "g": str(fps // 5 or 1), "preset": "ultrafast"}
+            image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
+            for _ in range(int(round(seconds * fps))):
+                if stop is not None and stop.is_set():
+                    return
+                delay = start + count / fps - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                for packet in stream.encode(frame):
+                    output.mux(packet)
+                count += 1
+            for packet in stream.encode():
+                output.mux(packet)
