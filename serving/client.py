@@ -47,7 +47,7 @@ import numpy as np
 import cliutil
 from clipspec import signatures as names
 from clipspec.format import ClipFormat
-from serving import polling
+from serving import polling, timeline_cli
 
 # TensorFlow and TF Serving's protos (which import it) are imported inside
 # the functions that use them (after `cliutil.quiet_tensorflow()` in
@@ -671,7 +671,8 @@ def build_parser():
         default=None,
         help="Also request the 'explain' signature for each "
         "video's centre clip and save its per-block class-"
-        "evidence pictures (PNG grid, GIF, JSON) in DIR.",
+        "evidence pictures (PNG grid, GIF, JSON) in DIR (with "
+        "--timeline: per window, and an overlay video).",
     )
     parser.add_argument(
         "--json",
@@ -681,6 +682,7 @@ def build_parser():
         "is known; a failed input's object has 'path' and "
         "'error'.",
     )
+    timeline_cli.add_arguments(parser)
     return parser
 
 
@@ -725,6 +727,8 @@ def _print_text(path, result, explanation):
 @cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if timeline_cli.wanted(args):
+        return timeline_cli.run(args)
     from clipspec.explanation_files import output_names
 
     failures = 0
