@@ -23,7 +23,6 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-import sys
 import threading
 import time
 
@@ -32,7 +31,7 @@ import numpy as np
 from clipspec import cli
 from clipspec.decode import VideoDecodeError
 from clipspec.stream import DEFAULT_TIMEOUT, STDIN, FrameStream, is_live
-from serving.timeline import Labeller, Segmenter, WindowCutter, default_hop, request_window
+from serving.timeline import Labeller, WindowCutter, default_hop, request_window
 
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
@@ -243,61 +242,49 @@ class LiveTimeline:
         on_result(result)
 
 
-def live_timeline(args, predictor, source, stem, outputs_class):
-    """The `--live` command line for one source: prints answers, segments
-    and the summary; returns 0 (the stream ended), 1 (lost) or 130
-    (Ctrl-C)."""
-    from serving.timeline_cli import _explainer, _failure_line, _overrides, _print_json
+def send_realtime(url, frames, fps=25, stop=None, container="mpegts", codec="libx264"):
+    """Encodes `frames` (uint8 `[H, W, 3]` arrays) and sends them to `url`
+    (e.g. `udp://127.0.0.1:5000?pkt_size=1316`) at `fps` frames per second
+    of wall time: a loopback stream to try `--live` without a camera (and
+    the tests' and benchmark's stream). A frame of another size starts a
+    new stream, as a camera changing mode does. Stops early when `stop` (a
+    `threading.Event`) is set. Returns the frames sent."""
+    import av
 
-    printable = cli.printable(source)
-
-    def warn(message):
-        print(f"{printable}: warning: {cli.printable(message)}", file=sys.stderr, flush=True)
-
-    timeline = LiveTimeline(
-        predictor,
-        args.model,
-        source,
-        version=args.version,
-        hop=args.hop,
-        top_k=max(args.top_k, 1),
-        smooth=args.smooth,
-        in_flight=args.in_flight or DEFAULT_LIVE_IN_FLIGHT,
-        timeout=args.stream_timeout,
-        reconnects=args.reconnects,
-        on_warning=warn,
-        **_overrides(args),
-    )
-    segments = Segmenter()
-    state = {"outputs": None}
-
-    def on_result(result):
-        if state["outputs"] is None:
-            names = timeline.labeller.names(len(result.probabilities), result.model_version)
-            explainer = _explainer(args, predictor, source, stem, result.model_version)
-            state["outputs"] = outputs_class(args, source, names, explainer, live=True)
-        state["outputs"].window(result, result.window.clip)
-        result.window.clip = None
-        state["outputs"].segment(segments.add(result))
-
-    status = 0
+    output = stream = None
+    start, count = time.monotonic(), 0
     try:
-        timeline.run(on_result)
-    except StreamLost as error:
-        _failure_line(source, str(error), args.json)
-        status = 1
-    except KeyboardInterrupt:
-        status = cli.INTERRUPTED
+        for image in frames:
+            if stop is not None and stop.is_set():
+                break
+            height, width = image.shape[:2]
+            if stream is None or (stream.height, stream.width) != (height, width):
+                if output is not None:
+                    _flush(output, stream)
+                output = av.open(url, "w", format=container)
+                stream = output.add_stream(codec, rate=round(fps))
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream.options = {
+                    "tune": "zerolatency",
+                    "preset": "ultrafast",
+                    "g": str(fps // 5 or 1),
+                }
+            delay = start + count / fps - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+            count += 1
     finally:
-        if state["outputs"] is not None:
-            state["outputs"].segment(segments.finish())
-            state["outputs"].close()
-        summary = timeline.summary()
-        if summary.frames or status == cli.INTERRUPTED:  # nothing to sum up otherwise
-            print(f"{printable}: {summary.text()}", file=sys.stderr, flush=True)
-            if args.json:
-                _print_json({"source": source, "kind": "summary", **summary.record()})
-    return status
+        if output is not None:
+            _flush(output, stream)
+    return count
 
 
-__all__ = ["LiveSummary", "LiveTimeline", "StreamLost", "live_timeline"]
+def _flush(output, stream):
+    for packet in stream.encode():
+        output.mux(packet)
+    output.close()
+
+
+__all__ = ["LiveSummary", "LiveTimeline", "StreamLost", "send_realtime"]
