@@ -11,7 +11,8 @@ window's newest frame decoded to the answer.
 A stream that stops sending (nothing for `timeout` seconds), ends or
 fails is opened again after 0.5 s, then 1, 2, 4, 8 s (`reconnects`
 times; a frame received resets the count). Then it is given up: one
-`error:` line. Standard input and regular files end normally. Frame size
+`error:` line. Standard input and regular files end normally; a regular
+file is played at its own frame rate (as a camera would send it). Frame size
 and frame rate may change mid-stream (the windows start afresh at a new
 size). Window times are seconds since the first frame, across reconnects.
 
@@ -58,7 +59,9 @@ class FrameReader(threading.Thread):
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.error, self.frames, self.reconnected = None, 0, 0
         self.started = None  # monotonic time of the first frame
-        self.ends_normally = os.fspath(source) == STDIN or not is_live(source)
+        # a file given as live is played at its own pace, as a camera sends
+        self.pace = not is_live(source)
+        self.ends_normally = os.fspath(source) == STDIN or self.pace
 
     def run(self):
         failures, last = 0, None
@@ -79,6 +82,10 @@ class FrameReader(threading.Thread):
                         offset = (now if last is None else max(now, last + 1e-3)) - frame.time
                     frame.time += offset
                     last = frame.time
+                    if self.pace and self.stop.wait(max(0, self.started + last - time.monotonic())):
+                        return
+                    if self.pace:
+                        frame.captured = time.monotonic()
                     frame.index = self.frames
                     self.frames += 1
                     failures = 0

@@ -160,3 +160,16 @@ def test_standard_input_is_live_and_ends_normally(tmp_path):
         )
     assert run.returncode == 0, run.stderr
     assert records(run.stdout, "summary")[0]["frames"] == 50
+
+
+def test_a_file_given_as_live_plays_at_its_own_pace(tmp_path):
+    path = tmp_path / "colours.mp4"
+    write_colour_video(path, [(1, "red"), (1, "green")], fps=25)
+    began = time.monotonic()
+    with grpc_stub() as (address, _):
+        client = start_client(address, path)
+        stdout, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr
+    assert time.monotonic() - began >= 2.0  # two seconds of video, in real time
+    assert [s["class"] for s in records(stdout, "segment")] == ["red", "green"]
+    assert records(stdout, "summary")[0]["frames"] == 50
