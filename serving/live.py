@@ -58,6 +58,7 @@ class FrameReader(threading.Thread):
         self.on_warning = on_warning
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.error, self.frames, self.reconnected = None, 0, 0
+        self.fps = 0.0  # the stream's frame rate, once opened
         self.started = None  # monotonic time of the first frame
         # a file given as live is played at its own pace, as a camera sends
         self.pace = not is_live(source)
@@ -68,9 +69,11 @@ class FrameReader(threading.Thread):
         while not self.stop.is_set():
             offset = None
             try:
-                for frame in FrameStream(self.source, self.short_side, self.timeout):
+                stream = FrameStream(self.source, self.short_side, self.timeout)
+                for frame in stream:
                     if self.stop.is_set():
                         return
+                    self.fps = stream.fps
                     if self.started is None:
                         self.started = frame.captured
                     shown = None if offset is None else frame.time + offset
@@ -166,11 +169,11 @@ class LiveTimeline:
         self.version, self.in_flight = version, in_flight
         self.labeller = Labeller(predictor, model, top_k, smooth)
         self.clip_format = predictor.clip_format(model, version).replace(**overrides)
-        self.hop = hop or default_hop(self.clip_format, None)
+        self.chosen_hop = hop
         self.cutter = WindowCutter(
             self.clip_format.clip_length,
             self.clip_format.stride,
-            self.hop,
+            hop or default_hop(self.clip_format, None),
             self.clip_format.short_video,
         )
         self.reader = FrameReader(
@@ -182,6 +185,12 @@ class LiveTimeline:
             on_warning or (lambda message: None),
         )
         self.latencies, self.dropped = [], 0
+
+    @property
+    def hop(self):
+        """Seconds between windows: as given, else half a window at the
+        stream's frame rate (25 fps until it is known)."""
+        return self.chosen_hop or default_hop(self.clip_format, self.reader.fps)
 
     def summary(self):
         latencies = np.array(self.latencies or [0.0])
