@@ -226,9 +226,21 @@ def report(manifest, out):
     print(f"manifest: {cli.printable(join(out, 'manifest.json'))}")
 
 
+def _beam_options_attached(argv):
+    """`--beam-options VALUE` as `--beam-options=VALUE`: argparse would take
+    a lone value that starts with `--` (`"--runner=DirectRunner"`) for an
+    option of its own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(argv[:-1]):
+        if word == "--beam-options":
+            argv[i : i + 2] = [f"--beam-options={argv[i + 1]}"]
+            break
+    return argv
+
+
 @cli.entry_point(resume=True)
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_beam_options_attached(argv))
     if args.runner == "beam" and not beam_runner.available():
         return cli.fail(beam_runner.MISSING + ".")
     try:

@@ -150,7 +150,7 @@ class ShardWriter:
             self._writer.write(jpeg)
             offsets.append(offsets[-1] + len(jpeg) + RECORD_FRAMING)
         self._end = offsets[-1]
-        self._offsets.append(np.asarray(offsets, "<i8").tobytes())
+        self._offsets.append(offsets)
         for name, value in (
             ("video_id", video_id),
             ("label", label),
@@ -172,24 +172,15 @@ class ShardWriter:
                 f"{self._frames_tmp}: {size} bytes after writing, but its "
                 f"records add up to {self._end}; nothing was kept."
             )
-        index_tmp = self._index_tmp
-        header = self._index_example(size)
-        with tf.io.TFRecordWriter(index_tmp) as writer:
-            writer.write(header)
-            for record in self._offsets:
-                writer.write(record)
-        index_size = tf.io.gfile.stat(index_tmp).length
-        expected = (
-            len(header) + RECORD_FRAMING + sum(len(r) + RECORD_FRAMING for r in self._offsets)
-        )
-        if index_size != expected:
-            self.abort()
-            raise OSError(
-                f"{index_tmp}: {index_size} bytes after writing, but its "
-                f"records add up to {expected}; nothing was kept."
+        try:
+            index_size = write_index(
+                self._index_tmp, _name(self.prefix), self._columns, self._offsets, size
             )
+        except OSError:
+            self.abort()
+            raise
         tf.io.gfile.rename(self._frames_tmp, frames_path(self.prefix), overwrite=True)
-        tf.io.gfile.rename(index_tmp, index_path(self.prefix), overwrite=True)
+        tf.io.gfile.rename(self._index_tmp, index_path(self.prefix), overwrite=True)
         return {"frames_bytes": size, "index_bytes": index_size}
 
     def abort(self):
@@ -208,23 +199,43 @@ class ShardWriter:
         else:
             self.abort()
 
-    def _index_example(self, frames_bytes):
-        def ints(values):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
-        feature = {name: ints(self._columns[name]) for name in VIDEO_COLUMNS}
-        feature["fps"] = tf.train.Feature(
-            float_list=tf.train.FloatList(value=[float(v) for v in self._columns["fps"]])
+def write_index(path, shard, columns, offsets, frames_bytes):
+    """Writes a shard's index file `path`: the header (the per-video
+    `columns`: `VIDEO_COLUMNS`, `fps`, `path` as bytes; the `shard` name and
+    `frames_bytes`), then each video's `offsets` (a sequence of ints) as
+    one record. Returns the file's size, checked against its records.
+
+    Raises:
+        OSError: the written file does not have the size its records add up to.
+    """
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+    feature = {name: ints(columns[name]) for name in VIDEO_COLUMNS}
+    feature["fps"] = tf.train.Feature(
+        float_list=tf.train.FloatList(value=[float(v) for v in columns["fps"]])
+    )
+    feature["path"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=columns["path"]))
+    feature["layout_version"] = ints([LAYOUT_VERSION])
+    feature["frames_bytes"] = ints([frames_bytes])
+    feature["shard"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[shard.encode()]))
+    header = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    expected = len(header) + RECORD_FRAMING
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(header)
+        for video in offsets:
+            record = np.asarray(video, "<i8").tobytes()
+            writer.write(record)
+            expected += len(record) + RECORD_FRAMING
+    size = tf.io.gfile.stat(path).length
+    if size != expected:
+        raise OSError(
+            f"{path}: {size} bytes after writing, but its records add up to "
+            f"{expected}; nothing was kept."
         )
-        feature["path"] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=self._columns["path"])
-        )
-        feature["layout_version"] = ints([LAYOUT_VERSION])
-        feature["frames_bytes"] = ints([frames_bytes])
-        feature["shard"] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[_name(self.prefix).encode("utf-8")])
-        )
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return size
 
 
 def check_written(prefix, info):
@@ -241,6 +252,10 @@ def check_written(prefix, info):
 # ----------------------------------------------------------------------
 # Reading the index headers (when a pipeline is built)
 # ----------------------------------------------------------------------
+class _ParseError(ValueError):
+    """An index header that is not one."""
+
+
 def _parse_header(serialized, paths=True):
     """The first index record's features as arrays (the protobuf parser; a
     `tf.data` map would be traced again for every file). Without `paths`,
@@ -249,7 +264,7 @@ def _parse_header(serialized, paths=True):
     out = {}
     for name, kind in INDEX_FEATURES.items():
         if name not in feature:
-            raise ValueError(f"no feature {name!r}")
+            raise _ParseError(f"no feature {name!r}")
         if not paths and name in ("path", "fps"):
             continue
         values = getattr(feature[name], f"{kind}_list").value
@@ -260,7 +275,7 @@ def _parse_header(serialized, paths=True):
         )
     for name in ("layout_version", "shard", "frames_bytes"):
         if len(out[name]) != 1:
-            raise ValueError(f"{name} must hold one value")
+            raise _ParseError(f"{name} must hold one value")
         out[name] = out[name][0]
     if paths:
         out["path"] = np.asarray(out["path"], dtype=object)
@@ -274,7 +289,7 @@ def _example(serialized):
     try:
         return tf.train.Example.FromString(serialized)
     except DecodeError as error:
-        raise ValueError(f"not a tf.train.Example ({error})") from error
+        raise _ParseError(f"not a tf.train.Example ({error})") from error
 
 
 def _sizes(prefix):
@@ -375,13 +390,26 @@ def load_table(prefixes):
         shard's index file).
     """
     prefixes = [os.fspath(p) for p in prefixes]
-    indexes = _read_indexes(prefixes)
+    try:
+        return _table(_headers(prefixes))
+    except _ReadOneByOne:
+        return _table(read_index(p, paths=False) for p in prefixes)
+
+
+class _ReadOneByOne(Exception):
+    """The quick read of all headers met a problem: read shard by shard,
+    for an exact error."""
+
+
+def _table(headers):
+    """The table of `load_table` from the checked headers, shard by shard
+    (each header dropped once its columns are copied)."""
     table = {name: [] for name in ("shard",) + VIDEO_COLUMNS + ("offsets_at",)}
-    for number, index in enumerate(indexes):
-        table["shard"].append(np.full(len(index["video_id"]), number, np.int32))
+    for number, header in enumerate(headers):
+        table["shard"].append(np.full(len(header["video_id"]), number, np.int32))
         for name in VIDEO_COLUMNS:
-            table[name].append(index[name].astype(np.int32))
-        table["offsets_at"].append(index["offsets_at"])
+            table[name].append(header[name].astype(np.int32))
+        table["offsets_at"].append(header["offsets_at"])
     return {
         name: (
             np.concatenate(values)
@@ -392,32 +420,40 @@ def load_table(prefixes):
     }
 
 
-def _read_indexes(prefixes):
-    """All index headers through one interleaved `TFRecordDataset` (each
-    header names its shard, which catches a misplaced record) and the
-    files' sizes in parallel; on any problem, shard by shard for an exact
-    error."""
+def _headers(prefixes):
+    """The checked headers of `prefixes`, in order: all read through one
+    interleaved `TFRecordDataset` (each header names its shard, which
+    catches a misplaced record), the files' sizes in parallel threads.
+
+    Raises:
+        _ReadOneByOne: a file is missing or unreadable, or a header is not
+            its shard's.
+    """
     if not prefixes:
-        return []
+        return
     try:
         with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
             sizes = list(pool.map(_sizes, prefixes))
-        headers = tf.data.Dataset.from_tensor_slices([index_path(p) for p in prefixes]).interleave(
-            lambda path: tf.data.TFRecordDataset(path, buffer_size=HEADER_READ_BYTES).take(1),
-            cycle_length=STAT_THREADS,
-            num_parallel_calls=STAT_THREADS,
-            deterministic=True,
-        )
-        records = [_parse_header(r, paths=False) for r in headers.as_numpy_iterator()]
-    except (tf.errors.OpError, ValueError, FileNotFoundError):
-        records = None
-    if (
-        records is None
-        or len(records) != len(prefixes)
-        or any(r["shard"].decode("utf-8", "replace") != _name(p) for r, p in zip(records, prefixes))
-    ):
-        return [read_index(p, paths=False) for p in prefixes]
-    return [_checked(p, r, s) for p, r, s in zip(prefixes, records, sizes)]
+    except FileNotFoundError:
+        raise _ReadOneByOne() from None
+    records = tf.data.Dataset.from_tensor_slices([index_path(p) for p in prefixes]).interleave(
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=HEADER_READ_BYTES).take(1),
+        cycle_length=STAT_THREADS,
+        num_parallel_calls=STAT_THREADS,
+        deterministic=True,
+    )
+    count = 0
+    try:
+        for prefix, size, record in zip(prefixes, sizes, records.as_numpy_iterator()):
+            header = _parse_header(record, paths=False)
+            if header["shard"].decode("utf-8", "replace") != _name(prefix):
+                raise _ReadOneByOne()
+            count += 1
+            yield _checked(prefix, header, size)
+    except (tf.errors.OpError, _ParseError):
+        raise _ReadOneByOne() from None
+    if count != len(prefixes):  # an empty index
+        raise _ReadOneByOne()
 
 
 # ----------------------------------------------------------------------
