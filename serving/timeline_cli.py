@@ -27,7 +27,13 @@ import sys
 
 from clipspec import cli
 from clipspec.stream import DEFAULT_TIMEOUT, is_live
-from serving.timeline import DEFAULT_IN_FLIGHT
+from serving.timeline import (
+    DEFAULT_IN_FLIGHT,
+    FileTimeline,
+    Segmenter,
+    segment_record,
+    window_record,
+)
 
 DEFAULT_RECONNECTS = 5
 
@@ -145,8 +151,6 @@ class Outputs:
             self.plot = TimelinePlot(class_names)
 
     def window(self, result, clip=None):
-        from serving.timeline import window_record
-
         if self.plot is not None:
             self.plot.add(result)
         if self.explainer is not None and clip is not None:
@@ -160,8 +164,6 @@ class Outputs:
         print(f"{window.start:9.2f} - {window.end:9.2f} s  {top}{latency}", flush=True)
 
     def segment(self, segment):
-        from serving.timeline import segment_record
-
         if segment is None:
             return
         if self.vtt is not None:
@@ -219,8 +221,6 @@ def _explainer(args, predictor, source, stem, version):
 
 def file_timeline(args, predictor, source, stem):
     """Labels one finite source; raises on failure."""
-    from serving.timeline import FileTimeline, Segmenter
-
     timeline = FileTimeline(
         predictor,
         args.model,
@@ -253,6 +253,63 @@ def file_timeline(args, predictor, source, stem):
             outputs.close()
 
 
+def live_timeline(args, predictor, source, stem):
+    """The `--live` command line for one source: prints answers, segments
+    and the summary; returns 0 (the stream ended), 1 (lost) or 130
+    (Ctrl-C)."""
+    from serving.live import DEFAULT_LIVE_IN_FLIGHT, LiveTimeline, StreamLost
+
+    printable = cli.printable(source)
+
+    def warn(message):
+        print(f"{printable}: warning: {cli.printable(message)}", file=sys.stderr, flush=True)
+
+    timeline = LiveTimeline(
+        predictor,
+        args.model,
+        source,
+        version=args.version,
+        hop=args.hop,
+        top_k=max(args.top_k, 1),
+        smooth=args.smooth,
+        in_flight=args.in_flight or DEFAULT_LIVE_IN_FLIGHT,
+        timeout=args.stream_timeout,
+        reconnects=args.reconnects,
+        on_warning=warn,
+        **_overrides(args),
+    )
+    segments = Segmenter()
+    state = {"outputs": None}
+
+    def on_result(result):
+        if state["outputs"] is None:
+            names = timeline.labeller.names(len(result.probabilities), result.model_version)
+            explainer = _explainer(args, predictor, source, stem, result.model_version)
+            state["outputs"] = Outputs(args, source, names, explainer, live=True)
+        state["outputs"].window(result, result.window.clip)
+        result.window.clip = None
+        state["outputs"].segment(segments.add(result))
+
+    status = 0
+    try:
+        timeline.run(on_result)
+    except StreamLost as error:
+        _failure_line(source, str(error), args.json)
+        status = 1
+    except KeyboardInterrupt:
+        status = cli.INTERRUPTED
+    finally:
+        if state["outputs"] is not None:
+            state["outputs"].segment(segments.finish())
+            state["outputs"].close()
+        summary = timeline.summary()
+        if summary.frames or status == cli.INTERRUPTED:  # nothing to sum up otherwise
+            print(f"{printable}: {summary.text()}", file=sys.stderr, flush=True)
+            if args.json:
+                _print_json({"source": source, "kind": "summary", **summary.record()})
+    return status
+
+
 def run(args):
     """Runs the timeline command line; returns the exit status."""
     from clipspec.explanation_files import output_names
@@ -281,9 +338,7 @@ def run(args):
             live = args.live or is_live(source)
             try:
                 if live:
-                    from serving.live import live_timeline
-
-                    status = live_timeline(args, predictor, source, stems[source], Outputs)
+                    status = live_timeline(args, predictor, source, stems[source])
                     if status == cli.INTERRUPTED:
                         return status
                     failures += status != 0

@@ -337,3 +337,11 @@ def test_overlay_falls_back_to_a_gif_without_an_mp4_encoder(tmp_path, monkeypatc
     with Image.open(video.path) as gif:
         assert gif.n_frames == 3
     assert not (tmp_path / "clip_overlay.mp4").exists()
+
+
+def test_the_timeline_client_does_not_import_tensorflow():
+    """TensorFlow alone is ~650 MB: the timeline's clients stay without it."""
+    modules = "serving.client, serving.timeline_cli, serving.live, serving.timeline_explain"
+    code = f"import sys, {modules}; print('tensorflow' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "False", run.stderr

@@ -228,28 +228,15 @@ def free_port(kind="udp"):
 def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, sizes=None):
     """Sends MPEG-TS to udp://127.0.0.1:`port` in real time: solid colours
     `parts` `[(seconds, colour name)]`; `sizes` `{part index: (w, h)}`
-    changes the resolution from that part on (a new encoder, as a camera
-    that changes mode). Stops early when `stop` (an Event) is set."""
-    import av
+    changes the resolution from that part on. Stops early when `stop` (an
+    Event) is set."""
+    from serving.live import send_realtime
 
-    start = time.monotonic()
-    count = 0
-    for part, (seconds, colour) in enumerate(parts):
-        width, height = (sizes or {}).get(part, size)
-        with av.open(f"udp://127.0.0.1:{port}?pkt_size=1316", "w", format="mpegts") as output:
-            stream = output.add_stream("libx264", rate=fps)
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            stream.options = {"tune": "zerolatency", "g": str(fps // 5 or 1), "preset": "ultrafast"}
+    def frames():
+        for part, (seconds, colour) in enumerate(parts):
+            width, height = (sizes or {}).get(part, size)
             image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
             for _ in range(int(round(seconds * fps))):
-                if stop is not None and stop.is_set():
-                    return
-                delay = start + count / fps - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                for packet in stream.encode(frame):
-                    output.mux(packet)
-                count += 1
-            for packet in stream.encode():
-                output.mux(packet)
+                yield image
+
+    return send_realtime(f"udp://127.0.0.1:{port}?pkt_size=1316", frames(), fps, stop)
