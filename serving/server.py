@@ -49,6 +49,7 @@ from serving.flags import ServerSettings, build_parser, config_from_args, settin
 
 _LOG = logging.getLogger("serving.server")
 
+
 def version_lines():
     """What `--version` prints: this server's and the TF Serving API's
     versions (from the installed packages), then TensorFlow's (as

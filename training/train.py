@@ -39,7 +39,8 @@ from training.config import (
 # that `--help` answers at once.
 
 # Fields that may differ when an interrupted run is resumed (`xla` changes
-# how the steps run, not what they compute; its default changed in issue 17).
+# how the steps run, not what they compute, so a run started under another
+# XLA choice, e.g. an older default, resumes).
 RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir", "xla")
 
 
