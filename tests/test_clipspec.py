@@ -6,7 +6,8 @@ import keras
 import pytest
 
 from clipspec.format import DEFAULT_MEAN, ClipFormat, default_short_side
-from clipspec.rundir import RunDir, RunDirError, partial_path, write_json
+from clipspec.rundir import RunDir, RunDirError
+from cliutil import partial_path, write_json
 
 
 # --------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 filesystem TensorFlow has (`gs://…`, `ram://…`).
 
 Every file `prepare` writes appears whole or not at all: it is written
-under a temporary name (`<name>.partial-<random>`, unique per attempt, so
-two attempts at one shard never write the same file) and renamed into
-place. On a local disk the rename is atomic; on an object store (`gs://`)
+under a temporary name (`cliutil.partial_path`: `.partial-<random>-<name>`,
+unique per attempt, so two attempts at one shard never write the same file)
+and renamed into place. On a local disk the rename is atomic; on an object store (`gs://`)
 it is a copy, and an object becomes visible only once fully written.
 
 Example:
@@ -16,21 +16,11 @@ Example:
 
 import json
 import os
-import uuid
 
 import tensorflow as tf
 
 import cliutil
 from training.data.manifest import join
-
-# The temporary names of files being written (a prefix of the suffix:
-# `.partial-` and random hex digits).
-PARTIAL = ".partial-"
-
-
-def partial_name(path):
-    """A fresh temporary name beside `path`."""
-    return f"{os.fspath(path)}{PARTIAL}{uuid.uuid4().hex[:12]}"
 
 
 def _why(error):
@@ -66,7 +56,7 @@ def ensure_writable(folder):
         raise NotADirectoryError(
             f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
         )
-    probe = partial_name(join(folder, ".prepare-write-check"))
+    probe = cliutil.partial_path(join(folder, "prepare-write-check"))
     try:
         with tf.io.gfile.GFile(probe, "w") as handle:
             handle.write("")
@@ -97,18 +87,24 @@ def remove(path):
     tf.io.gfile.remove(os.fspath(path))
 
 
+def rename(partial, path):
+    """`partial` renamed to `path` (replacing it) on any filesystem."""
+    tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+def remove_if_there(path):
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
 def write_text(path, text):
-    """Writes `text` to `path` whole: a temporary name, then a rename."""
-    path = os.fspath(path)
-    partial = partial_name(path)
-    try:
-        with tf.io.gfile.GFile(partial, "w") as handle:
-            handle.write(text)
-        tf.io.gfile.rename(partial, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(partial):
-            tf.io.gfile.remove(partial)
-        raise
+    """Writes `text` to `path` whole (`cliutil.atomic_path` on
+    `tf.io.gfile`)."""
+    with (
+        cliutil.atomic_path(os.fspath(path), rename=rename, remove=remove_if_there) as partial,
+        tf.io.gfile.GFile(partial, "w") as handle,
+    ):
+        handle.write(text)
 
 
 def write_json(path, value):

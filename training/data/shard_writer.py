@@ -251,11 +251,11 @@ def finished(out_dir, shard):
 
 
 # A shard's files (`<shard>.frames.tfrecord`, `<shard>.index.tfrecord`,
-# `<shard>.json`), with their temporary names.
+# `<shard>.json`), with their temporary names (`cliutil.partial_path`).
 _SHARD_FILE = re.compile(
-    r"^(?P<shard>.+-\d{5}-of-\d{5})"
-    r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)"
-    rf"(?P<partial>{re.escape(output_folder.PARTIAL)}[0-9a-f]+)?$"
+    rf"^(?P<partial>{re.escape(cliutil.PARTIAL_PREFIX)}[0-9a-f]+-)?"
+    r"(?P<shard>.+-\d{5}-of-\d{5})"
+    r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)$"
 )
 
 
