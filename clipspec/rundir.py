@@ -210,6 +210,27 @@ class RunDir:
         cliutil.write_json(self.file(SUMMARY), values)
 
 
+def clip_format_of_model(model, run=None):
+    """The `ClipFormat` to use `model` with: the one place that decides it
+    when the model does not carry one.
+
+    In a run directory (`run` with a `config.json`): the run's
+    (`RunDir.clip_format_for`, checked against the model). Outside one: the
+    model's clip shape `T x S x S` with `ClipFormat`'s defaults and no class
+    names (the caller decides what to do without names: `training.export`
+    asks for them, `training.explain` numbers the classes).
+    """
+    if run is not None and run.has_config:
+        return run.clip_format_for(model)
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 4 or None in shape[:3] or shape[1] != shape[2]:
+        raise ValueError(
+            f"Model '{model.name}' takes clips of shape {shape}; expected a fixed "
+            "T x S x S x C clip (square crops)."
+        )
+    return ClipFormat(clip_length=int(shape[0]), crop_size=int(shape[1]))
+
+
 def load_model(path):
     """Loads a `.keras` model file for inference (no optimizer state), with
     an error that names the file."""

@@ -53,12 +53,6 @@ class Predictor(abc.ABC):
             inputs = {names.CLIPS_INPUT: inputs}
         return self.predict_with_version(model, inputs, signature, version, output_filter)[0]
 
-    def _legacy_clip_format(self, model, version):
-        raise ValueError(
-            f"Model {model!r} has no '{names.CLIP_FORMAT}' signature; a timeline "
-            "needs it (export the model again with `python -m training.export`)."
-        )
-
     clip_format = grpc_client.ServingClient.clip_format
     class_names = grpc_client.ServingClient.class_names
 

@@ -197,7 +197,6 @@ class RestClient:
     from serving.client import ServingClient as _grpc
 
     clip_format = _grpc.clip_format
-    _legacy_clip_format = _grpc._legacy_clip_format
     class_names = _grpc.class_names
     del _grpc
 

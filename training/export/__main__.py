@@ -46,9 +46,9 @@ def build_parser():
     parser.add_argument(
         "--class-names",
         default=None,
-        metavar="FILE",
-        help="Class names file, one per line in class-index "
-        "order (or a JSON list); overrides the run's.",
+        metavar="FILE|A,B,...",
+        help="Class names in class-index order: a file (one per line, or a "
+        "JSON list) or names separated by commas; overrides the run's.",
     )
     parser.add_argument(
         "--export-base",
