@@ -61,11 +61,10 @@ import tensorflow as tf
 
 from clipspec import views as clip_views
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
+from training.config import AUGMENT_ON, AUGMENTATIONS
 from training.data import shard_format, transforms
 from training.data.manifest import load_manifest, shard_paths
 
-AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
-AUGMENT_ON = ("host", "device")
 DEFAULT_TEST_CLIPS = 10
 DEFAULT_SHUFFLE_BUFFER = 128
 

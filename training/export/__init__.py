@@ -28,6 +28,7 @@ True
 
 import typing
 
+from clipspec.signatures import DEFAULT_TOP_K
 from cliutil.lazy import lazy_exports
 
 # Imported on first use, so that `python -m training.export --help` answers
@@ -35,7 +36,7 @@ from cliutil.lazy import lazy_exports
 if typing.TYPE_CHECKING:
     from training.export.__main__ import main
     from training.export.from_run import export_run, load_for_export
-    from training.export.saved_model import DEFAULT_TOP_K, export_model
+    from training.export.saved_model import export_model
     from training.export.signatures import (
         SIGNATURE_BUILDERS,
         ExportContext,
@@ -50,7 +51,6 @@ if typing.TYPE_CHECKING:
 _LAZY = {
     "export_run": "training.export.from_run",
     "load_for_export": "training.export.from_run",
-    "DEFAULT_TOP_K": "training.export.saved_model",
     "export_model": "training.export.saved_model",
     "SIGNATURE_BUILDERS": "training.export.signatures",
     "ExportContext": "training.export.signatures",

@@ -3,8 +3,7 @@
 import sys
 
 import cliutil
-
-DEFAULT_TOP_K = 5
+from clipspec.signatures import DEFAULT_TOP_K
 
 
 def build_parser():
