@@ -13,6 +13,9 @@ imports nothing of ours, and nothing heavy).
   know.
 - `cliutil.json_text`: JSON that stays valid UTF-8 with any file name,
   written atomically, read with a one-line error.
+- `cliutil.registry`: `Registry`, the one shape of the registries (model
+  zoo, explanation methods, dataset layouts): a decorator, `names()`, and
+  `get(name)` whose error suggests the closest name.
 - `cliutil.lazy`: package attributes imported on first use, so that
   `--help` and decoding workers never load TensorFlow.
 
