@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from serving.client import ServingClient
+from serving.grpc_client import ServingClient
 
 #: Malformed request kinds and the code TF Serving answers them with.
 MALFORMED_KINDS = {
