@@ -77,8 +77,15 @@ def convert(
     for name in ("final.keras", "best.keras"):
         if os.path.exists(os.path.join(out, name)):
             raise FileExistsError(f"{out} already holds {name}; choose a new --out directory.")
-    clip_length = clip_length or DEFAULT_CLIP_LENGTH[source]
-    crop_size = crop_size or DEFAULT_CROP_SIZE[source]
+    clip_length = DEFAULT_CLIP_LENGTH[source] if clip_length is None else clip_length
+    crop_size = DEFAULT_CROP_SIZE[source] if crop_size is None else crop_size
+    for name, value in (
+        ("clip_length", clip_length),
+        ("crop_size", crop_size),
+        ("conv1_t_stride", conv1_t_stride),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {value!r}).")
     input_shape = (clip_length, crop_size, crop_size, 3)
     if source == "3d-resnets":
         loaded = pretrained.load_3d_resnets_pth(
