@@ -33,7 +33,6 @@ from serving.defaults import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYT
 from serving.errors import ServingError
 from serving.tensors import STRING_ELEMENT_OVERHEAD, tensor_size
 
-MIB = 1024 * 1024
 # Each decoded tensor exists twice while a model runs (the NumPy array and
 # TensorFlow's copy), and a third time when it is concatenated into a batch.
 DECODED_COPIES = 3

@@ -26,6 +26,7 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from serving import server as server_cli
 from serving.batching import Batcher, BatchingOptions
+from serving.defaults import MIB
 from serving.errors import MESSAGE_LIMIT, ServingError
 from serving.execution import call_cancellable
 from serving.handlers import Handlers, ReloadPolicy, RequestContext
@@ -34,8 +35,6 @@ from serving.manager import ModelManager
 from serving.model_config import single_model_config
 from serving.rest import RestApp
 from serving.tensors import tensor_size, to_array
-
-MIB = 1024 * 1024
 
 
 def _code(call):
