@@ -23,6 +23,7 @@ summary first).
 """
 
 import contextlib
+import os
 import sys
 
 from clipspec import cli
@@ -129,6 +130,10 @@ def _check(args):
         )
     if (args.vtt or args.plot) and len(args.videos) != 1:
         raise ValueError("--vtt and --plot take one input (the timeline of one video)")
+    for flag, path in (("--vtt", args.vtt), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 class Outputs:
@@ -179,7 +184,7 @@ class Outputs:
                 flush=True,
             )
 
-    def close(self, title=None):
+    def close(self):
         self._stack.close()
         if self.explainer is not None:
             self.explainer.close()
@@ -189,7 +194,7 @@ class Outputs:
             else:
                 print("explanations: " + ", ".join(map(cli.printable, files)), flush=True)
         if self.plot is not None and self.plot.rows:
-            self.plot.save(self.args.plot, title=title or cli.printable(self.source))
+            self.plot.save(self.args.plot, title=cli.printable(self.source))
 
 
 def _print_json(record):

@@ -233,10 +233,13 @@ def test_timeline_errors_are_one_line(colour_video, tmp_path):
         missing = run_client("--server", address, "--timeline", tmp_path / "none.mp4", path)
         two = run_client("--server", address, "--timeline", "--vtt", tmp_path / "v", path, path)
         hop = run_client("--server", address, "--timeline", "--hop", "0", path)
+        folder = run_client(
+            "--server", address, "--timeline", "--plot", tmp_path / "no/p.png", path
+        )
     assert missing.returncode == 1
     assert missing.stderr.splitlines()[0] == f"{tmp_path / 'none.mp4'}: error: no such file"
     assert "segment" in missing.stdout  # the next input is labelled all the same
-    for run in (two, hop):
+    for run in (two, hop, folder):
         assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
         assert run.stderr.startswith("error: ")
 
