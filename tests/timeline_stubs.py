@@ -225,18 +225,18 @@ def free_port(kind="udp"):
         return probe.getsockname()[1]
 
 
-def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, sizes=None):
+def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, modes=None):
     """Sends MPEG-TS to udp://127.0.0.1:`port` in real time: solid colours
-    `parts` `[(seconds, colour name)]`; `sizes` `{part index: (w, h)}`
-    changes the resolution from that part on. Stops early when `stop` (an
-    Event) is set."""
+    `parts` `[(seconds, colour name)]`; `modes` `{part index: ((w, h),
+    fps)}` changes the resolution and frame rate from that part on. Stops
+    early when `stop` (an Event) is set."""
     from serving.live import send_realtime
 
     def frames():
         for part, (seconds, colour) in enumerate(parts):
-            width, height = (sizes or {}).get(part, size)
+            (width, height), rate = (modes or {}).get(part, (size, fps))
             image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
-            for _ in range(int(round(seconds * fps))):
-                yield image
+            for _ in range(int(round(seconds * rate))):
+                yield image, rate
 
     return send_realtime(f"udp://127.0.0.1:{port}?pkt_size=1316", frames(), fps, stop)
