@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from clipspec import cli
+import cliutil
 from clipspec.decode import VideoDecodeError
 from clipspec.stream import DEFAULT_TIMEOUT, STDIN, FrameStream, is_live
 from serving.timeline import Labeller, WindowCutter, default_hop, request_window
@@ -100,7 +100,7 @@ class FrameReader(threading.Thread):
             except VideoDecodeError as error:
                 reason = error.reason
             except Exception as error:  # noqa: BLE001 — any failure of the stream is retried
-                reason = f"{type(error).__name__}: {cli.one_line(error)}"
+                reason = f"{type(error).__name__}: {cliutil.one_line(error)}"
             if failures >= self.reconnects:
                 tries = f" after {failures} reconnect(s)" if failures else ""
                 self.error = f"stream lost{tries}: {reason}"

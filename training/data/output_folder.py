@@ -20,7 +20,7 @@ import uuid
 
 import tensorflow as tf
 
-from clipspec import cli
+import cliutil
 from training.data.manifest import join
 
 # The temporary names of files being written (a prefix of the suffix:
@@ -34,7 +34,7 @@ def partial_name(path):
 
 
 def _why(error):
-    return cli.one_line(
+    return cliutil.one_line(
         getattr(error, "message", None) or getattr(error, "strerror", None) or error
     )
 
@@ -53,18 +53,18 @@ def ensure_writable(folder):
     except (tf.errors.OpError, OSError) as error:
         if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
             raise NotADirectoryError(
-                f"--out {cli.printable(folder)}: a file is in the way (expected a folder)."
+                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
             ) from None
         if _file_above(folder):
             raise NotADirectoryError(
-                f"--out {cli.printable(folder)}: a file is in the way (expected a folder)."
+                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
             ) from None
         raise PermissionError(
-            f"--out {cli.printable(folder)}: cannot create the folder ({_why(error)})."
+            f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
         ) from None
     if not tf.io.gfile.isdir(folder):
         raise NotADirectoryError(
-            f"--out {cli.printable(folder)}: a file is in the way (expected a folder)."
+            f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
         )
     probe = partial_name(join(folder, ".prepare-write-check"))
     try:
@@ -73,7 +73,7 @@ def ensure_writable(folder):
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as error:
         raise PermissionError(
-            f"--out {cli.printable(folder)}: cannot write there "
+            f"--out {cliutil.printable(folder)}: cannot write there "
             f"({_why(error)}); choose a writable folder."
         ) from None
 
@@ -113,7 +113,7 @@ def write_text(path, text):
 
 def write_json(path, value):
     """`value` as JSON (valid UTF-8 with any file name in it), written whole."""
-    write_text(path, cli.dumps_json(value) + "\n")
+    write_text(path, cliutil.dumps_json(value) + "\n")
 
 
 def read_json_object(path):
