@@ -385,3 +385,15 @@ def test_windows_get_the_exported_models_answer_for_their_clip(tmp_path):
         expected = testing.reference_probabilities(model, np.asarray(view))[0]
         np.testing.assert_allclose(result.probabilities, expected, atol=2e-5)
     assert results[-1].window.end == pytest.approx(2.5)
+
+
+def test_a_damaged_video_is_labelled_around_the_lost_frame_with_a_warning(tmp_path):
+    from messy_files import moving_frames, write_damaged_mjpeg
+
+    path = write_damaged_mjpeg(tmp_path / "damaged.avi", moving_frames(20), bad_frame=10)
+    with grpc_stub() as (address, _):
+        run = run_client("--server", address, "--timeline", "--json", path)
+    assert run.returncode == 0, run.stderr
+    assert [r["kind"] for r in records(run.stdout)][-1] == "segment"
+    [warning] = run.stderr.splitlines()
+    assert warning.startswith(f"{path}: warning: 1 undecodable packet(s) skipped, the first ")
