@@ -32,7 +32,7 @@ The library's names are importable from here too (`ServingClient`,
 
 import sys
 
-from clipspec import cli
+import cliutil
 from serving import timeline_cli
 from serving.client_base import failure_reason
 from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
@@ -56,7 +56,7 @@ from serving.video_pipeline import (
 
 
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m serving.client",
         description=(
             "Classify video files with a model served over TF Serving's "
@@ -187,12 +187,13 @@ def build_parser():
 
 def _emit(record, as_json):
     if as_json:
-        print(cli.dumps_json(record, indent=None), flush=True)
+        print(cliutil.dumps_json(record, indent=None), flush=True)
 
 
 def _print_text(path, result, explanation):
     print(
-        f"{cli.printable(path)} (model version {result.model_version}, {result.num_views} views):"
+        f"{cliutil.printable(path)} "
+        f"(model version {result.model_version}, {result.num_views} views):"
     )
     for name, score in result.top_k:
         print(f"  {score:7.4f}  {name}")
@@ -200,12 +201,13 @@ def _print_text(path, result, explanation):
         for block in explanation["blocks"]:
             print(f"  {block['block']}: guess {block['guess']} ({block['confidence']:.2f})")
         print(
-            "  explanation: " + ", ".join(cli.printable(f) for f in explanation["files"].values())
+            "  explanation: "
+            + ", ".join(cliutil.printable(f) for f in explanation["files"].values())
         )
     sys.stdout.flush()
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if timeline_cli.wanted(args):
@@ -225,7 +227,7 @@ def main(argv=None):
         from serving.rest_http import DEFAULT_REST_SERVER
 
         if any(tls.values()):
-            return cli.fail(
+            return cliutil.fail(
                 "the TLS options are for gRPC; the REST API has no TLS (as in TF Serving)"
             )
         make, server, tls = RestClient, args.server or DEFAULT_REST_SERVER, {}
@@ -234,7 +236,8 @@ def main(argv=None):
     try:
         client = make(server, timeout=args.timeout, retries=args.retries, **tls)
     except ValueError as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
+    cliutil.quiet_tensorflow()  # before the stubs and protos import it
     stems = output_names(args.videos)
     overrides = dict(
         clip_length=args.clip_length,
@@ -277,7 +280,7 @@ def main(argv=None):
                 _emit({"path": path, "error": message}, args.json)
                 if not args.json:
                     print(
-                        f"{cli.printable(path)}: error: {cli.printable(message)}",
+                        f"{cliutil.printable(path)}: error: {cliutil.printable(message)}",
                         file=sys.stderr,
                         flush=True,
                     )

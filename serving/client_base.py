@@ -16,7 +16,7 @@ import abc
 import grpc
 import numpy as np
 
-from clipspec import cli
+import cliutil
 from clipspec import signatures as names
 from clipspec.format import ClipFormat
 from serving.rest_http import RestError
@@ -147,8 +147,8 @@ def failure_reason(error):
     if isinstance(error, VideoDecodeError):
         return error.reason
     if isinstance(error, (OSError, ValueError, RestError)):
-        return cli.one_line(error)
-    return f"{type(error).__name__}: {cli.one_line(error)}"
+        return cliutil.one_line(error)
+    return f"{type(error).__name__}: {cliutil.one_line(error)}"
 
 
 __all__ = ["InferenceClientBase", "failure_reason", "model_spec"]

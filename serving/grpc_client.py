@@ -12,27 +12,21 @@ message limits) for other gRPC clients too.
 1
 """
 
+import functools
 import json
 
 import grpc
 import numpy as np
 
-from clipspec import cli
 from clipspec import signatures as names
 from serving import polling
 from serving.client_base import InferenceClientBase, model_spec
 from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
 from serving.errors import STATUS_CODES
 
-# TensorFlow and TF Serving's protos (which import it) load on first use, so
-# that `--help` answers at once.
-tf = cli.lazy_import("tensorflow")
-classification_pb2 = cli.lazy_import("tensorflow_serving.apis.classification_pb2")
-get_model_metadata_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_metadata_pb2")
-get_model_status_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_status_pb2")
-model_service_pb2_grpc = cli.lazy_import("tensorflow_serving.apis.model_service_pb2_grpc")
-predict_pb2 = cli.lazy_import("tensorflow_serving.apis.predict_pb2")
-prediction_service_pb2_grpc = cli.lazy_import("tensorflow_serving.apis.prediction_service_pb2_grpc")
+# TensorFlow and TF Serving's protos (which import it) are imported inside
+# the functions that use them (after `cliutil.quiet_tensorflow()` in the
+# command line's `main`), so that `--help` answers at once.
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 RETRY_CODES = (grpc.StatusCode.UNAVAILABLE,)
@@ -209,8 +203,20 @@ class ServingClient(InferenceClientBase):
             ssl_key,
             ssl_target_name,
         )
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    # The stubs import TensorFlow (TF Serving's protos do): made on first
+    # use, so that a client with bad arguments fails before loading it.
+    @functools.cached_property
+    def _predictions(self):
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    @functools.cached_property
+    def _models(self):
+        from tensorflow_serving.apis import model_service_pb2_grpc
+
+        return model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self):
         self._channel.close()
@@ -230,6 +236,9 @@ class ServingClient(InferenceClientBase):
     def predict(self, model, inputs, signature=None, version=None, output_filter=()):
         """Predict: `inputs` is an array (sent as `clips`) or a dict of
         arrays; returns a dict of NumPy arrays."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest()
         model_spec(request.model_spec, model, version, signature)
         if not isinstance(inputs, dict):
@@ -247,6 +256,8 @@ class ServingClient(InferenceClientBase):
     def classify(self, model, examples, signature=names.CLASSIFY, version=None):
         """Classify `tf.train.Example`s; returns, per example, a list of
         `(label, score)`."""
+        from tensorflow_serving.apis import classification_pb2
+
         request = classification_pb2.ClassificationRequest()
         model_spec(request.model_spec, model, version, signature)
         request.input.example_list.examples.extend(examples)
@@ -258,6 +269,8 @@ class ServingClient(InferenceClientBase):
 
     def metadata(self, model, version=None):
         """GetModelMetadata: `(version, {signature name: SignatureDef})`."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         model_spec(request.model_spec, model, version)
         request.metadata_field.append("signature_def")
@@ -269,6 +282,8 @@ class ServingClient(InferenceClientBase):
     def status(self, model, version=None):
         """GetModelStatus: list of `(version, state, error code, message)`
         with state and code as names (`"AVAILABLE"`, `"OK"`)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
         request = get_model_status_pb2.GetModelStatusRequest()
         model_spec(request.model_spec, model, version)
         response = self.call("GetModelStatus", request)

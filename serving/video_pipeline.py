@@ -13,14 +13,8 @@ import dataclasses
 
 import numpy as np
 
-from clipspec import cli
 from clipspec import signatures as names
 from serving.client_base import model_spec
-
-# TensorFlow and TF Serving's protos (which import it) load on first use, so
-# that `--help` answers at once.
-tf = cli.lazy_import("tensorflow")
-predict_pb2 = cli.lazy_import("tensorflow_serving.apis.predict_pb2")
 
 DEFAULT_VIEWS_PER_REQUEST = 8
 
@@ -98,6 +92,9 @@ def classify_video(
     requested, so a version swap mid-video cannot mix models); the
     video-level score is the mean of the views' probabilities.
     """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
     from clipspec.decode import check_video_file
 
     check_video_file(path)  # before asking the server anything
@@ -144,6 +141,9 @@ def request_explanation(client, model, path, out_dir, version=None, name=None, *
     `out_dir` (as `python -m training.explain` does; `name` defaults to the
     file's stem, see `clipspec.explanation_files.output_names` for several
     videos). Returns the summary (per-block guesses, written files)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
     from clipspec.decode import check_video_file
     from clipspec.explanation_files import write_explanation
     from keras_classreg.explanations import Explanation
