@@ -23,9 +23,10 @@ summary first).
 """
 
 import contextlib
+import os
 import sys
 
-from clipspec import cli
+import cliutil
 from clipspec.stream import DEFAULT_TIMEOUT, is_live
 from serving.timeline import (
     DEFAULT_IN_FLIGHT,
@@ -129,6 +130,10 @@ def _check(args):
         )
     if (args.vtt or args.plot) and len(args.videos) != 1:
         raise ValueError("--vtt and --plot take one input (the timeline of one video)")
+    for flag, path in (("--vtt", args.vtt), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 class Outputs:
@@ -179,7 +184,7 @@ class Outputs:
                 flush=True,
             )
 
-    def close(self, title=None):
+    def close(self):
         self._stack.close()
         if self.explainer is not None:
             self.explainer.close()
@@ -187,13 +192,13 @@ class Outputs:
             if self.args.json:
                 _print_json({"source": self.source, "kind": "explanation", "files": files})
             else:
-                print("explanations: " + ", ".join(map(cli.printable, files)), flush=True)
+                print("explanations: " + ", ".join(map(cliutil.printable, files)), flush=True)
         if self.plot is not None and self.plot.rows:
-            self.plot.save(self.args.plot, title=title or cli.printable(self.source))
+            self.plot.save(self.args.plot, title=cliutil.printable(self.source))
 
 
 def _print_json(record):
-    print(cli.dumps_json(record, indent=None), flush=True)
+    print(cliutil.dumps_json(record, indent=None), flush=True)
 
 
 def _failure_line(source, message, as_json):
@@ -201,7 +206,9 @@ def _failure_line(source, message, as_json):
         _print_json({"source": source, "error": message})
     else:
         print(
-            f"{cli.printable(source)}: error: {cli.printable(message)}", file=sys.stderr, flush=True
+            f"{cliutil.printable(source)}: error: {cliutil.printable(message)}",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -251,6 +258,14 @@ def file_timeline(args, predictor, source, stem):
     finally:
         if outputs is not None:
             outputs.close()
+    stream = timeline.stream
+    if stream is not None and stream.errors:  # damaged: the rest was labelled
+        print(
+            f"{cliutil.printable(source)}: warning: {stream.errors} undecodable packet(s) "
+            f"skipped, the first {stream.first_error}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def live_timeline(args, predictor, source, stem):
@@ -259,10 +274,10 @@ def live_timeline(args, predictor, source, stem):
     (Ctrl-C)."""
     from serving.live import DEFAULT_LIVE_IN_FLIGHT, LiveTimeline, StreamLost
 
-    printable = cli.printable(source)
+    printable = cliutil.printable(source)
 
     def warn(message):
-        print(f"{printable}: warning: {cli.printable(message)}", file=sys.stderr, flush=True)
+        print(f"{printable}: warning: {cliutil.printable(message)}", file=sys.stderr, flush=True)
 
     timeline = LiveTimeline(
         predictor,
@@ -297,13 +312,13 @@ def live_timeline(args, predictor, source, stem):
         _failure_line(source, str(error), args.json)
         status = 1
     except KeyboardInterrupt:
-        status = cli.INTERRUPTED
+        status = cliutil.INTERRUPTED
     finally:
         if state["outputs"] is not None:
             state["outputs"].segment(segments.finish())
             state["outputs"].close()
         summary = timeline.summary()
-        if summary.frames or status == cli.INTERRUPTED:  # nothing to sum up otherwise
+        if summary.frames or status == cliutil.INTERRUPTED:  # nothing to sum up otherwise
             print(f"{printable}: {summary.text()}", file=sys.stderr, flush=True)
             if args.json:
                 _print_json({"source": source, "kind": "summary", **summary.record()})
@@ -330,7 +345,7 @@ def run(args):
             ssl_target_name=args.ssl_server_name,
         )
     except ValueError as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     stems = output_names(args.videos)
     failures = 0
     with predictor:
@@ -339,7 +354,7 @@ def run(args):
             try:
                 if live:
                     status = live_timeline(args, predictor, source, stems[source])
-                    if status == cli.INTERRUPTED:
+                    if status == cliutil.INTERRUPTED:
                         return status
                     failures += status != 0
                 else:

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-OURS = ("keras_classreg", "clipspec", "training", "serving", "demo", "benchmarks")
+OURS = ("keras_classreg", "cliutil", "clipspec", "training", "serving", "demo", "benchmarks")
 README_MAX_LINES = 200
 
 

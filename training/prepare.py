@@ -41,7 +41,7 @@ import os
 import shlex
 import sys
 
-from clipspec import cli
+import cliutil
 from training.data import beam_runner
 from training.data.manifest import join
 
@@ -49,7 +49,7 @@ from training.data.manifest import join
 def build_parser():
     from training.data import layouts
 
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.prepare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -178,7 +178,8 @@ def _list(title, entries, limit=None):
     shown = entries if limit is None else entries[:limit]
     for entry in shown:
         print(
-            f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}", file=sys.stderr
+            f"  {cliutil.printable(entry['path'])}: {cliutil.printable(entry['reason'])}",
+            file=sys.stderr,
         )
     if len(shown) < len(entries):
         print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)", file=sys.stderr)
@@ -222,8 +223,8 @@ def report(manifest, out):
         f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)", manifest["ignored"], limit=20
     )
     for line in manifest["warnings"]:
-        print(f"warning: {cli.printable(line)}", file=sys.stderr)
-    print(f"manifest: {cli.printable(join(out, 'manifest.json'))}")
+        print(f"warning: {cliutil.printable(line)}", file=sys.stderr)
+    print(f"manifest: {cliutil.printable(join(out, 'manifest.json'))}")
 
 
 def _beam_options_attached(argv):
@@ -238,20 +239,20 @@ def _beam_options_attached(argv):
     return argv
 
 
-@cli.entry_point(resume=True)
+@cliutil.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(_beam_options_attached(argv))
     if args.runner == "beam" and not beam_runner.available():
-        return cli.fail(beam_runner.MISSING + ".")
+        return cliutil.fail(beam_runner.MISSING + ".")
     try:
         beam_options = shlex.split(args.beam_options)
     except ValueError as error:
-        return cli.fail(f"--beam-options {args.beam_options!r}: {error}.")
+        return cliutil.fail(f"--beam-options {args.beam_options!r}: {error}.")
     if beam_options and args.runner != "beam":
-        return cli.fail("--beam-options needs --runner beam.")
+        return cliutil.fail("--beam-options needs --runner beam.")
     try:
         dataset = load_dataset(args)
-        cli.quiet_tensorflow()
+        cliutil.quiet_tensorflow()
         from training.data.shard_writer import prepare_dataset
 
         manifest = prepare_dataset(
@@ -267,17 +268,17 @@ def main(argv=None):
             beam_options=beam_options,
         )
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     report(manifest, args.out)
     if not any(s["videos"] for s in manifest["subsets"].values()):
-        return cli.fail(
+        return cliutil.fail(
             f"no usable video: all {len(manifest['skipped'])} "
             "listed file(s) were skipped (reasons above and in "
             "manifest.json).",
             code=1,
         )
     if args.strict and manifest["skipped"]:
-        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
+        return cliutil.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
     return 0
 
 

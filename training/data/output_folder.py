@@ -22,7 +22,7 @@ import uuid
 
 import tensorflow as tf
 
-from clipspec import cli
+import cliutil
 from clipspec.rundir import PARTIAL_PREFIX
 from training.data.manifest import join
 
@@ -35,7 +35,7 @@ def partial_name(path):
 
 
 def _why(error):
-    return cli.one_line(
+    return cliutil.one_line(
         getattr(error, "message", None) or getattr(error, "strerror", None) or error
     )
 
@@ -50,7 +50,7 @@ def ensure_writable(folder):
     """
     folder = os.fspath(folder)
     in_the_way = NotADirectoryError(
-        f"--out {cli.printable(folder)}: a file is in the way (expected a folder)."
+        f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
     )
     try:
         tf.io.gfile.makedirs(folder)
@@ -58,7 +58,7 @@ def ensure_writable(folder):
         if _file_above(folder):
             raise in_the_way from None
         raise PermissionError(
-            f"--out {cli.printable(folder)}: cannot create the folder ({_why(error)})."
+            f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
         ) from None
     if not tf.io.gfile.isdir(folder):
         raise in_the_way
@@ -69,7 +69,7 @@ def ensure_writable(folder):
         tf.io.gfile.remove(probe)
     except (tf.errors.OpError, OSError) as error:
         raise PermissionError(
-            f"--out {cli.printable(folder)}: cannot write there "
+            f"--out {cliutil.printable(folder)}: cannot write there "
             f"({_why(error)}); choose a writable folder."
         ) from None
 
@@ -110,7 +110,7 @@ def write_text(path, text):
 
 def write_json(path, value):
     """`value` as JSON (valid UTF-8 with any file name in it), written whole."""
-    write_text(path, cli.dumps_json(value) + "\n")
+    write_text(path, cliutil.dumps_json(value) + "\n")
 
 
 def read_json_object(path):

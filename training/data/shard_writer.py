@@ -69,7 +69,7 @@ import re
 import time
 import typing
 
-from clipspec import cli
+import cliutil
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
 from clipspec.rundir import PARTIAL_PREFIX
 from training.data import output_folder, shard_format
@@ -121,7 +121,10 @@ class _Runner:
 
     def _executor(self, workers):
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=self.context, initializer=cli.watch_parent, initargs=(os.getpid(),)
+            workers,
+            mp_context=self.context,
+            initializer=cliutil.watch_parent,
+            initargs=(os.getpid(),),
         )
 
     def _submit(self, job):
@@ -293,7 +296,7 @@ def _check_foreign(out_dir, plan, owned, present):
         info = output_folder.read_json_object(manifest)
         if info is None or info.get("format") != MANIFEST_FORMAT:
             raise FileExistsError(
-                f"{cli.printable(manifest)} exists and was not written by "
+                f"{cliutil.printable(manifest)} exists and was not written by "
                 "prepare; prepare never overwrites other files: move it or "
                 "choose another --out."
             )
@@ -307,7 +310,7 @@ def _check_foreign(out_dir, plan, owned, present):
         ):
             if name in present:
                 raise FileExistsError(
-                    f"{cli.printable(join(out_dir, name))} exists and was not written by "
+                    f"{cliutil.printable(join(out_dir, name))} exists and was not written by "
                     "prepare (no sidecar of prepare's, not in its manifest); prepare "
                     "never overwrites other files: move it or choose another "
                     "--out."
@@ -465,7 +468,7 @@ def prepare_dataset(
         infos[shard.name] = finished(out_dir, shard)
         if infos[shard.name] is None:
             raise OSError(
-                f"{cli.printable(join(out_dir, shard.name))}: the {runner} runner "
+                f"{cliutil.printable(join(out_dir, shard.name))}: the {runner} runner "
                 "finished without writing this shard; rerun the same command to resume."
             )
     wall = time.perf_counter() - started
