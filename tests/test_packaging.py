@@ -21,21 +21,24 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
-# Packages whose code each side runs (keras_classreg and clipspec come with
+# Packages whose code each side runs (keras_classreg, cliutil and clipspec come with
 # both); console scripts are assigned to a side by their module's package.
 SIDES = {
     "train": {
-        "packages": ("keras_classreg", "clipspec", "training"),
+        "packages": ("keras_classreg", "cliutil", "clipspec", "training"),
         "scripts_from": ("training",),
     },
-    "serve": {"packages": ("keras_classreg", "clipspec", "serving"), "scripts_from": ("serving",)},
+    "serve": {
+        "packages": ("keras_classreg", "cliutil", "clipspec", "serving"),
+        "scripts_from": ("serving",),
+    },
 }
 
 CHECK = r"""
 import ast, importlib, importlib.util, pkgutil, sys
 
 packages = sys.argv[1].split(",")
-own = set(packages) | {"keras_classreg", "clipspec", "training", "serving", "demo"}
+own = set(packages) | {"keras_classreg", "cliutil", "clipspec", "training", "serving", "demo"}
 problems, modules = [], []
 for package in packages:
     module = importlib.import_module(package)

@@ -20,7 +20,9 @@ Example:
 >>> clips = data.clip_dataset("prepared/", clip_length=8, crop_size=56)
 """
 
-from clipspec.lazy import lazy_exports
+import typing
+
+from cliutil.lazy import lazy_exports
 from training.data.layouts import (
     AnnotationError,
     MissingVideoError,
@@ -32,6 +34,11 @@ from training.data.layouts import (
     load_ucf101,
 )
 from training.data.synthetic import MOTIONS, write_synthetic_dataset
+
+if typing.TYPE_CHECKING:  # the names of `_LAZY`, for tools and readers
+    from training.data.manifest import load_manifest, shard_paths, video_paths
+    from training.data.pipeline import clip_dataset, predict_video_scores, video_level_scores
+    from training.data.shard_writer import prepare_dataset
 
 _LAZY = {
     "clip_dataset": "training.data.pipeline",
