@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest
 import tensorflow as tf
 
-from benchmarks.real_clips import real_clips_dir
+from benchmarks import real_clips
 
 # Two logical CPU devices, so MirroredStrategy has two replicas on CPU. This
 # must happen before TensorFlow initialises its devices.
@@ -41,7 +41,7 @@ def _release_models_after_each_module():
 
 # `../shared/data/real-clips` beside the repository (or beside one of its
 # parent folders, for a git worktree in a sub-folder).
-REAL_CLIPS = real_clips_dir()
+REAL_CLIPS = real_clips.real_clips_dir()
 
 
 @pytest.fixture(scope="session")
