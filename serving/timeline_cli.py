@@ -258,6 +258,14 @@ def file_timeline(args, predictor, source, stem):
     finally:
         if outputs is not None:
             outputs.close()
+    stream = timeline.stream
+    if stream is not None and stream.errors:  # damaged: the rest was labelled
+        print(
+            f"{cliutil.printable(source)}: warning: {stream.errors} undecodable packet(s) "
+            f"skipped, the first {stream.first_error}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def live_timeline(args, predictor, source, stem):

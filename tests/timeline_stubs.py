@@ -190,28 +190,35 @@ def rest_stub(model=None):
         server.server_close()
 
 
+def write_video(path, frames, fps=10, codec="libx264", container=None):
+    """Encodes uint8 `[H, W, 3]` frames (all of one size) as a video file."""
+    import av
+
+    with av.open(str(path), "w", format=container) as output:
+        stream = None
+        for image in frames:
+            if stream is None:
+                stream = output.add_stream(codec, rate=fps)
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
 def write_colour_video(path, parts, fps=10, size=(48, 32), codec="libx264", container=None):
     """A video of solid colours: `parts` `[(seconds, colour name)]`, in
     order. Returns the times (s) at which the colour changes."""
-    import av
-
     width, height = size
-    changes, elapsed = [], 0.0
-    with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def frames():
         for seconds, colour in parts:
-            if elapsed:
-                changes.append(elapsed)
             image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
-            for _ in range(int(round(seconds * fps))):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                for packet in stream.encode(frame):
-                    output.mux(packet)
-            elapsed += seconds
-        for packet in stream.encode():
-            output.mux(packet)
-    return changes
+            yield from [image] * int(round(seconds * fps))
+
+    write_video(path, frames(), fps, codec, container)
+    return list(np.cumsum([seconds for seconds, _ in parts[:-1]]).astype(float))
 
 
 def free_port(kind="udp"):
