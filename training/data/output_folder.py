@@ -2,10 +2,12 @@
 filesystem TensorFlow has (`gs://…`, `ram://…`).
 
 Every file `prepare` writes appears whole or not at all: it is written
-under a temporary name (`<name>.partial-<random>`, unique per attempt, so
-two attempts at one shard never write the same file) and renamed into
-place. On a local disk the rename is atomic; on an object store (`gs://`)
-it is a copy, and an object becomes visible only once fully written.
+under a temporary name beside it, `.partial-<random>-<name>` (the
+`.partial-` scheme of `clipspec.rundir.partial_path`; random rather than
+the process id, so that two attempts at one shard on two machines never
+write the same file), and renamed into place. On a local disk the rename
+is atomic; on an object store (`gs://`) it is a copy, and an object becomes
+visible only once fully written.
 
 Example:
 
@@ -21,16 +23,15 @@ import uuid
 import tensorflow as tf
 
 import cliutil
+from clipspec.rundir import PARTIAL_PREFIX
 from training.data.manifest import join
-
-# The temporary names of files being written (a prefix of the suffix:
-# `.partial-` and random hex digits).
-PARTIAL = ".partial-"
 
 
 def partial_name(path):
-    """A fresh temporary name beside `path`."""
-    return f"{os.fspath(path)}{PARTIAL}{uuid.uuid4().hex[:12]}"
+    """A fresh temporary name beside `path`: `.partial-<random>-<name>`."""
+    folder, _, name = os.fspath(path).rpartition("/")
+    partial = f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+    return f"{folder}/{partial}" if folder else partial
 
 
 def _why(error):
@@ -48,25 +49,20 @@ def ensure_writable(folder):
         PermissionError: the folder cannot be created or written.
     """
     folder = os.fspath(folder)
+    in_the_way = NotADirectoryError(
+        f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
+    )
     try:
         tf.io.gfile.makedirs(folder)
     except (tf.errors.OpError, OSError) as error:
-        if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
         if _file_above(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
+            raise in_the_way from None
         raise PermissionError(
             f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
         ) from None
     if not tf.io.gfile.isdir(folder):
-        raise NotADirectoryError(
-            f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-        )
-    probe = partial_name(join(folder, ".prepare-write-check"))
+        raise in_the_way
+    probe = partial_name(join(folder, "prepare-write-check"))
     try:
         with tf.io.gfile.GFile(probe, "w") as handle:
             handle.write("")
@@ -79,13 +75,14 @@ def ensure_writable(folder):
 
 
 def _file_above(folder):
-    """True when a file (not a folder) sits on the local path to `folder`."""
+    """True when a file (not a folder) is `folder` or lies on the local
+    path to it."""
     if "://" in folder:
-        return False
-    parent = os.path.dirname(os.path.abspath(folder))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    return bool(parent) and not os.path.isdir(parent)
+        return tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder)
+    path = os.path.abspath(folder)
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return bool(path) and not os.path.isdir(path)
 
 
 def names(folder):
