@@ -259,37 +259,43 @@ class LiveTimeline:
 
 
 def send_realtime(url, frames, fps=25, stop=None, container="mpegts", codec="libx264"):
-    """Encodes `frames` (uint8 `[H, W, 3]` arrays) and sends them to `url`
-    (e.g. `udp://127.0.0.1:5000?pkt_size=1316`) at `fps` frames per second
-    of wall time: a loopback stream to try `--live` without a camera (and
-    the tests' and benchmark's stream). A frame of another size starts a
-    new stream, as a camera changing mode does. Stops early when `stop` (a
-    `threading.Event`) is set. Returns the frames sent."""
+    """Encodes `frames` and sends them to `url` (e.g.
+    `udp://127.0.0.1:5000?pkt_size=1316`) in real time: a loopback stream
+    to try `--live` without a camera (and the tests' and benchmark's
+    stream).
+
+    `frames` are uint8 `[H, W, 3]` arrays sent at `fps` frames per second,
+    or `(array, fps)` pairs with their own rate. A frame of another size or
+    rate starts a new stream, as a camera changing mode does. Stops early
+    when `stop` (a `threading.Event`) is set. Returns the frames sent."""
     import av
 
-    output = stream = None
-    start, count = time.monotonic(), 0
+    output = stream = current = None
+    due, count = time.monotonic(), 0
     try:
-        for image in frames:
+        for item in frames:
+            image, rate = item if isinstance(item, tuple) else (item, fps)
             if stop is not None and stop.is_set():
                 break
-            height, width = image.shape[:2]
-            if stream is None or (stream.height, stream.width) != (height, width):
+            mode = (image.shape[0], image.shape[1], rate)
+            if mode != current:
                 if output is not None:
                     _flush(output, stream)
+                current = mode
                 output = av.open(url, "w", format=container)
-                stream = output.add_stream(codec, rate=round(fps))
-                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                stream = output.add_stream(codec, rate=round(rate))
+                stream.height, stream.width, stream.pix_fmt = mode[0], mode[1], "yuv420p"
                 stream.options = {
                     "tune": "zerolatency",
                     "preset": "ultrafast",
-                    "g": str(fps // 5 or 1),
+                    "g": str(round(rate) // 5 or 1),
                 }
-            delay = start + count / fps - time.monotonic()
+            delay = due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 output.mux(packet)
+            due += 1.0 / rate
             count += 1
     finally:
         if output is not None:

@@ -23,6 +23,7 @@ summary first).
 """
 
 import contextlib
+import os
 import sys
 
 import cliutil
@@ -129,6 +130,10 @@ def _check(args):
         )
     if (args.vtt or args.plot) and len(args.videos) != 1:
         raise ValueError("--vtt and --plot take one input (the timeline of one video)")
+    for flag, path in (("--vtt", args.vtt), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 class Outputs:
@@ -179,7 +184,7 @@ class Outputs:
                 flush=True,
             )
 
-    def close(self, title=None):
+    def close(self):
         self._stack.close()
         if self.explainer is not None:
             self.explainer.close()
@@ -189,7 +194,7 @@ class Outputs:
             else:
                 print("explanations: " + ", ".join(map(cliutil.printable, files)), flush=True)
         if self.plot is not None and self.plot.rows:
-            self.plot.save(self.args.plot, title=title or cliutil.printable(self.source))
+            self.plot.save(self.args.plot, title=cliutil.printable(self.source))
 
 
 def _print_json(record):
@@ -253,6 +258,14 @@ def file_timeline(args, predictor, source, stem):
     finally:
         if outputs is not None:
             outputs.close()
+    stream = timeline.stream
+    if stream is not None and stream.errors:  # damaged: the rest was labelled
+        print(
+            f"{cliutil.printable(source)}: warning: {stream.errors} undecodable packet(s) "
+            f"skipped, the first {stream.first_error}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def live_timeline(args, predictor, source, stem):
@@ -315,7 +328,7 @@ def live_timeline(args, predictor, source, stem):
 def run(args):
     """Runs the timeline command line; returns the exit status."""
     from clipspec.explanation_files import output_names
-    from serving.client import _failure
+    from serving.client_base import failure_reason
     from serving.predictor import make_predictor
 
     try:
@@ -350,7 +363,7 @@ def run(args):
                 raise
             except Exception as error:  # noqa: BLE001 — reported for this input
                 failures += 1
-                _failure_line(source, _failure(error), args.json)
+                _failure_line(source, failure_reason(error), args.json)
     if failures and not args.json:
         print(f"{failures} of {len(args.videos)} input(s) failed.", file=sys.stderr)
     return 1 if failures else 0

@@ -42,14 +42,15 @@ def error_lines(stderr):
 
 
 @pytest.mark.slow
-def test_live_stream_is_labelled_then_cut_retried_and_given_up():
+def test_live_stream_is_labelled_through_a_mode_change_then_cut_retried_and_given_up():
     port = free_port()
     source = f"udp://127.0.0.1:{port}"
     with grpc_stub() as (address, _):
         client = start_client(address, source, "--reconnects", "1")
         time.sleep(1.0)  # the client listens on the port
-        # the resolution changes with the colour, as a camera changing mode
-        send(port, [(1.5, "red"), (1.5, "blue")], sizes={1: (64, 32)}).join()
+        # the resolution and the frame rate change with the colour, as a
+        # camera changing mode
+        send(port, [(1.5, "red"), (1.5, "blue")], modes={1: ((64, 32), 12)}).join()
         stdout, stderr = client.communicate(timeout=30)
     assert client.returncode == 1, stderr
     windows = records(stdout, "window")

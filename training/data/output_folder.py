@@ -2,10 +2,12 @@
 filesystem TensorFlow has (`gs://…`, `ram://…`).
 
 Every file `prepare` writes appears whole or not at all: it is written
-under a temporary name (`cliutil.partial_path`: `.partial-<random>-<name>`,
-unique per attempt, so two attempts at one shard never write the same file)
-and renamed into place. On a local disk the rename is atomic; on an object store (`gs://`)
-it is a copy, and an object becomes visible only once fully written.
+under a temporary name beside it (`cliutil.partial_path`:
+`.partial-<random>-<name>`, random so that two attempts at one shard, on
+one machine or two, never write the same file) and renamed into place
+(`cliutil.atomic_path` over `tf.io.gfile`). On a local disk the rename is
+atomic; on an object store (`gs://`) it is a copy, and an object becomes
+visible only once fully written.
 
 Example:
 
@@ -38,24 +40,19 @@ def ensure_writable(folder):
         PermissionError: the folder cannot be created or written.
     """
     folder = os.fspath(folder)
+    in_the_way = NotADirectoryError(
+        f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
+    )
     try:
         tf.io.gfile.makedirs(folder)
     except (tf.errors.OpError, OSError) as error:
-        if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
         if _file_above(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
+            raise in_the_way from None
         raise PermissionError(
             f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
         ) from None
     if not tf.io.gfile.isdir(folder):
-        raise NotADirectoryError(
-            f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-        )
+        raise in_the_way
     probe = cliutil.partial_path(join(folder, "prepare-write-check"))
     try:
         with tf.io.gfile.GFile(probe, "w") as handle:
@@ -69,13 +66,14 @@ def ensure_writable(folder):
 
 
 def _file_above(folder):
-    """True when a file (not a folder) sits on the local path to `folder`."""
+    """True when a file (not a folder) is `folder` or lies on the local
+    path to it."""
     if "://" in folder:
-        return False
-    parent = os.path.dirname(os.path.abspath(folder))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    return bool(parent) and not os.path.isdir(parent)
+        return tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder)
+    path = os.path.abspath(folder)
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return bool(path) and not os.path.isdir(path)
 
 
 def names(folder):

@@ -251,7 +251,7 @@ def finished(out_dir, shard):
 
 
 # A shard's files (`<shard>.frames.tfrecord`, `<shard>.index.tfrecord`,
-# `<shard>.json`), with their temporary names (`cliutil.partial_path`).
+# `<shard>.json`), with their temporary names.
 _SHARD_FILE = re.compile(
     rf"^(?P<partial>{re.escape(cliutil.PARTIAL_PREFIX)}[0-9a-f]+-)?"
     r"(?P<shard>.+-\d{5}-of-\d{5})"
@@ -278,6 +278,7 @@ def own_shards(out_dir, present=None):
         match = _SHARD_FILE.match(name)
         if (
             match
+            and not match["partial"]
             and name.endswith(".json")
             and _is_own_sidecar(output_folder.read_json_object(join(out_dir, name)))
         ):
