@@ -29,7 +29,9 @@ class InferenceClientBase(abc.ABC):
         server: `host:port` of the endpoint (or, for REST, an `http://` URL).
         timeout: seconds per call.
 
-    Subclasses implement `predict` and `_is_missing_signature`.
+    Subclasses implement `predict` (and `metadata`, which the fallback for
+    exports without a `clip_format` signature reads; a transport without it
+    overrides `_legacy_clip_format`) and `_is_missing_signature`.
     """
 
     def __init__(self, server, timeout):
@@ -66,8 +68,12 @@ class InferenceClientBase(abc.ABC):
     # -- helpers for this project's exports ----------------------------
     def clip_format(self, model, version=None):
         """The model's `ClipFormat`, from its `clip_format` signature
-        (cached per model and version); a model without it (not exported by
-        `python -m training.export`) is a `ValueError` saying so."""
+        (cached per model and version).
+
+        Exports made before that signature existed give a format built from
+        the `predict_normalized` input shape with the defaults (stride 2,
+        Kinetics mean/std, 10 clips x 1 crop), class names left empty.
+        """
         key = (model, version)
         if key not in self._clip_formats:
             try:
@@ -81,14 +87,28 @@ class InferenceClientBase(abc.ABC):
             except Exception as error:
                 if not self._is_missing_signature(error):
                     raise
-                raise ValueError(
-                    f"Model {model!r} has no '{names.CLIP_FORMAT}' signature, which "
-                    "tells clients how to cut its clips: export it with `python -m "
-                    "training.export` (it adds that signature and "
-                    "assets/clip_format.json)."
-                ) from None
+                clip_format = self._legacy_clip_format(model, version)
             self._clip_formats[key] = clip_format
         return self._clip_formats[key]
+
+    def _legacy_clip_format(self, model, version):
+        """The format of an export without a `clip_format` signature, from
+        its `predict_normalized` input shape (`metadata`)."""
+        _, signatures = self.metadata(model, version)
+        signature = signatures.get(names.PREDICT_NORMALIZED)
+        dims = (
+            [d.size for d in signature.inputs[names.CLIPS_INPUT].tensor_shape.dim]
+            if signature is not None and names.CLIPS_INPUT in signature.inputs
+            else []
+        )
+        if len(dims) != 5 or min(dims[1:4]) < 1 or dims[2] != dims[3]:
+            raise ValueError(
+                f"Model {model!r} exposes neither its clip format (no "
+                f"'{names.CLIP_FORMAT}' signature) nor its input size (no "
+                f"'{names.PREDICT_NORMALIZED}' signature): it was not exported "
+                "by `python -m training.export`."
+            )
+        return ClipFormat(clip_length=dims[1], crop_size=dims[2])
 
     def class_names(self, model, indices, version=None):
         """Names of class `indices` (the export's `class_names` signature),

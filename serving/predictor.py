@@ -53,6 +53,12 @@ class Predictor(InferenceClientBase):
             inputs = {names.CLIPS_INPUT: inputs}
         return self.predict_with_version(model, inputs, signature, version, output_filter)[0]
 
+    def _legacy_clip_format(self, model, version):
+        raise ValueError(
+            f"Model {model!r} has no '{names.CLIP_FORMAT}' signature; a timeline "
+            "needs it (export the model again with `python -m training.export`)."
+        )
+
 
 class GrpcPredictor(Predictor):
     """Predict over gRPC (arguments as `serving.client.ServingClient`)."""

@@ -280,7 +280,7 @@ def test_client_argument_checks():
 def test_both_clients_share_one_base():
     assert issubclass(ServingClient, InferenceClientBase)
     assert issubclass(RestClient, InferenceClientBase)
-    for name in ("clip_format", "class_names"):
+    for name in ("clip_format", "class_names", "_legacy_clip_format"):
         assert getattr(RestClient, name) is getattr(InferenceClientBase, name)
         assert getattr(ServingClient, name) is getattr(InferenceClientBase, name)
 
