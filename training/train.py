@@ -27,6 +27,7 @@ from clipspec import cli
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
+from training import onednn
 from training.config import (
     DEFAULT_MODEL,
     TrainConfig,
@@ -47,7 +48,8 @@ device_augmentation = cli.lazy_import("training.device_augmentation")
 compilation = cli.lazy_import("training.compilation")
 
 # Fields that may differ when an interrupted run is resumed (`xla` changes
-# how the steps run, not what they compute; its default changed in issue 17).
+# how the steps run, not what they compute, and its default depends on the
+# machine).
 RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir", "xla")
 
 
@@ -410,9 +412,15 @@ def train(config, model_builder=None):
 
     values = resolved_config(config, manifest, strategy, steps)
     xla = compilation.resolve_xla(
-        config.xla, strategy, config.deterministic, distribute.num_workers(strategy)
+        config.xla,
+        strategy,
+        config.deterministic,
+        distribute.num_workers(strategy),
+        zoo_model=model_builder is None and config.model in keras_classreg.models.names(),
+        mixed_precision=config.mixed_precision,
     )
     values["xla_compiled"] = xla.enabled
+    values["onednn"] = onednn.onednn_enabled()
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
     if run.has_config:
@@ -425,7 +433,7 @@ def train(config, model_builder=None):
     run.write_clip_format(clip_format_of(config, manifest))
 
     previous_policy = keras.config.dtype_policy()
-    _log(config, xla.reason or "training and validation steps compiled with XLA")
+    _log(config, xla.reason)
     if config.mixed_precision and not tf.config.list_logical_devices("GPU") and not xla.enabled:
         warnings.warn(
             "--mixed-precision without a GPU and without XLA: TensorFlow has no "
@@ -543,6 +551,7 @@ def train(config, model_builder=None):
                 # included
                 "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
                 "xla_compiled": xla.enabled,
+                "onednn": values["onednn"],
             }
         )
         _log(
@@ -605,6 +614,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        # before anything imports TensorFlow, which reads it once
+        _log(config, onednn.prefer_onednn(config.deterministic))
         video_data.load_manifest(config.data)  # a wrong --data fails at once
     except (ValueError, OSError) as error:
         return cli.fail(error)
