@@ -303,13 +303,30 @@ def _one_block_per_stage(block, planes, out_per_plane, **block_kwargs):
 
 
 def _shallow_i3d(shape):
+    """The zoo's I3D layout at 1/8 of its widths, one inception module per
+    group: a stem convolution and pool, then per group its pool, the last
+    module of the group (the zoo's `_inception`) and a Class Regularization
+    block, and the head. (The whole I3D, or its full-width stem, took minutes
+    to compile.)"""
+    from keras_classreg.models import _common
+
     i3d_module = importlib.import_module("keras_classreg.models.i3d")
-    groups = tuple((group[-1],) for group in i3d_module._GROUPS)  # Mixed_3c, 4f, 5c
-    narrow = {name: tuple(max(1, f // 8) for f in i3d_module._MIXED[name]) for (name,) in groups}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(i3d_module, "_GROUPS", groups)
-        patch.setattr(i3d_module, "_MIXED", narrow)
-        return models.get("i3d", num_classes=3, input_shape=shape)
+    classifier = _common.make_classifier(3, 1024 // 8, "softmax")
+    inputs = keras.Input(shape, name="clips")
+    x = _common.conv_bn(inputs, 8, 7, 2, "Conv3d_1a_7x7", False)
+    x = keras.layers.MaxPooling3D(
+        (1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool3d_2a_3x3"
+    )(x)
+    for group, pool, rate in zip(
+        i3d_module._GROUPS, i3d_module._GROUP_POOLS, i3d_module.I3D_AFFECTION_RATES
+    ):
+        if pool is not None:
+            x = keras.layers.MaxPooling3D(pool[1], strides=2, padding="same", name=pool[0])(x)
+        name = group[-1]
+        filters = [f // 8 for f in i3d_module._MIXED[name]]
+        x = i3d_module._inception(x, name, filters, False, 1e-5)
+        x = _common.class_regularization_block(x, classifier, rate, f"{name}_classreg", None)
+    return _common.head(x, classifier, 0.0, inputs, "shallow_i3d")
 
 
 BLOCKS = {
