@@ -28,6 +28,7 @@ size).
 import dataclasses
 import os
 import stat
+import sys
 import time
 
 import numpy as np
@@ -75,8 +76,6 @@ def is_live(source):
 
 def _device_format(source):
     if source.startswith("/dev/"):
-        import sys
-
         return _DEVICE_FORMATS.get(sys.platform)
     return None
 

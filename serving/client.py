@@ -37,26 +37,21 @@ Library:
 """
 
 import dataclasses
+import functools
 import json
 import sys
 
 import grpc
 import numpy as np
 
-from clipspec import cli
+import cliutil
 from clipspec import signatures as names
 from clipspec.format import ClipFormat
 from serving import polling, timeline_cli
 
-# TensorFlow and TF Serving's protos (which import it) load on first use, so
-# that `--help` answers at once.
-tf = cli.lazy_import("tensorflow")
-classification_pb2 = cli.lazy_import("tensorflow_serving.apis.classification_pb2")
-get_model_metadata_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_metadata_pb2")
-get_model_status_pb2 = cli.lazy_import("tensorflow_serving.apis.get_model_status_pb2")
-model_service_pb2_grpc = cli.lazy_import("tensorflow_serving.apis.model_service_pb2_grpc")
-predict_pb2 = cli.lazy_import("tensorflow_serving.apis.predict_pb2")
-prediction_service_pb2_grpc = cli.lazy_import("tensorflow_serving.apis.prediction_service_pb2_grpc")
+# TensorFlow and TF Serving's protos (which import it) are imported inside
+# the functions that use them (after `cliutil.quiet_tensorflow()` in
+# `main`), so that `--help` answers at once.
 
 DEFAULT_SERVER = "127.0.0.1:8500"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -211,10 +206,22 @@ class ServingClient:
             )
         else:
             self._channel = grpc.insecure_channel(server, options=options)
-        self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
-        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._class_names = {}
         self._clip_formats = {}
+
+    # The stubs import TensorFlow (TF Serving's protos do): made on first
+    # use, so that a client with bad arguments fails before loading it.
+    @functools.cached_property
+    def _predictions(self):
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        return prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    @functools.cached_property
+    def _models(self):
+        from tensorflow_serving.apis import model_service_pb2_grpc
+
+        return model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self):
         self._channel.close()
@@ -240,6 +247,9 @@ class ServingClient:
     def predict(self, model, inputs, signature=None, version=None, output_filter=()):
         """Predict: `inputs` is an array (sent as `clips`) or a dict of
         arrays; returns a dict of NumPy arrays."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
         request = predict_pb2.PredictRequest()
         _model_spec(request.model_spec, model, version, signature)
         if not isinstance(inputs, dict):
@@ -257,6 +267,8 @@ class ServingClient:
     def classify(self, model, examples, signature=names.CLASSIFY, version=None):
         """Classify `tf.train.Example`s; returns, per example, a list of
         `(label, score)`."""
+        from tensorflow_serving.apis import classification_pb2
+
         request = classification_pb2.ClassificationRequest()
         _model_spec(request.model_spec, model, version, signature)
         request.input.example_list.examples.extend(examples)
@@ -268,6 +280,8 @@ class ServingClient:
 
     def metadata(self, model, version=None):
         """GetModelMetadata: `(version, {signature name: SignatureDef})`."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
         request = get_model_metadata_pb2.GetModelMetadataRequest()
         _model_spec(request.model_spec, model, version)
         request.metadata_field.append("signature_def")
@@ -279,6 +293,8 @@ class ServingClient:
     def status(self, model, version=None):
         """GetModelStatus: list of `(version, state, error code, message)`
         with state and code as names (`"AVAILABLE"`, `"OK"`)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
         request = get_model_status_pb2.GetModelStatusRequest()
         _model_spec(request.model_spec, model, version)
         response = self.call("GetModelStatus", request)
@@ -459,6 +475,9 @@ def classify_video(
     requested, so a version swap mid-video cannot mix models); the
     video-level score is the mean of the views' probabilities.
     """
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
     from clipspec.decode import check_video_file
 
     check_video_file(path)  # before asking the server anything
@@ -505,6 +524,9 @@ def request_explanation(client, model, path, out_dir, version=None, name=None, *
     `out_dir` (as `python -m training.explain` does; `name` defaults to the
     file's stem, see `clipspec.explanation_files.output_names` for several
     videos). Returns the summary (per-block guesses, written files)."""
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+
     from clipspec.decode import check_video_file
     from clipspec.explanation_files import write_explanation
     from keras_classreg.explanations import Explanation
@@ -535,7 +557,7 @@ def request_explanation(client, model, path, out_dir, version=None, name=None, *
 # Command line
 # ----------------------------------------------------------------------
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m serving.client",
         description=(
             "Classify video files with a model served over TF Serving's "
@@ -676,18 +698,19 @@ def _failure(error):
     if isinstance(error, (OSError, ValueError)) or (
         rest is not None and isinstance(error, rest.RestError)
     ):
-        return cli.one_line(error)
-    return f"{type(error).__name__}: {cli.one_line(error)}"
+        return cliutil.one_line(error)
+    return f"{type(error).__name__}: {cliutil.one_line(error)}"
 
 
 def _emit(record, as_json):
     if as_json:
-        print(cli.dumps_json(record, indent=None), flush=True)
+        print(cliutil.dumps_json(record, indent=None), flush=True)
 
 
 def _print_text(path, result, explanation):
     print(
-        f"{cli.printable(path)} (model version {result.model_version}, {result.num_views} views):"
+        f"{cliutil.printable(path)} "
+        f"(model version {result.model_version}, {result.num_views} views):"
     )
     for name, score in result.top_k:
         print(f"  {score:7.4f}  {name}")
@@ -695,12 +718,13 @@ def _print_text(path, result, explanation):
         for block in explanation["blocks"]:
             print(f"  {block['block']}: guess {block['guess']} ({block['confidence']:.2f})")
         print(
-            "  explanation: " + ", ".join(cli.printable(f) for f in explanation["files"].values())
+            "  explanation: "
+            + ", ".join(cliutil.printable(f) for f in explanation["files"].values())
         )
     sys.stdout.flush()
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if timeline_cli.wanted(args):
@@ -719,7 +743,7 @@ def main(argv=None):
         from serving.rest_client import DEFAULT_REST_SERVER, RestClient
 
         if any(tls.values()):
-            return cli.fail(
+            return cliutil.fail(
                 "the TLS options are for gRPC; the REST API has no TLS (as in TF Serving)"
             )
         make, server, tls = RestClient, args.server or DEFAULT_REST_SERVER, {}
@@ -728,7 +752,8 @@ def main(argv=None):
     try:
         client = make(server, timeout=args.timeout, retries=args.retries, **tls)
     except ValueError as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
+    cliutil.quiet_tensorflow()  # before the stubs and protos import it
     stems = output_names(args.videos)
     overrides = dict(
         clip_length=args.clip_length,
@@ -771,7 +796,7 @@ def main(argv=None):
                 _emit({"path": path, "error": message}, args.json)
                 if not args.json:
                     print(
-                        f"{cli.printable(path)}: error: {cli.printable(message)}",
+                        f"{cliutil.printable(path)}: error: {cliutil.printable(message)}",
                         file=sys.stderr,
                         flush=True,
                     )

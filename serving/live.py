@@ -11,7 +11,8 @@ window's newest frame decoded to the answer.
 A stream that stops sending (nothing for `timeout` seconds), ends or
 fails is opened again after 0.5 s, then 1, 2, 4, 8 s (`reconnects`
 times; a frame received resets the count). Then it is given up: one
-`error:` line. Standard input and regular files end normally. Frame size
+`error:` line. Standard input and regular files end normally; a regular
+file is played at its own frame rate (as a camera would send it). Frame size
 and frame rate may change mid-stream (the windows start afresh at a new
 size). Window times are seconds since the first frame, across reconnects.
 
@@ -23,16 +24,15 @@ import collections
 import concurrent.futures
 import dataclasses
 import os
-import sys
 import threading
 import time
 
 import numpy as np
 
-from clipspec import cli
+import cliutil
 from clipspec.decode import VideoDecodeError
 from clipspec.stream import DEFAULT_TIMEOUT, STDIN, FrameStream, is_live
-from serving.timeline import Labeller, Segmenter, WindowCutter, default_hop, request_window
+from serving.timeline import Labeller, WindowCutter, default_hop, request_window
 
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 8.0
@@ -58,17 +58,22 @@ class FrameReader(threading.Thread):
         self.on_warning = on_warning
         self.lock, self.stop = threading.Lock(), threading.Event()
         self.error, self.frames, self.reconnected = None, 0, 0
+        self.fps = 0.0  # the stream's frame rate, once opened
         self.started = None  # monotonic time of the first frame
-        self.ends_normally = os.fspath(source) == STDIN or not is_live(source)
+        # a file given as live is played at its own pace, as a camera sends
+        self.pace = not is_live(source)
+        self.ends_normally = os.fspath(source) == STDIN or self.pace
 
     def run(self):
         failures, last = 0, None
         while not self.stop.is_set():
             offset = None
             try:
-                for frame in FrameStream(self.source, self.short_side, self.timeout):
+                stream = FrameStream(self.source, self.short_side, self.timeout)
+                for frame in stream:
                     if self.stop.is_set():
                         return
+                    self.fps = stream.fps
                     if self.started is None:
                         self.started = frame.captured
                     shown = None if offset is None else frame.time + offset
@@ -80,6 +85,10 @@ class FrameReader(threading.Thread):
                         offset = (now if last is None else max(now, last + 1e-3)) - frame.time
                     frame.time += offset
                     last = frame.time
+                    if self.pace and self.stop.wait(max(0, self.started + last - time.monotonic())):
+                        return
+                    if self.pace:
+                        frame.captured = time.monotonic()
                     frame.index = self.frames
                     self.frames += 1
                     failures = 0
@@ -91,7 +100,7 @@ class FrameReader(threading.Thread):
             except VideoDecodeError as error:
                 reason = error.reason
             except Exception as error:  # noqa: BLE001 — any failure of the stream is retried
-                reason = f"{type(error).__name__}: {cli.one_line(error)}"
+                reason = f"{type(error).__name__}: {cliutil.one_line(error)}"
             if failures >= self.reconnects:
                 tries = f" after {failures} reconnect(s)" if failures else ""
                 self.error = f"stream lost{tries}: {reason}"
@@ -160,11 +169,11 @@ class LiveTimeline:
         self.version, self.in_flight = version, in_flight
         self.labeller = Labeller(predictor, model, top_k, smooth)
         self.clip_format = predictor.clip_format(model, version).replace(**overrides)
-        self.hop = hop or default_hop(self.clip_format, None)
+        self.chosen_hop = hop
         self.cutter = WindowCutter(
             self.clip_format.clip_length,
             self.clip_format.stride,
-            self.hop,
+            hop or default_hop(self.clip_format, None),
             self.clip_format.short_video,
         )
         self.reader = FrameReader(
@@ -176,6 +185,12 @@ class LiveTimeline:
             on_warning or (lambda message: None),
         )
         self.latencies, self.dropped = [], 0
+
+    @property
+    def hop(self):
+        """Seconds between windows: as given, else half a window at the
+        stream's frame rate (25 fps until it is known)."""
+        return self.chosen_hop or default_hop(self.clip_format, self.reader.fps)
 
     def summary(self):
         latencies = np.array(self.latencies or [0.0])
@@ -243,61 +258,55 @@ class LiveTimeline:
         on_result(result)
 
 
-def live_timeline(args, predictor, source, stem, outputs_class):
-    """The `--live` command line for one source: prints answers, segments
-    and the summary; returns 0 (the stream ended), 1 (lost) or 130
-    (Ctrl-C)."""
-    from serving.timeline_cli import _explainer, _failure_line, _overrides, _print_json
+def send_realtime(url, frames, fps=25, stop=None, container="mpegts", codec="libx264"):
+    """Encodes `frames` and sends them to `url` (e.g.
+    `udp://127.0.0.1:5000?pkt_size=1316`) in real time: a loopback stream
+    to try `--live` without a camera (and the tests' and benchmark's
+    stream).
 
-    printable = cli.printable(source)
+    `frames` are uint8 `[H, W, 3]` arrays sent at `fps` frames per second,
+    or `(array, fps)` pairs with their own rate. A frame of another size or
+    rate starts a new stream, as a camera changing mode does. Stops early
+    when `stop` (a `threading.Event`) is set. Returns the frames sent."""
+    import av
 
-    def warn(message):
-        print(f"{printable}: warning: {cli.printable(message)}", file=sys.stderr, flush=True)
-
-    timeline = LiveTimeline(
-        predictor,
-        args.model,
-        source,
-        version=args.version,
-        hop=args.hop,
-        top_k=max(args.top_k, 1),
-        smooth=args.smooth,
-        in_flight=args.in_flight or DEFAULT_LIVE_IN_FLIGHT,
-        timeout=args.stream_timeout,
-        reconnects=args.reconnects,
-        on_warning=warn,
-        **_overrides(args),
-    )
-    segments = Segmenter()
-    state = {"outputs": None}
-
-    def on_result(result):
-        if state["outputs"] is None:
-            names = timeline.labeller.names(len(result.probabilities), result.model_version)
-            explainer = _explainer(args, predictor, source, stem, result.model_version)
-            state["outputs"] = outputs_class(args, source, names, explainer, live=True)
-        state["outputs"].window(result, result.window.clip)
-        result.window.clip = None
-        state["outputs"].segment(segments.add(result))
-
-    status = 0
+    output = stream = current = None
+    due, count = time.monotonic(), 0
     try:
-        timeline.run(on_result)
-    except StreamLost as error:
-        _failure_line(source, str(error), args.json)
-        status = 1
-    except KeyboardInterrupt:
-        status = cli.INTERRUPTED
+        for item in frames:
+            image, rate = item if isinstance(item, tuple) else (item, fps)
+            if stop is not None and stop.is_set():
+                break
+            mode = (image.shape[0], image.shape[1], rate)
+            if mode != current:
+                if output is not None:
+                    _flush(output, stream)
+                current = mode
+                output = av.open(url, "w", format=container)
+                stream = output.add_stream(codec, rate=round(rate))
+                stream.height, stream.width, stream.pix_fmt = mode[0], mode[1], "yuv420p"
+                stream.options = {
+                    "tune": "zerolatency",
+                    "preset": "ultrafast",
+                    "g": str(round(rate) // 5 or 1),
+                }
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+            due += 1.0 / rate
+            count += 1
     finally:
-        if state["outputs"] is not None:
-            state["outputs"].segment(segments.finish())
-            state["outputs"].close()
-        summary = timeline.summary()
-        if summary.frames or status == cli.INTERRUPTED:  # nothing to sum up otherwise
-            print(f"{printable}: {summary.text()}", file=sys.stderr, flush=True)
-            if args.json:
-                _print_json({"source": source, "kind": "summary", **summary.record()})
-    return status
+        if output is not None:
+            _flush(output, stream)
+    return count
 
 
-__all__ = ["LiveSummary", "LiveTimeline", "StreamLost", "live_timeline"]
+def _flush(output, stream):
+    for packet in stream.encode():
+        output.mux(packet)
+    output.close()
+
+
+__all__ = ["LiveSummary", "LiveTimeline", "StreamLost", "send_realtime"]

@@ -17,6 +17,7 @@ version that answered.
 16
 """
 
+import abc
 import json
 import random
 import time
@@ -33,7 +34,7 @@ from serving import predict_wire, rest_json
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
-class Predictor:
+class Predictor(abc.ABC):
     """What both transports share: caches of the model's clip format and
     class names, read through `predict`."""
 
@@ -41,9 +42,9 @@ class Predictor:
         self.server, self.timeout = server, timeout
         self._clip_formats, self._class_names = {}, {}
 
+    @abc.abstractmethod
     def predict_with_version(self, model, inputs, signature=None, version=None, output_filter=()):
         """`({output: array}, version that answered)`."""
-        raise NotImplementedError
 
     def predict(self, model, inputs, signature=None, version=None, output_filter=()):
         """Predict: `inputs` a dict of arrays (or one array, sent as `clips`);
@@ -61,8 +62,9 @@ class Predictor:
     clip_format = grpc_client.ServingClient.clip_format
     class_names = grpc_client.ServingClient.class_names
 
+    @abc.abstractmethod
     def close(self):
-        pass
+        """Releases the connection."""
 
     def __enter__(self):
         return self
@@ -150,6 +152,9 @@ class RestPredictor(Predictor):
         self.url = server if server.startswith(("http://", "https://")) else f"http://{server}"
         self.retries, self.backoff = retries, float(backoff)
         self._latest = {}
+
+    def close(self):
+        """Nothing to release: every call opens its own HTTP connection."""
 
     def call(self, path, body=None):
         """GET (`body` None) or POST JSON; the parsed answer or `RestError`."""

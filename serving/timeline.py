@@ -29,6 +29,7 @@ at once; answers come back in order.
 import collections
 import concurrent.futures
 import dataclasses
+import time
 
 import numpy as np
 
@@ -288,8 +289,6 @@ class FileTimeline:
             yield last
 
     def __iter__(self):
-        import time
-
         windows = self._windows()
         first = next(windows, None)
         if first is None:
@@ -316,8 +315,6 @@ class FileTimeline:
                     future.cancel()
 
     def _answer(self, window, future):
-        import time
-
         probabilities, version = future.result()
         return self.labeller(window, probabilities, version, time.monotonic())
 

@@ -53,14 +53,15 @@ def centre_crops(clip, size):
 class OverlayVideo:
     """Images appended one by one to an MP4 (PyAV), else to a GIF."""
 
-    def __init__(self, stem_path, fps):
+    def __init__(self, stem_path, fps, codecs=None):
         self.stem_path, self.fps = pathlib.Path(stem_path), max(1.0, float(fps))
+        self.codecs = _CODECS if codecs is None else tuple(codecs)
         self.path, self._container, self._stream, self._gif = None, None, None, None
 
     def _open(self, width, height):
         import av
 
-        for codec in _CODECS:
+        for codec in self.codecs:
             path = self.stem_path.with_name(self.stem_path.name + "_overlay.mp4")
             try:
                 container = av.open(str(path), "w")
@@ -114,10 +115,14 @@ class TimelineExplainer:
         name: file-name stem.
         every: explain every `every`th window.
         block: the block shown in the overlay (default: the deepest).
+        gif: write the overlay as a GIF even when MP4 can be written.
     """
 
-    def __init__(self, predictor, model, out_dir, name, every=1, version=None, block=None):
+    def __init__(
+        self, predictor, model, out_dir, name, every=1, version=None, block=None, gif=False
+    ):
         self.predictor, self.model, self.version = predictor, model, version
+        self.codecs = () if gif else None
         self.every, self.block = every, block
         self.out_dir = pathlib.Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -193,7 +198,8 @@ class TimelineExplainer:
         t, size = maps.shape[0], maps.shape[-1]
         step = (window.end - window.start) / t  # seconds per clip frame
         if self.video is None:
-            self.video = OverlayVideo(self.out_dir / self.name, 1.0 / step if step > 0 else 8.0)
+            fps = 1.0 / step if step > 0 else 8.0
+            self.video = OverlayVideo(self.out_dir / self.name, fps, self.codecs)
         crops = centre_crops(clip, size)
         first = 0
         if self._shown_until is not None:  # only the frames not shown yet

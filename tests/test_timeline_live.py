@@ -42,14 +42,15 @@ def error_lines(stderr):
 
 
 @pytest.mark.slow
-def test_live_stream_is_labelled_then_cut_retried_and_given_up():
+def test_live_stream_is_labelled_through_a_mode_change_then_cut_retried_and_given_up():
     port = free_port()
     source = f"udp://127.0.0.1:{port}"
     with grpc_stub() as (address, _):
         client = start_client(address, source, "--reconnects", "1")
         time.sleep(1.0)  # the client listens on the port
-        # the resolution changes with the colour, as a camera changing mode
-        send(port, [(1.5, "red"), (1.5, "blue")], sizes={1: (64, 32)}).join()
+        # the resolution and the frame rate change with the colour, as a
+        # camera changing mode
+        send(port, [(1.5, "red"), (1.5, "blue")], modes={1: ((64, 32), 12)}).join()
         stdout, stderr = client.communicate(timeout=30)
     assert client.returncode == 1, stderr
     windows = records(stdout, "window")
@@ -105,7 +106,7 @@ def test_a_slow_server_drops_windows_instead_of_lagging():
         send(port, [(3, "red")]).join()
         stdout, stderr = client.communicate(timeout=30)
     [summary] = records(stdout, "summary")
-    assert summary["dropped"] > summary["windows"] > 0, summary
+    assert summary["dropped"] > 0 and summary["windows"] > 0, summary
     # two windows in flight at most: the latency stays near two calls
     assert max(w["latency"] for w in records(stdout, "window")) < 2.0
     assert model.calls <= summary["windows"] + 2
@@ -118,7 +119,7 @@ def test_unusable_sources_give_one_error_line_each(tmp_path):
     server = socket.create_server(("127.0.0.1", garbage_port))
 
     def serve_garbage():
-        server.settimeout(10)
+        server.settimeout(120)
         try:
             connection, _ = server.accept()
         except OSError:
@@ -127,15 +128,18 @@ def test_unusable_sources_give_one_error_line_each(tmp_path):
             connection.sendall(bytes(range(256)) * 256)
 
     threading.Thread(target=serve_garbage, daemon=True).start()
-    sources = {
-        f"http://127.0.0.1:{closed}/live.ts": "Connection refused",
-        f"udp://127.0.0.1:{silent}": "no answer within 0.5 s",
-        f"tcp://127.0.0.1:{garbage_port}": "Invalid data found",
+    sources = {  # source: (what the error says, --stream-timeout)
+        f"http://127.0.0.1:{closed}/live.ts": ("Connection refused", "0.5"),
+        f"udp://127.0.0.1:{silent}": ("no answer within 0.5 s", "0.5"),
+        f"tcp://127.0.0.1:{garbage_port}": ("Invalid data found", "5"),
     }
     try:
         with grpc_stub() as (address, _):
-            for source, reason in sources.items():
-                client = start_client(address, source, "--reconnects", "0", json_lines=False)
+            for source, (reason, timeout) in sources.items():
+                client = start_client(
+                    address, source, "--reconnects", "0", "--stream-timeout", timeout,
+                    json_lines=False,
+                )  # fmt: skip
                 stdout, stderr = client.communicate(timeout=30)
                 assert client.returncode == 1, stderr
                 first = stderr.splitlines()[0]
@@ -160,3 +164,16 @@ def test_standard_input_is_live_and_ends_normally(tmp_path):
         )
     assert run.returncode == 0, run.stderr
     assert records(run.stdout, "summary")[0]["frames"] == 50
+
+
+def test_a_file_given_as_live_plays_at_its_own_pace(tmp_path):
+    path = tmp_path / "colours.mp4"
+    write_colour_video(path, [(1, "red"), (1, "green")], fps=25)
+    began = time.monotonic()
+    with grpc_stub() as (address, _):
+        client = start_client(address, path)
+        stdout, stderr = client.communicate(timeout=60)
+    assert client.returncode == 0, stderr
+    assert time.monotonic() - began >= 2.0  # two seconds of video, in real time
+    assert [s["class"] for s in records(stdout, "segment")] == ["red", "green"]
+    assert records(stdout, "summary")[0]["frames"] == 50
