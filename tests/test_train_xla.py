@@ -237,6 +237,17 @@ def test_prefer_onednn_sets_the_variable_in_a_fresh_process():
     )
     note, value = result.stdout.strip().splitlines()
     assert note.startswith("oneDNN: on (TF_ENABLE_ONEDNN_OPTS=1") and value == "1"
+    # the command line decides before anything imports TensorFlow (here it
+    # stops at the missing --data, after the decision is printed)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", "--data", "/nonexistent", "--run-dir", "r"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "no such manifest" in result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("[train] oneDNN: ")]
+    assert "TensorFlow loaded before" not in line, line
 
 
 def test_compile_model_keeps_xla_under_op_determinism():
