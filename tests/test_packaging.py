@@ -13,7 +13,9 @@ else is visible there. In it, every module of the side's packages is
 imported, every module their code imports anywhere (also inside functions:
 lazy imports such as the client's `--explain` pictures) must be installed,
 the other side's own dependencies must be absent, and every console script
-of that side answers `--help`.
+of that side answers `--help`. An import that belongs to an option with an
+extra of its own (`prepare --runner beam`: `[beam]`) must be in that extra
+instead.
 
 The versions are this environment's (what `make install` resolved), not
 the newest on the index; no TensorFlow is downloaded or unpacked, so the
@@ -38,10 +40,14 @@ SIDES = {
     "train": {
         "packages": ("keras_classreg", "cliutil", "clipspec", "training"),
         "scripts_from": ("training",),
+        # imported by the code of an option that its own extra installs
+        # (`prepare --runner beam`: [beam]); checked to be in that extra
+        "optional": {"apache_beam": ("beam", "apache-beam")},
     },
     "serve": {
         "packages": ("keras_classreg", "cliutil", "clipspec", "serving"),
         "scripts_from": ("serving",),
+        "optional": {},
     },
 }
 
@@ -49,6 +55,7 @@ CHECK = r"""
 import ast, importlib, importlib.util, pkgutil, sys
 
 packages = sys.argv[1].split(",")
+optional = set(filter(None, sys.argv[2].split(",")))  # another extra of this side installs them
 own = set(packages) | {"keras_classreg", "cliutil", "clipspec", "training", "serving", "demo"}
 problems, modules = [], []
 for package in packages:
@@ -73,7 +80,7 @@ for module in modules:
             continue
         for name in names:
             top = name.split(".")[0]
-            if top in sys.stdlib_module_names:
+            if top in sys.stdlib_module_names or top in optional:
                 continue
             if top in own and top not in packages and top != "keras_classreg":
                 problems.append(f"{module.__name__} imports {name}: another side's package")
@@ -296,6 +303,8 @@ def package_wheel(tmp_path_factory):
 def test_extra_installs_what_its_side_imports(extra, package_wheel, tmp_path):
     from importlib import metadata
 
+    from packaging.requirements import Requirement
+
     env = _clean_env()
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], env=env)
@@ -328,8 +337,16 @@ def test_extra_installs_what_its_side_imports(extra, package_wheel, tmp_path):
     )
     assert absent.returncode != 0, f"{other_only} is installed with only [{extra}]"
 
+    optional = SIDES[extra]["optional"]
+    for module, (optional_extra, distribution) in optional.items():
+        assert any(
+            Requirement(line).name == distribution
+            and Requirement(line).marker is not None
+            and Requirement(line).marker.evaluate({"extra": optional_extra})
+            for line in installed.requires or ()
+        ), f"{module}: {distribution} is not in the [{optional_extra}] extra"
     check = _run(
-        [str(python), "-c", CHECK, ",".join(SIDES[extra]["packages"])],
+        [str(python), "-c", CHECK, ",".join(SIDES[extra]["packages"]), ",".join(optional)],
         env=env,
         cwd=tmp_path,
         timeout=900,
