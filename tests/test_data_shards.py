@@ -208,7 +208,7 @@ def test_train_pipeline_runs_in_the_tf_data_service(prepared):
         service.WorkerConfig(dispatcher_address=dispatcher.target.split("://")[1])
     )
     dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2, repeat=True).apply(
-        service.distribute("parallel_epochs", dispatcher.target)
+        service.distribute("distributed_epoch", dispatcher.target)
     )
     clips, labels = next(iter(dataset))
     assert clips.shape == (2, T, S, S, 3) and set(labels.numpy()) <= {0, 1, 2}
