@@ -286,10 +286,18 @@ def main(argv=None):
         f"bytes per frame in the pipeline's graph) would take "
         f"{8 * frames / 1e6:,.0f} MB for this index in every input-pipeline process.",
     ]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        summary.append(
+            f"Measured under load (load average {load:.1f} on {os.cpu_count()} CPUs: "
+            "other jobs shared the machine): times are longer than on a quiet one."
+        )
     print(table)
     for line in summary:
         print(line)
     if args.docs:
+        import tensorflow  # noqa: F401 - its version goes on the page (measured in children)
+
         report.write_page(
             args.docs,
             "Kinetics-700-size index: building the clip pipelines (`benchmarks/data_scale.py`)",

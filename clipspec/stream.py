@@ -36,10 +36,10 @@ import numpy as np
 from clipspec.decode import (
     FrameConverter,
     VideoDecodeError,
-    _check_file,
     _ffmpeg_message,
     _fps,
     _image_format,
+    check_video_file,
 )
 
 # Seconds to open a stream and to wait for each packet, by default.
@@ -106,7 +106,7 @@ class FrameStream:
         if source == STDIN:
             source = "pipe:0"
         elif "://" not in source and not is_live(source):
-            _check_file(source)
+            check_video_file(source)
         kwargs = {"metadata_errors": "ignore", "options": self.options}
         if self.timeout is not None:
             kwargs["timeout"] = (self.timeout, self.timeout)

@@ -171,9 +171,9 @@ def request_window(predictor, model, clip, version=None):
         {names.CLIPS_INPUT: clip[None]},
         signature=names.SERVING,
         version=version,
-        output_filter=("probabilities",),
+        output_filter=(names.PROBABILITIES_OUTPUT,),
     )
-    return np.asarray(outputs["probabilities"], np.float32)[0], served
+    return np.asarray(outputs[names.PROBABILITIES_OUTPUT], np.float32)[0], served
 
 
 class Labeller:

@@ -328,7 +328,7 @@ def live_timeline(args, predictor, source, stem):
 def run(args):
     """Runs the timeline command line; returns the exit status."""
     from clipspec.explanation_files import output_names
-    from serving.client import _failure
+    from serving.client_base import failure_reason
     from serving.predictor import make_predictor
 
     try:
@@ -363,7 +363,7 @@ def run(args):
                 raise
             except Exception as error:  # noqa: BLE001 — reported for this input
                 failures += 1
-                _failure_line(source, _failure(error), args.json)
+                _failure_line(source, failure_reason(error), args.json)
     if failures and not args.json:
         print(f"{failures} of {len(args.videos)} input(s) failed.", file=sys.stderr)
     return 1 if failures else 0

@@ -142,13 +142,16 @@ class TimelineExplainer:
             signature=names.EXPLAIN,
             version=self.version,
         )
-        if "maps" not in outputs or "block_names" not in outputs:
+        if names.MAPS_OUTPUT not in outputs or names.BLOCK_NAMES_OUTPUT not in outputs:
             raise ValueError(
                 f"Model {self.model!r}: the '{names.EXPLAIN}' signature returned no "
                 "`maps` / `block_names`."
             )
-        maps = np.asarray(outputs["maps"][0], np.float32)  # [blocks, T, S, S]
-        blocks = [b.decode() if isinstance(b, bytes) else str(b) for b in outputs["block_names"][0]]
+        maps = np.asarray(outputs[names.MAPS_OUTPUT][0], np.float32)  # [blocks, T, S, S]
+        blocks = [
+            b.decode() if isinstance(b, bytes) else str(b)
+            for b in outputs[names.BLOCK_NAMES_OUTPUT][0]
+        ]
         block = self.block or blocks[-1]
         if block not in blocks:
             raise ValueError(f"Unknown block {block!r}. The model's blocks: {', '.join(blocks)}.")

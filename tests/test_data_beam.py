@@ -206,3 +206,33 @@ def test_runner_choice_on_the_command_line(tmp_path, capsys, monkeypatch):
         prepare_dataset(VideoDataset([], []), tmp_path / "x", runner="beam")
     with pytest.raises(ValueError, match="Expected 'local' or 'beam'"):
         prepare_dataset(VideoDataset([], []), tmp_path / "x", runner="spark")
+
+
+def test_a_retried_task_never_shows_a_half_written_shard(videos, tmp_path, monkeypatch):
+    """A Beam task that fails in the middle of its shard (as a worker lost
+    mid-task) leaves nothing under the shard's names; the runner's retry
+    writes the whole shard. (The task's body, without Beam.)"""
+    from training.data import shard_writer
+
+    out = str(tmp_path / "out")
+    settings = {"short_side": 24, "jpeg_quality": 90, "max_frames": None}
+    shard = shard_writer._plan(videos, settings, 3)[0]
+    original = shard_format.ShardWriter.add
+
+    def fail_on_the_second_video(self, *args, **kwargs):
+        if self._columns["video_id"]:
+            raise RuntimeError("worker lost")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(shard_format.ShardWriter, "add", fail_on_the_second_video)
+    os.makedirs(out)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        beam_runner.write_one(out, settings, shard)
+    assert shard_writer.finished(out, shard) is None
+    assert sorted(os.listdir(out)) == [f"{shard.name}.json"]  # the claim, nothing else
+    assert json.loads(pathlib.Path(out, f"{shard.name}.json").read_text())["state"] == "writing"
+    monkeypatch.setattr(shard_format.ShardWriter, "add", original)
+    assert beam_runner.write_one(out, settings, shard) == shard.name
+    info = shard_writer.finished(out, shard)
+    assert info is not None and len(info["videos"]) == 3
+    assert not [name for name in os.listdir(out) if name.startswith(".partial-")]

@@ -208,7 +208,7 @@ def test_train_pipeline_runs_in_the_tf_data_service(prepared):
         service.WorkerConfig(dispatcher_address=dispatcher.target.split("://")[1])
     )
     dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2, repeat=True).apply(
-        service.distribute("parallel_epochs", dispatcher.target)
+        service.distribute("distributed_epoch", dispatcher.target)
     )
     clips, labels = next(iter(dataset))
     assert clips.shape == (2, T, S, S, 3) and set(labels.numpy()) <= {0, 1, 2}
@@ -335,3 +335,61 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
         for _ in dataset:
             pass
     restore()
+
+
+def in_memory_reader(prefixes):
+    """A reader with every JPEG of the shards in memory, from `read_videos`
+    (Python, eager): what the lazy reader must give."""
+    jpegs, starts = [], {}
+    for number, prefix in enumerate(prefixes):
+        for video in shard_format.read_videos(prefix):
+            starts[number, video["video_id"]] = len(jpegs)
+            jpegs += video["frames"]
+    table = shard_format.load_table(prefixes)
+    first = tf.constant(
+        [starts[int(s), int(v)] for s, v in zip(table["shard"], table["video_id"])], tf.int64
+    )
+    row_of = {
+        (int(s), int(o)): row for row, (s, o) in enumerate(zip(table["shard"], table["offsets_at"]))
+    }
+    rows = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([s * 2**32 + o for s, o in row_of], tf.int64),
+            tf.constant(list(row_of.values()), tf.int64),
+        ),
+        -1,
+    )
+    jpegs = tf.constant(jpegs)
+
+    def read(video, indices):
+        key = tf.cast(video["shard"], tf.int64) * 2**32 + tf.cast(video["offsets_at"], tf.int64)
+        return tf.gather(jpegs, tf.gather(first, rows.lookup(key)) + tf.cast(indices, tf.int64))
+
+    return read
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"subset": "train", "shuffle": True, "seed": 4},
+        {"subset": "train", "augment_on": "device", "seed": 1},
+        {"subset": "test", "mode": "test", "num_clips": 3, "num_crops": 3},
+    ],
+    ids=["train", "device", "test"],
+)
+def test_the_lazy_reader_gives_the_clips_of_an_in_memory_reader(prepared, monkeypatch, kwargs):
+    """The clips read per clip from the index and the frames file equal the
+    clips of a reader holding every frame in memory (same pipeline, seeds
+    and order)."""
+    common = dict(clip_length=T, stride=2, crop_size=S, batch_size=2, deterministic=True)
+
+    def batches(dataset):
+        return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset]
+
+    lazy = batches(clip_dataset(prepared, **common, **kwargs))
+    monkeypatch.setattr(shard_format, "frame_reader", in_memory_reader)
+    reference = batches(clip_dataset(prepared, **common, **kwargs))
+    assert len(lazy) == len(reference) > 0
+    for a, b in zip(lazy, reference):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)

@@ -131,6 +131,8 @@ def test_no_old_paths_in_the_docs():
         "--max-batch-size",
         "keras_classreg.explain(",
         "training/export.py",
+        "serving/models.py",
+        "serving.models",
     ]
     found = [
         (str(page.relative_to(ROOT)), text)

@@ -1,6 +1,7 @@
 """serving units without a model: batching, models.config, client retries,
-the docker/ files."""
+the clients' shared base, REST body parsing, the docker/ files."""
 
+import gc
 import json
 import os
 import threading
@@ -12,10 +13,13 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from serving import json_parser, json_tensor
 from serving.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
 from serving.client import ServingClient, retry_service_config
+from serving.client_base import InferenceClientBase
 from serving.errors import ServingError
 from serving.model_config import read_model_config_file
+from serving.rest_client import RestClient
 
 
 # ----------------------------------------------------------------------
@@ -269,6 +273,55 @@ def test_client_argument_checks():
         ServingClient("localhost")
     with pytest.raises(ValueError, match="`retries`"):
         ServingClient("127.0.0.1:1", retries=-1)
+    with pytest.raises(ValueError, match="host:port"):
+        RestClient("localhost")
+
+
+def test_both_clients_share_one_base():
+    assert issubclass(ServingClient, InferenceClientBase)
+    assert issubclass(RestClient, InferenceClientBase)
+    for name in ("clip_format", "class_names", "_legacy_clip_format"):
+        assert getattr(RestClient, name) is getattr(InferenceClientBase, name)
+        assert getattr(ServingClient, name) is getattr(InferenceClientBase, name)
+
+
+# ----------------------------------------------------------------------
+# REST bodies: orjson, `json` for the rest, the collector paused meanwhile
+# ----------------------------------------------------------------------
+def test_rest_bodies_parse_as_json_parses_them():
+    for body in (
+        b'{"instances": [[1, 2.5], [-3, 1e-7]], "signature_name": "s"}',
+        '{"k": "\u00e9\u4e2d", "b": [true, false, null]}'.encode(),
+        b"[NaN, Infinity, -Infinity]",  # TF Serving accepts them; orjson does not
+        b"[18446744073709551616, -9223372036854775809]",  # orjson: floats
+        b"[1e400, 123456789012345678901234567890.5, 0.00123456789012345678901]",
+        '{"k": 1}'.encode("utf-16"),
+    ):
+        expected = json.loads(body)
+        got = json_parser.loads(body)
+        assert json.dumps(got) == json.dumps(expected), body
+        assert gc.isenabled()
+    with pytest.raises(ServingError) as caught:
+        json_tensor.parse_json(b'{"instances": }')
+    assert caught.value.message == "JSON Parse error: Expecting value at offset: 14"
+    assert gc.isenabled()  # also after a failed parse
+
+
+def test_the_collector_stays_paused_while_any_thread_parses():
+    pause = json_parser._CollectorPause()
+    with pause:
+        assert not gc.isenabled()
+        with pause:  # a second thread's parse
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
 
 
 # ----------------------------------------------------------------------

@@ -27,7 +27,8 @@
 
 The zoo's models train fast either way: their convolutions
 (`keras_classreg.layers.SpaceToDepthConv3D`) keep off the CPU kernels that
-are tens of times slower than the convolution itself (issue 17).
+are tens of times slower than the convolution itself
+(`python -m benchmarks.layer_cliffs` finds them).
 """
 
 import contextlib

@@ -12,7 +12,7 @@ Examples:
     python -m training.prepare --layout kinetics --root /mnt/k400 \\
         --annotations /mnt/k400/train.csv --out gs://bucket/k400 \\
         --runner beam --beam-options "--runner=DataflowRunner --project=P \\
-        --region=us-central1 --temp_location=gs://bucket/tmp --setup_file=./setup.py"
+        --region=us-central1 --temp_location=gs://bucket/tmp --sdk_container_image=IMAGE"
 
 Each video is decoded with PyAV (upright, damaged videos keeping their
 decodable frames), resized to --short-side, its frames stored as JPEG in
@@ -147,7 +147,7 @@ def build_parser():
         metavar='"--runner=... ..."',
         help="--runner beam: Beam's pipeline options in one string, e.g. "
         '"--runner=DataflowRunner --project=P --region=R '
-        '--temp_location=gs://B/tmp --setup_file=./setup.py". Default: '
+        '--temp_location=gs://B/tmp --sdk_container_image=IMAGE". Default: '
         "DirectRunner in this process.",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")

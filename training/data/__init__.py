@@ -2,7 +2,10 @@
 
 - `layouts`: UCF-101, HMDB-51, Kinetics and folder datasets → `VideoDataset`.
 - `shard_writer`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
-  `manifest.json` (decoding with `clipspec.decode`).
+  `manifest.json` (decoding with `clipspec.decode`); `write_shard`, the one
+  shard writer of both runners.
+- `beam_runner`: `prepare` on Apache Beam (the `[beam]` extra), one task per shard.
+- `output_folder`: prepare's output folder through `tf.io.gfile` (whole-or-nothing writes).
 - `shard_format`: the shard files (frame records + index), read with TF ops.
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
   (clip and view rules from `clipspec`, shared with serving).

@@ -18,9 +18,10 @@ attempt is never taken for a finished shard; a rerun of the same command
 skips the shards finished before.
 
 Workers need this project and its `[train]` dependencies (PyAV,
-TensorFlow): `--setup_file ./setup.py` or a container image (see
-docs/data.md), and the videos at the same paths as the launching process
-sees them.
+TensorFlow): a container image with them (`--sdk_container_image`), or
+`--setup_file=./pyproject.toml` with a `--requirements_file` naming PyAV
+and Pillow (docs/data.md); and the videos at the same paths as the
+launching process sees them.
 
 Example:
 
@@ -29,7 +30,7 @@ Example:
 ...                 beam_options=["--runner=DataflowRunner", "--project=p",
 ...                               "--region=us-central1",
 ...                               "--temp_location=gs://bucket/tmp",
-...                               "--setup_file=./setup.py"])
+...                               "--sdk_container_image=IMAGE"])
 """
 
 import functools

@@ -2,10 +2,12 @@
 filesystem TensorFlow has (`gs://…`, `ram://…`).
 
 Every file `prepare` writes appears whole or not at all: it is written
-under a temporary name (`<name>.partial-<random>`, unique per attempt, so
-two attempts at one shard never write the same file) and renamed into
-place. On a local disk the rename is atomic; on an object store (`gs://`)
-it is a copy, and an object becomes visible only once fully written.
+under a temporary name beside it (`cliutil.partial_path`:
+`.partial-<random>-<name>`, random so that two attempts at one shard, on
+one machine or two, never write the same file) and renamed into place
+(`cliutil.atomic_path` over `tf.io.gfile`). On a local disk the rename is
+atomic; on an object store (`gs://`) it is a copy, and an object becomes
+visible only once fully written.
 
 Example:
 
@@ -16,21 +18,11 @@ Example:
 
 import json
 import os
-import uuid
 
 import tensorflow as tf
 
 import cliutil
 from training.data.manifest import join
-
-# The temporary names of files being written (a prefix of the suffix:
-# `.partial-` and random hex digits).
-PARTIAL = ".partial-"
-
-
-def partial_name(path):
-    """A fresh temporary name beside `path`."""
-    return f"{os.fspath(path)}{PARTIAL}{uuid.uuid4().hex[:12]}"
 
 
 def _why(error):
@@ -48,25 +40,20 @@ def ensure_writable(folder):
         PermissionError: the folder cannot be created or written.
     """
     folder = os.fspath(folder)
+    in_the_way = NotADirectoryError(
+        f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
+    )
     try:
         tf.io.gfile.makedirs(folder)
     except (tf.errors.OpError, OSError) as error:
-        if tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
         if _file_above(folder):
-            raise NotADirectoryError(
-                f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-            ) from None
+            raise in_the_way from None
         raise PermissionError(
             f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
         ) from None
     if not tf.io.gfile.isdir(folder):
-        raise NotADirectoryError(
-            f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
-        )
-    probe = partial_name(join(folder, ".prepare-write-check"))
+        raise in_the_way
+    probe = cliutil.partial_path(join(folder, "prepare-write-check"))
     try:
         with tf.io.gfile.GFile(probe, "w") as handle:
             handle.write("")
@@ -79,13 +66,14 @@ def ensure_writable(folder):
 
 
 def _file_above(folder):
-    """True when a file (not a folder) sits on the local path to `folder`."""
+    """True when a file (not a folder) is `folder` or lies on the local
+    path to it."""
     if "://" in folder:
-        return False
-    parent = os.path.dirname(os.path.abspath(folder))
-    while parent and not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    return bool(parent) and not os.path.isdir(parent)
+        return tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder)
+    path = os.path.abspath(folder)
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return bool(path) and not os.path.isdir(path)
 
 
 def names(folder):
@@ -97,18 +85,24 @@ def remove(path):
     tf.io.gfile.remove(os.fspath(path))
 
 
+def rename(partial, path):
+    """`partial` renamed to `path` (replacing it) on any filesystem."""
+    tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+def remove_if_there(path):
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
 def write_text(path, text):
-    """Writes `text` to `path` whole: a temporary name, then a rename."""
-    path = os.fspath(path)
-    partial = partial_name(path)
-    try:
-        with tf.io.gfile.GFile(partial, "w") as handle:
-            handle.write(text)
-        tf.io.gfile.rename(partial, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(partial):
-            tf.io.gfile.remove(partial)
-        raise
+    """Writes `text` to `path` whole (`cliutil.atomic_path` on
+    `tf.io.gfile`)."""
+    with (
+        cliutil.atomic_path(os.fspath(path), rename=rename, remove=remove_if_there) as partial,
+        tf.io.gfile.GFile(partial, "w") as handle,
+    ):
+        handle.write(text)
 
 
 def write_json(path, value):

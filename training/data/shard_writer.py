@@ -253,9 +253,9 @@ def finished(out_dir, shard):
 # A shard's files (`<shard>.frames.tfrecord`, `<shard>.index.tfrecord`,
 # `<shard>.json`), with their temporary names.
 _SHARD_FILE = re.compile(
-    r"^(?P<shard>.+-\d{5}-of-\d{5})"
-    r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)"
-    rf"(?P<partial>{re.escape(output_folder.PARTIAL)}[0-9a-f]+)?$"
+    rf"^(?P<partial>{re.escape(cliutil.PARTIAL_PREFIX)}[0-9a-f]+-)?"
+    r"(?P<shard>.+-\d{5}-of-\d{5})"
+    r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)$"
 )
 
 
@@ -278,6 +278,7 @@ def own_shards(out_dir, present=None):
         match = _SHARD_FILE.match(name)
         if (
             match
+            and not match["partial"]
             and name.endswith(".json")
             and _is_own_sidecar(output_folder.read_json_object(join(out_dir, name)))
         ):
