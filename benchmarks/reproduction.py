@@ -135,9 +135,8 @@ def write_initial_weights(config, num_classes, path):
     keras.backend.clear_session()
     keras.utils.set_random_seed(config["seed"])
     model = trainer.model_of(_model_config(config, class_regularization=False), num_classes)
-    partial = path + ".partial.keras"
-    model.save(partial)
-    os.replace(partial, path)
+    with cliutil.atomic_path(path) as partial:
+        model.save(partial)
     return path
 
 

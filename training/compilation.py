@@ -30,8 +30,9 @@ benchmarks.train_step` measured fastest where it is safe: a model of the
 zoo, with TensorFlow's oneDNN kernels on (`training.onednn`), trains without
 XLA: the zoo's convolutions (`keras_classreg.layers.SpaceToDepthConv3D`)
 keep off the CPU kernels for strided-convolution gradients that are tens of
-times slower than the convolution itself, and oneDNN's kernels beat XLA's
-CPU code (docs/benchmarks/train_step.md). Everything else compiles with
+times slower than the convolution itself (`python -m benchmarks.layer_cliffs`
+finds them), and oneDNN's kernels beat XLA's CPU code
+(docs/benchmarks/train_step.md). Everything else compiles with
 XLA: oneDNN off (XLA was faster than TensorFlow's own kernels there), a
 model of your own (its plain `Conv3D` layers can hit that cliff without
 XLA), deterministic runs (XLA is what makes CPU runs bitwise repeatable)
