@@ -123,6 +123,11 @@ class RequestContext:
                 self._callbacks.remove(callback)
 
     # -- memory ------------------------------------------------------------
+    @property
+    def decoded_bytes(self):
+        """Decoded bytes this request was charged so far."""
+        return self._decoded
+
     def charge(self, decoded, reserve, what="request tensors"):
         """Checks `decoded` bytes against the per-request limit (with what
         this request was already charged) and reserves `reserve` bytes in

@@ -187,3 +187,23 @@ def slow_loop_tf1(export_dir):
         )
         builder.save()
     return export_dir
+
+
+class _OneKernel(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
+    def matmul(self, x):
+        """One n x n matmul: a single kernel, which TensorFlow cannot
+        cancel midway (seconds for n in the thousands); y = x."""
+        return {"y": x + 0.0 * tf.reduce_sum(tf.matmul(x, x))}
+
+
+def one_kernel_tf2(export_dir):
+    """A TF2 model whose `serving_default` (x float [n, n] -> y = x) runs
+    one n x n matmul: with a large n, a call that ignores its deadline."""
+    module = _OneKernel()
+    tf.saved_model.save(
+        module,
+        os.fspath(export_dir),
+        signatures={tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.matmul},
+    )
+    return export_dir

@@ -1,0 +1,315 @@
+"""Model worker processes on their own: the frames between front end and
+worker, admission by deadline, and a worker that loads, answers, unloads,
+crashes, gets stuck, fails to load and dies with its parent."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_serving_models
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, regression_pb2
+
+from serving import worker_protocol as protocol
+from serving.admission import Admission
+from serving.errors import ServingError
+from serving.handlers import RequestContext
+from serving.limits import MemoryBudget
+from serving.models import ServableVersion
+from serving.worker_process import WorkerSettings, exit_reason
+from serving.worker_servable import WorkerServable
+
+QUIET = WorkerSettings(log_level="WARNING")
+
+
+def _context(seconds=None):
+    context = RequestContext.with_timeout("GRPC", seconds)
+    context.reservation = MemoryBudget(None).reserve(0)
+    return context
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (ended, not yet reaped) counts as gone
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_gone(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+# -- frames --------------------------------------------------------------------
+def test_frames_carry_large_payloads_in_parts():
+    left, right = socket.socketpair()
+    sender, receiver = protocol.Connection(left), protocol.Connection(right)
+    payload = np.random.default_rng(0).integers(0, 256, 5 << 20, dtype=np.uint8)
+    header = protocol.CallHeader("regress", 1.5, 123, 456)
+    thread = threading.Thread(
+        target=sender.send, args=(protocol.CALL, 42, header.pack(), payload.data)
+    )
+    thread.start()
+    kind, call_id, body = receiver.receive()
+    thread.join()
+    assert (kind, call_id) == (protocol.CALL, 42)
+    got, request = protocol.CallHeader.unpack(body)
+    assert got == header
+    assert bytes(request) == payload.tobytes()
+    error = protocol.unpack_status(
+        protocol.pack_status(ServingError(grpc.StatusCode.NOT_FOUND, "no such model é"))
+    )
+    assert (error.code, error.message) == (grpc.StatusCode.NOT_FOUND, "no such model é")
+    sender.close()
+    with pytest.raises(protocol.ConnectionClosed):
+        receiver.receive()
+
+
+def test_exit_reasons_name_the_signal():
+    assert "SIGKILL" in exit_reason(-9) and "out-of-memory" in exit_reason(-9)
+    assert "SIGSEGV" in exit_reason(-11)
+    assert "status 3" in exit_reason(3)
+
+
+# -- admission -----------------------------------------------------------------
+def test_admission_bounds_the_executions_at_once():
+    admission = Admission(limit=2)
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work():
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return True
+
+    threads = [threading.Thread(target=admission.run, args=(None, work)) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak[0] == 2
+    assert admission.running == 0 and admission.waiting == 0
+
+
+def test_admission_never_starts_an_expired_or_cancelled_call():
+    admission = Admission(limit=1)
+    release, started = threading.Event(), []
+    holder = threading.Thread(target=admission.run, args=(None, release.wait))
+    holder.start()
+    while admission.running == 0:
+        time.sleep(0.01)
+    expired, cancelled = _context(0.05), _context(30.0)
+    failures = {}
+
+    def wait(name, context):
+        try:
+            admission.run(context, lambda: started.append(name))
+        except ServingError as error:
+            failures[name] = error.code
+
+    threads = [
+        threading.Thread(target=wait, args=("expired", expired)),
+        threading.Thread(target=wait, args=("cancelled", cancelled)),
+    ]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    cancelled.cancel()
+    for thread in threads:
+        thread.join(5)
+    release.set()
+    holder.join()
+    assert failures == {
+        "expired": grpc.StatusCode.DEADLINE_EXCEEDED,
+        "cancelled": grpc.StatusCode.CANCELLED,
+    }
+    assert started == [] and admission.never_started == 2
+    assert admission.run(_context(5.0), lambda: "next") == "next"
+
+
+def test_admission_holds_calls_that_cannot_finish_in_time():
+    admission = Admission(limit=4)
+    admission.run(None, lambda: time.sleep(0.3))  # the model takes ~0.3 s
+    started = []
+    with pytest.raises(ServingError) as caught:
+        admission.run(_context(0.05), lambda: started.append("short"))
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED and not started
+    assert admission.run(_context(5.0), lambda: "long enough") == "long enough"
+
+
+# -- worker processes ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    root = tmp_path_factory.mktemp("workers")
+    return {
+        "hp2": tf_serving_models.half_plus_two_tf2(root / "hp2" / "1"),
+        "slow": tf_serving_models.slow_loop_tf2(root / "slow" / "1"),
+        "kernel": tf_serving_models.one_kernel_tf2(root / "kernel" / "1"),
+    }
+
+
+def _predict(name, values, dtype=tf.float32):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = name
+    request.inputs["x"].CopyFrom(tf.make_tensor_proto(np.asarray(values), dtype=dtype))
+    return request
+
+
+def _signature_map(metadata):
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    metadata.metadata["signature_def"].Unpack(signature_map)
+    return metadata.model_spec, signature_map
+
+
+@pytest.mark.slow
+def test_a_worker_answers_as_the_version_in_process_and_ends_when_unloaded(exports):
+    path = os.fspath(exports["hp2"])
+    local = ServableVersion("hp2", 1, path)
+    remote = WorkerServable("hp2", 1, path, QUIET).load()
+    try:
+        assert remote.pid != os.getpid() and _alive(remote.pid)
+        assert set(remote.signature_defs) == set(local.signature_defs)
+        assert remote.input_infos("") == local.input_infos("")
+        request = _predict("hp2", [1.0, 2.0, 5.0])
+        assert remote.predict(request, _context(30)) == local.predict(request, _context(30))
+        regress = regression_pb2.RegressionRequest()
+        regress.model_spec.name, regress.model_spec.signature_name = "hp2", "regress_x_to_y"
+        for x in (1.0, 4.0):
+            regress.input.example_list.examples.add().CopyFrom(tf_serving_models.example(x))
+        assert remote.regress(regress, _context(30)) == local.regress(regress, _context(30))
+        assert _signature_map(remote.metadata()) == _signature_map(local.metadata())
+        bad = _predict("hp2", [[1, 2]], tf.int32)
+        with pytest.raises(ServingError) as remote_error:
+            remote.predict(bad, _context(30))
+        with pytest.raises(ServingError) as local_error:
+            local.predict(bad, _context(30))
+        assert remote_error.value.code == local_error.value.code
+        # The same words, but for the numbers TensorFlow gives its functions.
+        assert re.sub(r"\d+", "N", remote_error.value.message) == re.sub(
+            r"\d+", "N", local_error.value.message
+        )
+    finally:
+        remote.close()
+        remote.join(30)
+        local.close()
+    assert _wait_gone(remote.pid, 10)
+    assert remote.worker.exit_reason and remote.worker.process.returncode == 0
+
+
+@pytest.mark.slow
+def test_a_killed_worker_fails_its_calls_with_unavailable(exports):
+    ended = []
+    remote = WorkerServable(
+        "slow", 1, os.fspath(exports["slow"]), QUIET, on_exit=lambda s, why: ended.append(why)
+    ).load()
+    failures = []
+
+    def ask():
+        try:
+            remote.predict(_predict("slow", [20000.0]), _context(60))
+        except ServingError as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=ask)
+    thread.start()
+    while remote.worker.in_flight == 0:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    os.kill(remote.pid, signal.SIGKILL)
+    thread.join(10)
+    assert [f.code for f in failures] == [grpc.StatusCode.UNAVAILABLE]
+    assert "SIGKILL" in failures[0].message
+    deadline = time.monotonic() + 5
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(ended) == 1 and "SIGKILL" in ended[0]
+    with pytest.raises(ServingError) as caught:
+        remote.predict(_predict("slow", [1.0]), _context(5))
+    assert caught.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.slow
+def test_a_call_that_ignores_its_deadline_gets_its_worker_replaced(exports):
+    ended = []
+    settings = WorkerSettings(log_level="ERROR", stuck_grace_seconds=0.3)
+    remote = WorkerServable(
+        "kernel",
+        1,
+        os.fspath(exports["kernel"]),
+        settings,
+        on_exit=lambda s, why: ended.append(why),
+    ).load()
+    request = _predict("kernel", np.ones((4000, 4000)))
+    began = time.monotonic()
+    with pytest.raises(ServingError) as caught:
+        remote.predict(request, _context(0.2))
+    assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - began < 2.0  # answered at the deadline
+    deadline = time.monotonic() + 10
+    while not ended and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ended and "did not return within 0.3 s" in ended[0]
+    assert _wait_gone(remote.pid, 5)
+
+
+@pytest.mark.slow
+def test_a_version_that_cannot_load_says_why(tmp_path):
+    version = tmp_path / "broken" / "1"
+    version.mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"not a SavedModel")
+    remote = WorkerServable("broken", 1, os.fspath(version), QUIET)
+    with pytest.raises(ServingError) as caught:
+        remote.load()
+    assert caught.value.code == grpc.StatusCode.UNKNOWN
+    assert "DecodeError" in caught.value.message or "parse" in caught.value.message.lower()
+    assert _wait_gone(remote.pid, 10)
+
+
+@pytest.mark.slow
+def test_no_worker_outlives_a_killed_parent(exports, tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from serving.worker_servable import WorkerServable
+        from serving.worker_process import WorkerSettings
+        remote = WorkerServable("hp2", 1, {os.fspath(exports["hp2"])!r},
+                                WorkerSettings(log_level="ERROR")).load()
+        print(remote.pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
+    )
+    try:
+        pid = int(parent.stdout.readline())
+        assert _alive(pid)
+        parent.kill()
+        parent.wait(10)
+        assert _wait_gone(pid, 5), "the worker outlived its SIGKILLed parent"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
