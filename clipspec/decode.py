@@ -308,42 +308,58 @@ def _open(path):
         raise VideoDecodeError(path, f"cannot open: {error}") from error
 
 
+class FrameConverter:
+    """PyAV video frames → upright RGB uint8 arrays `[H, W, 3]` whose short
+    side (as shown) is `short_side` (None: the stored size). The rotation
+    and scaling are worked out again whenever a frame's size or rotation
+    differs from the previous one's (a stream may change resolution)."""
+
+    def __init__(self, short_side=None):
+        self.short_side, self._key = short_side, None
+        self.turns, self.size = 0, None
+
+    def __call__(self, frame):
+        turns = _turns(frame)
+        key = (frame.height, frame.width, turns)
+        if key != self._key:
+            self._key, self.turns = key, turns
+            shown = (frame.height, frame.width) if turns % 2 == 0 else (frame.width, frame.height)
+            self.size = resized_shape(*shown, self.short_side)
+            self._stored = self.size if turns % 2 == 0 else self.size[::-1]
+            self._same = self._stored == (frame.height, frame.width)
+            self._interpolation = (
+                "AREA"
+                if self.short_side is not None and self.short_side < min(frame.height, frame.width)
+                else "BICUBIC"
+            )
+        if self._same:
+            array = frame.to_ndarray(format="rgb24")
+        else:
+            array = frame.to_ndarray(
+                format="rgb24",
+                width=self._stored[1],
+                height=self._stored[0],
+                interpolation=self._interpolation,
+            )
+        return np.rot90(array, turns) if turns else array
+
+
 class _Frames:
     """Collects upright RGB frames of one size from decoded PyAV frames."""
 
     def __init__(self, path, short_side, max_frames):
-        self.path, self.short_side, self.max_frames = path, short_side, max_frames
+        self.path, self.max_frames = path, max_frames
         self.arrays, self.size, self.turns = [], None, 0
+        self.convert = FrameConverter(short_side)
 
     @property
     def full(self):
         return self.max_frames is not None and len(self.arrays) >= self.max_frames
 
     def add(self, frame):
+        array = self.convert(frame)
         if self.size is None:
-            self.turns = _turns(frame)
-            shown = (
-                (frame.height, frame.width) if self.turns % 2 == 0 else (frame.width, frame.height)
-            )
-            self.size = resized_shape(*shown, self.short_side)
-            self.stored = self.size if self.turns % 2 == 0 else self.size[::-1]
-            self.same = self.stored == (frame.height, frame.width)
-            self.interpolation = (
-                "AREA"
-                if self.short_side is not None and self.short_side < min(frame.height, frame.width)
-                else "BICUBIC"
-            )
-        if self.same:
-            array = frame.to_ndarray(format="rgb24")
-        else:
-            array = frame.to_ndarray(
-                format="rgb24",
-                width=self.stored[1],
-                height=self.stored[0],
-                interpolation=self.interpolation,
-            )
-        if self.turns:
-            array = np.rot90(array, self.turns)
+            self.size, self.turns = array.shape[:2], self.convert.turns
         if array.shape[:2] != self.size:
             raise VideoDecodeError(
                 self.path,

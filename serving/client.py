@@ -46,7 +46,7 @@ import numpy as np
 from clipspec import cli
 from clipspec import signatures as names
 from clipspec.format import ClipFormat
-from serving import polling
+from serving import polling, timeline_cli
 
 # TensorFlow and TF Serving's protos (which import it) load on first use, so
 # that `--help` answers at once.
@@ -649,7 +649,8 @@ def build_parser():
         default=None,
         help="Also request the 'explain' signature for each "
         "video's centre clip and save its per-block class-"
-        "evidence pictures (PNG grid, GIF, JSON) in DIR.",
+        "evidence pictures (PNG grid, GIF, JSON) in DIR (with "
+        "--timeline: per window, and an overlay video).",
     )
     parser.add_argument(
         "--json",
@@ -659,6 +660,7 @@ def build_parser():
         "is known; a failed input's object has 'path' and "
         "'error'.",
     )
+    timeline_cli.add_arguments(parser)
     return parser
 
 
@@ -701,6 +703,8 @@ def _print_text(path, result, explanation):
 @cli.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if timeline_cli.wanted(args):
+        return timeline_cli.run(args)
     from clipspec.explanation_files import output_names
 
     failures = 0

@@ -13,7 +13,6 @@ or int32 (int64 when too large) and strings as bytes. Failures raise
 array([[2.5], [3. ]], dtype=float32)
 """
 
-import base64
 import json
 import random
 import time
@@ -25,6 +24,8 @@ from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from serving import polling
+from serving.rest_json import from_json as _from_json
+from serving.rest_json import json_value as _json_value
 from serving.tensors import to_array, to_proto
 
 DEFAULT_REST_SERVER = "127.0.0.1:8501"
@@ -199,38 +200,6 @@ class RestClient:
     _legacy_clip_format = _grpc._legacy_clip_format
     class_names = _grpc.class_names
     del _grpc
-
-
-def _json_value(array):
-    if array.dtype.kind in "OS":
-        flat = [{"b64": base64.b64encode(v).decode("ascii")} for v in array.ravel()]
-        return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]
-    return array.tolist()
-
-
-def _from_json(value):
-    def leaf(item):
-        if isinstance(item, dict) and "b64" in item:
-            return base64.b64decode(item["b64"])
-        if isinstance(item, str):
-            return item.encode("utf-8")
-        return item
-
-    array = np.asarray(value)
-    if array.dtype.kind in "OU":
-        flat = [leaf(v) for v in np.asarray(value, dtype=object).ravel()]
-        result = np.empty(len(flat), dtype=object)
-        result[:] = flat
-        return result.reshape(array.shape)
-    if array.dtype == np.float64:
-        return array.astype(np.float32)
-    if array.dtype == np.int64:
-        return (
-            array.astype(np.int32)
-            if array.size == 0 or (array.min() >= -(2**31) and array.max() < 2**31)
-            else array
-        )
-    return array
 
 
 __all__ = ["DEFAULT_REST_SERVER", "RestClient", "RestError"]
