@@ -1,22 +1,32 @@
 """A drop-in `tensorflow_model_server` (TF Serving's gRPC and REST APIs,
 command line and semantics, for any SavedModel) and its clients.
 
-- `serving.server`: `python -m serving.server` / `classreg-model-server`,
-  TF Serving's flags; the gRPC services.
-- `serving.rest`: the REST API (`--rest_api_port`).
-- `serving.handlers`: the request handlers gRPC and REST share.
-- `serving.models`: version folders -> loaded SavedModels (TF1 in a
-  Session, TF2 as functions), hot swap, TF Serving's request semantics;
-  `serving.batching`: server-side batching; `serving.tensors`: TensorProto
-  checks and encoding; `serving.limits`: per-request and in-flight memory
-  limits; `serving.execution`: deadlines and cancellation of model calls;
-  `serving.tls`: `--ssl_config_file`; `serving.metrics`: Prometheus
-  metrics.
-- `serving.client`: `ServingClient` (timeouts, retries) and
-  `python -m serving.client` for video files (`--rest`: over
-  `serving.rest_client`).
-- `serving.launch`, `serving.loadtest`, `serving.testing`: a child-process
-  server, load testing, and small models for tests and benchmarks.
+The server, one TF Serving part per module (docs/serving.md has the map):
+
+- `serving.server`: `python -m serving.server` / `classreg-model-server`;
+  `serving.flags`: TF Serving's flags -> `ServerSettings`.
+- Front ends: `serving.grpc_front` (gRPC) and `serving.rest` (REST, with the
+  JSON codecs `serving.json_tensor` and `serving.json_examples`), both over
+  `serving.handlers`.
+- Models: `serving.model_config` (models.config, version policy),
+  `serving.storage_path` (version folders on disk), `serving.manager`
+  (loading, hot swap, version labels), `serving.servable` (one loaded
+  SavedModel: TF1 in a Session, TF2 as functions), with one module per
+  request kind (`serving.predict`, `serving.classify_regress`,
+  `serving.multi_inference`, `serving.metadata`), `serving.warmup`,
+  `serving.signature` and `serving.batching`.
+- Shared parts: `serving.tensors` (TensorProto checks and encoding),
+  `serving.limits` (per-request and in-flight memory limits),
+  `serving.execution` (deadlines and cancellation of model calls),
+  `serving.tls` (`--ssl_config_file`), `serving.metrics` (Prometheus),
+  `serving.errors`, `serving.defaults`.
+
+Clients: `serving.client`: `ServingClient` (timeouts, retries) and
+`python -m serving.client` for video files (`--rest`: over
+`serving.rest_client`). `serving.launch` starts a server as a child process
+and `serving.loadtest` load-tests one (tests and benchmarks; the small
+models they serve are built by `tests/tf_serving_models.py` and
+`tests/tiny_exports.py`).
 
 Modules are imported on use (`import serving.client`), so that the client
 does not load the server's code.

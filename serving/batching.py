@@ -37,6 +37,7 @@ import time
 import grpc
 import numpy as np
 
+from serving.defaults import usable_cpus
 from serving.errors import ServingError
 
 _LOG = logging.getLogger(__name__)
@@ -47,14 +48,6 @@ _PER_REQUEST_CODES = (
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.OUT_OF_RANGE,
 )
-
-
-def _cpus():
-    import os
-
-    return (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
 
 
 QUEUE_FULL_MESSAGE = "The batch scheduling queue to which this task was submitted is full"
@@ -100,7 +93,7 @@ class BatchingOptions:
             max_batch_size=1000,
             batch_timeout_micros=0,
             max_enqueued_batches=10,
-            num_batch_threads=_cpus(),
+            num_batch_threads=usable_cpus(),
         )
 
     @classmethod

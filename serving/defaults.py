@@ -1,6 +1,8 @@
 """The serving defaults that the command line shows and the servers use
 (no heavy imports: `--help` reads them)."""
 
+import os
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
 # Largest request accepted (gRPC message, REST body) unless
@@ -30,3 +32,11 @@ REST_READY_LINE = "Exporting HTTP/REST API at"
 MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 256 * MIB
 DEFAULT_MAX_INFLIGHT_BYTES = 1024 * MIB
+
+
+def usable_cpus():
+    """The CPUs this process may run on (its affinity mask where the OS has
+    one): the default of the thread pools sized by the cores."""
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )

@@ -32,7 +32,7 @@ from serving.defaults import (
 )
 from serving.errors import ServingError, limit_message
 from serving.handlers import Handlers, RequestContext
-from serving.models import ModelManager
+from serving.manager import ModelManager
 
 _LOG = logging.getLogger("serving.server")
 

@@ -27,7 +27,8 @@ from serving.limits import (
     examples_cost,
     tensors_cost,
 )
-from serving.models import check_metadata_request, check_model_config
+from serving.metadata import check_metadata_request
+from serving.model_config import check_model_config
 
 _LOG = logging.getLogger(__name__)
 # Longest model name written into a log line or a metric label.
@@ -192,7 +193,7 @@ class ReloadPolicy:
 
 class Handlers:
     """TF Serving's PredictionService and ModelService over a
-    `ModelManager` (see `serving.models`).
+    `ModelManager` (see `serving.manager`).
 
     Args:
         manager: the `ModelManager`.

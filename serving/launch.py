@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from serving.server import READY_LINE, REST_READY_LINE
+from serving.defaults import READY_LINE, REST_READY_LINE
 
 _REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -349,7 +349,8 @@ def test_user_errors_as_commands_print_one_line_and_no_cuda_noise(tmp_path):
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     from serving.grpc_front import create_server
-    from serving.models import ModelManager, single_model_config
+    from serving.manager import ModelManager
+    from serving.model_config import single_model_config
 
     root = tmp_path_factory.mktemp("client")
     tiny_exports.export_tiny(

@@ -173,7 +173,8 @@ def test_serving_client_saves_the_exported_explain_maps(planted, tmp_path, capsy
     from keras_classreg.explanations import explain
     from serving import client as client_cli
     from serving.grpc_front import create_server
-    from serving.models import ModelManager, single_model_config
+    from serving.manager import ModelManager
+    from serving.model_config import single_model_config
     from training.export import export_version
 
     model_path, video = planted

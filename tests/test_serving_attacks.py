@@ -23,7 +23,8 @@ from serving.client import ServingClient
 from serving.grpc_front import create_server
 from serving.handlers import Handlers
 from serving.launch import LocalServer
-from serving.models import ModelManager, single_model_config
+from serving.manager import ModelManager
+from serving.model_config import single_model_config
 from serving.tls import read_ssl_config, server_credentials
 
 STATUS_METHOD = "/tensorflow.serving.ModelService/GetModelStatus"

@@ -30,7 +30,8 @@ from serving.errors import MESSAGE_LIMIT, ServingError
 from serving.execution import call_cancellable
 from serving.handlers import Handlers, ReloadPolicy, RequestContext
 from serving.limits import JSON_BYTES_PER_BODY_BYTE, MemoryBudget, RequestLimits
-from serving.models import ModelManager, single_model_config
+from serving.manager import ModelManager
+from serving.model_config import single_model_config
 from serving.rest import RestApp
 from serving.tensors import tensor_size, to_array
 

@@ -428,7 +428,8 @@ def test_cli_takes_tf_servings_flags():
 def test_status_of_a_model_without_versions(tmp_path):
     # The manager alone: an empty base path has no versions (NOT_FOUND).
     from serving.errors import ServingError
-    from serving.models import ModelManager, single_model_config
+    from serving.manager import ModelManager
+    from serving.model_config import single_model_config
 
     manager = ModelManager(single_model_config("empty", tmp_path), poll_wait_seconds=0).start()
     spec = get_model_status_pb2.GetModelStatusRequest().model_spec

@@ -563,7 +563,8 @@ def test_rest_b64_and_bytes_outputs(tmp_path):
             return {"data_bytes": data, "length": tf.strings.length(data)}
 
     from serving.handlers import Handlers
-    from serving.models import ModelManager, single_model_config
+    from serving.manager import ModelManager
+    from serving.model_config import single_model_config
     from serving.rest import RestApp
 
     module = Echo()

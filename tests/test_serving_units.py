@@ -15,7 +15,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from serving.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
 from serving.client import ServingClient, retry_service_config
 from serving.errors import ServingError
-from serving.models import read_model_config_file
+from serving.model_config import read_model_config_file
 
 
 # ----------------------------------------------------------------------
