@@ -139,8 +139,7 @@ class Worker:
         try:
             request = _request_classes()[header.method].FromString(body)
             del body
-            method = getattr(self.servable, header.method)
-            response = method(request) if header.method == "metadata" else method(request, context)
+            response = getattr(self.servable, header.method)(request, context)
             reply = (protocol.REPLY, response.SerializeToString())
         except ServingError as error:
             reply = (protocol.ERROR, protocol.pack_status(error))
@@ -166,7 +165,6 @@ def _request_classes():
     """The request proto class of each method a worker answers."""
     from tensorflow_serving.apis import (
         classification_pb2,
-        get_model_metadata_pb2,
         inference_pb2,
         predict_pb2,
         regression_pb2,
@@ -177,7 +175,6 @@ def _request_classes():
         "classify": classification_pb2.ClassificationRequest,
         "regress": regression_pb2.RegressionRequest,
         "multi_inference": inference_pb2.MultiInferenceRequest,
-        "metadata": get_model_metadata_pb2.GetModelMetadataRequest,
     }
 
 
@@ -188,7 +185,7 @@ def load(settings, name, version, path):
 
     from serving.batching import BatchingOptions
     from serving.errors import ServingError
-    from serving.models import ServableVersion, ServingOptions
+    from serving.servable import ServableVersion, ServingOptions
 
     batching = settings.get("batching")
     options = settings.get("options") or {}

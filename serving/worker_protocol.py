@@ -45,7 +45,7 @@ _LENGTH = struct.Struct("<I")
 
 # The servable methods a worker answers, in a fixed order (their index
 # travels in the CALL frame).
-METHODS = ("predict", "classify", "regress", "multi_inference", "metadata")
+METHODS = ("predict", "classify", "regress", "multi_inference")
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 

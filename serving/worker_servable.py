@@ -28,14 +28,17 @@ from tensorflow_serving.apis import (
 )
 
 from serving.admission import Admission
-from serving.errors import invalid_argument
+from serving.metadata import model_metadata
+from serving.signature import input_infos
 from serving.worker_process import WorkerProcess
 
 _LOG = logging.getLogger("serving.worker_servable")
-DEFAULT_SIGNATURE = "serving_default"  # tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 # Bytes a response takes in the front end while it is parsed and answered:
 # the bytes from the worker and the parsed proto.
 RESPONSE_COPIES = 2
+# How long an unloaded version's calls in flight may take before its worker
+# is stopped anyway (calls with a deadline end sooner).
+DRAIN_SECONDS = 60.0
 
 
 class WorkerServable:
@@ -82,7 +85,10 @@ class WorkerServable:
         memory goes back to the OS (in the background; `join` waits)."""
         if self._stopper is None:
             self._stopper = threading.Thread(
-                target=self.worker.stop, name=f"stop-{self.name}-{self.version}", daemon=True
+                target=self.worker.stop,
+                args=(DRAIN_SECONDS,),
+                name=f"stop-{self.name}-{self.version}",
+                daemon=True,
             )
             self._stopper.start()
 
@@ -108,17 +114,14 @@ class WorkerServable:
         return self._call("multi_inference", request, context, inference_pb2.MultiInferenceResponse)
 
     def metadata(self, request=None):
-        request = request or get_model_metadata_pb2.GetModelMetadataRequest()
-        reply = self.worker.call("metadata", request.SerializeToString())
-        return get_model_metadata_pb2.GetModelMetadataResponse.FromString(reply)
+        """GetModelMetadata, answered here from the signature defs the
+        worker sent."""
+        return model_metadata(self, request)
 
     def input_infos(self, signature_name):
         """The input `TensorInfo` map of a signature; INVALID_ARGUMENT if
         there is no such signature."""
-        key = signature_name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs:
-            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
-        return self.signature_defs[key].inputs
+        return input_infos(self.signature_defs, signature_name)
 
     def _call(self, method, request, context, response_class):
         if context is not None:
@@ -141,9 +144,9 @@ class WorkerServable:
 def _request_bytes(request, context):
     """The request as bytes: those the front end received for it when it
     kept them (no second serialization), else serialized once."""
-    received = getattr(context, "request_bytes", None)
-    if received is not None and getattr(context, "request", None) is request:
-        return received
+    received = getattr(context, "received", None)
+    if received is not None and received[0] is request:
+        return received[1]
     return request.SerializeToString()
 
 

@@ -24,7 +24,7 @@ from serving.admission import Admission
 from serving.errors import ServingError
 from serving.handlers import RequestContext
 from serving.limits import MemoryBudget
-from serving.models import ServableVersion
+from serving.servable import ServableVersion
 from serving.worker_process import WorkerSettings, exit_reason
 from serving.worker_servable import WorkerServable
 
