@@ -47,7 +47,7 @@ from serving.errors import ServingError, invalid_argument, not_found
 from serving.model_config import aspired_versions, check_model_config
 from serving.servable import ServingOptions
 from serving.storage_path import check_contained, files_stamp, version_folders, without_paths
-from serving.worker_process import WorkerSettings, kill_all
+from serving.worker_process import WorkerSettings, kill_all, unavailable
 from serving.worker_servable import WorkerServable
 
 _LOG = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class _Model:
         self.loaded_at = {}  # version -> time.monotonic() of its last load
         self.worker_ends = {}  # version -> times its worker ended in a row
         self.retry_at = {}  # version -> when to load it again after its worker ended
+        self.restarting = {}  # version -> why it is being loaded again
 
 
 class ModelManager:
@@ -337,6 +338,7 @@ class ModelManager:
             model.states[number] = _VersionState(State.AVAILABLE)
             model.loaded_at[number] = time.monotonic()
             model.retry_at.pop(number, None)
+            model.restarting.pop(number, None)
         model.failed.pop(number, None)
         _LOG.info(
             "Successfully loaded servable version {name: %s version: "
@@ -352,6 +354,7 @@ class ModelManager:
 
     def _load_failed(self, model, number, stamp, code, message):
         model.failed[number] = stamp
+        model.restarting.pop(number, None)
         # GetModelStatus tells clients why, without the server's paths.
         shown = without_paths(message, model.config.base_path)
         with self._lock:
@@ -391,6 +394,7 @@ class ModelManager:
             if ends >= MAX_WORKER_ENDS:
                 path = version_folders(model.config.base_path).get(number)
                 model.failed[number] = files_stamp(path) if path else ()
+                model.restarting.pop(number, None)
                 delay = 0.0
                 message = (
                     f"{shown}; the worker ended {ends} times in a row: not loaded again "
@@ -400,6 +404,7 @@ class ModelManager:
                 delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (ends - 1))
                 model.retry_at[number] = now + delay
                 message = f"{shown}; loading it again in {delay:g} s"
+                model.restarting[number] = shown
             model.states[number] = _VersionState(State.END, grpc.StatusCode.UNAVAILABLE, message)
         _LOG.error(
             "Servable version {name: %s version: %d} lost its worker: %s",
@@ -422,20 +427,30 @@ class ModelManager:
 
     # -- queries -------------------------------------------------------
     def resolve(self, model_spec):
-        """The `WorkerServable` a request's `ModelSpec` names
-        (NOT_FOUND as TF Serving words it when there is none)."""
+        """The `WorkerServable` a request's `ModelSpec` names (NOT_FOUND as
+        TF Serving words it when there is none; UNAVAILABLE while the
+        version is loaded again after its worker ended: retry)."""
         name = model_spec.name
         if not name:
             raise invalid_argument("ModelSpec has no name specified.")
         with self._lock:
             model = self._models.get(name)
             available = dict(model.available) if model else {}
+            restarting = dict(model.restarting) if model else {}
             labels = dict(self._labels.get(name, {}))
+
+        def missing(number, words):
+            if number in restarting:
+                raise unavailable(
+                    f"Servable {name} version {number} is being loaded again: {restarting[number]}"
+                )
+            raise not_found(f"Servable not found for request: {words}")
+
         choice = model_spec.WhichOneof("version_choice")
         if choice == "version":
             number = model_spec.version.value
             if number not in available:
-                raise not_found(f"Servable not found for request: Specific({name}, {number})")
+                missing(number, f"Specific({name}, {number})")
             return available[number]
         if choice == "version_label":
             label = model_spec.version_label
@@ -443,10 +458,10 @@ class ModelManager:
                 raise invalid_argument(f"Unrecognized servable version label: {label}")
             number = labels[label]
             if number not in available:
-                raise not_found(f"Servable not found for request: Specific({name}, {number})")
+                missing(number, f"Specific({name}, {number})")
             return available[number]
         if not available:
-            raise not_found(f"Servable not found for request: Latest({name})")
+            missing(max(restarting, default=None), f"Latest({name})")
         return available[max(available)]
 
     def status(self, model_spec):
