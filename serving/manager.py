@@ -45,21 +45,14 @@ from serving.admission import Admission
 from serving.defaults import usable_cpus
 from serving.errors import ServingError, invalid_argument, not_found
 from serving.model_config import aspired_versions, check_model_config
+from serving.restarts import Restarts
 from serving.servable import ServingOptions
 from serving.storage_path import check_contained, files_stamp, version_folders, without_paths
-from serving.worker_process import WorkerSettings, kill_all, unavailable
+from serving.worker_process import WorkerSettings, unavailable
 from serving.worker_servable import WorkerServable
 
 _LOG = logging.getLogger(__name__)
 State = get_model_status_pb2.ModelVersionStatus.State
-# A version whose worker ended by itself is loaded again after a backoff
-# doubling from RESTART_BACKOFF_S up to RESTART_BACKOFF_MAX_S. When its
-# worker has ended MAX_WORKER_ENDS times in a row, each time within
-# STABLE_SECONDS of its load, the version is failed until its files change.
-RESTART_BACKOFF_S = 0.5
-RESTART_BACKOFF_MAX_S = 30.0
-MAX_WORKER_ENDS = 5
-STABLE_SECONDS = 60.0
 
 
 @dataclasses.dataclass
@@ -76,8 +69,7 @@ class _Model:
         self.available = {}  # version -> WorkerServable
         self.states = {}  # version -> _VersionState
         self.failed = {}  # version -> files stamp when the load failed
-        self.loaded_at = {}  # version -> time.monotonic() of its last load
-        self.worker_ends = {}  # version -> times its worker ended in a row
+        self.restarts = Restarts()  # when a version whose worker ended loads again
         self.retry_at = {}  # version -> when to load it again after its worker ended
         self.restarting = {}  # version -> why it is being loaded again
 
@@ -132,6 +124,7 @@ class ModelManager:
             usable_cpus() if max_executions_per_model is None else max_executions_per_model
         )
         self._closing = []  # unloaded versions whose workers may still drain
+        self._loading = set()  # versions whose workers are loading now
         self._lock = threading.RLock()  # guards self._models, self._labels
         self._poll_lock = threading.Lock()  # one poll at a time
         self._models = {m.name: self._new_model(m) for m in config.model_config_list.config}
@@ -211,8 +204,13 @@ class ModelManager:
         return self
 
     def stop(self):
-        """Stops polling; every worker finishes its calls in flight and ends."""
+        """Stops polling; every worker finishes its calls in flight and ends
+        (one still loading is killed)."""
         self._stop.set()
+        with self._lock:
+            loading = list(self._loading)
+        for version in loading:
+            version.kill("the server is stopping")
         if self._thread is not None:
             self._thread.join()
         with self._lock:
@@ -222,7 +220,6 @@ class ModelManager:
             version.close()
         for version in versions:
             version.join()
-        kill_all()  # a worker still loading
 
     def reload(self, config):
         """Applies a new `ModelServerConfig` (HandleReloadConfigRequest):
@@ -323,7 +320,14 @@ class ModelManager:
                 self._workers,
                 model.admission,
                 on_exit=lambda servable, reason: self._worker_ended(model, servable, reason),
-            ).load()
+            )
+            with self._lock:
+                self._loading.add(version)
+            try:
+                version.load()
+            finally:
+                with self._lock:
+                    self._loading.discard(version)
             warmed = version.warm_up()
         except ServingError as error:  # the worker's reason (warm-up, or how it ended)
             self._load_failed(model, number, stamp, error.code, error.message)
@@ -336,7 +340,7 @@ class ModelManager:
         with self._lock:
             model.available[number] = version
             model.states[number] = _VersionState(State.AVAILABLE)
-            model.loaded_at[number] = time.monotonic()
+            model.restarts.loaded(number)
             model.retry_at.pop(number, None)
             model.restarting.pop(number, None)
         model.failed.pop(number, None)
@@ -387,21 +391,19 @@ class ModelManager:
             if model.available.get(number) is not servable:
                 return  # unloaded or replaced meanwhile
             del model.available[number]
-            stable = now - model.loaded_at.get(number, now) >= STABLE_SECONDS
-            ends = 1 if stable else model.worker_ends.get(number, 0) + 1
-            model.worker_ends[number] = ends
+            delay = model.restarts.ended(number)
             shown = without_paths(reason, model.config.base_path)
-            if ends >= MAX_WORKER_ENDS:
+            if delay is None:
                 path = version_folders(model.config.base_path).get(number)
                 model.failed[number] = files_stamp(path) if path else ()
                 model.restarting.pop(number, None)
                 delay = 0.0
+                ends = model.restarts.ends(number)
                 message = (
                     f"{shown}; the worker ended {ends} times in a row: not loaded again "
                     "until the version's files change"
                 )
             else:
-                delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_S * 2 ** (ends - 1))
                 model.retry_at[number] = now + delay
                 message = f"{shown}; loading it again in {delay:g} s"
                 model.restarting[number] = shown

@@ -133,7 +133,6 @@ class _Spawner:
 
 _spawner = None
 _spawner_lock = threading.Lock()
-_live = set()  # every WorkerProcess not yet ended (killed on interpreter exit)
 
 
 def _spawn(argv, pass_fds):
@@ -219,7 +218,6 @@ class WorkerProcess:
             self.process = _spawn(argv, (theirs.fileno(),))
         finally:
             theirs.close()
-        _live.add(self)
         self._connection = protocol.Connection(ours)
         try:
             kind, _, payload = self._connection.receive()
@@ -391,17 +389,9 @@ class WorkerProcess:
             entry.done.set()
         if self._connection is not None:
             self._connection.close()
-        _live.discard(self)
         if not stopping:
             _LOG.error("worker %s:%d ended: %s", self.name, self.version, self.exit_reason)
         return stopping
-
-
-def kill_all():
-    """Kills every worker still running (the front end is exiting)."""
-    for worker in list(_live):
-        if worker.process is not None and worker.process.poll() is None:
-            worker.process.kill()
 
 
 __all__ = [
@@ -409,6 +399,5 @@ __all__ = [
     "WorkerProcess",
     "WorkerSettings",
     "exit_reason",
-    "kill_all",
     "unavailable",
 ]

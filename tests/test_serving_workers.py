@@ -35,6 +35,7 @@ from serving.errors import ServingError
 from serving.handlers import RequestContext
 from serving.launch import LocalServer
 from serving.limits import MemoryBudget
+from serving.restarts import MAX_WORKER_ENDS, Restarts
 from serving.servable import ServableVersion
 from serving.worker_process import WorkerSettings, exit_reason
 from serving.worker_servable import WorkerServable
@@ -98,6 +99,16 @@ def test_exit_reasons_name_the_signal():
     assert "SIGKILL" in exit_reason(-9) and "out-of-memory" in exit_reason(-9)
     assert "SIGSEGV" in exit_reason(-11)
     assert "status 3" in exit_reason(3)
+
+
+def test_restarts_back_off_then_give_up_and_a_stable_run_starts_over(monkeypatch):
+    restarts = Restarts()
+    restarts.loaded(2)
+    delays = [restarts.ended(2) for _ in range(MAX_WORKER_ENDS)]
+    assert delays[:-1] == [0.5, 1.0, 2.0, 4.0] and delays[-1] is None
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now + 3600)  # ran an hour
+    assert restarts.ended(2) == 0.5 and restarts.ends(2) == 1
 
 
 # -- admission -----------------------------------------------------------------
