@@ -52,6 +52,7 @@ _PROBE = textwrap.dedent(
         return total / 2**20
 
     mode, path, loads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    shape = [int(size) for size in sys.argv[4].split(",")]
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
     from serving.servable import ServableVersion
@@ -68,9 +69,7 @@ _PROBE = textwrap.dedent(
             if request is None:
                 request = predict_pb2.PredictRequest()
                 request.model_spec.name = "m"
-                info = version.input_infos("")["clips"]
-                shape = [d.size for d in info.tensor_shape.dim]
-                clip = np.zeros([1] + [max(s, 8) for s in shape[1:]], np.uint8)
+                clip = np.zeros([1, *shape], np.uint8)
                 request.inputs["clips"].CopyFrom(tf.make_tensor_proto(clip))
             version.predict(request)
             loaded = rss_tree()
@@ -85,17 +84,16 @@ _PROBE = textwrap.dedent(
 )
 
 
-def probe(mode, path, loads):
+def probe(mode, path, loads, shape):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(_REPO), env.get("PYTHONPATH"))))
-    output = subprocess.run(
-        [sys.executable, "-c", _PROBE, mode, str(path), str(loads)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    ).stdout
-    return json.loads(output.strip().splitlines()[-1])
+    argv = [mode, str(path), str(loads), ",".join(str(size) for size in shape)]
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {mode} probe failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def export(model_name, input_shape, num_classes, work):
@@ -116,9 +114,10 @@ def export(model_name, input_shape, num_classes, work):
 def benchmark(model_name, input_shape, num_classes, loads):
     work = pathlib.Path(tempfile.mkdtemp(prefix="serving-memory-"))
     path = export(model_name, input_shape, num_classes, work)
-    imported = probe("import", path, 0)["imported"]
-    in_process = probe("in_process", path, loads)
-    workers = probe("workers", path, loads)
+    shape = (*input_shape, 3)
+    imported = probe("import", path, 0, shape)["imported"]
+    in_process = probe("in_process", path, loads, shape)
+    workers = probe("workers", path, loads, shape)
 
     def summary(result):
         after = [r["after_unload"] for r in result["rounds"]]
