@@ -2,7 +2,10 @@
 # `make test` (the whole test suite, what .ci/run calls). Both create the
 # virtual environment first. `make test-fast` is the quick tier (tests not
 # marked slow). `make bench` / `make figures` write measured figures into
-# docs/benchmarks/ (run them on a quiet machine).
+# docs/benchmarks/ (run them on a quiet machine). `make container-test`
+# builds the images with podman or docker and tests the model-server
+# container (docker/build_and_test.sh; CONTAINER_ARGS=--keep keeps the
+# images, --docs FILE writes the times and sizes).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -11,7 +14,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 DEMO_DIR ?= demo_out
 FIGURES ?= docs/benchmarks
 
-.PHONY: install lint format test test-fast demo bench figures clean
+.PHONY: install lint format test test-fast demo bench figures container-test clean
 
 install: $(VENV)/.installed
 
@@ -48,6 +51,9 @@ figures: bench
 	$(PY) -m benchmarks.demo_time --docs $(FIGURES)/demo.md
 	$(PY) -m benchmarks.input_pipeline --rounds 5 --docs $(FIGURES)/input_pipeline.md
 	$(PY) -m benchmarks.serving_load --clients 16 --requests 100 --docs $(FIGURES)/serving_load.md
+
+container-test: install
+	PYTHON=$(PY) docker/build_and_test.sh $(CONTAINER_ARGS)
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

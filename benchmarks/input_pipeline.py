@@ -125,7 +125,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
 
     prefixes = data.shard_paths(data.load_manifest(prepared), "train")
     table = shard_format.load_table(prefixes)
-    reader = shard_format.frame_reader(prefixes, table.pop("offsets"))
+    reader = shard_format.frame_reader(prefixes)
     normalise = _normaliser(DEFAULT_MEAN, DEFAULT_STD)
 
     def cut(stage):
@@ -134,7 +134,7 @@ def stage_costs(prepared, clip_length, stride, crop, batch, clips=320):
             last = views.max_start(video["num_frames"], clip_length, stride)
             start = tf.random.stateless_uniform([], seeds[0], 0, last + 1, dtype=tf.int32)
             indices = views.clip_indices(video["num_frames"], clip_length, stride, start)
-            jpegs = reader(video["shard"], video["first"], indices)
+            jpegs = reader(video, indices)
             if stage == READ_STAGE:
                 return tf.reduce_sum(tf.strings.length(jpegs))
             window = transforms.crop_window(video["height"], video["width"], seeds[1])

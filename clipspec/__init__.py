@@ -10,13 +10,11 @@
   frames make a clip and the test-time views, identical in evaluation,
   export and the serving client.
 - `clipspec.render`: heat-map overlays as PNG grids and GIFs.
-- `clipspec.cli`: what every command line shares: one-line `error:`
-  answers (exit 2), Ctrl-C without a traceback (exit 130), TensorFlow
-  imported late (fast `--help`) and without CUDA noise on machines
-  without a GPU, file names of any bytes in output and JSON.
 
 `training` and `serving` both build on this package and never on each
-other. Names are imported on first use, so `import clipspec` is cheap.
+other. `import clipspec` loads NumPy but not TensorFlow (only
+`clipspec.views` needs it), so command lines answer `--help` at once and
+decoding workers start light.
 
 Example:
 
@@ -25,20 +23,18 @@ Example:
 (8, 56, 56, 3)
 """
 
-from clipspec.lazy import lazy_exports
+from clipspec.decode import VideoDecodeError, decode_video
+from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
+from clipspec.rundir import RunDir, RunDirError
+from clipspec.sampling import eval_views
 
-_LAZY = {
-    "ClipFormat": "clipspec.format",
-    "DEFAULT_MEAN": "clipspec.format",
-    "DEFAULT_STD": "clipspec.format",
-    "RunDir": "clipspec.rundir",
-    "RunDirError": "clipspec.rundir",
-    "VideoDecodeError": "clipspec.decode",
-    "decode_video": "clipspec.decode",
-    "eval_views": "clipspec.sampling",
-}
-
-__all__ = sorted(_LAZY)
-
-
-__getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+__all__ = [
+    "DEFAULT_MEAN",
+    "DEFAULT_STD",
+    "ClipFormat",
+    "RunDir",
+    "RunDirError",
+    "VideoDecodeError",
+    "decode_video",
+    "eval_views",
+]

@@ -16,7 +16,7 @@ import json
 import os
 import pathlib
 
-from clipspec.cli import printable
+from cliutil import printable
 
 
 def output_names(paths):

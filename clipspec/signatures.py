@@ -30,3 +30,17 @@ CLASS_NAMES_ASSET = "class_names.txt"
 CLIP_FORMAT_ASSET = "clip_format.json"
 # TF Serving's warm-up file (SavedModel warm-up, `assets.extra/`).
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+
+# Output names of the signatures (the export writes them, clients read them).
+PROBABILITIES_OUTPUT = "probabilities"  # serving_default, predict_normalized, explain
+TOP_K_INDICES_OUTPUT = "top_k_indices"
+TOP_K_SCORES_OUTPUT = "top_k_scores"
+TOP_K_CLASSES_OUTPUT = "top_k_classes"
+CLASS_NAME_OUTPUT = "class_name"  # class_names; explain: the explained class's name
+CLIP_FORMAT_OUTPUT = "clip_format"
+# explain / explain_class: the outputs of `keras_classreg.explanations.
+# evidence_maps` (`maps`, `class_index`, `predicted_class`, `probabilities`,
+# `block_classes`, `block_confidences`) and these, added by the export.
+BLOCK_NAMES_OUTPUT = "block_names"
+BLOCK_CLASS_NAMES_OUTPUT = "block_class_names"
+MAPS_OUTPUT = "maps"

@@ -28,6 +28,7 @@ size).
 import dataclasses
 import os
 import stat
+import sys
 import time
 
 import numpy as np
@@ -35,10 +36,10 @@ import numpy as np
 from clipspec.decode import (
     FrameConverter,
     VideoDecodeError,
-    _check_file,
     _ffmpeg_message,
     _fps,
     _image_format,
+    check_video_file,
 )
 
 # Seconds to open a stream and to wait for each packet, by default.
@@ -75,8 +76,6 @@ def is_live(source):
 
 def _device_format(source):
     if source.startswith("/dev/"):
-        import sys
-
         return _DEVICE_FORMATS.get(sys.platform)
     return None
 
@@ -107,7 +106,7 @@ class FrameStream:
         if source == STDIN:
             source = "pipe:0"
         elif "://" not in source and not is_live(source):
-            _check_file(source)
+            check_video_file(source)
         kwargs = {"metadata_errors": "ignore", "options": self.options}
         if self.timeout is not None:
             kwargs["timeout"] = (self.timeout, self.timeout)
@@ -116,10 +115,8 @@ class FrameStream:
             kwargs["format"] = device
         try:
             return av.open(source, **kwargs)
-        except av.error.ExitError as error:  # the timeout's interrupt
-            raise VideoDecodeError(
-                self.source, f"no answer within {self.timeout:g} s ({_ffmpeg_message(error)})"
-            ) from None
+        except av.error.ExitError:  # the timeout's interrupt
+            raise VideoDecodeError(self.source, f"no answer within {self.timeout:g} s") from None
         except av.error.FFmpegError as error:
             raise VideoDecodeError(
                 self.source, f"cannot open as a video: {_ffmpeg_message(error)}"
@@ -150,11 +147,10 @@ class FrameStream:
                     packet = next(packets)
                 except StopIteration:
                     return
-                except av.error.ExitError as error:
+                except av.error.ExitError:
                     raise VideoDecodeError(
                         self.source,
-                        f"no data for {self.timeout:g} s after frame {self.frames} "
-                        f"({_ffmpeg_message(error)})",
+                        f"no data for {self.timeout:g} s after frame {self.frames}",
                     ) from None
                 except av.error.FFmpegError as error:
                     if self.frames == 0:

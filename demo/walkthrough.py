@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from clipspec import cli
+import cliutil
 
 MODEL_NAME = "classreg"
 # A quarter of the published widths (1/16 of the parameters): on the demo's
@@ -349,7 +349,7 @@ HELP = {
 
 def build_parser():
     defaults = Demo(out="demo_out")
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m demo",
         description=(
             "The whole chain on CPU: synthesize motion videos -> prepare "
@@ -373,7 +373,7 @@ def build_parser():
     return parser
 
 
-@cli.entry_point(resume=True)
+@cliutil.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     for name in (
@@ -388,16 +388,18 @@ def main(argv=None):
         "num_clips",
     ):
         if getattr(args, name) < 1:
-            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+            return cliutil.fail(
+                f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})."
+            )
     if args.widen_factor is not None and not args.widen_factor > 0:
-        return cli.fail(f"--widen-factor must be > 0 (got {args.widen_factor}).")
-    cli.quiet_tensorflow()
+        return cliutil.fail(f"--widen-factor must be > 0 (got {args.widen_factor}).")
+    cliutil.quiet_tensorflow()
     try:
         demo = run_demo(Demo(**vars(args)))
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     except RuntimeError as error:  # a step's result is not what the demo needs
-        return cli.fail(error, code=1)
+        return cliutil.fail(error, code=1)
     width = max(len(name) for name in demo.artefacts)
     print(f"\nDone in {demo.facts['total_seconds']:.0f} s. Artefacts:")
     for name, entry in demo.artefacts.items():

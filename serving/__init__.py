@@ -6,8 +6,9 @@ The server, one TF Serving part per module (docs/serving.md has the map):
 - `serving.server`: `python -m serving.server` / `classreg-model-server`;
   `serving.flags`: TF Serving's flags -> `ServerSettings`.
 - Front ends: `serving.grpc_front` (gRPC) and `serving.rest` (REST, with the
-  JSON codecs `serving.json_tensor` and `serving.json_examples`), both over
-  `serving.handlers`.
+  JSON codecs `serving.json_tensor` and `serving.json_examples`), both
+  reaching the shared `serving.handlers` through `serving.dispatch`
+  (deadlines, memory limits, threads).
 - Models: `serving.model_config` (models.config, version policy),
   `serving.storage_path` (version folders on disk), `serving.manager`
   (loading, hot swap, version labels), `serving.servable` (one loaded
@@ -21,11 +22,13 @@ The server, one TF Serving part per module (docs/serving.md has the map):
   `serving.tls` (`--ssl_config_file`), `serving.metrics` (Prometheus),
   `serving.errors`, `serving.defaults`.
 
-Clients: `serving.client`: `ServingClient` (timeouts, retries) and
-`python -m serving.client` for video files (`--rest`: over
-`serving.rest_client`). `serving.launch` starts a server as a child process
-and `serving.loadtest` load-tests one (tests and benchmarks; the small
-models they serve are built by `tests/tf_serving_models.py` and
+Clients: `serving.grpc_client.ServingClient` (timeouts, retries, TLS) and
+`serving.rest_client.RestClient`, both on `serving.client_base`;
+`serving.video_pipeline` (video files through a served model);
+`python -m serving.client`, the command line (`--timeline`, `--live`:
+`serving.timeline_cli`). `serving.launch` starts a server as a child
+process and `serving.loadtest` load-tests one (tests and benchmarks; the
+small models they serve are built by `tests/tf_serving_models.py` and
 `tests/tiny_exports.py`).
 
 Modules are imported on use (`import serving.client`), so that the client

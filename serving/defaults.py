@@ -3,11 +3,13 @@
 
 import os
 
+MIB = 1024 * 1024
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
 # Largest request accepted (gRPC message, REST body) unless
 # --grpc_channel_arguments=grpc.max_receive_message_length=N says otherwise.
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * MIB
 # Calls in progress at once (gRPC answers more with RESOURCE_EXHAUSTED).
 DEFAULT_MAX_CONCURRENT_RPCS = 256
 # gRPC server arguments before --grpc_channel_arguments: the message limit;
@@ -29,7 +31,6 @@ REST_READY_LINE = "Exporting HTTP/REST API at"
 # tensors may decode to 256 MiB (4x the default gRPC message limit of 64 MiB:
 # int_val varints are 1 byte on the wire, 4 in an int32 tensor); all requests
 # in flight hold at most 1 GiB.
-MIB = 1024 * 1024
 DEFAULT_MAX_REQUEST_BYTES = 256 * MIB
 DEFAULT_MAX_INFLIGHT_BYTES = 1024 * MIB
 

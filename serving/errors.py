@@ -2,8 +2,9 @@
 
 import grpc
 
-# TensorFlow's canonical error codes are gRPC's (same numbers, same names).
-_GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
+# Status code number -> `grpc.StatusCode` (TensorFlow's canonical error codes
+# are gRPC's: same numbers, same names; `Status.error_code` holds them).
+STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 # TF Serving's ToGRPCStatus: longer messages are cut and marked.
 MESSAGE_LIMIT = 1024
 TRUNCATED = "...TRUNCATED"
@@ -27,7 +28,7 @@ class ServingError(Exception):
     def from_tf_error(cls, error):
         """The `ServingError` for a `tf.errors.OpError` raised by a model:
         the same code, the op's message without the graph trace."""
-        code = _GRPC_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
+        code = STATUS_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN)
         text = (error.message or str(error)).split("\n\t [[")[0]
         lines = [line.strip() for line in text.splitlines()]
         lines = [
@@ -67,6 +68,7 @@ def tf_status_code(code):
 
 __all__ = [
     "MESSAGE_LIMIT",
+    "STATUS_CODES",
     "ServingError",
     "invalid_argument",
     "limit_message",

@@ -9,11 +9,13 @@ given its default value.
 8500
 """
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import os
+import typing
 
-from clipspec import cli
 from serving.defaults import (
     DEFAULT_HOST,
     DEFAULT_MAX_CONCURRENT_RPCS,
@@ -24,14 +26,14 @@ from serving.defaults import (
     usable_cpus,
 )
 
-# These import TensorFlow: loaded on first use, so that `--help` answers at
-# once.
-batching = cli.lazy_import("serving.batching")
-handlers_module = cli.lazy_import("serving.handlers")
-metrics_module = cli.lazy_import("serving.metrics")
-model_config = cli.lazy_import("serving.model_config")
-servable = cli.lazy_import("serving.servable")
-worker_process = cli.lazy_import("serving.worker_process")
+# The modules of the settings' classes import TensorFlow: imported inside
+# the functions that use them, so that `--help` answers at once.
+if typing.TYPE_CHECKING:
+    from serving.batching import BatchingOptions
+    from serving.handlers import ReloadPolicy
+    from serving.servable import ServingOptions
+    from serving.tls import SSLConfig
+    from serving.worker_process import WorkerSettings
 
 
 def parse_channel_arguments(text):
@@ -50,6 +52,26 @@ def parse_channel_arguments(text):
     return arguments
 
 
+# `ServerSettings`' defaults whose classes live in modules that import
+# TensorFlow.
+def _default_serving_options():
+    from serving.servable import ServingOptions
+
+    return ServingOptions()
+
+
+def _default_reload_policy():
+    from serving.handlers import ReloadPolicy
+
+    return ReloadPolicy()
+
+
+def _default_worker_settings():
+    from serving.worker_process import WorkerSettings
+
+    return WorkerSettings()
+
+
 @dataclasses.dataclass
 class ServerSettings:
     """Everything `serve` needs besides the model config (from the flags)."""
@@ -63,29 +85,23 @@ class ServerSettings:
     rest_cors: bool = False
     channel_arguments: tuple = ()
     grpc_threads: int = 16
-    batching: object = None
+    batching: BatchingOptions | None = None
     poll_wait_seconds: float = 1.0
     config_file: str = ""
     config_poll_wait_seconds: float = 0.0
     warmup: bool = True
     warmup_iterations: int = 1
-    options: object = dataclasses.field(  # a serving.servable.ServingOptions
-        default_factory=lambda: servable.ServingOptions()
-    )
+    options: ServingOptions = dataclasses.field(default_factory=_default_serving_options)
     allow_unavailable_labels: bool = False
     metrics_path: str = None
     grace_seconds: float = 10.0
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
     max_concurrent_rpcs: int = DEFAULT_MAX_CONCURRENT_RPCS
-    ssl_config: object = None  # serving.tls.SSLConfig, or None
-    reload_policy: object = dataclasses.field(  # a serving.handlers.ReloadPolicy
-        default_factory=lambda: handlers_module.ReloadPolicy()
-    )
+    ssl_config: SSLConfig | None = None
+    reload_policy: ReloadPolicy = dataclasses.field(default_factory=_default_reload_policy)
     health: bool = True
-    workers: object = dataclasses.field(  # a serving.worker_process.WorkerSettings
-        default_factory=lambda: worker_process.WorkerSettings()
-    )
+    workers: WorkerSettings = dataclasses.field(default_factory=_default_worker_settings)
     max_executions_per_model: int = None  # None: one per CPU core; 0: no bound
 
 
@@ -453,6 +469,8 @@ def _check_default_only(args):
 
 
 def config_from_args(args):
+    from serving import model_config
+
     if args.model_config_file:
         return model_config.read_model_config_file(args.model_config_file)
     if not args.model_base_path:
@@ -466,6 +484,8 @@ def config_from_args(args):
 def batching_from_args(args):
     """`BatchingOptions` of `--enable_batching [--batching_parameters_file]`
     (TF Serving's defaults without a file), or None."""
+    from serving import batching
+
     if not args.enable_batching:
         if args.batching_parameters_file:
             raise ValueError("--batching_parameters_file is set without --enable_batching.")
@@ -481,6 +501,10 @@ def batching_from_args(args):
 
 
 def settings_from_args(args):
+    from serving import handlers as handlers_module
+    from serving import metrics as metrics_module
+    from serving import servable, worker_process
+
     _check_default_only(args)
     if args.port == 0 and not args.grpc_socket_path:
         raise ValueError("At least one of --port or --grpc_socket_path must be set.")

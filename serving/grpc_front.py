@@ -1,10 +1,10 @@
 """The gRPC front end of the model server: TF Serving's services on a
 `grpc.aio` server with a bounded thread pool, plus `grpc.health.v1.Health`.
 
-Every method takes its request as bytes, reserves them in the memory
-budget, parses them in a worker thread and calls the shared handlers
-(`serving.handlers`, which the REST front end calls too); deadlines and
-cancellation are honoured (see `_Front`).
+Every method takes its request as bytes and hands them to the shared
+handlers (`serving.handlers`, which the REST front end calls too) through
+`serving.dispatch` (memory reservation, thread, deadline); the bytes are
+parsed in the request's thread (see `_Front`).
 """
 
 import asyncio
@@ -30,8 +30,9 @@ from serving.defaults import (
     DEFAULT_PORT,
     DEFAULT_SERVER_OPTIONS,
 )
+from serving.dispatch import Dispatcher
 from serving.errors import ServingError, limit_message
-from serving.handlers import Handlers, RequestContext
+from serving.handlers import Handlers
 from serving.manager import ModelManager
 
 _LOG = logging.getLogger("serving.server")
@@ -85,17 +86,15 @@ _METHODS = {
 class _Front:
     """What every gRPC method does. The request arrives as bytes: their size
     is reserved in the memory budget (RESOURCE_EXHAUSTED when it is full)
-    before they are parsed. The shared handler then runs in a bounded
+    before they are parsed; the shared handler then runs in the bounded
     thread pool (`--grpc_max_threads`) while the event loop waits for it
-    until the call's deadline. No thread is held by a call whose request is
-    still arriving (a slow client costs a coroutine, not a thread); a call
-    whose deadline passes or whose client cancels is answered at once
-    (DEADLINE_EXCEEDED / CANCELLED), dropped if it has not started, and its
-    model call cancelled if it has (`serving.execution`)."""
+    until the call's deadline (`serving.dispatch`). No thread is held by a
+    call whose request is still arriving (a slow client costs a coroutine,
+    not a thread); a call whose client cancels is cancelled."""
 
     def __init__(self, handlers, workers):
         self.handlers = handlers
-        self.executor = futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="grpc")
+        self.dispatcher = Dispatcher(handlers, "GRPC", workers, "grpc")
 
     def generic_handlers(self):
         services = {}
@@ -117,17 +116,14 @@ class _Front:
         return method
 
     async def call(self, method, request_class, data, context, name=""):
-        ctx = RequestContext.grpc(context)
-        limits = getattr(self.handlers, "limits", None)
         try:
-            if limits is not None:
-                ctx.max_request_bytes = limits.max_request_bytes
-                ctx.reservation = limits.budget.reserve(WIRE_COPIES * len(data), "request message")
+            ctx = self.dispatcher.open(
+                context.time_remaining(), WIRE_COPIES * len(data), "request message"
+            )
         except ServingError as error:
             await context.abort(error.code, error.message)
 
-        def job():
-            ctx.check()  # expired or cancelled while queued: dropped
+        def job(ctx):
             try:
                 request = request_class.FromString(data)
             except Exception:  # noqa: BLE001 (gRPC's own answer to garbage)
@@ -139,16 +135,8 @@ class _Front:
             ctx.received = (request, data)
             return method(request, ctx)
 
-        running = self.executor.submit(job)
-        future = asyncio.wrap_future(running)
-        remaining = ctx.time_remaining()
         try:
-            if remaining is None:
-                return await future
-            return await asyncio.wait_for(future, max(remaining, 0.0))
-        except TimeoutError:
-            ctx.cancel()
-            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded"
+            return await self.dispatcher.result_async(ctx, self.dispatcher.submit(ctx, job))
         except asyncio.CancelledError:  # the client went away
             ctx.cancel()
             raise
@@ -157,10 +145,6 @@ class _Front:
         except Exception as error:  # noqa: BLE001 (the server keeps serving)
             _LOG.error("request failed: %s: %s", type(error).__name__, limit_message(error, 300))
             code, message = grpc.StatusCode.INTERNAL, f"internal error: {error}"
-        finally:
-            if ctx.reservation is not None:
-                # An abandoned call keeps its bytes until its thread ends.
-                running.add_done_callback(lambda _, r=ctx.reservation: r.release())
         await context.abort(code, limit_message(message))
 
 
@@ -298,7 +282,7 @@ class GrpcServer:
                 await self._server.stop(grace)
 
             self._run(stop())
-        self._front.executor.shutdown(wait=False, cancel_futures=True)
+        self._front.dispatcher.close()
         self._shutdown_loop()
         return _Stopped()
 

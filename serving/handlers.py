@@ -1,13 +1,16 @@
-"""The request handlers both front ends share (gRPC in `serving.server`, REST
-in `serving.rest`): TF Serving's request protos in, response protos out,
-failures as `ServingError` (a gRPC status code and TF Serving's message).
+"""The request handlers both front ends share (gRPC in `serving.grpc_front`,
+REST in `serving.rest`, both reaching them through `serving.dispatch`): TF
+Serving's request protos in, response protos out, failures as
+`ServingError` (a gRPC status code and TF Serving's message). Every call is
+counted in the metrics here, the same way whichever front end it came
+from.
 
 Every call takes a `RequestContext`: where the request came from (for the
-metrics) and its deadline (gRPC's, or `--rest_api_timeout_in_ms`); the
-deadline is checked before the model runs (DEADLINE_EXCEEDED).
+metrics), its deadline (gRPC's, or `--rest_api_timeout_in_ms`), checked
+before the model runs (DEADLINE_EXCEEDED), and its memory reservation.
 
 >>> handlers = Handlers(manager)                                 # doctest: +SKIP
->>> handlers.predict(request, RequestContext.grpc(context))      # doctest: +SKIP
+>>> handlers.predict(request)                                    # doctest: +SKIP
 """
 
 import dataclasses
@@ -64,16 +67,6 @@ class RequestContext:
         self._cancelled = threading.Event()
         self._lock = threading.Lock()
         self._callbacks = []
-
-    @classmethod
-    def grpc(cls, context):
-        """The context of a gRPC call (its deadline, if the client set one)."""
-        remaining = context.time_remaining() if context is not None else None
-        return cls.with_timeout("GRPC", remaining)
-
-    @classmethod
-    def rest(cls, timeout_seconds=None):
-        return cls.with_timeout("REST", timeout_seconds or None)
 
     @classmethod
     def with_timeout(cls, entrypoint, seconds):
@@ -150,6 +143,13 @@ class RequestContext:
             nbytes = arrays_cost(outputs)
             self.charge(nbytes, 2 * nbytes, "response tensors")
 
+    def release(self):
+        """Gives the memory reserved for this request back (its work has
+        ended)."""
+        reservation, self.reservation = self.reservation, None
+        if reservation is not None:
+            reservation.release()
+
 
 class ReloadPolicy:
     """Who may change the served models with HandleReloadConfigRequest.
@@ -214,15 +214,29 @@ class Handlers:
         self.limits = limits or RequestLimits()
         self.reload_policy = reload_policy or ReloadPolicy()
 
+    def limit(self, context, message_bytes=0, what="request message"):
+        """Puts a request under the server's memory limits: the per-request
+        limit, and `message_bytes` (the request as received) reserved in the
+        in-flight budget (RESOURCE_EXHAUSTED when it is full). Every request
+        gets its limits here, from a front end (`serving.dispatch`) or, for
+        a direct call, from `_observe`."""
+        context.max_request_bytes = self.limits.max_request_bytes
+        context.reservation = self.limits.budget.reserve(message_bytes, what)
+        return context
+
     # -- PredictionService ---------------------------------------------
-    def predict(self, request, context=None, servable=None):
-        """Predict; `servable` (a resolved `ServableVersion`) skips the look
-        up (REST resolves it first to type the JSON inputs)."""
+    def predict(self, request, context=None, inputs_from=None):
+        """Predict. `inputs_from(input_infos)` fills `request.inputs` once
+        the model is resolved, typed by the signature's inputs (REST: from
+        the JSON body)."""
         context = context if context is not None else RequestContext()
 
         def run():
+            servable = self.resolve(request.model_spec)
+            if inputs_from is not None:
+                inputs_from(servable.input_infos(request.model_spec.signature_name))
             context.charge(*tensors_cost(request.inputs))
-            return (servable or self.resolve(request.model_spec)).predict(request, context)
+            return servable.predict(request, context)
 
         return self._observe("predict", request.model_spec.name, context, run)
 
@@ -322,12 +336,9 @@ class Handlers:
     def _observe(self, api, model_name, context, run):
         started = time.perf_counter()
         status = "OK"
-        if context is None:
-            context = RequestContext()
-        context.max_request_bytes = self.limits.max_request_bytes
-        owned = context.reservation is None
+        owned = context.reservation is None  # a direct call, not a front end's
         if owned:
-            context.reservation = self.limits.budget.reserve(0)
+            self.limit(context, 0)
         try:
             context.check()
             return run()
@@ -347,8 +358,7 @@ class Handlers:
             raise
         finally:
             if owned:
-                context.reservation.release()
-                context.reservation = None
+                context.release()
             if self.metrics is not None:
                 # Only configured models get their own label: a client
                 # cannot grow the metrics with made-up names.

@@ -24,6 +24,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from serving.errors import ServingError, invalid_argument
+from serving.json_parser import loads
 from serving.limits import check_request_bytes
 from serving.tensors import to_array, to_proto
 
@@ -69,7 +70,7 @@ def parse_json(body):
     if not body:
         raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        document = json.loads(body)
+        document = loads(body)
     except UnicodeDecodeError as error:
         raise invalid_argument(
             f"JSON Parse error: Invalid encoding in string. at offset: {error.start}"

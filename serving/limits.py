@@ -33,15 +33,15 @@ from serving.defaults import DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_MAX_REQUEST_BYT
 from serving.errors import ServingError
 from serving.tensors import STRING_ELEMENT_OVERHEAD, tensor_size
 
-MIB = 1024 * 1024
 # Each decoded tensor exists twice while a model runs (the NumPy array and
 # TensorFlow's copy), and a third time when it is concatenated into a batch.
 DECODED_COPIES = 3
-# Worst case of `json.loads` in bytes of Python objects per byte of JSON
-# (measured on CPython 3.11: `[{},{},...]` is 24x, `[[],[],...]` 21x,
-# `[1e1,1e1,...]` 8x, a uint8 clip as nested lists ~2.5x; see
-# tests/test_serving_limits.py).
-JSON_BYTES_PER_BODY_BYTE = 26
+# Worst case of parsing a REST body (`serving.json_tensor.loads`: orjson,
+# else `json`) in bytes per byte of JSON at the peak: the Python objects,
+# and orjson's parse tree while it builds them. Measured on CPython 3.11
+# (tests/test_serving_limits.py): `[{},{},...]` 36x with orjson, 25x with
+# `json`; `[[],[],...]` 33x / 22x; `[1e1,1e1,...]` 20x / 9x.
+JSON_BYTES_PER_BODY_BYTE = 38
 
 
 def _resource_exhausted(message):

@@ -22,7 +22,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
-from serving.client import ServingClient
+from clipspec import signatures as names
+from serving.grpc_client import ServingClient
 
 #: Malformed request kinds and the code TF Serving answers them with.
 MALFORMED_KINDS = {
@@ -35,14 +36,14 @@ MALFORMED_KINDS = {
 }
 
 
-def predict_request(model, clips, signature="serving_default", version=None):
+def predict_request(model, clips, signature=names.SERVING, version=None):
     """A `PredictRequest` sending `clips` as the `clips` input."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = signature
     if version is not None:
         request.model_spec.version.value = version
-    request.inputs["clips"].CopyFrom(tf.make_tensor_proto(clips))
+    request.inputs[names.CLIPS_INPUT].CopyFrom(tf.make_tensor_proto(clips))
     return request
 
 
@@ -175,7 +176,7 @@ def run_load(
                     my_unexpected.append(f"good request -> {code.name}: {details}")
                     continue
                 my_latencies.append(elapsed)
-                got = tf.make_ndarray(response.outputs["probabilities"])
+                got = tf.make_ndarray(response.outputs[names.PROBABILITIES_OUTPUT])
                 if got.shape != expected[choice[slot]].shape or not np.allclose(
                     got, expected[choice[slot]], atol=atol
                 ):
@@ -213,7 +214,7 @@ def latency_overhead(address, model, version_dir, clip, repeats=50, warmup=5):
     of the same SavedModel (`serving_default`), both at batch 1, calls
     interleaved. Returns `(served_p50_ms, in_process_p50_ms, ratio)`."""
     loaded = tf.saved_model.load(version_dir)
-    function = loaded.signatures["serving_default"]
+    function = loaded.signatures[names.SERVING]
     request = predict_request(model, clip)
     client = ServingClient(address, retries=0)
     served, local = [], []
@@ -221,7 +222,7 @@ def latency_overhead(address, model, version_dir, clip, repeats=50, warmup=5):
         for index in range(warmup + repeats):
             began = time.perf_counter()
             response = client.call("Predict", request)
-            tf.make_ndarray(response.outputs["probabilities"])
+            tf.make_ndarray(response.outputs[names.PROBABILITIES_OUTPUT])
             middle = time.perf_counter()
             {k: v.numpy() for k, v in function(clips=tf.constant(clip)).items()}
             end = time.perf_counter()

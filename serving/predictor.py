@@ -1,49 +1,50 @@
 """Predict calls over gRPC or REST without TensorFlow: the clients of the
 timeline (`serving.timeline`), which must stay small in memory.
 
-`serving.client.ServingClient` and `serving.rest_client.RestClient` use
-TF Serving's Python protos, which import TensorFlow (about 650 MB of
+`serving.grpc_client.ServingClient` and `serving.rest_client.RestClient`
+use TF Serving's Python protos, which import TensorFlow (about 650 MB of
 memory before the first request). `GrpcPredictor` sends the same
 `PredictRequest` through a generic gRPC call with the bytes of
-`serving.predict_wire`, on a channel with the same options, TLS and retry
-policy as `ServingClient`; `RestPredictor` posts TF Serving's columnar
-JSON (`serving.rest_json`). Both have `predict`, `clip_format` and
-`class_names` as the full clients do (the same code: those two are shared
-with `ServingClient`), and `predict_with_version`, which also returns the
-version that answered.
+`serving.predict_wire`, on a channel made as `ServingClient`'s
+(`serving.grpc_client.open_channel`: options, TLS, retry policy);
+`RestPredictor` posts TF Serving's columnar JSON (`serving.rest_json`)
+through `serving.rest_http`. Both derive from the full clients' base
+(`serving.client_base.InferenceClientBase`: `clip_format`, `class_names`),
+and add `predict_with_version`, which also returns the version that
+answered.
 
 >>> predictor = make_predictor("127.0.0.1:8500")               # doctest: +SKIP
 >>> predictor.clip_format("classreg").clip_length              # doctest: +SKIP
 16
 """
 
-import json
-import random
-import time
-import urllib.error
-import urllib.request
+import abc
 
-import grpc
 import numpy as np
 
 from clipspec import signatures as names
-from serving import client as grpc_client
-from serving import predict_wire, rest_json
+from serving import grpc_client, predict_wire, rest_json
+from serving.client_base import InferenceClientBase
+from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
+from serving.rest_http import (
+    DEFAULT_REST_SERVER,
+    RestError,
+    base_url,
+    call_json,
+    is_missing_signature,
+    model_path,
+)
 
 PREDICT_METHOD = "/tensorflow.serving.PredictionService/Predict"
 
 
-class Predictor:
-    """What both transports share: caches of the model's clip format and
-    class names, read through `predict`."""
+class Predictor(InferenceClientBase):
+    """What both transports share: `predict` through `predict_with_version`;
+    the model's clip format and class names (`InferenceClientBase`)."""
 
-    def __init__(self, server, timeout):
-        self.server, self.timeout = server, timeout
-        self._clip_formats, self._class_names = {}, {}
-
+    @abc.abstractmethod
     def predict_with_version(self, model, inputs, signature=None, version=None, output_filter=()):
         """`({output: array}, version that answered)`."""
-        raise NotImplementedError
 
     def predict(self, model, inputs, signature=None, version=None, output_filter=()):
         """Predict: `inputs` a dict of arrays (or one array, sent as `clips`);
@@ -58,18 +59,6 @@ class Predictor:
             "needs it (export the model again with `python -m training.export`)."
         )
 
-    clip_format = grpc_client.ServingClient.clip_format
-    class_names = grpc_client.ServingClient.class_names
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 class GrpcPredictor(Predictor):
     """Predict over gRPC (arguments as `serving.client.ServingClient`)."""
@@ -80,35 +69,25 @@ class GrpcPredictor(Predictor):
         timeout=30.0,
         retries=3,
         backoff=0.5,
-        max_message_bytes=grpc_client.DEFAULT_MAX_MESSAGE_BYTES,
+        max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES,
         ssl=False,
         ssl_ca=None,
         ssl_cert=None,
         ssl_key=None,
         ssl_target_name=None,
     ):
-        if not isinstance(server, str) or ":" not in server:
-            raise ValueError(
-                "Invalid value for argument `server`. Expected 'host:port'. "
-                f"Received: server={server!r}"
-            )
         super().__init__(server, timeout)
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.enable_retries", 1 if retries else 0),
-            *grpc_client.CHANNEL_OPTIONS,
-        ]
-        config = grpc_client.retry_service_config(retries, float(backoff))
-        if config is not None:
-            options.append(("grpc.service_config", config))
-        if ssl_target_name:
-            options.append(("grpc.ssl_target_name_override", ssl_target_name))
-        if ssl or ssl_ca or ssl_cert or ssl_key:
-            credentials = grpc_client.channel_credentials(ssl_ca, ssl_cert, ssl_key)
-            self._channel = grpc.secure_channel(server, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(server, options=options)
+        self._channel = grpc_client.open_channel(
+            server,
+            retries,
+            backoff,
+            max_message_bytes,
+            ssl=ssl,
+            ssl_ca=ssl_ca,
+            ssl_cert=ssl_cert,
+            ssl_key=ssl_key,
+            ssl_target_name=ssl_target_name,
+        )
         self._predict = self._channel.unary_unary(PREDICT_METHOD)  # bytes in, bytes out
 
     def predict_with_version(self, model, inputs, signature=None, version=None, output_filter=()):
@@ -127,58 +106,24 @@ class GrpcPredictor(Predictor):
         self._channel.close()
 
 
-class RestError(Exception):
-    """A REST call that failed: `status` (HTTP) and TF Serving's message."""
-
-    def __init__(self, status, message):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message = status, message
-
-
 class RestPredictor(Predictor):
     """Predict over TF Serving's REST API, retrying HTTP 503 with
     exponential backoff. The answer has no version: the one requested is
     used, else the latest AVAILABLE one, looked up once per model."""
 
-    def __init__(self, server="127.0.0.1:8501", timeout=30.0, retries=3, backoff=0.5):
-        if not isinstance(server, str) or ":" not in server:
-            raise ValueError(
-                "Invalid value for argument `server`. Expected 'host:port'. "
-                f"Received: server={server!r}"
-            )
+    def __init__(self, server=DEFAULT_REST_SERVER, timeout=30.0, retries=3, backoff=0.5):
         super().__init__(server, timeout)
-        self.url = server if server.startswith(("http://", "https://")) else f"http://{server}"
+        self.url = base_url(server)
         self.retries, self.backoff = retries, float(backoff)
         self._latest = {}
 
     def call(self, path, body=None):
         """GET (`body` None) or POST JSON; the parsed answer or `RestError`."""
-        data = None if body is None else json.dumps(body).encode()
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(
-                self.url + path, data=data, headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                    return json.loads(answer.read())
-            except urllib.error.HTTPError as error:
-                text = error.read().decode("utf-8", "replace")
-                try:
-                    message = json.loads(text)["error"]
-                except (ValueError, KeyError, TypeError):
-                    message = text or error.reason
-                if error.code != 503 or attempt == self.retries:
-                    raise RestError(error.code, message) from None
-            time.sleep(delay * (1 + 0.5 * random.random()))
-            delay *= 2
-
-    def _model_path(self, model, version):
-        return f"/v1/models/{urllib.request.quote(model, safe='')}/versions/{int(version)}"
+        return call_json(self.url, path, body, self.timeout, self.retries, self.backoff)
 
     def latest_version(self, model):
         if model not in self._latest:
-            answer = self.call(f"/v1/models/{urllib.request.quote(model, safe='')}")
+            answer = self.call(model_path(model))
             versions = [
                 int(s["version"])
                 for s in answer.get("model_version_status", [])
@@ -194,12 +139,13 @@ class RestPredictor(Predictor):
         body = {"inputs": {k: rest_json.json_value(np.asarray(v)) for k, v in inputs.items()}}
         if signature:
             body["signature_name"] = signature
-        outputs = self.call(self._model_path(model, version) + ":predict", body)["outputs"]
+        outputs = self.call(model_path(model, version, ":predict"), body)["outputs"]
         if not isinstance(outputs, dict):  # one output: TF Serving unwraps it
             if len(output_filter) != 1:
-                name = {names.CLIP_FORMAT: "clip_format", names.CLASS_NAMES: "class_name"}.get(
-                    signature
-                )
+                name = {
+                    names.CLIP_FORMAT: names.CLIP_FORMAT_OUTPUT,
+                    names.CLASS_NAMES: names.CLASS_NAME_OUTPUT,
+                }.get(signature)
                 if name is None:
                     raise RestError(500, "one unnamed output; name it in `output_filter`")
             else:
@@ -211,11 +157,7 @@ class RestPredictor(Predictor):
             raise RestError(400, f"output(s) {', '.join(missing)} not in the answer")
         return {name: rest_json.from_json(outputs[name]) for name in wanted}, version
 
-    @staticmethod
-    def _is_missing_signature(error):
-        # TF Serving answers an unknown signature with FAILED_PRECONDITION,
-        # which its REST API maps to HTTP 400.
-        return isinstance(error, RestError) and error.status == 400
+    _is_missing_signature = staticmethod(is_missing_signature)
 
 
 def make_predictor(server=None, rest=False, timeout=30.0, retries=3, **tls):
@@ -226,7 +168,7 @@ def make_predictor(server=None, rest=False, timeout=30.0, retries=3, **tls):
             raise ValueError(
                 "the TLS options are for gRPC; the REST API has no TLS (as in TF Serving)"
             )
-        return RestPredictor(server or "127.0.0.1:8501", timeout=timeout, retries=retries)
+        return RestPredictor(server or DEFAULT_REST_SERVER, timeout=timeout, retries=retries)
     return GrpcPredictor(server or grpc_client.DEFAULT_SERVER, timeout, retries, **tls)
 
 

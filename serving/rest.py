@@ -25,7 +25,6 @@ HTTP server; the JSON <-> tensor conversion is `serving.json_tensor` and
 `serving.json_examples`.
 """
 
-import concurrent.futures
 import logging
 import re
 import threading
@@ -41,8 +40,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
+from serving.dispatch import Dispatcher
 from serving.errors import ServingError, invalid_argument, limit_message
-from serving.handlers import RequestContext
 from serving.json_examples import classification_json, examples_from_json, regression_json
 from serving.json_tensor import (
     dumps,
@@ -112,11 +111,10 @@ class RestApp:
         self.timeout_seconds = timeout_seconds
         self.cors = cors
         self.metrics_path = metrics_path
-        # API calls run here while the HTTP thread waits until the deadline
-        # (a call still running then is answered 504 and cancelled).
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="rest-call"
-        )
+        # API calls run in the dispatcher's threads while the HTTP thread
+        # waits until the deadline (a call still running then is answered
+        # 504 and cancelled).
+        self.dispatcher = Dispatcher(handlers, "REST", threads, "rest-call")
 
     def __call__(self, environ, start_response):
         method = environ["REQUEST_METHOD"]
@@ -161,45 +159,33 @@ class RestApp:
         return [output]
 
     def _bounded(self, method, path, body):
-        """`process` in the call pool, waited for until the deadline
-        (`--rest_api_timeout_in_ms`): 504 then, and the call is cancelled
-        (dropped if it has not started)."""
-        context = RequestContext.rest(self.timeout_seconds)
-
-        def job():
-            context.check()
-            return self.process(method, path, body, context)
-
-        future = self._pool.submit(job)
-        try:
-            return future.result(context.time_remaining())
-        except concurrent.futures.TimeoutError:
-            context.cancel()
-            future.cancel()
-            raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded") from None
+        """`process` in the dispatcher's threads, waited for until the
+        deadline (`--rest_api_timeout_in_ms`): 504 then, and the call is
+        cancelled (dropped if it has not started)."""
+        context = self._open(body)
+        job = self.dispatcher.submit(context, lambda c: self._process(method, path, body, c))
+        return self.dispatcher.result(context, job)
 
     def close(self):
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.dispatcher.close()
 
     # ------------------------------------------------------------------
-    def process(self, method, path, body, context=None):
-        """One API call (HttpRestApiHandler::ProcessRequest) -> JSON bytes.
-        A JSON body reserves the worst case of parsing it
-        (`serving.limits.JSON_BYTES_PER_BODY_BYTE` per byte) in the server's
-        memory budget before it is parsed."""
-        context = context or RequestContext.rest(self.timeout_seconds)
-        limits = getattr(self.handlers, "limits", None)
-        if limits is None:
-            return self._process(method, path, body, context)
-        context.max_request_bytes = limits.max_request_bytes
-        context.reservation = limits.budget.reserve(
-            JSON_BYTES_PER_BODY_BYTE * len(body), "JSON body"
-        )
+    def process(self, method, path, body):
+        """One API call (HttpRestApiHandler::ProcessRequest) -> JSON bytes,
+        in the calling thread."""
+        context = self._open(body)
         try:
             return self._process(method, path, body, context)
         finally:
-            context.reservation.release()
-            context.reservation = None
+            context.release()
+
+    def _open(self, body):
+        """The request's context: a JSON body reserves the worst case of
+        parsing it (`serving.limits.JSON_BYTES_PER_BODY_BYTE` per byte) in
+        the server's memory budget before it is parsed."""
+        return self.dispatcher.open(
+            self.timeout_seconds or None, JSON_BYTES_PER_BODY_BYTE * len(body), "JSON body"
+        )
 
     def _process(self, method, path, body, context):
         match = None
@@ -246,11 +232,15 @@ class RestApp:
         _fill_spec(request.model_spec, name, version, label)
         document = parse_json(body)
         fill_signature(document, request)
-        servable = self.handlers.resolve(request.model_spec)
-        infos = servable.input_infos(request.model_spec.signature_name)
-        columnar = predict_inputs_from_json(document, infos, request, context.max_request_bytes)
-        response = self.handlers.predict(request, context, servable=servable)
-        return predict_json(response.outputs, columnar)
+        columnar = []
+
+        def inputs_from(infos):  # once the handler has resolved the model
+            columnar.append(
+                predict_inputs_from_json(document, infos, request, context.max_request_bytes)
+            )
+
+        response = self.handlers.predict(request, context, inputs_from=inputs_from)
+        return predict_json(response.outputs, columnar[0])
 
 
 def _fill_spec(spec, name, version, label):

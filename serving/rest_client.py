@@ -1,7 +1,8 @@
 """A client of TF Serving's REST API (`python -m serving.server
 --rest_api_port=8501` or the `tensorflow/serving` container's 8501), with
-the methods of `serving.client.ServingClient` that the video client uses,
-so `python -m serving.client --rest` works the same over HTTP.
+the methods of the gRPC client (`serving.grpc_client.ServingClient`) that
+the video pipeline uses, and the same base (`serving.client_base`), so
+`python -m serving.client --rest` works the same over HTTP.
 
 Tensors travel as TF Serving's columnar JSON (`{"inputs": {...}}` ->
 `{"outputs": {...}}`); JSON has no dtypes, so numbers come back as float32
@@ -13,34 +14,27 @@ or int32 (int64 when too large) and strings as bytes. Failures raise
 array([[2.5], [3. ]], dtype=float32)
 """
 
-import json
-import random
-import time
-import urllib.error
-import urllib.request
-
 import numpy as np
 from google.protobuf import json_format
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
+from clipspec import signatures as names
 from serving import polling
+from serving.client_base import InferenceClientBase, model_spec
+from serving.rest_http import (
+    DEFAULT_REST_SERVER,
+    RestError,
+    base_url,
+    call_json,
+    is_missing_signature,
+    model_path,
+)
 from serving.rest_json import from_json as _from_json
 from serving.rest_json import json_value as _json_value
 from serving.tensors import to_array, to_proto
 
-DEFAULT_REST_SERVER = "127.0.0.1:8501"
-RETRY_STATUSES = (503,)
 
-
-class RestError(Exception):
-    """A REST call that failed: `status` (HTTP) and TF Serving's message."""
-
-    def __init__(self, status, message):
-        super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message = status, message
-
-
-class RestClient:
+class RestClient(InferenceClientBase):
     """TF Serving's REST API with a per-call timeout and retries on 503.
 
     Args:
@@ -51,62 +45,21 @@ class RestClient:
     """
 
     def __init__(self, server=DEFAULT_REST_SERVER, timeout=30.0, retries=3, backoff=0.5):
-        if not isinstance(server, str) or ":" not in server:
-            raise ValueError(
-                "Invalid value for argument `server`. Expected "
-                f"'host:port'. Received: server={server!r}"
-            )
-        self.url = server if server.startswith(("http://", "https://")) else f"http://{server}"
-        self.server, self.timeout = server, timeout
+        super().__init__(server, timeout)
+        self.url = base_url(server)
         self.retries, self.backoff = retries, float(backoff)
-        self._class_names = {}
-        self._clip_formats = {}
         self._outputs = {}  # (model, version, signature) -> output names
-
-    def close(self):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     # -- raw calls -----------------------------------------------------
     def call(self, path, body=None):
         """GET (`body` None) or POST JSON to `path`; returns the parsed
         answer or raises `RestError`."""
-        data = None if body is None else json.dumps(body).encode()
-        delay = self.backoff
-        for attempt in range(self.retries + 1):
-            request = urllib.request.Request(
-                self.url + path, data=data, headers={"Content-Type": "application/json"}
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                    return json.loads(answer.read())
-            except urllib.error.HTTPError as error:
-                text = error.read().decode("utf-8", "replace")
-                try:
-                    message = json.loads(text)["error"]
-                except (ValueError, KeyError, TypeError):
-                    message = text or error.reason
-                if error.code not in RETRY_STATUSES or attempt == self.retries:
-                    raise RestError(error.code, message) from None
-            time.sleep(delay * (1 + 0.5 * random.random()))
-            delay *= 2
-
-    @staticmethod
-    def _path(model, version=None, suffix=""):
-        path = f"/v1/models/{urllib.request.quote(model, safe='')}"
-        if version is not None:
-            path += f"/versions/{int(version)}"
-        return path + suffix
+        return call_json(self.url, path, body, self.timeout, self.retries, self.backoff)
 
     # -- TF Serving API ------------------------------------------------
     def status(self, model, version=None):
         """`[(version, state, error code, message)]`."""
-        answer = self.call(self._path(model, version))
+        answer = self.call(model_path(model, version))
         return [
             (int(s["version"]), s["state"], s["status"]["error_code"], s["status"]["error_message"])
             for s in answer["model_version_status"]
@@ -126,7 +79,7 @@ class RestClient:
 
     def metadata(self, model, version=None):
         """`(version, {signature name: SignatureDef})`."""
-        answer = self.call(self._path(model, version, "/metadata"))
+        answer = self.call(model_path(model, version, "/metadata"))
         signatures = get_model_metadata_pb2.SignatureDefMap()
         json_format.ParseDict(answer["metadata"]["signature_def"], signatures)
         return int(answer["model_spec"]["version"]), dict(signatures.signature_def)
@@ -136,13 +89,9 @@ class RestClient:
         arrays; returns a dict of NumPy arrays (of `output_filter` only,
         when given)."""
         if not isinstance(inputs, dict):
-            inputs = {"clips": inputs}
+            inputs = {names.CLIPS_INPUT: inputs}
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = model
-        if version is not None:
-            request.model_spec.version.value = int(version)
-        if signature:
-            request.model_spec.signature_name = signature
+        model_spec(request.model_spec, model, version, signature)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(to_proto(np.asarray(value)))
         request.output_filter.extend(output_filter)
@@ -160,12 +109,12 @@ class RestClient:
         }
         if spec.signature_name:
             body["signature_name"] = spec.signature_name
-        answer = self.call(self._path(spec.name, version, ":predict"), body)
+        answer = self.call(model_path(spec.name, version, ":predict"), body)
         outputs = answer["outputs"]
         response = predict_pb2.PredictResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = version
-        response.model_spec.signature_name = spec.signature_name or "serving_default"
+        response.model_spec.signature_name = spec.signature_name or names.SERVING
         if not isinstance(outputs, dict):  # one output: TF Serving unwraps it
             outputs = {self._only_output(spec, version): outputs}
         wanted = list(request.output_filter) or list(outputs)
@@ -176,30 +125,18 @@ class RestClient:
         return response
 
     def _only_output(self, spec, version):
-        key = (spec.name, version, spec.signature_name or "serving_default")
+        key = (spec.name, version, spec.signature_name or names.SERVING)
         if key not in self._outputs:
             _, signatures = self.metadata(spec.name, version)
             self._outputs[key] = list(signatures[key[2]].outputs)
-        names = self._outputs[key]
-        if len(names) != 1:
+        outputs = self._outputs[key]
+        if len(outputs) != 1:
             raise RestError(
-                500, f"one unnamed output for signature {key[2]!r} of {len(names)} outputs"
+                500, f"one unnamed output for signature {key[2]!r} of {len(outputs)} outputs"
             )
-        return names[0]
+        return outputs[0]
 
-    @staticmethod
-    def _is_missing_signature(error):
-        # TF Serving answers an unknown signature with FAILED_PRECONDITION,
-        # which its REST API maps to HTTP 400.
-        return isinstance(error, RestError) and error.status == 400
-
-    # The export helpers of ServingClient work unchanged on top of these.
-    from serving.client import ServingClient as _grpc
-
-    clip_format = _grpc.clip_format
-    _legacy_clip_format = _grpc._legacy_clip_format
-    class_names = _grpc.class_names
-    del _grpc
+    _is_missing_signature = staticmethod(is_missing_signature)
 
 
 __all__ = ["DEFAULT_REST_SERVER", "RestClient", "RestError"]

@@ -38,19 +38,14 @@ import signal
 import sys
 import threading
 
-from clipspec import cli
+import cliutil
 from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES, READY_LINE, REST_READY_LINE
 from serving.errors import ServingError
 from serving.flags import ServerSettings, build_parser, config_from_args, settings_from_args
 
 # The model manager, the handlers and the gRPC and REST front ends import
-# TensorFlow: loaded on first use, so that `--help` answers at once.
-grpc_front = cli.lazy_import("serving.grpc_front")
-handlers_module = cli.lazy_import("serving.handlers")
-limits = cli.lazy_import("serving.limits")
-metrics_module = cli.lazy_import("serving.metrics")
-manager_module = cli.lazy_import("serving.manager")
-model_config = cli.lazy_import("serving.model_config")
+# TensorFlow: imported inside the functions that use them (after
+# `cliutil.quiet_tensorflow()` in `main`), so that `--help` answers at once.
 
 _LOG = logging.getLogger("serving.server")
 
@@ -61,6 +56,11 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
     """Loads the models of `config`, serves them (gRPC, and REST when
     `settings.rest_port`) until SIGTERM/SIGINT or `stop_event`, then drains
     in-flight requests and returns."""
+    from serving import grpc_front, limits
+    from serving import handlers as handlers_module
+    from serving import manager as manager_module
+    from serving import metrics as metrics_module
+
     settings = settings or ServerSettings()
     stop_event = stop_event or threading.Event()
     if threading.current_thread() is threading.main_thread():
@@ -226,6 +226,8 @@ def _poll_config_file(path, seconds, manager, stop_event):
     """TF Serving's PollFilesystemAndReloadConfig: re-read the model config
     file every `seconds` and apply it (a file that does not parse is
     logged and the running config kept)."""
+    from serving import model_config
+
     last = None
     while not stop_event.wait(seconds):
         try:
@@ -246,6 +248,7 @@ def _poll_config_file(path, seconds, manager, stop_event):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    cliutil.quiet_tensorflow()
     if args.version:
         import tensorflow as tf
 

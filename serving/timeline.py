@@ -29,6 +29,7 @@ at once; answers come back in order.
 import collections
 import concurrent.futures
 import dataclasses
+import time
 
 import numpy as np
 
@@ -91,11 +92,15 @@ class WindowCutter:
         self.count, self.restarts = 0, 0
         self._next_start, self._covered = None, None
 
-    def add(self, frame):
+    def push(self, frame):
+        """Adds a frame without cutting a window (live streams)."""
         if self.frames and frame.image.shape != self.frames[-1].image.shape:
             self.frames.clear()
             self.restarts += 1
         self.frames.append(frame)
+
+    def add(self, frame):
+        self.push(frame)
         if len(self.frames) < self.span:
             return None
         if self._next_start is not None and self.frames[0].time < self._next_start - 1e-6:
@@ -166,9 +171,9 @@ def request_window(predictor, model, clip, version=None):
         {names.CLIPS_INPUT: clip[None]},
         signature=names.SERVING,
         version=version,
-        output_filter=("probabilities",),
+        output_filter=(names.PROBABILITIES_OUTPUT,),
     )
-    return np.asarray(outputs["probabilities"], np.float32)[0], served
+    return np.asarray(outputs[names.PROBABILITIES_OUTPUT], np.float32)[0], served
 
 
 class Labeller:
@@ -284,8 +289,6 @@ class FileTimeline:
             yield last
 
     def __iter__(self):
-        import time
-
         windows = self._windows()
         first = next(windows, None)
         if first is None:
@@ -312,8 +315,6 @@ class FileTimeline:
                     future.cancel()
 
     def _answer(self, window, future):
-        import time
-
         probabilities, version = future.result()
         return self.labeller(window, probabilities, version, time.monotonic())
 

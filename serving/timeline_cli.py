@@ -23,11 +23,18 @@ summary first).
 """
 
 import contextlib
+import os
 import sys
 
-from clipspec import cli
+import cliutil
 from clipspec.stream import DEFAULT_TIMEOUT, is_live
-from serving.timeline import DEFAULT_IN_FLIGHT
+from serving.timeline import (
+    DEFAULT_IN_FLIGHT,
+    FileTimeline,
+    Segmenter,
+    segment_record,
+    window_record,
+)
 
 DEFAULT_RECONNECTS = 5
 
@@ -123,6 +130,10 @@ def _check(args):
         )
     if (args.vtt or args.plot) and len(args.videos) != 1:
         raise ValueError("--vtt and --plot take one input (the timeline of one video)")
+    for flag, path in (("--vtt", args.vtt), ("--plot", args.plot)):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise ValueError(f"{flag} {path}: the folder {folder} does not exist")
 
 
 class Outputs:
@@ -145,8 +156,6 @@ class Outputs:
             self.plot = TimelinePlot(class_names)
 
     def window(self, result, clip=None):
-        from serving.timeline import window_record
-
         if self.plot is not None:
             self.plot.add(result)
         if self.explainer is not None and clip is not None:
@@ -160,8 +169,6 @@ class Outputs:
         print(f"{window.start:9.2f} - {window.end:9.2f} s  {top}{latency}", flush=True)
 
     def segment(self, segment):
-        from serving.timeline import segment_record
-
         if segment is None:
             return
         if self.vtt is not None:
@@ -177,16 +184,21 @@ class Outputs:
                 flush=True,
             )
 
-    def close(self, title=None):
+    def close(self):
         self._stack.close()
         if self.explainer is not None:
             self.explainer.close()
+            files = [str(path) for path in self.explainer.files]
+            if self.args.json:
+                _print_json({"source": self.source, "kind": "explanation", "files": files})
+            else:
+                print("explanations: " + ", ".join(map(cliutil.printable, files)), flush=True)
         if self.plot is not None and self.plot.rows:
-            self.plot.save(self.args.plot, title=title or cli.printable(self.source))
+            self.plot.save(self.args.plot, title=cliutil.printable(self.source))
 
 
 def _print_json(record):
-    print(cli.dumps_json(record, indent=None), flush=True)
+    print(cliutil.dumps_json(record, indent=None), flush=True)
 
 
 def _failure_line(source, message, as_json):
@@ -194,7 +206,9 @@ def _failure_line(source, message, as_json):
         _print_json({"source": source, "error": message})
     else:
         print(
-            f"{cli.printable(source)}: error: {cli.printable(message)}", file=sys.stderr, flush=True
+            f"{cliutil.printable(source)}: error: {cliutil.printable(message)}",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -214,8 +228,6 @@ def _explainer(args, predictor, source, stem, version):
 
 def file_timeline(args, predictor, source, stem):
     """Labels one finite source; raises on failure."""
-    from serving.timeline import FileTimeline, Segmenter
-
     timeline = FileTimeline(
         predictor,
         args.model,
@@ -246,12 +258,77 @@ def file_timeline(args, predictor, source, stem):
     finally:
         if outputs is not None:
             outputs.close()
+    stream = timeline.stream
+    if stream is not None and stream.errors:  # damaged: the rest was labelled
+        print(
+            f"{cliutil.printable(source)}: warning: {stream.errors} undecodable packet(s) "
+            f"skipped, the first {stream.first_error}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def live_timeline(args, predictor, source, stem):
+    """The `--live` command line for one source: prints answers, segments
+    and the summary; returns 0 (the stream ended), 1 (lost) or 130
+    (Ctrl-C)."""
+    from serving.live import DEFAULT_LIVE_IN_FLIGHT, LiveTimeline, StreamLost
+
+    printable = cliutil.printable(source)
+
+    def warn(message):
+        print(f"{printable}: warning: {cliutil.printable(message)}", file=sys.stderr, flush=True)
+
+    timeline = LiveTimeline(
+        predictor,
+        args.model,
+        source,
+        version=args.version,
+        hop=args.hop,
+        top_k=max(args.top_k, 1),
+        smooth=args.smooth,
+        in_flight=args.in_flight or DEFAULT_LIVE_IN_FLIGHT,
+        timeout=args.stream_timeout,
+        reconnects=args.reconnects,
+        on_warning=warn,
+        **_overrides(args),
+    )
+    segments = Segmenter()
+    state = {"outputs": None}
+
+    def on_result(result):
+        if state["outputs"] is None:
+            names = timeline.labeller.names(len(result.probabilities), result.model_version)
+            explainer = _explainer(args, predictor, source, stem, result.model_version)
+            state["outputs"] = Outputs(args, source, names, explainer, live=True)
+        state["outputs"].window(result, result.window.clip)
+        result.window.clip = None
+        state["outputs"].segment(segments.add(result))
+
+    status = 0
+    try:
+        timeline.run(on_result)
+    except StreamLost as error:
+        _failure_line(source, str(error), args.json)
+        status = 1
+    except KeyboardInterrupt:
+        status = cliutil.INTERRUPTED
+    finally:
+        if state["outputs"] is not None:
+            state["outputs"].segment(segments.finish())
+            state["outputs"].close()
+        summary = timeline.summary()
+        if summary.frames or status == cliutil.INTERRUPTED:  # nothing to sum up otherwise
+            print(f"{printable}: {summary.text()}", file=sys.stderr, flush=True)
+            if args.json:
+                _print_json({"source": source, "kind": "summary", **summary.record()})
+    return status
 
 
 def run(args):
     """Runs the timeline command line; returns the exit status."""
     from clipspec.explanation_files import output_names
-    from serving.client import _failure
+    from serving.client_base import failure_reason
     from serving.predictor import make_predictor
 
     try:
@@ -268,7 +345,7 @@ def run(args):
             ssl_target_name=args.ssl_server_name,
         )
     except ValueError as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     stems = output_names(args.videos)
     failures = 0
     with predictor:
@@ -276,18 +353,17 @@ def run(args):
             live = args.live or is_live(source)
             try:
                 if live:
-                    from serving.live import live_timeline
-
-                    status = live_timeline(args, predictor, source, stems[source], Outputs)
-                    if status:
+                    status = live_timeline(args, predictor, source, stems[source])
+                    if status == cliutil.INTERRUPTED:
                         return status
+                    failures += status != 0
                 else:
                     file_timeline(args, predictor, source, stems[source])
             except KeyboardInterrupt:
                 raise
             except Exception as error:  # noqa: BLE001 — reported for this input
                 failures += 1
-                _failure_line(source, _failure(error), args.json)
+                _failure_line(source, failure_reason(error), args.json)
     if failures and not args.json:
         print(f"{failures} of {len(args.videos)} input(s) failed.", file=sys.stderr)
     return 1 if failures else 0

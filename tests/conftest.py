@@ -1,12 +1,13 @@
 """Shared test set-up: quiet TensorFlow, two logical CPU devices, fixtures."""
 
 import os
-import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 import tensorflow as tf
+
+from benchmarks import real_clips
 
 # Two logical CPU devices, so MirroredStrategy has two replicas on CPU. This
 # must happen before TensorFlow initialises its devices.
@@ -38,18 +39,9 @@ def _release_models_after_each_module():
     gc.collect()
 
 
-def _real_clips():
-    """`../shared/data/real-clips` beside the repository (or beside one of
-    its parent folders, for a git worktree in a sub-folder)."""
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    for folder in repo.parents:
-        candidate = folder / "shared" / "data" / "real-clips"
-        if (candidate / "labels.csv").is_file():
-            return candidate
-    return repo.parent / "shared" / "data" / "real-clips"
-
-
-REAL_CLIPS = _real_clips()
+# `../shared/data/real-clips` beside the repository (or beside one of its
+# parent folders, for a git worktree in a sub-folder).
+REAL_CLIPS = real_clips.real_clips_dir()
 
 
 @pytest.fixture(scope="session")

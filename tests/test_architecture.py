@@ -1,6 +1,6 @@
-"""Imports flow one way (docs/architecture.md): keras_classreg ← clipspec ←
-{training, serving} ← {demo, benchmarks, tests}; training and serving never
-import each other. Every import statement counts, also one inside a
+"""Imports flow one way (docs/architecture.md): {keras_classreg, cliutil} ←
+clipspec ← {training, serving} ← {demo, benchmarks, tests}; training and
+serving never import each other. Every import statement counts, also one inside a
 function (a lazy import is still a dependency)."""
 
 import ast
@@ -9,16 +9,26 @@ import pathlib
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OURS = ("keras_classreg", "clipspec", "training", "serving", "demo", "benchmarks", "tests")
+OURS = (
+    "keras_classreg",
+    "cliutil",
+    "clipspec",
+    "training",
+    "serving",
+    "demo",
+    "benchmarks",
+    "tests",
+)
 
 # package -> the other packages of ours it may import
 ALLOWED = {
     "keras_classreg": set(),
-    "clipspec": {"keras_classreg"},
-    "training": {"keras_classreg", "clipspec"},
-    "serving": {"keras_classreg", "clipspec"},
-    "demo": {"keras_classreg", "clipspec", "training", "serving"},
-    "benchmarks": {"keras_classreg", "clipspec", "training", "serving"},
+    "cliutil": set(),
+    "clipspec": {"keras_classreg", "cliutil"},
+    "training": {"keras_classreg", "cliutil", "clipspec"},
+    "serving": {"keras_classreg", "cliutil", "clipspec"},
+    "demo": {"keras_classreg", "cliutil", "clipspec", "training", "serving"},
+    "benchmarks": {"keras_classreg", "cliutil", "clipspec", "training", "serving"},
 }
 
 
@@ -66,3 +76,48 @@ def test_imports_of_finds_lazy_imports(tmp_path, monkeypatch):
     (package / "x.py").write_text("def f():\n    from training import data\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     assert imports_of("serving") == [("serving/x.py", 2, "training")]
+
+
+def _lazy_tables():
+    """`(file, {name: module} of its lazy_exports table, {name: module} of its
+    TYPE_CHECKING imports)` for every module that calls `lazy_exports`."""
+    found = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if path.name != "__init__.py" or "lazy_exports(" not in text:
+            continue
+        table, checked = {}, {}
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                if [t.id for t in node.targets if isinstance(t, ast.Name)] == ["_LAZY"]:
+                    table = {k.value: v.value for k, v in zip(node.value.keys, node.value.values)}
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.ImportFrom):
+                        checked.update({alias.name: sub.module for alias in sub.names})
+        found.append((str(path.relative_to(ROOT)), table, checked))
+    return found
+
+
+def test_lazy_exports_are_named_for_tools():
+    """A package attribute imported on first use (`cliutil.lazy`) is also
+    imported under `typing.TYPE_CHECKING`, from the same module, so that
+    type checkers, IDEs and import graphs follow it."""
+    tables = _lazy_tables()
+    assert tables, "no module uses cliutil.lazy.lazy_exports any more: drop this test"
+    for file, table, checked in tables:
+        assert table and table == checked, (file, table, checked)
+
+
+def test_no_module_level_import_hidden_in_a_string():
+    """Imports are statements, never `importlib.import_module("...")` or a
+    lazy-module stand-in at module level (tools cannot follow those)."""
+    wrong = []
+    for package in ALLOWED:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.parse(path.read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                    call = ast.unparse(node.value.func)
+                    if call.endswith(("import_module", "lazy_import", "__import__")):
+                        wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not wrong, wrong

@@ -294,7 +294,7 @@ def test_export_explain_synth_server_demo_user_errors(tmp_path, capsys):
 def test_user_errors_as_commands_print_one_line_and_no_cuda_noise(tmp_path):
     """As a user runs them: one `error:` line, exit 2, nothing else on a
     machine without an NVIDIA driver (no cuInit line)."""
-    from clipspec.cli import has_nvidia_driver
+    from cliutil import has_nvidia_driver
 
     env = subprocess_env()
     env.pop("TF_CPP_MIN_LOG_LEVEL")
@@ -329,7 +329,7 @@ def test_user_errors_as_commands_print_one_line_and_no_cuda_noise(tmp_path):
         [
             sys.executable,
             "-c",
-            "from clipspec import cli; tf = cli.quiet_tensorflow(); "
+            "import cliutil; tf = cliutil.quiet_tensorflow(); "
             "print(tf.reduce_sum(tf.ones(3)).numpy())",
         ],
         cwd=REPO,

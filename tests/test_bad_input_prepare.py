@@ -579,7 +579,7 @@ def test_workers_do_not_outlive_a_killed_prepare(slow_root, tmp_path):
 def test_the_prepare_command_on_a_messy_folder(messy_root, tmp_path):
     """The command line as a user runs it: exit 0, the odd names printed
     (not a traceback), no CUDA noise on a machine without a GPU."""
-    from clipspec.cli import has_nvidia_driver
+    from cliutil import has_nvidia_driver
 
     root, _, bad = messy_root
     result = subprocess.run(

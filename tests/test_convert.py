@@ -8,6 +8,7 @@ explains the fine-tuned model.
 """
 
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -19,7 +20,7 @@ from test_train_support import CLASSES, tiny_config
 import keras_classreg
 from clipspec import ClipFormat, RunDir
 from keras_classreg import models
-from keras_classreg.pretrained import load_3d_resnets_pth
+from keras_classreg.pretrained import load_3d_resnets_pth, read_pth
 from training import convert
 from training.train import freeze_layers, train
 
@@ -159,6 +160,52 @@ def test_convert_errors(checkpoint, tmp_path, capsys):
         == 2
     )
     assert "No such file" in capsys.readouterr().err
+
+
+def _damaged_files(checkpoint, folder):
+    """The module's 2018-format file cut inside its pickle; the same weights
+    in the zip format with one byte of data.pkl flipped; and a zip whose
+    data.pkl was cut before zipping."""
+    data = checkpoint.read_bytes()
+    cut = folder / "cut.pth"
+    cut.write_bytes(data[: data.index(b"layer2.")])  # inside the state dict's pickle
+    full_zip = folder / "full.pth"
+    write_pth(full_zip, read_pth(checkpoint), layout="zip")
+    with zipfile.ZipFile(full_zip) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+        (info,) = [i for i in archive.infolist() if i.filename == "full/data.pkl"]
+    flipped = bytearray(full_zip.read_bytes())
+    flipped[info.header_offset + 30 + len(info.filename) + 100] ^= 0xFF
+    (folder / "flipped.pth").write_bytes(flipped)
+    with zipfile.ZipFile(folder / "cut_pickle.pth", "w") as archive:
+        for name, content in records.items():
+            archive.writestr(name, content[:-20] if name == "full/data.pkl" else content)
+    return {
+        "cut.pth": "truncated or damaged",
+        "flipped.pth": "damaged zip archive (BadZipFile: Bad CRC-32",
+        "cut_pickle.pth": "data.pkl is truncated or damaged",
+    }
+
+
+def test_damaged_weights_are_one_line_errors(checkpoint, tmp_path, capsys):
+    for name, expected in _damaged_files(checkpoint, tmp_path).items():
+        weights = tmp_path / name
+        command = ["--source", "3d-resnets", "--weights", str(weights), "--out"]
+        assert convert.main([*command, str(tmp_path / f"out_{name}")]) == 2, name
+        line = capsys.readouterr().err
+        assert line.startswith("error: ") and line.count("\n") == 1, line
+        assert str(weights) in line and expected in line, line
+        assert not (tmp_path / f"out_{name}").exists()
+
+
+@pytest.mark.parametrize("flag", ["--clip-length", "--crop-size", "--conv1-t-stride"])
+def test_sizes_below_one_are_refused(checkpoint, tmp_path, capsys, flag):
+    command = ["--source", "3d-resnets", "--weights", str(checkpoint), "--out", str(tmp_path / "o")]
+    assert convert.main([*command, flag, "0"]) == 2
+    line = capsys.readouterr().err
+    assert line.startswith("error: ") and line.count("\n") == 1, line
+    assert f"{flag} must be an integer >= 1 (got 0)" in line, line
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.slow

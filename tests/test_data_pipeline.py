@@ -410,3 +410,19 @@ def test_device_augmentation_argument_errors(prepared, tmp_path):
     unsized = dict(manifest, short_side=None)
     with pytest.raises(ValueError, match="augment_on='device' needs frames whose short side"):
         clip_dataset(unsized, augment_on="device")
+
+
+def test_train_epochs_are_permutations_of_every_video():
+    """Train mode's order: each epoch every video exactly once, a new order
+    each epoch and each iteration, the same for the same seed."""
+    from training.data.pipeline import _epochs
+
+    rows = [int(r) for r in _epochs(50, seed=3, shuffle=True, repeat=True).take(150)]
+    epochs = [rows[i : i + 50] for i in (0, 50, 100)]
+    assert all(sorted(epoch) == list(range(50)) for epoch in epochs)
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != list(range(50))
+    once = _epochs(50, seed=3, shuffle=True, repeat=False)
+    first, second = [[int(r) for r in once] for _ in range(2)]
+    assert sorted(first) == sorted(second) == list(range(50)) and first != second
+    assert first == [int(r) for r in _epochs(50, seed=3, shuffle=True, repeat=False)]
+    assert [int(r) for r in _epochs(5, seed=None, shuffle=False, repeat=False)] == list(range(5))

@@ -18,6 +18,7 @@ from training.data import (
     clip_dataset,
     load_folder,
     load_manifest,
+    output_folder,
     shard_format,
     shard_paths,
     write_synthetic_dataset,
@@ -200,7 +201,8 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     # index; a third half-written (a leftover temporary file).
     os.remove(f"{shards[0]}.json")
     os.remove(shard_format.index_path(shards[2]))
-    pathlib.Path(shard_format.index_path(shards[2]) + ".tmp").write_bytes(b"partial")
+    leftover = pathlib.Path(output_folder.partial_name(shard_format.index_path(shards[2])))
+    leftover.write_bytes(b"partial")
     again = prepare_dataset(
         dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False
     )
@@ -208,6 +210,7 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     assert (run["shards_written"], run["shards_reused"], run["videos_processed"]) == (2, 1, 4)
     assert shard.stat().st_mtime_ns == stamp
     assert again["subsets"] == first["subsets"]
+    assert not leftover.exists()  # the rerun removed it
     # A video that changed on disk redoes its shard only.
     os.utime(good[0], ns=(1, 1))
     touched = prepare_dataset(

@@ -1,6 +1,6 @@
 """The shard layout (frame records + index): offsets, TensorFlow-only
-reading (no Python in tf.data threads, any `tf.io.gfile` filesystem), checks
-of stale or corrupt indexes, and folders of the old layout."""
+reading (no Python in tf.data threads, any `tf.io.gfile` filesystem), and
+checks of stale or corrupt indexes."""
 
 import json
 import os
@@ -24,11 +24,6 @@ from training.data.shard_writer import prepare_dataset
 
 T, S = 4, 16
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-# Written by today's main before the layout change (commit 1dc497d):
-# write_synthetic_dataset(classes=2, per_class=3, frames=8, size=32, seed=4,
-# test_fraction=0.34), prepare_dataset(short_side=24, jpeg_quality=80,
-# videos_per_shard=2).
-LEGACY = ROOT / "tests" / "data" / "legacy_prepared"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +60,7 @@ def test_index_offsets_are_the_frame_records(prepared):
     manifest = load_manifest(prepared)
     prefixes = shard_paths(manifest, "train")
     table = shard_format.load_table(prefixes)
-    read = shard_format.frame_reader(prefixes, table["offsets"])
+    read = shard_format.frame_reader(prefixes)
     for number, prefix in enumerate(prefixes):
         assert pathlib.Path(shard_format.frames_path(prefix)).is_file()
         assert pathlib.Path(shard_format.index_path(prefix)).is_file()
@@ -80,11 +75,22 @@ def test_index_offsets_are_the_frame_records(prepared):
         assert (
             sidecar["frames_bytes"] == pathlib.Path(shard_format.frames_path(prefix)).stat().st_size
         )
+        assert (
+            sidecar["index_bytes"] == pathlib.Path(shard_format.index_path(prefix)).stat().st_size
+        )
         rows = np.flatnonzero(table["shard"] == number)
+        ends = np.cumsum([0] + [len(j) + 16 for v in videos for j in v["frames"]])
+        first = 0
         for row, video in zip(rows, videos):
             n = video["num_frames"]
+            row_of = {name: tf.constant(values[row]) for name, values in table.items()}
+            offsets = shard_format.video_offsets(
+                shard_format.index_path(prefix), row_of["offsets_at"], n
+            )
+            assert offsets.numpy().tolist() == ends[first : first + n + 1].tolist()
+            first += n
             for indices in ([0], [n - 1], [3, 1, 5, 3], list(range(n))[::-1]):
-                got = read(int(table["shard"][row]), int(table["first"][row]), tf.constant(indices))
+                got = read(row_of, tf.constant(indices))
                 assert [bytes(j) for j in got.numpy()] == [video["frames"][i] for i in indices]
 
 
@@ -130,11 +136,9 @@ def test_ram_filesystem_reads_like_local_disk(prepared):
         (0, "b.mp4", 30.0),
     ]
     table = shard_format.load_table([prefix])
-    read = shard_format.frame_reader([prefix], table["offsets"])
-    assert (
-        read(0, int(table["first"][1]), tf.constant([0, 0])).numpy().tolist()
-        == [b"\xff\xd8three"] * 2
-    )
+    read = shard_format.frame_reader([prefix])
+    second = {name: tf.constant(values[1]) for name, values in table.items()}
+    assert read(second, tf.constant([0, 0])).numpy().tolist() == [b"\xff\xd8three"] * 2
 
 
 def test_writer_checks_the_offsets_add_up(tmp_path, monkeypatch):
@@ -204,7 +208,7 @@ def test_train_pipeline_runs_in_the_tf_data_service(prepared):
         service.WorkerConfig(dispatcher_address=dispatcher.target.split("://")[1])
     )
     dataset = clip_dataset(prepared, clip_length=T, crop_size=S, batch_size=2, repeat=True).apply(
-        service.distribute("parallel_epochs", dispatcher.target)
+        service.distribute("distributed_epoch", dispatcher.target)
     )
     clips, labels = next(iter(dataset))
     assert clips.shape == (2, T, S, S, 3) and set(labels.numpy()) <= {0, 1, 2}
@@ -236,19 +240,24 @@ def test_a_process_holding_a_live_train_iterator_exits(prepared):
 # --------------------------------------------------------------------------
 # Stale or corrupt shards
 # --------------------------------------------------------------------------
-def rewrite_index(prefix, **changes):
-    """Rewrites a shard's index record with some features replaced."""
-    path = shard_format.index_path(prefix)
-    record = next(iter(tf.data.TFRecordDataset(path))).numpy()
-    example = tf.train.Example.FromString(record)
+def index_records(prefix):
+    return [r.numpy() for r in tf.data.TFRecordDataset(shard_format.index_path(prefix))]
+
+
+def rewrite_index(prefix, records=None, **changes):
+    """Rewrites a shard's index: its records (default: as they are), the
+    header's features `changes` replaced."""
+    records = index_records(prefix) if records is None else list(records)
+    example = tf.train.Example.FromString(records[0])
     for name, values in changes.items():
         feature = example.features.feature[name]
         if isinstance(values[0], bytes):
             feature.bytes_list.value[:] = values
         else:
             feature.int64_list.value[:] = values
-    with tf.io.TFRecordWriter(path) as writer:
-        writer.write(example.SerializeToString())
+    with tf.io.TFRecordWriter(shard_format.index_path(prefix)) as writer:
+        for record in [example.SerializeToString()] + records[1:]:
+            writer.write(record)
 
 
 @pytest.mark.slow
@@ -284,16 +293,20 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
         f"{index}: the index of shard '{pathlib.Path(second).name}', "
         f"not of '{pathlib.Path(first).name}'",
     )
-    record = next(iter(tf.data.TFRecordDataset(index))).numpy()
-    with tf.io.TFRecordWriter(index) as writer:
-        writer.write(record)  # the index, twice
-        writer.write(record)
-    fails(ValueError, "a shard index holds one record, this file has 2")
-    offsets = shard_format.read_index(first)["offsets"].tolist()
-    rewrite_index(first, record_offsets=[offsets[0], offsets[2], offsets[1]] + offsets[3:])
-    fails(ValueError, "not increasing from 0 .a corrupt index")
-    rewrite_index(first, layout_version=[3])
-    fails(ValueError, "layout version 3, this code reads version 2")
+    records = index_records(first)
+    rewrite_index(first, records[:-1])  # cut: a video's offsets record lost
+    fails(ValueError, f"{index}: {len(pristine[index]) - len(records[-1]) - 16} bytes, but its ")
+    rewrite_index(first, records + records[-1:])  # one offsets record too many
+    fails(ValueError, "its header describes .* .a cut or corrupt index")
+    pathlib.Path(index).write_bytes(b"")
+    fails(ValueError, "an empty shard index")
+    num_frames = tf.train.Example.FromString(records[0]).features.feature["num_frames"]
+    rewrite_index(first, num_frames=[0] + list(num_frames.int64_list.value[1:]))
+    fails(ValueError, "a video without frames .a corrupt index")
+    rewrite_index(first, label=[1])
+    fails(ValueError, "columns of different lengths .a corrupt index")
+    rewrite_index(first, layout_version=[2])
+    fails(ValueError, "layout version 2, this code reads version 3")
     pathlib.Path(index).unlink()
     fails(FileNotFoundError, "shard file.s. of subset 'train' are missing")
     # Changed after the pipeline was built: the record CRCs catch it.
@@ -306,147 +319,77 @@ def test_stale_and_corrupt_indexes_are_named(prepared, tmp_path):
         for _ in dataset:
             pass
     restore()
-    last = shard_format.read_index(first)["offsets"][-2]
-    os.truncate(frames, last + 5)  # cut short inside its last record
+    last = size - len(list(shard_format.read_videos(first))[-1]["frames"][-1]) - 16
+    os.truncate(frames, last + 5)  # cut short inside its last record's length
     with pytest.raises(
-        tf.errors.InvalidArgumentError, match="Fewer frame records than the shard index lists"
+        tf.errors.InvalidArgumentError, match="Fewer records than the shard index lists"
     ):
+        for _ in dataset:
+            pass
+    restore()
+    # An offsets record changed after the build: its CRC catches it.
+    data = bytearray(pristine[index])
+    data[-10] ^= 0xFF
+    pathlib.Path(index).write_bytes(bytes(data))
+    with pytest.raises(tf.errors.DataLossError, match="corrupted record"):
         for _ in dataset:
             pass
     restore()
 
 
-# --------------------------------------------------------------------------
-# Folders of the old layout (format_version 1)
-# --------------------------------------------------------------------------
-def old_videos(path):
-    return [shard_format.read_old_video(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+def in_memory_reader(prefixes):
+    """A reader with every JPEG of the shards in memory, from `read_videos`
+    (Python, eager): what the lazy reader must give."""
+    jpegs, starts = [], {}
+    for number, prefix in enumerate(prefixes):
+        for video in shard_format.read_videos(prefix):
+            starts[number, video["video_id"]] = len(jpegs)
+            jpegs += video["frames"]
+    table = shard_format.load_table(prefixes)
+    first = tf.constant(
+        [starts[int(s), int(v)] for s, v in zip(table["shard"], table["video_id"])], tf.int64
+    )
+    row_of = {
+        (int(s), int(o)): row for row, (s, o) in enumerate(zip(table["shard"], table["offsets_at"]))
+    }
+    rows = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant([s * 2**32 + o for s, o in row_of], tf.int64),
+            tf.constant(list(row_of.values()), tf.int64),
+        ),
+        -1,
+    )
+    jpegs = tf.constant(jpegs)
+
+    def read(video, indices):
+        key = tf.cast(video["shard"], tf.int64) * 2**32 + tf.cast(video["offsets_at"], tf.int64)
+        return tf.gather(jpegs, tf.gather(first, rows.lookup(key)) + tf.cast(indices, tf.int64))
+
+    return read
 
 
 @pytest.mark.slow
-def test_old_layout_folder_is_named_and_converted_in_place(tmp_path):
-    folder = copy_folder(LEGACY, tmp_path / "legacy")
-    with pytest.raises(ValueError) as error:
-        clip_dataset(folder, clip_length=T, crop_size=S)
-    message = str(error.value)
-    assert f"{folder} was prepared in the old shard layout (format_version 1" in message
-    assert f"convert_folder('{folder}')" in message and "python -m training.prepare" in message
-    before = {p.name: old_videos(p) for p in folder.glob("*.tfrecord")}
-    sidecars = {p.name: json.loads(p.read_text()) for p in folder.glob("*.tfrecord.json")}
-    assert len(before) == 3
-    assert shard_format.convert_folder(folder, progress=False) == 3
-    assert sorted(
-        p.name for p in folder.iterdir() if ".frames." not in p.name and ".index." not in p.name
-    ) == sorted(["manifest.json"] + [n.replace(".tfrecord", ".json") for n in before])
-    manifest = load_manifest(folder)
-    assert manifest["format_version"] == 2
-    assert manifest["subsets"]["train"]["shards"] == [
-        "train-00000-of-00002",
-        "train-00001-of-00002",
-    ]
-    for name, videos in before.items():
-        prefix = folder / name.replace(".tfrecord", "")
-        converted = list(shard_format.read_videos(prefix))
-        assert [v["frames"] for v in converted] == [v["frames"] for v in videos]
-        for new, old in zip(converted, videos):
-            for key in ("video_id", "label", "height", "width", "fps", "path"):
-                assert new[key] == old[key]
-        sidecar = json.loads(pathlib.Path(f"{prefix}.json").read_text())
-        assert sidecar["signature"] == sidecars[name + ".json"]["signature"]
-        assert sidecar["layout_version"] == 2 and "bytes" not in sidecar
-    clips, labels = collect(clip_dataset(folder, clip_length=T, crop_size=S, batch_size=2))
-    assert clips.shape == (4, T, S, S, 3)
-    _, _, ids = collect(
-        clip_dataset(folder, "test", mode="test", clip_length=T, crop_size=S, num_clips=2)
-    )
-    assert ids.tolist() == [0, 0, 1, 1]
-    with pytest.raises(ValueError, match="already in shard layout 2"):
-        shard_format.convert_folder(folder, progress=False)
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"subset": "train", "shuffle": True, "seed": 4},
+        {"subset": "train", "augment_on": "device", "seed": 1},
+        {"subset": "test", "mode": "test", "num_clips": 3, "num_crops": 3},
+    ],
+    ids=["train", "device", "test"],
+)
+def test_the_lazy_reader_gives_the_clips_of_an_in_memory_reader(prepared, monkeypatch, kwargs):
+    """The clips read per clip from the index and the frames file equal the
+    clips of a reader holding every frame in memory (same pipeline, seeds
+    and order)."""
+    common = dict(clip_length=T, stride=2, crop_size=S, batch_size=2, deterministic=True)
 
+    def batches(dataset):
+        return [tf.nest.map_structure(lambda t: t.numpy(), batch) for batch in dataset]
 
-def write_old_layout(folder):
-    """Turns a folder of this layout back into the old one (one
-    tf.train.Example per video, `.tfrecord` names, sidecars with `bytes`)."""
-    manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text())
-    for entry in manifest["subsets"].values():
-        for name in entry["shards"]:
-            prefix = folder / name
-            old = folder / f"{name}.tfrecord"
-            with tf.io.TFRecordWriter(str(old)) as writer:
-                for video in shard_format.read_videos(prefix):
-
-                    def ints(v):
-                        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-
-                    feature = {
-                        "frames": tf.train.Feature(
-                            bytes_list=tf.train.BytesList(value=video["frames"])
-                        ),
-                        "num_frames": ints(video["num_frames"]),
-                        "fps": tf.train.Feature(
-                            float_list=tf.train.FloatList(value=[video["fps"]])
-                        ),
-                        "path": tf.train.Feature(
-                            bytes_list=tf.train.BytesList(value=[video["path"].encode()])
-                        ),
-                        **{k: ints(video[k]) for k in ("label", "video_id", "height", "width")},
-                    }
-                    writer.write(
-                        tf.train.Example(
-                            features=tf.train.Features(feature=feature)
-                        ).SerializeToString()
-                    )
-            sidecar = json.loads((folder / f"{name}.json").read_text())
-            for key in ("frames_bytes", "index_bytes", "layout_version"):
-                sidecar.pop(key)
-            sidecar["bytes"] = old.stat().st_size
-            (folder / f"{name}.tfrecord.json").write_text(json.dumps(sidecar))
-            for path in (f"{name}.json", f"{name}.frames.tfrecord", f"{name}.index.tfrecord"):
-                (folder / path).unlink()
-            (folder / f"{name}.tfrecord.index.npz").write_bytes(b"old frame index")
-        entry["shards"] = [f"{n}.tfrecord" for n in entry["shards"]]
-    manifest["format_version"] = 1
-    manifest_path.write_text(json.dumps(manifest))
-
-
-@pytest.mark.slow
-def test_prepare_converts_an_old_folder_without_decoding(synthetic, tmp_path):
-    dataset, prepared = synthetic
-    folder = copy_folder(prepared, tmp_path / "old")
-    want = {p.name: p.read_bytes() for p in prepared.glob("*.tfrecord")}
-    write_old_layout(folder)
-    with pytest.raises(ValueError, match="old shard layout"):
-        clip_dataset(folder)
-    manifest = prepare_dataset(
-        dataset, folder, short_side=24, workers=0, videos_per_shard=2, progress=False
-    )
-    run = manifest["decode"]["this_run"]
-    shards = sum(len(s["shards"]) for s in manifest["subsets"].values())
-    assert (
-        run["videos_processed"],
-        run["shards_written"],
-        run["shards_reused"],
-        run["shards_converted"],
-    ) == (0, 0, 0, shards)
-    assert {p.name: p.read_bytes() for p in folder.glob("*.tfrecord")} == want
-    assert not list(folder.glob("*.tfrecord.*"))  # old sidecars and indexes gone
-    assert manifest["subsets"] == load_manifest(prepared)["subsets"]
-    again = prepare_dataset(
-        dataset, folder, short_side=24, workers=0, videos_per_shard=2, progress=False
-    )
-    assert again["decode"]["this_run"]["shards_reused"] == shards
-    # Old shards of other settings are decoded again and their files removed.
-    other = copy_folder(prepared, tmp_path / "other")
-    write_old_layout(other)
-    changed = prepare_dataset(
-        dataset, other, short_side=16, workers=0, videos_per_shard=2, progress=False
-    )
-    assert changed["decode"]["this_run"]["shards_written"] == shards
-    assert changed["decode"]["this_run"]["shards_converted"] == 0
-    assert not [
-        p
-        for p in other.iterdir()
-        if p.name.endswith((".tfrecord.json", ".npz"))
-        or (p.suffix == ".tfrecord" and ".frames." not in p.name and ".index." not in p.name)
-    ]
+    lazy = batches(clip_dataset(prepared, **common, **kwargs))
+    monkeypatch.setattr(shard_format, "frame_reader", in_memory_reader)
+    reference = batches(clip_dataset(prepared, **common, **kwargs))
+    assert len(lazy) == len(reference) > 0
+    for a, b in zip(lazy, reference):
+        tf.nest.map_structure(np.testing.assert_array_equal, a, b)

@@ -195,6 +195,98 @@ def test_read_pth_refuses_other_files(tmp_path):
         read_pth(tar)
 
 
+# Damaged files: a file cut anywhere, a flipped byte, a zip whose pickle is
+# cut, each read in-process (about a millisecond per file).
+def _small_checkpoint():
+    """Every kind of value a 3D-ResNets file pickles: tensors of three
+    storage types (one a scalar), an OrderedDict, a Counter, nested dicts
+    and lists, ints, floats, booleans and strings."""
+    rng = np.random.default_rng(1)
+    return {
+        "epoch": 200,
+        "arch": "resnet-18",
+        "state_dict": collections.OrderedDict(
+            [
+                ("module.conv1.weight", rng.normal(size=(2, 3, 1, 1, 1)).astype(np.float32)),
+                ("module.bn1.num_batches_tracked", np.array(5, np.int64)),
+                ("module.fc.bias", rng.normal(size=3).astype(np.float16)),
+            ]
+        ),
+        "optimizer": {"param_groups": [{"lr": 0.1, "nesterov": False, "params": [0, 1]}]},
+        "scheduler": {"milestones": collections.Counter({50: 1}), "last_epoch": 200},
+    }
+
+
+def _same(a, b):
+    if isinstance(a, dict):  # a Counter reads as a dict
+        return isinstance(b, dict) and list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
+    return type(a) is type(b) and a == b
+
+
+def _read_damaged(path):
+    """`read_pth(path)`, or the `PthFormatError` it raised (one line naming
+    the file); any other exception fails the test."""
+    try:
+        return read_pth(path)
+    except PthFormatError as error:
+        message = str(error)
+        assert message.startswith(f"{path}: ") and "\n" not in message, message
+        return error
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_read_pth_every_cut_is_a_format_error(tmp_path, layout):
+    full, cut = tmp_path / "full.pth", tmp_path / "cut.pth"
+    write_pth(full, _small_checkpoint(), layout)
+    data = full.read_bytes()
+    assert _same(read_pth(full), _small_checkpoint())
+    for end in range(len(data)):
+        cut.write_bytes(data[:end])
+        assert isinstance(_read_damaged(cut), PthFormatError), f"cut at {end} of {len(data)}"
+
+
+@pytest.mark.parametrize("layout", ["legacy", "zip"])
+def test_read_pth_every_flipped_byte(tmp_path, layout):
+    """A zip archive's CRCs catch a flipped byte of its content: every flip
+    is a format error or reads the same values (a flip in a field the
+    reader ignores, e.g. a timestamp). The legacy format has no checksum:
+    a flip in a weight or a name reads as a different value; anything else
+    is a format error."""
+    full, flipped = tmp_path / "full.pth", tmp_path / "flipped.pth"
+    write_pth(full, _small_checkpoint(), layout)
+    data = full.read_bytes()
+    errors = 0
+    for index in range(len(data)):
+        damaged = bytearray(data)
+        damaged[index] ^= 0xFF
+        flipped.write_bytes(damaged)
+        read = _read_damaged(flipped)
+        errors += isinstance(read, PthFormatError)
+        if layout == "zip" and not isinstance(read, PthFormatError):
+            assert _same(read, _small_checkpoint()), f"flip at {index} read as other values"
+    assert errors > len(data) // 2  # most bytes are structure
+
+
+def test_read_pth_zip_with_a_cut_pickle(tmp_path):
+    """A zip archive intact around a data.pkl that was cut (before zipping)."""
+    full, cut = tmp_path / "full.pth", tmp_path / "cut.pth"
+    write_pth(full, _small_checkpoint(), "zip")
+    with zipfile.ZipFile(full) as archive:
+        records = {name: archive.read(name) for name in archive.namelist()}
+    pickled = records["full/data.pkl"]
+    for end in range(len(pickled)):
+        with zipfile.ZipFile(cut, "w") as archive:
+            for name, content in records.items():
+                archive.writestr(name, pickled[:end] if name == "full/data.pkl" else content)
+        error = _read_damaged(cut)
+        assert isinstance(error, PthFormatError), f"data.pkl cut at {end} of {len(pickled)}"
+        assert "full/data.pkl is truncated or damaged" in str(error)
+
+
 @pytest.mark.slow
 @needs_torch
 def test_read_pth_matches_torch_load(tmp_path):

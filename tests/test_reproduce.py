@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from training import reproduction as reproduce
+from benchmarks import reproduce, reproduction
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,22 +31,22 @@ def test_summary_and_paired_differences_match_hand_computed_values():
         _result("classreg", 1, 0.70),
         _result("classreg", 2, 0.74),
     ]
-    summary = reproduce.summarise(results, ["base", "classreg", "absent"])
+    summary = reproduction.summarise(results, ["base", "classreg", "absent"])
     assert set(summary) == {"base", "classreg"}
     assert summary["base"]["top1_mean"] == pytest.approx(0.70)
     assert summary["base"]["top1_std"] == pytest.approx(0.10)  # sample std
     assert summary["base"]["top1_per_seed"] == {"0": 0.60, "1": 0.70, "2": 0.80}
     assert summary["base"]["epoch_seconds_median"] == 3.0  # epoch 1 left out
-    paired = reproduce.paired_differences(results, "classreg", "base")
+    paired = reproduction.paired_differences(results, "classreg", "base")
     assert paired["top1_diff_per_seed"] == pytest.approx({"0": 0.05, "1": 0.0, "2": -0.06})
     assert paired["top1_diff_mean"] == pytest.approx(-0.01 / 3)
     assert (paired["wins"], paired["ties"], paired["losses"]) == (1, 1, 1)
-    assert reproduce.paired_differences(results, "base+cr_ft", "base_cont") is None
+    assert reproduction.paired_differences(results, "base+cr_ft", "base_cont") is None
 
 
 def test_plan_shares_seed_init_and_data_between_arms(tmp_path):
     common = {"model": "resnet18_3d", "epochs": 3, "learning_rate": 0.1}
-    plan = reproduce.study_plan(
+    plan = reproduction.study_plan(
         common,
         [0, 1],
         finetune_epochs=2,
@@ -139,9 +139,12 @@ def test_tiny_study_end_to_end(tmp_path):
             "--no-overhead",
             "--config",
             str(config),
+            "--docs",
+            str(tmp_path / "docs"),
         ]
     )
     assert code == 0
+    assert "| base |" in (tmp_path / "docs" / "reproduction.md").read_text()
     study = json.loads((out / "results.json").read_text())
     assert study["finished_runs"] == study["planned_runs"] == 5
     assert set(study["arms"]) == {"base", "classreg", "base+cr_ft", "base_cont", "alpha=0"}

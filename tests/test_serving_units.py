@@ -1,6 +1,7 @@
 """serving units without a model: batching, models.config, client retries,
-the docker/ files."""
+the clients' shared base, REST body parsing, the docker/ files."""
 
+import gc
 import json
 import os
 import threading
@@ -12,10 +13,13 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
+from serving import json_parser, json_tensor
 from serving.batching import QUEUE_FULL_MESSAGE, Batcher, BatchingOptions
 from serving.client import ServingClient, retry_service_config
+from serving.client_base import InferenceClientBase
 from serving.errors import ServingError
 from serving.model_config import read_model_config_file
+from serving.rest_client import RestClient
 
 
 # ----------------------------------------------------------------------
@@ -269,12 +273,62 @@ def test_client_argument_checks():
         ServingClient("localhost")
     with pytest.raises(ValueError, match="`retries`"):
         ServingClient("127.0.0.1:1", retries=-1)
+    with pytest.raises(ValueError, match="host:port"):
+        RestClient("localhost")
+
+
+def test_both_clients_share_one_base():
+    assert issubclass(ServingClient, InferenceClientBase)
+    assert issubclass(RestClient, InferenceClientBase)
+    for name in ("clip_format", "class_names", "_legacy_clip_format"):
+        assert getattr(RestClient, name) is getattr(InferenceClientBase, name)
+        assert getattr(ServingClient, name) is getattr(InferenceClientBase, name)
 
 
 # ----------------------------------------------------------------------
-# docker/: the container files agree with the official image's interface
-# and parse with the local server's readers (they cannot be built here:
-# no Docker engine)
+# REST bodies: orjson, `json` for the rest, the collector paused meanwhile
+# ----------------------------------------------------------------------
+def test_rest_bodies_parse_as_json_parses_them():
+    for body in (
+        b'{"instances": [[1, 2.5], [-3, 1e-7]], "signature_name": "s"}',
+        '{"k": "\u00e9\u4e2d", "b": [true, false, null]}'.encode(),
+        b"[NaN, Infinity, -Infinity]",  # TF Serving accepts them; orjson does not
+        b"[18446744073709551616, -9223372036854775809]",  # orjson: floats
+        b"[1e400, 123456789012345678901234567890.5, 0.00123456789012345678901]",
+        '{"k": 1}'.encode("utf-16"),
+    ):
+        expected = json.loads(body)
+        got = json_parser.loads(body)
+        assert json.dumps(got) == json.dumps(expected), body
+        assert gc.isenabled()
+    with pytest.raises(ServingError) as caught:
+        json_tensor.parse_json(b'{"instances": }')
+    assert caught.value.message == "JSON Parse error: Expecting value at offset: 14"
+    assert gc.isenabled()  # also after a failed parse
+
+
+def test_the_collector_stays_paused_while_any_thread_parses():
+    pause = json_parser._CollectorPause()
+    with pause:
+        assert not gc.isenabled()
+        with pause:  # a second thread's parse
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with pause:
+            pass
+        assert not gc.isenabled()  # off before: left off
+    finally:
+        gc.enable()
+
+
+# ----------------------------------------------------------------------
+# docker/: the official TF Serving image's files agree with its interface
+# and parse with the local server's readers (that image cannot be built
+# here: Docker Hub does not answer); the project's own images:
+# tests/test_container_files.py
 # ----------------------------------------------------------------------
 DOCKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docker")
 
@@ -304,12 +358,8 @@ def test_docker_files_use_the_official_images():
     ):
         assert f'"{flag}' in serving
     assert "EXPOSE 8500 8501" in serving
-    with open(os.path.join(DOCKER, "Dockerfile.train")) as handle:
-        train = handle.read()
-    assert "FROM tensorflow/tensorflow:${TF_VERSION}-gpu" in train
     with open(os.path.join(DOCKER, "compose.yaml")) as handle:
         compose = yaml.safe_load(handle)
-    serving_service = compose["services"]["serving"]
+    serving_service = compose["services"]["tf-serving"]
     assert "127.0.0.1:8500:8500" in serving_service["ports"]
     assert serving_service["build"]["dockerfile"] == "../docker/Dockerfile.serving"
-    assert compose["services"]["train"]["build"]["dockerfile"] == "docker/Dockerfile.train"

@@ -233,10 +233,13 @@ def test_timeline_errors_are_one_line(colour_video, tmp_path):
         missing = run_client("--server", address, "--timeline", tmp_path / "none.mp4", path)
         two = run_client("--server", address, "--timeline", "--vtt", tmp_path / "v", path, path)
         hop = run_client("--server", address, "--timeline", "--hop", "0", path)
+        folder = run_client(
+            "--server", address, "--timeline", "--plot", tmp_path / "no/p.png", path
+        )
     assert missing.returncode == 1
     assert missing.stderr.splitlines()[0] == f"{tmp_path / 'none.mp4'}: error: no such file"
     assert "segment" in missing.stdout  # the next input is labelled all the same
-    for run in (two, hop):
+    for run in (two, hop, folder):
         assert run.returncode == 2 and len(run.stderr.splitlines()) == 1
         assert run.stderr.startswith("error: ")
 
@@ -294,3 +297,103 @@ def test_client_memory_stays_bounded_on_a_long_video(tmp_path):
     assert [r["class"] for r in lines if r["kind"] == "segment"] == ["red", "blue"]
     assert model.calls == len([r for r in lines if r["kind"] == "window"]) >= 115
     assert max(peak) < 300 * 2**20, f"peak RSS {max(peak) / 2**20:.0f} MB"
+
+
+def test_explanations_over_time_write_maps_summaries_and_an_overlay_video(colour_video, tmp_path):
+    import av
+
+    path, _ = colour_video
+    out = tmp_path / "explain"
+    with grpc_stub() as (address, _):
+        run = run_client(
+            "--server", address, "--timeline", "--json", path, "--explain", out,
+            "--explain-every", "2",
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    lines = records(run.stdout)
+    windows = [r for r in lines if r["kind"] == "window"]
+    [files] = [r["files"] for r in lines if r["kind"] == "explanation"]
+    explained = [json.loads(line) for line in (out / "colours_explain.jsonl").open()]
+    assert [e["index"] for e in explained] == list(range(0, len(windows), 2))
+    assert explained[0]["blocks"][-1] == {"block": "stage2", "guess": "red", "confidence": 0.5}
+    maps = np.load(out / explained[-1]["maps"])
+    assert maps["maps"].shape == (2, 4, 16, 16) and list(maps["block_names"]) == [
+        "stage1",
+        "stage2",
+    ]
+    with av.open(files[-1]) as video:
+        frames = sum(1 for _ in video.decode(video=0))
+    assert files[-1].endswith("colours_overlay.mp4") and frames >= len(explained)
+
+
+def test_overlay_falls_back_to_a_gif_without_an_mp4_encoder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from serving import timeline_explain
+
+    monkeypatch.setattr(timeline_explain, "_CODECS", ("no_such_encoder",))
+    video = timeline_explain.OverlayVideo(tmp_path / "clip", fps=5)
+    for value in (0, 128, 255):
+        video.add(Image.new("RGB", (33, 20), (value, 0, 0)))
+    video.close()
+    assert video.path == tmp_path / "clip_overlay.gif"
+    with Image.open(video.path) as gif:
+        assert gif.n_frames == 3
+    assert not (tmp_path / "clip_overlay.mp4").exists()
+
+
+def test_the_timeline_client_does_not_import_tensorflow():
+    """TensorFlow alone is ~650 MB: the timeline's clients stay without it."""
+    modules = "serving.client, serving.timeline_cli, serving.live, serving.timeline_explain"
+    code = f"import sys, {modules}; print('tensorflow' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip() == "False", run.stderr
+
+
+@pytest.mark.slow
+def test_windows_get_the_exported_models_answer_for_their_clip(tmp_path):
+    """Against `python -m serving.server` and a tiny export: each window's
+    probabilities are the model's for the window's frames cut as evaluation
+    cuts a clip (`eval_views`), so the export's preprocessing of the frames
+    the client sends is the evaluation's."""
+    import tiny_exports as testing
+    from timeline_stubs import write_video
+
+    from clipspec.decode import decode_video
+    from clipspec.sampling import eval_views
+    from serving.client import ServingClient
+    from serving.launch import LocalServer
+    from serving.predictor import GrpcPredictor
+    from serving.timeline import FileTimeline
+
+    model, _ = testing.export_tiny(tmp_path / "models", "tiny", input_shape=(4, 16, 16, 3))
+    rng = np.random.default_rng(0)
+    path = tmp_path / "noise.mp4"
+    write_video(path, (rng.integers(0, 256, (30, 40, 3), dtype=np.uint8) for _ in range(25)))
+    clip_format = testing.clip_format(7, (4, 16, 16, 3))
+    frames, fps = decode_video(path, short_side=clip_format.short_side)
+    args = ["--model_name=tiny", f"--model_base_path={tmp_path / 'models' / 'tiny'}"]
+    with LocalServer(args) as server:
+        with ServingClient(server.address) as client:
+            client.wait_until_available("tiny")
+        with GrpcPredictor(server.address) as predictor:
+            results = list(FileTimeline(predictor, "tiny", path, hop=0.3))
+    assert len(results) >= 5
+    for result in results:
+        first = int(round(result.window.start * fps))
+        view = eval_views(frames[first : first + 7], 4, 2, 16, 1, 1, "loop")
+        expected = testing.reference_probabilities(model, np.asarray(view))[0]
+        np.testing.assert_allclose(result.probabilities, expected, atol=2e-5)
+    assert results[-1].window.end == pytest.approx(2.5)
+
+
+def test_a_damaged_video_is_labelled_around_the_lost_frame_with_a_warning(tmp_path):
+    from messy_files import moving_frames, write_damaged_mjpeg
+
+    path = write_damaged_mjpeg(tmp_path / "damaged.avi", moving_frames(20), bad_frame=10)
+    with grpc_stub() as (address, _):
+        run = run_client("--server", address, "--timeline", "--json", path)
+    assert run.returncode == 0, run.stderr
+    assert [r["kind"] for r in records(run.stdout)][-1] == "segment"
+    [warning] = run.stderr.splitlines()
+    assert warning.startswith(f"{path}: warning: 1 undecodable packet(s) skipped, the first ")

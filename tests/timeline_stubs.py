@@ -190,25 +190,60 @@ def rest_stub(model=None):
         server.server_close()
 
 
+def write_video(path, frames, fps=10, codec="libx264", container=None):
+    """Encodes uint8 `[H, W, 3]` frames (all of one size) as a video file."""
+    import av
+
+    with av.open(str(path), "w", format=container) as output:
+        stream = None
+        for image in frames:
+            if stream is None:
+                stream = output.add_stream(codec, rate=fps)
+                stream.height, stream.width = image.shape[:2]
+                stream.pix_fmt = "yuv420p"
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                output.mux(packet)
+        for packet in stream.encode():
+            output.mux(packet)
+
+
 def write_colour_video(path, parts, fps=10, size=(48, 32), codec="libx264", container=None):
     """A video of solid colours: `parts` `[(seconds, colour name)]`, in
     order. Returns the times (s) at which the colour changes."""
-    import av
-
     width, height = size
-    changes, elapsed = [], 0.0
-    with av.open(str(path), "w", format=container) as output:
-        stream = output.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+
+    def frames():
         for seconds, colour in parts:
-            if elapsed:
-                changes.append(elapsed)
             image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
-            for _ in range(int(round(seconds * fps))):
-                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
-                for packet in stream.encode(frame):
-                    output.mux(packet)
-            elapsed += seconds
-        for packet in stream.encode():
-            output.mux(packet)
-    return changes
+            yield from [image] * int(round(seconds * fps))
+
+    write_video(path, frames(), fps, codec, container)
+    return list(np.cumsum([seconds for seconds, _ in parts[:-1]]).astype(float))
+
+
+def free_port(kind="udp"):
+    """A free port on 127.0.0.1 (UDP or TCP)."""
+    import socket
+
+    with socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM
+    ) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, modes=None):
+    """Sends MPEG-TS to udp://127.0.0.1:`port` in real time: solid colours
+    `parts` `[(seconds, colour name)]`; `modes` `{part index: ((w, h),
+    fps)}` changes the resolution and frame rate from that part on. Stops
+    early when `stop` (an Event) is set."""
+    from serving.live import send_realtime
+
+    def frames():
+        for part, (seconds, colour) in enumerate(parts):
+            (width, height), rate = (modes or {}).get(part, (size, fps))
+            image = np.zeros((height, width, 3), np.uint8) + np.array(COLOURS[colour], np.uint8)
+            for _ in range(int(round(seconds * rate))):
+                yield image, rate
+
+    return send_realtime(f"udp://127.0.0.1:{port}?pkt_size=1316", frames(), fps, stop)

@@ -26,16 +26,10 @@ import json
 import os
 import sys
 
-from clipspec import cli
+import cliutil
 from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir
 from training.config import TrainConfig
-
-keras = cli.lazy_import("keras")
-tf = cli.lazy_import("tensorflow")
-keras_classreg = cli.lazy_import("keras_classreg")
-pretrained = cli.lazy_import("keras_classreg.pretrained")
-run_callbacks = cli.lazy_import("training.callbacks")
 
 SOURCES = ("3d-resnets", "kinetics-i3d")
 DEFAULT_CLIP_LENGTH = {"3d-resnets": 16, "kinetics-i3d": 64}
@@ -71,14 +65,24 @@ def convert(
     Returns:
         the absolute run directory.
     """
+    from keras_classreg import pretrained
+    from training import callbacks as run_callbacks
+
     if source not in SOURCES:
         raise ValueError(f"Unknown source {source!r}. Expected one of: {', '.join(SOURCES)}.")
     out = os.path.abspath(out)
     for name in ("final.keras", "best.keras"):
         if os.path.exists(os.path.join(out, name)):
             raise FileExistsError(f"{out} already holds {name}; choose a new --out directory.")
-    clip_length = clip_length or DEFAULT_CLIP_LENGTH[source]
-    crop_size = crop_size or DEFAULT_CROP_SIZE[source]
+    clip_length = DEFAULT_CLIP_LENGTH[source] if clip_length is None else clip_length
+    crop_size = DEFAULT_CROP_SIZE[source] if crop_size is None else crop_size
+    for name, value in (
+        ("clip_length", clip_length),
+        ("crop_size", crop_size),
+        ("conv1_t_stride", conv1_t_stride),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {value!r}).")
     input_shape = (clip_length, crop_size, crop_size, 3)
     if source == "3d-resnets":
         loaded = pretrained.load_3d_resnets_pth(
@@ -107,6 +111,11 @@ def write_run_config(out, loaded):
     """Writes the run directory's `config.json` (in the format of
     `training.train`'s `resolved_config`) and `clip_format.json` for a
     converted model."""
+    import keras
+    import tensorflow as tf
+
+    import keras_classreg
+
     clip = loaded.clip_format
     clip_format = ClipFormat(
         clip_length=clip["clip_length"],
@@ -154,7 +163,7 @@ def write_run_config(out, loaded):
 
 
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.convert",
         description=(
             "Convert published Kinetics weights (Hara et al.'s 3D ResNets, "
@@ -221,9 +230,10 @@ def build_parser():
     return parser
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    cliutil.quiet_tensorflow()
     try:
         class_names = None
         if args.class_names:
@@ -242,7 +252,7 @@ def main(argv=None):
             no_max_pool=args.no_max_pool,
         )
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     with open(os.path.join(out, "config.json"), encoding="utf-8") as file:
         config = json.load(file)
     report = config["pretrained"]["weights"]

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from clipspec import cli
+import cliutil
 from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
@@ -236,7 +236,7 @@ def evaluate(
             "averages the other classes."
         )
         report["warnings"].append(line)
-        warnings.warn(cli.DataWarning(line), stacklevel=2)
+        warnings.warn(cliutil.DataWarning(line), stacklevel=2)
     report["settings"] = {
         "model": os.path.abspath(model_path) if model_path else model.name,
         "data": os.path.abspath(os.fspath(data)),
@@ -376,7 +376,7 @@ def write_report(report, out_dir):
     png = plot_confusion_matrix(report, os.path.join(out_dir, "confusion_matrix.png"))
     report = dict(report, confusion_matrix_png=os.path.abspath(png))
     path = os.path.join(out_dir, "report.json")
-    cli.write_json(path, report)
+    cliutil.write_json(path, report)
     return path, png
 
 
@@ -384,7 +384,7 @@ def write_report(report, out_dir):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.evaluate",
         description=(
             "Clip- and video-level (multi-view) top-1/top-5, per-class "
@@ -434,20 +434,22 @@ def build_parser():
     return parser
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     for name in ("num_clips", "batch_size", "clip_length", "stride", "crop_size"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
-            return cli.fail(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)}).")
+            return cliutil.fail(
+                f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})."
+            )
     model_dir = (
         args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
     )
     out = args.out or os.path.join(model_dir, "eval")
     try:
         video_data.load_manifest(args.data)  # a wrong --data fails at once
-        cli.quiet_tensorflow()
-        with cli.plain_warnings():
+        cliutil.quiet_tensorflow()
+        with cliutil.plain_warnings():
             report = evaluate(
                 args.model,
                 args.data,
@@ -462,7 +464,7 @@ def main(argv=None):
             )
         path, png = write_report(report, out)
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     clip, video = report["clip"], report["video"]
     print(
         f"clip-level  top-1 {clip['top1']:.4f}  top-{report['top5_k']} "

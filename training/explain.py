@@ -29,7 +29,7 @@ import argparse
 import pathlib
 import sys
 
-from clipspec import cli
+import cliutil
 from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir, load_model
 
@@ -203,7 +203,7 @@ def _class_names_arg(text):
 
 
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.explain",
         description=(
             "Per-layer class-specific explanation of a video: for every "
@@ -325,7 +325,7 @@ def build_parser():
     return parser
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
@@ -336,12 +336,14 @@ def main(argv=None):
         from clipspec.decode import VideoDecodeError
 
         failures.append(video)
-        reason = error.reason if isinstance(error, VideoDecodeError) else cli.one_line(error)
+        reason = error.reason if isinstance(error, VideoDecodeError) else cliutil.one_line(error)
         print(
-            f"{cli.printable(video)}: error: {cli.printable(reason)}", file=sys.stderr, flush=True
+            f"{cliutil.printable(video)}: error: {cliutil.printable(reason)}",
+            file=sys.stderr,
+            flush=True,
         )
 
-    cli.quiet_tensorflow()
+    cliutil.quiet_tensorflow()
     try:
         summaries = explain_videos(
             args.model,
@@ -362,10 +364,10 @@ def main(argv=None):
             on_error=report,
         )
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     from clipspec.explanation_files import block_agreement, format_summary
 
-    print(cli.printable("\n\n".join(format_summary(s) for s in summaries)))
+    print(cliutil.printable("\n\n".join(format_summary(s) for s in summaries)))
     if len(summaries) > 1:
         agreement = block_agreement(summaries)
         print(

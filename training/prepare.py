@@ -9,6 +9,10 @@ Examples:
         --annotations testTrainMulti_7030_splits --out hmdb51-s1
     python -m training.prepare --layout kinetics --root k400 \\
         --annotations k400/train.csv k400/validate.csv --out k400
+    python -m training.prepare --layout kinetics --root /mnt/k400 \\
+        --annotations /mnt/k400/train.csv --out gs://bucket/k400 \\
+        --runner beam --beam-options "--runner=DataflowRunner --project=P \\
+        --region=us-central1 --temp_location=gs://bucket/tmp --sdk_container_image=IMAGE"
 
 Each video is decoded with PyAV (upright, damaged videos keeping their
 decodable frames), resized to --short-side, its frames stored as JPEG in
@@ -16,10 +20,14 @@ shards `OUT/<subset>-<i>-of-<n>.{frames,index}.tfrecord` (see docs/data.md);
 `OUT/manifest.json` lists the class
 names, shards, per-class counts, every skipped file with the reason, the
 damaged videos kept, and the files not taken (not a video extension,
-hidden, the --out folder inside --root ...). Rerunning with the same --out
-resumes: finished shards are kept, and shards of the old layout (before
-format_version 2) are converted without decoding again; Ctrl-C loses at most
-the shard being written. Only files prepare wrote are ever replaced or deleted in --out.
+hidden, the --out folder inside --root ...). --out may be local or any
+filesystem TensorFlow has (gs://...). Rerunning with the same --out
+resumes: finished shards are kept; Ctrl-C loses at most the shards being
+written. Only files prepare wrote are ever replaced or deleted in --out.
+
+--runner local (default) decodes in worker processes here; --runner beam
+writes one shard per Apache Beam task, on DirectRunner or, with
+--beam-options, on Dataflow, Flink or Spark (needs the [beam] extra).
 
 Exit status: 0 when it finished, also when some files were skipped (they
 are listed on stderr and in the manifest: one corrupt file among thousands
@@ -30,15 +38,18 @@ an unwritable --out ...); 130 when interrupted.
 
 import argparse
 import os
+import shlex
 import sys
 
-from clipspec import cli
+import cliutil
+from training.data import beam_runner
+from training.data.manifest import join
 
 
 def build_parser():
     from training.data import layouts
 
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.prepare",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -123,6 +134,22 @@ def build_parser():
         action="store_true",
         help="Exit with status 1 when any file was skipped (default: 0, the skipped files listed).",
     )
+    parser.add_argument(
+        "--runner",
+        choices=("local", "beam"),
+        default="local",
+        help="local: decode in --workers processes here (default); beam: one "
+        "Apache Beam task per shard (the [beam] extra), see --beam-options.",
+    )
+    parser.add_argument(
+        "--beam-options",
+        default="",
+        metavar='"--runner=... ..."',
+        help="--runner beam: Beam's pipeline options in one string, e.g. "
+        '"--runner=DataflowRunner --project=P --region=R '
+        '--temp_location=gs://B/tmp --sdk_container_image=IMAGE". Default: '
+        "DirectRunner in this process.",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
     return parser
 
@@ -151,7 +178,8 @@ def _list(title, entries, limit=None):
     shown = entries if limit is None else entries[:limit]
     for entry in shown:
         print(
-            f"  {cli.printable(entry['path'])}: {cli.printable(entry['reason'])}", file=sys.stderr
+            f"  {cliutil.printable(entry['path'])}: {cliutil.printable(entry['reason'])}",
+            file=sys.stderr,
         )
     if len(shown) < len(entries):
         print(f"  ... and {len(entries) - len(shown)} more (all in manifest.json)", file=sys.stderr)
@@ -174,21 +202,17 @@ def report(manifest, out):
     )
     if not run["videos_processed"]:
         how = "nothing to decode"
+    elif run.get("runner") == "beam":
+        how = "by Apache Beam, one task per shard"
     elif run["workers"]:
         how = f"with {run['workers']} worker processes"
     else:
         how = "in this process"
-    if run["workers_requested"] > max(run["workers"], 1):
+    if run.get("runner") != "beam" and run["workers_requested"] > max(run["workers"], 1):
         how += f" (--workers {run['workers_requested']}: never more than the videos to decode)"
-    converted = (
-        f", {run['shards_converted']} converted from the old layout"
-        if run.get("shards_converted")
-        else ""
-    )
     print(
         f"PyAV decode: {speed}; this run: {run['videos_processed']} videos in "
-        f"{run['wall_seconds']} s {how}, {run['shards_reused']} shard(s) "
-        f"reused{converted}."
+        f"{run['wall_seconds']} s {how}, {run['shards_reused']} shard(s) reused."
     )
     _list(f"Skipped {len(manifest['skipped'])} file(s)", manifest["skipped"])
     _list(
@@ -199,16 +223,36 @@ def report(manifest, out):
         f"Not taken: {len(manifest['ignored'])} file(s) or folder(s)", manifest["ignored"], limit=20
     )
     for line in manifest["warnings"]:
-        print(f"warning: {cli.printable(line)}", file=sys.stderr)
-    print(f"manifest: {cli.printable(os.path.join(out, 'manifest.json'))}")
+        print(f"warning: {cliutil.printable(line)}", file=sys.stderr)
+    print(f"manifest: {cliutil.printable(join(out, 'manifest.json'))}")
 
 
-@cli.entry_point(resume=True)
+def _beam_options_attached(argv):
+    """`--beam-options VALUE` as `--beam-options=VALUE`: argparse would take
+    a lone value that starts with `--` (`"--runner=DirectRunner"`) for an
+    option of its own."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for i, word in enumerate(argv[:-1]):
+        if word == "--beam-options":
+            argv[i : i + 2] = [f"--beam-options={argv[i + 1]}"]
+            break
+    return argv
+
+
+@cliutil.entry_point(resume=True)
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_beam_options_attached(argv))
+    if args.runner == "beam" and not beam_runner.available():
+        return cliutil.fail(beam_runner.MISSING + ".")
+    try:
+        beam_options = shlex.split(args.beam_options)
+    except ValueError as error:
+        return cliutil.fail(f"--beam-options {args.beam_options!r}: {error}.")
+    if beam_options and args.runner != "beam":
+        return cliutil.fail("--beam-options needs --runner beam.")
     try:
         dataset = load_dataset(args)
-        cli.quiet_tensorflow()
+        cliutil.quiet_tensorflow()
         from training.data.shard_writer import prepare_dataset
 
         manifest = prepare_dataset(
@@ -220,19 +264,21 @@ def main(argv=None):
             jpeg_quality=args.jpeg_quality,
             max_frames=args.max_frames,
             progress=not args.quiet,
+            runner=args.runner,
+            beam_options=beam_options,
         )
     except (ValueError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     report(manifest, args.out)
     if not any(s["videos"] for s in manifest["subsets"].values()):
-        return cli.fail(
+        return cliutil.fail(
             f"no usable video: all {len(manifest['skipped'])} "
             "listed file(s) were skipped (reasons above and in "
             "manifest.json).",
             code=1,
         )
     if args.strict and manifest["skipped"]:
-        return cli.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
+        return cliutil.fail(f"--strict: {len(manifest['skipped'])} file(s) were skipped.", code=1)
     return 0
 
 

@@ -11,7 +11,7 @@ Writes `OUT/<motion>/<motion>_<i>.mp4` (H.264, via PyAV) and `OUT/synth.json`
 import argparse
 import sys
 
-from clipspec import cli
+import cliutil
 
 
 def _pair(text):
@@ -27,7 +27,7 @@ def _pair(text):
 def build_parser():
     from training.data.synthetic import MOTIONS, PRESETS, SHAPES
 
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.synth",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,7 +86,7 @@ def build_parser():
     return parser
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from training.data.synthetic import write_synthetic_dataset
@@ -111,10 +111,10 @@ def main(argv=None):
             random_colour=False if args.fixed_colour else None,
         )
     except (ValueError, TypeError, OSError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     print(
         f"Wrote {len(dataset)} videos of {len(dataset.class_names)} classes to "
-        f"{cli.printable(args.out)} ({', '.join(dataset.class_names)})."
+        f"{cliutil.printable(args.out)} ({', '.join(dataset.class_names)})."
     )
     return 0
 

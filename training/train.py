@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 
-from clipspec import cli
+import cliutil
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
@@ -34,17 +34,9 @@ from training.config import (
     config_from_args,
 )
 
-# TensorFlow, Keras and the modules built on them load on first use, so
+# TensorFlow, Keras and the modules built on them are imported inside the
+# functions that use them (after `cliutil.quiet_tensorflow()` in `main`), so
 # that `--help` answers at once.
-keras = cli.lazy_import("keras")
-tf = cli.lazy_import("tensorflow")
-keras_classreg = cli.lazy_import("keras_classreg")
-run_callbacks = cli.lazy_import("training.callbacks")
-distribute = cli.lazy_import("training.distribute")
-model_building = cli.lazy_import("training.model_building")
-optimization = cli.lazy_import("training.optimization")
-device_augmentation = cli.lazy_import("training.device_augmentation")
-compilation = cli.lazy_import("training.compilation")
 
 # Fields that may differ when an interrupted run is resumed (`xla` changes
 # how the steps run, not what they compute; its default changed in issue 17).
@@ -57,6 +49,8 @@ RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir", "xla")
 def model_of(config, num_classes, model_builder=None):
     """The model a `TrainConfig` describes (call inside the strategy's
     scope); a given `model_builder` replaces the one `config.model` names."""
+    from training import model_building
+
     return model_building.build_model(
         config.model or DEFAULT_MODEL,
         num_classes,
@@ -119,6 +113,10 @@ def freeze_layers(model, backbone=False, until=None):
     Returns:
         the names of the layers frozen.
     """
+    import keras
+
+    import keras_classreg
+
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     if until is not None:
         index = next((i for i, layer in enumerate(layers) if layer.name.startswith(until)), None)
@@ -151,6 +149,8 @@ def freeze_layers(model, backbone=False, until=None):
 # Data
 # ---------------------------------------------------------------------------
 def _one_hot(num_classes):
+    import tensorflow as tf
+
     def convert(clips, labels):
         return clips, tf.one_hot(labels, num_classes)
 
@@ -159,6 +159,8 @@ def _one_hot(num_classes):
 
 def make_datasets(config, manifest, num_classes):
     """`(train, validation or None, steps_per_epoch, validation_steps)`."""
+    import tensorflow as tf
+
     mean, std = _normalisation(config)
     options = tf.data.Options()
     # Shard by element so that any number of shard files works with any
@@ -216,6 +218,7 @@ def make_datasets(config, manifest, num_classes):
 
 def _views_to_pairs(num_classes):
     """Test-mode `(clips, labels, video_ids)` → `(clips, one-hot labels)`."""
+    import tensorflow as tf
 
     def convert(clips, labels, video_ids):
         del video_ids  # validation scores views (clips) one by one
@@ -264,6 +267,12 @@ def clip_format_of(config, manifest):
 # ---------------------------------------------------------------------------
 def resolved_config(config, manifest, strategy, steps_per_epoch):
     """The config as saved in `config.json`: fields plus derived values."""
+    import keras
+    import tensorflow as tf
+
+    import keras_classreg
+    from training import distribute
+
     mean, std = _normalisation(config)
     values = config.to_dict()
     values.update(
@@ -373,6 +382,13 @@ def train(config, model_builder=None):
                          "model": "resnet18_3d", "clip_length": 4,
                          "crop_size": 32, "epochs": 1})
     """
+    import keras
+    import tensorflow as tf
+
+    import keras_classreg
+    from training import callbacks as run_callbacks
+    from training import compilation, device_augmentation, distribute, model_building, optimization
+
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(dict(config))
     config.validate()
@@ -388,7 +404,7 @@ def train(config, model_builder=None):
     # is created or written.
     manifest = video_data.load_manifest(config.data)
     for line in check_training_data(config, manifest):
-        warnings.warn(cli.DataWarning(line), stacklevel=2)
+        warnings.warn(cliutil.DataWarning(line), stacklevel=2)
     if model_builder is None:
         model_building.resolve_model_builder(config.model)
     strategy = distribute.make_strategy(config.devices)
@@ -575,7 +591,7 @@ def _log(config, message):
 # CLI
 # ---------------------------------------------------------------------------
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.train",
         description=(
             "Train a 3D CNN with (or without) Class Regularization on a "
@@ -600,20 +616,20 @@ def build_parser():
     return parser
 
 
-@cli.entry_point(resume=True)
+@cliutil.entry_point(resume=True)
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
         video_data.load_manifest(config.data)  # a wrong --data fails at once
     except (ValueError, OSError) as error:
-        return cli.fail(error)
-    cli.quiet_tensorflow()
+        return cliutil.fail(error)
+    cliutil.quiet_tensorflow()
     try:
-        with cli.plain_warnings():
+        with cliutil.plain_warnings():
             train(config)
     except (ValueError, OSError, ImportError) as error:
-        return cli.fail(error)
+        return cliutil.fail(error)
     return 0
 
 

@@ -23,12 +23,14 @@ as plain Python values. PyTorch is never imported.
 """
 
 import collections
+import errno
 import io
 import os
 import pickle
 import struct
 import tarfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -224,7 +226,29 @@ def read_pth(path):
     return _read_legacy(path)
 
 
+# What `zipfile` raises for a damaged archive: a bad header, CRC or name
+# (BadZipFile), a damaged compressed stream (zlib.error), a cut record
+# (EOFError), an unknown compression method or encryption
+# (NotImplementedError, RuntimeError).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
+
+
 def _read_zip(path):
+    try:
+        return _read_zip_archive(path)
+    except _ZIP_ERRORS as error:
+        damage = error
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # an I/O error, not the file's content
+            raise
+        damage = error  # an offset in the archive points before its start
+    raise PthFormatError(
+        f"{path}: a damaged zip archive ({type(damage).__name__}: {damage}); "
+        "download or copy the file again."
+    )
+
+
+def _read_zip_archive(path):
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
         pickles = [name for name in names if name.endswith("/data.pkl") or name == "data.pkl"]
@@ -241,9 +265,8 @@ def _read_zip(path):
             )
         byteorder = "little"
         if prefix + "byteorder" in names:
-            byteorder = archive.read(prefix + "byteorder").decode("ascii").strip()
-        with archive.open(pickles[0]) as file:
-            obj = _RestrictedUnpickler(io.BytesIO(file.read()), path, legacy=False).load()
+            byteorder = archive.read(prefix + "byteorder").decode("ascii", "replace").strip()
+        obj = _unpickle(io.BytesIO(archive.read(pickles[0])), path, False, pickles[0])
 
         def storage_bytes(ref):
             record = f"{prefix}data/{ref.key}"
@@ -254,7 +277,24 @@ def _read_zip(path):
         return _materialize(obj, path, storage_bytes, byteorder)
 
 
+def _unpickle(file, path, legacy, what):
+    """One pickle from `file` through the restricted unpickler; a cut or
+    damaged pickle (which fails in many ways: EOFError, UnpicklingError,
+    a stack or memo error, a bad argument to a rebuild function) is a
+    `PthFormatError` naming `what`."""
+    try:
+        return _RestrictedUnpickler(file, path, legacy=legacy).load()
+    except PthFormatError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a damaged pickle fails in many ways
+        raise PthFormatError(
+            f"{path}: {what} is truncated or damaged ({type(error).__name__}: "
+            f"{str(error) or 'no details'}); download or copy the file again."
+        ) from None
+
+
 def _read_legacy(path):
+    size = os.path.getsize(path)
     with open(path, "rb") as file:
         try:
             magic = _RestrictedUnpickler(file, path, legacy=True).load()
@@ -267,15 +307,15 @@ def _read_legacy(path):
             ) from None
         if magic != _MAGIC_NUMBER:
             raise PthFormatError(f"{path}: not a PyTorch file (no torch.save magic number).")
-        protocol = _RestrictedUnpickler(file, path, legacy=True).load()
+        protocol = _unpickle(file, path, True, "the protocol version")
         if protocol != _PROTOCOL_VERSION:
             raise PthFormatError(
                 f"{path}: legacy torch.save protocol {protocol!r}; expected {_PROTOCOL_VERSION}."
             )
-        sys_info = _RestrictedUnpickler(file, path, legacy=True).load()
+        sys_info = _unpickle(file, path, True, "the system information")
         little = not isinstance(sys_info, dict) or sys_info.get("little_endian", True)
-        obj = _RestrictedUnpickler(file, path, legacy=True).load()
-        keys = _RestrictedUnpickler(file, path, legacy=True).load()
+        obj = _unpickle(file, path, True, "the saved object's pickle")
+        keys = _unpickle(file, path, True, "the storage key list")
         if not isinstance(keys, list):
             raise PthFormatError(f"{path}: the storage key list is missing.")
         refs = {}
@@ -288,13 +328,15 @@ def _read_legacy(path):
                 raise PthFormatError(f"{path}: truncated before storage {key}.")
             (numel,) = struct.unpack("<q", header)
             ref = refs.get(key)
-            itemsize = np.dtype(_STORAGE_DTYPES[ref.dtype]).itemsize if ref else None
             if ref is None:
                 raise PthFormatError(f"{path}: storage {key} is not used by any tensor.")
-            data = file.read(numel * itemsize)
-            if len(data) != numel * itemsize:
-                raise PthFormatError(f"{path}: storage {key} is truncated.")
-            raw[key] = data
+            nbytes = numel * np.dtype(_STORAGE_DTYPES[ref.dtype]).itemsize
+            if not 0 <= nbytes <= size - file.tell():
+                raise PthFormatError(
+                    f"{path}: storage {key} is truncated (its header says {numel} "
+                    f"elements, {size - file.tell()} bytes are left)."
+                )
+            raw[key] = file.read(nbytes)
     if not little:
         raise PthFormatError(f"{path}: saved on a big-endian machine; not supported.")
     return _materialize(obj, path, lambda ref: raw[ref.key], "little")

@@ -2,7 +2,10 @@
 
 - `layouts`: UCF-101, HMDB-51, Kinetics and folder datasets → `VideoDataset`.
 - `shard_writer`: `prepare_dataset(dataset, out_dir, …)` → sharded TFRecords +
-  `manifest.json` (decoding with `clipspec.decode`).
+  `manifest.json` (decoding with `clipspec.decode`); `write_shard`, the one
+  shard writer of both runners.
+- `beam_runner`: `prepare` on Apache Beam (the `[beam]` extra), one task per shard.
+- `output_folder`: prepare's output folder through `tf.io.gfile` (whole-or-nothing writes).
 - `shard_format`: the shard files (frame records + index), read with TF ops.
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
   (clip and view rules from `clipspec`, shared with serving).
@@ -20,7 +23,9 @@ Example:
 >>> clips = data.clip_dataset("prepared/", clip_length=8, crop_size=56)
 """
 
-from clipspec.lazy import lazy_exports
+import typing
+
+from cliutil.lazy import lazy_exports
 from training.data.layouts import (
     AnnotationError,
     MissingVideoError,
@@ -32,6 +37,11 @@ from training.data.layouts import (
     load_ucf101,
 )
 from training.data.synthetic import MOTIONS, write_synthetic_dataset
+
+if typing.TYPE_CHECKING:  # the names of `_LAZY`, for tools and readers
+    from training.data.manifest import load_manifest, shard_paths, video_paths
+    from training.data.pipeline import clip_dataset, predict_video_scores, video_level_scores
+    from training.data.shard_writer import prepare_dataset
 
 _LAZY = {
     "clip_dataset": "training.data.pipeline",

@@ -8,7 +8,7 @@ Example:
 (['clockwise', 'counterclockwise'], ['/abs/prepared/train-00000-of-00002'])
 
 The folder may be local or on any `tf.io.gfile` filesystem (`gs://…`,
-`ram://…`); `prepare` itself writes local folders.
+`ram://…`), where `prepare` may also write it.
 """
 
 import json
@@ -105,8 +105,8 @@ def shard_paths(manifest, subset):
     `training.data.shard_format`), checked to exist.
 
     Raises:
-        ValueError: unknown subset, or a folder of the old shard layout
-            (the message says how to convert it).
+        ValueError: unknown subset, or a folder of another shard layout
+            (the message says how to rewrite it).
         FileNotFoundError: a shard file is missing.
     """
     import tensorflow as tf
@@ -117,11 +117,8 @@ def shard_paths(manifest, subset):
     version = manifest.get("format_version", 1)
     if version != shard_format.LAYOUT_VERSION:
         raise ValueError(
-            shard_format.old_layout_message(manifest["root"])
-            if version < shard_format.LAYOUT_VERSION
-            else f"{manifest['root']}: shard layout {version}, written by a "
-            f"newer version of this code (this one reads "
-            f"{shard_format.LAYOUT_VERSION})."
+            f"{manifest['root']}: shard layout {version}, this code reads layout "
+            f"{shard_format.LAYOUT_VERSION}; {shard_format.REPREPARE}."
         )
     subsets = manifest["subsets"]
     if subset not in subsets:
@@ -129,17 +126,15 @@ def shard_paths(manifest, subset):
             f"Subset {subset!r} is not in the manifest of {manifest['root']} "
             f"(subsets: {', '.join(subsets) or 'none'})."
         )
-    join = (
-        (lambda name: f"{manifest['root']}/{name}")
-        if _is_url(manifest["root"])
-        else (lambda name: os.path.join(manifest["root"], name))
-    )
-    paths = [join(s) for s in subsets[subset]["shards"]]
+    names = subsets[subset]["shards"]
+    paths = [join(manifest["root"], s) for s in names]
+    # One listing, not a request per file (the folder may be a bucket).
+    present = set(tf.io.gfile.listdir(manifest["root"])) if names else set()
     absent = [
         f
         for p in paths
         for f in (shard_format.frames_path(p), shard_format.index_path(p))
-        if not tf.io.gfile.exists(f)
+        if _basename(f) not in present
     ]
     if absent:
         raise FileNotFoundError(
@@ -150,18 +145,29 @@ def shard_paths(manifest, subset):
     return paths
 
 
+def join(folder, name):
+    """`folder/name` for a local folder or a `tf.io.gfile` URL."""
+    return f"{folder.rstrip('/')}/{name}" if _is_url(folder) else os.path.join(folder, name)
+
+
+def _basename(path):
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def video_paths(manifest, subset):
     """`{video_id: source video path}` of a subset, read from its shards'
     sidecars (`<shard>.json`, written by `prepare`); the videos of a shard
     without a readable sidecar are left out."""
+    import tensorflow as tf
+
     manifest = load_manifest(manifest)
     paths = {}
     for name in manifest["subsets"].get(subset, {}).get("shards", []):
-        sidecar = os.path.join(manifest["root"], f"{name}.json")
+        sidecar = join(manifest["root"], f"{name}.json")
         try:
-            with open(sidecar, encoding="utf-8") as handle:
-                info = json.load(handle)
-        except (OSError, ValueError):
+            with tf.io.gfile.GFile(sidecar, "r") as handle:
+                info = json.loads(handle.read())
+        except (OSError, ValueError, tf.errors.OpError):
             continue
         for video in info.get("videos", []) if isinstance(info, dict) else []:
             if isinstance(video, dict) and "video_id" in video:

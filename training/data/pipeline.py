@@ -3,11 +3,11 @@
 `clip_dataset` reads the shards that `prepare` wrote and yields clips:
 
 - **train mode**: per video one clip of `clip_length` frames every `stride`
-  frames from a random start. Only the records from the clip's first to
-  its last frame are read, in one read at the byte offsets of the shard's
-  index (`training.data.shard_format`, TensorFlow's TFRecord reader: no
-  Python in tf.data threads, any `tf.io.gfile` filesystem), and the clip's
-  frames decoded; then one random window for the whole clip (scale jitter, random
+  frames from a random start. The video's frame offsets are read from its
+  shard's index, then only the records from the clip's first to its last
+  frame, in one read (`training.data.shard_format`, TensorFlow's TFRecord
+  reader: no Python in tf.data threads, any `tf.io.gfile` filesystem), and
+  the clip's frames decoded; then one random window for the whole clip (scale jitter, random
   resized crop or centre), random horizontal flip, bilinear resize to
   `crop_size` (not antialiased: the window is at most a few times the crop,
   and antialiasing costs 3-4x more), `(x / 255 - mean) / std` (flip and
@@ -39,7 +39,8 @@ Randomness: every random choice is a stateless op seeded from a
 `deterministic=True` gives the same clips, crops and order on every run
 (and different ones each epoch), while `deterministic=False` lets parallel
 stages return out of order for speed. Train mode shuffles the whole list of
-videos each epoch.
+videos each epoch (a stateless permutation computed row by row: no shuffle
+buffer, so the first clip comes as soon for a million videos as for ten).
 
 The dataset is `tf.distribute`-ready: batches are global batches; pass it to
 `model.fit` under a strategy, or to `strategy.experimental_distribute_dataset`.
@@ -213,22 +214,17 @@ def clip_dataset(
             "(all were skipped; see the manifest's 'skipped')."
         )
     table = shard_format.load_table(prefixes)
-    reader = shard_format.frame_reader(prefixes, table.pop("offsets"))
+    reader = shard_format.frame_reader(prefixes)
+    videos = len(table["video_id"])
+    video_at = _row_reader(table)
     options = tf.data.Options()
     options.deterministic = bool(deterministic) or mode == "test"
     ordered = options.deterministic
     normalise = _normaliser(mean, std)
-    dataset = tf.data.Dataset.from_tensor_slices(table)
     if mode == "train":
         canvas = _canvas_side(manifest, table) if augment_on == "device" else None
-        if shuffle:
-            dataset = dataset.shuffle(
-                len(table["video_id"]), seed=seed, reshuffle_each_iteration=True
-            )
-        if repeat:
-            dataset = dataset.repeat()
+        rows = _epochs(videos, seed, shuffle, repeat)
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds))
         train_clip = _train_clip_fn(
             reader,
             clip_length,
@@ -243,11 +239,14 @@ def clip_dataset(
             normalise,
             canvas,
         )
-        dataset = dataset.map(
-            train_clip, num_parallel_calls=tf.data.AUTOTUNE, deterministic=ordered
+        dataset = tf.data.Dataset.zip((rows, seeds)).map(
+            lambda row, seed: train_clip(video_at(row), seed),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=ordered,
         )
     else:
         # Rows in shard order: videos come in video_id order.
+        dataset = tf.data.Dataset.range(videos)
         if shuffle:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if repeat:
@@ -256,7 +255,9 @@ def clip_dataset(
             reader, clip_length, stride, crop_size, num_clips, num_crops, short_video, normalise
         )
         dataset = dataset.map(
-            test_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            lambda row: test_views(video_at(row)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
         ).unbatch()
     dataset = dataset.batch(
         batch_size,
@@ -265,6 +266,43 @@ def clip_dataset(
         deterministic=ordered,
     )
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def _row_reader(table):
+    """`video_at(row)`: the row's fields from the video table, held once as
+    tensors (a few ints per video; the frame offsets stay on disk)."""
+    columns = {name: tf.constant(values) for name, values in table.items()}
+
+    def video_at(row):
+        return {name: tf.gather(values, row) for name, values in columns.items()}
+
+    return video_at
+
+
+# Folded into the epoch's random key, so the permutation's key differs
+# from the clips' seeds drawn from the same stream.
+_PERMUTATION_SALT = 0x5EED
+
+
+def _epochs(videos, seed, shuffle, repeat):
+    """Rows `0 .. videos - 1`, each epoch a new permutation of all of them
+    when `shuffle` (`tf.random.experimental.index_shuffle`: a stateless
+    permutation computed row by row, no buffer holding the list), forever
+    when `repeat`."""
+    if not shuffle:
+        rows = tf.data.Dataset.range(videos)
+        return rows.repeat() if repeat else rows
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    keys = keys if repeat else keys.take(1)
+    last = tf.constant(max(videos - 1, 0), tf.int64)
+
+    def epoch(key):
+        key = tf.random.experimental.stateless_fold_in(key, _PERMUTATION_SALT)
+        return tf.data.Dataset.range(videos).map(
+            lambda row: tf.random.experimental.index_shuffle(row, key, last)
+        )
+
+    return keys.flat_map(epoch)
 
 
 def _canvas_side(manifest, table):
@@ -350,7 +388,7 @@ def _train_clip_fn(
             crop_area=crop_area,
             aspect_ratio=aspect_ratio,
         )
-        jpegs = reader(video["shard"], video["first"], indices)
+        jpegs = reader(video, indices)
         frames = _decode(tf.ensure_shape(jpegs, [clip_length]), clip_length)
         mirror = (tf.random.stateless_uniform([], seeds[2]) < 0.5) if flip else tf.constant(False)
         if canvas is not None:
@@ -382,7 +420,7 @@ def _test_views_fn(
         unique, positions = tf.unique(tf.reshape(indices, [-1]))
         # The records from the first to the last frame used, in one read;
         # each used frame decoded once.
-        pool = _decode(reader(video["shard"], video["first"], unique))
+        pool = _decode(reader(video, unique))
         clips = clip_views.views_from_pool(
             pool, tf.reshape(positions, [num_clips, clip_length]), crop_size, num_crops
         )

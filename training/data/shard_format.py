@@ -7,39 +7,41 @@ A prepared subset is split into shards. Shard `<subset>-<i>-of-<n>` (its
 - `<prefix>.frames.tfrecord`: a TFRecord file with one record per frame,
   the frame's JPEG bytes (RGB, short side `short_side`); a video's frames
   are consecutive records, videos in `video_id` order.
-- `<prefix>.index.tfrecord`: a TFRecord file holding one `tf.train.Example`
-  that describes the shard column by column: per video `video_id`,
-  `label`, `num_frames`, `height`, `width` (int64), `fps` (float), `path`
-  (bytes, UTF-8); `record_offsets` (int64, one per frame plus one): the
-  byte offset in the frames file where each frame's record starts, then the
-  file's size, so frame record `r` spans `record_offsets[r]` to
-  `record_offsets[r + 1]`; `layout_version` and `shard` (the prefix's
-  name), checked on reading.
+- `<prefix>.index.tfrecord`: a TFRecord file. Its first record is a
+  `tf.train.Example` describing the shard's videos column by column:
+  `video_id`, `label`, `num_frames`, `height`, `width` (int64), `fps`
+  (float), `path` (bytes, UTF-8); `layout_version`, `shard` (the prefix's
+  name) and `frames_bytes` (the frames file's size), checked on reading.
+  Then one record per video, in the same order: its frame offsets, the
+  `num_frames + 1` byte positions (int64, little-endian) in the frames file
+  where each of its frame records starts, then where its last one ends.
 
 The offsets are known by construction: the writer adds up the records it
 writes, each its data plus the 16 bytes of TFRecord framing (length, CRC of
 the length, CRC of the data: the documented TFRecord format), and checks
-that the finished file has the size they add up to. Nothing parses the
-framing by hand: a reader seeks
-to the first record of a clip's span with TensorFlow's TFRecord reader
-(`TFRecordDatasetV2` with `byte_offsets`, which checks each record's CRC)
-and reads the span's records in one request of exactly their size: a
-train clip reads the frames from its first to its last one (for stride
-`s`, about `s` times the clip's own JPEG bytes), a test video all its
-frames. Everything is TensorFlow ops through `tf.io.gfile`, so shards may
-live on local disk or any filesystem TensorFlow has (`gs://`, `ram://`,
-...), and no Python runs inside tf.data threads.
+that the finished files have the sizes they add up to. The position of a
+video's offsets record in the index is known the same way: after the
+first record, video `v`'s record starts `sum(8 * (n_u + 1) + 16 for u <
+v)` bytes further. Nothing parses the framing by hand.
 
-The index is read once, when a pipeline is built (`load_table`), and
-checked against the frames file (its size must be the index's last
-offset): a stale or corrupt index is an error that names the file and the
-command that rewrites it. The frame offsets stay in memory, in the
-pipeline's graph: 8 bytes per frame (20 MB for UCF-101's 2.5 M frames).
+Reading is in two steps, both TensorFlow ops through `tf.io.gfile`, so
+shards may live on local disk or any filesystem TensorFlow has (`gs://`,
+`ram://`, ...), and no Python runs inside tf.data threads:
 
-Folders prepared before this layout (`format_version` 1: one
-`tf.train.Example` per video holding all its JPEGs, read through Python)
-are converted in place, without decoding again, by `convert_folder` or by
-re-running the `prepare` command that wrote them.
+- when a pipeline is built, `load_table` reads the first record of each
+  index (the per-video columns, a few dozen bytes per video) and checks
+  both files' sizes: memory and time grow with the videos and shards, not
+  with the frames;
+- per clip, the reader seeks to the video's offsets record in the index
+  (`TFRecordDatasetV2` with `byte_offsets`, which checks each record's CRC)
+  and then to the clip's first frame record, reading the span from the
+  clip's first to its last frame in one request of exactly its size (for
+  stride `s`, about `s` times the clip's own JPEG bytes; a test video: all
+  its frames).
+
+A stale or corrupt index is an error that names the file and the command
+that rewrites it: at build time for what the first record and the sizes
+show, at read time (TensorFlow's CRC and record-count checks) for the rest.
 
 Example:
 
@@ -48,38 +50,46 @@ Example:
 ...     writer.add([jpeg0, jpeg1], label=0, video_id=0, fps=25.0,
 ...                path="a.mp4", height=128, width=171)
 >>> table = shard_format.load_table(["prepared/train-00000-of-00001"])
->>> table["num_frames"], table["offsets"]
-(array([2], dtype=int32), array([0, 8426, 16844]))
+>>> table["num_frames"], table["offsets_at"]
+(array([2], dtype=int32), array([112]))
 """
 
-import json
+import concurrent.futures
 import os
 
 import numpy as np
 import tensorflow as tf
 
-LAYOUT_VERSION = 2
-# What the records hold (JPEG frames at prepare's settings). It enters
-# prepare's shard signatures and stays 1 across the layout change, so that
-# shards of the old layout are converted instead of decoded again.
+from training.data import output_folder
+
+LAYOUT_VERSION = 3
+# What the records hold (JPEG frames at prepare's settings); it enters
+# prepare's shard signatures.
 CONTENT_VERSION = 1
 
 # Bytes a TFRecord adds to its data: uint64 length, uint32 masked CRC of
 # the length, uint32 masked CRC of the data
 # (https://www.tensorflow.org/tutorials/load_data/tfrecord#tfrecords_format_details).
 RECORD_FRAMING = 16
+OFFSET_BYTES = 8
 FRAMES_SUFFIX = ".frames.tfrecord"
 INDEX_SUFFIX = ".index.tfrecord"
 VIDEO_COLUMNS = ("video_id", "label", "num_frames", "height", "width")
-# The index Example's features and their kinds.
+# The features of the index's first record and their kinds.
 INDEX_FEATURES = {
     "layout_version": "int64",
     "shard": "bytes",
+    "frames_bytes": "int64",
     **{n: "int64" for n in VIDEO_COLUMNS},
     "fps": "float",
     "path": "bytes",
-    "record_offsets": "int64",
 }
+# Enough to read an index's first record in one request (a few dozen bytes
+# per video) without reading the offsets records behind it.
+HEADER_READ_BYTES = 1 << 16
+# Parallel size checks when a pipeline is built (each is a request on a
+# remote filesystem).
+STAT_THREADS = 16
 REPREPARE = (
     "re-run the `python -m training.prepare` command that wrote the "
     "folder (same --out): it rewrites the shards that are missing or "
@@ -101,13 +111,19 @@ def _name(prefix):
     return os.fspath(prefix).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
+def offsets_record_bytes(num_frames):
+    """Bytes a video's offsets record takes in the index, framing included."""
+    return OFFSET_BYTES * (np.asarray(num_frames, np.int64) + 1) + RECORD_FRAMING
+
+
 # ----------------------------------------------------------------------
 # Writing
 # ----------------------------------------------------------------------
 class ShardWriter:
     """Writes one shard: its frames file, then its index.
 
-    Both files are written under `.tmp` names and renamed when `close()`
+    Both files are written under temporary names
+    (`output_folder.partial_name`) and renamed when `close()`
     (or the end of a `with` block without error) finishes them; an error
     inside the block removes them.
 
@@ -118,18 +134,23 @@ class ShardWriter:
 
     def __init__(self, prefix):
         self.prefix = os.fspath(prefix)
-        self._frames_tmp = frames_path(self.prefix) + ".tmp"
+        self._frames_tmp = output_folder.partial_name(frames_path(self.prefix))
+        self._index_tmp = output_folder.partial_name(index_path(self.prefix))
         self._writer = tf.io.TFRecordWriter(self._frames_tmp)
         self._columns = {name: [] for name in VIDEO_COLUMNS + ("fps", "path")}
-        self._offsets = [0]
+        self._offsets = []
+        self._end = 0
 
     def add(self, jpegs, label, video_id, fps, path, height, width):
         """Appends one video (a sequence of JPEG `bytes`, at least one)."""
         if not len(jpegs):
             raise ValueError(f"{path}: a video needs at least one frame.")
+        offsets = [self._end]
         for jpeg in jpegs:
             self._writer.write(jpeg)
-            self._offsets.append(self._offsets[-1] + len(jpeg) + RECORD_FRAMING)
+            offsets.append(offsets[-1] + len(jpeg) + RECORD_FRAMING)
+        self._end = offsets[-1]
+        self._offsets.append(offsets)
         for name, value in (
             ("video_id", video_id),
             ("label", label),
@@ -145,26 +166,27 @@ class ShardWriter:
         """Finishes both files; returns `{"frames_bytes", "index_bytes"}`."""
         self._writer.close()
         size = tf.io.gfile.stat(self._frames_tmp).length
-        if size != self._offsets[-1]:
+        if size != self._end:
             self.abort()
             raise OSError(
                 f"{self._frames_tmp}: {size} bytes after writing, but its "
-                f"records add up to {self._offsets[-1]}; nothing was kept."
+                f"records add up to {self._end}; nothing was kept."
             )
-        index_tmp = index_path(self.prefix) + ".tmp"
-        with tf.io.TFRecordWriter(index_tmp) as writer:
-            writer.write(self._index_example())
+        try:
+            index_size = write_index(
+                self._index_tmp, _name(self.prefix), self._columns, self._offsets, size
+            )
+        except OSError:
+            self.abort()
+            raise
         tf.io.gfile.rename(self._frames_tmp, frames_path(self.prefix), overwrite=True)
-        tf.io.gfile.rename(index_tmp, index_path(self.prefix), overwrite=True)
-        return {
-            "frames_bytes": size,
-            "index_bytes": tf.io.gfile.stat(index_path(self.prefix)).length,
-        }
+        tf.io.gfile.rename(self._index_tmp, index_path(self.prefix), overwrite=True)
+        return {"frames_bytes": size, "index_bytes": index_size}
 
     def abort(self):
         """Closes and deletes the unfinished files."""
         self._writer.close()
-        for path in (self._frames_tmp, index_path(self.prefix) + ".tmp"):
+        for path in (self._frames_tmp, self._index_tmp):
             if tf.io.gfile.exists(path):
                 tf.io.gfile.remove(path)
 
@@ -177,23 +199,43 @@ class ShardWriter:
         else:
             self.abort()
 
-    def _index_example(self):
-        def ints(values):
-            return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
-        feature = {name: ints(self._columns[name]) for name in VIDEO_COLUMNS}
-        feature["fps"] = tf.train.Feature(
-            float_list=tf.train.FloatList(value=[float(v) for v in self._columns["fps"]])
+def write_index(path, shard, columns, offsets, frames_bytes):
+    """Writes a shard's index file `path`: the header (the per-video
+    `columns`: `VIDEO_COLUMNS`, `fps`, `path` as bytes; the `shard` name and
+    `frames_bytes`), then each video's `offsets` (a sequence of ints) as
+    one record. Returns the file's size, checked against its records.
+
+    Raises:
+        OSError: the written file does not have the size its records add up to.
+    """
+
+    def ints(values):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+    feature = {name: ints(columns[name]) for name in VIDEO_COLUMNS}
+    feature["fps"] = tf.train.Feature(
+        float_list=tf.train.FloatList(value=[float(v) for v in columns["fps"]])
+    )
+    feature["path"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=columns["path"]))
+    feature["layout_version"] = ints([LAYOUT_VERSION])
+    feature["frames_bytes"] = ints([frames_bytes])
+    feature["shard"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[shard.encode()]))
+    header = tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    expected = len(header) + RECORD_FRAMING
+    with tf.io.TFRecordWriter(path) as writer:
+        writer.write(header)
+        for video in offsets:
+            record = np.asarray(video, "<i8").tobytes()
+            writer.write(record)
+            expected += len(record) + RECORD_FRAMING
+    size = tf.io.gfile.stat(path).length
+    if size != expected:
+        raise OSError(
+            f"{path}: {size} bytes after writing, but its records add up to "
+            f"{expected}; nothing was kept."
         )
-        feature["path"] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=self._columns["path"])
-        )
-        feature["record_offsets"] = ints(self._offsets)
-        feature["layout_version"] = ints([LAYOUT_VERSION])
-        feature["shard"] = tf.train.Feature(
-            bytes_list=tf.train.BytesList(value=[_name(self.prefix).encode("utf-8")])
-        )
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    return size
 
 
 def check_written(prefix, info):
@@ -208,26 +250,36 @@ def check_written(prefix, info):
 
 
 # ----------------------------------------------------------------------
-# Reading the index (when a pipeline is built)
+# Reading the index headers (when a pipeline is built)
 # ----------------------------------------------------------------------
-def _parse_index(serialized):
-    """The index record's features as arrays (the protobuf parser; a
-    `tf.data` map would be traced again for every file)."""
+class _ParseError(ValueError):
+    """An index header that is not one."""
+
+
+def _parse_header(serialized, paths=True):
+    """The first index record's features as arrays (the protobuf parser; a
+    `tf.data` map would be traced again for every file). Without `paths`,
+    the per-video `path` and `fps` are left out (a pipeline needs neither)."""
     feature = _example(serialized).features.feature
     out = {}
     for name, kind in INDEX_FEATURES.items():
         if name not in feature:
-            raise ValueError(f"no feature {name!r}")
+            raise _ParseError(f"no feature {name!r}")
+        if not paths and name in ("path", "fps"):
+            continue
         values = getattr(feature[name], f"{kind}_list").value
         out[name] = (
             list(values)
             if kind == "bytes"
             else np.asarray(values, np.float32 if kind == "float" else np.int64)
         )
-    out["path"] = np.asarray(out["path"], dtype=object)
-    if len(out["layout_version"]) != 1 or len(out["shard"]) != 1:
-        raise ValueError("layout_version and shard must hold one value each")
-    out["layout_version"], out["shard"] = out["layout_version"][0], out["shard"][0]
+    for name in ("layout_version", "shard", "frames_bytes"):
+        if len(out[name]) != 1:
+            raise _ParseError(f"{name} must hold one value")
+        out[name] = out[name][0]
+    if paths:
+        out["path"] = np.asarray(out["path"], dtype=object)
+    out["header_bytes"] = len(serialized) + RECORD_FRAMING
     return out
 
 
@@ -237,12 +289,25 @@ def _example(serialized):
     try:
         return tf.train.Example.FromString(serialized)
     except DecodeError as error:
-        raise ValueError(f"not a tf.train.Example ({error})") from error
+        raise _ParseError(f"not a tf.train.Example ({error})") from error
 
 
-def read_index(prefix):
-    """The checked index of one shard: a dict of NumPy arrays (the columns,
-    `offsets` int64 `[frames + 1]`).
+def _sizes(prefix):
+    """`(frames file size, index file size)`; FileNotFoundError naming the
+    missing file."""
+    sizes = []
+    for path in (frames_path(prefix), index_path(prefix)):
+        try:
+            sizes.append(tf.io.gfile.stat(path).length)
+        except tf.errors.NotFoundError:
+            raise FileNotFoundError(f"{path}: no such shard file; {REPREPARE}.") from None
+    return tuple(sizes)
+
+
+def read_index(prefix, paths=True):
+    """The checked index header of one shard: a dict of NumPy arrays (the
+    columns; `offsets_at` int64 `[videos]`, where each video's offsets
+    record starts in the index file).
 
     Raises:
         FileNotFoundError: a file of the shard is missing.
@@ -252,123 +317,143 @@ def read_index(prefix):
     """
     prefix = os.fspath(prefix)
     path = index_path(prefix)
-    for needed in (path, frames_path(prefix)):
-        if not tf.io.gfile.exists(needed):
-            raise FileNotFoundError(f"{needed}: no such shard file; {REPREPARE}.")
+    sizes = _sizes(prefix)
     try:
-        records = [r.numpy() for r in tf.data.TFRecordDataset(path).take(2)]
+        records = [
+            r.numpy() for r in tf.data.TFRecordDataset(path, buffer_size=HEADER_READ_BYTES).take(1)
+        ]
     except tf.errors.OpError as error:
         raise ValueError(
             f"{path}: not a readable shard index ({error.message}); {REPREPARE}."
         ) from error
-    if len(records) != 1:
-        raise ValueError(
-            f"{path}: a shard index holds one record, this file has "
-            f"{len(records) or 'none'}; {REPREPARE}."
-        )
+    if not records:
+        raise ValueError(f"{path}: an empty shard index; {REPREPARE}.")
     try:
-        record = _parse_index(records[0])
+        header = _parse_header(records[0], paths)
     except ValueError as error:
         raise ValueError(f"{path}: not a shard index ({error}); {REPREPARE}.") from error
-    return _checked(prefix, record)
+    return _checked(prefix, header, sizes)
 
 
-def _checked(prefix, record):
-    """Checks a parsed index against itself and its frames file."""
+def _checked(prefix, header, sizes):
+    """Checks a parsed index header against itself and the files' sizes."""
     path = index_path(prefix)
 
     def fail(problem):
         raise ValueError(f"{path}: {problem}; {REPREPARE}.")
 
-    if int(record["layout_version"]) != LAYOUT_VERSION:
+    if int(header["layout_version"]) != LAYOUT_VERSION:
         fail(
-            f"layout version {int(record['layout_version'])}, this code reads "
+            f"layout version {int(header['layout_version'])}, this code reads "
             f"version {LAYOUT_VERSION}"
         )
-    shard = record["shard"].decode("utf-8", "replace")
+    shard = header["shard"].decode("utf-8", "replace")
     if shard != _name(prefix):
         fail(f"the index of shard {shard!r}, not of {_name(prefix)!r} (a renamed or copied file)")
-    columns = {name: record[name].astype(np.int64) for name in VIDEO_COLUMNS}
-    columns["fps"] = record["fps"]
-    columns["path"] = record["path"]
-    offsets = record["record_offsets"].astype(np.int64)
+    columns = {name: header[name] for name in VIDEO_COLUMNS}
+    for name in ("fps", "path"):
+        if name in header:
+            columns[name] = header[name]
     videos = len(columns["video_id"])
     if any(len(values) != videos for values in columns.values()):
         fail("columns of different lengths (a corrupt index)")
     if np.any(columns["num_frames"] < 1):
         fail("a video without frames (a corrupt index)")
-    frames = int(columns["num_frames"].sum())
-    if len(offsets) != frames + 1 or offsets[0] != 0 or np.any(np.diff(offsets) <= 0):
+    frames_size, index_size = sizes
+    if frames_size != header["frames_bytes"]:
         fail(
-            f"{len(offsets)} record offsets for {frames} frames, or not "
-            "increasing from 0 (a corrupt index)"
-        )
-    size = tf.io.gfile.stat(frames_path(prefix)).length
-    if size != offsets[-1]:
-        fail(
-            f"stale: it describes a frames file of {offsets[-1]} bytes but "
-            f"{frames_path(prefix)} has {size} (the frames file changed after "
+            f"stale: it describes a frames file of {header['frames_bytes']} bytes but "
+            f"{frames_path(prefix)} has {frames_size} (the frames file changed after "
             "the index was written)"
         )
-    columns["offsets"] = offsets
+    ends = header["header_bytes"] + np.cumsum(offsets_record_bytes(columns["num_frames"]))
+    if (ends[-1] if videos else header["header_bytes"]) != index_size:
+        fail(
+            f"{index_size} bytes, but its header describes "
+            f"{ends[-1] if videos else header['header_bytes']} (a cut or corrupt index)"
+        )
+    columns["offsets_at"] = np.concatenate([[header["header_bytes"]], ends[:-1]]).astype(np.int64)
     return columns
 
 
 def load_table(prefixes):
     """One row per video of the shards `prefixes`, their indexes checked.
 
+    Reads the first record of each index (the per-video columns) and the
+    sizes of the files, not the frame offsets: memory and time grow with
+    the videos and shards, not the frames.
+
     Returns:
-        a dict of int32 arrays `[V]`: `shard` (position in `prefixes`),
-        `video_id`, `label`, `num_frames`, `height`, `width`, `first` (row
-        of the video's first frame in `offsets`); and `offsets`, int64: the
-        shards' `record_offsets` one after the other (`[frames + shards]`),
-        so frame `i` of a video spans bytes `offsets[first + i]` to
-        `offsets[first + i + 1]` of its shard's frames file.
+        a dict of arrays `[V]`: int32 `shard` (position in `prefixes`),
+        `video_id`, `label`, `num_frames`, `height`, `width`; int64
+        `offsets_at` (where the video's offsets record starts in its
+        shard's index file).
     """
     prefixes = [os.fspath(p) for p in prefixes]
-    indexes = _read_indexes(prefixes)
-    table = {name: [] for name in ("shard",) + VIDEO_COLUMNS + ("first",)}
-    offsets, rows = [], 0
-    for number, index in enumerate(indexes):
-        count = len(index["video_id"])
-        table["shard"].append(np.full(count, number))
+    try:
+        return _table(_headers(prefixes))
+    except _ReadOneByOne:
+        return _table(read_index(p, paths=False) for p in prefixes)
+
+
+class _ReadOneByOne(Exception):
+    """The quick read of all headers met a problem: read shard by shard,
+    for an exact error."""
+
+
+def _table(headers):
+    """The table of `load_table` from the checked headers, shard by shard
+    (each header dropped once its columns are copied)."""
+    table = {name: [] for name in ("shard",) + VIDEO_COLUMNS + ("offsets_at",)}
+    for number, header in enumerate(headers):
+        table["shard"].append(np.full(len(header["video_id"]), number, np.int32))
         for name in VIDEO_COLUMNS:
-            table[name].append(index[name])
-        table["first"].append(
-            rows
-            + np.concatenate([[0], np.cumsum(index["num_frames"])[:-1]]).astype(np.int64)[:count]
+            table[name].append(header[name].astype(np.int32))
+        table["offsets_at"].append(header["offsets_at"])
+    return {
+        name: (
+            np.concatenate(values)
+            if values
+            else np.zeros(0, np.int64 if name == "offsets_at" else np.int32)
         )
-        offsets.append(index["offsets"])
-        rows += len(index["offsets"])
-    out = {
-        name: np.concatenate(values).astype(np.int32) if values else np.zeros(0, np.int32)
         for name, values in table.items()
     }
-    out["offsets"] = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
-    return out
 
 
-def _read_indexes(prefixes):
-    """All indexes with one `TFRecordDataset` (index files hold one record
-    each; each names its shard, which catches a misplaced record); on any
-    problem, shard by shard for an exact error."""
+def _headers(prefixes):
+    """The checked headers of `prefixes`, in order: all read through one
+    interleaved `TFRecordDataset` (each header names its shard, which
+    catches a misplaced record), the files' sizes in parallel threads.
+
+    Raises:
+        _ReadOneByOne: a file is missing or unreadable, or a header is not
+            its shard's.
+    """
     if not prefixes:
-        return []
+        return
     try:
-        dataset = tf.data.TFRecordDataset([index_path(p) for p in prefixes])
-        records = [_parse_index(r.numpy()) for r in dataset]
-    except (tf.errors.OpError, ValueError):
-        records = None
-    if (
-        records is None
-        or len(records) != len(prefixes)
-        or any(r["shard"].decode("utf-8", "replace") != _name(p) for r, p in zip(records, prefixes))
-    ):
-        return [read_index(p) for p in prefixes]
-    for prefix in prefixes:
-        if not tf.io.gfile.exists(frames_path(prefix)):
-            raise FileNotFoundError(f"{frames_path(prefix)}: no such shard file; {REPREPARE}.")
-    return [_checked(p, r) for p, r in zip(prefixes, records)]
+        with concurrent.futures.ThreadPoolExecutor(STAT_THREADS) as pool:
+            sizes = list(pool.map(_sizes, prefixes))
+    except FileNotFoundError:
+        raise _ReadOneByOne() from None
+    records = tf.data.Dataset.from_tensor_slices([index_path(p) for p in prefixes]).interleave(
+        lambda path: tf.data.TFRecordDataset(path, buffer_size=HEADER_READ_BYTES).take(1),
+        cycle_length=STAT_THREADS,
+        num_parallel_calls=STAT_THREADS,
+        deterministic=True,
+    )
+    count = 0
+    try:
+        for prefix, size, record in zip(prefixes, sizes, records.as_numpy_iterator()):
+            header = _parse_header(record, paths=False)
+            if header["shard"].decode("utf-8", "replace") != _name(prefix):
+                raise _ReadOneByOne()
+            count += 1
+            yield _checked(prefix, header, size)
+    except (tf.errors.OpError, _ParseError):
+        raise _ReadOneByOne() from None
+    if count != len(prefixes):  # an empty index
+        raise _ReadOneByOne()
 
 
 # ----------------------------------------------------------------------
@@ -395,7 +480,7 @@ def read_records(path, start, stop, count):
     check = tf.debugging.Assert(
         tf.equal(tf.size(span, out_type=tf.int64), count),
         [
-            "Fewer frame records than the shard index lists (the frames file changed "
+            "Fewer records than the shard index lists (the file changed "
             "after the pipeline was built); file and byte offset:",
             path,
             start,
@@ -405,21 +490,36 @@ def read_records(path, start, stop, count):
         return tf.identity(span)
 
 
-def frame_reader(prefixes, offsets):
-    """A graph function `read(shard, first, indices) -> JPEGs [len(indices)]`
-    over the rows of `load_table(prefixes)`: reads the records from the
-    lowest to the highest of a video's frame `indices` (one span, one read)
-    and picks the frames."""
-    files = tf.constant([frames_path(p) for p in prefixes], tf.string)
-    offsets = tf.constant(offsets, tf.int64)
+def video_offsets(index_file, offsets_at, num_frames):
+    """A video's frame offsets, int64 `[num_frames + 1]`: its record of the
+    index file `index_file`, which starts at byte `offsets_at`."""
+    count = tf.cast(num_frames, tf.int64) + 1
+    start = tf.cast(offsets_at, tf.int64)
+    record = read_records(index_file, start, start + OFFSET_BYTES * count + RECORD_FRAMING, 1)[0]
+    offsets = tf.io.decode_raw(record, tf.int64, little_endian=True)
+    check = tf.debugging.Assert(
+        tf.equal(tf.size(offsets, out_type=tf.int64), count),
+        ["A video's offsets record of the wrong size (a corrupt index):", index_file, start],
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(offsets)
 
-    def read(shard, first, indices):
+
+def frame_reader(prefixes):
+    """A graph function `read(video, indices) -> JPEGs [len(indices)]` over
+    the rows of `load_table(prefixes)` (`video`: a dict with the row's
+    `shard`, `offsets_at` and `num_frames`): reads the video's offsets
+    record, then the frame records from the lowest to the highest of
+    `indices` (one span, one read), and picks the frames."""
+    frames = tf.constant([frames_path(p) for p in prefixes], tf.string)
+    indexes = tf.constant([index_path(p) for p in prefixes], tf.string)
+
+    def read(video, indices):
         indices = tf.cast(indices, tf.int64)
         low, high = tf.reduce_min(indices), tf.reduce_max(indices)
-        first = tf.cast(first, tf.int64)
-        span = read_records(
-            files[shard], offsets[first + low], offsets[first + high + 1], high - low + 1
-        )
+        shard = video["shard"]
+        offsets = video_offsets(indexes[shard], video["offsets_at"], video["num_frames"])
+        span = read_records(frames[shard], offsets[low], offsets[high + 1], high - low + 1)
         return tf.gather(span, indices - low)
 
     return read
@@ -437,173 +537,3 @@ def read_videos(prefix):
         video["path"] = index["path"][row].decode("utf-8", "surrogateescape")
         video["frames"] = [next(records) for _ in range(video["num_frames"])]
         yield video
-
-
-# ----------------------------------------------------------------------
-# Folders of the old layout (format_version 1)
-# ----------------------------------------------------------------------
-OLD_SUFFIX = ".tfrecord"
-
-
-def old_layout_message(root):
-    """What to do with a folder prepared in the old layout."""
-    return (
-        f"{root} was prepared in the old shard layout (format_version 1: one "
-        "tf.train.Example per video, read through Python), which this version no "
-        f"longer reads (it reads format_version {LAYOUT_VERSION}: frame records "
-        "plus an index). Convert it in place, without decoding the videos again "
-        '(about as fast as copying the folder): python -c "from '
-        f'training.data.shard_format import convert_folder; convert_folder({str(root)!r})"'
-        " -- or re-run the `python -m training.prepare` command that wrote it "
-        "(same arguments): it converts the shards whose videos and settings are "
-        "unchanged."
-    )
-
-
-def old_files(prefix):
-    """The files that the old layout had for shard `prefix`."""
-    old = os.fspath(prefix) + OLD_SUFFIX
-    return [old, old + ".json", old + ".index.npz"]
-
-
-def convert_old_shard(old_path, prefix):
-    """Writes shard `prefix` in this layout from the old-layout shard file
-    `old_path` (its JPEG bytes are copied, not decoded); returns the sizes
-    (`{"frames_bytes", "index_bytes"}`). The old file is left in place."""
-    try:
-        with ShardWriter(prefix) as writer:
-            for number, record in enumerate(tf.data.TFRecordDataset(old_path)):
-                video = read_old_video(record.numpy())
-                if video is None:
-                    raise ValueError(
-                        f"{old_path}: record {number} is not a video of "
-                        f"the old layout; {REPREPARE}."
-                    )
-                writer.add(
-                    video["frames"],
-                    video["label"],
-                    video["video_id"],
-                    video["fps"],
-                    video["path"],
-                    video["height"],
-                    video["width"],
-                )
-    except tf.errors.OpError as error:
-        raise ValueError(
-            f"{old_path}: not a readable old-layout shard ({error.message}); {REPREPARE}."
-        ) from error
-    return writer.result
-
-
-def read_old_video(serialized):
-    """One record of the old layout (a `tf.train.Example` per video) as a
-    dict (`frames`: list of JPEG bytes), or None if it is not one."""
-    try:
-        feature = _example(serialized).features.feature
-        video = {
-            name: feature[name].int64_list.value[0]
-            for name in ("label", "video_id", "height", "width")
-        }
-        video["fps"] = feature["fps"].float_list.value[0]
-        video["path"] = feature["path"].bytes_list.value[0].decode("utf-8", "surrogateescape")
-    except (ValueError, IndexError, KeyError):
-        return None
-    video["frames"] = list(feature["frames"].bytes_list.value)
-    return video if video["frames"] else None
-
-
-def convert_folder(folder, progress=True):
-    """Converts a folder prepared in the old layout to this one, in place.
-
-    Every shard of `manifest.json` is rewritten as frames + index files
-    (JPEG bytes copied, nothing decoded), its sidecar updated (so a later
-    `prepare` with the same arguments reuses it), the old files removed and
-    the manifest rewritten last. An interrupted conversion resumes.
-
-    Returns:
-        the number of shards converted.
-
-    Raises:
-        FileNotFoundError: no manifest in `folder`, or an old shard file missing.
-        ValueError: the folder is not in the old layout, or a shard is unreadable.
-    """
-    folder = os.fspath(folder)
-    manifest_file = os.path.join(folder, "manifest.json")
-    if not tf.io.gfile.exists(manifest_file):
-        raise FileNotFoundError(f"{manifest_file}: no such manifest.")
-    with tf.io.gfile.GFile(manifest_file, "r") as handle:
-        manifest = json.load(handle)
-    if manifest.get("format_version") == LAYOUT_VERSION:
-        raise ValueError(f"{folder} is already in shard layout {LAYOUT_VERSION}.")
-    names = [
-        (subset, name) for subset, entry in manifest["subsets"].items() for name in entry["shards"]
-    ]
-    iterator = names
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(names, unit="shard", desc="convert", dynamic_ncols=True)
-    converted = 0
-    for _, name in iterator:
-        prefix = os.path.join(
-            folder, name[: -len(OLD_SUFFIX)] if name.endswith(OLD_SUFFIX) else name
-        )
-        if convert_old_files(prefix) is not None:
-            converted += 1
-    for entry in manifest["subsets"].values():
-        entry["shards"] = [
-            n[: -len(OLD_SUFFIX)] if n.endswith(OLD_SUFFIX) else n for n in entry["shards"]
-        ]
-    manifest["format_version"] = LAYOUT_VERSION
-    manifest["features"] = sorted(INDEX_FEATURES)
-    _write_json(manifest_file, manifest)
-    return converted
-
-
-def convert_old_files(prefix, expect=None):
-    """Converts shard `prefix` from its old-layout files, if they are there.
-
-    With `expect` (a dict that must match the old sidecar's `signature`),
-    only a finished old shard of the same inputs is converted. Returns the
-    new sidecar dict (also written to `<prefix>.json`; the old files are
-    removed), or None when there was nothing to convert.
-    """
-    old, old_sidecar, _ = old_files(prefix)
-    sidecar = os.fspath(prefix) + ".json"
-    if not tf.io.gfile.exists(old):
-        converted = all(tf.io.gfile.exists(p) for p in (frames_path(prefix), index_path(prefix)))
-        if expect is None and not converted:
-            raise FileNotFoundError(f"{old}: no such shard file; {REPREPARE}.")
-        return None
-    info = {}
-    if tf.io.gfile.exists(old_sidecar):
-        with tf.io.gfile.GFile(old_sidecar, "r") as handle:
-            try:
-                info = json.load(handle)
-            except json.JSONDecodeError:
-                info = {}
-    if expect is not None and (
-        info.get("signature") != expect.get("signature")
-        or info.get("bytes") != tf.io.gfile.stat(old).length
-    ):
-        return None
-    info.pop("bytes", None)
-    info.update(convert_old_shard(old, prefix), layout_version=LAYOUT_VERSION)
-    if info.get("signature"):
-        _write_json(sidecar, info)
-    remove_old_files(prefix)
-    return info
-
-
-def remove_old_files(prefix):
-    """Deletes the old-layout files of shard `prefix` (if any)."""
-    for path in old_files(prefix):
-        if tf.io.gfile.exists(path):
-            tf.io.gfile.remove(path)
-
-
-def _write_json(path, value):
-    tmp = f"{path}.tmp"
-    with tf.io.gfile.GFile(tmp, "w") as handle:
-        handle.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
-    tf.io.gfile.rename(tmp, path, overwrite=True)

@@ -1,19 +1,26 @@
 """Decode every video once and write sharded TFRecords plus a manifest.
 
-`prepare_dataset` decodes each video with PyAV in worker processes, resizes
-it to a short side, JPEG-encodes the frames and writes them into shards
-`<subset>-<i>-of-<n>` in the layout of `training.data.shard_format`: a
-frames file (one TFRecord per frame) and an index (per video its fields
-and where each frame's record lies), so that training reads only a clip's
-frames. Each finished shard gets a sidecar
-`<shard>.json` (its videos, skips and timings, and a signature of its input
-list — paths, labels, file sizes and modification times — and settings); a
-rerun reuses every shard whose sidecar matches and writes only the rest, so
-an interrupted run resumes and a changed video is decoded again; a
-finished shard of the old layout (one `tf.train.Example` per video) with
-the same signature is converted without decoding. Files that cannot be
-used are skipped and listed with the reason in `manifest.json`; they never
-stop the run.
+`prepare_dataset` plans the shards (`<subset>-<i>-of-<n>`, a fixed number
+of videos each), skips those already finished, and writes the rest with
+`write_shard`: the one function that writes a shard, called by both
+runners:
+
+- `runner="local"` (the default): videos decoded with PyAV in worker
+  processes on this machine, the shards written by this process;
+- `runner="beam"` (`training.data.beam_runner`, the `[beam]` extra): one
+  Apache Beam task per shard, on DirectRunner here or Dataflow, Flink or
+  Spark at scale.
+
+Each shard is written in the layout of `training.data.shard_format` (a
+frames file and an index) and gets a sidecar `<shard>.json` (its videos,
+skips and timings, and a signature of its input list — paths, labels, file
+sizes and modification times — and settings). Everything in the output
+folder goes through `tf.io.gfile` (`training.data.output_folder`), so it
+may be local or any filesystem TensorFlow has (`gs://`, `ram://`). A rerun
+reuses every shard whose sidecar matches and writes only the rest, so an
+interrupted run resumes and a changed video is decoded again. Files that
+cannot be used are skipped and listed with the reason in `manifest.json`;
+they never stop the run.
 
 Bad input never costs good work:
 
@@ -23,6 +30,9 @@ Bad input never costs good work:
   `imagenet-00000-of-00004.tfrecord`) is left alone, and one with a name
   `prepare` needs is an error before anything is decoded.
 - The output folder is checked to be writable before decoding starts.
+- Every file appears whole or not at all (temporary name, then rename),
+  the sidecar last: a shard a runner retried or a killed run left is
+  written again by the next run, never read half-written.
 - For layouts whose split `prepare` draws (the folder layout), every video
   is first checked to decode (`clipspec.decode.probe_video`, its first
   frames) and the split is drawn over the usable ones, so a bad file takes
@@ -35,7 +45,9 @@ Bad input never costs good work:
   (a non-UTF-8 name's bytes as `\\udcXX` escapes, read back by `json.loads`
   as the same `str`).
 - Worker processes ignore Ctrl-C (the main process stops them) and exit
-  when the main process dies (they watch their parent).
+  when the main process dies (they watch their parent); a decoder crash
+  costs only its video (the video is decoded again alone, in a fresh
+  process).
 
 Example:
 
@@ -53,15 +65,15 @@ import hashlib
 import json
 import multiprocessing
 import os
-import pathlib
 import re
-import tempfile
 import time
+import typing
 
-from clipspec import cli
+import cliutil
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
-from training.data import shard_format
-from training.data.manifest import MANIFEST_NAME
+from clipspec.rundir import PARTIAL_PREFIX
+from training.data import output_folder, shard_format
+from training.data.manifest import MANIFEST_NAME, join
 
 DEFAULT_VIDEOS_PER_SHARD = 64
 CRASH_REASON = "the decoder crashed its worker process (FFmpeg fault)"
@@ -73,27 +85,26 @@ def _shard_name(subset, index, count):
     return f"{subset}-{index:05d}-of-{count:05d}"
 
 
-def _write_json(path, value):
-    cli.write_json(path, value)
-
-
 class _Runner:
     """Runs `function(*job)` in spawned worker processes, results in order.
 
     A worker that dies (e.g. FFmpeg crashing on a broken file) breaks the
     pool; the jobs that were in flight are then retried one at a time, each
     in a fresh process, so only the culprit is lost (its result is
-    `{"error": CRASH_REASON}`), and a new pool serves the rest.
+    `{"error": CRASH_REASON}`), and a new pool serves the rest. With one
+    worker the jobs run in this process, unless `isolate` (a process
+    nonetheless, so that a crash costs only its job).
     """
 
-    def __init__(self, workers, function):
-        self.workers = workers
+    def __init__(self, workers, function, isolate=False):
+        self.workers = max(workers, 1) if isolate else workers
         self.function = function
+        self.isolate = isolate
         self.pool = None
         self.context = multiprocessing.get_context("spawn")
 
     def map(self, jobs):
-        if self.workers <= 1:
+        if self.workers <= 1 and not self.isolate:
             for job in jobs:
                 yield self.function(*job)
             return
@@ -110,7 +121,10 @@ class _Runner:
 
     def _executor(self, workers):
         return concurrent.futures.ProcessPoolExecutor(
-            workers, mp_context=self.context, initializer=cli.watch_parent, initargs=(os.getpid(),)
+            workers,
+            mp_context=self.context,
+            initializer=cliutil.watch_parent,
+            initargs=(os.getpid(),),
         )
 
     def _submit(self, job):
@@ -148,6 +162,12 @@ class _Runner:
             self.pool = None
 
 
+def isolated_decoder(function):
+    """A `_Runner` of one worker process (`map(jobs)`): a crash of the
+    decoder costs only its job."""
+    return _Runner(1, function, isolate=True)
+
+
 def _check_args(short_side, workers, videos_per_shard, jpeg_quality, max_frames):
     def fail(name, value, expected):
         raise ValueError(
@@ -169,8 +189,18 @@ def _check_args(short_side, workers, videos_per_shard, jpeg_quality, max_frames)
         fail("max_frames", max_frames, "None or an int >= 2")
 
 
+class Shard(typing.NamedTuple):
+    """One planned shard: its subset, name, `[(video_id, VideoItem)]` and
+    the signature of those inputs and the settings."""
+
+    subset: str
+    name: str
+    videos: list
+    signature: str
+
+
 def _plan(dataset, settings, videos_per_shard):
-    """`[(subset, shard_name, [(video_id, item), ...], signature)]`."""
+    """The `Shard`s of `dataset`, in order."""
     plan = []
     for subset in dataset.subsets():
         if not re.fullmatch(r"[A-Za-z0-9_.]+", subset):
@@ -194,7 +224,7 @@ def _plan(dataset, settings, videos_per_shard):
                 sort_keys=True,
             )
             signature = hashlib.sha256(content.encode("utf-8", "surrogateescape")).hexdigest()
-            plan.append((subset, _shard_name(subset, index, len(chunks)), chunk, signature))
+            plan.append(Shard(subset, _shard_name(subset, index, len(chunks)), chunk, signature))
     return plan
 
 
@@ -207,133 +237,100 @@ def _stamp(path):
     return [info.st_size, info.st_mtime_ns]
 
 
-def _finished(out_dir, name, signature):
-    """The sidecar of a finished shard of these inputs, else None (a sidecar
-    that only claims the name, `"state": "writing"`, is not finished)."""
-    sidecar = out_dir / f"{name}.json"
-    if not sidecar.is_file():
+def finished(out_dir, shard):
+    """The sidecar of `shard` when it is finished with these inputs, else
+    None (a sidecar that only claims the name, `"state": "writing"`, is
+    not finished)."""
+    info = output_folder.read_json_object(join(out_dir, f"{shard.name}.json"))
+    if info is None or info.get("state") == "writing":
         return None
-    try:
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not isinstance(info, dict) or info.get("state") == "writing":
-        return None
-    if info.get("signature") != signature or not shard_format.check_written(out_dir / name, info):
+    if info.get("signature") != shard.signature or not shard_format.check_written(
+        join(out_dir, shard.name), info
+    ):
         return None
     return info
 
 
-# A shard's files, in this layout (`<shard>.frames.tfrecord`,
-# `<shard>.index.tfrecord`, `<shard>.json`) or the old one
-# (`<shard>.tfrecord`, `<shard>.tfrecord.json`, `<shard>.tfrecord.index.npz`),
-# with their temporary names.
+# A shard's files (`<shard>.frames.tfrecord`, `<shard>.index.tfrecord`,
+# `<shard>.json`), with their temporary names.
 _SHARD_FILE = re.compile(
-    r"^(?P<shard>.+-\d{5}-of-\d{5})"
-    r"(\.frames\.tfrecord|\.index\.tfrecord|\.tfrecord(\.index\.npz)?)?"
-    r"(\.json)?(\.tmp(\.npz)?)?$"
+    rf"^(?P<partial>{re.escape(PARTIAL_PREFIX)}[0-9a-f]+-)?"
+    r"(?P<shard>.+-\d{5}-of-\d{5})"
+    r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)$"
 )
-
-
-def _read_json_object(path):
-    try:
-        value = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _is_own_sidecar(info):
     return isinstance(info, dict) and {"signature", "subset", "settings"} <= set(info)
 
 
-def own_shards(out_dir):
+def own_shards(out_dir, present=None):
     """Names of the shards in `out_dir` that `prepare` wrote: those its
     manifest lists and those with one of its sidecars."""
-    out_dir = pathlib.Path(out_dir)
+    out_dir = os.fspath(out_dir)
+    present = output_folder.names(out_dir) if present is None else present
     owned = set()
-    manifest = _read_json_object(out_dir / MANIFEST_NAME)
+    manifest = output_folder.read_json_object(join(out_dir, MANIFEST_NAME))
     if manifest is not None and manifest.get("format") == MANIFEST_FORMAT:
         for subset in (manifest.get("subsets") or {}).values():
             if isinstance(subset, dict):
-                owned.update(_prefix(str(name)) for name in subset.get("shards", []))
-    for path in out_dir.glob("*.json"):
-        match = _SHARD_FILE.match(path.name)
-        if match and _is_own_sidecar(_read_json_object(path)):
+                owned.update(str(name) for name in subset.get("shards", []))
+    for name in present:
+        match = _SHARD_FILE.match(name)
+        if (
+            match
+            and not match["partial"]
+            and name.endswith(".json")
+            and _is_own_sidecar(output_folder.read_json_object(join(out_dir, name)))
+        ):
             owned.add(match["shard"])
     return owned
 
 
-def _prefix(name):
-    """A shard's name in this layout (the old layout's ended in .tfrecord)."""
-    return name.removesuffix(".tfrecord")
-
-
-def _check_out_dir(out_dir):
-    """Creates `out_dir` and checks that files can be written there, before
-    anything is decoded; errors name the folder and the cause."""
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:
-        raise NotADirectoryError(
-            f"--out {cli.printable(out_dir)}: a file is in the way (expected a folder)."
-        ) from None
-    except OSError as error:
-        raise PermissionError(
-            f"--out {cli.printable(out_dir)}: cannot create the folder ({error.strerror or error})."
-        ) from None
-    try:
-        handle, probe = tempfile.mkstemp(prefix=".prepare-write-check-", dir=out_dir)
-        os.close(handle)
-        os.remove(probe)
-    except OSError as error:
-        raise PermissionError(
-            f"--out {cli.printable(out_dir)}: cannot write there "
-            f"({error.strerror or error}); choose a writable folder."
-        ) from None
-
-
-def _check_foreign(out_dir, plan, owned):
+def _check_foreign(out_dir, plan, owned, present):
     """Refuses to overwrite a file `prepare` did not write: a planned
     shard's name (or its sidecar or index) or `manifest.json` taken by
     someone else's file."""
-    manifest = out_dir / MANIFEST_NAME
-    if manifest.exists():
-        info = _read_json_object(manifest)
+    if MANIFEST_NAME in present:
+        manifest = join(out_dir, MANIFEST_NAME)
+        info = output_folder.read_json_object(manifest)
         if info is None or info.get("format") != MANIFEST_FORMAT:
             raise FileExistsError(
-                f"{cli.printable(manifest)} exists and was not written by "
+                f"{cliutil.printable(manifest)} exists and was not written by "
                 "prepare; prepare never overwrites other files: move it or "
                 "choose another --out."
             )
-    for _, name, _, _ in plan:
-        if name in owned:
+    for shard in plan:
+        if shard.name in owned:
             continue
-        for path in (
-            pathlib.Path(shard_format.frames_path(out_dir / name)),
-            pathlib.Path(shard_format.index_path(out_dir / name)),
-            out_dir / f"{name}.json",
+        for name in (
+            shard_format.frames_path(shard.name),
+            shard_format.index_path(shard.name),
+            f"{shard.name}.json",
         ):
-            if os.path.lexists(path):
+            if name in present:
                 raise FileExistsError(
-                    f"{cli.printable(path)} exists and was not written by prepare "
-                    "(no sidecar of prepare's, not in its manifest); prepare "
+                    f"{cliutil.printable(join(out_dir, name))} exists and was not written by "
+                    "prepare (no sidecar of prepare's, not in its manifest); prepare "
                     "never overwrites other files: move it or choose another "
                     "--out."
                 )
 
 
-def _remove_stale(out_dir, plan, owned=None):
-    """Deletes the files of shards of an earlier, different plan — only
-    shards `prepare` wrote (`own_shards`); other files are left alone."""
-    owned = own_shards(out_dir) if owned is None else owned
-    planned = {name for _, name, _, _ in plan}
+def _remove_stale(out_dir, plan, owned, present, pending=()):
+    """Deletes the files of shards of an earlier, different plan, and the
+    temporary files of the shards about to be written — only shards
+    `prepare` wrote (`own_shards`); other files are left alone."""
+    planned = {shard.name for shard in plan}
+    redo = {shard.name for shard in pending}
     removed = []
-    for path in sorted(out_dir.iterdir()):
-        match = _SHARD_FILE.match(path.name)
-        if match and match["shard"] in owned and match["shard"] not in planned:
-            path.unlink()
-            removed.append(path.name)
+    for name in sorted(present):
+        match = _SHARD_FILE.match(name)
+        if not match or match["shard"] not in owned:
+            continue
+        if match["shard"] not in planned or (match["partial"] and match["shard"] in redo):
+            output_folder.remove(join(out_dir, name))
+            removed.append(name)
     return removed
 
 
@@ -371,6 +368,9 @@ def split_from_usable(dataset, workers=0, progress=False):
     return dataclasses.replace(dataset, items=dataset.redraw_split(usable)), skipped
 
 
+RUNNERS = ("local", "beam")
+
+
 def prepare_dataset(
     dataset,
     out_dir,
@@ -380,22 +380,32 @@ def prepare_dataset(
     jpeg_quality=90,
     max_frames=None,
     progress=True,
+    runner="local",
+    beam_options=(),
 ):
     """Decodes a `VideoDataset` into sharded TFRecords and a manifest.
 
     Args:
         dataset: a `training.data.layouts.VideoDataset`.
-        out_dir: output folder (created). Rerunning with the same folder
-            reuses finished shards whose inputs and settings are unchanged.
-            Only files `prepare` wrote are ever replaced or deleted there.
+        out_dir: output folder (created; local or any `tf.io.gfile`
+            filesystem, e.g. `gs://bucket/k400`). Rerunning with the same
+            folder reuses finished shards whose inputs and settings are
+            unchanged. Only files `prepare` wrote are ever replaced or
+            deleted there.
         short_side: frames are resized so that the short side has this many
             pixels (None keeps the original size).
-        workers: decoding processes; default `os.cpu_count()`; 0 or 1 decode
-            in this process.
+        workers: decoding processes on this machine (the local runner's
+            decoding, and the folder layout's usability check with either
+            runner); default `os.cpu_count()`; 0 or 1 decode in this process.
         videos_per_shard: videos per TFRecord file.
         jpeg_quality: JPEG quality of the stored frames (1-100).
         max_frames: keep at most this many frames from each video's start.
         progress: show a tqdm progress bar.
+        runner: `"local"` (worker processes here) or `"beam"` (an Apache
+            Beam pipeline, one task per shard: `training.data.beam_runner`).
+        beam_options: with `runner="beam"`, Beam's pipeline options as
+            command-line words (`["--runner=DataflowRunner", ...]`; none:
+            DirectRunner).
 
     Worker processes are started with `spawn`: in a script, call this under
     `if __name__ == "__main__":` (the usual `multiprocessing` rule).
@@ -411,71 +421,56 @@ def prepare_dataset(
         the reason); `empty_classes` (per subset, the classes without
         videos) and `warnings` (sentences); `short_side`, `jpeg_quality`,
         `max_frames`, `videos_per_shard`; `decode` (frames, PyAV decode
-        seconds and decode fps over all shards, plus this run's wall time
-        and workers); `source` (where the video list came from).
+        seconds and decode fps over all shards, plus this run's wall time,
+        runner and workers); `source` (where the video list came from).
 
     Raises:
         ValueError: invalid arguments, or a dataset that lists no videos.
         OSError: `out_dir` cannot be created or written (checked before any
             decoding), or holds a file `prepare` did not write where it
             needs to write.
+        ImportError: `runner="beam"` without Apache Beam installed.
     """
     if workers is None:
         workers = os.cpu_count() or 1
     _check_args(short_side, workers, videos_per_shard, jpeg_quality, max_frames)
+    if runner not in RUNNERS:
+        raise ValueError(
+            f"Invalid value for argument `runner`. Expected 'local' or 'beam'. "
+            f"Received: runner={runner!r}"
+        )
+    run_shards = _local_runner(workers, progress)
+    if runner == "beam":
+        from training.data import beam_runner
+
+        run_shards = beam_runner.shard_runner(list(beam_options))
     if not len(dataset) and not dataset.missing:
         raise ValueError("The dataset has no videos to prepare.")
-    out_dir = pathlib.Path(out_dir)
-    _check_out_dir(out_dir)
-    owned = own_shards(out_dir)
+    out_dir = os.fspath(out_dir)
+    output_folder.ensure_writable(out_dir)
+    present = output_folder.names(out_dir)
+    owned = own_shards(out_dir, present)
     settings = {"short_side": short_side, "jpeg_quality": jpeg_quality, "max_frames": max_frames}
     # The plan as listed, to refuse a foreign file in the way before the
     # (longer) usability check; the split may move videos, not shard names.
-    _check_foreign(out_dir, _plan(dataset, settings, videos_per_shard), owned)
+    _check_foreign(out_dir, _plan(dataset, settings, videos_per_shard), owned, present)
     dataset, unusable = split_from_usable(dataset, workers, progress)
     plan = _plan(dataset, settings, videos_per_shard)
-    _check_foreign(out_dir, plan, owned)
-    _remove_stale(out_dir, plan, owned)
-    infos, pending, converted = {}, [], 0
-    for subset, name, chunk, signature in plan:
-        info = _finished(out_dir, name, signature)
-        if info is None and name in owned:
-            # A finished shard of the old layout, same inputs: no decoding.
-            info = shard_format.convert_old_files(out_dir / name, {"signature": signature})
-            converted += info is not None
-        if info is None:
-            pending.append((subset, name, chunk, signature))
-        else:
-            infos[name] = info
-    reused = len(infos) - converted
+    _check_foreign(out_dir, plan, owned, present)
+    infos = {shard.name: finished(out_dir, shard) for shard in plan}
+    pending = [shard for shard in plan if infos[shard.name] is None]
+    _remove_stale(out_dir, plan, owned, present, pending)
+    reused = len(plan) - len(pending)
     started = time.perf_counter()
-    total = sum(len(chunk) for _, _, chunk, _ in pending)
-    used_workers = max(0, min(workers, total))
-    bar = None
-    if progress and total:
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="video", desc="prepare", dynamic_ncols=True)
-    jobs = (
-        (item.path, short_side, jpeg_quality, max_frames)
-        for _, _, chunk, _ in pending
-        for _, item in chunk
-    )
-    results = _Runner(used_workers, try_decode_to_jpeg).map(jobs)
-    try:
-        skipped_so_far = 0
-        for subset, name, chunk, signature in pending:
-            info = _write_shard(
-                out_dir, subset, name, chunk, signature, settings, results, bar, skipped_so_far
+    total = sum(len(shard.videos) for shard in pending)
+    how = run_shards(out_dir, pending, settings) if pending else {"workers": 0}
+    for shard in pending:
+        infos[shard.name] = finished(out_dir, shard)
+        if infos[shard.name] is None:
+            raise OSError(
+                f"{cliutil.printable(join(out_dir, shard.name))}: the {runner} runner "
+                "finished without writing this shard; rerun the same command to resume."
             )
-            skipped_so_far += len(info["skipped"])
-            infos[name] = info
-            if name in owned:  # an old-layout shard of ours under this name
-                shard_format.remove_old_files(out_dir / name)
-    finally:
-        results.close()  # stops the worker processes, also on errors
-        if bar is not None:
-            bar.close()
     wall = time.perf_counter() - started
     manifest = _manifest(
         dataset,
@@ -484,36 +479,105 @@ def prepare_dataset(
         settings,
         videos_per_shard,
         {
+            "runner": runner,
             "videos_processed": total,
             "shards_written": len(pending),
             "shards_reused": reused,
-            "shards_converted": converted,
-            # worker processes decoding in parallel; 0: decoded in this process
-            "workers": used_workers if used_workers > 1 else 0,
+            # worker processes decoding in parallel here; 0: decoded in this
+            # process (or by Beam's workers)
+            "workers": how["workers"],
             "workers_requested": workers,
             "wall_seconds": round(wall, 3),
             "videos_per_second": round(total / wall, 2) if total and wall > 0 else None,
         },
         unusable,
     )
-    _write_json(out_dir / MANIFEST_NAME, manifest)
+    output_folder.write_json(join(out_dir, MANIFEST_NAME), manifest)
     return manifest
 
 
-def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar, skipped_before):
+def _local_runner(workers, progress):
+    """`run(out_dir, shards, settings)`: decodes the shards' videos in
+    `workers` processes here (in order, a few videos ahead) and writes each
+    shard with `write_shard` in this process."""
+
+    def run(out_dir, shards, settings):
+        total = sum(len(shard.videos) for shard in shards)
+        used = max(0, min(workers, total))
+        bar = None
+        if progress and total:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="video", desc="prepare", dynamic_ncols=True)
+        skipped = 0
+
+        def on_video(skip):
+            nonlocal skipped
+            skipped += skip is not None
+            if bar is not None:
+                bar.update(1)
+                if skipped:
+                    bar.set_postfix(skipped=skipped)
+
+        jobs = (job for shard in shards for job in decode_jobs(shard, settings))
+        results = _Runner(used, try_decode_to_jpeg).map(jobs)
+        try:
+            for shard in shards:
+                write_shard(out_dir, shard, settings, results, on_video)
+        finally:
+            results.close()  # stops the worker processes, also on errors
+            if bar is not None:
+                bar.close()
+        return {"workers": used if used > 1 else 0}
+
+    return run
+
+
+def decode_jobs(shard, settings):
+    """The decoding jobs of a shard's videos: `try_decode_to_jpeg`'s
+    arguments, in the shard's order."""
+    return [
+        (item.path, settings["short_side"], settings["jpeg_quality"], settings["max_frames"])
+        for _, item in shard.videos
+    ]
+
+
+def write_shard(out_dir, shard, settings, results, on_video=None):
+    """Writes one shard and its sidecar: the one shard writer of both
+    runners.
+
+    Args:
+        out_dir: the output folder (any `tf.io.gfile` filesystem).
+        shard: a `Shard` of the plan.
+        settings: `{"short_side", "jpeg_quality", "max_frames"}`.
+        results: an iterator of `try_decode_to_jpeg` results for the
+            shard's videos in order (it is advanced once per video).
+        on_video: called with the skipped entry or None after each video.
+
+    Returns:
+        the sidecar dict (also written to `<shard>.json`).
+    """
     # Claim the shard's name first: a rerun after an interruption knows the
     # shard (and its temporary files) are prepare's own.
-    _write_json(
-        out_dir / f"{name}.json",
-        {"signature": signature, "subset": subset, "settings": settings, "state": "writing"},
+    sidecar = join(out_dir, f"{shard.name}.json")
+    output_folder.write_json(
+        sidecar,
+        {
+            "signature": shard.signature,
+            "subset": shard.subset,
+            "settings": settings,
+            "state": "writing",
+        },
     )
     written, skipped = [], []
     stats = {"frames": 0, "decode_seconds": 0.0, "encode_seconds": 0.0}
-    with shard_format.ShardWriter(out_dir / name) as writer:
-        for video_id, item in chunk:
+    with shard_format.ShardWriter(join(out_dir, shard.name)) as writer:
+        for video_id, item in shard.videos:
             result = next(results)
+            skip = None
             if "error" in result:
-                skipped.append({"path": item.path, "reason": result["error"], "subset": subset})
+                skip = {"path": item.path, "reason": result["error"], "subset": shard.subset}
+                skipped.append(skip)
             else:
                 writer.add(
                     result["jpegs"],
@@ -527,13 +591,11 @@ def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar
                 written.append(_written_entry(item, video_id, result))
                 for key in stats:
                     stats[key] += result[key]
-            if bar is not None:
-                bar.update(1)
-                if skipped:
-                    bar.set_postfix(skipped=skipped_before + len(skipped))
+            if on_video is not None:
+                on_video(skip)
     info = {
-        "signature": signature,
-        "subset": subset,
+        "signature": shard.signature,
+        "subset": shard.subset,
         "settings": settings,
         **writer.result,
         "layout_version": shard_format.LAYOUT_VERSION,
@@ -541,7 +603,7 @@ def _write_shard(out_dir, subset, name, chunk, signature, settings, results, bar
         "skipped": skipped,
         **stats,
     }
-    _write_json(out_dir / f"{name}.json", info)
+    output_folder.write_json(sidecar, info)
     return info
 
 

@@ -27,10 +27,28 @@ Example:
 True
 """
 
-from clipspec.lazy import lazy_exports
+import typing
+
+from cliutil.lazy import lazy_exports
 
 # Imported on first use, so that `python -m training.export --help` answers
-# without loading TensorFlow.
+# without loading TensorFlow; named here for tools and readers.
+if typing.TYPE_CHECKING:
+    from training.export.__main__ import main
+    from training.export.class_names import read_class_names
+    from training.export.from_run import export_run, load_for_export
+    from training.export.saved_model import DEFAULT_TOP_K, export_model
+    from training.export.signatures import (
+        SIGNATURE_BUILDERS,
+        ExportContext,
+        Signature,
+        classify_signatures,
+        explain_signatures,
+        prediction_signatures,
+    )
+    from training.export.versions import export_version, next_version
+    from training.export.warmup import clip_example, write_warmup_requests
+
 _LAZY = {
     "read_class_names": "training.export.class_names",
     "export_run": "training.export.from_run",
@@ -50,7 +68,24 @@ _LAZY = {
     "main": "training.export.__main__",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "DEFAULT_TOP_K",
+    "ExportContext",
+    "SIGNATURE_BUILDERS",
+    "Signature",
+    "classify_signatures",
+    "clip_example",
+    "explain_signatures",
+    "export_model",
+    "export_run",
+    "export_version",
+    "load_for_export",
+    "main",
+    "next_version",
+    "prediction_signatures",
+    "read_class_names",
+    "write_warmup_requests",
+]
 
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)

@@ -2,13 +2,13 @@
 
 import sys
 
-from clipspec import cli
+import cliutil
 
 DEFAULT_TOP_K = 5
 
 
 def build_parser():
-    parser = cli.ArgumentParser(
+    parser = cliutil.ArgumentParser(
         prog="python -m training.export",
         description=(
             "Export a trained model as a versioned SavedModel, "
@@ -92,14 +92,14 @@ def build_parser():
     return parser
 
 
-@cli.entry_point()
+@cliutil.entry_point()
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from clipspec.rundir import RunDir
 
     try:
         RunDir.for_model(args.model)  # a wrong --model fails before TensorFlow loads
-        cli.quiet_tensorflow()
+        cliutil.quiet_tensorflow()
         from training.export.from_run import export_run
 
         path = export_run(
@@ -114,8 +114,8 @@ def main(argv=None):
             fold=not args.no_fold,
         )
     except (ValueError, OSError, ImportError) as error:
-        return cli.fail(error)
-    print(cli.printable(path))
+        return cliutil.fail(error)
+    print(cliutil.printable(path))
     return 0
 
 

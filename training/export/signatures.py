@@ -80,10 +80,10 @@ def prediction_signatures(context):
         probabilities = tf.cast(context.model(x, training=False), tf.float32)
         scores, indices = tf.math.top_k(probabilities, k=context.top_k)
         return {
-            "probabilities": probabilities,
-            "top_k_indices": indices,
-            "top_k_scores": scores,
-            "top_k_classes": context.class_name_lookup(indices),
+            names.PROBABILITIES_OUTPUT: probabilities,
+            names.TOP_K_INDICES_OUTPUT: indices,
+            names.TOP_K_SCORES_OUTPUT: scores,
+            names.TOP_K_CLASSES_OUTPUT: context.class_name_lookup(indices),
         }
 
     @tf.function(
@@ -114,11 +114,11 @@ def prediction_signatures(context):
     )
     def class_names(class_index):
         class_index = _check_class_index(class_index, context.num_classes, "")
-        return {"class_name": context.class_name_lookup(class_index)}
+        return {names.CLASS_NAME_OUTPUT: context.class_name_lookup(class_index)}
 
     @tf.function(input_signature=[], autograph=False)
     def clip_format():
-        return {"clip_format": context.read_clip_format()}
+        return {names.CLIP_FORMAT_OUTPUT: context.read_clip_format()}
 
     return {
         names.SERVING: Signature(serving_default),
@@ -177,9 +177,9 @@ def explain_signatures(context):
     def outputs(clips, class_index=None):
         result = compute(context.preprocess(clips), class_index)
         batch = tf.shape(result["class_index"])[0]
-        result["class_name"] = context.class_name_lookup(result["class_index"])
-        result["block_class_names"] = context.class_name_lookup(result["block_classes"])
-        result["block_names"] = tf.tile(block_names[tf.newaxis], [batch, 1])
+        result[names.CLASS_NAME_OUTPUT] = context.class_name_lookup(result["class_index"])
+        result[names.BLOCK_CLASS_NAMES_OUTPUT] = context.class_name_lookup(result["block_classes"])
+        result[names.BLOCK_NAMES_OUTPUT] = tf.tile(block_names[tf.newaxis], [batch, 1])
         return result
 
     clips_spec = tf.TensorSpec([None, None, None, None, 3], tf.uint8, name=names.CLIPS_INPUT)

@@ -4,11 +4,19 @@ A package whose `__init__` re-exports names from modules built on
 TensorFlow keeps `import package` (and every command line's `--help`)
 light by importing each name's module only when the name is first used:
 
-    from clipspec.lazy import lazy_exports
+    from cliutil.lazy import lazy_exports
 
-    _LAZY = {"ClipFormat": "clipspec.format", "RunDir": "clipspec.rundir"}
+    if typing.TYPE_CHECKING:  # what tools and readers follow
+        from training.data.pipeline import clip_dataset
+
+    _LAZY = {"clip_dataset": "training.data.pipeline"}
     __all__ = sorted(_LAZY)
     __getattr__, __dir__ = lazy_exports(__name__, globals(), _LAZY)
+
+The `TYPE_CHECKING` import names the same modules as the table, so type
+checkers, IDEs and import graphs see every dependency; only the running
+program defers it. (`tests/test_architecture.py` checks that the two
+agree.)
 
 Example:
 

@@ -1,0 +1,124 @@
+"""`prepare`'s output folder, through `tf.io.gfile`: a local folder or any
+filesystem TensorFlow has (`gs://…`, `ram://…`).
+
+Every file `prepare` writes appears whole or not at all: it is written
+under a temporary name beside it, `.partial-<random>-<name>` (the
+`.partial-` scheme of `clipspec.rundir.partial_path`; random rather than
+the process id, so that two attempts at one shard on two machines never
+write the same file), and renamed into place. On a local disk the rename
+is atomic; on an object store (`gs://`) it is a copy, and an object becomes
+visible only once fully written.
+
+Example:
+
+>>> from training.data import output_folder
+>>> output_folder.ensure_writable("gs://bucket/k400")
+>>> output_folder.write_json("gs://bucket/k400/manifest.json", {"format": "…"})
+"""
+
+import json
+import os
+import uuid
+
+import tensorflow as tf
+
+import cliutil
+from clipspec.rundir import PARTIAL_PREFIX
+from training.data.manifest import join
+
+
+def partial_name(path):
+    """A fresh temporary name beside `path`: `.partial-<random>-<name>`."""
+    folder, _, name = os.fspath(path).rpartition("/")
+    partial = f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
+    return f"{folder}/{partial}" if folder else partial
+
+
+def _why(error):
+    return cliutil.one_line(
+        getattr(error, "message", None) or getattr(error, "strerror", None) or error
+    )
+
+
+def ensure_writable(folder):
+    """Creates `folder` and checks that files can be written there, before
+    anything is decoded; errors name the folder and the cause.
+
+    Raises:
+        NotADirectoryError: a file is in the way.
+        PermissionError: the folder cannot be created or written.
+    """
+    folder = os.fspath(folder)
+    in_the_way = NotADirectoryError(
+        f"--out {cliutil.printable(folder)}: a file is in the way (expected a folder)."
+    )
+    try:
+        tf.io.gfile.makedirs(folder)
+    except (tf.errors.OpError, OSError) as error:
+        if _file_above(folder):
+            raise in_the_way from None
+        raise PermissionError(
+            f"--out {cliutil.printable(folder)}: cannot create the folder ({_why(error)})."
+        ) from None
+    if not tf.io.gfile.isdir(folder):
+        raise in_the_way
+    probe = partial_name(join(folder, "prepare-write-check"))
+    try:
+        with tf.io.gfile.GFile(probe, "w") as handle:
+            handle.write("")
+        tf.io.gfile.remove(probe)
+    except (tf.errors.OpError, OSError) as error:
+        raise PermissionError(
+            f"--out {cliutil.printable(folder)}: cannot write there "
+            f"({_why(error)}); choose a writable folder."
+        ) from None
+
+
+def _file_above(folder):
+    """True when a file (not a folder) is `folder` or lies on the local
+    path to it."""
+    if "://" in folder:
+        return tf.io.gfile.exists(folder) and not tf.io.gfile.isdir(folder)
+    path = os.path.abspath(folder)
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return bool(path) and not os.path.isdir(path)
+
+
+def names(folder):
+    """The names in `folder` (one listing: one request on an object store)."""
+    return set(tf.io.gfile.listdir(os.fspath(folder)))
+
+
+def remove(path):
+    tf.io.gfile.remove(os.fspath(path))
+
+
+def write_text(path, text):
+    """Writes `text` to `path` whole: a temporary name, then a rename."""
+    path = os.fspath(path)
+    partial = partial_name(path)
+    try:
+        with tf.io.gfile.GFile(partial, "w") as handle:
+            handle.write(text)
+        tf.io.gfile.rename(partial, path, overwrite=True)
+    except BaseException:
+        if tf.io.gfile.exists(partial):
+            tf.io.gfile.remove(partial)
+        raise
+
+
+def write_json(path, value):
+    """`value` as JSON (valid UTF-8 with any file name in it), written whole."""
+    write_text(path, cliutil.dumps_json(value) + "\n")
+
+
+def read_json_object(path):
+    """The JSON object in `path`, or None when it is absent, unreadable or
+    not an object."""
+    try:
+        with tf.io.gfile.GFile(os.fspath(path), "r") as handle:
+            value = json.loads(handle.read())
+    except (tf.errors.OpError, OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
