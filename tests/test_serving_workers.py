@@ -515,11 +515,12 @@ def test_expired_calls_do_not_slow_the_next_one(exports):
             caller.start()
         for caller in callers:
             caller.join(30)
-        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 20
+        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 20, codes
         after = timed()
     finally:
         client.close()
         server.stop()
     # Without admission, the 20 expired calls run on and the next call waits
     # for them (about 10x the idle latency on 2 cores); here none started.
-    assert after < 2.5 * idle, (after, idle)
+    # (Generous: the machine may be shared.)
+    assert after < 3 * idle, (after, idle)
