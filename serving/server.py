@@ -9,7 +9,9 @@ gRPC (`grpc.aio`, request threads bounded by `--grpc_max_threads`):
 `--allowed_model_base_path_roots`) from the `tensorflow-serving-api` protos,
 and `grpc.health.v1.Health`; TLS with `--ssl_config_file`.
 REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
-handlers (`serving.handlers`) over the same models (`serving.manager`).
+handlers (`serving.handlers`) over the same models (`serving.manager`),
+each loaded version running in a worker process of its own
+(`serving.worker`): this process never loads a SavedModel.
 
 The command line is TF Serving's (`--port`, `--rest_api_port`,
 `--model_name`, `--model_base_path`, `--model_config_file`,
