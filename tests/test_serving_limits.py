@@ -360,6 +360,7 @@ def test_call_cancellable_without_context_is_a_plain_call():
 # ----------------------------------------------------------------------
 # Versions on disk: corrupt newest, symlinks, paths in errors
 # ----------------------------------------------------------------------
+@pytest.mark.slow  # model worker processes
 def test_corrupt_newest_version_falls_back_without_paths_in_status(tmp_path):
     base = tmp_path / "model"
     tf_serving_models.half_plus_two_tf2(base / "1")
@@ -381,6 +382,7 @@ def test_corrupt_newest_version_falls_back_without_paths_in_status(tmp_path):
         manager.stop()
 
 
+@pytest.mark.slow  # model worker processes
 def test_no_loadable_version_exits_non_zero_with_the_reason(tmp_path, capsys):
     base = tmp_path / "model"
     (base / "3").mkdir(parents=True)
