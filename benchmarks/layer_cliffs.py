@@ -2,15 +2,17 @@
 without XLA: finds the layers that "fall off a cliff" on this CPU.
 
 TensorFlow's own CPU kernel for the filter gradient of a strided Conv3D
-(`Conv3DBackpropFilterV2`) is tens of times slower than XLA's on some CPUs
-(issue 17). This script walks the given zoo models, collects every distinct
-`Conv3D` / `MaxPooling3D` / `AveragePooling3D` configuration together with
-the input shape it sees at the given clip size, and times, for each, the
-forward pass, the input gradient and (convolutions) the filter gradient,
-each as a `tf.function` with `jit_compile=False` (TensorFlow kernels) and
-`jit_compile=True` (XLA), alternating the two. Each timing is the median of
-`--repeats` calls after one warm-up call (whose time, compilation included,
-is not counted).
+(`Conv3DBackpropFilterV2`) is tens of times slower than XLA's on some CPUs,
+and XLA's own code has cliffs of its own (a strided convolution's input
+gradient run as a plain loop, small spatial sizes): the zoo's
+`SpaceToDepthConv3D` exists to keep off them. This script walks the given
+zoo models, collects every distinct `Conv3D` / `MaxPooling3D` /
+`AveragePooling3D` configuration together with the input shape it sees at
+the given clip size, and times, for each, the forward pass, the input
+gradient and (convolutions) the filter gradient, each as a `tf.function`
+with `jit_compile=False` (TensorFlow kernels) and `jit_compile=True` (XLA),
+alternating the two. Each timing is the median of `--repeats` calls after
+one warm-up call (whose time, compilation included, is not counted).
 
 A row is flagged as a cliff when its throughput (GFLOP/s of the forward
 convolution's multiply-adds, counted twice) is below 1/`--cliff-factor` of
@@ -28,7 +30,9 @@ gradients avoid the cliff); `--plain-conv3d` times the same configurations
 as plain `keras.layers.Conv3D` layers, to show the cliff they avoid.
 `--dilated` adds a dilated 3x3x3 convolution (not in the zoo) to the survey.
 Prints the CPU model, a table, then one JSON line with every row (`--json
-FILE` also writes it to a file).
+FILE` also writes it to a file; `--docs FILE` writes every row as a Markdown
+page under the command, date and machine, e.g. docs/benchmarks/layer_cliffs.md
+with `--plain-conv3d`, the figures `SpaceToDepthConv3D`'s comments refer to).
 """
 
 import argparse
@@ -45,6 +49,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from benchmarks import report
 from keras_classreg import models as zoo
 
 DEFAULT_MODELS = ("resnet18_3d", "resnet50_3d", "resnext101_3d", "i3d")
@@ -59,20 +64,6 @@ def parse_clip(text):
             f"expected TxHxW, e.g. 8x112x112; received {text!r}"
         ) from None
     return t, h, w
-
-
-def cpu_model():
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def describe(layer):
@@ -355,6 +346,13 @@ def main(argv=None):
         help="Also write the JSON object with every row to FILE.",
     )
     parser.add_argument(
+        "--docs",
+        default=None,
+        metavar="FILE",
+        help="Also write every row as a Markdown page, under the command, date "
+        "and machine, to FILE (e.g. docs/benchmarks/layer_cliffs.md).",
+    )
+    parser.add_argument(
         "--only",
         default=None,
         help="Only layers whose description matches this regular expression, e.g. 's(122|222)'.",
@@ -371,7 +369,7 @@ def main(argv=None):
         parser.error(f"unknown model(s) {unknown}; expected some of {zoo.names()}")
 
     print(
-        f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs); TensorFlow "
+        f"CPU: {report.cpu_model()} ({os.cpu_count()} logical CPUs); TensorFlow "
         f"{tf.__version__}; TF_ENABLE_ONEDNN_OPTS="
         f"{os.environ.get('TF_ENABLE_ONEDNN_OPTS', '(unset)')}",
         flush=True,
@@ -390,7 +388,7 @@ def main(argv=None):
     if not any(row["cliff"] for row in rows):
         print("none")
     result = {
-        "cpu": cpu_model(),
+        "cpu": report.cpu_model(),
         "clip": "x".join(map(str, args.clip)),
         "batch_size": args.batch_size,
         "plain_conv3d": args.plain_conv3d,
@@ -402,8 +400,37 @@ def main(argv=None):
         with open(args.json, "w", encoding="utf-8") as file:
             json.dump(result, file, indent=1)
         print(f"\nwrote {args.json}")
+    if args.docs:
+        write_docs(result, args.modes, report.command("benchmarks.layer_cliffs", argv), args.docs)
+        print(f"wrote {args.docs}")
     print(json.dumps(result))
     return 0
+
+
+def write_docs(result, modes, command_line, path):
+    """Every row of `result` as a Markdown page (`benchmarks.report`)."""
+    layers = "keras.layers.Conv3D" if result["plain_conv3d"] else "SpaceToDepthConv3D (the zoo's)"
+    header = ["layer", "input", "pass", *(f"{mode} ms" for mode in modes), "cliff"]
+    rows = [
+        [
+            row["what"],
+            row["input"],
+            row["pass"],
+            *("failed" if row.get(f"{m}_ms") is None else f"{row[f'{m}_ms']:.1f}" for m in modes),
+            "; ".join(row["cliff"]),
+        ]
+        for row in result["rows"]
+    ]
+    return report.write_page(
+        path,
+        "Per-layer CPU cost of the zoo's 3D convolutions and poolings, TensorFlow vs XLA",
+        command_line,
+        [
+            f"Clips of {result['clip']}, batch {result['batch_size']}; convolutions "
+            f"as {layers}; medians of the timed calls after one warm-up call.",
+            report.markdown_table(header, rows),
+        ],
+    )
 
 
 if __name__ == "__main__":

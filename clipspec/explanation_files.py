@@ -12,11 +12,10 @@ Example:
 """
 
 import hashlib
-import json
 import os
 import pathlib
 
-from cliutil import printable
+import cliutil
 
 
 def output_names(paths):
@@ -127,7 +126,7 @@ def write_explanation(
     summary = describe(explanation, class_names, sample)
     top = " | ".join(f"{c['class']} {c['probability']:.2f}" for c in summary["top_classes"])
     title = [
-        f"{printable(pathlib.Path(video_name).name)}: model top classes: {top}",
+        f"{cliutil.printable(pathlib.Path(video_name).name)}: model top classes: {top}",
         f"maps for class: {summary['maps_for_class']} "
         f"({'requested' if requested else 'predicted'})",
     ]
@@ -170,7 +169,7 @@ def write_explanation(
 
 
 def _write_json(summary):
-    pathlib.Path(summary["files"]["json"]).write_text(json.dumps(summary, indent=2) + "\n")
+    cliutil.write_json(summary["files"]["json"], summary)
 
 
 def update_summary(summary, **fields):

@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 
+import cliutil
 from clipspec.format import ClipFormat
 
 CONFIG = "config.json"
@@ -63,28 +64,6 @@ def _read_json(path):
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object.")
     return value
-
-
-PARTIAL_PREFIX = ".partial-"
-
-
-def partial_path(path):
-    """Where a file is written before its atomic rename to `path`:
-    `.partial-<pid>-<name>` beside it (`RunDir.remove_partial_files` clears
-    those that a killed process left)."""
-    path = pathlib.Path(path)
-    return path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
-
-
-def write_json(path, value):
-    """Writes `value` as JSON through a temporary file and an atomic rename
-    (a kill mid-write leaves the previous version)."""
-    path = pathlib.Path(path)
-    partial = partial_path(path)
-    with open(partial, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
-    os.replace(partial, path)
 
 
 class RunDir:
@@ -209,26 +188,47 @@ class RunDir:
 
     # -- writing -----------------------------------------------------------
     def remove_partial_files(self):
-        """Deletes the half-written files (`.partial-*`) that a killed
-        process left in the run directory and its checkpoints; returns
-        their names."""
+        """Deletes the half-written files (`cliutil.partial_path` names,
+        `.partial-*`) that a killed process left in the run directory and
+        its checkpoints; returns their names."""
         removed = []
         for folder in (self.path, self.path / CHECKPOINTS):
             if folder.is_dir():
-                for item in folder.glob(PARTIAL_PREFIX + "*"):
+                for item in folder.glob(cliutil.PARTIAL_PREFIX + "*"):
                     item.unlink()
                     removed.append(item.name)
         return removed
 
     def write_config(self, values):
-        write_json(self.config_path, values)
+        cliutil.write_json(self.config_path, values)
         self._config = dict(values)
 
     def write_clip_format(self, clip_format):
-        write_json(self.file(CLIP_FORMAT), clip_format.to_dict())
+        cliutil.write_json(self.file(CLIP_FORMAT), clip_format.to_dict())
 
     def write_summary(self, values):
-        write_json(self.file(SUMMARY), values)
+        cliutil.write_json(self.file(SUMMARY), values)
+
+
+def clip_format_of_model(model, run=None):
+    """The `ClipFormat` to use `model` with: the one place that decides it
+    when the model does not carry one.
+
+    In a run directory (`run` with a `config.json`): the run's
+    (`RunDir.clip_format_for`, checked against the model). Outside one: the
+    model's clip shape `T x S x S` with `ClipFormat`'s defaults and no class
+    names (the caller decides what to do without names: `training.export`
+    asks for them, `training.explain` numbers the classes).
+    """
+    if run is not None and run.has_config:
+        return run.clip_format_for(model)
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 4 or None in shape[:3] or shape[1] != shape[2]:
+        raise ValueError(
+            f"Model '{model.name}' takes clips of shape {shape}; expected a fixed "
+            "T x S x S x C clip (square crops)."
+        )
+    return ClipFormat(clip_length=int(shape[0]), crop_size=int(shape[1]))
 
 
 def load_model(path):

@@ -26,6 +26,10 @@ CLIPS_INPUT = "clips"
 CLASS_INDEX_INPUT = "class_index"
 FRAMES_FEATURE = "image/encoded"
 
+# How many classes `serving_default`'s `top_k_*` outputs hold unless the
+# export says otherwise (`python -m training.export --top-k`).
+DEFAULT_TOP_K = 5
+
 CLASS_NAMES_ASSET = "class_names.txt"
 CLIP_FORMAT_ASSET = "clip_format.json"
 # TF Serving's warm-up file (SavedModel warm-up, `assets.extra/`).

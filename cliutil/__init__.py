@@ -8,8 +8,14 @@ imports nothing of ours, and nothing heavy).
   CUDA start-up noise of a machine without an NVIDIA driver.
 - `cliutil.workers`: `watch_parent`, the initializer of worker processes
   that end with their parent.
+- `cliutil.atomic`: files that appear whole or not at all, under one
+  temporary-name scheme (`.partial-<random>-<name>`) that the clean-ups
+  know.
 - `cliutil.json_text`: JSON that stays valid UTF-8 with any file name,
   written atomically, read with a one-line error.
+- `cliutil.registry`: `Registry`, the one shape of the registries (model
+  zoo, explanation methods, dataset layouts): a decorator, `names()`, and
+  `get(name)` whose error suggests the closest name.
 - `cliutil.lazy`: package attributes imported on first use, so that
   `--help` and decoding workers never load TensorFlow.
 
@@ -26,6 +32,7 @@ Example:
 (2, 130)
 """
 
+from cliutil.atomic import PARTIAL_PREFIX, atomic_path, is_partial, partial_path, write_text
 from cliutil.errors import (
     INTERRUPTED,
     RESUME_HINT,
@@ -45,19 +52,24 @@ from cliutil.workers import PARENT_CHECK_SECONDS, watch_parent
 __all__ = [
     "INTERRUPTED",
     "PARENT_CHECK_SECONDS",
+    "PARTIAL_PREFIX",
     "RESUME_HINT",
     "USER_ERROR",
     "ArgumentParser",
     "DataWarning",
+    "atomic_path",
     "dumps_json",
     "entry_point",
     "fail",
     "has_nvidia_driver",
+    "is_partial",
     "one_line",
+    "partial_path",
     "plain_warnings",
     "printable",
     "quiet_tensorflow",
     "read_json",
     "watch_parent",
     "write_json",
+    "write_text",
 ]

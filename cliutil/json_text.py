@@ -7,6 +7,8 @@ import json
 import os
 import re
 
+from cliutil.atomic import write_text
+
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -18,13 +20,8 @@ def dumps_json(value, indent=2):
 
 
 def write_json(path, value):
-    """Writes `value` as JSON to `path` atomically (a temporary file, then
-    a rename)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(dumps_json(value) + "\n")
-    os.replace(tmp, path)
+    """Writes `value` as JSON to `path` whole (`cliutil.atomic`)."""
+    write_text(path, dumps_json(value) + "\n")
 
 
 def read_json(path):

@@ -7,7 +7,12 @@ crop/resize/flip/normalise of clips), the 3D model zoo
 explanations (`keras_classreg.explanations`) and the loaders of published
 Kinetics weights (`keras_classreg.pretrained`, its only file I/O). It has no
 command line; `clipspec`, `training` and `serving` build on it.
+
+`__version__` is the installed distribution's (`setup.cfg` is the one place
+the number is written).
 """
+
+import importlib.metadata
 
 from keras_classreg import explanations, models, pretrained
 from keras_classreg.classreg_model import (
@@ -24,7 +29,10 @@ from keras_classreg.layers import (
 )
 from keras_classreg.surgery import add_class_regularization
 
-__version__ = "0.2.0"
+try:
+    __version__ = importlib.metadata.version("keras-classreg")
+except importlib.metadata.PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "ClassRegularization",

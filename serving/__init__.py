@@ -6,7 +6,8 @@ The server, one TF Serving part per module (docs/serving.md has the map):
 - `serving.server`: `python -m serving.server` / `classreg-model-server`;
   `serving.flags`: TF Serving's flags -> `ServerSettings`.
 - Front ends: `serving.grpc_front` (gRPC) and `serving.rest` (REST, with the
-  JSON codecs `serving.json_tensor` and `serving.json_examples`), both
+  JSON codecs `serving.json_tensor`, `serving.json_examples` and the body
+  parser `serving.json_parser`), both
   reaching the shared `serving.handlers` through `serving.dispatch`
   (deadlines, memory limits, threads).
 - Models: `serving.model_config` (models.config, version policy),

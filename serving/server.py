@@ -51,7 +51,25 @@ from serving.flags import ServerSettings, build_parser, config_from_args, settin
 
 _LOG = logging.getLogger("serving.server")
 
-VERSION = "classreg-model-server 0.1.0 (TF Serving API 2.21)"
+
+def version_lines():
+    """What `--version` prints: this server's and the TF Serving API's
+    versions (from the installed packages), then TensorFlow's (as
+    `tensorflow_model_server --version` does)."""
+    import importlib.metadata
+
+    import tensorflow as tf
+
+    from keras_classreg import __version__
+
+    try:
+        api = importlib.metadata.version("tensorflow-serving-api")
+    except importlib.metadata.PackageNotFoundError:
+        api = "unknown"
+    return (
+        f"TensorFlow ModelServer: classreg-model-server {__version__} (TF Serving API {api})\n"
+        f"TensorFlow Library: {tf.__version__}"
+    )
 
 
 def serve(config, settings=None, stop_event=None, on_ready=None):
@@ -252,9 +270,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cliutil.quiet_tensorflow()
     if args.version:
-        import tensorflow as tf
-
-        print(f"TensorFlow ModelServer: {VERSION}\nTensorFlow Library: {tf.__version__}")
+        print(version_lines())
         return 0
     logging.basicConfig(
         level=args.log_level,

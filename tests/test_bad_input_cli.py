@@ -1,4 +1,4 @@
-"""Issue 16, the command lines: a user error is one `error:` line and exit
+"""The command lines: a user error is one `error:` line and exit
 status 2, never a traceback; `--help` does not import TensorFlow; the
 serving client answers every input on its own; outputs are named per
 input path."""

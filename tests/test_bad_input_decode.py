@@ -1,4 +1,4 @@
-"""Issue 16, decoding: odd but valid files decode (upright), bad files get a
+"""Decoding: odd but valid files decode (upright), bad files get a
 reason that names the problem, damaged videos keep their decodable frames.
 All files are generated here (tests/messy_files.py); the shared real clips
 are used when present."""

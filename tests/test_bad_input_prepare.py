@@ -1,4 +1,4 @@
-"""Issue 16, `prepare` on messy real folders: bad input never costs good work.
+"""`prepare` on messy real folders: bad input never costs good work.
 
 Generated folders (tests/messy_files.py) with odd but valid videos, bad
 files, odd names, links, a FIFO and non-video files; `prepare` must keep

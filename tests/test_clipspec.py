@@ -6,7 +6,8 @@ import keras
 import pytest
 
 from clipspec.format import DEFAULT_MEAN, ClipFormat, default_short_side
-from clipspec.rundir import RunDir, RunDirError, partial_path, write_json
+from clipspec.rundir import RunDir, RunDirError, clip_format_of_model
+from cliutil import partial_path, write_json
 
 
 # --------------------------------------------------------------------------
@@ -162,3 +163,18 @@ def test_partial_files_of_a_killed_process_are_removed(tmp_path):
         "checkpoints",
         "notes.partial",
     ]
+
+
+def test_the_clip_format_of_a_model_is_decided_in_one_place(tmp_path):
+    """`clip_format_of_model`: a run's format, else the model's clip shape
+    with the defaults and no class names (export and explain both ask it)."""
+    outside = clip_format_of_model(_model((6, 24, 24, 3), classes=3))
+    assert outside == ClipFormat(clip_length=6, crop_size=24)
+    assert outside.class_names == ()
+    run = RunDir(tmp_path, create=True)
+    run.write_config({"clip_length": 4, "crop_size": 16})
+    fmt = ClipFormat(clip_length=4, crop_size=16, stride=3, class_names=["x", "y"])
+    run.write_clip_format(fmt)
+    assert clip_format_of_model(_model(), run) == fmt
+    with pytest.raises(ValueError, match=r"takes clips of shape \(4, 16, 8, 3\)"):
+        clip_format_of_model(_model((4, 16, 8, 3)))

@@ -10,6 +10,7 @@ import messy_files
 import numpy as np
 import pytest
 
+import cliutil
 from clipspec.decode import VideoDecodeError, decode_video, resized_shape
 from clipspec.sampling import eval_views, normalize
 from training import prepare as prepare_cli
@@ -18,7 +19,6 @@ from training.data import (
     clip_dataset,
     load_folder,
     load_manifest,
-    output_folder,
     shard_format,
     shard_paths,
     write_synthetic_dataset,
@@ -201,7 +201,7 @@ def test_prepare_resumes_and_redoes_changed_shards(videos, tmp_path):
     # index; a third half-written (a leftover temporary file).
     os.remove(f"{shards[0]}.json")
     os.remove(shard_format.index_path(shards[2]))
-    leftover = pathlib.Path(output_folder.partial_name(shard_format.index_path(shards[2])))
+    leftover = pathlib.Path(cliutil.partial_path(shard_format.index_path(shards[2])))
     leftover.write_bytes(b"partial")
     again = prepare_dataset(
         dataset, out, short_side=24, workers=0, videos_per_shard=2, progress=False

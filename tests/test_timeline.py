@@ -198,6 +198,7 @@ def check_timeline(lines, path, changes):
 
 
 def test_timeline_json_lines_over_grpc_with_webvtt_and_plot(colour_video, tmp_path):
+    import av
     import webvtt
 
     path, changes = colour_video
@@ -212,6 +213,15 @@ def test_timeline_json_lines_over_grpc_with_webvtt_and_plot(colour_video, tmp_pa
     captions = webvtt.read(str(vtt))
     assert [c.text for c in captions] == ["red 0.82", "blue 0.82", "green 0.80"]
     assert captions[0].start == "00:00:00.000" and captions[-1].end == "00:00:09.000"
+    # FFmpeg (what mpv and VLC read subtitles with) takes it as subtitles too
+    with av.open(str(vtt)) as subtitles:
+        stream = subtitles.streams.subtitles[0]
+        cues = [bytes(p) for p in subtitles.demux(stream) if p.size]
+    assert stream.codec_context.name == "webvtt" and cues == [
+        b"red 0.82",
+        b"blue 0.82",
+        b"green 0.80",
+    ]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -100,15 +100,18 @@ def test_ctrl_c_prints_the_summary_and_exits_130():
 @pytest.mark.slow
 def test_a_slow_server_drops_windows_instead_of_lagging():
     port = free_port()
-    with grpc_stub(StubModel(delay=0.6)) as (address, model):
+    with grpc_stub(StubModel(delay=1.0)) as (address, model):
         client = start_client(address, f"udp://127.0.0.1:{port}", "--reconnects", "0")
         time.sleep(1.0)
-        send(port, [(3, "red")]).join()
+        send(port, [(4, "red")]).join()
         stdout, stderr = client.communicate(timeout=30)
     [summary] = records(stdout, "summary")
-    assert summary["dropped"] > 0 and summary["windows"] > 0, summary
-    # two windows in flight at most: the latency stays near two calls
-    assert max(w["latency"] for w in records(stdout, "window")) < 2.0
+    windows = records(stdout, "window")
+    assert summary["dropped"] > 0 and summary["windows"] == len(windows) > 0, summary
+    # Two windows in flight at most: a latency near two calls (with slack
+    # for a loaded machine); queuing every window of 4 s at 1 s per call
+    # would lag by many seconds.
+    assert max(w["latency"] for w in windows) < 4.0, [w["latency"] for w in windows]
     assert model.calls <= summary["windows"] + 2
 
 

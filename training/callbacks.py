@@ -26,7 +26,7 @@ import time
 
 import keras
 
-from clipspec.rundir import partial_path
+import cliutil
 
 
 def save_model_atomically(model, path):
@@ -37,9 +37,8 @@ def save_model_atomically(model, path):
     """
     model = getattr(model, "inference_model", model)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = partial_path(os.path.abspath(path))
-    model.save(partial)
-    os.replace(partial, path)
+    with cliutil.atomic_path(os.path.abspath(path)) as partial:
+        model.save(partial)
 
 
 def read_history(path):
@@ -63,12 +62,13 @@ def _write_history(path, rows):
     columns = []
     for row in rows:
         columns += [key for key in row if key not in columns]
-    partial = f"{path}.partial"
-    with open(partial, "w", newline="", encoding="utf-8") as file:
+    with (
+        cliutil.atomic_path(path) as partial,
+        open(partial, "w", newline="", encoding="utf-8") as file,
+    ):
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(partial, path)
 
 
 class _FirstEpochMixin:
@@ -141,7 +141,8 @@ class BestModel(_SavesInferenceModel, _FirstEpochMixin, keras.callbacks.ModelChe
     def __init__(self, path, monitor, history_path):
         self.final_path = os.fspath(path)
         super().__init__(
-            str(partial_path(os.path.abspath(self.final_path))),
+            # written by Keras under a temporary name, renamed below
+            cliutil.partial_path(os.path.abspath(self.final_path)),
             monitor=monitor,
             mode="max",
             save_best_only=True,

@@ -204,8 +204,9 @@ def build_parser():
     )
     parser.add_argument(
         "--class-names",
-        help="Class names, one per line in class-index order (or a "
-        "JSON list); needed for models whose classes are not "
+        metavar="FILE|A,B,...",
+        help="Class names in class-index order: a file (one per line, or a "
+        "JSON list) or names separated by commas; needed for models whose classes are not "
         "Kinetics-400/600/700 (e.g. 3D-ResNets' Moments in Time "
         "or merged-dataset files).",
     )
@@ -237,7 +238,7 @@ def main(argv=None):
     try:
         class_names = None
         if args.class_names:
-            from training.export.class_names import read_class_names
+            from training.class_names import read_class_names
 
             class_names = read_class_names(args.class_names)
         out = convert(

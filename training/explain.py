@@ -25,35 +25,23 @@ registry: `class_evidence`, the default, or the class-agnostic
 `activation`).
 """
 
-import argparse
 import pathlib
 import sys
 
 import cliutil
-from clipspec.format import ClipFormat
-from clipspec.rundir import RunDir, load_model
+from clipspec.rundir import RunDir, clip_format_of_model, load_model
+from training.class_names import read_class_names
 
 
 def clip_format_for(model, model_path, class_names=None, stride=None, short_side=None):
-    """The clip format to explain `model` with: its run's `ClipFormat` (or,
-    outside a run, its input shape with the defaults and `class_<i>` names),
-    with the given overrides."""
+    """The clip format to explain `model` with (`clipspec.rundir.
+    clip_format_of_model`), with the given overrides; without class names,
+    the classes are called `class_<i>`."""
     run, _ = RunDir.for_model(model_path)
-    t, h, w, _ = model.inputs[0].shape[1:]
-    if None in (t, h, w) or h != w:
-        raise ValueError(
-            f"The model takes clips of shape {(t, h, w)}; expected a fixed "
-            "T x S x S clip (square crops)."
-        )
     num_classes = int(model.outputs[0].shape[-1])
-    if run is not None:
-        clip_format = run.clip_format_for(model)
-    else:
-        clip_format = ClipFormat(
-            clip_length=int(t),
-            crop_size=int(h),
-            class_names=[f"class_{i}" for i in range(num_classes)],
-        )
+    clip_format = clip_format_of_model(model, run)
+    if not clip_format.class_names and class_names is None:
+        class_names = [f"class_{i}" for i in range(num_classes)]
     clip_format = clip_format.replace(class_names=class_names, stride=stride, short_side=short_side)
     if clip_format.num_classes != num_classes:
         source = "--class-names" if class_names is not None else str(run.path)
@@ -191,17 +179,6 @@ def explain_one_video(model_path, video, out_dir, **options):
     return explain_videos(model_path, [video], out_dir, **options)[0]
 
 
-def _class_names_arg(text):
-    path = pathlib.Path(text)
-    if path.is_file():
-        names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    else:
-        names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"no class names in {text!r}")
-    return names
-
-
 def build_parser():
     parser = cliutil.ArgumentParser(
         prog="python -m training.explain",
@@ -289,10 +266,11 @@ def build_parser():
     )
     parser.add_argument(
         "--class-names",
-        type=_class_names_arg,
         default=None,
-        help="Class names, comma-separated or a file with one "
-        "per line (default: config.json's, else class_<i>).",
+        metavar="FILE|A,B,...",
+        help="Class names in class-index order: a file (one per line, or a "
+        "JSON list) or names separated by commas (default: the run's, else "
+        "class_<i>).",
     )
     parser.add_argument(
         "--stride",
@@ -345,6 +323,7 @@ def main(argv=None):
 
     cliutil.quiet_tensorflow()
     try:
+        class_names = None if args.class_names is None else read_class_names(args.class_names)
         summaries = explain_videos(
             args.model,
             args.video,
@@ -355,7 +334,7 @@ def main(argv=None):
             focus=args.focus,
             threshold=args.threshold,
             scale=args.scale,
-            class_names=args.class_names,
+            class_names=class_names,
             stride=args.stride,
             short_side=args.short_side,
             num_clips=args.num_clips,

@@ -16,6 +16,7 @@ checkpoints/, backup/, history.csv, tensorboard/ and, under TF_CONFIG,
 workers/.
 """
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -27,6 +28,7 @@ import cliutil
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
+from training import onednn
 from training.config import (
     DEFAULT_MODEL,
     TrainConfig,
@@ -39,7 +41,8 @@ from training.config import (
 # that `--help` answers at once.
 
 # Fields that may differ when an interrupted run is resumed (`xla` changes
-# how the steps run, not what they compute; its default changed in issue 17).
+# how the steps run, not what they compute, so a run started under another
+# XLA choice, e.g. an older default, resumes).
 RESUMABLE_CHANGES = ("verbose", "devices", "data", "run_dir", "xla")
 
 
@@ -382,13 +385,58 @@ def train(config, model_builder=None):
                          "model": "resnet18_3d", "clip_length": 4,
                          "crop_size": 32, "epochs": 1})
     """
-    import keras
-    import tensorflow as tf
+    from training import distribute
 
-    import keras_classreg
-    from training import callbacks as run_callbacks
-    from training import compilation, device_augmentation, distribute, model_building, optimization
+    config, init_source, inherited = _checked_config(config)
+    # Everything a user can get wrong is checked before the run directory
+    # is created or written.
+    manifest = _checked_data(config, model_builder)
+    strategy = distribute.make_strategy(config.devices)
+    run_dir, run, is_chief = _run_directory(config)
+    train_data, val_data, steps, val_steps = _seeded_datasets(config, manifest)
+    values, xla = _run_settings(config, manifest, strategy, steps, inherited, model_builder)
+    if _finished_already(run, values, config):
+        return run_dir
+    _start_run_files(run, values, config, manifest)
+    _log(config, xla.reason)
+    num_classes = len(manifest["class_names"])
+    with _dtype_policy(config, xla):
+        with strategy.scope():
+            model = _model_to_train(
+                config, num_classes, model_builder, run, values, init_source, inherited
+            )
+            _compile(model, config, xla, steps, num_classes)
+        distribute.patch_multi_worker_build(model, strategy, train_data.element_spec)
+        callbacks, best = _callbacks(config, run, is_chief, has_validation=val_data is not None)
+        history, seconds = _fit(
+            model,
+            config,
+            strategy,
+            run,
+            is_chief,
+            callbacks,
+            train_data,
+            val_data,
+            steps,
+            val_steps,
+        )
+    if is_chief:
+        _write_summary(config, run, best, history, seconds, steps, xla)
+        _log(
+            config,
+            f"run finished: {run_dir} (best epoch {best.best_epoch}, "
+            f"{best.monitor} {best.best:.4f})",
+        )
+    return run_dir
 
+
+# ---------------------------------------------------------------------------
+# The steps of `train`, in order
+# ---------------------------------------------------------------------------
+def _checked_config(config):
+    """`(config, init_source, inherited)`: `config` as a validated
+    `TrainConfig`, completed from its `--init-from` run's config
+    (`init_source`; the fields taken: `inherited`)."""
     if not isinstance(config, TrainConfig):
         config = TrainConfig.from_dict(dict(config))
     config.validate()
@@ -400,14 +448,27 @@ def train(config, model_builder=None):
             config, inherited = inherit_from_init_source(config, init_source)
     config = dataclasses.replace(config, model=config.model or DEFAULT_MODEL)
     config.validate()
-    # Everything a user can get wrong is checked before the run directory
-    # is created or written.
+    return config, init_source, inherited
+
+
+def _checked_data(config, model_builder):
+    """The prepared dataset's manifest, once the data (warnings for classes
+    without videos) and the model name are checked."""
+    from training import model_building
+
     manifest = video_data.load_manifest(config.data)
     for line in check_training_data(config, manifest):
-        warnings.warn(cliutil.DataWarning(line), stacklevel=2)
+        warnings.warn(cliutil.DataWarning(line), stacklevel=3)
     if model_builder is None:
         model_building.resolve_model_builder(config.model)
-    strategy = distribute.make_strategy(config.devices)
+    return manifest
+
+
+def _run_directory(config):
+    """`(run_dir, this process's RunDir, is_chief)`: the run directory,
+    created (a non-chief worker writes in its `workers/` folder)."""
+    from training import distribute
+
     task_type, task_index, is_chief = distribute.worker_role()
     run_dir = os.path.abspath(config.run_dir)
     if os.path.exists(run_dir) and not os.path.isdir(run_dir):
@@ -416,157 +477,221 @@ def train(config, model_builder=None):
         )
     chief_run = RunDir(run_dir, create=True)
     run = chief_run if is_chief else RunDir(chief_run.worker(task_type, task_index), create=True)
-    work_dir = str(run.path)
+    return run_dir, run, is_chief
 
-    num_classes = len(manifest["class_names"])
+
+def _seeded_datasets(config, manifest):
+    """`make_datasets`, after seeding (and, for deterministic runs,
+    TensorFlow's deterministic ops)."""
+    import keras
+    import tensorflow as tf
+
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    train_data, val_data, steps, val_steps = make_datasets(config, manifest, num_classes)
+    return make_datasets(config, manifest, len(manifest["class_names"]))
+
+
+def _run_settings(config, manifest, strategy, steps, inherited, model_builder):
+    """`(values, xla)`: what `config.json` records, and the XLA decision."""
+    import keras_classreg
+    from training import compilation, distribute
 
     values = resolved_config(config, manifest, strategy, steps)
     xla = compilation.resolve_xla(
-        config.xla, strategy, config.deterministic, distribute.num_workers(strategy)
+        config.xla,
+        strategy,
+        config.deterministic,
+        distribute.num_workers(strategy),
+        zoo_model=model_builder is None and config.model in keras_classreg.models.names(),
+        mixed_precision=config.mixed_precision,
     )
     values["xla_compiled"] = xla.enabled
+    values["onednn"] = onednn.onednn_enabled()
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
-    if run.has_config:
-        _check_resume(run, values)
-        if run.is_finished:
-            _log(config, f"{work_dir} is a finished run (final.keras exists); nothing to do.")
-            return run_dir
-    run.remove_partial_files()  # half-written by a killed earlier process
+    return values, xla
+
+
+def _finished_already(run, values, config):
+    """Checks that a resumed run is the same run (`_check_resume`); True
+    when it has finished already (nothing to do)."""
+    if not run.has_config:
+        return False
+    _check_resume(run, values)
+    if run.is_finished:
+        _log(config, f"{run.path} is a finished run (final.keras exists); nothing to do.")
+        return True
+    return False
+
+
+def _start_run_files(run, values, config, manifest):
+    """Removes what a killed earlier process half-wrote, then writes
+    `config.json` and `clip_format.json`."""
+    run.remove_partial_files()
     run.write_config(values)
     run.write_clip_format(clip_format_of(config, manifest))
 
-    previous_policy = keras.config.dtype_policy()
-    _log(config, xla.reason or "training and validation steps compiled with XLA")
+
+@contextlib.contextmanager
+def _dtype_policy(config, xla):
+    """Keras's dtype policy for the run (`mixed_float16` with
+    `--mixed-precision`), restored afterwards."""
+    import keras
+    import tensorflow as tf
+
     if config.mixed_precision and not tf.config.list_logical_devices("GPU") and not xla.enabled:
         warnings.warn(
             "--mixed-precision without a GPU and without XLA: TensorFlow has no "
             "float16 CPU kernels for some 3D ops (e.g. MaxPool3D); train with "
             "XLA on (the default, one replica) or in float32 on CPU.",
-            stacklevel=2,
+            stacklevel=4,
         )
+    previous_policy = keras.config.dtype_policy()
     if config.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
-        with strategy.scope():
-            model = model_of(config, num_classes, model_builder)
-            if config.init_from:
-                _, source_path = RunDir.for_model(config.init_from)
-                source = load_model(source_path)
-                # a classifier of other classes is no start, even of the same size
-                source_classes = init_source.get("class_names")
-                skip = (
-                    (model.layers[-1].name,)
-                    if (
-                        source_classes is not None and list(source_classes) != values["class_names"]
-                    )
-                    else ()
-                )
-                report = model_building.transfer_weights(source, model, skip=skip)
-                del source
-                values["init_from_report"] = report
-                run.write_config(values)
-                _log(
-                    config,
-                    (
-                        f"init-from {source_path}: {len(report['transferred'])} layers "
-                        f"transferred, {len(report['new'])} new "
-                        f"({', '.join(report['new']) or '-'}), "
-                        f"{len(report['mismatched'])} shape-mismatched "
-                        f"({', '.join(report['mismatched']) or '-'})"
-                        + (
-                            f"; from its config: {', '.join(sorted(inherited))}"
-                            if inherited
-                            else ""
-                        )
-                    ),
-                )
-                _note_clip_format(config, init_source)
-            frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
-            if frozen:
-                values["frozen_layers"] = len(frozen)
-                run.write_config(values)
-                _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
-            if config.augment_on == "device":
-                mean, std = _normalisation(config)
-                model = device_augmentation.DeviceAugmentedModel(
-                    model, keras_classreg.ClipAugmentation(config.crop_size, mean, std)
-                )
-            compilation.compile_model(
-                model,
-                xla.enabled,
-                optimizer=optimization.make_optimizer(config, steps),
-                loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
-                metrics=[
-                    keras.metrics.CategoricalAccuracy(name="top1"),
-                    keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
-                ],
-            )
-        distribute.patch_multi_worker_build(model, strategy, train_data.element_spec)
-        history_path = os.path.join(work_dir, "history.csv")
-        best = run_callbacks.BestModel(
-            os.path.join(work_dir, "best.keras"),
-            monitor="val_top1" if val_data is not None else "top1",
-            history_path=history_path,
-        )
-        callbacks = [
-            keras.callbacks.BackupAndRestore(
-                os.path.join(work_dir, "backup"), double_checkpoint=True
-            )
-        ]
-        if is_chief:
-            callbacks += [
-                run_callbacks.HistoryCSV(history_path),
-                best,
-                run_callbacks.EpochCheckpoints(
-                    os.path.join(work_dir, "checkpoints"), keep=config.keep_checkpoints
-                ),
-                keras.callbacks.TensorBoard(
-                    os.path.join(work_dir, "tensorboard"), write_graph=False
-                ),
-            ]
-        started = time.perf_counter()
-        history = model.fit(
-            train_data,
-            epochs=config.epochs,
-            steps_per_epoch=steps,
-            validation_data=val_data,
-            validation_steps=val_steps,
-            callbacks=callbacks,
-            shuffle=False,  # the dataset shuffles itself
-            verbose=config.verbose if is_chief else 0,
-        )
-        run_callbacks.save_model_atomically(model, run.file("final.keras"))
-        distribute.barrier(strategy)  # every worker has saved before any exits
+        yield
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
+
+def _model_to_train(config, num_classes, model_builder, run, values, init_source, inherited):
+    """The model (built inside the strategy's scope): started from
+    `--init-from`'s weights, frozen as asked, wrapped for on-device
+    augmentation."""
+    import keras_classreg
+    from training import device_augmentation
+
+    model = model_of(config, num_classes, model_builder)
+    if config.init_from:
+        _start_from(model, config, run, values, init_source, inherited)
+    frozen = freeze_layers(model, config.freeze_backbone, config.freeze_until)
+    if frozen:
+        values["frozen_layers"] = len(frozen)
+        run.write_config(values)
+        _log(config, f"frozen: {len(frozen)} layers ({frozen[0]} ... {frozen[-1]})")
+    if config.augment_on == "device":
+        mean, std = _normalisation(config)
+        model = device_augmentation.DeviceAugmentedModel(
+            model, keras_classreg.ClipAugmentation(config.crop_size, mean, std)
+        )
+    return model
+
+
+def _start_from(model, config, run, values, init_source, inherited):
+    """Copies `--init-from`'s weights into `model` by layer name (not the
+    classifier of other classes, even of the same size); records the
+    report in `config.json` and logs it."""
+    from training import model_building
+
+    _, source_path = RunDir.for_model(config.init_from)
+    source = load_model(source_path)
+    source_classes = init_source.get("class_names")
+    other_classes = source_classes is not None and list(source_classes) != values["class_names"]
+    skip = (model.layers[-1].name,) if other_classes else ()
+    report = model_building.transfer_weights(source, model, skip=skip)
+    del source
+    values["init_from_report"] = report
+    run.write_config(values)
+    _log(
+        config,
+        f"init-from {source_path}: {len(report['transferred'])} layers "
+        f"transferred, {len(report['new'])} new "
+        f"({', '.join(report['new']) or '-'}), "
+        f"{len(report['mismatched'])} shape-mismatched "
+        f"({', '.join(report['mismatched']) or '-'})"
+        + (f"; from its config: {', '.join(sorted(inherited))}" if inherited else ""),
+    )
+    _note_clip_format(config, init_source)
+
+
+def _compile(model, config, xla, steps, num_classes):
+    """Compiles with the optimizer, loss and top-1/top-5 metrics of
+    `config`, with or without XLA."""
+    import keras
+
+    from training import compilation, optimization
+
+    compilation.compile_model(
+        model,
+        xla.enabled,
+        optimizer=optimization.make_optimizer(config, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=[
+            keras.metrics.CategoricalAccuracy(name="top1"),
+            keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        ],
+    )
+
+
+def _callbacks(config, run, is_chief, has_validation):
+    """`(callbacks, best)`: resume from `backup/` on every worker; on the
+    chief also history.csv, best.keras (`best`), checkpoints/ and
+    tensorboard/."""
+    import keras
+
+    from training import callbacks as run_callbacks
+
+    history_path = str(run.file("history.csv"))
+    best = run_callbacks.BestModel(
+        str(run.file("best.keras")),
+        monitor="val_top1" if has_validation else "top1",
+        history_path=history_path,
+    )
+    callbacks = [keras.callbacks.BackupAndRestore(str(run.file("backup")), double_checkpoint=True)]
     if is_chief:
-        last = {k: float(v[-1]) for k, v in history.history.items() if v}
-        seconds = time.perf_counter() - started
-        run.write_summary(
-            {
-                "best_epoch": best.best_epoch,
-                "best_" + best.monitor: best.best,
-                "last_epoch_metrics": last,
-                "epochs_run_in_this_process": len(history.epoch),
-                "seconds_in_this_process": round(seconds, 1),
-                # fit's wall time per training step, validation and checkpoints
-                # included
-                "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
-                "xla_compiled": xla.enabled,
-            }
-        )
-        _log(
-            config,
-            f"run finished: {run_dir} (best epoch {best.best_epoch}, "
-            f"{best.monitor} {best.best:.4f})",
-        )
-    return run_dir
+        callbacks += [
+            run_callbacks.HistoryCSV(history_path),
+            best,
+            run_callbacks.EpochCheckpoints(
+                str(run.file("checkpoints")), keep=config.keep_checkpoints
+            ),
+            keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False),
+        ]
+    return callbacks, best
+
+
+def _fit(model, config, strategy, run, is_chief, callbacks, train_data, val_data, steps, val_steps):
+    """`(history, seconds)`: `model.fit`, then `final.keras`, once every
+    worker has saved."""
+    from training import callbacks as run_callbacks
+    from training import distribute
+
+    started = time.perf_counter()
+    history = model.fit(
+        train_data,
+        epochs=config.epochs,
+        steps_per_epoch=steps,
+        validation_data=val_data,
+        validation_steps=val_steps,
+        callbacks=callbacks,
+        shuffle=False,  # the dataset shuffles itself
+        verbose=config.verbose if is_chief else 0,
+    )
+    run_callbacks.save_model_atomically(model, run.file("final.keras"))
+    distribute.barrier(strategy)  # every worker has saved before any exits
+    return history, time.perf_counter() - started
+
+
+def _write_summary(config, run, best, history, seconds, steps, xla):
+    """`summary.json`: the best epoch, the last epoch's metrics, and this
+    process's time."""
+    last = {k: float(v[-1]) for k, v in history.history.items() if v}
+    run.write_summary(
+        {
+            "best_epoch": best.best_epoch,
+            "best_" + best.monitor: best.best,
+            "last_epoch_metrics": last,
+            "epochs_run_in_this_process": len(history.epoch),
+            "seconds_in_this_process": round(seconds, 1),
+            # fit's wall time per training step, validation and checkpoints
+            # included
+            "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
+            "xla_compiled": xla.enabled,
+            "onednn": onednn.onednn_enabled(),
+        }
+    )
 
 
 def _note_clip_format(config, source):
@@ -621,6 +746,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        # before anything imports TensorFlow, which reads it once
+        _log(config, onednn.prefer_onednn(config.deterministic))
         video_data.load_manifest(config.data)  # a wrong --data fails at once
     except (ValueError, OSError) as error:
         return cliutil.fail(error)

@@ -17,6 +17,8 @@ Example:
 (1, 4, 32, 32)
 """
 
+# The built-in methods register themselves (in `registry`) on import.
+from keras_classreg.explanations import methods  # noqa: F401 (imported to register)
 from keras_classreg.explanations.core import (
     FOCUS_THRESHOLD,
     Explanation,

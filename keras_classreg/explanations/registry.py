@@ -6,7 +6,8 @@ for the class each clip is explained for. `keras_classreg.explanations`
 applies it at every block, zooms and normalises the volumes, and the
 command lines (`python -m training.explain --method`) and the export's
 `explain` signatures take their choices from here: adding a method is one
-decorated function in one new module, nothing else edited.
+decorated function in one module imported before use (the built-ins,
+`methods.py`, are imported by the package), nothing else edited.
 
 Example:
 
@@ -17,10 +18,12 @@ Example:
 ...     return keras.ops.max(keras.ops.cast(activations, "float32"), axis=-1)
 >>> "channel_max" in names()
 True
->>> _ = _METHODS.pop("channel_max")  # (keep the doctest side-effect free)
+>>> _ = _METHODS.remove("channel_max")  # (keep the doctest side-effect free)
 """
 
 import dataclasses
+
+from cliutil.registry import Registry
 
 DEFAULT_METHOD = "class_evidence"
 
@@ -36,7 +39,7 @@ class ExplanationMethod:
     block_map: object
 
 
-_METHODS = {}
+_METHODS = Registry("explanation method")
 
 
 def register(name, description):
@@ -47,35 +50,16 @@ def register(name, description):
             "Invalid value for argument `name`. Expected an identifier such "
             f"as 'class_evidence'. Received: name={name!r}"
         )
-
-    def decorator(block_map):
-        if name in _METHODS:
-            raise ValueError(
-                f"Explanation method {name!r} is already registered "
-                f"(by {_METHODS[name].block_map!r})."
-            )
-        _METHODS[name] = ExplanationMethod(name, description, block_map)
-        return block_map
-
-    return decorator
+    return _METHODS.register(
+        name, lambda block_map: ExplanationMethod(name, description, block_map)
+    )
 
 
 def names():
     """The registered method names, sorted."""
-    _load_builtin()
-    return sorted(_METHODS)
+    return _METHODS.names()
 
 
 def get(name):
     """The `ExplanationMethod` registered as `name` (a clear error if none)."""
-    _load_builtin()
-    if name not in _METHODS:
-        raise ValueError(
-            f"Unknown explanation method {name!r}. Expected one of: {', '.join(sorted(_METHODS))}."
-        )
-    return _METHODS[name]
-
-
-def _load_builtin():
-    # The built-in methods register themselves on import.
-    from keras_classreg.explanations import methods  # noqa: F401
+    return _METHODS.get(name)

@@ -8,12 +8,6 @@ from keras_classreg.layers.class_regularization_base import (
     ClassRegularizationBase,
 )
 
-# Imported before `ClassRegularization` is registered (see the end of that
-# module): it registers the legacy folded form under the same name.
-from keras_classreg.layers.folded_class_regularization import (
-    LegacyFoldedClassRegularization,
-)
-
 __all__ = ["ClassRegularization", "NORMALIZATION_RANGES"]
 
 
@@ -112,33 +106,6 @@ class ClassRegularization(ClassRegularizationBase):
         self.stop_classifier_gradient = bool(stop_classifier_gradient)
         self.projection_initializer = keras.initializers.get(projection_initializer)
         super().__init__(affection_rate, classifier, normalization_range, **kwargs)
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        # `.keras` files written before the folded form became its own layer
-        # store it as ClassRegularization(folded_classes=K).
-        folded_classes = config.pop("folded_classes", None)
-        if folded_classes is not None:
-            return LegacyFoldedClassRegularization.from_config(
-                {
-                    "num_classes": folded_classes,
-                    **{
-                        k: v
-                        for k, v in config.items()
-                        if k
-                        in (
-                            "name",
-                            "trainable",
-                            "dtype",
-                            "affection_rate",
-                            "normalization_range",
-                            "classifier",
-                        )
-                    },
-                }
-            )
-        return cls(**config)
 
     # ------------------------------------------------------------------
     def attach(self, classifier):

@@ -96,34 +96,3 @@ class FoldedClassRegularization(ClassRegularizationBase):
         config = super().get_config()
         config["num_classes"] = self.num_classes
         return config
-
-
-class LegacyFoldedClassRegularization(FoldedClassRegularization):
-    """A folded block read from a `.keras` file written before version 0.2.
-
-    Those files stored the folded block as `ClassRegularization` with a
-    `folded_classes` argument, and Keras finds a layer's weights in a
-    `.keras` file under its class name (`class_regularization`,
-    `class_regularization_1`, ...). This class keeps that name, so the
-    weights are found, and saves itself in the same form, so such a model
-    round-trips; `fold_class_regularization` and new files use
-    `FoldedClassRegularization`. `ClassRegularization.from_config` creates it.
-    """
-
-    def get_config(self):
-        config = super().get_config()
-        config["folded_classes"] = config.pop("num_classes")
-        return config
-
-
-# The class name is what Keras files key the weights by (see the docstring).
-LegacyFoldedClassRegularization.__name__ = "ClassRegularization"
-LegacyFoldedClassRegularization.__qualname__ = "ClassRegularization"
-# Serialized under ClassRegularization's registered name, whose `from_config`
-# reads `folded_classes` back into this class. `class_regularization.py`
-# imports this module before it registers `ClassRegularization`, so that
-# name still loads `ClassRegularization` (registering a name again replaces
-# the class it loads, and keeps this class's name).
-keras.saving.register_keras_serializable(package="keras_classreg", name="ClassRegularization")(
-    LegacyFoldedClassRegularization
-)

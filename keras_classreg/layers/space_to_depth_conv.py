@@ -2,12 +2,12 @@
 
 On CPUs the gradients of a strided 3D convolution can be tens of times
 slower than the convolution itself, in TensorFlow's kernels and in XLA's
-alike, depending on the shape (measured on a 2-core AMD EPYC with
-`benchmarks/layer_cliffs.py`, batch 2 of 8x112x112 clips): TensorFlow's
-`Conv3DBackpropFilterV2` takes 118 s for I3D's 7x7x7 stride-2 stem (XLA:
-1.3 s), and XLA's input gradient of a 3x3x3 stride-2 convolution runs as a
-plain loop (0.8 s for 2x4x28x28x64 -> 128 channels, against 45 ms for the
-same numbers computed as below).
+alike, depending on the shape: TensorFlow's `Conv3DBackpropFilterV2` for
+I3D's 7x7x7 stride-2 stem, and XLA's input gradient of a 3x3x3 stride-2
+convolution, which XLA runs as a plain loop. `python -m
+benchmarks.layer_cliffs --plain-conv3d --docs docs/benchmarks/layer_cliffs.md`
+measures every zoo layer as a plain `Conv3D` (the cliffs), and without
+`--plain-conv3d` as this layer.
 
 A strided convolution equals a stride-1 convolution on a *space-to-depth*
 rearrangement of its (padded) input: with stride `s` and kernel size `k`
@@ -20,8 +20,9 @@ the ordinary convolution (the fastest forward in both). Along an axis with
 kernel size 1 the rearrangement is a strided slice; kernel taps that only
 ever see padding (e.g. a 3-tap temporal kernel on a 1-frame input) are
 dropped first. Under XLA the forward pass drops them too: XLA's CPU code
-takes 1.0 s for a 3x3x3 convolution of 512 channels on a 1x4x4 input,
-27 ms for the same numbers with only the middle temporal tap.
+computes the dropped taps' products anyway, and a 3-tap temporal kernel on
+a 1-frame input then costs three times the arithmetic and far more time
+(the `layer_cliffs` rows of the deepest stages).
 
 Weights, config and outputs are those of `keras.layers.Conv3D` (the layer is
 a subclass; `get_weights()` of one loads into the other); stride-1 layers,
@@ -209,17 +210,17 @@ def space_to_depth_convolution(x, kernel, strides, padding, groups=1, matmul=Fal
 
 # Under XLA, convolutions with at most this many output positions per clip
 # (forward pass and gradients) go through a matrix product of patches: XLA's
-# CPU code for them is slow on small spatial sizes (measured,
-# batch 8: 512 channels on 1x4x4 -> 1x2x2, 946 ms vs 22 ms; 64 channels on
-# 6x18x18 -> 4x16x16, 565 ms vs 254 ms; 4x28x28 at batch 2 no longer gains).
+# CPU code for them is slow on small spatial sizes (the last stages of the
+# zoo's models), and the product wins there; from about 4x28x28 outputs on
+# it no longer does (`benchmarks.layer_cliffs` rows with and without it).
 MATMUL_GRADIENT_MAX_OUTPUTS = 1024
 
 
 # Under XLA, strided convolutions of at most this many input channels (the
-# stems, on RGB clips) also run their forward pass through space-to-depth
-# (measured, batch 2 of 8x112x112: ResNet stem 852 -> 523 ms, I3D stem
-# 640 -> 233 ms; a 64-channel 3x3x3 stride-2 convolution would lose, 16 ->
-# 72 ms).
+# stems, on RGB clips) also run their forward pass through space-to-depth:
+# the rearranged convolution sees `stride` times more channels, which XLA's
+# CPU code uses far better than 3; with 64 input channels the rearrangement
+# costs more than it saves (`benchmarks.layer_cliffs`, the stems' rows).
 FEW_CHANNELS = 4
 
 
@@ -296,9 +297,7 @@ class SpaceToDepthConv3D(keras.layers.Conv3D):
                 return space_to_depth_convolution(x, w, strides, padding, groups)
         elif matmul:
             # XLA's CPU code is slow on small outputs in the forward pass
-            # too: 4x1x2x2x512 -> 512 channels, 3x3x3, 114 ms vs 14 ms in
-            # TensorFlow's kernels (benchmarks/layer_cliffs.py, 2-core AMD
-            # EPYC under load)
+            # too (the deepest stages' rows of benchmarks.layer_cliffs)
             def forward(x, w):
                 return space_to_depth_convolution(x, w, strides, padding, groups, matmul=True)
         elif pruned:

@@ -6,9 +6,9 @@ True
 >>> model = models.get("resnet18_3d", num_classes=3, input_shape=(4, 32, 32, 3))
 """
 
-import functools
-
+# The builder modules register their names on import.
 from keras_classreg.models.i3d import I3D_AFFECTION_RATES, i3d
+from keras_classreg.models.registry import MODELS
 from keras_classreg.models.resnet3d import (
     RESNET_AFFECTION_RATES,
     resnet3d,
@@ -16,20 +16,10 @@ from keras_classreg.models.resnet3d import (
     wide_resnet50_3d,
 )
 
-_REGISTRY = {
-    **{
-        f"resnet{depth}_3d": functools.partial(resnet3d, depth)
-        for depth in (18, 34, 50, 101, 152, 200)
-    },
-    "wide_resnet50_3d": wide_resnet50_3d,
-    "resnext101_3d": resnext101_3d,
-    "i3d": i3d,
-}
-
 
 def names():
     """The registered model names, e.g. `resnet50_3d`, `i3d`."""
-    return sorted(_REGISTRY)
+    return MODELS.names()
 
 
 def builder(name):
@@ -40,9 +30,7 @@ def builder(name):
     >>> "widen_factor" in inspect.signature(builder("resnet18_3d")).parameters
     True
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown model name {name!r}. Expected one of: {', '.join(names())}.")
-    return _REGISTRY[name]
+    return MODELS.get(name)
 
 
 def get(name, **kwargs):

@@ -21,6 +21,7 @@ from keras_classreg.models._common import (
     resolve_affection_rates,
     use_synchronized_bn,
 )
+from keras_classreg.models.registry import MODELS
 
 I3D_AFFECTION_RATES = (0.2, 0.3, 0.4)
 
@@ -60,6 +61,7 @@ def _inception(x, name, filters, sync, eps):
     return keras.layers.Concatenate(name=name)([branch0, branch1, branch2, branch3])
 
 
+@MODELS.register("i3d")
 def i3d(
     num_classes=400,
     input_shape=(16, 224, 224, 3),

@@ -17,6 +17,8 @@ pads a stride-2 layer one more at the end), `batchnorm_epsilon=1e-5`
 `stem_pool=False` (`--no_max_pool`), `stem_filters` and `widen_factor`.
 """
 
+import functools
+
 import keras
 
 from keras_classreg.layers.zero_padding_shortcut import ZeroPaddingShortcut
@@ -32,6 +34,7 @@ from keras_classreg.models._common import (
     symmetric_pad,
     use_synchronized_bn,
 )
+from keras_classreg.models.registry import MODELS
 
 RESNET_AFFECTION_RATES = (0.1, 0.2, 0.3, 0.4)
 SHORTCUTS = ("A", "B")
@@ -299,6 +302,7 @@ def resnet3d(
     )
 
 
+@MODELS.register("wide_resnet50_3d")
 def wide_resnet50_3d(
     num_classes=400,
     input_shape=(16, 112, 112, 3),
@@ -329,6 +333,7 @@ def wide_resnet50_3d(
     )
 
 
+@MODELS.register("resnext101_3d")
 def resnext101_3d(
     num_classes=400,
     input_shape=(16, 112, 112, 3),
@@ -370,3 +375,7 @@ def resnext101_3d(
         block_kwargs={"expansion": 2, "cardinality": cardinality},
         **kwargs,
     )
+
+
+for _depth in (18, 34, 50, 101, 152, 200):
+    MODELS.add(f"resnet{_depth}_3d", functools.partial(resnet3d, _depth))

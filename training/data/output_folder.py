@@ -2,11 +2,11 @@
 filesystem TensorFlow has (`gs://…`, `ram://…`).
 
 Every file `prepare` writes appears whole or not at all: it is written
-under a temporary name beside it, `.partial-<random>-<name>` (the
-`.partial-` scheme of `clipspec.rundir.partial_path`; random rather than
-the process id, so that two attempts at one shard on two machines never
-write the same file), and renamed into place. On a local disk the rename
-is atomic; on an object store (`gs://`) it is a copy, and an object becomes
+under a temporary name beside it (`cliutil.partial_path`:
+`.partial-<random>-<name>`, random so that two attempts at one shard, on
+one machine or two, never write the same file) and renamed into place
+(`cliutil.atomic_path` over `tf.io.gfile`). On a local disk the rename is
+atomic; on an object store (`gs://`) it is a copy, and an object becomes
 visible only once fully written.
 
 Example:
@@ -18,20 +18,11 @@ Example:
 
 import json
 import os
-import uuid
 
 import tensorflow as tf
 
 import cliutil
-from clipspec.rundir import PARTIAL_PREFIX
 from training.data.manifest import join
-
-
-def partial_name(path):
-    """A fresh temporary name beside `path`: `.partial-<random>-<name>`."""
-    folder, _, name = os.fspath(path).rpartition("/")
-    partial = f"{PARTIAL_PREFIX}{uuid.uuid4().hex[:12]}-{name}"
-    return f"{folder}/{partial}" if folder else partial
 
 
 def _why(error):
@@ -62,7 +53,7 @@ def ensure_writable(folder):
         ) from None
     if not tf.io.gfile.isdir(folder):
         raise in_the_way
-    probe = partial_name(join(folder, "prepare-write-check"))
+    probe = cliutil.partial_path(join(folder, "prepare-write-check"))
     try:
         with tf.io.gfile.GFile(probe, "w") as handle:
             handle.write("")
@@ -94,18 +85,24 @@ def remove(path):
     tf.io.gfile.remove(os.fspath(path))
 
 
+def rename(partial, path):
+    """`partial` renamed to `path` (replacing it) on any filesystem."""
+    tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+def remove_if_there(path):
+    if tf.io.gfile.exists(path):
+        tf.io.gfile.remove(path)
+
+
 def write_text(path, text):
-    """Writes `text` to `path` whole: a temporary name, then a rename."""
-    path = os.fspath(path)
-    partial = partial_name(path)
-    try:
-        with tf.io.gfile.GFile(partial, "w") as handle:
-            handle.write(text)
-        tf.io.gfile.rename(partial, path, overwrite=True)
-    except BaseException:
-        if tf.io.gfile.exists(partial):
-            tf.io.gfile.remove(partial)
-        raise
+    """Writes `text` to `path` whole (`cliutil.atomic_path` on
+    `tf.io.gfile`)."""
+    with (
+        cliutil.atomic_path(os.fspath(path), rename=rename, remove=remove_if_there) as partial,
+        tf.io.gfile.GFile(partial, "w") as handle,
+    ):
+        handle.write(text)
 
 
 def write_json(path, value):

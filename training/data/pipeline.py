@@ -61,11 +61,10 @@ import tensorflow as tf
 
 from clipspec import views as clip_views
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, SHORT_VIDEO_MODES
+from training.config import AUGMENT_ON, AUGMENTATIONS
 from training.data import shard_format, transforms
 from training.data.manifest import load_manifest, shard_paths
 
-AUGMENTATIONS = ("scale_jitter", "random_resized_crop", "center")
-AUGMENT_ON = ("host", "device")
 DEFAULT_TEST_CLIPS = 10
 DEFAULT_SHUFFLE_BUFFER = 128
 
@@ -323,10 +322,10 @@ def _canvas_side(manifest, table):
 def _normaliser(mean, std):
     """`(pixels, mirror=False) -> (x / 255 - mean) / std`, flipped if `mirror`.
 
-    XLA-compiled: fusing the cast, flip, scale and offset into one pass over
-    the clip makes it ~5x cheaper than separate TensorFlow ops (measured:
-    0.5 vs 3 ms for a 16x112x112x3 clip on one core), which doubles the
-    pipeline's clips/s.
+    XLA-compiled: the cast, flip, scale and offset fused into one pass over
+    the clip, instead of four TensorFlow ops that each read and write the
+    whole clip (`python -m benchmarks.input_pipeline` measures the
+    pipeline's clips/s; docs/benchmarks/input_pipeline.md).
     """
     scale = tf.constant([1.0 / (255.0 * s) for s in std], tf.float32)
     offset = tf.constant([m / s for m, s in zip(mean, std)], tf.float32)
@@ -345,10 +344,11 @@ def _decode(jpegs, length=None):
     """Decodes a vector of JPEGs to uint8 `[N, h, w, 3]`; with a static
     `length` the loop is unrolled.
 
-    Whole frames are decoded: `tf.io.decode_and_crop_jpeg` was measured
-    slower (2.4 vs 1.7 ms for 16 frames of 128x170 on one core) than a full
-    decode followed by a slice, since the entropy decoding is done in full
-    either way.
+    Whole frames are decoded, then sliced: `tf.io.decode_and_crop_jpeg`
+    saves no work, since JPEG's entropy decoding runs over the whole frame
+    either way, and it was slower than a full decode and a slice on this
+    pipeline's frame sizes (`benchmarks.input_pipeline` measures the
+    pipeline as it is).
     """
     decode = lambda j: tf.io.decode_jpeg(j, channels=3)  # noqa: E731
     if length is not None:

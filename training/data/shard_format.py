@@ -60,6 +60,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
+import cliutil
 from training.data import output_folder
 
 LAYOUT_VERSION = 3
@@ -123,7 +124,7 @@ class ShardWriter:
     """Writes one shard: its frames file, then its index.
 
     Both files are written under temporary names
-    (`output_folder.partial_name`) and renamed when `close()`
+    (`cliutil.partial_path`) and renamed when `close()`
     (or the end of a `with` block without error) finishes them; an error
     inside the block removes them.
 
@@ -134,8 +135,8 @@ class ShardWriter:
 
     def __init__(self, prefix):
         self.prefix = os.fspath(prefix)
-        self._frames_tmp = output_folder.partial_name(frames_path(self.prefix))
-        self._index_tmp = output_folder.partial_name(index_path(self.prefix))
+        self._frames_tmp = cliutil.partial_path(frames_path(self.prefix))
+        self._index_tmp = cliutil.partial_path(index_path(self.prefix))
         self._writer = tf.io.TFRecordWriter(self._frames_tmp)
         self._columns = {name: [] for name in VIDEO_COLUMNS + ("fps", "path")}
         self._offsets = []
@@ -179,8 +180,8 @@ class ShardWriter:
         except OSError:
             self.abort()
             raise
-        tf.io.gfile.rename(self._frames_tmp, frames_path(self.prefix), overwrite=True)
-        tf.io.gfile.rename(self._index_tmp, index_path(self.prefix), overwrite=True)
+        output_folder.rename(self._frames_tmp, frames_path(self.prefix))
+        output_folder.rename(self._index_tmp, index_path(self.prefix))
         return {"frames_bytes": size, "index_bytes": index_size}
 
     def abort(self):

@@ -71,7 +71,6 @@ import typing
 
 import cliutil
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
-from clipspec.rundir import PARTIAL_PREFIX
 from training.data import output_folder, shard_format
 from training.data.manifest import MANIFEST_NAME, join
 
@@ -254,7 +253,7 @@ def finished(out_dir, shard):
 # A shard's files (`<shard>.frames.tfrecord`, `<shard>.index.tfrecord`,
 # `<shard>.json`), with their temporary names.
 _SHARD_FILE = re.compile(
-    rf"^(?P<partial>{re.escape(PARTIAL_PREFIX)}[0-9a-f]+-)?"
+    rf"^(?P<partial>{re.escape(cliutil.PARTIAL_PREFIX)}[0-9a-f]+-)?"
     r"(?P<shard>.+-\d{5}-of-\d{5})"
     r"(\.frames\.tfrecord|\.index\.tfrecord|\.json)$"
 )

@@ -11,7 +11,6 @@ Modules by job:
   signature builders;
 - `versions`: `export_version` → `EXPORT_BASE/NAME/VERSION/`, atomically;
 - `warmup`: TF Serving warm-up requests, `clip_example` for `classify`;
-- `class_names`: reading a class-names file;
 - `from_run`: `export_run` for a run directory / `.keras` / `.weights.h5`;
 - `python -m training.export`: the command line.
 
@@ -29,15 +28,15 @@ True
 
 import typing
 
+from clipspec.signatures import DEFAULT_TOP_K
 from cliutil.lazy import lazy_exports
 
 # Imported on first use, so that `python -m training.export --help` answers
 # without loading TensorFlow; named here for tools and readers.
 if typing.TYPE_CHECKING:
     from training.export.__main__ import main
-    from training.export.class_names import read_class_names
     from training.export.from_run import export_run, load_for_export
-    from training.export.saved_model import DEFAULT_TOP_K, export_model
+    from training.export.saved_model import export_model
     from training.export.signatures import (
         SIGNATURE_BUILDERS,
         ExportContext,
@@ -50,10 +49,8 @@ if typing.TYPE_CHECKING:
     from training.export.warmup import clip_example, write_warmup_requests
 
 _LAZY = {
-    "read_class_names": "training.export.class_names",
     "export_run": "training.export.from_run",
     "load_for_export": "training.export.from_run",
-    "DEFAULT_TOP_K": "training.export.saved_model",
     "export_model": "training.export.saved_model",
     "SIGNATURE_BUILDERS": "training.export.signatures",
     "ExportContext": "training.export.signatures",
@@ -83,7 +80,6 @@ __all__ = [
     "main",
     "next_version",
     "prediction_signatures",
-    "read_class_names",
     "write_warmup_requests",
 ]
 

@@ -3,8 +3,7 @@
 import sys
 
 import cliutil
-
-DEFAULT_TOP_K = 5
+from clipspec.signatures import DEFAULT_TOP_K
 
 
 def build_parser():
@@ -46,9 +45,9 @@ def build_parser():
     parser.add_argument(
         "--class-names",
         default=None,
-        metavar="FILE",
-        help="Class names file, one per line in class-index "
-        "order (or a JSON list); overrides the run's.",
+        metavar="FILE|A,B,...",
+        help="Class names in class-index order: a file (one per line, or a "
+        "JSON list) or names separated by commas; overrides the run's.",
     )
     parser.add_argument(
         "--export-base",

@@ -5,16 +5,18 @@ import os
 import pathlib
 
 from clipspec.format import ClipFormat, check_class_names
-from clipspec.rundir import RunDir, RunDirError, load_model
-from training.export.class_names import read_class_names
+from clipspec.rundir import RunDir, RunDirError, clip_format_of_model, load_model
+from training.class_names import read_class_names
 from training.export.versions import export_version
 
 
 def resolve_clip_format(run, model, class_names_path=None, clip_format_path=None):
     """The clip format to export `model` with: `clip_format_path` (a
-    `clip_format.json` or a run's `config.json`), else the run's, else the
-    model's input shape with the defaults; `class_names_path` overrides the
-    class names. Errors name the file that is missing or wrong."""
+    `clip_format.json` or a run's `config.json`), else
+    `clipspec.rundir.clip_format_of_model` (the run's, else the model's clip
+    shape with the defaults); `class_names_path` (a `--class-names` value)
+    overrides the class names. Errors name the file that is missing or
+    wrong."""
     if clip_format_path is not None:
         path = pathlib.Path(clip_format_path)
         source = RunDir(path.parent) if path.name == "config.json" else None
@@ -25,19 +27,16 @@ def resolve_clip_format(run, model, class_names_path=None, clip_format_path=None
                 clip_format = ClipFormat.from_json(path.read_text(encoding="utf-8"), str(path))
             except OSError as error:
                 raise ValueError(f"{path}: cannot read it ({error.strerror}).") from None
-    elif run is not None and run.has_config:
-        clip_format = run.clip_format_for(model)
     else:
-        length, size = (int(d) for d in model.inputs[0].shape[1:3])
-        clip_format = ClipFormat(clip_length=length, crop_size=size)
+        clip_format = clip_format_of_model(model, run)
     if class_names_path is not None:
         clip_format = clip_format.replace(class_names=read_class_names(class_names_path))
     num_classes = int(model.outputs[0].shape[-1])
     if not clip_format.class_names:
         raise ValueError(
             "No class names: the model is not inside a training run directory "
-            "(no config.json beside it or above it); pass --class-names FILE "
-            "(one name per line) or --clip-format FILE."
+            "(no config.json beside it or above it); pass --class-names (a file "
+            "with one name per line, or names separated by commas) or --clip-format FILE."
         )
     check_class_names(
         clip_format.class_names, num_classes, source=class_names_path or "the run's class_names"

@@ -28,14 +28,12 @@ from training.export.signatures import (
 )
 from training.export.warmup import write_warmup_requests
 
-DEFAULT_TOP_K = 5
-
 
 def export_model(
     model,
     export_dir,
     clip_format,
-    top_k=DEFAULT_TOP_K,
+    top_k=names.DEFAULT_TOP_K,
     signature_builders=None,
     warmup=True,
     fold=True,

@@ -2,17 +2,16 @@
 
 import os
 import re
-import shutil
-import tempfile
 
+import cliutil
 from training.export.saved_model import export_model
 
 
 def export_version(model, export_base, name, clip_format, version=None, **kwargs):
     """Exports to `export_base/name/version/`, atomically.
 
-    The SavedModel is written to a hidden sibling folder and renamed into
-    place, so a server watching `export_base/name` never sees a half-written
+    The SavedModel is written to a hidden sibling folder (`.partial-*`)
+    and renamed into place, so a server watching `export_base/name` never sees a half-written
     version.
 
     Args:
@@ -49,12 +48,10 @@ def export_version(model, export_base, name, clip_format, version=None, **kwargs
             "versions are immutable (TF Serving may be serving it). Pick "
             "another --version or leave it out for the next free number."
         )
-    scratch = tempfile.mkdtemp(prefix=f".{version}.partial-", dir=base)
-    try:
-        export_model(model, os.path.join(scratch, "saved_model"), clip_format, **kwargs)
-        os.rename(os.path.join(scratch, "saved_model"), target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    # a hidden `.partial-*` folder (cliutil.atomic); os.rename refuses to
+    # replace a (non-empty) version folder that appeared meanwhile
+    with cliutil.atomic_path(target, rename=os.rename) as scratch:
+        export_model(model, scratch, clip_format, **kwargs)
     return target
 
 

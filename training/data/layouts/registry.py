@@ -17,6 +17,8 @@ Example:
 
 import dataclasses
 
+from cliutil.registry import Registry
+
 ANNOTATION_KINDS = ("none", "one", "many")
 
 
@@ -61,7 +63,7 @@ class Layout:
     loader: object
 
 
-_LAYOUTS = {}
+_LAYOUTS = Registry("dataset layout")
 
 
 def register_layout(name, description, annotations="none", annotations_help=""):
@@ -71,26 +73,19 @@ def register_layout(name, description, annotations="none", annotations_help=""):
             f"Invalid value for argument `annotations`. Expected one "
             f"of {ANNOTATION_KINDS}. Received: {annotations!r}"
         )
-
-    def decorator(loader):
-        if name in _LAYOUTS:
-            raise ValueError(f"Dataset layout {name!r} is already registered.")
-        _LAYOUTS[name] = Layout(name, description, annotations, annotations_help, loader)
-        return loader
-
-    return decorator
+    return _LAYOUTS.register(
+        name, lambda loader: Layout(name, description, annotations, annotations_help, loader)
+    )
 
 
 def names():
     """The registered layout names, sorted."""
-    return sorted(_LAYOUTS)
+    return _LAYOUTS.names()
 
 
 def get(name):
     """The `Layout` registered as `name` (a clear error if none)."""
-    if name not in _LAYOUTS:
-        raise ValueError(f"Unknown dataset layout {name!r}. Expected one of: {', '.join(names())}.")
-    return _LAYOUTS[name]
+    return _LAYOUTS.get(name)
 
 
 def load_dataset(layout, root, annotations=(), **options):
