@@ -266,3 +266,14 @@ def test_docs_page_has_the_sizes_and_steps(tmp_path):
     text = page.read_text()
     assert "docker/build_and_test.sh" in text and "| model server" in text
     assert "| build model-server image |" in text and "1620 MB" in text
+
+
+def test_server_shutdown_seconds_from_its_log():
+    log = (
+        "2026-12-06 10:07:01,493 INFO serving.server: Running gRPC ModelServer at ...\n"
+        "2026-12-06 10:07:04,073 INFO serving.server: Shutting down: draining ...\n"
+        "time=... level=error msg=unrelated\n"
+        "2026-12-06 10:07:05,577 INFO serving.server: Server stopped\n"
+    )
+    assert container.server_shutdown_seconds(log) == pytest.approx(1.504)
+    assert container.server_shutdown_seconds(log.replace("Server stopped", "x")) is None

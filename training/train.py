@@ -28,6 +28,7 @@ import cliutil
 from clipspec.format import DEFAULT_MEAN, DEFAULT_STD, ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
+from training import onednn
 from training.config import (
     DEFAULT_MODEL,
     TrainConfig,
@@ -417,11 +418,11 @@ def train(config, model_builder=None):
     train_data, val_data, steps, val_steps = _seeded_datasets(
         config, manifest, strategy.num_replicas_in_sync
     )
-    values, xla = _run_settings(config, manifest, strategy, steps, inherited)
+    values, xla = _run_settings(config, manifest, strategy, steps, inherited, model_builder)
     if _finished_already(run, values, config):
         return run_dir
     _start_run_files(run, values, config, manifest)
-    _log(config, xla.reason or "training and validation steps compiled with XLA")
+    _log(config, xla.reason)
     num_classes = len(manifest["class_names"])
     with _dtype_policy(config, xla):
         with strategy.scope():
@@ -515,15 +516,22 @@ def _seeded_datasets(config, manifest, replicas=1):
     return make_datasets(config, manifest, len(manifest["class_names"]), replicas)
 
 
-def _run_settings(config, manifest, strategy, steps, inherited):
+def _run_settings(config, manifest, strategy, steps, inherited, model_builder):
     """`(values, xla)`: what `config.json` records, and the XLA decision."""
+    import keras_classreg
     from training import compilation, distribute
 
     values = resolved_config(config, manifest, strategy, steps)
     xla = compilation.resolve_xla(
-        config.xla, strategy, config.deterministic, distribute.num_workers(strategy)
+        config.xla,
+        strategy,
+        config.deterministic,
+        distribute.num_workers(strategy),
+        zoo_model=model_builder is None and config.model in keras_classreg.models.names(),
+        mixed_precision=config.mixed_precision,
     )
     values["xla_compiled"] = xla.enabled
+    values["onednn"] = onednn.onednn_enabled()
     if inherited:
         values["init_from_inherited"] = sorted(inherited)
     return values, xla
@@ -705,6 +713,7 @@ def _write_summary(config, run, best, history, seconds, steps, xla):
             # included
             "seconds_per_step": round(seconds / max(1, len(history.epoch) * steps), 3),
             "xla_compiled": xla.enabled,
+            "onednn": onednn.onednn_enabled(),
         }
     )
 
@@ -761,6 +770,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         config = config_from_args(args)
+        # before anything imports TensorFlow, which reads it once
+        _log(config, onednn.prefer_onednn(config.deterministic))
         video_data.load_manifest(config.data)  # a wrong --data fails at once
     except (ValueError, OSError) as error:
         return cliutil.fail(error)
