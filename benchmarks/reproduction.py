@@ -18,10 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 import cliutil
+import keras_classreg
 from benchmarks import report
 from keras_classreg.classreg_model import class_regularization_blocks
 from training import data as video_data
 from training import train as trainer
+from training.compilation import resolve_xla
 from training.config import DEFAULT_MODEL, TrainConfig
 from training.evaluate import evaluate
 from training.optimization import make_optimizer
@@ -210,6 +212,14 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
     y = tf.constant(
         np.eye(num_classes, dtype="float32")[rng.integers(0, num_classes, config.batch_size)]
     )
+    # as training.train decides for one device
+    xla = resolve_xla(
+        config.xla,
+        tf.distribute.get_strategy(),
+        config.deterministic,
+        zoo_model=(config.model or DEFAULT_MODEL) in keras_classreg.models.names(),
+        mixed_precision=config.mixed_precision,
+    )
     models = {}
     for name, class_regularization in (("base", False), ("classreg", True)):
         keras.utils.set_random_seed(0)
@@ -219,7 +229,7 @@ def step_time_overhead(common, num_classes, steps=20, warmup=3):
         model.compile(
             optimizer=make_optimizer(config, steps + warmup),
             loss=keras.losses.CategoricalCrossentropy(),
-            jit_compile=config.xla,
+            jit_compile=xla.enabled,
         )
         models[name] = model
     times = {name: [] for name in models}

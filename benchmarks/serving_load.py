@@ -12,9 +12,14 @@ serving.server` on it (server-side batching on, REST on), then:
 3. Correctness under load: the clients again with a share of malformed
    requests (wrong dtype/rank, missing input, unknown model/version/
    signature); every answer checked (probabilities against the in-process
-   model, malformed ones against TF Serving's status code), server RSS
-   before/after.
-4. Served vs in-process batch-1 p50 (interleaved).
+   model, malformed ones against TF Serving's status code), the RSS of the
+   server's process tree (front end + model worker) before/after.
+4. Served vs in-process batch-1 p50 (interleaved; target <= 1.10).
+
+The served figures include the worker boundary (the model runs in a worker
+process of the server, `serving.worker`): the ratios 1 and 4 are what that
+boundary, gRPC and batching cost together against calling the SavedModel
+in this process.
 
 It stops by itself (fixed request counts). `--docs FILE` writes the figures
 with the command, the date and the machine as Markdown
@@ -166,7 +171,7 @@ def benchmark(
         rest_ms, grpc_ms = rest_vs_grpc(
             server.address, server.rest_url, "bench", clips[0], overhead_repeats
         )
-        rss_before = loadtest.process_rss_mb(server.pid)
+        rss_before = loadtest.process_tree_rss_mb(server.pid)
         load = loadtest.run_load(
             server.address,
             "bench",
@@ -177,7 +182,8 @@ def benchmark(
             malformed_share=malformed,
             seed=seed,
         )
-        rss_after = loadtest.process_rss_mb(server.pid)
+        rss_after = loadtest.process_tree_rss_mb(server.pid)
+        workers = len(loadtest.child_pids(server.pid))
         served_p50, local_p50, ratio = loadtest.latency_overhead(
             server.address, "bench", version_dir, clips[0], repeats=overhead_repeats
         )
@@ -206,11 +212,16 @@ def benchmark(
             "target": "<= 1.3",
         },
         "load": load.as_dict(),
-        "server_rss_mb": {"before": round(rss_before, 1), "after": round(rss_after, 1)},
+        "server_rss_mb": {
+            "before": round(rss_before, 1),
+            "after": round(rss_after, 1),
+            "workers": workers,
+        },
         "batch1_latency": {
             "served_p50_ms": round(served_p50, 3),
             "in_process_p50_ms": round(local_p50, 3),
             "ratio": round(ratio, 3),
+            "target": "<= 1.10",
         },
         "server_exit_code": exit_code,
     }
@@ -254,12 +265,15 @@ def print_report(result):
     for line in load["unexpected_errors"][:10]:
         print(f"  unexpected: {line}")
     rss = result["server_rss_mb"]
-    print(f"server RSS: {rss['before']} MiB before, {rss['after']} MiB after")
+    print(
+        f"server process tree RSS (front end + {rss.get('workers', '?')} worker(s)): "
+        f"{rss['before']} MiB before, {rss['after']} MiB after"
+    )
     latency = result["batch1_latency"]
     print(
         f"batch 1: served p50 {latency['served_p50_ms']:.2f} ms vs "
         f"in-process p50 {latency['in_process_p50_ms']:.2f} ms: ratio "
-        f"{latency['ratio']:.3f}"
+        f"{latency['ratio']:.3f} (target <= 1.10)"
     )
 
 
@@ -306,10 +320,10 @@ def write_docs(result, path, command):
             f"{result['batch1_latency']['served_p50_ms']:.2f} / "
             f"{result['batch1_latency']['in_process_p50_ms']:.2f} ms = "
             f"{result['batch1_latency']['ratio']:.3f}",
-            "",
+            "<= 1.10",
         ],
         [
-            "server RSS before / after the load",
+            "server process tree RSS (front end + model worker) before / after the load",
             f"{result['server_rss_mb']['before']} / {result['server_rss_mb']['after']} MiB",
             "",
         ],

@@ -1,7 +1,8 @@
 """Soak benchmark of `python -m serving.server` under attack and faults.
 
 Exports a zoo model (random weights, two weight sets A and B), starts the
-server on 127.0.0.1 (batching on), and for `--minutes`:
+server on 127.0.0.1 (batching on; every version in its own worker
+process), and until `--swaps` version swaps are done (or for `--minutes`):
 
 - `--clients` gRPC clients send one clip per Predict, `--malformed` of them
   malformed (wrong dtype/rank, missing input, unknown model/version/
@@ -13,24 +14,24 @@ server on 127.0.0.1 (batching on), and for `--minutes`:
 - an amplifier sends, in turn, a 60-byte request declaring a 1 GiB tensor,
   a declared-64-MiB padded tensor, a message over the size limit, and heavy
   16-clip calls with a 5 ms deadline;
-- a version swapper copies a new version (A, B, A, ...) in every
-  `--swap-seconds`;
-- once, at a third of the run, the server is killed (SIGKILL) and started
-  again on the same port.
+- a version swapper copies a new version (A, B, A, ...) in, waits until it
+  answers, then `--swap-seconds` more;
+- once (after a tenth of the swaps, or a third of the minutes) the server
+  is killed (SIGKILL) and started again on the same port; its workers must
+  be gone within seconds.
 
 It prints valid requests answered / wrong / failed (and failed outside the
 restart window: from the kill to 3 s after the server is back), errors by
-code, crashes, server RSS start -> peak -> end of the last server process
-(start: the median over 15 s from `--warmup-seconds` after it is ready,
-once a few version swaps have filled TensorFlow's and the allocator's
-caches, which grow over the first ~5 loads and then stay flat; end: the
-median of the last 15 s) and p50/p99 of the valid requests. Targets:
-0 wrong, 0 crashes, 0 failed valid requests outside the restart window,
-RSS growth (end vs start) < 5 % (a negative drift: RSS fell). Loopback
-only; it stops by itself.
+code, crashes, workers left behind by the killed server, the time from a
+version appearing on disk to its first answer, and the RSS of the server's
+whole process tree (front end + workers) of the restarted server, taken
+just before each swap (one worker then serves): after its first swap and
+at the end, and the drift. Targets: 0 wrong, 0 crashes, 0 failed valid
+requests outside the restart window, 0 workers left, tree RSS drift
+< 10 % (a negative drift: RSS fell). Loopback only; it stops by itself.
 
-    python -m benchmarks.serving_soak --minutes 1
-    python -m benchmarks.serving_soak --minutes 10 --docs docs/benchmarks/serving_soak.md
+    python -m benchmarks.serving_soak --swaps 10
+    python -m benchmarks.serving_soak --swaps 100 --docs docs/benchmarks/serving_soak.md
 """
 
 import argparse
@@ -62,7 +63,10 @@ from serving.launch import LocalServer
 from training.export import export_version
 
 MODEL = "soak"
-RSS_WINDOW_S = 15.0
+# Seconds after the server's SIGKILL by which its workers must be gone.
+ORPHAN_GRACE_S = 5.0
+# How long a new version may take to answer before the swapper moves on.
+SWAP_ANSWER_TIMEOUT_S = 300.0
 EXTRA_MALFORMED = {
     "out_of_range_int": grpc.StatusCode.INVALID_ARGUMENT,
     "content_and_values": grpc.StatusCode.INVALID_ARGUMENT,
@@ -102,10 +106,11 @@ def malformed_requests(clip):
 
 
 class Soak:
-    def __init__(self, work, clients, minutes, malformed, swap_seconds, seed, warmup_seconds=120.0):
-        self.warmup_seconds = warmup_seconds
+    def __init__(self, work, clients, minutes, malformed, swap_seconds, seed, swaps=None):
         self.work = pathlib.Path(work)
-        self.clients, self.seconds = clients, minutes * 60.0
+        self.clients = clients
+        self.seconds = minutes * 60.0 if minutes else float("inf")
+        self.swaps = swaps
         self.malformed, self.swap_seconds = malformed, swap_seconds
         self.rng = np.random.default_rng(seed)
         self.lock = threading.Lock()
@@ -117,8 +122,14 @@ class Soak:
         self.latencies = []
         self.crashes = 0
         self.restart_window = None
-        self.rss = []  # (time, MiB, process start)
         self.attacks = collections.Counter()
+        self.server = None
+        self.appeared = {}  # version -> time its folder appeared
+        self.first_answer = {}  # version -> time of its first valid answer
+        self.steady_rss = []  # (server pid, swap number, tree MiB) before each swap
+        self.swaps_done = 0
+        self.orphans = None  # workers of the killed server still alive after the grace
+        self.restart_swap = 0  # swaps done when the server was killed
 
     # -- setup -------------------------------------------------------------
     def prepare(self, model_name, input_shape, num_classes):
@@ -182,6 +193,7 @@ class Soak:
                     self.failed.append((time.monotonic(), code.name))
                     continue
                 version = response.model_spec.version.value
+                self.first_answer.setdefault(version, time.monotonic())
                 weights = self.version_set.get(version)
                 got = tf.make_ndarray(response.outputs["probabilities"])
                 want = self.expected[weights][choice] if weights else None
@@ -253,6 +265,7 @@ class Soak:
 
     def swapper(self):
         while not self.stop.wait(self.swap_seconds):
+            self.sample_steady_rss()
             number = self.version + 1
             weights = "B" if self.version_set[self.version] == "A" else "A"
             with self.lock:
@@ -260,28 +273,43 @@ class Soak:
             staging = self.base / f".{number}"
             shutil.copytree(self.sets[weights], staging)
             os.rename(staging, self.base / str(number))
+            self.appeared[number] = time.monotonic()
             self.version = number
             old = number - 2
             if old >= 1 and (self.base / str(old)).exists():
                 shutil.rmtree(self.base / str(old))
+            waited = time.monotonic()
+            while number not in self.first_answer and not self.stop.wait(0.1):
+                if time.monotonic() - waited > SWAP_ANSWER_TIMEOUT_S:
+                    break
             with self.lock:
                 self.attacks["version swaps"] += 1
+                self.swaps_done += 1
 
-    def sampler(self, server):
-        import psutil
-
-        while not self.stop.wait(0.5):
-            try:
-                process = psutil.Process(server.pid)
-                self.rss.append(
-                    (time.monotonic(), process.memory_info().rss / 2**20, process.create_time())
-                )
-            except (psutil.Error, AttributeError):
-                pass
+    def sample_steady_rss(self):
+        """The server's process tree RSS now (between swaps: one worker)."""
+        server = self.server
+        try:
+            mib = loadtest.process_tree_rss_mb(server.pid)
+        except Exception:  # noqa: BLE001 (a server being restarted: no sample)
+            return
+        self.steady_rss.append((server.pid, self.swaps_done, mib))
 
     # -- the run -----------------------------------------------------------
+    def finished(self, began):
+        if self.swaps is not None:
+            return self.swaps_done >= self.swaps
+        return time.monotonic() - began >= self.seconds
+
+    def restart_due(self, began):
+        if self.swaps is not None:
+            return self.swaps_done >= max(1, self.swaps // 10)
+        return time.monotonic() - began > self.seconds / 3
+
     def run(self, server_args):
-        server = LocalServer(server_args, log_path=self.work / "server.log")
+        import psutil
+
+        server = self.server = LocalServer(server_args, log_path=self.work / "server.log")
         server.start()
         with ServingClient(server.address) as client:
             client.wait_until_available(MODEL)
@@ -294,62 +322,57 @@ class Soak:
             threading.Thread(target=self.slow_attacker, args=(address,), daemon=True),
             threading.Thread(target=self.amplifier, args=(address,), daemon=True),
             threading.Thread(target=self.swapper, daemon=True),
-            threading.Thread(target=self.sampler, args=(server,), daemon=True),
         ]
         began = time.monotonic()
         for thread in threads:
             thread.start()
         restarted = False
-        while time.monotonic() - began < self.seconds:
+        while not self.finished(began) and time.monotonic() - began < self.seconds:
             time.sleep(0.5)
             if server.process.poll() is not None:  # died by itself
                 self.crashes += 1
                 server.start(same_ports=True)
-            if not restarted and time.monotonic() - began > self.seconds / 3:
+            if not restarted and self.restart_due(began):
                 restarted = True
+                self.restart_swap = self.swaps_done
+                workers = loadtest.child_pids(server.pid)
                 killed = time.monotonic()
                 self.restart_window = (killed, float("inf"))
                 server.kill()
+                time.sleep(ORPHAN_GRACE_S)
+                self.orphans = sum(
+                    1
+                    for pid in workers
+                    if psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                )
                 server.start(same_ports=True)
                 self.restart_window = (killed, time.monotonic() + 3.0)
-                self.restarted_at = time.monotonic()
+        self.sample_steady_rss()
         self.stop.set()
         for thread in threads:
             thread.join(60)
-        time.sleep(1.0)
-        end_rss = loadtest.process_rss_mb(server.pid)
         exit_code = server.stop()
-        return self.report(began, end_rss, exit_code)
+        return self.report(began, exit_code, server.pid)
 
-    def report(self, began, end_rss, exit_code):
+    def report(self, began, exit_code, last_pid):
         window = self.restart_window
         outside = [t for t, _ in self.failed if window is None or not window[0] <= t <= window[1]]
-        last = max(self.rss, key=lambda s: s[2])[2] if self.rss else None
-        mine = [(t, mb) for t, mb, start in self.rss if start == last]
-        first_t = mine[0][0] if mine else began
-        # The start is taken once the (restarted) server is warm: after
-        # `warmup_seconds` of load and swaps (TensorFlow's and the
-        # allocator's caches fill over the first ~5 version loads), or at
-        # half of its run when that is shorter.
-        half = (mine[-1][0] - first_t) / 2 if mine else 0
-        settled_at = first_t + min(self.warmup_seconds, half)
-        # RSS swings by the attacks' transient buffers: start and end are
-        # medians over `RSS_WINDOW_S` (the first after warm-up, the last).
-        settled = [mb for t, mb in mine if settled_at <= t <= settled_at + RSS_WINDOW_S] or [
-            mb for _, mb in mine
+        steady = [(swap, mib) for pid, swap, mib in self.steady_rss if pid == last_pid]
+        # The restarted server's tree after its first swap, and at the end.
+        first = next(((swap, mib) for swap, mib in steady if swap > self.restart_swap), None)
+        after_first = first[1] if first else float("nan")
+        end = steady[-1][1] if steady else float("nan")
+        answer_s = [
+            self.first_answer[v] - t for v, t in self.appeared.items() if v in self.first_answer
         ]
-        start = float(np.median(settled)) if settled else float("nan")
-        last_t = mine[-1][0] if mine else began
-        tail = [mb for t, mb in mine if t >= last_t - RSS_WINDOW_S] or [end_rss]
-        end_rss = float(np.median(tail))
-        after_restart = mine[0][1] if mine else float("nan")
-        peak = max((mb for _, mb in mine), default=float("nan"))
         ms = np.array(self.latencies) * 1000
         return {
             "cpu": report.cpu_model(),
             "cpus": os.cpu_count(),
             "clients": self.clients,
-            "minutes": round(self.seconds / 60, 2),
+            "minutes": round((time.monotonic() - began) / 60, 2),
+            "swaps": self.swaps_done,
             "valid_answered": self.valid_ok,
             "wrong": self.wrong,
             "failed_valid": len(self.failed),
@@ -360,13 +383,19 @@ class Soak:
             "attacks": dict(sorted(self.attacks.items())),
             "crashes": self.crashes,
             "restart_window_s": round(window[1] - window[0], 1) if window else None,
-            "rss_mb": {
-                "first_sample": round(after_restart, 1),
-                "warm_after_s": round(settled_at - first_t, 1),
-                "start": round(start, 1),
-                "peak": round(peak, 1),
-                "end": round(end_rss, 1),
-                "drift_pct": round(100 * (end_rss - start) / start, 2),
+            "workers_left_after_server_kill": self.orphans,
+            "version_to_answer_s": {
+                "median": round(float(np.median(answer_s)), 2) if answer_s else None,
+                "max": round(float(np.max(answer_s)), 2) if answer_s else None,
+                "swaps_answered": f"{len(answer_s)} of {len(self.appeared)}",
+            },
+            "tree_rss_mb": {
+                "after_first_swap": round(after_first, 1),
+                "first_swap": first[0] if first else None,
+                "end": round(end, 1),
+                "end_swap": steady[-1][0] if steady else None,
+                "peak_between_swaps": round(max((m for _, m in steady), default=float("nan")), 1),
+                "drift_pct": round(100 * (end - after_first) / after_first, 2),
             },
             "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
             "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
@@ -379,16 +408,33 @@ def passed(result):
         result["wrong"] == 0
         and result["crashes"] == 0
         and result["failed_valid_outside_restart_window"] == 0
-        and result["rss_mb"]["drift_pct"] < 5  # growth; negative: RSS fell
+        and result["tree_rss_mb"]["drift_pct"] < 10  # growth; negative: RSS fell
+        and not result["workers_left_after_server_kill"]
         and not result["unexpected_malformed_answers"]
     )
 
 
+def _rss_text(result):
+    rss = result["tree_rss_mb"]
+    return (
+        f"{rss['after_first_swap']} MiB after swap {rss['first_swap']} -> "
+        f"{rss['end']} MiB after swap {rss['end_swap']} (drift {rss['drift_pct']} %; "
+        f"peak between swaps {rss['peak_between_swaps']} MiB)"
+    )
+
+
+def _answer_text(result):
+    answer = result["version_to_answer_s"]
+    return (
+        f"median {answer['median']} s, max {answer['max']} s "
+        f"({answer['swaps_answered']} versions answered)"
+    )
+
+
 def print_report(result):
-    rss = result["rss_mb"]
     print(
         f"CPU: {result['cpu']} ({result['cpus']} logical CPUs); "
-        f"{result['clients']} clients for {result['minutes']} min"
+        f"{result['clients']} clients for {result['minutes']} min, {result['swaps']} swaps"
     )
     print(
         f"valid requests: answered {result['valid_answered']}, wrong "
@@ -403,22 +449,22 @@ def print_report(result):
     )
     print(f"attacks: {result['attacks']}")
     print(
-        f"crashes: {result['crashes']}; server RSS (restarted process): "
-        f"{rss['first_sample']} MiB at its first sample; warm ("
-        f"{rss['warm_after_s']} s later) {rss['start']} -> peak {rss['peak']} "
-        f"-> end {rss['end']} MiB (drift {rss['drift_pct']} %)"
+        f"crashes: {result['crashes']}; workers alive {ORPHAN_GRACE_S:g} s after the "
+        f"server's SIGKILL: {result['workers_left_after_server_kill']}"
     )
+    print(f"version on disk -> first answer: {_answer_text(result)}")
+    print(f"server process tree RSS (restarted server, between swaps): {_rss_text(result)}")
     print(f"valid latency p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
     print(
-        "targets (0 wrong, 0 crashes, 0 failed outside the restart window, "
-        f"RSS drift < 5 %): {'met' if passed(result) else 'NOT met'}"
+        "targets (0 wrong, 0 crashes, 0 failed outside the restart window, 0 workers "
+        f"left, tree RSS drift < 10 %): {'met' if passed(result) else 'NOT met'}"
     )
 
 
 def write_docs(result, path, command):
-    rss = result["rss_mb"]
     lines = [
-        f"{result['clients']} clients for {result['minutes']} min.",
+        f"{result['clients']} clients for {result['minutes']} min, {result['swaps']} version "
+        "swaps; every version in its own worker process.",
         "",
         "| figure | value | target |",
         "| --- | --- | --- |",
@@ -432,10 +478,11 @@ def write_docs(result, path, command):
         f"{result['unexpected_malformed_answers'] or 'none'} | none |",
         f"| attacks | {result['attacks']} | |",
         f"| crashes | {result['crashes']} | 0 |",
-        f"| server RSS of the restarted process: first sample; warm "
-        f"({rss['warm_after_s']} s later) -> peak -> end | {rss['first_sample']}; "
-        f"{rss['start']} -> {rss['peak']} -> {rss['end']} MiB (drift "
-        f"{rss['drift_pct']} %) | drift < 5 % |",
+        f"| workers alive {ORPHAN_GRACE_S:g} s after the server's SIGKILL | "
+        f"{result['workers_left_after_server_kill']} | 0 |",
+        f"| version on disk -> its first answer | {_answer_text(result)} | |",
+        f"| server process tree RSS (front end + workers) of the restarted server, "
+        f"between swaps | {_rss_text(result)} | drift < 10 % |",
         f"| valid latency p50 / p99 | {result['p50_ms']} / {result['p99_ms']} ms | |",
         "",
     ]
@@ -449,7 +496,16 @@ def main(argv=None):
         description="Soak benchmark of python -m serving.server under attack "
         "and faults (see the module docstring)."
     )
-    parser.add_argument("--minutes", type=float, default=10.0, help="Duration. Default: 10.")
+    parser.add_argument(
+        "--swaps",
+        type=int,
+        default=None,
+        help="Run until this many version swaps have answered (then --minutes, if given, "
+        "only bounds the run).",
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="Duration without --swaps. Default: 10."
+    )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--malformed", type=float, default=0.05)
     parser.add_argument(
@@ -463,14 +519,6 @@ def main(argv=None):
         "--input-shape", type=int, nargs=3, default=(8, 64, 64), metavar=("T", "H", "W")
     )
     parser.add_argument("--num-classes", type=int, default=5)
-    parser.add_argument(
-        "--warmup-seconds",
-        type=float,
-        default=120.0,
-        help="RSS 'start' is taken this long after the "
-        "restarted server is ready (or at half its run). "
-        "Default: 120.",
-    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
@@ -480,8 +528,15 @@ def main(argv=None):
         help="Also write the figures, the command and the CPU model as Markdown to FILE.",
     )
     args = parser.parse_args(argv)
-    if args.minutes <= 0 or args.clients < 1 or not 0 <= args.malformed <= 1:
-        parser.error("--minutes > 0, --clients >= 1 and 0 <= --malformed <= 1")
+    if args.swaps is None and args.minutes is None:
+        args.minutes = 10.0
+    if (
+        (args.minutes is not None and args.minutes <= 0)
+        or (args.swaps is not None and args.swaps < 2)
+        or args.clients < 1
+        or not 0 <= args.malformed <= 1
+    ):
+        parser.error("--minutes > 0, --swaps >= 2, --clients >= 1 and 0 <= --malformed <= 1")
     work = pathlib.Path(tempfile.mkdtemp(prefix="serving-soak-"))
     soak = Soak(
         work,
@@ -490,7 +545,7 @@ def main(argv=None):
         args.malformed,
         args.swap_seconds,
         args.seed,
-        args.warmup_seconds,
+        args.swaps,
     )
     soak.prepare(args.model, tuple(args.input_shape), args.num_classes)
     batching = work / "batching_parameters.txt"

@@ -5,9 +5,11 @@ For each model and clip size, times `train_on_batch` on one fixed random
 batch (models compiled as `training.train` compiles them: SGD momentum 0.9
 with weight decay, cross-entropy, top-1/top-5 metrics) and reports
 
-- the **default** configuration: the Class Regularization model (what
-  `python -m training.train` trains), XLA on (the default), TensorFlow's
-  own oneDNN and thread settings;
+- the **default** configuration: the Class Regularization model as
+  `python -m training.train` trains it by default: `TF_ENABLE_ONEDNN_OPTS`
+  as that command line sets it (`training.onednn.cli_choice`), XLA as
+  `training.compilation.resolve_xla` decides for a zoo model, TensorFlow's
+  own thread settings;
 - the **best** configuration found over XLA on/off, oneDNN on/off
   (`TF_ENABLE_ONEDNN_OPTS`, read at start-up, hence one subprocess per
   setting) and intra-op thread counts;
@@ -16,7 +18,9 @@ with weight decay, cross-entropy, top-1/top-5 metrics) and reports
   `training.evaluate` compiles its forward pass with XLA only on GPUs);
 - the **ClassReg/base** ratio: the model with and without its Class
   Regularization blocks, default configuration, steps alternating between
-  the two (target <= 1.05).
+  the two (target <= 1.05);
+- **default/best** (target <= 1.05: the default is the fastest
+  configuration, within noise).
 
 Within a process the variants run in rotation, one step each per round,
 so that all of them see the same machine load; figures are medians over
@@ -43,6 +47,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import report
+from training.onednn import ENV, cli_choice
 
 DEFAULT_MODELS = ("resnet18_3d", "resnet50_3d", "i3d")
 DEFAULT_CLIPS = ("8x112x112", "16x112x112")
@@ -105,8 +110,15 @@ def _worker(args):
 
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
+    from training.compilation import resolve_xla
+
+    default = resolve_xla(
+        None, tf.distribute.get_strategy(), zoo_model=True, mixed_precision=args.mixed_precision
+    )
     figures = {
         "onednn": bool(_pywrap_util_port.IsMklEnabled()),
+        "default_xla": default.enabled,
+        "default_reason": default.reason,
         "threads": tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count(),
         "gpus": len(tf.config.list_physical_devices("GPU")),
         "results": [],
@@ -229,10 +241,11 @@ def _ratios(times):
 # ---------------------------------------------------------------------------
 def _run_worker(args, onednn, threads, default):
     env = dict(os.environ)
-    if onednn is None:
-        env.pop("TF_ENABLE_ONEDNN_OPTS", None)
-    else:
-        env["TF_ENABLE_ONEDNN_OPTS"] = onednn
+    env.pop(ENV, None)
+    if onednn is None:  # as python -m training.train sets it
+        onednn = cli_choice(environ=env)[0]
+    if onednn is not None:
+        env[ENV] = onednn
     # the worker imports the same checkout as this process
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
@@ -262,7 +275,10 @@ def _run_worker(args, onednn, threads, default):
         command += ["--with-base", "--with-forward"]
     if args.mixed_precision:
         command.append("--mixed-precision")
-    label = f"oneDNN {'default' if onednn is None else onednn}, threads {threads or 'default'}"
+    label = (
+        f"{'default: ' if default else ''}{ENV}={env.get(ENV, '(unset)')}, "
+        f"threads {threads or 'default'}"
+    )
     print(f"== {label}", flush=True)
     started = time.perf_counter()
     process = subprocess.run(command, env=env, cwd=root, stdout=subprocess.PIPE, text=True)
@@ -289,10 +305,11 @@ def _config_name(figures, xla):
 def collate(reports, args):
     """Per model and clip: default, best, forward and ratio figures."""
     default = next(r for r in reports if r.get("default") and "error" not in r)
+    xla = int(default["default_xla"])
     rows = []
     for entry in default["results"]:
         key = (entry["model"], entry["clip"])
-        default_ms = entry["ms"].get("classreg_xla1")
+        default_ms = entry["ms"].get(f"classreg_xla{xla}")
         candidates = []
         for figures in reports:
             if "error" in figures:
@@ -310,7 +327,7 @@ def collate(reports, args):
                 "model": key[0],
                 "clip": key[1],
                 "batch_size": args.batch_size,
-                "default_config": _config_name(default, 1),
+                "default_config": _config_name(default, xla),
                 "default_ms": default_ms,
                 "best_config": best_name,
                 "best_ms": best_ms,
@@ -320,13 +337,15 @@ def collate(reports, args):
                 "forward_ms": entry["ms"].get("forward_xla1"),
                 "forward_no_xla_ms": entry["ms"].get("forward_xla0"),
                 "step_over_forward": (
-                    round(default_ms / entry["ms"]["forward_xla1"], 2)
-                    if default_ms and entry["ms"].get("forward_xla1")
+                    round(default_ms / entry["ms"][f"forward_xla{xla}"], 2)
+                    if default_ms and entry["ms"].get(f"forward_xla{xla}")
                     else None
                 ),
-                "base_ms": entry["ms"].get("base_xla1"),
-                "classreg_over_base": entry["ratios"].get("classreg_over_base_xla1"),
-                "classreg_over_base_no_xla": entry["ratios"].get("classreg_over_base_xla0"),
+                "base_ms": entry["ms"].get(f"base_xla{xla}"),
+                "classreg_over_base": entry["ratios"].get(f"classreg_over_base_xla{xla}"),
+                "classreg_over_base_other_xla": entry["ratios"].get(
+                    f"classreg_over_base_xla{1 - xla}"
+                ),
                 "all": sorted(candidates),
                 "failures": {
                     r["label"]: f
@@ -356,10 +375,12 @@ def summary_lines(rows):
     for row in rows:
         ratio = row["classreg_over_base"]
         mark = "" if ratio is None or ratio <= TARGET_RATIO else " (over target)"
+        speed = row["default_over_best"]
+        speed_mark = "" if speed is None or speed <= TARGET_RATIO else " (over target)"
         lines.append(
             f"| {row['model']} | {row['clip']} | {_fmt(row['default_ms'])} | "
             f"{_fmt(row['best_ms'])} ({row['best_config']}) | "
-            f"{row['default_over_best'] if row['default_over_best'] is not None else '-'} | "
+            f"{speed if speed is not None else '-'}{speed_mark} | "
             f"{_fmt(row['forward_ms'])} | {_fmt(row['forward_no_xla_ms'])} | "
             f"{row['step_over_forward'] or '-'} | "
             f"{_fmt(row['base_ms'])} | {ratio if ratio is not None else '-'}{mark} |"
@@ -512,6 +533,8 @@ def main(argv=None):
         print(f"the default configuration failed: {reports[0]['error']}", file=sys.stderr)
         return 1
     meta["gpus"] = reports[0]["gpus"]
+    meta["default_env"] = reports[0]["label"]
+    meta["default_xla_reason"] = reports[0]["default_reason"]
     default_onednn = "1" if reports[0]["onednn"] else "0"
     for onednn in [] if meta["gpus"] else args.onednn:
         for count in threads:
@@ -551,12 +574,15 @@ def write_docs(rows, meta, path):
         f"precision {'on' if meta['mixed_precision'] else 'off'}; medians of "
         f"{meta['steps']} rounds after {meta['warmup']} warm-up round(s), the "
         "variants in rotation. The **default** configuration is what `python -m "
-        "training.train` runs (Class Regularization model, XLA on, TensorFlow's "
-        "oneDNN and thread defaults); **best** is the fastest over XLA on/off, "
-        "oneDNN on/off and thread counts; **ClassReg / base** compares the model "
+        "training.train` runs by default (Class Regularization model, "
+        "TF_ENABLE_ONEDNN_OPTS as that command line sets it, XLA as "
+        "training.compilation decides, TensorFlow's thread defaults); **best** is "
+        "the fastest over XLA on/off, oneDNN on/off and thread counts (target for "
+        f"default / best <= {TARGET_RATIO}); **ClassReg / base** compares the model "
         f"with and without its blocks in the default configuration (target <= "
         f"{TARGET_RATIO}). Physical cores: {meta['physical_cores'] or '?'}; "
-        f"whole run {meta['seconds']:.0f} s."
+        f"whole run {meta['seconds']:.0f} s.\n\n"
+        f"Default here: {meta['default_env']}; {meta['default_xla_reason']}."
     )
     return report.write_page(
         path,

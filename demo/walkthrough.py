@@ -26,6 +26,7 @@ import sys
 import time
 
 import cliutil
+from training import onednn
 
 MODEL_NAME = "classreg"
 # A quarter of the published widths (1/16 of the parameters): on the demo's
@@ -185,7 +186,7 @@ def step_train(demo):
     demo.facts["run_dir"] = run_dir
     with open(os.path.join(run_dir, "summary.json")) as file:
         summary = json.load(file)
-    # the default configuration: XLA-compiled steps on one CPU
+    # the default configuration (training.compilation decides on XLA per machine)
     demo.facts["train_seconds_per_step"] = summary["seconds_per_step"]
     demo.facts["xla_compiled"] = summary["xla_compiled"]
     _say(
@@ -393,6 +394,7 @@ def main(argv=None):
             )
     if args.widen_factor is not None and not args.widen_factor > 0:
         return cliutil.fail(f"--widen-factor must be > 0 (got {args.widen_factor}).")
+    print(onednn.prefer_onednn(), flush=True)  # before TensorFlow starts: it reads it once
     cliutil.quiet_tensorflow()
     try:
         demo = run_demo(Demo(**vars(args)))

@@ -17,6 +17,13 @@ The server, one TF Serving part per module (docs/serving.md has the map):
   request kind (`serving.predict`, `serving.classify_regress`,
   `serving.multi_inference`, `serving.metadata`), `serving.warmup`,
   `serving.signature` and `serving.batching`.
+- Model workers: every loaded version runs in a process of its own
+  (`serving.worker`), started and watched by `serving.worker_process`,
+  served through `serving.worker_servable` (the `ServableVersion`
+  interface over `serving.worker_protocol`); `serving.admission` bounds a
+  model's executions and never starts calls that can no longer finish in
+  time; `serving.restarts` says when a version whose worker ended loads
+  again.
 - Shared parts: `serving.tensors` (TensorProto checks and encoding),
   `serving.limits` (per-request and in-flight memory limits),
   `serving.execution` (deadlines and cancellation of model calls),

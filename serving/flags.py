@@ -33,6 +33,7 @@ if typing.TYPE_CHECKING:
     from serving.handlers import ReloadPolicy
     from serving.servable import ServingOptions
     from serving.tls import SSLConfig
+    from serving.worker_process import WorkerSettings
 
 
 def parse_channel_arguments(text):
@@ -65,6 +66,12 @@ def _default_reload_policy():
     return ReloadPolicy()
 
 
+def _default_worker_settings():
+    from serving.worker_process import WorkerSettings
+
+    return WorkerSettings()
+
+
 @dataclasses.dataclass
 class ServerSettings:
     """Everything `serve` needs besides the model config (from the flags)."""
@@ -94,6 +101,8 @@ class ServerSettings:
     ssl_config: SSLConfig | None = None
     reload_policy: ReloadPolicy = dataclasses.field(default_factory=_default_reload_policy)
     health: bool = True
+    workers: WorkerSettings = dataclasses.field(default_factory=_default_worker_settings)
+    max_executions_per_model: int = None  # None: one per CPU core; 0: no bound
 
 
 def _bool(text):
@@ -110,7 +119,6 @@ def _bool(text):
 _DEFAULT_ONLY = {
     "use_alts_credentials": (False, "ALTS credentials are not implemented"),
     "platform_config_file": ("", "only the TensorFlow platform is served"),
-    "per_process_gpu_memory_fraction": (0.0, "not implemented"),
     "tensorflow_session_config_file": (
         "",
         "not implemented: TF1 SavedModels run in a Session with TensorFlow's "
@@ -330,6 +338,14 @@ def build_parser():
         default=0,
         help="TensorFlow inter-op threads.",
     )
+    semantics.add_argument(
+        "--per_process_gpu_memory_fraction",
+        type=float,
+        default=0.0,
+        help="Fraction of each GPU's memory one model worker may take, between 0 and 1 "
+        "(0: TensorFlow's default; memory growth is always on). Each version runs in "
+        "its own worker: see docs/serving.md, 'Model workers'.",
+    )
     semantics.add_argument("--version", action="store_true", help="Print the version and exit.")
     other = parser.add_argument_group(
         "TF Serving flags accepted at their default only (features this server does not have)"
@@ -407,6 +423,21 @@ def build_parser():
         "interface: give 0.0.0.0 for that).",
     )
     own.add_argument(
+        "--max_executions_per_model",
+        type=int,
+        default=None,
+        help="Calls of one model running at once without --enable_batching; the others "
+        "wait, and one whose deadline passes while waiting never starts. Default: one "
+        "per CPU core (0: no bound).",
+    )
+    own.add_argument(
+        "--worker_stuck_grace_seconds",
+        type=float,
+        default=10.0,
+        help="A call still running this long after its deadline gets its model worker "
+        "killed and replaced. Default: 10.",
+    )
+    own.add_argument(
         "--grace-seconds",
         type=float,
         default=10.0,
@@ -472,7 +503,7 @@ def batching_from_args(args):
 def settings_from_args(args):
     from serving import handlers as handlers_module
     from serving import metrics as metrics_module
-    from serving import servable
+    from serving import servable, worker_process
 
     _check_default_only(args)
     if args.port == 0 and not args.grpc_socket_path:
@@ -494,6 +525,12 @@ def settings_from_args(args):
             "configure all."
         )
     tags = tuple(t for t in args.saved_model_tags.split(",") if t) or ("serve",)
+    if not 0.0 <= args.per_process_gpu_memory_fraction <= 1.0:
+        raise ValueError("--per_process_gpu_memory_fraction must be between 0 and 1.")
+    if args.max_executions_per_model is not None and args.max_executions_per_model < 0:
+        raise ValueError("--max_executions_per_model must be >= 0 (0: no bound).")
+    if args.worker_stuck_grace_seconds <= 0:
+        raise ValueError("--worker_stuck_grace_seconds must be > 0.")
     for name in ("max_request_bytes", "max_inflight_bytes"):
         if getattr(args, name) < 0:
             raise ValueError(f"--{name} must be >= 0 (0: no limit).")
@@ -550,6 +587,19 @@ def settings_from_args(args):
         ssl_config=ssl_config,
         reload_policy=handlers_module.ReloadPolicy(args.enable_model_config_reload, roots),
         health=args.enable_grpc_healthcheck_service,
+        workers=worker_process.WorkerSettings(
+            intra_op_threads=(
+                args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+            ),
+            inter_op_threads=(
+                args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+            ),
+            gpu_memory_fraction=args.per_process_gpu_memory_fraction,
+            threads=args.grpc_max_threads + args.rest_api_num_threads,
+            stuck_grace_seconds=args.worker_stuck_grace_seconds,
+            log_level=args.log_level,
+        ),
+        max_executions_per_model=args.max_executions_per_model,
     )
 
 

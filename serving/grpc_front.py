@@ -132,6 +132,7 @@ class _Front:
                 ) from None
             if name == "Predict":
                 _LOG.debug("Predict request received (model %r)", request.model_spec.name[:200])
+            ctx.received = (request, data)
             return method(request, ctx)
 
         try:

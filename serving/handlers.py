@@ -50,12 +50,17 @@ class RequestContext:
     `cancel()` marks the request abandoned (its client went away, or the
     front end answered DEADLINE_EXCEEDED): it is dropped wherever it waits,
     and a TF2 call running for it is cancelled (`serving.execution`).
+
+    `received` is `(request proto, its bytes as received)` when the front
+    end kept them: the model worker gets those bytes without serializing
+    the request again (`serving.worker_servable`).
     """
 
     entrypoint: str = "GRPC"
     deadline: float = None
     reservation: object = None
     max_request_bytes: int = None
+    received: tuple = None
 
     def __post_init__(self):
         self._decoded = 0
@@ -117,6 +122,11 @@ class RequestContext:
                 self._callbacks.remove(callback)
 
     # -- memory ------------------------------------------------------------
+    @property
+    def decoded_bytes(self):
+        """Decoded bytes this request was charged so far."""
+        return self._decoded
+
     def charge(self, decoded, reserve, what="request tensors"):
         """Checks `decoded` bytes against the per-request limit (with what
         this request was already charged) and reserves `reserve` bytes in

@@ -243,12 +243,40 @@ def process_rss_mb(pid):
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
+def process_tree_rss_mb(pid):
+    """Resident memory of process `pid` and all its descendants (the server's
+    front end and its model workers) in MiB (psutil); processes that end
+    while they are read are left out."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = root.memory_info().rss
+    for child in root.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def child_pids(pid):
+    """The process ids of `pid`'s descendants (the server's model workers)."""
+    import psutil
+
+    try:
+        return [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
 __all__ = [
     "MALFORMED_KINDS",
     "LoadReport",
     "latency_overhead",
     "malformed_request",
     "predict_request",
+    "child_pids",
     "process_rss_mb",
+    "process_tree_rss_mb",
     "run_load",
 ]

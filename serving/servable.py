@@ -33,7 +33,7 @@ from serving.execution import call_cancellable
 from serving.metadata import model_metadata
 from serving.multi_inference import run_multi_inference
 from serving.predict import run_predict
-from serving.signature import DEFAULT_SIGNATURE, INIT_OP_SIGNATURE, Signature
+from serving.signature import INIT_OP_SIGNATURE, Signature, input_infos
 from serving.warmup import run_warmup
 
 _LOG = logging.getLogger(__name__)
@@ -153,10 +153,7 @@ class ServableVersion:
     def input_infos(self, signature_name):
         """The input `TensorInfo` map of a signature (REST uses it to type
         JSON values); INVALID_ARGUMENT if there is no such signature."""
-        key = signature_name or DEFAULT_SIGNATURE
-        if key not in self.signature_defs:
-            raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
-        return self.signature_defs[key].inputs
+        return input_infos(self.signature_defs, signature_name)
 
     def warm_up(self, iterations=1):
         """Replays `assets.extra/tf_serving_warmup_requests`, each record

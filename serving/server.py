@@ -9,7 +9,9 @@ gRPC (`grpc.aio`, request threads bounded by `--grpc_max_threads`):
 `--allowed_model_base_path_roots`) from the `tensorflow-serving-api` protos,
 and `grpc.health.v1.Health`; TLS with `--ssl_config_file`.
 REST (`--rest_api_port`): `serving.rest`. Both front ends call the same
-handlers (`serving.handlers`) over the same models (`serving.manager`).
+handlers (`serving.handlers`) over the same models (`serving.manager`),
+each loaded version running in a worker process of its own
+(`serving.worker`): this process never loads a SavedModel.
 
 The command line is TF Serving's (`--port`, `--rest_api_port`,
 `--model_name`, `--model_base_path`, `--model_config_file`,
@@ -92,6 +94,8 @@ def serve(config, settings=None, stop_event=None, on_ready=None):
         options=settings.options,
         allow_version_labels_for_unavailable_models=settings.allow_unavailable_labels,
         warmup_iterations=settings.warmup_iterations,
+        workers=settings.workers,
+        max_executions_per_model=settings.max_executions_per_model,
     )
     try:
         manager.start()
@@ -261,17 +265,6 @@ def _poll_config_file(path, seconds, manager, stop_event):
             _LOG.error("Reloading the model config file failed: %s", error)
 
 
-def _set_parallelism(args):
-    import tensorflow as tf
-
-    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
-    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
-    if intra:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-    if inter:
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-
-
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -287,7 +280,6 @@ def main(argv=None):
     try:
         settings = settings_from_args(args)
         config = config_from_args(args)
-        _set_parallelism(args)
         serve(config, settings)
     except (ValueError, OSError) as error:
         print(f"Failed to start server. Error: {error}", file=sys.stderr)

@@ -11,6 +11,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from serving.errors import invalid_argument
+
 # TensorFlow's own names for signatures and their methods and tensors.
 DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 PREDICT_METHOD = tf.saved_model.PREDICT_METHOD_NAME
@@ -53,6 +55,16 @@ def signature_input(signature):
     return next(iter(signature.inputs))
 
 
+def input_infos(signature_defs, signature_name):
+    """The input `TensorInfo` map of a signature of `signature_defs` (REST
+    uses it to type JSON values); INVALID_ARGUMENT if there is no such
+    signature."""
+    key = signature_name or DEFAULT_SIGNATURE
+    if key not in signature_defs:
+        raise invalid_argument(f'Serving signature name: "{key}" not found in signature def')
+    return signature_defs[key].inputs
+
+
 __all__ = [
     "CLASSIFY_CLASSES",
     "CLASSIFY_INPUTS",
@@ -65,5 +77,6 @@ __all__ = [
     "REGRESS_METHOD",
     "REGRESS_OUTPUTS",
     "Signature",
+    "input_infos",
     "signature_input",
 ]

@@ -179,6 +179,8 @@ def test_train_step_and_input_pipeline_docs_pages(tmp_path):
         "warmup": 1,
         "physical_cores": 1,
         "seconds": 120.0,
+        "default_env": "default: TF_ENABLE_ONEDNN_OPTS=1, threads default",
+        "default_xla_reason": "XLA off: a zoo model on a CPU with oneDNN on",
     }
     train_step.write_docs([row], meta, tmp_path / "train_step.md")
     text = (tmp_path / "train_step.md").read_text()
@@ -186,6 +188,10 @@ def test_train_step_and_input_pipeline_docs_pages(tmp_path):
         "| resnet50_3d | 8x112x112 | 2.55 s | 2.50 s (XLA off, oneDNN on, 2 threads) | 1.02 |"
         in text
     )
+    assert "Default here: default: TF_ENABLE_ONEDNN_OPTS=1, threads default; XLA off" in text
+    row.update(default_over_best=1.3)
+    train_step.write_docs([row], meta, tmp_path / "slow_default.md")
+    assert "| 1.3 (over target) |" in (tmp_path / "slow_default.md").read_text()
     assert "| 1.04 |" in text and "python -m benchmarks.train_step --docs x" in text
     input_pipeline.write_docs(
         {

@@ -2,6 +2,7 @@
 `python -m` command names a module of this repository, its flags exist, the
 README fits on a screen, and its Keras example runs."""
 
+import json
 import os
 import pathlib
 import re
@@ -143,16 +144,38 @@ def test_no_old_paths_in_the_docs():
     assert not found, found
 
 
+# Prints `{module: its --help text}` as JSON: every command line's
+# `python -m MODULE --help`, run in one process (TensorFlow, which some of
+# them import, then starts once instead of once per module).
+_HELP_TEXTS = r"""
+import contextlib, io, json, runpy, sys, warnings
+
+# runpy warns that a package's __init__ imported the module it is asked to run
+warnings.filterwarnings("ignore", "found in sys.modules", RuntimeWarning)
+texts = {}
+for module in sys.argv[1:]:
+    out = io.StringIO()
+    sys.argv = [module, "--help"]
+    with contextlib.redirect_stdout(out):
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit:
+            pass
+    texts[module] = out.getvalue()
+print(json.dumps(texts))
+"""
+
+
 @pytest.mark.slow
 def test_python_m_flags_exist():
     """Every `--flag` of a documented `python -m` command appears in that
-    command's `--help` (one subprocess per module)."""
+    command's `--help`."""
     env = dict(
         os.environ,
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
     )
-    unknown = []
+    flags_of = {}
     for module, uses in sorted(_our_commands().items()):
         flags = {
             arg.split("=")[0].rstrip(").,;:`'\"")
@@ -160,16 +183,21 @@ def test_python_m_flags_exist():
             for arg in args
             if arg.startswith("--") and len(arg) > 2
         }
-        if not flags:
-            continue
-        help_text = subprocess.run(
-            [sys.executable, "-m", module, "--help"],
-            env=env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        ).stdout
+        if flags:
+            flags_of[module] = flags
+    result = subprocess.run(
+        [sys.executable, "-c", _HELP_TEXTS, *flags_of],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    help_texts = json.loads(result.stdout.strip().splitlines()[-1])
+    unknown = []
+    for module, flags in flags_of.items():
+        help_text = help_texts[module]
         assert "usage:" in help_text, (module, help_text[-2000:])
         unknown += [
             f"python -m {module} {flag}"

@@ -5,6 +5,7 @@ import os
 import pathlib
 
 import pytest
+from test_train_support import TINY_SPEC
 
 from benchmarks import reproduce, reproduction
 
@@ -97,8 +98,9 @@ def test_cli_rejects_bad_arguments(capsys):
 
 @pytest.mark.slow  # trains every arm of a study
 def test_tiny_study_end_to_end(tmp_path):
-    """2 classes, 1 seed, 1 epoch: every output is written, and the α=0 arm
-    (identity blocks, same initial weights and data order) matches base."""
+    """2 classes, 1 seed, 1 epoch, the tests' tiny model: every output is
+    written, and the α=0 arm (identity blocks, same initial weights and data
+    order) matches base."""
     from training.data import prepare_dataset, write_synthetic_dataset
 
     dataset = write_synthetic_dataset(
@@ -110,40 +112,13 @@ def test_tiny_study_end_to_end(tmp_path):
     # steps of five tiny one-epoch runs costs more than it saves
     config = tmp_path / "train.json"
     config.write_text(json.dumps({"devices": ["/cpu:0"], "xla": False}))
-    code = reproduce.main(
-        [
-            "--data",
-            str(tmp_path / "prepared"),
-            "--out",
-            str(out),
-            "--seeds",
-            "1",
-            "--model",
-            str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
-            "--epochs",
-            "1",
-            "--finetune-epochs",
-            "1",
-            "--ablation",
-            "0",
-            "--clip-length",
-            "4",
-            "--stride",
-            "1",
-            "--crop-size",
-            "16",
-            "--batch-size",
-            "4",
-            "--eval-clips",
-            "2",
-            "--no-overhead",
-            "--config",
-            str(config),
-            "--docs",
-            str(tmp_path / "docs"),
-        ]
-    )
-    assert code == 0
+    args = [
+        *("--data", str(tmp_path / "prepared"), "--out", str(out), "--seeds", "1"),
+        *("--model", TINY_SPEC, "--epochs", "1", "--finetune-epochs", "1", "--ablation", "0"),
+        *("--clip-length", "4", "--stride", "1", "--crop-size", "16", "--batch-size", "4"),
+        *("--eval-clips", "2", "--no-overhead", "--config", str(config)),
+    ]
+    assert reproduce.main([*args, "--docs", str(tmp_path / "docs")]) == 0
     assert "| base |" in (tmp_path / "docs" / "reproduction.md").read_text()
     study = json.loads((out / "results.json").read_text())
     assert study["finished_runs"] == study["planned_runs"] == 5
@@ -155,40 +130,7 @@ def test_tiny_study_end_to_end(tmp_path):
     assert "| base |" in (out / "results.md").read_text()
     # a second run reads the cached results instead of training again
     runs_before = {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")}
-    assert (
-        reproduce.main(
-            [
-                "--data",
-                str(tmp_path / "prepared"),
-                "--out",
-                str(out),
-                "--seeds",
-                "1",
-                "--model",
-                str(ROOT / "benchmarks" / "small_resnet3d.py") + ":small_resnet3d",
-                "--epochs",
-                "1",
-                "--finetune-epochs",
-                "1",
-                "--ablation",
-                "0",
-                "--clip-length",
-                "4",
-                "--stride",
-                "1",
-                "--crop-size",
-                "16",
-                "--batch-size",
-                "4",
-                "--eval-clips",
-                "2",
-                "--no-overhead",
-                "--config",
-                str(config),
-            ]
-        )
-        == 0
-    )
+    assert reproduce.main(args) == 0
     assert {p: p.stat().st_mtime for p in out.glob("runs/*/final.keras")} == runs_before
 
 

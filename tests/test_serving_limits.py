@@ -35,6 +35,7 @@ from serving.limits import JSON_BYTES_PER_BODY_BYTE, MemoryBudget, RequestLimits
 from serving.manager import ModelManager
 from serving.model_config import single_model_config
 from serving.rest import RestApp
+from serving.servable import ServableVersion
 from serving.tensors import tensor_size, to_array
 
 
@@ -160,10 +161,16 @@ def test_budget_refuses_what_does_not_fit():
 # Handlers on a real model (half plus two, TF2), no server
 # ----------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def manager(tmp_path_factory):
+def models_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("limits")
     tf_serving_models.half_plus_two_tf2(root / "hp2" / "1")
     tf_serving_models.slow_loop_tf2(root / "slow" / "1")
+    return root
+
+
+@pytest.fixture(scope="module")
+def manager(models_root):
+    root = models_root
     config = single_model_config("hp2", root / "hp2")
     slow = config.model_config_list.config.add()
     slow.name, slow.base_path = "slow", str(root / "slow")
@@ -286,8 +293,9 @@ def test_expired_request_is_dropped_inside_a_forming_batch():
     assert seen == [[0.0], [3.0]]  # the expired and the cancelled ones never ran
 
 
-def test_tf2_loop_is_cancelled_and_other_calls_are_not(manager):
-    version = manager.resolve(_x_request("slow", tf.make_tensor_proto([1.0])).model_spec)
+def test_tf2_loop_is_cancelled_and_other_calls_are_not(models_root):
+    # The version in this process: what a model worker runs.
+    version = ServableVersion("slow", 1, str(models_root / "slow" / "1"))
     signature = version.signatures["serving_default"]
     outcome = {}
 
@@ -324,11 +332,9 @@ def test_tf2_loop_is_cancelled_and_other_calls_are_not(manager):
 def test_tf1_session_run_gets_the_deadline(tmp_path):
     """TF Serving's RunOptions.timeout_in_ms: the session stops the step."""
     tf_serving_models.slow_loop_tf1(tmp_path / "slow1" / "1")
-    manager = ModelManager(
-        single_model_config("slow1", tmp_path / "slow1"), poll_wait_seconds=0
-    ).start()
+    # The version in this process: what a model worker runs.
+    version = ServableVersion("slow1", 1, str(tmp_path / "slow1" / "1"))
     try:
-        version = manager.resolve(_x_request("slow1", tf.make_tensor_proto([1.0])).model_spec)
         signature = version.signatures["serving_default"]
         assert version.run(
             signature, {"x": np.array([3.0], np.float32)}, RequestContext.with_timeout("GRPC", 30)
@@ -344,7 +350,7 @@ def test_tf1_session_run_gets_the_deadline(tmp_path):
         assert code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 3
     finally:
-        manager.stop()
+        version.close()
 
 
 def test_call_cancellable_without_context_is_a_plain_call():
@@ -354,6 +360,7 @@ def test_call_cancellable_without_context_is_a_plain_call():
 # ----------------------------------------------------------------------
 # Versions on disk: corrupt newest, symlinks, paths in errors
 # ----------------------------------------------------------------------
+@pytest.mark.slow  # model worker processes
 def test_corrupt_newest_version_falls_back_without_paths_in_status(tmp_path):
     base = tmp_path / "model"
     tf_serving_models.half_plus_two_tf2(base / "1")
@@ -375,6 +382,7 @@ def test_corrupt_newest_version_falls_back_without_paths_in_status(tmp_path):
         manager.stop()
 
 
+@pytest.mark.slow  # model worker processes
 def test_no_loadable_version_exits_non_zero_with_the_reason(tmp_path, capsys):
     base = tmp_path / "model"
     (base / "3").mkdir(parents=True)

@@ -52,7 +52,10 @@ def test_sigkill_then_same_command_resumes(prepared_data, tmp_path, augment_on):
         text=True,
     )
     deadline = time.monotonic() + 240
-    while _backed_up_epoch(run_dir) < 1:  # epoch 1 done and backed up
+    first_checkpoint = os.path.join(run_dir, "checkpoints", "epoch_001.keras")
+    # epoch 1 done, backed up and its checkpoint written (the backup is
+    # written first: a kill between the two loses that epoch's checkpoint)
+    while _backed_up_epoch(run_dir) < 1 or not os.path.exists(first_checkpoint):
         assert first.poll() is None, first.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "epoch 1 never finished"
         time.sleep(0.05)

@@ -5,6 +5,9 @@ each kind of zoo block trains compiled."""
 
 import importlib
 import json
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -19,6 +22,7 @@ from training.compilation import compile_model, resolve_xla
 from training.config import TrainConfig
 from training.device_augmentation import DeviceAugmentedModel
 from training.distribute import make_strategy
+from training.onednn import ENV, cli_choice, onednn_enabled, prefer_onednn
 from training.train import train
 
 # the module (the package's `resnet3d` attribute is the builder function)
@@ -70,8 +74,10 @@ def fitted_models(monkeypatch):
     return seen
 
 
-def test_default_config_turns_xla_on():
-    assert TrainConfig(data="d", run_dir="r").xla is True
+def test_default_config_leaves_xla_to_the_machine():
+    assert TrainConfig(data="d", run_dir="r").xla is None
+    with pytest.raises(ValueError, match="true, false or null"):
+        TrainConfig(data="d", run_dir="r", xla="yes").validate()
 
 
 @pytest.mark.slow
@@ -79,7 +85,8 @@ def test_default_training_and_validation_steps_are_xla_compiled(
     prepared_data, tmp_path, fitted_models
 ):
     # the defaults as on a machine with one CPU device (conftest splits
-    # this process's CPU into two logical devices, i.e. two replicas)
+    # this process's CPU into two logical devices, i.e. two replicas), for
+    # a model of one's own (tiny_config's), which compiles on every CPU
     config = tiny_config(
         prepared_data, tmp_path / "run", epochs=1, steps_per_epoch=2, devices=["/cpu:0"]
     )
@@ -102,7 +109,7 @@ def test_default_training_and_validation_steps_are_xla_compiled(
     assert products(train_hlo) > products(test_hlo)
     saved = json.load(open(tmp_path / "run" / "config.json"))
     summary = json.load(open(tmp_path / "run" / "summary.json"))
-    assert saved["xla"] is True and saved["xla_compiled"] is True
+    assert saved["xla"] is None and saved["xla_compiled"] is True
     assert summary["xla_compiled"] is True and summary["seconds_per_step"] > 0
 
 
@@ -164,16 +171,83 @@ def test_deterministic_cpu_runs_keep_xla_and_repeat_bitwise(prepared_data, tmp_p
 def test_resolve_xla_decisions(monkeypatch):
     one = make_strategy(["/cpu:0"])
     two = make_strategy()  # conftest: two logical CPU devices
-    assert resolve_xla(True, one) == compilation.XlaDecision(True)
+    assert resolve_xla(True, one).enabled
     assert resolve_xla(True, one, deterministic=True).enabled  # CPU: still XLA
     off = resolve_xla(False, one)
     assert not off.enabled and "--no-xla" in off.reason
     several = resolve_xla(True, two)
     assert not several.enabled and "2 replicas" in several.reason
+    assert not resolve_xla(None, two, zoo_model=True).enabled
+
+    # the default on one CPU: without XLA only a zoo model with oneDNN on
+    def default(**kwargs):
+        return resolve_xla(None, one, **{"zoo_model": True, "onednn": True, **kwargs})
+
+    fastest = default()
+    assert not fastest.enabled and "oneDNN kernels on" in fastest.reason
+    for kwargs, reason in [
+        ({"onednn": False}, "oneDNN kernels are off"),
+        ({"zoo_model": False}, "a model of your own"),
+        ({"deterministic": True}, "--deterministic"),
+        ({"mixed_precision": True}, "--mixed-precision"),
+    ]:
+        decision = default(**kwargs)
+        assert decision.enabled and reason in decision.reason, (kwargs, decision)
+    assert resolve_xla(None, one, zoo_model=True).enabled is not onednn_enabled()
+
     monkeypatch.setattr(compilation, "_gpus", lambda: ["/gpu:0"])
     gpu = resolve_xla(True, one, deterministic=True)
     assert not gpu.enabled and "select-and-scatter" in gpu.reason
     assert resolve_xla(True, one).enabled
+    assert default().enabled and "GPU" in default().reason
+
+
+def test_onednn_choice_of_the_command_lines():
+    avx2 = frozenset({"sse4_2", "avx2"})
+
+    def choice(environ, **kwargs):
+        return cli_choice(environ=environ, **{"machine": "x86_64", "flags": avx2, **kwargs})
+
+    value, note = choice({})
+    assert value == "1" and "with AVX2" in note
+    for kwargs, environ, reason in [
+        ({}, {ENV: "0"}, "as set by the user"),
+        ({"deterministic": True}, {}, "--deterministic"),
+        ({"machine": "aarch64"}, {}, "aarch64 CPU"),
+        ({"flags": frozenset({"sse4_2"})}, {}, "without AVX2"),
+    ]:
+        value, note = choice(environ, **kwargs)
+        assert value is None and reason in note, (kwargs, note)
+    # TensorFlow is loaded in this process: too late to change anything
+    with_avx2 = {"machine": "x86_64", "flags": avx2}
+    if ENV not in os.environ:
+        assert "loaded before" in prefer_onednn(**with_avx2) and ENV not in os.environ
+
+
+def test_prefer_onednn_sets_the_variable_in_a_fresh_process():
+    code = (
+        "import os, sys; from training import onednn; "
+        "print(onednn.prefer_onednn(flags=frozenset({'avx2'}), machine='x86_64')); "
+        "assert 'tensorflow' not in sys.modules; "
+        "print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    note, value = result.stdout.strip().splitlines()
+    assert note.startswith("oneDNN: on (TF_ENABLE_ONEDNN_OPTS=1") and value == "1"
+    # the command line decides before anything imports TensorFlow (here it
+    # stops at the missing --data, after the decision is printed)
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", "--data", "/nonexistent", "--run-dir", "r"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "no such manifest" in result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("[train] oneDNN: ")]
+    assert "TensorFlow loaded before" not in line, line
 
 
 def test_compile_model_keeps_xla_under_op_determinism():
@@ -214,11 +288,12 @@ def _batch(shape, classes=3):
 
 
 # One model per kind of block, narrow and shallow (XLA compiles the layer
-# graph; full widths took 1-2 min and gigabytes each, and a narrow
-# ResNeXt-101 still 2 min): basic blocks (resnet18/34), bottleneck blocks
-# (resnet50-200, wide_resnet50), grouped bottlenecks (resnext101), each one
-# block per stage with the zoo's own block functions and stem, and the whole
-# I3D (inception modules).
+# graph: its time grows with the number of layers; full widths took 1-2 min
+# and gigabytes each, and a narrow ResNeXt-101 still 2 min): basic blocks
+# (resnet18/34), bottleneck blocks (resnet50-200, wide_resnet50), grouped
+# bottlenecks (resnext101), each one block per stage with the zoo's own block
+# functions and stem, and inception modules (i3d: the zoo's builder with its
+# stem, pools and Class Regularization blocks, one narrow module per group).
 def _one_block_per_stage(block, planes, out_per_plane, **block_kwargs):
     def build(shape):
         return resnet3d_module._resnet(
@@ -238,6 +313,33 @@ def _one_block_per_stage(block, planes, out_per_plane, **block_kwargs):
     return build
 
 
+def _shallow_i3d(shape):
+    """The zoo's I3D layout at 1/8 of its widths, one inception module per
+    group: a stem convolution and pool, then per group its pool, the last
+    module of the group (the zoo's `_inception`) and a Class Regularization
+    block, and the head. (The whole I3D, or its full-width stem, took minutes
+    to compile.)"""
+    from keras_classreg.models import _common
+
+    i3d_module = importlib.import_module("keras_classreg.models.i3d")
+    classifier = _common.make_classifier(3, 1024 // 8, "softmax")
+    inputs = keras.Input(shape, name="clips")
+    x = _common.conv_bn(inputs, 8, 7, 2, "Conv3d_1a_7x7", False)
+    x = keras.layers.MaxPooling3D(
+        (1, 3, 3), strides=(1, 2, 2), padding="same", name="MaxPool3d_2a_3x3"
+    )(x)
+    for group, pool, rate in zip(
+        i3d_module._GROUPS, i3d_module._GROUP_POOLS, i3d_module.I3D_AFFECTION_RATES
+    ):
+        if pool is not None:
+            x = keras.layers.MaxPooling3D(pool[1], strides=2, padding="same", name=pool[0])(x)
+        name = group[-1]
+        filters = [f // 8 for f in i3d_module._MIXED[name]]
+        x = i3d_module._inception(x, name, filters, False, 1e-5)
+        x = _common.class_regularization_block(x, classifier, rate, f"{name}_classreg", None)
+    return _common.head(x, classifier, 0.0, inputs, "shallow_i3d")
+
+
 BLOCKS = {
     "basic": lambda shape: models.get(
         "resnet18_3d", num_classes=3, input_shape=shape, widen_factor=0.125
@@ -248,9 +350,9 @@ BLOCKS = {
         (32, 64, 128, 256),
         2,
         expansion=2,
-        cardinality=32,
+        cardinality=4,
     ),
-    "inception": lambda shape: models.get("i3d", num_classes=3, input_shape=shape),
+    "inception": _shallow_i3d,
 }
 
 
@@ -319,7 +421,9 @@ def test_mixed_precision_zoo_model_trains_compiled():
     x, y = _batch(shape)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        model = models.get("resnet18_3d", num_classes=3, input_shape=shape)
+        # the zoo's stem (with its MaxPool3D) and one basic block per stage:
+        # XLA's float16 compile time grows with the layer count, not widths
+        model = _one_block_per_stage(resnet3d_module._basic_block, (8, 16, 32, 64), 1)(shape)
         _compiled_step(model, x, y)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -187,3 +187,26 @@ def slow_loop_tf1(export_dir):
         )
         builder.save()
     return export_dir
+
+
+class _OneKernel(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+    def matmul(self, x):
+        """One n x n matmul (n = x[0]): a single kernel, which TensorFlow
+        cannot cancel midway (seconds for n in the thousands); y = x."""
+        n = tf.cast(x[0], tf.int32)
+        m = tf.fill(tf.stack([n, n]), 1.0 / tf.cast(n, tf.float32))
+        return {"y": x + 0.0 * tf.reduce_sum(tf.matmul(m, m))}
+
+
+def one_kernel_tf2(export_dir):
+    """A TF2 model whose `serving_default` (x float [k] -> y = x) runs one
+    x[0] x x[0] matmul: with a large x[0], a call that ignores its
+    deadline."""
+    module = _OneKernel()
+    tf.saved_model.save(
+        module,
+        os.fspath(export_dir),
+        signatures={tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: module.matmul},
+    )
+    return export_dir

@@ -1,7 +1,7 @@
 """Whether a run's training and evaluation steps are compiled with XLA.
 
-`training.train` compiles them with XLA by default (`xla: true`,
-`--no-xla` to turn it off), wherever XLA can compile them:
+`training.train` decides per run (`xla: null`, the default), or does as
+told (`--xla` / `--no-xla`). Wherever XLA can compile them:
 
 - **one replica** (one CPU or one GPU; MultiWorker with one worker): the
   whole step (forward, gradients, optimizer update, metrics) is one XLA
@@ -25,10 +25,19 @@
   step runs TensorFlow's deterministic kernels without XLA, and
   `resolve_xla` prints that trade-off.
 
-The zoo's models train fast either way: their convolutions
-(`keras_classreg.layers.SpaceToDepthConv3D`) keep off the CPU kernels that
-are tens of times slower than the convolution itself
-(`python -m benchmarks.layer_cliffs` finds them).
+The default on one CPU replica is the configuration `python -m
+benchmarks.train_step` measured fastest where it is safe: a model of the
+zoo, with TensorFlow's oneDNN kernels on (`training.onednn`), trains without
+XLA: the zoo's convolutions (`keras_classreg.layers.SpaceToDepthConv3D`)
+keep off the CPU kernels for strided-convolution gradients that are tens of
+times slower than the convolution itself (`python -m benchmarks.layer_cliffs`
+finds them), and oneDNN's kernels beat XLA's CPU code
+(docs/benchmarks/train_step.md). Everything else compiles with
+XLA: oneDNN off (XLA was faster than TensorFlow's own kernels there), a
+model of your own (its plain `Conv3D` layers can hit that cliff without
+XLA), deterministic runs (XLA is what makes CPU runs bitwise repeatable)
+and mixed precision on a CPU (TensorFlow has no float16 CPU kernel for
+`MaxPool3D`). On GPUs the default is XLA.
 """
 
 import contextlib
@@ -39,9 +48,8 @@ import tensorflow as tf
 
 @dataclasses.dataclass(frozen=True)
 class XlaDecision:
-    """`enabled`: compile the steps with XLA; `reason`: why not, or the
-    trade-off taken (a sentence for the log; empty when XLA is on as
-    asked)."""
+    """`enabled`: compile the steps with XLA; `reason`: what was chosen and
+    why (a sentence for the log)."""
 
     enabled: bool
     reason: str = ""
@@ -51,19 +59,32 @@ def _gpus():
     return tf.config.list_logical_devices("GPU")
 
 
-def resolve_xla(requested, strategy, deterministic=False, num_workers=1):
+def resolve_xla(
+    requested,
+    strategy,
+    deterministic=False,
+    num_workers=1,
+    zoo_model=False,
+    mixed_precision=False,
+    onednn=None,
+):
     """Whether the steps of a run under `strategy` are compiled with XLA.
 
     Args:
-        requested: the run's `xla` setting.
+        requested: the run's `xla` setting: `True` / `False` as asked,
+            `None` to choose (see the module docstring).
         strategy: the `tf.distribute` strategy the model is built under.
         deterministic: whether the run asks for deterministic ops.
         num_workers: worker processes taking part (MultiWorker).
+        zoo_model: whether the model is one of `keras_classreg.models`.
+        mixed_precision: whether the run trains under `mixed_float16`.
+        onednn: whether TensorFlow's oneDNN kernels are on; default: ask
+            TensorFlow (`training.onednn.onednn_enabled`).
 
     Returns:
-        an `XlaDecision`.
+        an `XlaDecision` whose reason says what was chosen and why.
     """
-    if not requested:
+    if requested is False:
         return XlaDecision(
             False,
             (
@@ -93,7 +114,47 @@ def resolve_xla(requested, strategy, deterministic=False, num_workers=1):
                 "slower than XLA. Drop --deterministic for XLA's speed."
             ),
         )
-    return XlaDecision(True)
+    if requested:
+        return XlaDecision(True, "training and validation steps compiled with XLA (--xla)")
+    return _default_xla(deterministic, zoo_model, mixed_precision, onednn)
+
+
+def _default_xla(deterministic, zoo_model, mixed_precision, onednn):
+    """The default of one replica (see the module docstring)."""
+    if _gpus():
+        return XlaDecision(True, "steps compiled with XLA (the default on a GPU)")
+    if deterministic:
+        return XlaDecision(
+            True, "steps compiled with XLA: --deterministic (XLA's CPU code repeats bitwise)"
+        )
+    if not zoo_model:
+        return XlaDecision(
+            True,
+            "steps compiled with XLA: a model of your own (plain Conv3D gradients can "
+            "be tens of times slower on CPUs without XLA); --no-xla to compare",
+        )
+    if mixed_precision:
+        return XlaDecision(
+            True,
+            "steps compiled with XLA: --mixed-precision on a CPU (no float16 CPU "
+            "kernel for MaxPool3D without XLA)",
+        )
+    if onednn is None:
+        from training.onednn import onednn_enabled
+
+        onednn = onednn_enabled()
+    if not onednn:
+        return XlaDecision(
+            True,
+            "steps compiled with XLA: TensorFlow's oneDNN kernels are off on this "
+            "CPU, and without them XLA was faster (TF_ENABLE_ONEDNN_OPTS=1 and "
+            "--no-xla to try the other way)",
+        )
+    return XlaDecision(
+        False,
+        "XLA off: a zoo model on a CPU with TensorFlow's oneDNN kernels on, "
+        "measured faster than XLA (docs/benchmarks/train_step.md); --xla to compile",
+    )
 
 
 @contextlib.contextmanager

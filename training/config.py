@@ -197,12 +197,15 @@ class TrainConfig:
     # --- execution ----------------------------------------------------------
     mixed_precision: bool = _field(False, "Train with the mixed_float16 policy (on GPUs).")
     xla: bool = _field(
-        True,
-        "Compile the training and validation steps with XLA where it can "
-        "compile them (one replica: one CPU or GPU; see training.compilation; "
-        "the log says when it cannot). --no-xla runs TensorFlow's kernels, "
-        "which with TF_ENABLE_ONEDNN_OPTS=1 were faster for the zoo's models "
-        "on an AMD EPYC: python -m benchmarks.train_step measures your CPU.",
+        None,
+        "Compile the training and validation steps with XLA (--xla), or not "
+        "(--no-xla); default: the configuration measured fastest where it is "
+        "safe: on a CPU with TensorFlow's oneDNN kernels on (python -m "
+        "training.train turns them on for x86-64 CPUs with AVX2), a zoo model "
+        "trains without XLA; your own models, deterministic and mixed-precision "
+        "CPU runs, GPUs and CPUs without oneDNN compile with XLA; several "
+        "replicas cannot (see training.compilation; the log says what was "
+        "chosen and why).",
     )
     seed: int = _field(0, "Random seed of weights, data order and augmentation.")
     deterministic: bool = _field(
@@ -381,7 +384,6 @@ class TrainConfig:
             "class_regularization",
             "nesterov",
             "mixed_precision",
-            "xla",
             "deterministic",
             "validation",
             "flip",
@@ -389,6 +391,8 @@ class TrainConfig:
         ):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "true or false")
+        if self.xla is not None and not isinstance(self.xla, bool):
+            fail("xla", "true, false or null (chosen per machine)")
         if not isinstance(self.val_subset, str):
             fail("val_subset", "a subset name such as 'test'")
         if self.init_from is not None and not isinstance(self.init_from, str):

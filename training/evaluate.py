@@ -25,6 +25,7 @@ import cliutil
 from clipspec.format import ClipFormat
 from clipspec.rundir import RunDir, load_model
 from training import data as video_data
+from training import onednn
 
 
 # ---------------------------------------------------------------------------
@@ -155,11 +156,13 @@ def evaluate(
         batch_size: views per forward pass.
         progress: show a progress bar.
         xla: compile the forward pass with XLA. `None` (default): with a
-            GPU only. On CPUs XLA's forward pass of the zoo's models is
-            slower than TensorFlow's kernels (`python -m
-            benchmarks.train_step` measures both), unlike the training
-            step, whose gradients XLA computes faster. The choice replaces
-            the `jit_compile` a trained model's file carries.
+            GPU only. On CPUs XLA's forward pass of the zoo's models was
+            measured slower than TensorFlow's kernels (`python -m
+            benchmarks.train_step` measures both); a forward pass has no
+            strided-convolution gradient, so no model of your own hits that
+            CPU cliff either. The choice replaces the `jit_compile` a
+            trained model's file carries; `settings` in the report records
+            it and whether TensorFlow's oneDNN kernels were on.
 
     Returns:
         the report of `compute_report` plus the evaluation settings.
@@ -248,6 +251,8 @@ def evaluate(
         "crop_size": clip_format.crop_size,
         "mean": list(clip_format.mean),
         "std": list(clip_format.std),
+        "xla": bool(model.jit_compile),
+        "onednn": onednn.onednn_enabled(),
     }
     return report
 
@@ -446,6 +451,7 @@ def main(argv=None):
         args.model if os.path.isdir(args.model) else os.path.dirname(os.path.abspath(args.model))
     )
     out = args.out or os.path.join(model_dir, "eval")
+    onednn.prefer_onednn()  # before TensorFlow starts: it reads it once
     try:
         video_data.load_manifest(args.data)  # a wrong --data fails at once
         cliutil.quiet_tensorflow()
@@ -474,6 +480,16 @@ def main(argv=None):
         f"video-level top-1 {video['top1']:.4f}  top-{report['top5_k']} "
         f"{video['top5']:.4f}  ({video['count']} videos; chance "
         f"{report['chance_top1']:.4f})"
+    )
+    settings = report["settings"]
+    why = (
+        "as asked"
+        if args.xla is not None
+        else "the default " + ("with a GPU" if settings["xla"] else "on CPUs, measured faster")
+    )
+    print(
+        f"forward pass: XLA {'on' if settings['xla'] else 'off'} ({why}), TensorFlow's "
+        f"oneDNN kernels {'on' if settings['onednn'] else 'off'}"
     )
     print(f"report: {path}\nconfusion matrix: {png}")
     return 0
