@@ -30,6 +30,7 @@ with the command, the date and the machine as Markdown
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -130,101 +131,113 @@ def benchmark(
     seed=0,
     work_dir=None,
 ):
-    """Runs the whole benchmark; returns a JSON-able dict."""
+    """Runs the whole benchmark; returns a JSON-able dict. Its files (the
+    SavedModel, the server log) go to `work_dir`, else to a temporary folder
+    removed at the end."""
     shape = (*input_shape, 3)
-    work = pathlib.Path(work_dir or tempfile.mkdtemp(prefix="serving-load-"))
-    model = models.get(model_name, num_classes=num_classes, input_shape=shape)
-    clip_format = ClipFormat(
-        clip_length=shape[0],
-        crop_size=shape[1],
-        class_names=[f"class_{i}" for i in range(num_classes)],
-    )
-    version_dir = export_version(model, work, "bench", clip_format)
-    rng = np.random.default_rng(seed)
-    clips = [rng.integers(0, 256, (1, *shape), dtype=np.uint8) for _ in range(pool)]
-    loaded = tf.saved_model.load(version_dir)
-    expected = [
-        loaded.signatures["serving_default"](clips=tf.constant(clip))["probabilities"].numpy()
-        for clip in clips
-    ]
-    del loaded
-    local = in_process_throughput(version_dir, clips[0], seconds=throughput_seconds)
-    args = [
-        "--model_name=bench",
-        f"--model_base_path={work / 'bench'}",
-        f"--grpc_max_threads={max(16, clients * 2)}",
-        f"--rest_api_num_threads={max(8, clients)}",
-    ]
-    if max_batch_size:
-        batching = work / "batching_parameters.txt"
-        batching.write_text(
-            f"max_batch_size {{ value: {max_batch_size} }}\n"
-            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
-            f"max_enqueued_batches {{ value: 100 }}\n"
-            f"num_batch_threads {{ value: {num_batch_threads} }}\n"
+    if work_dir is None:
+        folder = tempfile.TemporaryDirectory(prefix="serving-load-")
+    else:
+        folder = contextlib.nullcontext(work_dir)
+    with folder as work:
+        work = pathlib.Path(work)
+        model = models.get(model_name, num_classes=num_classes, input_shape=shape)
+        clip_format = ClipFormat(
+            clip_length=shape[0],
+            crop_size=shape[1],
+            class_names=[f"class_{i}" for i in range(num_classes)],
         )
-        args += ["--enable_batching", f"--batching_parameters_file={batching}"]
-    with LocalServer(args, log_path=work / "server.log", rest=True) as server:
-        with ServingClient(server.address) as client:
-            client.wait_until_available("bench")
-        served, failures = served_throughput(server.address, "bench", clips[0], clients, requests)
-        rest_ms, grpc_ms = rest_vs_grpc(
-            server.address, server.rest_url, "bench", clips[0], overhead_repeats
-        )
-        rss_before = loadtest.process_tree_rss_mb(server.pid)
-        load = loadtest.run_load(
-            server.address,
-            "bench",
-            clips,
-            expected,
-            clients=clients,
-            requests=requests,
-            malformed_share=malformed,
-            seed=seed,
-        )
-        rss_after = loadtest.process_tree_rss_mb(server.pid)
-        workers = len(loadtest.child_pids(server.pid))
-        served_p50, local_p50, ratio = loadtest.latency_overhead(
-            server.address, "bench", version_dir, clips[0], repeats=overhead_repeats
-        )
-        exit_code = server.stop()
-    best_batch = max(local, key=local.get)
-    return {
-        "model": model_name,
-        "input_shape": list(shape),
-        "num_classes": num_classes,
-        "max_batch_size": max_batch_size,
-        "cpu": report.cpu_model(),
-        "cpus": os.cpu_count(),
-        "throughput": {
-            "in_process_clips_per_s": {str(b): round(v, 2) for b, v in local.items()},
-            "in_process_best": {"batch": best_batch, "clips_per_s": round(local[best_batch], 2)},
-            "served_clips_per_s": round(served, 2),
-            "clients": clients,
-            "failures": len(failures),
-            "ratio": round(served / local[best_batch], 3),
-            "target": ">= 0.85",
-        },
-        "rest_vs_grpc_batch1": {
-            "rest_p50_ms": round(rest_ms, 3),
-            "grpc_p50_ms": round(grpc_ms, 3),
-            "ratio": round(rest_ms / grpc_ms, 3),
-            "target": "<= 1.3",
-        },
-        "load": load.as_dict(),
-        "server_rss_mb": {
-            "before": round(rss_before, 1),
-            "after": round(rss_after, 1),
-            "workers": workers,
-        },
-        "batch1_latency": {
-            "served_p50_ms": round(served_p50, 3),
-            "in_process_p50_ms": round(local_p50, 3),
-            "ratio": round(ratio, 3),
-            "target": "<= 1.10",
-        },
-        "server_exit_code": exit_code,
-    }
+        version_dir = export_version(model, work, "bench", clip_format)
+        rng = np.random.default_rng(seed)
+        clips = [rng.integers(0, 256, (1, *shape), dtype=np.uint8) for _ in range(pool)]
+        loaded = tf.saved_model.load(version_dir)
+        expected = [
+            loaded.signatures["serving_default"](clips=tf.constant(clip))["probabilities"].numpy()
+            for clip in clips
+        ]
+        del loaded
+        local = in_process_throughput(version_dir, clips[0], seconds=throughput_seconds)
+        args = [
+            "--model_name=bench",
+            f"--model_base_path={work / 'bench'}",
+            f"--grpc_max_threads={max(16, clients * 2)}",
+            f"--rest_api_num_threads={max(8, clients)}",
+        ]
+        if max_batch_size:
+            batching = work / "batching_parameters.txt"
+            batching.write_text(
+                f"max_batch_size {{ value: {max_batch_size} }}\n"
+                f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
+                f"max_enqueued_batches {{ value: 100 }}\n"
+                f"num_batch_threads {{ value: {num_batch_threads} }}\n"
+            )
+            args += ["--enable_batching", f"--batching_parameters_file={batching}"]
+        with LocalServer(args, log_path=work / "server.log", rest=True) as server:
+            with ServingClient(server.address) as client:
+                client.wait_until_available("bench")
+            served, failures = served_throughput(
+                server.address, "bench", clips[0], clients, requests
+            )
+            rest_ms, grpc_ms = rest_vs_grpc(
+                server.address, server.rest_url, "bench", clips[0], overhead_repeats
+            )
+            rss_before = loadtest.process_tree_rss_mb(server.pid)
+            load = loadtest.run_load(
+                server.address,
+                "bench",
+                clips,
+                expected,
+                clients=clients,
+                requests=requests,
+                malformed_share=malformed,
+                seed=seed,
+            )
+            rss_after = loadtest.process_tree_rss_mb(server.pid)
+            workers = len(loadtest.child_pids(server.pid))
+            served_p50, local_p50, ratio = loadtest.latency_overhead(
+                server.address, "bench", version_dir, clips[0], repeats=overhead_repeats
+            )
+            exit_code = server.stop()
+        best_batch = max(local, key=local.get)
+        return {
+            "model": model_name,
+            "input_shape": list(shape),
+            "num_classes": num_classes,
+            "max_batch_size": max_batch_size,
+            "cpu": report.cpu_model(),
+            "cpus": os.cpu_count(),
+            "throughput": {
+                "in_process_clips_per_s": {str(b): round(v, 2) for b, v in local.items()},
+                "in_process_best": {
+                    "batch": best_batch,
+                    "clips_per_s": round(local[best_batch], 2),
+                },
+                "served_clips_per_s": round(served, 2),
+                "clients": clients,
+                "failures": len(failures),
+                "ratio": round(served / local[best_batch], 3),
+                "target": ">= 0.85",
+            },
+            "rest_vs_grpc_batch1": {
+                "rest_p50_ms": round(rest_ms, 3),
+                "grpc_p50_ms": round(grpc_ms, 3),
+                "ratio": round(rest_ms / grpc_ms, 3),
+                "target": "<= 1.3",
+            },
+            "load": load.as_dict(),
+            "server_rss_mb": {
+                "before": round(rss_before, 1),
+                "after": round(rss_after, 1),
+                "workers": workers,
+            },
+            "batch1_latency": {
+                "served_p50_ms": round(served_p50, 3),
+                "in_process_p50_ms": round(local_p50, 3),
+                "ratio": round(ratio, 3),
+                "target": "<= 1.10",
+            },
+            "server_exit_code": exit_code,
+        }
 
 
 def print_report(result):
