@@ -405,6 +405,7 @@ class ContainerTest:
         protocol). Returns the largest score difference."""
         from serving.client import ServingClient, video_views
         from serving.rest_client import RestClient
+        from serving.rest_http import model_path
         from training.export import clip_example
 
         with self.steps(
@@ -429,9 +430,7 @@ class ContainerTest:
                                 "signature_name": "classify",
                                 "examples": [rest_example(e) for e in examples],
                             }
-                            answer = client.call(
-                                RestClient._path(MODEL_NAME, suffix=":classify"), body
-                            )
+                            answer = client.call(model_path(MODEL_NAME, suffix=":classify"), body)
                             answers.append([[tuple(p) for p in r] for r in answer["results"]])
                 results[where, protocol] = answers
             worst = 0.0

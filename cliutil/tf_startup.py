@@ -14,6 +14,12 @@ off, errors on) and a value the user sets wins. Hiding the lines with
 `CUDA_VISIBLE_DEVICES=""` does not stop the stub messages nor the failing
 `cuInit` (TensorFlow 2.21, checked).
 
+Likewise TensorFlow's INFO banner "oneDNN custom operations are on" (on
+CPUs where oneDNN is on by default, e.g. Intel Xeons; printed twice per
+import, set or not set `TF_ENABLE_ONEDNN_OPTS`) is written before TensorFlow's
+logging reads `TF_CPP_MIN_LOG_LEVEL`, so the level cannot hide it: it is
+dropped the same way, on any machine, while the level hides INFO lines.
+
 A command line calls it once its arguments are parsed (so that `--help`
 never loads TensorFlow), before the first function-local
 `import tensorflow`.
@@ -33,6 +39,18 @@ _NO_CUDA_NOISE = re.compile(
     r"|failed call to cuInit: .*(UNKNOWN ERROR \(303\)|CUDA_ERROR_NO_DEVICE|"
     r"no CUDA-capable device)"
 )
+# The INFO line TensorFlow prints where oneDNN is on, before its logging
+# honours TF_CPP_MIN_LOG_LEVEL.
+_ONEDNN_BANNER = re.compile(r"^I\d{4} .*\] oneDNN custom operations are on\.")
+
+
+def _start_up_noise():
+    """What `quiet_tensorflow` drops: the CUDA lines on a machine without a
+    driver, and the oneDNN banner while INFO lines are hidden."""
+    patterns = [] if has_nvidia_driver() else [_NO_CUDA_NOISE.pattern]
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") not in ("", "0"):
+        patterns.append(_ONEDNN_BANNER.pattern)
+    return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
 
 
 def has_nvidia_driver():
@@ -93,13 +111,14 @@ def quiet_tensorflow():
     the module docstring for what is dropped and why."""
     global _QUIET_DONE
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if _QUIET_DONE or has_nvidia_driver():
+    noise = None if _QUIET_DONE else _start_up_noise()
+    if noise is None:
         import tensorflow as tf
 
         return tf
     # Also when TensorFlow is imported already: its devices (and cuInit)
     # may not be initialised yet.
-    with _dropping_stderr_lines(_NO_CUDA_NOISE):
+    with _dropping_stderr_lines(noise):
         import tensorflow as tf
 
         tf.config.list_physical_devices()  # where cuInit is called

@@ -121,3 +121,86 @@ def test_no_module_level_import_hidden_in_a_string():
                     if call.endswith(("import_module", "lazy_import", "__import__")):
                         wrong.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not wrong, wrong
+
+
+def _module_name(path):
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph():
+    """`{module: {modules of ours it imports}}`, every import statement
+    counted (also one inside a function). `from pkg import name` is an edge
+    to the submodule `pkg.name` when there is one, else to `pkg`."""
+    files = {
+        _module_name(path): path for package in ALLOWED for path in (ROOT / package).rglob("*.py")
+    }
+
+    def ours(name):
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for module, path in files.items():
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = module if path.name == "__init__.py" else module.rpartition(".")[0]
+                for _ in range(node.level - 1):
+                    base = base.rpartition(".")[0]
+                source = (
+                    node.module if not node.level else ".".join(filter(None, (base, node.module)))
+                )
+                targets = [
+                    f"{source}.{alias.name}" if f"{source}.{alias.name}" in files else source
+                    for alias in node.names
+                ]
+            else:
+                continue
+            edges.update(ours(target) for target in targets)
+        graph[module] = edges - {module, ""}
+    return graph
+
+
+def import_circles(graph):
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on_stack, circles = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph.get(node, ())):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            group = set()
+            while not group or node not in group:
+                group.add(stack.pop())
+            on_stack.difference_update(group)
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return circles
+
+
+def test_no_import_circles():
+    """No module of ours imports, even lazily inside a function, a module
+    that imports it back (directly or around a longer circle)."""
+    assert import_circles(module_graph()) == []
+
+
+def test_import_circles_are_found():
+    # The checker itself: a circle through a lazy import, and none without it.
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert import_circles(graph) == [["a", "b", "c"]]
+    assert import_circles({**graph, "c": set()}) == []

@@ -227,12 +227,12 @@ def test_a_retried_task_never_shows_a_half_written_shard(videos, tmp_path, monke
     monkeypatch.setattr(shard_format.ShardWriter, "add", fail_on_the_second_video)
     os.makedirs(out)
     with pytest.raises(RuntimeError, match="worker lost"):
-        beam_runner.write_one(out, settings, shard)
+        shard_writer.write_shard_task(out, settings, shard)
     assert shard_writer.finished(out, shard) is None
     assert sorted(os.listdir(out)) == [f"{shard.name}.json"]  # the claim, nothing else
     assert json.loads(pathlib.Path(out, f"{shard.name}.json").read_text())["state"] == "writing"
     monkeypatch.setattr(shard_format.ShardWriter, "add", original)
-    assert beam_runner.write_one(out, settings, shard) == shard.name
+    assert shard_writer.write_shard_task(out, settings, shard) == shard.name
     info = shard_writer.finished(out, shard)
     assert info is not None and len(info["videos"]) == 3
     assert not [name for name in os.listdir(out) if name.startswith(".partial-")]

@@ -19,7 +19,7 @@ from test_train_support import (
 from training import callbacks as run_callbacks
 from training.optimization import learning_rate_schedule
 
-EPOCHS = 3
+EPOCHS = 5
 STEPS = 96 // 8
 
 

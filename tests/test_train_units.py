@@ -352,3 +352,40 @@ def test_resume_check_takes_a_field_added_later_as_its_default(tmp_path):
     _check_resume(run, values)  # the default: resumable
     with pytest.raises(ValueError, match="augment_on: saved None, now 'device'"):
         _check_resume(run, dict(values, augment_on="device"))
+
+
+def test_validation_batches_are_padded_for_every_replica_with_zero_weight():
+    """A last validation batch smaller than the replica count would leave a
+    replica an empty batch (oneDNN's batch normalisation fails on it)."""
+    import tensorflow as tf
+
+    from training.train import _views_to_pairs
+
+    clips = tf.reshape(tf.range(3 * 2, dtype=tf.float32), [3, 2])
+    labels = tf.constant([2, 0, 1])
+    ids = tf.constant([0, 1, 2])
+    x, y = _views_to_pairs(3, replicas=1)(clips, labels, ids)
+    assert x.shape == (3, 2) and y.shape == (3, 3)
+    x, y, w = _views_to_pairs(3, replicas=2)(clips, labels, ids)
+    np.testing.assert_array_equal(x.numpy(), [[0, 1], [2, 3], [4, 5], [0, 1]])
+    np.testing.assert_array_equal(np.argmax(y.numpy(), axis=1), [2, 0, 1, 2])
+    np.testing.assert_array_equal(w.numpy(), [1, 1, 1, 0])
+    x, y, w = _views_to_pairs(3, replicas=4)(clips[:1], labels[:1], ids[:1])
+    assert x.shape == (4, 2) and w.numpy().tolist() == [1, 0, 0, 0]
+
+
+def test_start_up_noise_drops_the_onednn_banner_only_while_info_is_hidden(monkeypatch):
+    from cliutil import tf_startup
+
+    banner = (
+        "I0000 00:00:1796553737.113964    4797 port.cc:153] oneDNN custom operations are on. "
+        "You may see slightly different numerical results due to floating-point round-off."
+    )
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    noise = tf_startup._start_up_noise()
+    assert noise.search(banner)
+    assert not noise.search("E0000 00:00:1.0 1 op.cc:1] oneDNN custom operations are on.")
+    assert not noise.search("error: something the user must see")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    noise = tf_startup._start_up_noise()
+    assert noise is None or not noise.search(banner)

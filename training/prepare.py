@@ -43,7 +43,7 @@ import sys
 
 import cliutil
 from training.data import beam_runner
-from training.data.manifest import join
+from training.data.gfile_paths import join
 
 
 def build_parser():

@@ -160,8 +160,16 @@ def _one_hot(num_classes):
     return convert
 
 
-def make_datasets(config, manifest, num_classes):
-    """`(train, validation or None, steps_per_epoch, validation_steps)`."""
+def make_datasets(config, manifest, num_classes, replicas=1):
+    """`(train, validation or None, steps_per_epoch, validation_steps)`.
+
+    With several replicas, every validation batch is padded to a multiple of
+    `replicas` with zero-weight copies of its first clip, so that no replica
+    gets an empty share of the last partial batch (TensorFlow's oneDNN
+    batch normalisation fails on an empty batch: "Incompatible shapes:
+    [C] vs. [0,T,H,W,C]"). The padding carries sample weight 0, so it
+    changes no metric; in the last batch's mean loss it counts as a zero
+    loss."""
     import tensorflow as tf
 
     mean, std = _normalisation(config)
@@ -214,20 +222,34 @@ def make_datasets(config, manifest, num_classes):
     # Repeated, with the exact number of (partial last) batches per epoch:
     # Keras keeps one validation iterator across epochs when validation_steps
     # is given, so a finite dataset would run out in epoch 2.
-    val = val.repeat().map(_views_to_pairs(num_classes)).with_options(options)
+    val = val.repeat().map(_views_to_pairs(num_classes, replicas)).with_options(options)
     val_steps = -(-val_videos * config.val_num_clips // config.batch_size)
     return train, val, steps, val_steps
 
 
-def _views_to_pairs(num_classes):
-    """Test-mode `(clips, labels, video_ids)` → `(clips, one-hot labels)`."""
+def _views_to_pairs(num_classes, replicas=1):
+    """Test-mode `(clips, labels, video_ids)` → `(clips, one-hot labels)`;
+    with several replicas `(clips, one-hot labels, sample weights)`, each
+    batch padded to a multiple of `replicas` (see `make_datasets`)."""
     import tensorflow as tf
 
     def convert(clips, labels, video_ids):
         del video_ids  # validation scores views (clips) one by one
         return clips, tf.one_hot(labels, num_classes)
 
-    return convert
+    def padded(clips, labels, video_ids):
+        clips, targets = convert(clips, labels, video_ids)
+        size = tf.shape(clips)[0]
+        missing = tf.math.floormod(-size, replicas)
+        first = tf.zeros([missing], tf.int32)
+        weights = tf.concat([tf.ones([size]), tf.zeros([missing])], axis=0)
+        return (
+            tf.concat([clips, tf.gather(clips, first)], axis=0),
+            tf.concat([targets, tf.gather(targets, first)], axis=0),
+            weights,
+        )
+
+    return convert if replicas == 1 else padded
 
 
 def manifest_videos(manifest, subset):
@@ -393,7 +415,9 @@ def train(config, model_builder=None):
     manifest = _checked_data(config, model_builder)
     strategy = distribute.make_strategy(config.devices)
     run_dir, run, is_chief = _run_directory(config)
-    train_data, val_data, steps, val_steps = _seeded_datasets(config, manifest)
+    train_data, val_data, steps, val_steps = _seeded_datasets(
+        config, manifest, strategy.num_replicas_in_sync
+    )
     values, xla = _run_settings(config, manifest, strategy, steps, inherited, model_builder)
     if _finished_already(run, values, config):
         return run_dir
@@ -480,7 +504,7 @@ def _run_directory(config):
     return run_dir, run, is_chief
 
 
-def _seeded_datasets(config, manifest):
+def _seeded_datasets(config, manifest, replicas=1):
     """`make_datasets`, after seeding (and, for deterministic runs,
     TensorFlow's deterministic ops)."""
     import keras
@@ -489,7 +513,7 @@ def _seeded_datasets(config, manifest):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    return make_datasets(config, manifest, len(manifest["class_names"]))
+    return make_datasets(config, manifest, len(manifest["class_names"]), replicas)
 
 
 def _run_settings(config, manifest, strategy, steps, inherited, model_builder):

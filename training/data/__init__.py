@@ -6,6 +6,7 @@
   shard writer of both runners.
 - `beam_runner`: `prepare` on Apache Beam (the `[beam]` extra), one task per shard.
 - `output_folder`: prepare's output folder through `tf.io.gfile` (whole-or-nothing writes).
+- `gfile_paths`: joining paths of a local folder or a `tf.io.gfile` URL.
 - `shard_format`: the shard files (frame records + index), read with TF ops.
 - `pipeline`: `clip_dataset(manifest_or_dir, subset, mode, …)` → `tf.data`
   (clip and view rules from `clipspec`, shared with serving).

@@ -5,11 +5,11 @@ The launching process plans the shards exactly as the local runner does
 (`training.data.shard_writer.prepare_dataset`: listing, usability check,
 finished shards skipped) and hands the shards still to write to a Beam
 pipeline: `Create(shards) | Reshuffle | ParDo(write one shard)`. Each task
-decodes its shard's videos in a child process (a decoder crash costs only
-its video, as with the local runner) and writes the shard with
-`shard_writer.write_shard`, the same function the local runner calls, into
-the output folder through `tf.io.gfile` (so `gs://` works from every
-worker). When the pipeline is done, the launching process reads the
+(`shard_writer.write_shard_task`) decodes its shard's videos in a child
+process (a decoder crash costs only its video, as with the local runner)
+and writes the shard with `shard_writer.write_shard`, the same function the
+local runner calls, into the output folder through `tf.io.gfile` (so `gs://`
+works from every worker). When the pipeline is done, the launching process reads the
 shards' sidecars and writes the manifest.
 
 A task the runner retries writes its shard again from the start: files
@@ -48,10 +48,11 @@ def available():
     return importlib.util.find_spec("apache_beam") is not None
 
 
-def shard_runner(beam_options):
+def shard_runner(beam_options, write_one):
     """`run(out_dir, shards, settings)` that writes `shards` with a Beam
     pipeline built from the command-line words `beam_options` (none:
-    DirectRunner, in this process).
+    DirectRunner, in this process), one task `write_one(out_dir, settings,
+    shard)` per shard (a module-level function: Beam pickles it by name).
 
     Raises:
         ImportError: Apache Beam is not installed (the message names the extra).
@@ -69,29 +70,11 @@ def shard_runner(beam_options):
                 pipeline
                 | "shards" >> beam.Create(shards)
                 | "spread" >> beam.Reshuffle()
-                | "write" >> beam.ParDo(_write_shard_fn()(out_dir, settings))
+                | "write" >> beam.ParDo(_write_shard_fn()(write_one, out_dir, settings))
             )
         return {"workers": 0}
 
     return run
-
-
-def write_one(out_dir, settings, shard):
-    """The Beam task: decodes `shard`'s videos in a child process and writes
-    the shard with `shard_writer.write_shard` (nothing when an earlier
-    attempt finished it). Returns the shard's name."""
-    from clipspec.decode import try_decode_to_jpeg
-    from training.data import shard_writer
-
-    if shard_writer.finished(out_dir, shard) is None:
-        results = shard_writer.isolated_decoder(try_decode_to_jpeg).map(
-            shard_writer.decode_jobs(shard, settings)
-        )
-        try:
-            shard_writer.write_shard(out_dir, shard, settings, results)
-        finally:
-            results.close()
-    return shard.name
 
 
 @functools.cache
@@ -101,12 +84,13 @@ def _write_shard_fn():
     import apache_beam as beam
 
     class WriteShard(beam.DoFn):
-        def __init__(self, out_dir, settings):
+        def __init__(self, write_one, out_dir, settings):
             super().__init__()
+            self.write_one = write_one
             self.out_dir = out_dir
             self.settings = settings
 
         def process(self, shard):
-            yield write_one(self.out_dir, self.settings, shard)
+            yield self.write_one(self.out_dir, self.settings, shard)
 
     return WriteShard

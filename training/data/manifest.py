@@ -15,6 +15,8 @@ import json
 import os
 import pathlib
 
+from training.data.gfile_paths import basename, is_url, join
+
 MANIFEST_NAME = "manifest.json"
 REQUIRED_FIELDS = ("class_names", "subsets", "skipped", "short_side")
 
@@ -42,7 +44,7 @@ def load_manifest(manifest_or_dir):
                 "the folder of its shards); pass the prepared folder instead."
             )
         return manifest_or_dir
-    if _is_url(manifest_or_dir):
+    if is_url(manifest_or_dir):
         return _load_url(os.fspath(manifest_or_dir))
     path = pathlib.Path(manifest_or_dir)
     if path.is_dir():
@@ -52,10 +54,6 @@ def load_manifest(manifest_or_dir):
     manifest = _parse(path, path.read_text(encoding="utf-8"))
     manifest["root"] = str(path.parent.resolve())
     return manifest
-
-
-def _is_url(path):
-    return isinstance(path, (str, os.PathLike)) and "://" in os.fspath(path)
 
 
 def _absent(path):
@@ -134,7 +132,7 @@ def shard_paths(manifest, subset):
         f
         for p in paths
         for f in (shard_format.frames_path(p), shard_format.index_path(p))
-        if _basename(f) not in present
+        if basename(f) not in present
     ]
     if absent:
         raise FileNotFoundError(
@@ -143,15 +141,6 @@ def shard_paths(manifest, subset):
             "--out to write them again."
         )
     return paths
-
-
-def join(folder, name):
-    """`folder/name` for a local folder or a `tf.io.gfile` URL."""
-    return f"{folder.rstrip('/')}/{name}" if _is_url(folder) else os.path.join(folder, name)
-
-
-def _basename(path):
-    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def video_paths(manifest, subset):

@@ -22,7 +22,7 @@ import os
 import tensorflow as tf
 
 import cliutil
-from training.data.manifest import join
+from training.data.gfile_paths import join
 
 
 def _why(error):

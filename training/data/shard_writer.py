@@ -72,7 +72,8 @@ import typing
 import cliutil
 from clipspec.decode import try_decode_to_jpeg, try_probe_video
 from training.data import output_folder, shard_format
-from training.data.manifest import MANIFEST_NAME, join
+from training.data.gfile_paths import join
+from training.data.manifest import MANIFEST_NAME
 
 DEFAULT_VIDEOS_PER_SHARD = 64
 CRASH_REASON = "the decoder crashed its worker process (FFmpeg fault)"
@@ -442,7 +443,7 @@ def prepare_dataset(
     if runner == "beam":
         from training.data import beam_runner
 
-        run_shards = beam_runner.shard_runner(list(beam_options))
+        run_shards = beam_runner.shard_runner(list(beam_options), write_shard_task)
     if not len(dataset) and not dataset.missing:
         raise ValueError("The dataset has no videos to prepare.")
     out_dir = os.fspath(out_dir)
@@ -530,6 +531,19 @@ def _local_runner(workers, progress):
         return {"workers": used if used > 1 else 0}
 
     return run
+
+
+def write_shard_task(out_dir, settings, shard):
+    """One shard as one task (the Beam runner's): decodes `shard`'s videos
+    in a child process and writes the shard with `write_shard` (nothing when
+    an earlier attempt finished it). Returns the shard's name."""
+    if finished(out_dir, shard) is None:
+        results = isolated_decoder(try_decode_to_jpeg).map(decode_jobs(shard, settings))
+        try:
+            write_shard(out_dir, shard, settings, results)
+        finally:
+            results.close()
+    return shard.name
 
 
 def decode_jobs(shard, settings):
