@@ -4,7 +4,8 @@ command line and semantics, for any SavedModel) and its clients.
 The server, one TF Serving part per module (docs/serving.md has the map):
 
 - `serving.server`: `python -m serving.server` / `classreg-model-server`;
-  `serving.flags`: TF Serving's flags -> `ServerSettings`.
+  `serving.flags`: TF Serving's flags; `serving.server_settings`: the
+  parsed flags -> `ServerSettings`.
 - Front ends: `serving.grpc_front` (gRPC) and `serving.rest` (REST, with the
   JSON codecs `serving.json_tensor`, `serving.json_examples` and the body
   parser `serving.json_parser`), both

@@ -43,7 +43,8 @@ import threading
 import cliutil
 from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES, READY_LINE, REST_READY_LINE
 from serving.errors import ServingError
-from serving.flags import ServerSettings, build_parser, config_from_args, settings_from_args
+from serving.flags import build_parser
+from serving.server_settings import ServerSettings, config_from_args, settings_from_args
 
 # The model manager, the handlers and the gRPC and REST front ends import
 # TensorFlow: imported inside the functions that use them (after
