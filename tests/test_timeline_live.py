@@ -13,7 +13,14 @@ import threading
 import time
 
 import pytest
-from timeline_stubs import StubModel, free_port, grpc_stub, stream_colours_udp, write_colour_video
+from timeline_stubs import (
+    StubModel,
+    free_port,
+    grpc_stub,
+    stream_colours_udp,
+    wait_until_udp_bound,
+    write_colour_video,
+)
 
 
 def start_client(address, source, *args, json_lines=True):
@@ -47,7 +54,7 @@ def test_live_stream_is_labelled_through_a_mode_change_then_cut_retried_and_give
     source = f"udp://127.0.0.1:{port}"
     with grpc_stub() as (address, _):
         client = start_client(address, source, "--reconnects", "1")
-        time.sleep(1.0)  # the client listens on the port
+        wait_until_udp_bound(port, client)  # the client listens on the port
         # the resolution and the frame rate change with the colour, as a
         # camera changing mode
         send(port, [(1.5, "red"), (1.5, "blue")], modes={1: ((64, 32), 12)}).join()
@@ -79,7 +86,7 @@ def test_ctrl_c_prints_the_summary_and_exits_130():
         client = start_client(address, f"udp://127.0.0.1:{port}")
         reader = threading.Thread(target=lambda: lines.extend(client.stdout))
         reader.start()
-        time.sleep(1.0)
+        wait_until_udp_bound(port, client)
         sender = send(port, [(20, "green")], stop=stop)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and sum('"window"' in line for line in lines) < 2:
@@ -102,7 +109,7 @@ def test_a_slow_server_drops_windows_instead_of_lagging():
     port = free_port()
     with grpc_stub(StubModel(delay=1.0)) as (address, model):
         client = start_client(address, f"udp://127.0.0.1:{port}", "--reconnects", "0")
-        time.sleep(1.0)
+        wait_until_udp_bound(port, client)
         send(port, [(4, "red")]).join()
         stdout, stderr = client.communicate(timeout=30)
     [summary] = records(stdout, "summary")

@@ -232,6 +232,27 @@ def free_port(kind="udp"):
         return probe.getsockname()[1]
 
 
+def wait_until_udp_bound(port, process, timeout=60.0):
+    """Waits until some socket is bound to UDP `port` on this machine (the
+    client under test listening; read from /proc/net/udp and udp6), so that
+    a test starts its stream only then, however slowly the client started.
+    Fails when `process` ends first or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for table in ("/proc/net/udp", "/proc/net/udp6"):
+            try:
+                with open(table) as rows:
+                    next(rows)  # the header
+                    if any(int(row.split()[1].rsplit(":", 1)[1], 16) == port for row in rows):
+                        return
+            except OSError:
+                continue
+        if process.poll() is not None:
+            raise AssertionError(f"the client ended (exit {process.returncode}) before listening")
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listened on UDP port {port} within {timeout} s")
+
+
 def stream_colours_udp(port, parts, fps=25, size=(48, 32), stop=None, modes=None):
     """Sends MPEG-TS to udp://127.0.0.1:`port` in real time: solid colours
     `parts` `[(seconds, colour name)]`; `modes` `{part index: ((w, h),
