@@ -286,7 +286,9 @@ def test_a_call_that_ignores_its_deadline_gets_its_worker_replaced(exports):
     ).load()
     for _ in range(3):  # the function's first calls; admission learns it is fast
         remote.predict(_predict("kernel", [10.0]), _context(60))
-    request = _predict("kernel", [4000.0])  # seconds in one kernel
+    # one 8000 x 8000 matmul, a single kernel far longer than the deadline and
+    # the grace together, also on a fast CPU (4000 could end within them)
+    request = _predict("kernel", [8000.0])
     began = time.monotonic()
     with pytest.raises(ServingError) as caught:
         remote.predict(request, _context(0.5))
