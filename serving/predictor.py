@@ -55,8 +55,10 @@ class Predictor(InferenceClientBase):
 
     def _legacy_clip_format(self, model, version):
         raise ValueError(
-            f"Model {model!r} has no '{names.CLIP_FORMAT}' signature; a timeline "
-            "needs it (export the model again with `python -m training.export`)."
+            f"Model {model!r}: its clip format could not be read (no "
+            f"'{names.CLIP_FORMAT}' signature, or, over REST, TF Serving's API "
+            "calls no signature without inputs); a timeline needs it: use gRPC, "
+            "or export the model again with `python -m training.export`."
         )
 
 
