@@ -20,7 +20,8 @@ repository's Python.) Steps, each timed:
    container (`--init`, loopback ports, the export mounted read-only);
 6. the real clips classified with `python -m serving.client` over gRPC and
    REST on both servers (Predict), and their centre views with Classify
-   (gRPC and REST): every answer of the container equals the outside one;
+   (gRPC and REST): every answer of the container equals the outside one,
+   and every REST answer the gRPC one (both read the model's clip format);
 7. the image's HEALTHCHECK healthy; the server runs as a non-root user;
 8. `stop` (SIGTERM): the server exits 0 within STOP_SECONDS;
 9. everything made is removed (`--keep`: the images stay, for the layer
@@ -367,9 +368,8 @@ class ContainerTest:
     # -- the checks -----------------------------------------------------
     def classify_with_client(self, clips, servers):
         """`python -m serving.client --json` over gRPC and REST against
-        both servers; every container answer must equal the outside one over
-        the same protocol (the REST client cannot read the clip format: see
-        docs/containers.md)."""
+        both servers; every container answer must equal the outside one, and
+        REST's the gRPC one (both read the model's clip format)."""
         answers = {}
         for (where, protocol), address in servers.items():
             with self.steps(f"classify {len(clips)} clips: serving.client {protocol}, {where}"):
@@ -394,6 +394,15 @@ class ContainerTest:
                     f"Predict {protocol}",
                     answers["outside", protocol],
                     answers["container", protocol],
+                ),
+            )
+        for where in ("outside", "container"):
+            worst = max(
+                worst,
+                compare_client_answers(
+                    f"Predict REST against gRPC ({where})",
+                    answers[where, "gRPC"],
+                    answers[where, "REST"],
                 ),
             )
         return worst

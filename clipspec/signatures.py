@@ -7,8 +7,13 @@ client reads them; TensorFlow's standard names come from `tf.saved_model`.
   `top_k_indices`, `top_k_scores`, `top_k_classes`.
 - `predict_normalized`: float32 `clips` at the model's size, normalised.
 - `class_names`: int32 `class_index` `[N]` → string `class_name` `[N]`.
-- `clip_format`: no input → string `clip_format` (scalar): the model's
-  `ClipFormat` as JSON, so clients cut clips as the model was trained.
+- `clip_format`: int32 `query` `[N]` (values ignored) → string
+  `clip_format` `[N]`: the model's `ClipFormat` as JSON, once per query
+  entry, so clients cut clips as the model was trained. It has an input
+  because TF Serving's REST API calls no signature without one:
+  `{"signature_name": "clip_format", "instances": [0]}`. Exports of
+  keras-classreg < 0.3 have no input and a scalar output; gRPC clients
+  still read them.
 - `classify` (method `tensorflow/serving/classify`): serialized
   `tf.train.Example`s whose bytes feature `image/encoded` holds the frames.
 - `explain` / `explain_class`: per-block class-evidence maps.
@@ -24,6 +29,7 @@ EXPLAIN_CLASS = "explain_class"
 
 CLIPS_INPUT = "clips"
 CLASS_INDEX_INPUT = "class_index"
+CLIP_FORMAT_QUERY_INPUT = "query"
 FRAMES_FEATURE = "image/encoded"
 
 # How many classes `serving_default`'s `top_k_*` outputs hold unless the

@@ -12,6 +12,7 @@ No TensorFlow here.
 """
 
 import abc
+import warnings
 
 import grpc
 import numpy as np
@@ -70,30 +71,42 @@ class InferenceClientBase(abc.ABC):
         """The model's `ClipFormat`, from its `clip_format` signature
         (cached per model and version).
 
-        Exports made before that signature existed give a format built from
-        the `predict_normalized` input shape with the defaults (stride 2,
-        Kinetics mean/std, 10 clips x 1 crop), class names left empty.
+        The signature is called with one `query` entry; an export of
+        keras-classreg < 0.3, whose signature has no input, is called again
+        without one (gRPC answers it; TF Serving's REST API calls no
+        signature without inputs). Exports without the signature, or whose
+        format cannot be read over this transport, give
+        `_legacy_clip_format`.
         """
         key = (model, version)
         if key not in self._clip_formats:
-            try:
-                outputs = self.predict(model, {}, signature=names.CLIP_FORMAT, version=version)
-                text = outputs[names.CLIP_FORMAT_OUTPUT]
-                text = text.item() if hasattr(text, "item") else text
+            for inputs in (self._CLIP_FORMAT_QUERY, {}):
+                try:
+                    outputs = self.predict(
+                        model, inputs, signature=names.CLIP_FORMAT, version=version
+                    )
+                except Exception as error:
+                    if not self._is_missing_signature(error):
+                        raise
+                    continue
                 clip_format = ClipFormat.from_json(
-                    text.decode("utf-8") if isinstance(text, bytes) else text,
+                    _first_text(outputs[names.CLIP_FORMAT_OUTPUT]),
                     f"model {model!r} clip_format signature",
                 )
-            except Exception as error:
-                if not self._is_missing_signature(error):
-                    raise
+                break
+            else:
                 clip_format = self._legacy_clip_format(model, version)
             self._clip_formats[key] = clip_format
         return self._clip_formats[key]
 
+    _CLIP_FORMAT_QUERY = {names.CLIP_FORMAT_QUERY_INPUT: np.zeros([1], np.int32)}
+
     def _legacy_clip_format(self, model, version):
-        """The format of an export without a `clip_format` signature, from
-        its `predict_normalized` input shape (`metadata`)."""
+        """The format of an export whose `clip_format` signature is missing
+        (or cannot be called over this transport), from its
+        `predict_normalized` input shape (`metadata`) with the defaults;
+        warns, since stride, normalisation and views may differ from the
+        model's."""
         _, signatures = self.metadata(model, version)
         signature = signatures.get(names.PREDICT_NORMALIZED)
         dims = (
@@ -108,7 +121,16 @@ class InferenceClientBase(abc.ABC):
                 f"'{names.PREDICT_NORMALIZED}' signature): it was not exported "
                 "by `python -m training.export`."
             )
-        return ClipFormat(clip_length=dims[1], crop_size=dims[2])
+        fallback = ClipFormat(clip_length=dims[1], crop_size=dims[2])
+        warnings.warn(
+            f"Model {model!r}: its clip format could not be read (no "
+            f"'{names.CLIP_FORMAT}' signature; or, over REST, an export of "
+            "keras-classreg < 0.3); using its input size with the default "
+            f"stride {fallback.stride}, normalisation and views. Export it again "
+            "with `python -m training.export` to use the model's own.",
+            stacklevel=3,
+        )
+        return fallback
 
     def class_names(self, model, indices, version=None):
         """Names of class `indices` (the export's `class_names` signature),
@@ -124,6 +146,21 @@ class InferenceClientBase(abc.ABC):
             )[names.CLASS_NAME_OUTPUT]
             cache.update({i: n.decode() for i, n in zip(missing, found)})
         return [cache[int(i)] for i in indices]
+
+
+def _first_text(value):
+    """The clip format JSON of a `clip_format` output: a string `[N]` (or a
+    scalar, from exports of keras-classreg < 0.3), as an array or as the
+    JSON list of a REST answer."""
+    while isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("The model's clip_format signature answered no clip format.")
+        value = value[0]
+    if isinstance(value, np.ndarray):
+        if value.size == 0:
+            raise ValueError("The model's clip_format signature answered no clip format.")
+        value = value.reshape(-1)[0]
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def model_spec(spec, model, version=None, signature=None):

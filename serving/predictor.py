@@ -56,8 +56,9 @@ class Predictor(InferenceClientBase):
     def _legacy_clip_format(self, model, version):
         raise ValueError(
             f"Model {model!r}: its clip format could not be read (no "
-            f"'{names.CLIP_FORMAT}' signature, or, over REST, TF Serving's API "
-            "calls no signature without inputs); a timeline needs it: use gRPC, "
+            f"'{names.CLIP_FORMAT}' signature; or, over REST, an export of "
+            "keras-classreg < 0.3, whose signature has no input, which TF "
+            "Serving's REST API cannot call); a timeline needs it: use gRPC, "
             "or export the model again with `python -m training.export`."
         )
 

@@ -75,7 +75,10 @@ def test_signature_defs(exported):
         "explain_class",
         "__saved_model_init_op",
     }
-    assert not defs["clip_format"].inputs
+    # an input, so that TF Serving's REST API can call it
+    query = defs["clip_format"].inputs["query"]
+    assert query.dtype == tf.int32.as_datatype_enum
+    assert [d.size for d in query.tensor_shape.dim] == [-1]
     assert set(defs["clip_format"].outputs) == {"clip_format"}
     assert defs["classify"].method_name == "tensorflow/serving/classify"
     assert defs["serving_default"].method_name == "tensorflow/serving/predict"
@@ -171,14 +174,15 @@ def test_predict_normalized_and_class_names(exported):
 @pytest.mark.slow  # more exports / a fresh process
 def test_clip_format_signature_is_the_models_clip_format(exported, tmp_path):
     _, _, loaded = exported
-    text = loaded.signatures["clip_format"]()["clip_format"].numpy().decode()
-    assert ClipFormat.from_json(text) == testing.clip_format(NUM_CLASSES)
+    texts = loaded.signatures["clip_format"](query=tf.constant([0, 7]))["clip_format"].numpy()
+    assert texts.shape == (2,) and texts[0] == texts[1]
+    assert ClipFormat.from_json(texts[0].decode()) == testing.clip_format(NUM_CLASSES)
     fmt = testing.clip_format(
         3, SHAPE, stride=3, num_clips=2, num_crops=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
     )
     path = export.export_version(testing.tiny_model(3, SHAPE), tmp_path, "m", fmt, warmup=False)
-    text = tf.saved_model.load(path).signatures["clip_format"]()["clip_format"]
-    assert ClipFormat.from_json(text.numpy().decode()) == fmt
+    text = tf.saved_model.load(path).signatures["clip_format"](query=tf.constant([0]))
+    assert ClipFormat.from_json(text["clip_format"].numpy()[0].decode()) == fmt
 
 
 def test_classify_reads_jpeg_frames(exported):

@@ -4,6 +4,8 @@ batching, failed versions, config reload, the video client, SIGTERM."""
 import json
 import threading
 import time
+import urllib.request
+import warnings
 
 import grpc
 import numpy as np
@@ -12,11 +14,13 @@ import tiny_exports as testing
 from tensorflow_serving.apis import get_model_status_pb2, model_management_pb2
 from tensorflow_serving.config import model_server_config_pb2
 
+from clipspec.format import ClipFormat
 from serving import client as client_cli
 from serving import server as server_cli
 from serving.client import ServingClient
 from serving.launch import LocalServer
 from serving.loadtest import predict_request
+from serving.rest_client import RestClient
 
 SHAPE = (4, 16, 16, 3)
 AVAILABLE = "AVAILABLE"
@@ -215,6 +219,24 @@ def test_client_cli_classifies_video_files(farm, tmp_path, capsys):
     assert [c["class"] for c in over_rest[0]["top_k"]] == [names[i] for i in best]
     np.testing.assert_allclose([c["score"] for c in over_rest[0]["top_k"]], mean[best], atol=1e-4)
     assert over_rest[0]["model_version"] == 1
+    # REST reads the model's own clip format (its `clip_format` signature
+    # has an input: TF Serving's REST API calls no signature without one),
+    # so a timeline runs over REST against the real server too.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback to the input size
+        with RestClient(f"127.0.0.1:{server.rest_port}", timeout=60) as rest:
+            assert rest.clip_format("alpha") == testing.clip_format(7)
+    # by hand, in TF Serving's row format (docs/export.md)
+    body = json.dumps({"signature_name": "clip_format", "instances": [0]}).encode()
+    url = f"http://127.0.0.1:{server.rest_port}/v1/models/alpha:predict"
+    with urllib.request.urlopen(urllib.request.Request(url, body), timeout=60) as answer:
+        (text,) = json.loads(answer.read())["predictions"]
+    assert ClipFormat.from_json(text) == testing.clip_format(7)
+    timeline = ["--rest", "--server", f"127.0.0.1:{server.rest_port}", "--model", "alpha"]
+    assert client_cli.main([*timeline, "--timeline", "--json", "--hop", "0.3", str(video)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    windows = [line for line in lines if line["kind"] == "window"]
+    assert len(windows) >= 2 and {w["top_k"][0]["class"] for w in windows} <= set(names)
     # Text output, and a bad file among good ones: exit 1, the rest printed.
     assert (
         client_cli.main(

@@ -6,6 +6,7 @@ import json
 import os
 import threading
 import time
+import types
 from concurrent import futures
 
 import grpc
@@ -283,6 +284,50 @@ def test_both_clients_share_one_base():
     for name in ("clip_format", "class_names", "_legacy_clip_format"):
         assert getattr(RestClient, name) is getattr(InferenceClientBase, name)
         assert getattr(ServingClient, name) is getattr(InferenceClientBase, name)
+
+
+class _FakeTransport(InferenceClientBase):
+    """A transport whose `clip_format` signature is the current export's
+    (`query` in, one JSON per entry), an old export's (no input, a scalar),
+    or an old one behind TF Serving's REST API (no call without inputs)."""
+
+    def __init__(self, kind, text):
+        super().__init__("127.0.0.1:1", 1.0)
+        self.kind, self.text, self.calls = kind, text, []
+
+    def predict(self, model, inputs, signature=None, version=None, output_filter=()):
+        self.calls.append(sorted(inputs))
+        if self.kind == "current" and set(inputs) == {"query"}:
+            return {"clip_format": np.array([self.text.encode()] * len(inputs["query"]), object)}
+        if self.kind == "old" and not inputs:
+            return {"clip_format": np.array(self.text.encode(), object)}
+        raise ValueError("bad input")
+
+    def metadata(self, model, version=None):
+        shape = types.SimpleNamespace(
+            dim=[types.SimpleNamespace(size=s) for s in (-1, 6, 24, 24, 3)]
+        )
+        clips = types.SimpleNamespace(tensor_shape=shape)
+        return None, {"predict_normalized": types.SimpleNamespace(inputs={"clips": clips})}
+
+    @staticmethod
+    def _is_missing_signature(error):
+        return isinstance(error, ValueError)
+
+
+def test_clip_format_of_current_and_old_exports():
+    from clipspec.format import ClipFormat
+
+    fmt = ClipFormat(clip_length=6, stride=3, crop_size=24, num_clips=2, class_names=("a", "b"))
+    current = _FakeTransport("current", fmt.to_json())
+    assert current.clip_format("m") == fmt and current.clip_format("m") == fmt
+    assert current.calls == [["query"]]  # one call, cached
+    old = _FakeTransport("old", fmt.to_json())
+    assert old.clip_format("m") == fmt and old.calls == [["query"], []]
+    # an old export over REST: the input size, the defaults, and a warning
+    with pytest.warns(UserWarning, match=r"'m'.*keras-classreg < 0.3.*stride 2"):
+        fallback = _FakeTransport("old-over-rest", fmt.to_json()).clip_format("m")
+    assert (fallback.clip_length, fallback.crop_size, fallback.stride) == (6, 24, 2)
 
 
 # ----------------------------------------------------------------------

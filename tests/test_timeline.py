@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from timeline_stubs import grpc_stub, rest_stub, write_colour_video
+from timeline_stubs import StubModel, grpc_stub, rest_stub, write_colour_video
 
 from clipspec.stream import FrameStream, StreamFrame, is_live
 from serving import predict_wire
@@ -235,6 +235,22 @@ def test_timeline_over_rest_and_text_output(colour_video):
     assert text.returncode == 0, text.stderr
     segments = [line for line in text.stdout.splitlines() if line.startswith("segment")]
     assert [line.split()[5] for line in segments] == ["red", "blue", "green"]
+
+
+def test_timeline_of_an_export_older_than_the_clip_format_query(colour_video):
+    """Exports of keras-classreg < 0.3: `clip_format` has no input. gRPC
+    reads it; TF Serving's REST API cannot call it: one clear line."""
+    path, changes = colour_video
+    with grpc_stub(StubModel(legacy_clip_format=True)) as (address, _):
+        run = run_client("--server", address, "--timeline", "--json", path)
+    assert run.returncode == 0, run.stderr
+    check_timeline(records(run.stdout), path, changes)
+    with rest_stub(StubModel(legacy_clip_format=True)) as (address, _):
+        run = run_client("--server", address, "--rest", "--timeline", path)
+    first, *rest = run.stderr.splitlines()
+    assert run.returncode == 1 and rest == ["1 of 1 input(s) failed."], run.stderr
+    assert first.startswith(f"{path}: error: Model 'stub': its clip format could not be read")
+    assert "keras-classreg < 0.3" in first and "training.export" in first
 
 
 def test_timeline_errors_are_one_line(colour_video, tmp_path):

@@ -6,7 +6,9 @@ its dominant colour (`red`, `green`, `blue`: the mean of each channel,
 normalised), so a video whose colour changes at known times has a known
 timeline. It also answers the `clip_format`, `class_names` and `explain`
 signatures. `delay` seconds per `serving_default` call make it slower than
-a stream.
+a stream; `legacy_clip_format` makes its `clip_format` signature that of an
+export of keras-classreg < 0.3 (no input, a scalar). Like TF Serving, its
+REST front end refuses a Predict without inputs.
 """
 
 import concurrent.futures
@@ -36,17 +38,31 @@ def colour_probabilities(clips):
     return (means / means.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+class BadInput(ValueError):
+    """A request whose inputs do not fit the signature (INVALID_ARGUMENT)."""
+
+
 class StubModel:
     """What the stub answers, by signature (inputs/outputs as arrays)."""
 
-    def __init__(self, delay=0.0):
+    def __init__(self, delay=0.0, legacy_clip_format=False):
         self.delay, self.calls, self.shapes = delay, 0, []
+        self.legacy_clip_format = legacy_clip_format
         self._lock = threading.Lock()
 
     def answer(self, signature, inputs):
         signature = signature or names.SERVING
         if signature == names.CLIP_FORMAT:
-            return {"clip_format": np.array(CLIP_FORMAT.to_json().encode(), dtype=object)}
+            text = CLIP_FORMAT.to_json().encode()
+            if self.legacy_clip_format:
+                if inputs:
+                    raise BadInput(f"input tensor alias not found in signature: {set(inputs)}")
+                return {"clip_format": np.array(text, dtype=object)}
+            if set(inputs) != {names.CLIP_FORMAT_QUERY_INPUT}:
+                raise BadInput(f"expected the input 'query', got {set(inputs)}")
+            found = np.empty(len(inputs[names.CLIP_FORMAT_QUERY_INPUT]), dtype=object)
+            found[:] = [text] * len(found)
+            return {"clip_format": found}
         if signature == names.CLASS_NAMES:
             index = np.asarray(inputs[names.CLASS_INDEX_INPUT]).ravel()
             found = np.empty(len(index), dtype=object)
@@ -121,6 +137,8 @@ def grpc_stub(model=None):
             return _encode_response(model.answer(signature, inputs))
         except KeyError:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"no signature {signature}")
+        except BadInput as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
 
     handler = grpc.method_handlers_generic_handler(
         "tensorflow.serving.PredictionService",
@@ -171,10 +189,16 @@ def rest_stub(model=None):
                 return self._send(404, {"error": f"no such path {self.path}"})
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             inputs = {k: from_json(v) for k, v in body.get("inputs", {}).items()}
+            if not inputs:  # TF Serving's REST API's words
+                signature = body.get("signature_name")
+                error = f"Failed to get input map for signature: {signature}"
+                return self._send(400, {"error": error})
             try:
                 outputs = model.answer(body.get("signature_name"), inputs)
             except KeyError:
                 return self._send(400, {"error": "no such signature"})
+            except BadInput as error:
+                return self._send(400, {"error": str(error)})
             values = {k: _rest_value(v) for k, v in outputs.items()}
             if len(values) == 1:
                 values = next(iter(values.values()))

@@ -116,9 +116,15 @@ def prediction_signatures(context):
         class_index = _check_class_index(class_index, context.num_classes, "")
         return {names.CLASS_NAME_OUTPUT: context.class_name_lookup(class_index)}
 
-    @tf.function(input_signature=[], autograph=False)
-    def clip_format():
-        return {names.CLIP_FORMAT_OUTPUT: context.read_clip_format()}
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.int32, name=names.CLIP_FORMAT_QUERY_INPUT)],
+        autograph=False,
+    )
+    def clip_format(query):
+        # One answer per query entry: TF Serving's REST API calls no
+        # signature without inputs, and its row format needs a batch axis.
+        text = context.read_clip_format()
+        return {names.CLIP_FORMAT_OUTPUT: tf.fill(tf.shape(query)[:1], text)}
 
     return {
         names.SERVING: Signature(serving_default),
