@@ -115,6 +115,26 @@ def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
     return float(np.median(rest) * 1000), float(np.median(grpc_) * 1000)
 
 
+def _server_args(work, clients, max_batch_size, batch_timeout_micros, num_batch_threads):
+    """The server's flags (and its batching parameters file, written)."""
+    args = [
+        "--model_name=bench",
+        f"--model_base_path={work / 'bench'}",
+        f"--grpc_max_threads={max(16, clients * 2)}",
+        f"--rest_api_num_threads={max(8, clients)}",
+    ]
+    if max_batch_size:
+        batching = work / f"batching_parameters_{num_batch_threads}.txt"
+        batching.write_text(
+            f"max_batch_size {{ value: {max_batch_size} }}\n"
+            f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
+            f"max_enqueued_batches {{ value: 100 }}\n"
+            f"num_batch_threads {{ value: {num_batch_threads} }}\n"
+        )
+        args += ["--enable_batching", f"--batching_parameters_file={batching}"]
+    return args
+
+
 def benchmark(
     model_name="resnet18_3d",
     input_shape=(8, 64, 64),
@@ -124,7 +144,7 @@ def benchmark(
     malformed=0.05,
     max_batch_size=16,
     batch_timeout_micros=0,
-    num_batch_threads=2,
+    num_batch_threads=(2, 1),
     overhead_repeats=50,
     throughput_seconds=3.0,
     pool=8,
@@ -157,21 +177,22 @@ def benchmark(
         ]
         del loaded
         local = in_process_throughput(version_dir, clips[0], seconds=throughput_seconds)
-        args = [
-            "--model_name=bench",
-            f"--model_base_path={work / 'bench'}",
-            f"--grpc_max_threads={max(16, clients * 2)}",
-            f"--rest_api_num_threads={max(8, clients)}",
-        ]
-        if max_batch_size:
-            batching = work / "batching_parameters.txt"
-            batching.write_text(
-                f"max_batch_size {{ value: {max_batch_size} }}\n"
-                f"batch_timeout_micros {{ value: {batch_timeout_micros} }}\n"
-                f"max_enqueued_batches {{ value: 100 }}\n"
-                f"num_batch_threads {{ value: {num_batch_threads} }}\n"
-            )
-            args += ["--enable_batching", f"--batching_parameters_file={batching}"]
+        num_batch_threads = list(num_batch_threads)
+        args = _server_args(
+            work, clients, max_batch_size, batch_timeout_micros, num_batch_threads[0]
+        )
+        # Served throughput with the other num_batch_threads values, each
+        # on a server of its own.
+        other_served = {}
+        for threads in num_batch_threads[1:] if max_batch_size else []:
+            other_args = _server_args(work, clients, max_batch_size, batch_timeout_micros, threads)
+            with LocalServer(other_args, log_path=work / f"server-{threads}.log") as server:
+                with ServingClient(server.address) as client:
+                    client.wait_until_available("bench")
+                other_served[threads] = served_throughput(
+                    server.address, "bench", clips[0], clients, requests
+                )[0]
+                server.stop()
         with LocalServer(args, log_path=work / "server.log", rest=True) as server:
             with ServingClient(server.address) as client:
                 client.wait_until_available("bench")
@@ -217,6 +238,14 @@ def benchmark(
                 "failures": len(failures),
                 "ratio": round(served / local[best_batch], 3),
                 "target": ">= 0.85",
+                "num_batch_threads": num_batch_threads[0] if max_batch_size else None,
+                "other_num_batch_threads": {
+                    str(threads): {
+                        "served_clips_per_s": round(value, 2),
+                        "ratio": round(value / local[best_batch], 3),
+                    }
+                    for threads, value in other_served.items()
+                },
             },
             "rest_vs_grpc_batch1": {
                 "rest_p50_ms": round(rest_ms, 3),
@@ -252,8 +281,14 @@ def print_report(result):
         f"served clips/s ({throughput['clients']} gRPC clients, 1 clip per "
         f"request): {throughput['served_clips_per_s']} vs in-process best "
         f"{best['clips_per_s']} (batch {best['batch']}): ratio "
-        f"{throughput['ratio']:.3f} (target >= 0.85)"
+        f"{throughput['ratio']:.3f} (target >= 0.85; num_batch_threads "
+        f"{throughput['num_batch_threads']})"
     )
+    for threads, other in throughput["other_num_batch_threads"].items():
+        print(
+            f"  with num_batch_threads {threads}: {other['served_clips_per_s']} clips/s, "
+            f"ratio {other['ratio']:.3f}"
+        )
     print(
         f"batch 1 p50: REST {rest['rest_p50_ms']:.2f} ms vs gRPC "
         f"{rest['grpc_p50_ms']:.2f} ms: ratio {rest['ratio']:.3f} "
@@ -308,9 +343,18 @@ def write_docs(result, path, command):
             "",
         ],
         [
-            f"served / in-process best (batch {best['batch']})",
+            f"served / in-process best (batch {best['batch']}), "
+            f"num_batch_threads {throughput['num_batch_threads']}",
             f"{throughput['ratio']:.3f}",
             ">= 0.85",
+        ],
+        *[
+            [
+                f"served clips/s and / in-process best, num_batch_threads {threads}",
+                f"{other['served_clips_per_s']}, {other['ratio']:.3f}",
+                ">= 0.85",
+            ]
+            for threads, other in throughput["other_num_batch_threads"].items()
         ],
         [
             "batch-1 p50 REST / gRPC",
@@ -385,7 +429,17 @@ def main(argv=None):
         "--max-batch-size", type=int, default=16, help="Server-side batching (0: off). Default: 16."
     )
     parser.add_argument("--batch-timeout-micros", type=int, default=0)
-    parser.add_argument("--num-batch-threads", type=int, default=2)
+    parser.add_argument(
+        "--num-batch-threads",
+        type=int,
+        nargs="+",
+        default=[2, 1],
+        help="Batches run at once (TF Serving's num_batch_threads). The first value "
+        "serves every part; each further one gets a server of its own for the "
+        "throughput part only. Default: 2 1 (TF Serving's advice for CPUs: the "
+        "number of cores, here 2; and one batch at a time, each using every core "
+        "through TensorFlow's intra-op threads).",
+    )
     parser.add_argument(
         "--overhead-repeats",
         type=int,

@@ -90,6 +90,8 @@ def test_serving_load_docs_page(tmp_path):
             "failures": 0,
             "ratio": 0.917,
             "target": ">= 0.85",
+            "num_batch_threads": 2,
+            "other_num_batch_threads": {"1": {"served_clips_per_s": 11.5, "ratio": 0.958}},
         },
         "rest_vs_grpc_batch1": {"rest_p50_ms": 12.0, "grpc_p50_ms": 10.0, "ratio": 1.2},
         "load": {
@@ -107,7 +109,8 @@ def test_serving_load_docs_page(tmp_path):
     path = tmp_path / "serving_load.md"
     serving_load.write_docs(result, path, "python -m benchmarks.serving_load --docs x")
     text = path.read_text()
-    assert "| served / in-process best (batch 2) | 0.917 | >= 0.85 |" in text
+    assert "| served / in-process best (batch 2), num_batch_threads 2 | 0.917 | >= 0.85 |" in text
+    assert "| served clips/s and / in-process best, num_batch_threads 1 | 11.5, 0.958 |" in text
     assert "python -m benchmarks.serving_load --docs x" in text
 
 
