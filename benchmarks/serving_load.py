@@ -15,6 +15,9 @@ serving.server` on it (server-side batching on, REST on), then:
    model, malformed ones against TF Serving's status code), the RSS of the
    server's process tree (front end + model worker) before/after.
 4. Served vs in-process batch-1 p50 (interleaved; target <= 1.10).
+5. Admission by deadline: a call right after 20 concurrent calls whose
+   10 ms deadline passes while they wait, against an idle call (target
+   <= 1.5: expired calls never start).
 
 The served figures include the worker boundary (the model runs in a worker
 process of the server, `serving.worker`): the ratios 1 and 4 are what that
@@ -30,17 +33,20 @@ with the command, the date and the machine as Markdown
 """
 
 import argparse
+import collections
 import contextlib
 import json
 import os
 import pathlib
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import grpc
 import numpy as np
 import tensorflow as tf
 
@@ -113,6 +119,53 @@ def rest_vs_grpc(address, rest_url, model, clip, repeats=50, warmup=5):
                 rest.append(middle - began)
                 grpc_.append(end - middle)
     return float(np.median(rest) * 1000), float(np.median(grpc_) * 1000)
+
+
+def expired_calls(address, model, clip, calls=20, deadline_s=0.01, rounds=5):
+    """Admission by deadline: the latency of a call made right after `calls`
+    concurrent calls whose deadline (`deadline_s`, shorter than a model
+    call) passes while they wait, against the idle latency; medians over
+    `rounds`. Calls that expire must never start, so the ratio stays near
+    1 (target <= 1.5); without admission they run on and the next call
+    waits for them."""
+    request = loadtest.predict_request(model, clip)
+    client = ServingClient(address, timeout=60, retries=0)
+    codes, lock = collections.Counter(), threading.Lock()
+
+    def timed():
+        began = time.perf_counter()
+        client.call("Predict", request)
+        return time.perf_counter() - began
+
+    def expiring(index, barrier):
+        barrier.wait()
+        try:
+            client.call("Predict", request, deadline_s)
+            code = "OK"
+        except grpc.RpcError as error:
+            code = error.code().name
+        with lock:
+            codes[code] += 1
+
+    idle, after = [], []
+    try:
+        for _ in range(rounds):
+            idle += [timed() for _ in range(3)]
+            loadtest.run_together(calls, expiring)
+            after.append(timed())
+    finally:
+        client.close()
+    idle_ms, after_ms = float(np.median(idle) * 1000), float(np.median(after) * 1000)
+    return {
+        "calls": calls,
+        "deadline_ms": deadline_s * 1000,
+        "rounds": rounds,
+        "codes": dict(codes),
+        "idle_p50_ms": round(idle_ms, 2),
+        "after_p50_ms": round(after_ms, 2),
+        "ratio": round(after_ms / idle_ms, 3),
+        "target": "<= 1.5",
+    }
 
 
 def _server_args(work, clients, max_batch_size, batch_timeout_micros, num_batch_threads):
@@ -218,6 +271,7 @@ def benchmark(
             served_p50, local_p50, ratio = loadtest.latency_overhead(
                 server.address, "bench", version_dir, clips[0], repeats=overhead_repeats
             )
+            expired = expired_calls(server.address, "bench", clips[0])
             exit_code = server.stop()
         best_batch = max(local, key=local.get)
         return {
@@ -265,6 +319,7 @@ def benchmark(
                 "ratio": round(ratio, 3),
                 "target": "<= 1.10",
             },
+            "expired_calls": expired,
             "server_exit_code": exit_code,
         }
 
@@ -323,6 +378,12 @@ def print_report(result):
         f"in-process p50 {latency['in_process_p50_ms']:.2f} ms: ratio "
         f"{latency['ratio']:.3f} (target <= 1.10)"
     )
+    expired = result["expired_calls"]
+    print(
+        f"after {expired['calls']} calls that expired waiting ({expired['deadline_ms']:g} ms "
+        f"deadline; {expired['codes']}): next call p50 {expired['after_p50_ms']:.2f} ms vs "
+        f"idle {expired['idle_p50_ms']:.2f} ms: ratio {expired['ratio']:.3f} (target <= 1.5)"
+    )
 
 
 def write_docs(result, path, command):
@@ -378,6 +439,14 @@ def write_docs(result, path, command):
             f"{result['batch1_latency']['in_process_p50_ms']:.2f} ms = "
             f"{result['batch1_latency']['ratio']:.3f}",
             "<= 1.10",
+        ],
+        [
+            f"next call after {result['expired_calls']['calls']} calls expired waiting "
+            f"({result['expired_calls']['deadline_ms']:g} ms deadline) / idle, p50",
+            f"{result['expired_calls']['after_p50_ms']:.2f} / "
+            f"{result['expired_calls']['idle_p50_ms']:.2f} ms = "
+            f"{result['expired_calls']['ratio']:.3f}; {result['expired_calls']['codes']}",
+            "<= 1.5",
         ],
         [
             "server process tree RSS (front end + model worker) before / after the load",

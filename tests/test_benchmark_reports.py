@@ -105,12 +105,21 @@ def test_serving_load_docs_page(tmp_path):
         },
         "server_rss_mb": {"before": 1000.0, "after": 1001.0},
         "batch1_latency": {"served_p50_ms": 11.0, "in_process_p50_ms": 10.0, "ratio": 1.1},
+        "expired_calls": {
+            "calls": 20,
+            "deadline_ms": 10.0,
+            "codes": {"DEADLINE_EXCEEDED": 20},
+            "idle_p50_ms": 40.0,
+            "after_p50_ms": 42.0,
+            "ratio": 1.05,
+        },
     }
     path = tmp_path / "serving_load.md"
     serving_load.write_docs(result, path, "python -m benchmarks.serving_load --docs x")
     text = path.read_text()
     assert "| served / in-process best (batch 2), num_batch_threads 2 | 0.917 | >= 0.85 |" in text
     assert "| served clips/s and / in-process best, num_batch_threads 1 | 11.5, 0.958 |" in text
+    assert "(10 ms deadline) / idle, p50 | 42.00 / 40.00 ms = 1.050;" in text
     assert "python -m benchmarks.serving_load --docs x" in text
 
 
