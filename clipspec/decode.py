@@ -312,13 +312,22 @@ class FrameConverter:
     """PyAV video frames → upright RGB uint8 arrays `[H, W, 3]` whose short
     side (as shown) is `short_side` (None: the stored size). The rotation
     and scaling are worked out again whenever a frame's size or rotation
-    differs from the previous one's (a stream may change resolution)."""
+    differs from the previous one's (a stream may change resolution).
+    One scaler (PyAV's `VideoReformatter`) serves every frame, several times
+    faster than one per frame: convert from one thread at a time."""
 
     def __init__(self, short_side=None):
         self.short_side, self._key = short_side, None
         self.turns, self.size = 0, None
+        self._reformatter = None
 
     def __call__(self, frame):
+        return self.later(frame)[1]()
+
+    def later(self, frame):
+        """`(shape, convert)`: the `[H, W, 3]` shape `frame` converts to, and
+        a function that converts it when called, with the settings of this
+        frame's size (a consumer may convert only the frames it uses)."""
         turns = _turns(frame)
         key = (frame.height, frame.width, turns)
         if key != self._key:
@@ -332,16 +341,18 @@ class FrameConverter:
                 if self.short_side is not None and self.short_side < min(frame.height, frame.width)
                 else "BICUBIC"
             )
-        if self._same:
-            array = frame.to_ndarray(format="rgb24")
-        else:
-            array = frame.to_ndarray(
-                format="rgb24",
-                width=self._stored[1],
-                height=self._stored[0],
-                interpolation=self._interpolation,
-            )
-        return np.rot90(array, turns) if turns else array
+        if self._reformatter is None:
+            from av.video.reformatter import VideoReformatter
+
+            self._reformatter = VideoReformatter()
+        reformat, stored = self._reformatter.reformat, self._stored
+        scaling = {} if self._same else {"interpolation": self._interpolation}
+
+        def convert():
+            array = reformat(frame, stored[1], stored[0], "rgb24", **scaling).to_ndarray()
+            return np.rot90(array, turns) if turns else array
+
+        return (*self.size, 3), convert
 
 
 class _Frames:

@@ -7,8 +7,9 @@ yields the frames as they are decoded — upright, at the short side asked
 (`decode.FrameConverter`, the rules of `decode_video`) — each with its time
 in the video (seconds from the first frame, from its timestamp) and the
 moment it was decoded (`time.monotonic()`: a live frame's capture time as
-this process sees it). Nothing is kept: memory does not grow with the
-video's length.
+this process sees it). A frame is converted (colours, scaling) only when
+its `image` is first used, so frames no one uses cost their decoding only.
+Nothing is kept: memory does not grow with the video's length.
 
 Sources: a file, or anything FFmpeg opens — `rtsp://`, `http(s)://`,
 `udp://`, `tcp://`, a capture device (`/dev/video0`, through FFmpeg's
@@ -25,13 +26,10 @@ size).
 ...     print(frame.time, frame.image.shape)
 """
 
-import dataclasses
 import os
 import stat
 import sys
 import time
-
-import numpy as np
 
 from clipspec.decode import (
     FrameConverter,
@@ -48,16 +46,30 @@ STDIN = "-"
 _DEVICE_FORMATS = {"linux": "v4l2", "darwin": "avfoundation"}
 
 
-@dataclasses.dataclass
 class StreamFrame:
-    """One decoded frame: `image` uint8 `[H, W, 3]`, `time` seconds from the
-    stream's first frame, `captured` the `time.monotonic()` it was decoded
-    at, `index` its number (from 0)."""
+    """One decoded frame: `image` uint8 `[H, W, 3]` (`shape`), `time`
+    seconds from the stream's first frame, `captured` the
+    `time.monotonic()` it was decoded at, `index` its number (from 0).
 
-    image: np.ndarray
-    time: float
-    captured: float
-    index: int
+    `image` is an array, or a function that makes it (with `shape` given):
+    then the frame is converted (colours, scaling) on first use of `image`,
+    so a frame no one uses costs its decoding only.
+    """
+
+    __slots__ = ("_image", "shape", "time", "captured", "index")
+
+    def __init__(self, image, time, captured, index, shape=None):
+        self._image, self.time, self.captured, self.index = image, time, captured, index
+        self.shape = tuple(image.shape if shape is None else shape)
+
+    @property
+    def image(self):
+        if callable(self._image):
+            self._image = self._image()
+        return self._image
+
+    def __repr__(self):
+        return f"StreamFrame(index={self.index}, time={self.time:.3f}, shape={self.shape})"
 
 
 def is_live(source):
@@ -170,9 +182,8 @@ class FrameStream:
                         seconds = self.frames / self.fps if self.fps else 0.0
                     if first is None:
                         first = seconds
-                    yield StreamFrame(
-                        convert(frame), seconds - first, time.monotonic(), self.frames
-                    )
+                    shape, later = convert.later(frame)
+                    yield StreamFrame(later, seconds - first, time.monotonic(), self.frames, shape)
                     self.frames += 1
         finally:
             container.close()

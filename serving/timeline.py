@@ -94,7 +94,7 @@ class WindowCutter:
 
     def push(self, frame):
         """Adds a frame without cutting a window (live streams)."""
-        if self.frames and frame.image.shape != self.frames[-1].image.shape:
+        if self.frames and frame.shape != self.frames[-1].shape:
             self.frames.clear()
             self.restarts += 1
         self.frames.append(frame)

@@ -170,6 +170,30 @@ def test_frame_stream_gives_times_and_scaled_frames(colour_video):
     assert not is_live(path) and is_live("udp://127.0.0.1:1") and is_live("-")
 
 
+def test_only_the_frames_windows_use_are_converted(colour_video):
+    """Frames are converted (colours, scaling) on first use: with stride 2
+    and a hop of 4 frames, the odd frames are decoded but not converted
+    (but for the last window's); those converted equal `decode_video`'s."""
+    from clipspec.decode import decode_video
+
+    path, _ = colour_video
+    frames, windows = [], []
+    cutter = WindowCutter(clip_length=4, stride=2, hop=0.4)
+    for frame in FrameStream(path, short_side=16):
+        assert frame.shape == (16, 24, 3)
+        frames.append(frame)
+        windows.append(cutter.add(frame))
+    windows = [w for w in [*windows, cutter.finish()] if w is not None]
+    converted = [i for i, f in enumerate(frames) if not callable(f._image)]
+    # 21 windows from frames 0, 4, ..., 80 (7 frames each, every other one
+    # taken: frames 0-86 even), and the last one of frames 83-89
+    assert len(windows) == 22 and len(converted) == 48
+    assert [i for i in converted if i % 2] == [83, 85, 87, 89]
+    decoded, _ = decode_video(str(path), short_side=16)
+    for i in converted:
+        np.testing.assert_array_equal(frames[i].image, decoded[i])
+
+
 # ----------------------------------------------------------------------
 # Command line, gRPC and REST
 # ----------------------------------------------------------------------
