@@ -245,7 +245,6 @@ def benchmark(
                 other_served[threads] = served_throughput(
                     server.address, "bench", clips[0], clients, requests
                 )[0]
-                server.stop()
         with LocalServer(args, log_path=work / "server.log", rest=True) as server:
             with ServingClient(server.address) as client:
                 client.wait_until_available("bench")

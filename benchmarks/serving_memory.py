@@ -37,19 +37,8 @@ _REPO = pathlib.Path(__file__).resolve().parents[1]
 # Runs in a child process; prints one JSON line.
 _PROBE = textwrap.dedent(
     """
-    import gc, json, sys
+    import gc, json, os, sys
     import numpy as np
-    import psutil
-
-    def rss_tree():
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
-            try:
-                total += child.memory_info().rss
-            except psutil.Error:
-                pass
-        return total / 2**20
 
     mode, path, loads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     shape = [int(size) for size in sys.argv[4].split(",")]
@@ -58,6 +47,11 @@ _PROBE = textwrap.dedent(
     from serving.servable import ServableVersion
     from serving.worker_servable import WorkerServable
     from serving.worker_process import WorkerSettings
+    from serving.loadtest import process_tree_rss_mb
+
+    def rss_tree():
+        return process_tree_rss_mb(os.getpid())
+
     result = {"imported": rss_tree(), "rounds": []}
     if mode != "import":
         request = None

@@ -123,9 +123,7 @@ class InferenceClientBase(abc.ABC):
             )
         fallback = ClipFormat(clip_length=dims[1], crop_size=dims[2])
         warnings.warn(
-            f"Model {model!r}: its clip format could not be read (no "
-            f"'{names.CLIP_FORMAT}' signature; or, over REST, an export of "
-            "keras-classreg < 0.3); using its input size with the default "
+            f"{unreadable_clip_format(model)}; using its input size with the default "
             f"stride {fallback.stride}, normalisation and views. Export it again "
             "with `python -m training.export` to use the model's own.",
             stacklevel=3,
@@ -148,19 +146,25 @@ class InferenceClientBase(abc.ABC):
         return [cache[int(i)] for i in indices]
 
 
+def unreadable_clip_format(model):
+    """Why a model's clip format cannot be read, in one clause."""
+    return (
+        f"Model {model!r}: its clip format could not be read (no "
+        f"'{names.CLIP_FORMAT}' signature; or, over REST, an export of "
+        "keras-classreg < 0.3, whose signature has no input, which TF "
+        "Serving's REST API cannot call)"
+    )
+
+
 def _first_text(value):
     """The clip format JSON of a `clip_format` output: a string `[N]` (or a
     scalar, from exports of keras-classreg < 0.3), as an array or as the
     JSON list of a REST answer."""
-    while isinstance(value, (list, tuple)):
-        if not value:
-            raise ValueError("The model's clip_format signature answered no clip format.")
-        value = value[0]
-    if isinstance(value, np.ndarray):
-        if value.size == 0:
-            raise ValueError("The model's clip_format signature answered no clip format.")
-        value = value.reshape(-1)[0]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    values = np.asarray(value, dtype=object).reshape(-1)
+    if not values.size:
+        raise ValueError("The model's clip_format signature answered no clip format.")
+    text = values[0]
+    return text.decode("utf-8") if isinstance(text, bytes) else str(text)
 
 
 def model_spec(spec, model, version=None, signature=None):

@@ -24,7 +24,7 @@ import numpy as np
 
 from clipspec import signatures as names
 from serving import grpc_client, predict_wire, rest_json
-from serving.client_base import InferenceClientBase
+from serving.client_base import InferenceClientBase, unreadable_clip_format
 from serving.defaults import DEFAULT_MAX_MESSAGE_BYTES
 from serving.rest_http import (
     DEFAULT_REST_SERVER,
@@ -55,10 +55,7 @@ class Predictor(InferenceClientBase):
 
     def _legacy_clip_format(self, model, version):
         raise ValueError(
-            f"Model {model!r}: its clip format could not be read (no "
-            f"'{names.CLIP_FORMAT}' signature; or, over REST, an export of "
-            "keras-classreg < 0.3, whose signature has no input, which TF "
-            "Serving's REST API cannot call); a timeline needs it: use gRPC, "
+            f"{unreadable_clip_format(model)}; a timeline needs it: use gRPC, "
             "or export the model again with `python -m training.export`."
         )
 
