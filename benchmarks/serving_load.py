@@ -530,6 +530,8 @@ def main(argv=None):
         "docs/benchmarks/serving_load.md).",
     )
     args = parser.parse_args(argv)
+    if min(args.num_batch_threads) < 1:
+        parser.error(f"--num-batch-threads: each value must be >= 1, got {args.num_batch_threads}")
     result = benchmark(
         args.model,
         tuple(args.input_shape),

@@ -362,6 +362,8 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--docs", metavar="FILE", default=None)
     args = parser.parse_args(argv)
+    if args.hour_hop is not None and not args.hour_hop > 0:
+        parser.error(f"--hour-hop must be > 0 seconds, got {args.hour_hop}")
     result = benchmark(
         args.model,
         tuple(args.input_shape),

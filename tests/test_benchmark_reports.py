@@ -260,3 +260,16 @@ def test_demo_time_page(tmp_path):
     facts["wall_seconds"] = 700.0
     demo_time.write_docs(facts, tmp_path / "slow.md", "python -m benchmarks.demo_time")
     assert "**NOT met** (700 s)" in (tmp_path / "slow.md").read_text()
+
+
+def test_serving_load_and_timeline_refuse_bad_settings_before_any_work(capsys):
+    from benchmarks import serving_load, timeline
+
+    for main, argv, words in (
+        (serving_load.main, ["--num-batch-threads", "2", "0"], "--num-batch-threads"),
+        (timeline.main, ["--hour-hop", "0"], "--hour-hop must be > 0"),
+    ):
+        with pytest.raises(SystemExit) as caught:
+            main(argv)
+        assert caught.value.code == 2
+        assert words in capsys.readouterr().err
