@@ -53,8 +53,8 @@ def test_sigkill_then_same_command_resumes(prepared_data, tmp_path, augment_on):
     )
     deadline = time.monotonic() + 240
     first_checkpoint = os.path.join(run_dir, "checkpoints", "epoch_001.keras")
-    # epoch 1 done, backed up and its checkpoint written (the backup is
-    # written first: a kill between the two loses that epoch's checkpoint)
+    # epoch 1 done: its checkpoint written, then backed up (the backup comes
+    # last, so every epoch it marks done has its checkpoint)
     while _backed_up_epoch(run_dir) < 1 or not os.path.exists(first_checkpoint):
         assert first.poll() is None, first.communicate()[0][-3000:]
         assert time.monotonic() < deadline, "epoch 1 never finished"

@@ -663,7 +663,7 @@ def _callbacks(config, run, is_chief, has_validation):
         monitor="val_top1" if has_validation else "top1",
         history_path=history_path,
     )
-    callbacks = [keras.callbacks.BackupAndRestore(str(run.file("backup")), double_checkpoint=True)]
+    callbacks = []
     if is_chief:
         callbacks += [
             run_callbacks.HistoryCSV(history_path),
@@ -673,6 +673,13 @@ def _callbacks(config, run, is_chief, has_validation):
             ),
             keras.callbacks.TensorBoard(str(run.file("tensorboard")), write_graph=False),
         ]
+    # Last, so an epoch is marked done (backed up) only once its files are
+    # written: a kill before the backup re-runs the epoch and writes them
+    # again (backing up first, a kill between the two would lose the
+    # epoch's checkpoint for good).
+    callbacks.append(
+        keras.callbacks.BackupAndRestore(str(run.file("backup")), double_checkpoint=True)
+    )
     return callbacks, best
 
 
